@@ -1,0 +1,571 @@
+//! One app's policy file (`policies/<app>.toml`): who owns it, where it lives, where traffic
+//! goes, and its access rules.
+//!
+//! Owns the on-disk shape and its compilation into [`AppConfig`]. The rule semantics live in
+//! `policy`; cross-file checks (duplicate hosts, ids) live in `config::mod`.
+
+use super::duration::ConfigDuration;
+use super::gateway::{resolve, UpstreamTimeouts};
+use super::problem::{Problem, SourceFile};
+use crate::policy::path::normalise;
+use crate::policy::{PathPattern, Rule, RuleKind, RuleSet};
+use http::Method;
+use openssl::x509::X509;
+use serde::Deserialize;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use toml::Spanned;
+
+/// The only policy schema this build understands.
+pub const SCHEMA_VERSION: u32 = 1;
+
+// ---- on-disk shape ---------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FilePolicy {
+    schema: Spanned<u32>,
+    app: Spanned<String>,
+    owner: Spanned<String>,
+    summary: Spanned<String>,
+    hosts: Spanned<Vec<Spanned<String>>>,
+    path_prefix: Option<Spanned<String>>,
+    #[serde(default = "default_true")]
+    preserve_host: bool,
+    upstreams: Spanned<Vec<FileUpstream>>,
+    #[serde(default)]
+    upstream_tls: FileUpstreamTls,
+    #[serde(default)]
+    timeouts: FileTimeouts,
+    #[serde(default)]
+    allow: Vec<Spanned<FileAllowRule>>,
+    #[serde(default)]
+    deny: Vec<Spanned<FileDenyRule>>,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileUpstream {
+    url: Spanned<String>,
+    weight: Option<Spanned<u32>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileUpstreamTls {
+    verify: Option<Spanned<bool>>,
+    ca_file: Option<Spanned<String>>,
+    sni: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileTimeouts {
+    connect: Option<ConfigDuration>,
+    read: Option<ConfigDuration>,
+    write: Option<ConfigDuration>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileAllowRule {
+    id: Spanned<String>,
+    why: Spanned<String>,
+    public: Option<Spanned<bool>>,
+    #[serde(default)]
+    paths: Vec<Spanned<String>>,
+    #[serde(default)]
+    methods: Vec<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileDenyRule {
+    id: Spanned<String>,
+    why: Spanned<String>,
+    #[serde(default)]
+    paths: Vec<Spanned<String>>,
+    #[serde(default)]
+    methods: Vec<Spanned<String>>,
+}
+
+// ---- compiled app ----------------------------------------------------------------------------
+
+/// A host name an app serves.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum HostPattern {
+    /// `wiki.corp.example`
+    Exact(String),
+    /// `*.corp.example`: exactly one more label in front (like a TLS wildcard); the stored
+    /// value is the suffix, `corp.example`.
+    Wildcard(String),
+}
+
+impl std::fmt::Display for HostPattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HostPattern::Exact(h) => f.write_str(h),
+            HostPattern::Wildcard(s) => write!(f, "*.{s}"),
+        }
+    }
+}
+
+/// One backend server of an app.
+#[derive(Debug, Clone)]
+pub struct UpstreamTarget {
+    /// The URL as written, for logs.
+    pub url: String,
+    /// Resolved when the policy is loaded (no DNS on the request path).
+    pub addr: SocketAddr,
+    /// Speak TLS to it.
+    pub tls: bool,
+    /// Server name for SNI and certificate checks.
+    pub sni: String,
+    /// Share of requests relative to the app's other upstreams.
+    pub weight: u32,
+}
+
+/// TLS settings towards an app's upstreams.
+#[derive(Debug, Clone)]
+pub struct UpstreamTls {
+    /// Verify the upstream certificate and host name (default true).
+    pub verify: bool,
+    /// Trust these CAs instead of the system store.
+    pub ca: Option<Vec<X509>>,
+}
+
+/// A validated app policy.
+#[derive(Debug, Clone)]
+pub struct AppConfig {
+    /// App id used in logs and audit.
+    pub id: String,
+    /// Who answers for this app.
+    pub owner: String,
+    /// One line saying what the app is.
+    pub summary: String,
+    /// The policy file.
+    pub file: PathBuf,
+    /// Host names served.
+    pub hosts: Vec<HostPattern>,
+    /// Path prefix on those hosts, normalised, without trailing slash (`""` = whole host).
+    pub path_prefix: String,
+    /// Send the client's Host header upstream (legacy apps build links from it).
+    pub preserve_host: bool,
+    /// Backends.
+    pub upstreams: Vec<UpstreamTarget>,
+    /// TLS towards backends.
+    pub upstream_tls: UpstreamTls,
+    /// Timeouts towards backends.
+    pub timeouts: UpstreamTimeouts,
+    /// Access rules.
+    pub rules: RuleSet,
+}
+
+/// What little can be read from a policy file that failed to compile, so its hosts can be
+/// answered with "temporarily unavailable" rather than falling through to anything else.
+#[derive(Debug, Clone)]
+pub struct BrokenApp {
+    /// The policy file.
+    pub file: PathBuf,
+    /// App id, when readable.
+    pub id: Option<String>,
+    /// Hosts the file claims, when readable.
+    pub hosts: Vec<HostPattern>,
+    /// Path prefix the file claims (`""` when absent or unreadable).
+    pub path_prefix: String,
+}
+
+/// Compiles one policy file. Returns the app (if it has no errors) and all problems found.
+pub fn compile_app(
+    path: &Path,
+    text: &str,
+    base: &Path,
+    defaults: UpstreamTimeouts,
+) -> (Option<AppConfig>, Vec<Problem>) {
+    let src = SourceFile::new(path, text);
+    let file: FilePolicy = match toml::from_str(text) {
+        Ok(f) => f,
+        Err(e) => return (None, vec![src.from_toml(&e)]),
+    };
+    let mut out = Compiler {
+        src: &src,
+        problems: Vec::new(),
+    };
+
+    if *file.schema.get_ref() != SCHEMA_VERSION {
+        out.error(
+            &file.schema,
+            format!(
+                "schema {} is not supported (this gateway reads schema {SCHEMA_VERSION})",
+                file.schema.get_ref()
+            ),
+        );
+    }
+    let id = file.app.get_ref().clone();
+    if id.is_empty()
+        || id.len() > 64
+        || !id
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+    {
+        out.error(
+            &file.app,
+            "app id must be 1-64 characters of a-z, 0-9, `-`, `_`",
+        );
+    }
+    out.non_empty(&file.owner, "owner");
+    out.non_empty(&file.summary, "summary");
+
+    if file.hosts.get_ref().is_empty() {
+        out.error(&file.hosts, "hosts must list at least one host name");
+    }
+    let hosts: Vec<HostPattern> = file
+        .hosts
+        .get_ref()
+        .iter()
+        .filter_map(|h| match parse_host_pattern(h.get_ref()) {
+            Ok(p) => Some(p),
+            Err(msg) => {
+                out.error(h, msg);
+                None
+            }
+        })
+        .collect();
+
+    let path_prefix = match &file.path_prefix {
+        Some(p) => out.path_prefix(p),
+        None => String::new(),
+    };
+
+    let upstreams = out.upstreams(&file);
+    let upstream_tls = out.upstream_tls(&file.upstream_tls, base);
+    let rules = out.rules(&file);
+
+    let timeouts = UpstreamTimeouts {
+        connect: file.timeouts.connect.map_or(defaults.connect, |d| d.0),
+        read: file.timeouts.read.map_or(defaults.read, |d| d.0),
+        write: file.timeouts.write.map_or(defaults.write, |d| d.0),
+    };
+
+    let problems = out.problems;
+    if problems.iter().any(Problem::is_error) {
+        return (None, problems);
+    }
+    let app = AppConfig {
+        id,
+        owner: file.owner.into_inner(),
+        summary: file.summary.into_inner(),
+        file: path.to_path_buf(),
+        hosts,
+        path_prefix,
+        preserve_host: file.preserve_host,
+        upstreams,
+        upstream_tls,
+        timeouts,
+        rules,
+    };
+    (Some(app), problems)
+}
+
+/// Reads what it can of a broken policy file: its id, hosts and prefix.
+pub fn salvage_broken(path: &Path, text: &str) -> BrokenApp {
+    let table: Option<toml::Table> = toml::from_str(text).ok();
+    let get_str = |key: &str| {
+        table
+            .as_ref()
+            .and_then(|t| t.get(key))
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+    };
+    let hosts = table
+        .as_ref()
+        .and_then(|t| t.get("hosts"))
+        .and_then(|v| v.as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|h| h.as_str())
+                .filter_map(|h| parse_host_pattern(h).ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    let path_prefix = get_str("path_prefix")
+        .and_then(|p| normalise(&p).ok())
+        .map(|p| p.trim_end_matches('/').to_string())
+        .unwrap_or_default();
+    BrokenApp {
+        file: path.to_path_buf(),
+        id: get_str("app"),
+        hosts,
+        path_prefix,
+    }
+}
+
+/// Parses a configured host name: lower-case DNS name (or `*.` + name), no port.
+pub fn parse_host_pattern(text: &str) -> Result<HostPattern, String> {
+    let (wildcard, name) = match text.strip_prefix("*.") {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let valid_label = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if name.is_empty() || name.len() > 253 || !name.split('.').all(valid_label) {
+        return Err(format!(
+            "host `{text}` is not a lower-case host name (no port, no scheme; `*.example.com` for a wildcard)"
+        ));
+    }
+    Ok(if wildcard {
+        HostPattern::Wildcard(name.to_string())
+    } else {
+        HostPattern::Exact(name.to_string())
+    })
+}
+
+/// Collects problems while compiling one file.
+struct Compiler<'a> {
+    src: &'a SourceFile<'a>,
+    problems: Vec<Problem>,
+}
+
+impl Compiler<'_> {
+    fn error<T>(&mut self, at: &Spanned<T>, message: impl Into<String>) {
+        self.problems.push(self.src.error(Some(at.span()), message));
+    }
+
+    fn warning<T>(&mut self, at: &Spanned<T>, message: impl Into<String>) {
+        self.problems
+            .push(self.src.warning(Some(at.span()), message));
+    }
+
+    fn non_empty(&mut self, value: &Spanned<String>, what: &str) {
+        if value.get_ref().trim().is_empty() {
+            self.error(value, format!("{what} must not be empty"));
+        }
+    }
+
+    fn path_prefix(&mut self, p: &Spanned<String>) -> String {
+        let text = p.get_ref();
+        match normalise(text) {
+            Ok(n) if n == *text || n == format!("{text}/") => n.trim_end_matches('/').to_string(),
+            Ok(n) => {
+                self.error(
+                    p,
+                    format!("path_prefix `{text}` is not in normal form; write `{n}`"),
+                );
+                String::new()
+            }
+            Err(e) => {
+                self.error(p, format!("path_prefix `{text}` is not a valid path: {e}"));
+                String::new()
+            }
+        }
+    }
+
+    fn upstreams(&mut self, file: &FilePolicy) -> Vec<UpstreamTarget> {
+        if file.upstreams.get_ref().is_empty() {
+            self.error(&file.upstreams, "upstreams must list at least one backend");
+        }
+        let sni_override = file.upstream_tls.sni.as_ref().map(|s| s.get_ref().clone());
+        let mut targets = Vec::new();
+        for up in file.upstreams.get_ref() {
+            let weight = match &up.weight {
+                Some(w) if !(1..=100).contains(w.get_ref()) => {
+                    self.error(w, "weight must be between 1 and 100");
+                    1
+                }
+                Some(w) => *w.get_ref(),
+                None => 1,
+            };
+            let raw = up.url.get_ref();
+            let url = match url::Url::parse(raw) {
+                Ok(u) => u,
+                Err(e) => {
+                    self.error(&up.url, format!("upstream url `{raw}` is invalid: {e}"));
+                    continue;
+                }
+            };
+            let tls = match url.scheme() {
+                "http" => false,
+                "https" => true,
+                other => {
+                    self.error(
+                        &up.url,
+                        format!("upstream scheme `{other}` is not supported (use http or https)"),
+                    );
+                    continue;
+                }
+            };
+            if !url.username().is_empty() || url.password().is_some() {
+                self.error(&up.url, "upstream url must not carry credentials");
+                continue;
+            }
+            if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
+                self.error(
+                    &up.url,
+                    "upstream url must be scheme://host[:port] only (no path or query)",
+                );
+                continue;
+            }
+            let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default()) else {
+                self.error(&up.url, "upstream url needs a host");
+                continue;
+            };
+            let host = host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string();
+            // Resolved once here: request handling must never block on DNS.
+            let addr = match (host.as_str(), port)
+                .to_socket_addrs()
+                .map(|mut a| a.next())
+            {
+                Ok(Some(a)) => a,
+                Ok(None) | Err(_) => {
+                    self.error(
+                        &up.url,
+                        format!("upstream host `{host}` cannot be resolved"),
+                    );
+                    continue;
+                }
+            };
+            targets.push(UpstreamTarget {
+                url: raw.clone(),
+                addr,
+                tls,
+                sni: sni_override.clone().unwrap_or(host),
+                weight,
+            });
+        }
+        targets
+    }
+
+    fn upstream_tls(&mut self, tls: &FileUpstreamTls, base: &Path) -> UpstreamTls {
+        let verify = tls.verify.as_ref().is_none_or(|v| *v.get_ref());
+        if let Some(v) = &tls.verify {
+            if !v.get_ref() {
+                self.warning(v, "upstream certificate verification is off: anyone on the path can impersonate the backend");
+            }
+        }
+        let ca = tls.ca_file.as_ref().and_then(|f| {
+            let path = resolve(base, f.get_ref());
+            let loaded = std::fs::read(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|pem| X509::stack_from_pem(&pem).map_err(|e| e.to_string()));
+            match loaded {
+                Ok(certs) if !certs.is_empty() => Some(certs),
+                Ok(_) => {
+                    self.error(
+                        f,
+                        format!("ca_file `{}` holds no certificate", path.display()),
+                    );
+                    None
+                }
+                Err(e) => {
+                    self.error(
+                        f,
+                        format!(
+                            "ca_file `{}` cannot be read as PEM certificates: {e}",
+                            path.display()
+                        ),
+                    );
+                    None
+                }
+            }
+        });
+        UpstreamTls { verify, ca }
+    }
+
+    fn rules(&mut self, file: &FilePolicy) -> RuleSet {
+        let mut rules = Vec::new();
+        let mut seen_ids: Vec<String> = Vec::new();
+        for rule in &file.allow {
+            let r = rule.get_ref();
+            self.rule_header(&r.id, &r.why, &mut seen_ids);
+            match &r.public {
+                Some(p) if *p.get_ref() => {}
+                Some(p) => self.error(p, "only public allow rules exist until login is configured; set `public = true` or remove the rule"),
+                None => self.error(rule, format!("allow rule `{}` must say `public = true`: rules for signed-in users need login, which this gateway does not offer yet", r.id.get_ref())),
+            }
+            let paths = self.paths(&r.paths);
+            let methods = self.methods(&r.methods);
+            rules.push(Rule::new(
+                r.id.get_ref().clone(),
+                r.why.get_ref().clone(),
+                RuleKind::AllowPublic,
+                paths,
+                methods,
+            ));
+        }
+        for rule in &file.deny {
+            let r = rule.get_ref();
+            self.rule_header(&r.id, &r.why, &mut seen_ids);
+            let paths = self.paths(&r.paths);
+            let methods = self.methods(&r.methods);
+            rules.push(Rule::new(
+                r.id.get_ref().clone(),
+                r.why.get_ref().clone(),
+                RuleKind::Deny,
+                paths,
+                methods,
+            ));
+        }
+        RuleSet::new(rules)
+    }
+
+    /// Checks what every rule has: a well-formed id unique in the file, and a reason.
+    fn rule_header(&mut self, id: &Spanned<String>, why: &Spanned<String>, seen: &mut Vec<String>) {
+        let text = id.get_ref();
+        if text.is_empty()
+            || !text
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            self.error(
+                id,
+                "rule id must be non-empty and use only letters, digits, `-`, `_`",
+            );
+        } else if seen.contains(text) {
+            self.error(id, format!("rule id `{text}` is used twice in this file"));
+        }
+        seen.push(text.clone());
+        self.non_empty(why, "why");
+    }
+
+    fn paths(&mut self, paths: &[Spanned<String>]) -> Vec<PathPattern> {
+        let mut out = Vec::new();
+        for p in paths {
+            let text = p.get_ref();
+            match normalise(text) {
+                Ok(n) if n == *text => out.push(PathPattern::parse(text)),
+                Ok(n) => self.error(p, format!("path `{text}` is not in normal form (requests are matched after normalisation); write `{n}`")),
+                Err(e) => self.error(p, format!("path `{text}` is not a valid path: {e}")),
+            }
+        }
+        out
+    }
+
+    fn methods(&mut self, methods: &[Spanned<String>]) -> Vec<Method> {
+        let mut out = Vec::new();
+        for m in methods {
+            let text = m.get_ref();
+            let upper = text.to_ascii_uppercase();
+            if text.is_empty() || !text.chars().all(|c| c.is_ascii_alphabetic() || c == '-') {
+                self.error(m, format!("method `{text}` is not an HTTP method"));
+            } else if *text != upper {
+                self.error(m, format!("methods are upper-case: write `{upper}`"));
+            } else if let Ok(method) = Method::from_bytes(text.as_bytes()) {
+                out.push(method);
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,458 @@
+//! `portcullis.toml`: the gateway's own settings (listeners, TLS, admin, logging, defaults).
+//!
+//! Owns the on-disk shape (`File*` structs) and its compilation into [`GatewayConfig`].
+//! Per-app settings live in policy files (see `config::app`), not here.
+
+use super::duration::ConfigDuration;
+use super::problem::{file_problem, Problem, SourceFile};
+use ipnet::IpNet;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use toml::Spanned;
+
+/// Identity headers stripped from every client request, whatever the config says. Operators
+/// can add to this list (`[headers] strip`), never remove from it.
+pub const DEFAULT_STRIPPED_HEADERS: &[&str] = &[
+    "X-Remote-User",
+    "X-Forwarded-User",
+    "X-Forwarded-Email",
+    "X-Forwarded-Groups",
+    "X-Forwarded-Preferred-Username",
+    "X-Auth-Request-User",
+    "X-Auth-Request-Email",
+    "X-Auth-Request-Groups",
+    "Remote-User",
+    "Remote-Email",
+    "Remote-Groups",
+    "X-User",
+    "X-Email",
+];
+
+/// Header name prefixes stripped from every client request (`X-Portcullis-*` is ours).
+pub const DEFAULT_STRIPPED_PREFIXES: &[&str] = &["X-Portcullis-"];
+
+// ---- on-disk shape ---------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileGateway {
+    policies: Option<Spanned<String>>,
+    listen: Spanned<FileListen>,
+    #[serde(default)]
+    admin: Option<FileAdmin>,
+    #[serde(default)]
+    sessions: FileSessions,
+    #[serde(default)]
+    log: FileLog,
+    #[serde(default)]
+    server: FileServer,
+    #[serde(default)]
+    upstream: FileUpstreamDefaults,
+    #[serde(default)]
+    headers: FileHeaders,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileListen {
+    http: Option<Spanned<String>>,
+    https: Option<FileHttps>,
+    #[serde(default)]
+    h2c: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileHttps {
+    addr: Spanned<String>,
+    cert: Spanned<String>,
+    key: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileAdmin {
+    listen: Spanned<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileSessions {
+    idle: Option<ConfigDuration>,
+    absolute: Option<ConfigDuration>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileLog {
+    format: Option<LogFormat>,
+    level: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileServer {
+    threads: Option<Spanned<usize>>,
+    grace_period: Option<ConfigDuration>,
+    shutdown_timeout: Option<ConfigDuration>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileUpstreamDefaults {
+    connect_timeout: Option<ConfigDuration>,
+    read_timeout: Option<ConfigDuration>,
+    write_timeout: Option<ConfigDuration>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileHeaders {
+    #[serde(default)]
+    strip: Vec<Spanned<String>>,
+    #[serde(default)]
+    strip_prefixes: Vec<Spanned<String>>,
+    #[serde(default)]
+    trusted_proxies: Vec<Spanned<String>>,
+}
+
+// ---- compiled config -------------------------------------------------------------------------
+
+/// Access log and diagnostics format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// The HTTPS listener: address plus certificate chain and key (PEM).
+#[derive(Debug, Clone)]
+pub struct HttpsListener {
+    /// Address to bind.
+    pub addr: SocketAddr,
+    /// PEM certificate chain file.
+    pub cert: PathBuf,
+    /// PEM private key file.
+    pub key: PathBuf,
+}
+
+/// Timeouts towards upstreams; each app may override them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpstreamTimeouts {
+    /// TCP (and TLS) connect.
+    pub connect: Duration,
+    /// Wait for each read from the upstream, including the response header.
+    pub read: Duration,
+    /// Wait for each write to the upstream.
+    pub write: Duration,
+}
+
+/// Validated gateway settings.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// The file these settings came from.
+    pub source: PathBuf,
+    /// Directory holding one policy file per app.
+    pub policies_dir: PathBuf,
+    /// Plain HTTP listener.
+    pub http: Option<SocketAddr>,
+    /// HTTPS listener (HTTP/1.1 and HTTP/2 via ALPN).
+    pub https: Option<HttpsListener>,
+    /// Accept HTTP/2 without TLS (prior knowledge) on the plain listener.
+    pub h2c: bool,
+    /// Admin listener for `/healthz` and `/readyz`.
+    pub admin: Option<SocketAddr>,
+    /// Session idle timeout (used once login exists).
+    pub session_idle: Duration,
+    /// Session absolute lifetime (used once login exists).
+    pub session_absolute: Duration,
+    /// Log line format.
+    pub log_format: LogFormat,
+    /// Default log filter (`info`, `portcullis=debug`, ...); `RUST_LOG` overrides it.
+    pub log_level: String,
+    /// Worker threads for the proxy.
+    pub threads: usize,
+    /// After SIGTERM: how long to keep serving while load balancers notice.
+    pub grace_period: Duration,
+    /// After the grace period: how long in-flight requests may take to finish.
+    pub shutdown_timeout: Duration,
+    /// Default upstream timeouts.
+    pub upstream_timeouts: UpstreamTimeouts,
+    /// Extra identity headers to strip (on top of [`DEFAULT_STRIPPED_HEADERS`]).
+    pub extra_stripped_headers: Vec<String>,
+    /// Extra header prefixes to strip (on top of [`DEFAULT_STRIPPED_PREFIXES`]).
+    pub extra_stripped_prefixes: Vec<String>,
+    /// Peers whose `X-Forwarded-*` and `X-Request-Id` are believed.
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+impl GatewayConfig {
+    /// Directory that relative paths in configuration are resolved against.
+    pub fn base_dir(&self) -> &Path {
+        self.source.parent().unwrap_or_else(|| Path::new("."))
+    }
+}
+
+/// Reads and validates `portcullis.toml`, returning every problem found.
+pub fn load_gateway(path: &Path) -> Result<(GatewayConfig, Vec<Problem>), Vec<Problem>> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        vec![file_problem(
+            path,
+            format!("cannot read gateway config: {e}"),
+        )]
+    })?;
+    compile_gateway(path, &text)
+}
+
+/// Compiles gateway settings from text (split from [`load_gateway`] for tests).
+pub fn compile_gateway(
+    path: &Path,
+    text: &str,
+) -> Result<(GatewayConfig, Vec<Problem>), Vec<Problem>> {
+    let src = SourceFile::new(path, text);
+    let file: FileGateway = toml::from_str(text).map_err(|e| vec![src.from_toml(&e)])?;
+    let base = path.parent().unwrap_or_else(|| Path::new("."));
+    let mut problems = Vec::new();
+
+    let mut socket = |value: &Spanned<String>, what: &str| -> Option<SocketAddr> {
+        match value.get_ref().parse::<SocketAddr>() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                problems.push(src.error(
+                    Some(value.span()),
+                    format!(
+                        "{what} `{}` is not an address like `127.0.0.1:8080`",
+                        value.get_ref()
+                    ),
+                ));
+                None
+            }
+        }
+    };
+    let listen = file.listen.get_ref();
+    let http = listen.http.as_ref().and_then(|a| socket(a, "listen.http"));
+    let https_addr = listen
+        .https
+        .as_ref()
+        .and_then(|h| socket(&h.addr, "listen.https.addr"));
+    let admin = file
+        .admin
+        .as_ref()
+        .and_then(|a| socket(&a.listen, "admin.listen"));
+
+    let https = match (&listen.https, https_addr) {
+        (Some(h), Some(addr)) => {
+            let cert = resolve(base, h.cert.get_ref());
+            let key = resolve(base, h.key.get_ref());
+            for (file_path, spanned, what) in
+                [(&cert, &h.cert, "certificate"), (&key, &h.key, "key")]
+            {
+                if !file_path.is_file() {
+                    problems.push(src.error(
+                        Some(spanned.span()),
+                        format!("TLS {what} file `{}` not found", file_path.display()),
+                    ));
+                }
+            }
+            Some(HttpsListener { addr, cert, key })
+        }
+        _ => None,
+    };
+    if listen.http.is_none() && listen.https.is_none() {
+        problems.push(src.error(
+            Some(file.listen.span()),
+            "[listen] needs `http` or `https` (or both)",
+        ));
+    }
+
+    let log_level = match &file.log.level {
+        Some(level) => {
+            let text = level.get_ref();
+            if tracing_subscriber::EnvFilter::try_new(text).is_err() {
+                problems.push(src.error(
+                    Some(level.span()),
+                    format!("log.level `{text}` is not a valid filter (e.g. `info`, `portcullis=debug`)"),
+                ));
+            }
+            text.clone()
+        }
+        None => "info".to_string(),
+    };
+
+    let threads = match &file.server.threads {
+        Some(t) if *t.get_ref() == 0 || *t.get_ref() > 1024 => {
+            problems.push(src.error(Some(t.span()), "server.threads must be between 1 and 1024"));
+            1
+        }
+        Some(t) => *t.get_ref(),
+        None => std::thread::available_parallelism().map_or(2, |n| n.get()),
+    };
+
+    let session_idle = file
+        .sessions
+        .idle
+        .map_or(Duration::from_secs(3600), |d| d.0);
+    let session_absolute = file
+        .sessions
+        .absolute
+        .map_or(Duration::from_secs(8 * 3600), |d| d.0);
+    if session_idle > session_absolute {
+        problems.push(src.error(
+            None,
+            "sessions.idle must not be longer than sessions.absolute",
+        ));
+    }
+
+    let mut header_name = |value: &Spanned<String>, what: &str| -> Option<String> {
+        let name = value.get_ref();
+        if name.is_empty() || http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            problems.push(src.error(
+                Some(value.span()),
+                format!("{what} `{name}` is not a valid header name"),
+            ));
+            None
+        } else {
+            Some(name.clone())
+        }
+    };
+    let extra_stripped_headers = file
+        .headers
+        .strip
+        .iter()
+        .filter_map(|h| header_name(h, "headers.strip entry"))
+        .collect();
+    let extra_stripped_prefixes = file
+        .headers
+        .strip_prefixes
+        .iter()
+        .filter_map(|h| header_name(h, "headers.strip_prefixes entry"))
+        .collect();
+
+    let mut trusted_proxies = Vec::new();
+    for cidr in &file.headers.trusted_proxies {
+        match parse_cidr(cidr.get_ref()) {
+            Some(net) => trusted_proxies.push(net),
+            None => problems.push(src.error(
+                Some(cidr.span()),
+                format!(
+                    "trusted proxy `{}` is not an IP address or CIDR like `10.0.0.0/8`",
+                    cidr.get_ref()
+                ),
+            )),
+        }
+    }
+
+    let policies_dir = resolve(
+        base,
+        file.policies.as_ref().map_or("policies", |p| p.get_ref()),
+    );
+    if !policies_dir.is_dir() {
+        problems.push(src.error(
+            file.policies.as_ref().map(|p| p.span()),
+            format!("policies directory `{}` not found", policies_dir.display()),
+        ));
+    }
+
+    let defaults = &file.upstream;
+    let config = GatewayConfig {
+        source: path.to_path_buf(),
+        policies_dir,
+        http,
+        https,
+        h2c: listen.h2c,
+        admin,
+        session_idle,
+        session_absolute,
+        log_format: file.log.format.unwrap_or_default(),
+        log_level,
+        threads,
+        grace_period: file
+            .server
+            .grace_period
+            .map_or(Duration::from_secs(5), |d| d.0),
+        shutdown_timeout: file
+            .server
+            .shutdown_timeout
+            .map_or(Duration::from_secs(10), |d| d.0),
+        upstream_timeouts: UpstreamTimeouts {
+            connect: defaults
+                .connect_timeout
+                .map_or(Duration::from_secs(5), |d| d.0),
+            read: defaults
+                .read_timeout
+                .map_or(Duration::from_secs(60), |d| d.0),
+            write: defaults
+                .write_timeout
+                .map_or(Duration::from_secs(60), |d| d.0),
+        },
+        extra_stripped_headers,
+        extra_stripped_prefixes,
+        trusted_proxies,
+    };
+    if problems.iter().any(Problem::is_error) {
+        Err(problems)
+    } else {
+        Ok((config, problems))
+    }
+}
+
+/// Resolves a configured path against the config file's directory.
+pub fn resolve(base: &Path, configured: &str) -> PathBuf {
+    let p = Path::new(configured);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+/// Parses `10.0.0.0/8` or a bare address (treated as a single host).
+pub fn parse_cidr(text: &str) -> Option<IpNet> {
+    text.parse::<IpNet>()
+        .ok()
+        .or_else(|| text.parse::<std::net::IpAddr>().ok().map(IpNet::from))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn compile(text: &str) -> Result<GatewayConfig, Vec<String>> {
+        let dir = tempfile::tempdir().map_err(|e| vec![e.to_string()])?;
+        std::fs::create_dir(dir.path().join("policies")).map_err(|e| vec![e.to_string()])?;
+        let path = dir.path().join("portcullis.toml");
+        compile_gateway(&path, text)
+            .map(|(c, _)| c)
+            .map_err(|ps| ps.iter().map(|p| p.message.clone()).collect())
+    }
+
+    #[test]
+    fn minimal_config_gets_safe_defaults() {
+        let c = compile("[listen]\nhttp = \"127.0.0.1:8080\"\n").map_err(|e| e.join("; "));
+        let c = c.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.log_format, LogFormat::Text);
+        assert!(c.trusted_proxies.is_empty());
+        assert_eq!(c.upstream_timeouts.connect, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let err = compile("[listen]\nhttp = \"127.0.0.1:8080\"\nhtps = \"x\"\n").err();
+        let err = err.unwrap_or_default().join("; ");
+        assert!(err.contains("unknown field `htps`"), "{err}");
+    }
+
+    #[test]
+    fn collects_every_bad_value() {
+        let text =
+            "[listen]\nhttp = \"nope\"\n[headers]\ntrusted_proxies = [\"10.0.0.0/33\", \"x\"]\n";
+        let err = compile(text).err().unwrap_or_default();
+        assert_eq!(err.len(), 3, "{err:?}");
+    }
+}

@@ -1,0 +1,142 @@
+//! The gateway's shared, immutable state: configuration, compiled routes and upstream peers.
+//!
+//! Built once at start from compiled configuration; shared by every request as `Arc<Gateway>`.
+//! It holds no per-request state.
+
+use crate::config::gateway::{DEFAULT_STRIPPED_HEADERS, DEFAULT_STRIPPED_PREFIXES};
+use crate::config::{AppConfig, BrokenApp, GatewayConfig, PolicySet};
+use crate::hygiene::HeaderHygiene;
+use crate::routing::RouteTable;
+use crate::upstream::WeightedRoundRobin;
+use pingora::upstreams::peer::HttpPeer;
+use std::sync::Arc;
+
+/// Where a host + path leads.
+#[derive(Debug, Clone)]
+pub enum Route {
+    /// A working app.
+    App(Arc<AppRuntime>),
+    /// An app whose policy failed to load: answered with 503, never proxied.
+    Unavailable(Arc<BrokenApp>),
+}
+
+/// An app ready to serve: its policy plus prepared upstream peers.
+#[derive(Debug)]
+pub struct AppRuntime {
+    /// The compiled policy.
+    pub config: AppConfig,
+    peers: Vec<HttpPeer>,
+    balancer: WeightedRoundRobin,
+}
+
+impl AppRuntime {
+    fn new(config: AppConfig) -> Self {
+        let peers = config
+            .upstreams
+            .iter()
+            .map(|u| peer_for(&config, u))
+            .collect();
+        let weights: Vec<u32> = config.upstreams.iter().map(|u| u.weight).collect();
+        Self {
+            balancer: WeightedRoundRobin::new(&weights),
+            peers,
+            config,
+        }
+    }
+
+    /// Next upstream by weighted round-robin: its index and a peer to connect to.
+    pub fn next_peer(&self) -> Option<(usize, HttpPeer)> {
+        let i = self.balancer.pick();
+        self.peers.get(i).map(|p| (i, p.clone()))
+    }
+
+    /// Number of upstreams (bounds connection retries).
+    pub fn upstream_count(&self) -> usize {
+        self.peers.len()
+    }
+}
+
+/// Prepares the connection settings for one upstream.
+fn peer_for(app: &AppConfig, target: &crate::config::UpstreamTarget) -> HttpPeer {
+    let mut peer = HttpPeer::new(target.addr, target.tls, target.sni.clone());
+    let opts = &mut peer.options;
+    opts.connection_timeout = Some(app.timeouts.connect);
+    opts.total_connection_timeout = Some(app.timeouts.connect);
+    opts.read_timeout = Some(app.timeouts.read);
+    opts.write_timeout = Some(app.timeouts.write);
+    opts.verify_cert = app.upstream_tls.verify;
+    opts.verify_hostname = app.upstream_tls.verify;
+    if let Some(ca) = &app.upstream_tls.ca {
+        opts.ca = Some(Arc::new(ca.clone().into_boxed_slice()));
+    }
+    peer
+}
+
+/// Shared state of a running gateway.
+pub struct Gateway {
+    /// Gateway settings.
+    pub config: GatewayConfig,
+    /// Header hygiene rules.
+    pub hygiene: HeaderHygiene,
+    routes: RouteTable<Route>,
+    apps: Vec<Arc<AppRuntime>>,
+    broken: Vec<Arc<BrokenApp>>,
+}
+
+impl Gateway {
+    /// Compiles routes and peers from loaded configuration.
+    pub fn new(config: GatewayConfig, policies: PolicySet) -> Self {
+        let hygiene = HeaderHygiene::new(
+            DEFAULT_STRIPPED_HEADERS
+                .iter()
+                .copied()
+                .chain(config.extra_stripped_headers.iter().map(String::as_str)),
+            DEFAULT_STRIPPED_PREFIXES
+                .iter()
+                .copied()
+                .chain(config.extra_stripped_prefixes.iter().map(String::as_str)),
+            config.trusted_proxies.clone(),
+        );
+        let mut routes = RouteTable::default();
+        // Broken files first, so a working app keeps its host even if a broken file claims it
+        // too: a bad policy file must not take down a good one.
+        let broken: Vec<Arc<BrokenApp>> = policies.broken.into_iter().map(Arc::new).collect();
+        for b in &broken {
+            for host in &b.hosts {
+                routes.insert(host, &b.path_prefix, Route::Unavailable(b.clone()));
+            }
+        }
+        let apps: Vec<Arc<AppRuntime>> = policies
+            .apps
+            .into_iter()
+            .map(|a| Arc::new(AppRuntime::new(a)))
+            .collect();
+        for app in &apps {
+            for host in &app.config.hosts {
+                routes.insert(host, &app.config.path_prefix, Route::App(app.clone()));
+            }
+        }
+        Self {
+            config,
+            hygiene,
+            routes,
+            apps,
+            broken,
+        }
+    }
+
+    /// The route for a normalised host and path.
+    pub fn route(&self, host: &str, path: &str) -> Option<&Route> {
+        self.routes.lookup(host, path)
+    }
+
+    /// Apps serving traffic.
+    pub fn apps(&self) -> &[Arc<AppRuntime>] {
+        &self.apps
+    }
+
+    /// Apps switched off because their policy failed to load.
+    pub fn broken(&self) -> &[Arc<BrokenApp>] {
+        &self.broken
+    }
+}

@@ -1,0 +1,20 @@
+//! Portcullis: an identity-aware access gateway for legacy web apps, built on Pingora.
+//!
+//! A request's journey is read top to bottom in [`proxy`]; each step is a plain module:
+//! [`hygiene`] (headers), [`routing`] (host + prefix → app), [`policy`] (normalised path,
+//! rules, decision), [`pages`] (the gateway's own answers). [`config`] turns files into
+//! validated values; [`gateway`] holds the shared state; [`server`] wires Pingora.
+
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod config;
+pub mod gateway;
+pub mod hygiene;
+pub mod logging;
+pub mod pages;
+pub mod policy;
+pub mod proxy;
+pub mod routing;
+pub mod server;
+pub mod upstream;

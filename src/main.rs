@@ -1,0 +1,125 @@
+//! The `portcullis` command: `run` the gateway, or `check` its configuration.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use portcullis::config::{self, Problem};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "portcullis",
+    version,
+    about = "Identity-aware access gateway for legacy web apps"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Run {
+        /// Gateway configuration file.
+        #[arg(short, long, default_value = "portcullis.toml")]
+        config: PathBuf,
+    },
+    /// Validate the gateway configuration and every policy file; exit 1 on any error.
+    Check {
+        /// Gateway configuration file.
+        #[arg(short, long, default_value = "portcullis.toml")]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run { config } => run(&config),
+        Command::Check { config } => check(&config),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("portcullis: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn check(path: &Path) -> anyhow::Result<ExitCode> {
+    let (gateway, gateway_warnings) = match config::load_gateway(path) {
+        Ok(loaded) => loaded,
+        Err(problems) => {
+            print_problems(&problems);
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let policies = config::load_policies(&gateway);
+    print_problems(&gateway_warnings);
+    print_problems(&policies.problems);
+    let failed = policies.problems.iter().any(Problem::is_error);
+    for app in &policies.apps {
+        let hosts: Vec<String> = app.hosts.iter().map(ToString::to_string).collect();
+        let prefix = if app.path_prefix.is_empty() {
+            "/"
+        } else {
+            app.path_prefix.as_str()
+        };
+        println!(
+            "ok   {}: {} {} -> {} upstream(s), {} rule(s); owner {}; {}",
+            app.id,
+            hosts.join(","),
+            prefix,
+            app.upstreams.len(),
+            app.rules.len(),
+            app.owner,
+            app.summary
+        );
+    }
+    for broken in &policies.broken {
+        println!(
+            "FAIL {}: disabled (see errors above)",
+            broken.file.display()
+        );
+    }
+    if failed {
+        Ok(ExitCode::from(1))
+    } else {
+        println!("configuration ok: {} app(s)", policies.apps.len());
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+fn run(path: &Path) -> anyhow::Result<ExitCode> {
+    let (gateway, warnings) = match config::load_gateway(path) {
+        Ok(loaded) => loaded,
+        Err(problems) => {
+            print_problems(&problems);
+            eprintln!("portcullis: gateway configuration has errors; not starting");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    portcullis::logging::init(gateway.log_format, &gateway.log_level)
+        .context("starting logging")?;
+    for w in &warnings {
+        tracing::warn!(problem = %w, "gateway configuration");
+    }
+    let policies = config::load_policies(&gateway);
+    for p in &policies.problems {
+        if p.is_error() {
+            tracing::error!(problem = %p, "policy error: app disabled");
+        } else {
+            tracing::warn!(problem = %p, "policy warning");
+        }
+    }
+    portcullis::server::run(gateway, policies).context("starting server")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_problems(problems: &[Problem]) {
+    for p in problems {
+        eprintln!("{p}");
+    }
+}

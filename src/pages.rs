@@ -1,0 +1,108 @@
+//! The gateway's own pages: branded, self-contained HTML for errors and notices.
+//!
+//! Owns wording and markup only. Pages name no backend, rule internals or secrets; they carry
+//! the request id so a user can quote it to the help desk.
+
+/// A page the gateway answers with instead of a backend response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Page {
+    /// 400: the request is malformed or ambiguous.
+    BadRequest,
+    /// 403: policy refuses the request.
+    Forbidden,
+    /// 404: no app on this host/path, or an unknown gateway endpoint.
+    NotFound,
+    /// 502: the backend could not be reached.
+    BadGateway,
+    /// 503: the app is switched off (e.g. its policy failed to load).
+    Unavailable,
+    /// 504: the backend did not answer in time.
+    GatewayTimeout,
+    /// 500: something failed inside the gateway.
+    Internal,
+}
+
+impl Page {
+    /// HTTP status of this page.
+    pub fn status(self) -> u16 {
+        match self {
+            Page::BadRequest => 400,
+            Page::Forbidden => 403,
+            Page::NotFound => 404,
+            Page::BadGateway => 502,
+            Page::Unavailable => 503,
+            Page::GatewayTimeout => 504,
+            Page::Internal => 500,
+        }
+    }
+
+    fn title(self) -> &'static str {
+        match self {
+            Page::BadRequest => "Bad request",
+            Page::Forbidden => "Access denied",
+            Page::NotFound => "Not found",
+            Page::BadGateway => "Application unreachable",
+            Page::Unavailable => "Application unavailable",
+            Page::GatewayTimeout => "Application did not respond",
+            Page::Internal => "Gateway error",
+        }
+    }
+
+    fn message(self) -> &'static str {
+        match self {
+            Page::BadRequest => "The gateway could not accept this request.",
+            Page::Forbidden => "Your access policy does not allow this request. If you need access, ask the application's owner.",
+            Page::NotFound => "There is no application at this address.",
+            Page::BadGateway => "The application behind this gateway could not be reached. Please try again in a moment.",
+            Page::Unavailable => "This application is temporarily unavailable. The IT team has been notified through the gateway logs.",
+            Page::GatewayTimeout => "The application took too long to answer. Please try again in a moment.",
+            Page::Internal => "Something went wrong inside the gateway. Please try again.",
+        }
+    }
+
+    /// The full HTML document, with the request id for support.
+    pub fn render(self, request_id: &str) -> String {
+        let status = self.status();
+        let title = self.title();
+        let message = self.message();
+        let request_id = escape_html(request_id);
+        format!(
+            "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+<title>{status} {title} · Portcullis</title>\
+<style>body{{font-family:system-ui,sans-serif;background:#f4f5f7;color:#1d2330;margin:0}}\
+main{{max-width:36rem;margin:12vh auto;background:#fff;border-radius:10px;padding:2rem 2.5rem;box-shadow:0 2px 12px #0002}}\
+h1{{font-size:1.4rem;margin:.2rem 0 1rem}}.brand{{color:#6b21a8;font-weight:700;letter-spacing:.05em}}\
+.code{{color:#667;font-size:.9rem}}footer{{margin-top:1.5rem;color:#667;font-size:.8rem}}</style></head>\
+<body><main><div class=\"brand\">PORTCULLIS</div><h1>{title}</h1><p>{message}</p>\
+<p class=\"code\">Error {status}</p><footer>Request id: <code>{request_id}</code></footer></main></body></html>\n"
+        )
+    }
+}
+
+fn escape_html(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            '<' => "&lt;".to_string(),
+            '>' => "&gt;".to_string(),
+            '&' => "&amp;".to_string(),
+            '"' => "&quot;".to_string(),
+            '\'' => "&#39;".to_string(),
+            c => c.to_string(),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_names_status_and_request_id_and_escapes_it() {
+        let html = Page::BadGateway.render("<id>");
+        assert!(html.contains("502"));
+        assert!(html.contains("PORTCULLIS"));
+        assert!(html.contains("&lt;id&gt;"));
+        assert!(!html.contains("<id>"));
+    }
+}

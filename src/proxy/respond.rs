@@ -1,0 +1,41 @@
+//! Writing the gateway's own responses to the client.
+
+use crate::pages::Page;
+use bytes::Bytes;
+use pingora::http::ResponseHeader;
+use pingora::proxy::Session;
+use pingora::Result;
+
+/// Sends a branded page. `keepalive` is false after proxy errors, where the connection state
+/// is uncertain.
+pub async fn page(
+    session: &mut Session,
+    page: Page,
+    request_id: &str,
+    keepalive: bool,
+) -> Result<()> {
+    let body = Bytes::from(page.render(request_id));
+    let mut resp = ResponseHeader::build(page.status(), Some(6))?;
+    resp.insert_header("Content-Type", "text/html; charset=utf-8")?;
+    resp.insert_header("Content-Length", body.len().to_string())?;
+    resp.insert_header("Cache-Control", "no-store")?;
+    resp.insert_header("X-Content-Type-Options", "nosniff")?;
+    resp.insert_header(
+        "Content-Security-Policy",
+        "default-src 'none'; style-src 'unsafe-inline'",
+    )?;
+    resp.insert_header("X-Request-Id", request_id)?;
+    if !keepalive {
+        session.set_keepalive(None);
+        session.write_error_response(resp, body).await
+    } else {
+        let head_only = session.req_header().method == http::Method::HEAD;
+        session
+            .write_response_header(Box::new(resp), head_only)
+            .await?;
+        if !head_only {
+            session.write_response_body(Some(body), true).await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,88 @@
+//! Assembling and running the Pingora server from loaded configuration.
+
+use crate::admin::AdminApp;
+use crate::config::{GatewayConfig, PolicySet};
+use crate::gateway::Gateway;
+use crate::proxy::Proxy;
+use pingora::apps::HttpServerOptions;
+use pingora::listeners::tls::TlsSettings;
+use pingora::server::configuration::ServerConf;
+use pingora::server::{RunArgs, Server};
+use pingora::services::listening::Service;
+use std::sync::Arc;
+use thiserror::Error;
+
+/// Why the server could not start.
+#[derive(Debug, Error)]
+pub enum StartError {
+    /// The HTTPS certificate or key could not be loaded.
+    #[error("cannot load TLS certificate/key ({cert}, {key}): {reason}")]
+    Tls {
+        /// Certificate file.
+        cert: String,
+        /// Key file.
+        key: String,
+        /// What the TLS library said.
+        reason: String,
+    },
+}
+
+/// Builds the server and runs it until SIGTERM (graceful) or SIGINT (fast).
+pub fn run(config: GatewayConfig, policies: PolicySet) -> Result<(), StartError> {
+    let conf = ServerConf {
+        threads: config.threads,
+        // Pingora's default drain is 5 minutes; operators (and tests) need it bounded.
+        grace_period_seconds: Some(config.grace_period.as_secs()),
+        graceful_shutdown_timeout_seconds: Some(config.shutdown_timeout.as_secs()),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+
+    let gateway = Arc::new(Gateway::new(config, policies));
+    let cfg = &gateway.config;
+    let mut proxy = pingora::proxy::http_proxy_service_with_name(
+        &server.configuration,
+        Proxy::new(gateway.clone()),
+        "portcullis",
+    );
+    if let Some(addr) = cfg.http {
+        proxy.add_tcp(&addr.to_string());
+    }
+    if let Some(https) = &cfg.https {
+        let cert = https.cert.display().to_string();
+        let key = https.key.display().to_string();
+        let mut tls = TlsSettings::intermediate(&cert, &key).map_err(|e| StartError::Tls {
+            cert: cert.clone(),
+            key: key.clone(),
+            reason: e.to_string(),
+        })?;
+        tls.enable_h2();
+        proxy.add_tls_with_settings(&https.addr.to_string(), None, tls);
+    }
+    if cfg.h2c {
+        if let Some(app) = proxy.app_logic_mut() {
+            let mut options = HttpServerOptions::default();
+            options.h2c = true;
+            app.server_options = Some(options);
+        }
+    }
+    server.add_service(proxy);
+
+    if let Some(admin_addr) = cfg.admin {
+        let mut admin = Service::new(
+            "portcullis admin".to_string(),
+            AdminApp::new(gateway.clone()),
+        );
+        admin.add_tcp(&admin_addr.to_string());
+        server.add_service(admin);
+    }
+    tracing::info!(
+        apps = gateway.apps().len(),
+        unavailable = gateway.broken().len(),
+        "portcullis starting"
+    );
+    server.run(RunArgs::default());
+    tracing::info!("portcullis stopped");
+    Ok(())
+}
