@@ -544,9 +544,21 @@ impl Compiler<'_> {
         let mut out = Vec::new();
         for p in paths {
             let text = p.get_ref();
-            match normalise(text) {
-                Ok(n) if n == *text => out.push(PathPattern::parse(text)),
-                Ok(n) => self.error(p, format!("path `{text}` is not in normal form (requests are matched after normalisation); write `{n}`")),
+            let (base, suffix) = match text.strip_suffix("/**") {
+                Some(dir) if dir.is_empty() => ("/", "/**"),
+                Some(dir) => (dir, "/**"),
+                None => (text.as_str(), ""),
+            };
+            if base.contains('*') {
+                self.error(p, format!("path `{text}`: only a trailing `/**` is supported (\"/dir/**\" = the directory and everything below)"));
+                continue;
+            }
+            match normalise(base) {
+                Ok(n) if n == base => out.push(PathPattern::parse(text)),
+                Ok(n) => {
+                    let n = if suffix.is_empty() { n } else { format!("{}{suffix}", n.trim_end_matches('/')) };
+                    self.error(p, format!("path `{text}` is not in normal form (requests are matched after normalisation); write `{n}`"));
+                }
                 Err(e) => self.error(p, format!("path `{text}` is not a valid path: {e}")),
             }
         }

@@ -16,15 +16,16 @@ use http::Method;
 pub enum PathPattern {
     /// `"/login"`: exactly this path.
     Exact(String),
-    /// `"/static/"`: the directory itself (with or without the trailing slash) and everything
-    /// below it. Stored without the trailing slash; `""` for `/` (everything).
+    /// `"/static/**"`: the directory itself (`/static`, `/static/`) and everything below it.
+    /// Stored without the `/**`; `""` for `"/**"` (everything).
     Under(String),
 }
 
 impl PathPattern {
-    /// Compiles a policy path: a trailing `/` means "this directory and below".
+    /// Compiles a policy path: a trailing `/**` means "this directory and everything below";
+    /// anything else matches exactly. `config::app` validates the text first.
     pub fn parse(text: &str) -> Self {
-        match text.strip_suffix('/') {
+        match text.strip_suffix("/**") {
             Some(dir) => PathPattern::Under(dir.to_string()),
             None => PathPattern::Exact(text.to_string()),
         }
@@ -195,8 +196,8 @@ mod tests {
 
     #[test]
     fn deny_rule_beats_allow_rule_whatever_the_order() {
-        let allow = rule("everything", RuleKind::AllowPublic, &["/"], &[]);
-        let deny = rule("no-admin", RuleKind::Deny, &["/admin/"], &[]);
+        let allow = rule("everything", RuleKind::AllowPublic, &["/**"], &[]);
+        let deny = rule("no-admin", RuleKind::Deny, &["/admin/**"], &[]);
         for rules in [vec![allow.clone(), deny.clone()], vec![deny, allow]] {
             let set = RuleSet::new(rules);
             assert_eq!(
@@ -219,7 +220,7 @@ mod tests {
         let set = RuleSet::new(vec![rule(
             "read-docs",
             RuleKind::AllowPublic,
-            &["/docs/"],
+            &["/docs/**"],
             &[Method::GET, Method::HEAD],
         )]);
         assert_eq!(
@@ -255,5 +256,14 @@ mod tests {
             decide(&set, &Method::GET, "/LOGIN"),
             Decision::NoAllowMatched
         );
+    }
+
+    #[test]
+    fn root_is_exact_and_double_star_covers_everything() {
+        let set = RuleSet::new(vec![rule("home", RuleKind::AllowPublic, &["/"], &[])]);
+        assert_eq!(decide(&set, &Method::GET, "/"), Decision::Public { rule: "home" });
+        assert_eq!(decide(&set, &Method::GET, "/x"), Decision::NoAllowMatched);
+        let set = RuleSet::new(vec![rule("all", RuleKind::AllowPublic, &["/**"], &[])]);
+        assert_eq!(decide(&set, &Method::GET, "/x/y"), Decision::Public { rule: "all" });
     }
 }
