@@ -8,6 +8,8 @@
 pub enum Page {
     /// 400: the request is malformed or ambiguous.
     BadRequest,
+    /// 431: the request headers are larger than the gateway accepts.
+    HeadersTooLarge,
     /// 403: policy refuses the request.
     Forbidden,
     /// 404: no app on this host/path, or an unknown gateway endpoint.
@@ -27,6 +29,7 @@ impl Page {
     pub fn status(self) -> u16 {
         match self {
             Page::BadRequest => 400,
+            Page::HeadersTooLarge => 431,
             Page::Forbidden => 403,
             Page::NotFound => 404,
             Page::BadGateway => 502,
@@ -39,6 +42,7 @@ impl Page {
     fn title(self) -> &'static str {
         match self {
             Page::BadRequest => "Bad request",
+            Page::HeadersTooLarge => "Request headers too large",
             Page::Forbidden => "Access denied",
             Page::NotFound => "Not found",
             Page::BadGateway => "Application unreachable",
@@ -51,6 +55,7 @@ impl Page {
     fn message(self) -> &'static str {
         match self {
             Page::BadRequest => "The gateway could not accept this request.",
+            Page::HeadersTooLarge => "The request carried more header data than the gateway accepts. Clearing this site's cookies usually helps.",
             Page::Forbidden => "Your access policy does not allow this request. If you need access, ask the application's owner.",
             Page::NotFound => "There is no application at this address.",
             Page::BadGateway => "The application behind this gateway could not be reached. Please try again in a moment.",

@@ -3,7 +3,7 @@
 # the private keys are public (they are committed to the repository).
 #
 # Makes: ca.crt/ca.key (a dev CA), gateway.crt/gateway.key (the gateway's HTTPS listener, for
-# localhost, *.localhost, 127.0.0.1, ::1) and backend.crt/backend.key (a TLS backend used by
+# localhost, the demo hosts, *.portcullis.localhost, 127.0.0.1, ::1) and backend.crt/backend.key (a TLS backend used by
 # tests of https upstreams, for localhost and 127.0.0.1).
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -21,7 +21,7 @@ issue() { # name, subject CN, subjectAltName
     -extfile "$name.ext" -out "$name.crt" 2>/dev/null
   rm -f "$name.csr" "$name.ext"
 }
-issue gateway localhost "DNS:localhost,DNS:*.localhost,IP:127.0.0.1,IP:::1"
+issue gateway localhost "DNS:localhost,DNS:wiki.localhost,DNS:timesheet.localhost,DNS:*.portcullis.localhost,IP:127.0.0.1,IP:::1"
 issue backend localhost "DNS:localhost,IP:127.0.0.1"
 rm -f ca.srl
 chmod 600 ./*.key

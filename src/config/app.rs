@@ -556,7 +556,11 @@ impl Compiler<'_> {
             match normalise(base) {
                 Ok(n) if n == base => out.push(PathPattern::parse(text)),
                 Ok(n) => {
-                    let n = if suffix.is_empty() { n } else { format!("{}{suffix}", n.trim_end_matches('/')) };
+                    let n = if suffix.is_empty() {
+                        n
+                    } else {
+                        format!("{}{suffix}", n.trim_end_matches('/'))
+                    };
                     self.error(p, format!("path `{text}` is not in normal form (requests are matched after normalisation); write `{n}`"));
                 }
                 Err(e) => self.error(p, format!("path `{text}` is not a valid path: {e}")),

@@ -410,18 +410,26 @@ pub fn compile_gateway(
 /// Loads a PEM certificate chain and key and checks that they belong together, so a mismatch
 /// is found by `check` rather than at the first TLS handshake.
 fn check_key_pair(cert: &Path, key: &Path) -> Result<(), String> {
-    let cert_pem = std::fs::read(cert).map_err(|e| format!("cannot read `{}`: {e}", cert.display()))?;
-    let key_pem = std::fs::read(key).map_err(|e| format!("cannot read `{}`: {e}", key.display()))?;
+    let cert_pem =
+        std::fs::read(cert).map_err(|e| format!("cannot read `{}`: {e}", cert.display()))?;
+    let key_pem =
+        std::fs::read(key).map_err(|e| format!("cannot read `{}`: {e}", key.display()))?;
     let chain = openssl::x509::X509::stack_from_pem(&cert_pem)
         .map_err(|_| format!("`{}` is not a PEM certificate", cert.display()))?;
-    let leaf = chain.first().ok_or_else(|| format!("`{}` holds no certificate", cert.display()))?;
+    let leaf = chain
+        .first()
+        .ok_or_else(|| format!("`{}` holds no certificate", cert.display()))?;
     let private = openssl::pkey::PKey::private_key_from_pem(&key_pem)
         .map_err(|_| format!("`{}` is not a PEM private key", key.display()))?;
     let public = leaf.public_key().map_err(|e| e.to_string())?;
     if public.public_eq(&private) {
         Ok(())
     } else {
-        Err(format!("TLS key `{}` does not match certificate `{}`", key.display(), cert.display()))
+        Err(format!(
+            "TLS key `{}` does not match certificate `{}`",
+            key.display(),
+            cert.display()
+        ))
     }
 }
 

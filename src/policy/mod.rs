@@ -261,9 +261,15 @@ mod tests {
     #[test]
     fn root_is_exact_and_double_star_covers_everything() {
         let set = RuleSet::new(vec![rule("home", RuleKind::AllowPublic, &["/"], &[])]);
-        assert_eq!(decide(&set, &Method::GET, "/"), Decision::Public { rule: "home" });
+        assert_eq!(
+            decide(&set, &Method::GET, "/"),
+            Decision::Public { rule: "home" }
+        );
         assert_eq!(decide(&set, &Method::GET, "/x"), Decision::NoAllowMatched);
         let set = RuleSet::new(vec![rule("all", RuleKind::AllowPublic, &["/**"], &[])]);
-        assert_eq!(decide(&set, &Method::GET, "/x/y"), Decision::Public { rule: "all" });
+        assert_eq!(
+            decide(&set, &Method::GET, "/x/y"),
+            Decision::Public { rule: "all" }
+        );
     }
 }

@@ -27,6 +27,10 @@ use tracing::{info, info_span, warn, Span};
 /// The path prefix the gateway answers itself on every host; never proxied.
 pub const RESERVED_PREFIX: &str = "/.portcullis";
 
+/// Largest total of request header names and values accepted, like common servers (nginx
+/// allows 4 × 8 KiB); legacy backends often fail in odd ways on larger headers.
+const MAX_HEADER_BYTES: usize = 64 * 1024;
+
 /// Why the gateway answered a request itself instead of proxying it.
 #[derive(Debug, Error)]
 pub enum RequestError {
@@ -36,6 +40,9 @@ pub enum RequestError {
     /// Several Host headers: different servers would pick different ones.
     #[error("several Host headers")]
     DuplicateHost,
+    /// Headers larger than [`MAX_HEADER_BYTES`].
+    #[error("request headers too large")]
+    HeadersTooLarge,
     /// The path is ambiguous or malformed.
     #[error("refused path: {0}")]
     BadPath(#[from] PathError),
@@ -63,6 +70,7 @@ impl RequestError {
             RequestError::BadHost | RequestError::DuplicateHost | RequestError::BadPath(_) => {
                 Page::BadRequest
             }
+            RequestError::HeadersTooLarge => Page::HeadersTooLarge,
             RequestError::UnknownEndpoint | RequestError::NoRoute => Page::NotFound,
             RequestError::AppUnavailable => Page::Unavailable,
             RequestError::Denied(_) | RequestError::NoAllowRule => Page::Forbidden,
@@ -112,6 +120,14 @@ impl Proxy {
         let span = info_span!("request", request_id = %ctx.request_id, app = tracing::field::Empty, rule = tracing::field::Empty);
         ctx.span = span;
 
+        let header_bytes: usize = req
+            .headers
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len())
+            .sum();
+        if header_bytes > MAX_HEADER_BYTES {
+            return Err(RequestError::HeadersTooLarge);
+        }
         if req.headers.get_all("host").iter().count() > 1 {
             return Err(RequestError::DuplicateHost);
         }

@@ -1,0 +1,598 @@
+//! Proxying through the real gateway binary: routing, weights, the gateway's own pages, dead
+//! and hung backends, large bodies, malformed requests, logs and shutdown.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod support;
+
+use serde_json::Value;
+use std::time::{Duration, Instant};
+use support::*;
+
+#[tokio::test]
+async fn routes_by_host_case_insensitively_ignoring_port() {
+    let wiki = echo_backend("wiki").await;
+    let hr = echo_backend("hr").await;
+    let gw = GatewaySpec::new()
+        .policy(
+            "wiki.toml",
+            open_policy(
+                "wiki",
+                &["wiki.portcullis.localhost"],
+                &[(&wiki.url(), 1)],
+                "",
+            ),
+        )
+        .policy(
+            "hr.toml",
+            open_policy("hr", &["hr.portcullis.localhost"], &[(&hr.url(), 1)], ""),
+        )
+        .start()
+        .await;
+    let raw = raw_exchange(
+        gw.http,
+        b"GET /page HTTP/1.1\r\nHost: WIKI.Portcullis.LOCALHOST:8080\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(raw_status(&raw), 200, "{raw}");
+    assert_eq!(raw_json(&raw)["backend"], "wiki");
+    let raw = raw_exchange(
+        gw.http,
+        b"GET /page HTTP/1.1\r\nHost: hr.portcullis.localhost\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(raw_json(&raw)["backend"], "hr");
+    assert_eq!(wiki.hits(), 1);
+    assert_eq!(hr.hits(), 1);
+}
+
+#[tokio::test]
+async fn longest_path_prefix_wins_on_segment_boundaries() {
+    let portal = echo_backend("portal").await;
+    let wiki = echo_backend("wiki").await;
+    let gw = GatewaySpec::new()
+        .policy(
+            "portal.toml",
+            open_policy(
+                "portal",
+                &["intranet.portcullis.localhost"],
+                &[(&portal.url(), 1)],
+                "",
+            ),
+        )
+        .policy(
+            "wiki.toml",
+            open_policy(
+                "wiki",
+                &["intranet.portcullis.localhost"],
+                &[(&wiki.url(), 1)],
+                "path_prefix = \"/wiki\"",
+            ),
+        )
+        .start()
+        .await;
+    let client = gw.client(&["intranet.portcullis.localhost"]);
+    let base = format!("http://intranet.portcullis.localhost:{}", gw.http.port());
+    for (path, want) in [
+        ("/wiki", "wiki"),
+        ("/wiki/Page", "wiki"),
+        ("/wikis", "portal"),
+        ("/", "portal"),
+    ] {
+        let body: Value = client
+            .get(format!("{base}{path}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(body["backend"], want, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn unknown_host_and_unrouted_path_get_branded_404_and_no_backend() {
+    let wiki = echo_backend("wiki").await;
+    let gw = GatewaySpec::new()
+        .policy(
+            "wiki.toml",
+            open_policy(
+                "wiki",
+                &["wiki.portcullis.localhost"],
+                &[(&wiki.url(), 1)],
+                "path_prefix = \"/wiki\"",
+            ),
+        )
+        .start()
+        .await;
+    for host in ["unknown.portcullis.localhost", "wiki.portcullis.localhost"] {
+        let path = if host.starts_with("wiki") {
+            "/other"
+        } else {
+            "/wiki"
+        };
+        let raw = raw_exchange(
+            gw.http,
+            format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await;
+        assert_eq!(raw_status(&raw), 404, "{raw}");
+        assert!(
+            raw.contains("PORTCULLIS") && raw.contains("Not found"),
+            "{raw}"
+        );
+        assert!(raw.to_ascii_lowercase().contains("x-request-id:"), "{raw}");
+    }
+    assert_eq!(wiki.hits(), 0);
+}
+
+#[tokio::test]
+async fn weighted_round_robin_follows_weights() {
+    let a = echo_backend("a").await;
+    let b = echo_backend("b").await;
+    let gw = GatewaySpec::new()
+        .policy(
+            "app.toml",
+            open_policy(
+                "app",
+                &["app.portcullis.localhost"],
+                &[(&a.url(), 3), (&b.url(), 1)],
+                "",
+            ),
+        )
+        .start()
+        .await;
+    let client = gw.client(&["app.portcullis.localhost"]);
+    for _ in 0..40 {
+        let r = client
+            .get(format!(
+                "http://app.portcullis.localhost:{}/",
+                gw.http.port()
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    assert_eq!((a.hits(), b.hits()), (30, 10));
+}
+
+#[tokio::test]
+async fn dead_upstream_gives_502_page_quickly_and_a_log_line() {
+    let dead = free_addr();
+    let gw = GatewaySpec::new()
+        .policy(
+            "app.toml",
+            open_policy(
+                "app",
+                &["app.portcullis.localhost"],
+                &[(&format!("http://{dead}"), 1)],
+                "[timeouts]\nconnect = \"1s\"",
+            ),
+        )
+        .start()
+        .await;
+    let started = Instant::now();
+    let raw = raw_exchange(
+        gw.http,
+        b"GET / HTTP/1.1\r\nHost: app.portcullis.localhost\r\n\r\n",
+    )
+    .await;
+    assert_eq!(raw_status(&raw), 502, "{raw}");
+    assert!(raw.contains("Application unreachable"), "{raw}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    let logs = gw.wait_for_log("upstream connect failed").await;
+    assert!(
+        logs.contains("upstream connect failed") && logs.contains(&dead.to_string()),
+        "{logs}"
+    );
+}
+
+#[tokio::test]
+async fn connect_failure_fails_over_to_the_next_upstream() {
+    let live = echo_backend("live").await;
+    let dead = free_addr();
+    let gw = GatewaySpec::new()
+        .policy(
+            "app.toml",
+            open_policy(
+                "app",
+                &["app.portcullis.localhost"],
+                &[(&format!("http://{dead}"), 1), (&live.url(), 1)],
+                "",
+            ),
+        )
+        .start()
+        .await;
+    let client = gw.client(&["app.portcullis.localhost"]);
+    for _ in 0..6 {
+        let r = client
+            .get(format!(
+                "http://app.portcullis.localhost:{}/",
+                gw.http.port()
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    assert_eq!(live.hits(), 6);
+}
+
+#[tokio::test]
+async fn hung_upstream_gives_504_after_the_read_timeout() {
+    let hung = stalling_backend().await;
+    let gw = GatewaySpec::new()
+        .policy(
+            "app.toml",
+            open_policy(
+                "app",
+                &["app.portcullis.localhost"],
+                &[(&hung.url(), 1)],
+                "[timeouts]\nread = \"1s\"",
+            ),
+        )
+        .start()
+        .await;
+    let started = Instant::now();
+    let raw = raw_exchange(
+        gw.http,
+        b"GET / HTTP/1.1\r\nHost: app.portcullis.localhost\r\n\r\n",
+    )
+    .await;
+    assert_eq!(raw_status(&raw), 504, "{raw}");
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn upstream_hanging_up_gives_502() {
+    let closing = closing_backend().await;
+    let gw = GatewaySpec::new()
+        .policy(
+            "app.toml",
+            open_policy(
+                "app",
+                &["app.portcullis.localhost"],
+                &[(&closing.url(), 1)],
+                "",
+            ),
+        )
+        .start()
+        .await;
+    let raw = raw_exchange(
+        gw.http,
+        b"GET / HTTP/1.1\r\nHost: app.portcullis.localhost\r\n\r\n",
+    )
+    .await;
+    assert_eq!(raw_status(&raw), 502, "{raw}");
+}
+
+#[tokio::test]
+async fn broken_policy_disables_only_its_own_app() {
+    let good = echo_backend("good").await;
+    let broken_backend = echo_backend("broken").await;
+    let broken = open_policy(
+        "broken",
+        &["broken.portcullis.localhost"],
+        &[(&broken_backend.url(), 1)],
+        "colour = \"blue\"",
+    );
+    let gw = GatewaySpec::new()
+        .policy(
+            "good.toml",
+            open_policy(
+                "good",
+                &["good.portcullis.localhost"],
+                &[(&good.url(), 1)],
+                "",
+            ),
+        )
+        .policy("broken.toml", broken)
+        .start()
+        .await;
+    let raw = raw_exchange(
+        gw.http,
+        b"GET / HTTP/1.1\r\nHost: broken.portcullis.localhost\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(raw_status(&raw), 503, "{raw}");
+    assert!(raw.contains("temporarily unavailable"), "{raw}");
+    assert!(
+        !raw.contains(&broken_backend.addr.to_string()),
+        "page must not name the backend"
+    );
+    let raw = raw_exchange(
+        gw.http,
+        b"GET / HTTP/1.1\r\nHost: good.portcullis.localhost\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(raw_status(&raw), 200, "{raw}");
+    assert_eq!(broken_backend.hits(), 0);
+    let logs = gw.logs();
+    assert!(
+        logs.contains("broken.toml") && logs.contains("unknown field `colour`"),
+        "{logs}"
+    );
+}
+
+#[tokio::test]
+async fn reserved_gateway_path_is_never_proxied() {
+    let app = echo_backend("app").await;
+    let gw = GatewaySpec::new()
+        .policy(
+            "app.toml",
+            open_policy("app", &["app.portcullis.localhost"], &[(&app.url(), 1)], ""),
+        )
+        .start()
+        .await;
+    for path in [
+        "/.portcullis/",
+        "/.portcullis/oidc/callback?code=x",
+        "//.portcullis/x",
+        "/%2Eportcullis/x",
+        "/a/../.portcullis/x",
+        "/.portcullis",
+    ] {
+        let raw = raw_exchange(gw.http, format!("GET {path} HTTP/1.1\r\nHost: app.portcullis.localhost\r\nConnection: close\r\n\r\n").as_bytes()).await;
+        assert_eq!(raw_status(&raw), 404, "{path}: {raw}");
+        assert!(raw.contains("PORTCULLIS"), "{path}");
+    }
+    assert_eq!(app.hits(), 0);
+}
+
+#[tokio::test]
+async fn large_bodies_stream_both_ways() {
+    let app = echo_backend("app").await;
+    let gw = GatewaySpec::new()
+        .policy(
+            "app.toml",
+            open_policy("app", &["app.portcullis.localhost"], &[(&app.url(), 1)], ""),
+        )
+        .start()
+        .await;
+    let client = gw.client(&["app.portcullis.localhost"]);
+    let base = format!("http://app.portcullis.localhost:{}", gw.http.port());
+    let size = 24 * 1024 * 1024 + 7;
+    let data = pattern(size);
+    let want_hash = format!("{:016x}", fnv1a(FNV_START, &data));
+
+    let upload: Value = client
+        .post(format!("{base}/upload"))
+        .body(data.clone())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(upload["body_len"], size);
+    assert_eq!(upload["body_hash"], want_hash);
+
+    // Chunked upload of unknown length, too.
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        data.chunks(100_000).map(|c| Ok(c.to_vec())).collect();
+    let stream_body = reqwest::Body::wrap_stream(futures_util::stream::iter(chunks));
+    let upload: Value = client
+        .put(format!("{base}/upload"))
+        .body(stream_body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(upload["body_len"], size);
+    assert_eq!(upload["body_hash"], want_hash);
+
+    let mut download = client
+        .get(format!("{base}/download/{size}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(download.status(), 200);
+    let (mut len, mut hash) = (0usize, FNV_START);
+    while let Some(chunk) = download.chunk().await.unwrap() {
+        len += chunk.len();
+        hash = fnv1a(hash, &chunk);
+    }
+    assert_eq!(len, size);
+    assert_eq!(format!("{hash:016x}"), want_hash);
+}
+
+#[tokio::test]
+async fn malformed_requests_get_400_and_never_take_the_gateway_down() {
+    let app = echo_backend("app").await;
+    let gw = GatewaySpec::new()
+        .policy(
+            "app.toml",
+            open_policy("app", &["app.portcullis.localhost"], &[(&app.url(), 1)], ""),
+        )
+        .start()
+        .await;
+    let host = "Host: app.portcullis.localhost\r\n";
+    let cases: Vec<(String, bool)> = vec![
+        ("GARBAGE\r\n\r\n".into(), false),
+        ("GET / HTTP/1.1\r\nConnection: close\r\n\r\n".into(), true),
+        ("GET / HTTP/1.1\r\nHost: a.portcullis.localhost\r\nHost: app.portcullis.localhost\r\nConnection: close\r\n\r\n".into(), true),
+        (format!("GET /a%2Fb HTTP/1.1\r\n{host}Connection: close\r\n\r\n"), true),
+        (format!("GET /a\\b HTTP/1.1\r\n{host}Connection: close\r\n\r\n"), true),
+        (format!("GET /admin/..;/x HTTP/1.1\r\n{host}Connection: close\r\n\r\n"), true),
+        (format!("GET /%C0%AF HTTP/1.1\r\n{host}Connection: close\r\n\r\n"), true),
+        (format!("GET /%zz HTTP/1.1\r\n{host}Connection: close\r\n\r\n"), true),
+        (format!("GET /x HTTP/1.1\r\n{host}Bad Header: x\r\nConnection: close\r\n\r\n"), false),
+        (format!("GET /x HTTP/1.1\r\n{host}X-Long: {}\r\nConnection: close\r\n\r\n", "a".repeat(200_000)), false),
+        (format!("GET /x HTTP/1.1\r\n{host}{}Connection: close\r\n\r\n", "X-Many: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n".repeat(1500)), false),
+        ("GET / HTTP/1.1\r\nHost: evil.example/x\r\nConnection: close\r\n\r\n".into(), true),
+        ("\u{0}\u{1}\u{2}\r\n\r\n".into(), false),
+    ];
+    for (request, must_be_400) in &cases {
+        let raw = raw_exchange(gw.http, request.as_bytes()).await;
+        let status = raw_status(&raw);
+        let shown: String = request.chars().take(120).collect();
+        let answer: String = raw.chars().take(200).collect();
+        if *must_be_400 {
+            assert_eq!(status, 400, "{shown:?} -> {answer}");
+        } else {
+            assert!(
+                status == 0 || (400..500).contains(&status),
+                "{shown:?} -> {answer}"
+            );
+        }
+    }
+    assert_eq!(app.hits(), 0, "no malformed request may reach the backend");
+    // Still serving, and no panic in the log.
+    let raw = raw_exchange(
+        gw.http,
+        format!("GET / HTTP/1.1\r\n{host}Connection: close\r\n\r\n").as_bytes(),
+    )
+    .await;
+    assert_eq!(raw_status(&raw), 200);
+    assert!(!gw.logs().contains("panicked"), "{}", gw.logs());
+}
+
+#[tokio::test]
+async fn smuggling_shape_reaches_the_backend_with_one_framing_only() {
+    let app = echo_backend("app").await;
+    let gw = GatewaySpec::new()
+        .policy(
+            "app.toml",
+            open_policy("app", &["app.portcullis.localhost"], &[(&app.url(), 1)], ""),
+        )
+        .start()
+        .await;
+    // Content-Length and Transfer-Encoding together: RFC 9112 §6.3 says chunked wins and the
+    // connection must not be reused; the smuggled second request must never be seen.
+    let raw = raw_exchange(
+        gw.http,
+        b"POST /x HTTP/1.1\r\nHost: app.portcullis.localhost\r\nContent-Length: 40\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: app.portcullis.localhost\r\n\r\n",
+    )
+    .await;
+    let status = raw_status(&raw);
+    assert!(status == 200 || status == 400, "{raw}");
+    if status == 200 {
+        let echo = raw_json(&raw);
+        assert!(
+            header_values(&echo, "content-length")
+                .iter()
+                .all(|v| v == "0"),
+            "{echo}"
+        );
+        assert_eq!(echo["body_len"], 0);
+    }
+    assert!(!raw.contains("/smuggled"), "{raw}");
+    assert!(app.hits() <= 1);
+}
+
+#[tokio::test]
+async fn upstream_receives_the_normalised_path_and_original_query() {
+    let app = echo_backend("app").await;
+    let gw = GatewaySpec::new()
+        .policy(
+            "app.toml",
+            open_policy("app", &["app.portcullis.localhost"], &[(&app.url(), 1)], ""),
+        )
+        .start()
+        .await;
+    let raw = raw_exchange(gw.http, b"GET //docs/./a/../%62ook?x=/../y HTTP/1.1\r\nHost: app.portcullis.localhost\r\nConnection: close\r\n\r\n").await;
+    assert_eq!(raw_json(&raw)["uri"], "/docs/book?x=/../y", "{raw}");
+}
+
+#[tokio::test]
+async fn access_line_names_request_app_status_and_upstream_but_not_the_query() {
+    let app = echo_backend("app").await;
+    let gw = GatewaySpec::new()
+        .policy(
+            "app.toml",
+            open_policy("app", &["app.portcullis.localhost"], &[(&app.url(), 1)], ""),
+        )
+        .start()
+        .await;
+    let raw = raw_exchange(gw.http, b"GET /report?code=SECRET123 HTTP/1.1\r\nHost: app.portcullis.localhost\r\nConnection: close\r\n\r\n").await;
+    let request_id = raw_json(&raw)["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p[0] == "x-request-id")
+        .map(|p| p[1].as_str().unwrap().to_string())
+        .unwrap();
+    let logs = gw.wait_for_log(&request_id).await;
+    let line = logs
+        .lines()
+        .find(|l| l.contains("portcullis::access") && l.contains(&request_id))
+        .unwrap_or_else(|| panic!("{logs}"));
+    for part in [
+        "app=\"app\"",
+        "method=GET",
+        "path=\"/report\"",
+        "status=200",
+        "rule=\"everyone\"",
+        &app.addr.to_string(),
+        "duration_ms=",
+    ] {
+        assert!(line.contains(part), "missing {part} in {line}");
+    }
+    assert!(
+        !logs.contains("SECRET123"),
+        "query strings must not be logged"
+    );
+}
+
+#[tokio::test]
+async fn sigterm_drains_and_exits_within_the_grace_period() {
+    let app = echo_backend("app").await;
+    let mut gw = GatewaySpec::new()
+        .policy(
+            "app.toml",
+            open_policy("app", &["app.portcullis.localhost"], &[(&app.url(), 1)], ""),
+        )
+        .start()
+        .await;
+    gw.signal("TERM");
+    let status = gw
+        .wait_exit(Duration::from_secs(10))
+        .expect("gateway still running 10 s after SIGTERM");
+    assert!(status.success(), "{status:?}");
+}
+
+#[tokio::test]
+async fn admin_listener_reports_health_and_readiness() {
+    let gw = GatewaySpec::new().start().await;
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let health = client
+        .get(format!("http://{}/healthz", gw.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    let ready = client
+        .get(format!("http://{}/readyz", gw.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+    let text = ready.text().await.unwrap();
+    assert!(
+        text.contains(&format!("listener {}: up", gw.http)),
+        "{text}"
+    );
+    // The admin endpoints are not served on the traffic listener.
+    let raw = raw_exchange(
+        gw.http,
+        b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(raw_status(&raw), 404);
+}

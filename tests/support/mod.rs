@@ -1,0 +1,505 @@
+//! Test harness: the real `portcullis` binary on free loopback ports, in front of real HTTP
+//! backends started by the test (an echoing "legacy app", plus ones that stall or hang up).
+//!
+//! Everything started here stops when its handle drops: backends are tasks of the test's own
+//! runtime, and the gateway process is killed and reaped.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use bytes::Bytes;
+use futures_util::stream;
+use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::{json, Value};
+use std::convert::Infallible;
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+/// The repository root (for `certs/dev`, `policies/`, `deploy/`).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Path of a test-only file in `certs/dev`.
+pub fn dev_cert(name: &str) -> PathBuf {
+    repo_root().join("certs/dev").join(name)
+}
+
+/// A loopback port nothing listens on (bound, then released).
+pub fn free_addr() -> SocketAddr {
+    let l = StdListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+/// FNV-1a, to compare large bodies without keeping them.
+pub fn fnv1a(hash: u64, data: &[u8]) -> u64 {
+    data.iter().fold(hash, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3)
+    })
+}
+pub const FNV_START: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// Deterministic content for large-body tests.
+pub fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i % 251) as u8).collect()
+}
+
+// ---- backends --------------------------------------------------------------------------------
+
+/// A backend server owned by a test.
+pub struct Backend {
+    pub addr: SocketAddr,
+    hits: Arc<AtomicUsize>,
+    task: JoinHandle<()>,
+}
+
+impl Backend {
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+    /// Requests (or connections, for raw backends) seen so far.
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+type Body = BoxBody<Bytes, Infallible>;
+
+/// The echoing "legacy app": answers every request with JSON describing what it received.
+/// `GET /download/N` streams N bytes of [`pattern`] instead.
+pub async fn echo_backend(name: &str) -> Backend {
+    serve(name, None).await
+}
+
+/// The echo backend over TLS with the test-only `backend.crt`.
+pub async fn echo_backend_tls(name: &str) -> Backend {
+    use openssl::ssl::{SslAcceptor, SslFiletype, SslMethod};
+    let mut acceptor = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).unwrap();
+    acceptor
+        .set_private_key_file(dev_cert("backend.key"), SslFiletype::PEM)
+        .unwrap();
+    acceptor
+        .set_certificate_chain_file(dev_cert("backend.crt"))
+        .unwrap();
+    serve(name, Some(Arc::new(acceptor.build()))).await
+}
+
+async fn serve(name: &str, tls: Option<Arc<openssl::ssl::SslAcceptor>>) -> Backend {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let name: Arc<str> = Arc::from(name);
+    let counter = hits.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let name = name.clone();
+            let counter = counter.clone();
+            let tls = tls.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req| {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    echo(req, name.clone())
+                });
+                let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                match tls {
+                    Some(acceptor) => {
+                        let ssl = openssl::ssl::Ssl::new(acceptor.context()).unwrap();
+                        let mut tls_stream = tokio_openssl::SslStream::new(ssl, stream).unwrap();
+                        if std::pin::Pin::new(&mut tls_stream).accept().await.is_err() {
+                            return;
+                        }
+                        let _ = builder
+                            .serve_connection(TokioIo::new(tls_stream), service)
+                            .await;
+                    }
+                    None => {
+                        let _ = builder
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await;
+                    }
+                }
+            });
+        }
+    });
+    Backend { addr, hits, task }
+}
+
+async fn echo(req: Request<Incoming>, name: Arc<str>) -> Result<Response<Body>, Infallible> {
+    if let Some(n) = req.uri().path().strip_prefix("/download/") {
+        let len: usize = n.parse().unwrap_or(0);
+        let data = pattern(len);
+        let chunks: Vec<Result<Frame<Bytes>, Infallible>> = data
+            .chunks(64 * 1024)
+            .map(|c| Ok(Frame::data(Bytes::copy_from_slice(c))))
+            .collect();
+        let body = StreamBody::new(stream::iter(chunks)).boxed();
+        return Ok(Response::builder()
+            .header("X-Backend", &*name)
+            .body(body)
+            .unwrap());
+    }
+    let method = req.method().to_string();
+    let uri = req.uri().to_string();
+    let version = format!("{:?}", req.version());
+    let headers: Vec<(String, String)> = req
+        .headers()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let mut body = req.into_body();
+    let (mut len, mut hash) = (0usize, FNV_START);
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else { break };
+        if let Some(data) = frame.data_ref() {
+            len += data.len();
+            hash = fnv1a(hash, data);
+        }
+    }
+    let payload = json!({
+        "backend": &*name, "method": method, "uri": uri, "version": version,
+        "headers": headers, "body_len": len, "body_hash": format!("{hash:016x}"),
+    });
+    let body = Full::new(Bytes::from(payload.to_string())).boxed();
+    Ok(Response::builder()
+        .header("Content-Type", "application/json")
+        .header("X-Backend", &*name)
+        .body(body)
+        .unwrap())
+}
+
+/// Accepts connections and never answers (a hung backend).
+pub async fn stalling_backend() -> Backend {
+    raw_backend(|stream| async move {
+        tokio::time::sleep(Duration::from_secs(300)).await;
+        drop(stream);
+    })
+    .await
+}
+
+/// Accepts connections and closes them at once, without a response.
+pub async fn closing_backend() -> Backend {
+    raw_backend(|stream| async move { drop(stream) }).await
+}
+
+async fn raw_backend<F, Fut>(on_conn: F) -> Backend
+where
+    F: Fn(TcpStream) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counter = hits.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(on_conn(stream));
+        }
+    });
+    Backend { addr, hits, task }
+}
+
+/// Headers the echo backend received, as (name, value) pairs.
+pub fn received_headers(echo: &Value) -> Vec<(String, String)> {
+    echo["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p[0].as_str().unwrap().to_string(),
+                p[1].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// All values of a header the echo backend received (name compared exactly, lower-case).
+pub fn header_values(echo: &Value, name: &str) -> Vec<String> {
+    received_headers(echo)
+        .into_iter()
+        .filter(|(k, _)| k == name)
+        .map(|(_, v)| v)
+        .collect()
+}
+
+// ---- the gateway -----------------------------------------------------------------------------
+
+/// Describes a gateway to start: its config extras and policy files.
+pub struct GatewaySpec {
+    policies: Vec<(String, String)>,
+    https: bool,
+    h2c: bool,
+    gateway_extra: String,
+}
+
+impl Default for GatewaySpec {
+    fn default() -> Self {
+        Self {
+            policies: Vec::new(),
+            https: false,
+            h2c: false,
+            gateway_extra: String::new(),
+        }
+    }
+}
+
+impl GatewaySpec {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Adds `policies/<file>` with this text.
+    pub fn policy(mut self, file: &str, text: impl Into<String>) -> Self {
+        self.policies.push((file.to_string(), text.into()));
+        self
+    }
+    /// Also listen for HTTPS with the test-only gateway certificate.
+    pub fn https(mut self) -> Self {
+        self.https = true;
+        self
+    }
+    /// Accept HTTP/2 prior-knowledge on the plain listener.
+    pub fn h2c(mut self) -> Self {
+        self.h2c = true;
+        self
+    }
+    /// Extra TOML appended to `portcullis.toml` (whole tables, e.g. `[headers]`).
+    pub fn gateway_toml(mut self, extra: &str) -> Self {
+        self.gateway_extra.push_str(extra);
+        self.gateway_extra.push('\n');
+        self
+    }
+
+    /// Writes the files and starts the gateway; returns once `/readyz` says ready.
+    pub async fn start(self) -> RunningGateway {
+        let dir = tempfile::tempdir().unwrap();
+        let policies = dir.path().join("policies");
+        std::fs::create_dir(&policies).unwrap();
+        for (file, text) in &self.policies {
+            std::fs::write(policies.join(file), text).unwrap();
+        }
+        let http = free_addr();
+        let admin = free_addr();
+        let https = self.https.then(free_addr);
+        let https_line = https.map_or(String::new(), |a| {
+            format!(
+                "https = {{ addr = \"{a}\", cert = \"{}\", key = \"{}\" }}\n",
+                dev_cert("gateway.crt").display(),
+                dev_cert("gateway.key").display()
+            )
+        });
+        let config = format!(
+            "policies = \"policies\"\n[listen]\nhttp = \"{http}\"\nh2c = {}\n{https_line}\
+             [admin]\nlisten = \"{admin}\"\n[server]\nthreads = 2\ngrace_period = \"0s\"\nshutdown_timeout = \"1s\"\n\
+             [log]\nlevel = \"info\"\n{}",
+            self.h2c, self.gateway_extra
+        );
+        let config_path = dir.path().join("portcullis.toml");
+        std::fs::write(&config_path, config).unwrap();
+        let log_path = dir.path().join("gateway.log");
+        let log = std::fs::File::create(&log_path).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .args(["run", "-c"])
+            .arg(&config_path)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let gw = RunningGateway {
+            child: Some(child),
+            http,
+            https,
+            admin,
+            dir,
+            log_path,
+        };
+        gw.wait_ready().await;
+        gw
+    }
+}
+
+/// A running gateway process; killed when dropped.
+pub struct RunningGateway {
+    child: Option<Child>,
+    pub http: SocketAddr,
+    pub https: Option<SocketAddr>,
+    pub admin: SocketAddr,
+    pub dir: tempfile::TempDir,
+    log_path: PathBuf,
+}
+
+impl RunningGateway {
+    async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let client = reqwest::Client::builder().no_proxy().build().unwrap();
+        loop {
+            let url = format!("http://{}/readyz", self.admin);
+            if let Ok(r) = client.get(&url).send().await {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            if Instant::now() > deadline {
+                panic!("gateway not ready in 30s; log:\n{}", self.logs());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Everything the gateway logged so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Waits until the log contains `needle` (access lines are written after the response).
+    pub async fn wait_for_log(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let logs = self.logs();
+            if logs.contains(needle) || Instant::now() > deadline {
+                return logs;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Process id, to send signals.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// Sends a signal by name (`TERM`, `INT`).
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits up to `limit` for the process to exit; returns its exit status if it did.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        let child = self.child.as_mut()?;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `http://<host>/...` through the plain listener, with the Host header set.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.http)
+    }
+
+    /// A client that sends every name in `hosts` to this gateway's listeners and trusts the
+    /// test-only CA.
+    pub fn client(&self, hosts: &[&str]) -> reqwest::Client {
+        let ca =
+            reqwest::Certificate::from_pem(&std::fs::read(dev_cert("ca.crt")).unwrap()).unwrap();
+        let mut builder = reqwest::Client::builder()
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .add_root_certificate(ca)
+            .timeout(Duration::from_secs(30));
+        for host in hosts {
+            builder = builder.resolve(host, self.http);
+        }
+        builder.build().unwrap()
+    }
+}
+
+impl Drop for RunningGateway {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Sends raw bytes to `addr` and returns everything the server answered until it closed the
+/// connection (or 10 s passed).
+pub async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The status code of a raw HTTP/1 response.
+pub fn raw_status(response: &str) -> u16 {
+    response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The JSON body of a raw response from the echo backend.
+pub fn raw_json(response: &str) -> Value {
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .unwrap_or("");
+    // Responses may be chunked: take the JSON object between the first `{` and last `}`.
+    let start = body.find('{').unwrap_or(0);
+    let end = body.rfind('}').map_or(body.len(), |e| e + 1);
+    serde_json::from_str(&body[start..end])
+        .unwrap_or_else(|e| panic!("no JSON in {response:?}: {e}"))
+}
+
+/// A policy file text with one public allow-all rule, for tests about proxying itself.
+pub fn open_policy(app: &str, hosts: &[&str], upstreams: &[(&str, u32)], extra: &str) -> String {
+    let hosts: Vec<String> = hosts.iter().map(|h| format!("\"{h}\"")).collect();
+    let ups: Vec<String> = upstreams
+        .iter()
+        .map(|(u, w)| format!("{{ url = \"{u}\", weight = {w} }}"))
+        .collect();
+    format!(
+        "schema = 1\napp = \"{app}\"\nowner = \"tests@example.test\"\nsummary = \"test app\"\n\
+         hosts = [{}]\nupstreams = [{}]\n{extra}\n\
+         [[allow]]\nid = \"everyone\"\nwhy = \"test\"\npublic = true\npaths = [\"/**\"]\n",
+        hosts.join(", "),
+        ups.join(", ")
+    )
+}
+
+/// Reads a file relative to the repository root.
+pub fn read_repo_file(path: impl AsRef<Path>) -> String {
+    std::fs::read_to_string(repo_root().join(path)).unwrap()
+}
