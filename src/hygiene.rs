@@ -90,6 +90,8 @@ pub struct Forwarding {
     pub proto: &'static str,
     /// Request id for logs and the backend.
     pub request_id: String,
+    /// Some `Connection` header (not necessarily the first) asked to close the connection.
+    pub close_requested: bool,
 }
 
 /// Canonical spelling for comparing header names: lower case, `_` as `-`.
@@ -129,7 +131,7 @@ impl HeaderHygiene {
 
     /// Cleans the request in place and sets the forwarding headers from the connection.
     pub fn apply(&self, req: &mut RequestHeader, conn: ConnectionFacts) -> Forwarding {
-        self.strip_connection_nominated(req);
+        let close_requested = self.strip_connection_nominated(req);
         for name in HOP_BY_HOP.iter().chain(URL_OVERRIDES) {
             req.remove_header(*name);
         }
@@ -145,7 +147,8 @@ impl HeaderHygiene {
         }
 
         let trusted_peer = conn.peer.is_some_and(|ip| self.is_trusted(ip));
-        let forwarding = self.forwarding(req, conn, trusted_peer);
+        let mut forwarding = self.forwarding(req, conn, trusted_peer);
+        forwarding.close_requested = close_requested;
         let chain = if trusted_peer {
             joined(req, "x-forwarded-for")
         } else {
@@ -193,10 +196,10 @@ impl HeaderHygiene {
     }
 
     /// Removes every header the client named in `Connection` (RFC 9110 §7.6.1), and keeps only
-    /// the connection options themselves.
-    fn strip_connection_nominated(&self, req: &mut RequestHeader) {
+    /// the connection options themselves. Returns whether `close` was among them.
+    fn strip_connection_nominated(&self, req: &mut RequestHeader) -> bool {
         let Some(tokens) = joined(req, "connection") else {
-            return;
+            return false;
         };
         let tokens: Vec<String> = tokens
             .split(',')
@@ -215,9 +218,11 @@ impl HeaderHygiene {
             }
         }
         req.remove_header("connection");
+        let close = options.contains(&"close");
         if !options.is_empty() {
             let _ = req.insert_header("Connection", options.join(", "));
         }
+        close
     }
 
     fn forwarding(
@@ -239,6 +244,7 @@ impl HeaderHygiene {
             client_ip,
             proto: if conn.tls { "https" } else { "http" },
             request_id,
+            close_requested: false,
         }
     }
 

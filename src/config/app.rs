@@ -251,7 +251,9 @@ pub fn compile_app(
         write: file.timeouts.write.map_or(defaults.write, |d| d.0),
     };
 
-    let problems = out.problems;
+    let mut problems = out.problems;
+    // Report in reading order, whatever order the checks ran in.
+    problems.sort_by_key(|p| p.position);
     if problems.iter().any(Problem::is_error) {
         return (None, problems);
     }
@@ -423,6 +425,17 @@ impl Compiler<'_> {
                 .trim_start_matches('[')
                 .trim_end_matches(']')
                 .to_string();
+            let verify = file
+                .upstream_tls
+                .verify
+                .as_ref()
+                .is_none_or(|v| *v.get_ref());
+            if tls && verify && sni_override.is_none() && host.parse::<std::net::IpAddr>().is_ok() {
+                // Certificates are checked against a DNS name (and SNI may not be an IP,
+                // RFC 6066 §3), so an IP upstream needs the name its certificate carries.
+                self.error(&up.url, format!("https upstream `{raw}` is an IP address: set [upstream_tls] sni to the name in its certificate"));
+                continue;
+            }
             // Resolved once here: request handling must never block on DNS.
             let addr = match (host.as_str(), port)
                 .to_socket_addrs()
@@ -449,6 +462,14 @@ impl Compiler<'_> {
     }
 
     fn upstream_tls(&mut self, tls: &FileUpstreamTls, base: &Path) -> UpstreamTls {
+        if let Some(sni) = &tls.sni {
+            // An empty SNI would make the TLS connector skip certificate checks altogether.
+            if parse_host_pattern(sni.get_ref())
+                .map_or(true, |h| matches!(h, HostPattern::Wildcard(_)))
+            {
+                self.error(sni, format!("sni `{}` must be a host name", sni.get_ref()));
+            }
+        }
         let verify = tls.verify.as_ref().is_none_or(|v| *v.get_ref());
         if let Some(v) = &tls.verify {
             if !v.get_ref() {
@@ -545,7 +566,7 @@ impl Compiler<'_> {
         for p in paths {
             let text = p.get_ref();
             let (base, suffix) = match text.strip_suffix("/**") {
-                Some(dir) if dir.is_empty() => ("/", "/**"),
+                Some("") => ("/", "/**"),
                 Some(dir) => (dir, "/**"),
                 None => (text.as_str(), ""),
             };

@@ -400,6 +400,7 @@ pub fn compile_gateway(
         extra_stripped_prefixes,
         trusted_proxies,
     };
+    problems.sort_by_key(|p| p.position);
     if problems.iter().any(Problem::is_error) {
         Err(problems)
     } else {

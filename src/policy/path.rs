@@ -27,6 +27,9 @@ pub enum PathError {
     /// `..;` / `.;` segments: Tomcat and others strip `;params` after our check.
     #[error("dot segment with parameters in path")]
     DotSegmentWithParams,
+    /// `%25` followed by two hex digits: a backend that decodes twice would see another path.
+    #[error("double percent-encoding in path")]
+    DoubleEncoded,
     /// Encoded bytes that are not valid UTF-8 (including overlong forms such as `%C0%AF`).
     #[error("invalid UTF-8 in path")]
     InvalidUtf8,
@@ -84,6 +87,13 @@ fn decode_unreserved(raw: &str) -> Result<String, PathError> {
                     return Err(PathError::BadPercentEncoding);
                 };
                 let value = hi << 4 | lo;
+                if value == b'%' {
+                    let mut ahead = chars.clone();
+                    if ahead.next().and_then(hex).is_some() && ahead.next().and_then(hex).is_some()
+                    {
+                        return Err(PathError::DoubleEncoded);
+                    }
+                }
                 match value {
                     b'/' | b'\\' => return Err(PathError::EncodedSeparator),
                     0..=0x1f | 0x7f => return Err(PathError::ControlCharacter),
@@ -162,6 +172,7 @@ mod tests {
         assert_eq!(normalise("/%2e%2e/admin").as_deref(), Ok("/admin"));
         assert_eq!(normalise("/a%20b%3f").as_deref(), Ok("/a%20b%3F"));
         assert_eq!(normalise("/caf%C3%A9").as_deref(), Ok("/caf%C3%A9"));
+        assert_eq!(normalise("/100%25").as_deref(), Ok("/100%25"));
     }
 
     #[test]
@@ -176,6 +187,7 @@ mod tests {
             ("/%C0%AFetc", PathError::InvalidUtf8),
             ("/a%zz", PathError::BadPercentEncoding),
             ("/a%4", PathError::BadPercentEncoding),
+            ("/%2561dmin", PathError::DoubleEncoded),
         ];
         for (raw, want) in cases {
             assert_eq!(normalise(raw), Err(want), "{raw}");

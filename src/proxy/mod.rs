@@ -115,6 +115,11 @@ impl Proxy {
             .gateway
             .hygiene
             .apply(req, ConnectionFacts { peer, tls });
+        if forwarding.close_requested {
+            // Pingora reads only the first `Connection` header when deciding keep-alive.
+            session.set_keepalive(None);
+        }
+        let req = session.req_header_mut();
         ctx.request_id = forwarding.request_id;
         ctx.client_ip = forwarding.client_ip;
         let span = info_span!("request", request_id = %ctx.request_id, app = tracing::field::Empty, rule = tracing::field::Empty);

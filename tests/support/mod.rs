@@ -251,22 +251,12 @@ pub fn header_values(echo: &Value, name: &str) -> Vec<String> {
 // ---- the gateway -----------------------------------------------------------------------------
 
 /// Describes a gateway to start: its config extras and policy files.
+#[derive(Default)]
 pub struct GatewaySpec {
     policies: Vec<(String, String)>,
     https: bool,
     h2c: bool,
     gateway_extra: String,
-}
-
-impl Default for GatewaySpec {
-    fn default() -> Self {
-        Self {
-            policies: Vec::new(),
-            https: false,
-            h2c: false,
-            gateway_extra: String::new(),
-        }
-    }
 }
 
 impl GatewaySpec {

@@ -1,0 +1,276 @@
+//! `portcullis check`: exact `file:line:col: message` reports and exit codes, on the shipped
+//! configuration and on deliberately broken files.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+use support::*;
+
+struct CheckRun {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn check(config: &Path) -> CheckRun {
+    let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["check", "-c"])
+        .arg(config)
+        .output()
+        .unwrap();
+    CheckRun {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// A config directory with `portcullis.toml` and the given policy files.
+fn config_dir(gateway: &str, policies: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("policies")).unwrap();
+    std::fs::write(dir.path().join("portcullis.toml"), gateway).unwrap();
+    for (name, text) in policies {
+        std::fs::write(dir.path().join("policies").join(name), text).unwrap();
+    }
+    dir
+}
+
+const GATEWAY: &str = "[listen]\nhttp = \"127.0.0.1:18080\"\n";
+
+const GOOD: &str = "schema = 1\napp = \"good\"\nowner = \"o@corp.example\"\nsummary = \"fine\"\nhosts = [\"good.example\"]\nupstreams = [{ url = \"http://127.0.0.1:9\" }]\n\n[[allow]]\nid = \"all\"\nwhy = \"test\"\npublic = true\n";
+
+#[test]
+fn shipped_demo_configuration_and_every_shipped_policy_pass() {
+    let run = check(&repo_root().join("deploy/portcullis.toml"));
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let shipped: Vec<_> = std::fs::read_dir(repo_root().join("policies"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    assert!(shipped.len() >= 2);
+    for policy in shipped {
+        let app = std::fs::read_to_string(&policy).unwrap();
+        let id = app
+            .lines()
+            .find_map(|l| l.strip_prefix("app"))
+            .unwrap()
+            .split('"')
+            .nth(1)
+            .unwrap()
+            .to_string();
+        assert!(
+            run.stdout.contains(&format!("ok   {id}:")),
+            "{} not reported ok:\n{}",
+            policy.display(),
+            run.stdout
+        );
+    }
+}
+
+#[test]
+fn valid_configuration_exits_zero_with_one_line_per_app() {
+    let dir = config_dir(GATEWAY, &[("good.toml", GOOD)]);
+    let run = check(&dir.path().join("portcullis.toml"));
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stdout.contains(
+            "ok   good: good.example / -> 1 upstream(s), 1 rule(s); owner o@corp.example; fine"
+        ),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stderr.is_empty(), "{}", run.stderr);
+}
+
+#[test]
+fn unknown_key_is_reported_at_its_line_and_column() {
+    let typo = GOOD.replace(
+        "summary = \"fine\"\n",
+        "summary = \"fine\"\ncolour = \"blue\"\n",
+    );
+    let dir = config_dir(GATEWAY, &[("good.toml", GOOD), ("typo.toml", &typo)]);
+    let run = check(&dir.path().join("portcullis.toml"));
+    assert_eq!(run.code, 1);
+    let file = dir.path().join("policies/typo.toml");
+    assert!(
+        run.stderr
+            .contains(&format!("{}:5:1: unknown field `colour`", file.display())),
+        "{}",
+        run.stderr
+    );
+    // The good app is still reported as fine.
+    assert!(run.stdout.contains("ok   good:"), "{}", run.stdout);
+}
+
+#[test]
+fn every_bad_value_in_a_file_is_reported_in_reading_order() {
+    let bad = "schema = 1\napp = \"bad\"\nowner = \"o@corp.example\"\nsummary = \"s\"\n\
+hosts = [\"Bad.Example:80\"]\n\
+upstreams = [{ url = \"ftp://x\", weight = 500 }]\n\
+\n[[allow]]\nid = \"staff\"\nwhy = \"staff\"\nmethods = [\"get\"]\npaths = [\"/a//b\"]\n\
+\n[[deny]]\nid = \"staff\"\nwhy = \"\"\n";
+    let dir = config_dir(GATEWAY, &[("bad.toml", bad)]);
+    let run = check(&dir.path().join("portcullis.toml"));
+    assert_eq!(run.code, 1);
+    let f = dir.path().join("policies/bad.toml").display().to_string();
+    let expected = [
+        format!("{f}:5:10: host `Bad.Example:80` is not a lower-case host name"),
+        format!("{f}:6:22: upstream scheme `ftp` is not supported"),
+        format!("{f}:6:42: weight must be between 1 and 100"),
+        format!("{f}:8:1: allow rule `staff` must say `public = true`"),
+        format!("{f}:11:12: methods are upper-case: write `GET`"),
+        format!("{f}:12:10: path `/a//b` is not in normal form (requests are matched after normalisation); write `/a/b`"),
+        format!("{f}:15:6: rule id `staff` is used twice in this file"),
+        format!("{f}:16:7: why must not be empty"),
+    ];
+    let lines: Vec<&str> = run.stderr.lines().collect();
+    assert_eq!(lines.len(), expected.len(), "{}", run.stderr);
+    for (line, want) in lines.iter().zip(&expected) {
+        assert!(line.starts_with(want.as_str()), "got  {line}\nwant {want}");
+    }
+}
+
+#[test]
+fn toml_syntax_error_names_file_line_and_column() {
+    let dir = config_dir(
+        GATEWAY,
+        &[("syntax.toml", "schema = 1\napp = \"unterminated\n")],
+    );
+    let run = check(&dir.path().join("portcullis.toml"));
+    assert_eq!(run.code, 1);
+    let f = dir
+        .path()
+        .join("policies/syntax.toml")
+        .display()
+        .to_string();
+    assert!(run.stderr.starts_with(&format!("{f}:2:")), "{}", run.stderr);
+}
+
+#[test]
+fn two_apps_claiming_one_host_and_prefix_are_both_refused() {
+    let other = GOOD.replace("app = \"good\"", "app = \"other\"");
+    let dir = config_dir(GATEWAY, &[("good.toml", GOOD), ("other.toml", &other)]);
+    let run = check(&dir.path().join("portcullis.toml"));
+    assert_eq!(run.code, 1);
+    let good = dir.path().join("policies/good.toml").display().to_string();
+    let other = dir.path().join("policies/other.toml").display().to_string();
+    assert!(
+        run.stderr.contains(&format!(
+            "{good}:5:10: host `good.example` with path prefix `/` is also claimed by {other}"
+        )),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains(&format!(
+            "{other}:5:10: host `good.example` with path prefix `/` is also claimed by {good}"
+        )),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn duplicate_app_ids_are_refused() {
+    let twin = GOOD.replace("good.example", "twin.example");
+    let dir = config_dir(GATEWAY, &[("good.toml", GOOD), ("twin.toml", &twin)]);
+    let run = check(&dir.path().join("portcullis.toml"));
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr
+            .contains("twin.toml: app id `good` is already used by"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn gateway_config_errors_name_the_gateway_file() {
+    let gateway = "[listen]\nhttp = \"localhost\"\nhttps = { addr = \"127.0.0.1:8443\", cert = \"missing.crt\", key = \"missing.key\" }\n[headers]\ntrusted_proxies = [\"10.0.0.0/33\"]\n[server]\nthreads = 0\n";
+    let dir = config_dir(gateway, &[("good.toml", GOOD)]);
+    let run = check(&dir.path().join("portcullis.toml"));
+    assert_eq!(run.code, 1);
+    let f = dir.path().join("portcullis.toml").display().to_string();
+    for want in [
+        format!("{f}:2:8: listen.http `localhost` is not an address"),
+        format!("{f}:3:43: TLS certificate file"),
+        format!("{f}:3:64: TLS key file"),
+        format!("{f}:5:20: trusted proxy `10.0.0.0/33`"),
+        format!("{f}:7:11: server.threads must be between 1 and 1024"),
+    ] {
+        assert!(run.stderr.contains(&want), "missing {want}\n{}", run.stderr);
+    }
+}
+
+#[test]
+fn mismatched_tls_key_is_caught_by_check() {
+    let gateway = format!(
+        "[listen]\nhttps = {{ addr = \"127.0.0.1:8443\", cert = \"{}\", key = \"{}\" }}\n",
+        dev_cert("gateway.crt").display(),
+        dev_cert("backend.key").display()
+    );
+    let dir = config_dir(&gateway, &[("good.toml", GOOD)]);
+    let run = check(&dir.path().join("portcullis.toml"));
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr.contains("does not match certificate"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn allow_rule_for_signed_in_users_is_refused_until_login_exists() {
+    let signed_in = GOOD.replace("public = true\n", "");
+    let explicit_false = GOOD.replace("public = true", "public = false");
+    for text in [signed_in, explicit_false] {
+        let dir = config_dir(GATEWAY, &[("good.toml", &text)]);
+        let run = check(&dir.path().join("portcullis.toml"));
+        assert_eq!(run.code, 1, "{text}");
+        assert!(run.stderr.contains("public = true"), "{}", run.stderr);
+    }
+}
+
+#[test]
+fn https_upstream_by_ip_without_sni_and_empty_sni_are_refused() {
+    let by_ip = GOOD.replace("http://127.0.0.1:9", "https://127.0.0.1:9");
+    let empty_sni = format!(
+        "{}\n[upstream_tls]\nsni = \"\"\n",
+        GOOD.replace("\n\n[[allow]]", "\n[[allow]]")
+    );
+    for (text, want) in [
+        (by_ip, "is an IP address: set [upstream_tls] sni"),
+        (empty_sni, "sni `` must be a host name"),
+    ] {
+        let dir = config_dir(GATEWAY, &[("good.toml", &text)]);
+        let run = check(&dir.path().join("portcullis.toml"));
+        assert_eq!(run.code, 1, "{text}");
+        assert!(run.stderr.contains(want), "{}", run.stderr);
+    }
+}
+
+#[test]
+fn disabling_upstream_verification_is_a_warning_not_an_error() {
+    let insecure = GOOD.replace(
+        "\n\n[[allow]]",
+        "\n[upstream_tls]\nverify = false\n\n[[allow]]",
+    );
+    let dir = config_dir(GATEWAY, &[("good.toml", &insecure)]);
+    let run = check(&dir.path().join("portcullis.toml"));
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains(": warning: upstream certificate verification is off"),
+        "{}",
+        run.stderr
+    );
+}
