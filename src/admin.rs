@@ -24,24 +24,19 @@ impl AdminApp {
         Self { gateway }
     }
 
-    /// Traffic listeners, as addresses a local probe can connect to.
-    fn listener_probes(&self) -> Vec<SocketAddr> {
+    /// Traffic listeners, as addresses a local probe can connect to, and whether they speak TLS.
+    fn listener_probes(&self) -> Vec<(SocketAddr, bool)> {
         let cfg = &self.gateway.config;
-        cfg.http
-            .iter()
-            .chain(cfg.https.as_ref().map(|h| &h.addr))
-            .map(|a| probe_addr(*a))
-            .collect()
+        let plain = cfg.http.iter().map(|a| (probe_addr(*a), false));
+        let tls = cfg.https.iter().map(|h| (probe_addr(h.addr), true));
+        plain.chain(tls).collect()
     }
 
     async fn readiness(&self) -> (u16, String) {
         let mut lines = Vec::new();
         let mut ready = true;
-        for addr in self.listener_probes() {
-            let up = matches!(
-                tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(addr)).await,
-                Ok(Ok(_))
-            );
+        for (addr, tls) in self.listener_probes() {
+            let up = matches!(tokio::time::timeout(PROBE_TIMEOUT, probe(addr, tls)).await, Ok(true));
             ready &= up;
             lines.push(format!(
                 "listener {addr}: {}",
@@ -59,6 +54,31 @@ impl AdminApp {
             format!("{head}\n{}\n", lines.join("\n")),
         )
     }
+}
+
+/// Connects to a listener; for TLS, completes a handshake too (a bare TCP connect would be
+/// logged by the listener as a failed handshake on every probe).
+async fn probe(addr: SocketAddr, tls: bool) -> bool {
+    let Ok(stream) = tokio::net::TcpStream::connect(addr).await else {
+        return false;
+    };
+    if !tls {
+        return true;
+    }
+    let Ok(mut connector) = openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls()) else {
+        return false;
+    };
+    // Our own listener on loopback: the probe asks "does it handshake", not "whom do I trust".
+    connector.set_verify(openssl::ssl::SslVerifyMode::NONE);
+    let Ok(ssl) = connector.build().configure().and_then(|c| c.into_ssl("localhost")) else {
+        return false;
+    };
+    let Ok(mut stream) = tokio_openssl::SslStream::new(ssl, stream) else {
+        return false;
+    };
+    let up = std::pin::Pin::new(&mut stream).connect().await.is_ok();
+    let _ = tokio::io::AsyncWriteExt::shutdown(&mut stream).await;
+    up
 }
 
 /// A wildcard bind address is probed on loopback.

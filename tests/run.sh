@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Runs every Portcullis test on a fresh Debian machine (as root): installs the system packages
+# the build and tests need, then format check, lints, unit tests and integration tests (which
+# start the real gateway binary against real backends on loopback).
+#
+# Usage: ./tests/run.sh            (from anywhere)
+# Env:   CARGO_TARGET_DIR          reuse a build cache between clones (CI sets one)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# --- system packages -------------------------------------------------------------------------
+# cmake: pingora's zlib-ng; pkg-config + libssl-dev: link the system OpenSSL (see
+# .cargo/config.toml); curl: used by the demo smoke test.
+packages=(cmake pkg-config libssl-dev ca-certificates curl python3)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "==> installing system packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+if ! command -v cargo >/dev/null; then
+  echo "cargo not found: this project needs the machine's Rust toolchain (rustup)" >&2
+  exit 1
+fi
+rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt >/dev/null 2>&1 || true
+
+# --- checks ------------------------------------------------------------------------------------
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+
+echo "==> cargo clippy (warnings are errors)"
+cargo clippy --all-targets --locked -- -D warnings
+
+echo "==> cargo test"
+# Integration tests each start gateway processes; two test threads keep a 2-core machine sane.
+cargo test --all-targets --locked -- --test-threads="${TEST_THREADS:-2}"
+
+echo "==> all tests passed"
