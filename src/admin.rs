@@ -36,7 +36,10 @@ impl AdminApp {
         let mut lines = Vec::new();
         let mut ready = true;
         for (addr, tls) in self.listener_probes() {
-            let up = matches!(tokio::time::timeout(PROBE_TIMEOUT, probe(addr, tls)).await, Ok(true));
+            let up = matches!(
+                tokio::time::timeout(PROBE_TIMEOUT, probe(addr, tls)).await,
+                Ok(true)
+            );
             ready &= up;
             lines.push(format!(
                 "listener {addr}: {}",
@@ -65,12 +68,17 @@ async fn probe(addr: SocketAddr, tls: bool) -> bool {
     if !tls {
         return true;
     }
-    let Ok(mut connector) = openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls()) else {
+    let Ok(mut connector) = openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls())
+    else {
         return false;
     };
     // Our own listener on loopback: the probe asks "does it handshake", not "whom do I trust".
     connector.set_verify(openssl::ssl::SslVerifyMode::NONE);
-    let Ok(ssl) = connector.build().configure().and_then(|c| c.into_ssl("localhost")) else {
+    let Ok(ssl) = connector
+        .build()
+        .configure()
+        .and_then(|c| c.into_ssl("localhost"))
+    else {
         return false;
     };
     let Ok(mut stream) = tokio_openssl::SslStream::new(ssl, stream) else {
