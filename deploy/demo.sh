@@ -29,18 +29,9 @@ if [[ "$mode" == "stop" ]]; then
 fi
 
 # --- system packages -------------------------------------------------------------------------
-packages=(cmake pkg-config libssl-dev ca-certificates curl python3)
-missing=()
-for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if ((${#missing[@]})); then
-  echo "==> installing system packages: ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}"
-fi
-command -v cargo >/dev/null || { echo "cargo not found: install the Rust toolchain (rustup)" >&2; exit 1; }
+# shellcheck source=deploy/packages.sh
+source deploy/packages.sh
+ensure_packages "${PORTCULLIS_PACKAGES[@]}"
 
 echo "==> building portcullis (release; the first build takes several minutes)"
 cargo build --release --locked

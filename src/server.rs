@@ -15,6 +15,16 @@ use thiserror::Error;
 /// Why the server could not start.
 #[derive(Debug, Error)]
 pub enum StartError {
+    /// A listener address is taken or not ours to bind.
+    #[error("cannot listen on {addr} ({what}): {reason}")]
+    Bind {
+        /// Which listener.
+        what: &'static str,
+        /// The configured address.
+        addr: std::net::SocketAddr,
+        /// What the OS said.
+        reason: String,
+    },
     /// The HTTPS certificate or key could not be loaded.
     #[error("cannot load TLS certificate/key ({cert}, {key}): {reason}")]
     Tls {
@@ -27,8 +37,29 @@ pub enum StartError {
     },
 }
 
+/// Tries each listener address once, so a taken port is a clear start-up error instead of a
+/// panic inside Pingora's listener task (which would leave a process that serves nothing).
+fn check_bindable(config: &GatewayConfig) -> Result<(), StartError> {
+    let listeners = [
+        ("http", config.http),
+        ("https", config.https.as_ref().map(|h| h.addr)),
+        ("admin", config.admin),
+    ];
+    for (what, addr) in listeners {
+        if let Some(addr) = addr {
+            std::net::TcpListener::bind(addr).map_err(|e| StartError::Bind {
+                what,
+                addr,
+                reason: e.to_string(),
+            })?;
+        }
+    }
+    Ok(())
+}
+
 /// Builds the server and runs it until SIGTERM (graceful) or SIGINT (fast).
 pub fn run(config: GatewayConfig, policies: PolicySet) -> Result<(), StartError> {
+    check_bindable(&config)?;
     let conf = ServerConf {
         threads: config.threads,
         // Pingora's default drain is 5 minutes; operators (and tests) need it bounded.

@@ -12,19 +12,10 @@ mod support;
 use serde_json::Value;
 use support::*;
 
-const HOST: &str = "app.portcullis.localhost";
+const HOST: &str = APP_HOST;
 
 async fn gateway_with(extra: &str) -> (Backend, RunningGateway) {
-    let app = echo_backend("app").await;
-    let gw = GatewaySpec::new()
-        .policy(
-            "app.toml",
-            open_policy("app", &[HOST], &[(&app.url(), 1)], ""),
-        )
-        .gateway_toml(extra)
-        .start()
-        .await;
-    (app, gw)
+    echo_app(GatewaySpec::new().gateway_toml(extra)).await
 }
 
 /// Sends `GET /` with the given raw header lines and returns what the backend saw.
@@ -195,15 +186,7 @@ async fn trusted_proxy_forwarding_headers_are_kept_and_extended() {
 
 #[tokio::test]
 async fn identity_spoofing_is_refused_over_http2_too() {
-    let app = echo_backend("app").await;
-    let gw = GatewaySpec::new()
-        .https()
-        .policy(
-            "app.toml",
-            open_policy("app", &[HOST], &[(&app.url(), 1)], ""),
-        )
-        .start()
-        .await;
+    let (_app, gw) = echo_app(GatewaySpec::new().https()).await;
     let https = gw.https.unwrap();
     let client = {
         let ca =

@@ -330,14 +330,7 @@ async fn broken_policy_disables_only_its_own_app() {
 
 #[tokio::test]
 async fn reserved_gateway_path_is_never_proxied() {
-    let app = echo_backend("app").await;
-    let gw = GatewaySpec::new()
-        .policy(
-            "app.toml",
-            open_policy("app", &["app.portcullis.localhost"], &[(&app.url(), 1)], ""),
-        )
-        .start()
-        .await;
+    let (app, gw) = echo_app(GatewaySpec::new()).await;
     for path in [
         "/.portcullis/",
         "/.portcullis/oidc/callback?code=x",
@@ -355,14 +348,7 @@ async fn reserved_gateway_path_is_never_proxied() {
 
 #[tokio::test]
 async fn large_bodies_stream_both_ways() {
-    let app = echo_backend("app").await;
-    let gw = GatewaySpec::new()
-        .policy(
-            "app.toml",
-            open_policy("app", &["app.portcullis.localhost"], &[(&app.url(), 1)], ""),
-        )
-        .start()
-        .await;
+    let (_app, gw) = echo_app(GatewaySpec::new()).await;
     let client = gw.client(&["app.portcullis.localhost"]);
     let base = format!("http://app.portcullis.localhost:{}", gw.http.port());
     let size = 24 * 1024 * 1024 + 7;
@@ -414,14 +400,7 @@ async fn large_bodies_stream_both_ways() {
 
 #[tokio::test]
 async fn malformed_requests_get_400_and_never_take_the_gateway_down() {
-    let app = echo_backend("app").await;
-    let gw = GatewaySpec::new()
-        .policy(
-            "app.toml",
-            open_policy("app", &["app.portcullis.localhost"], &[(&app.url(), 1)], ""),
-        )
-        .start()
-        .await;
+    let (app, gw) = echo_app(GatewaySpec::new()).await;
     let host = "Host: app.portcullis.localhost\r\n";
     let cases: Vec<(String, bool)> = vec![
         ("GARBAGE\r\n\r\n".into(), false),
@@ -465,14 +444,7 @@ async fn malformed_requests_get_400_and_never_take_the_gateway_down() {
 
 #[tokio::test]
 async fn smuggling_shape_reaches_the_backend_with_one_framing_only() {
-    let app = echo_backend("app").await;
-    let gw = GatewaySpec::new()
-        .policy(
-            "app.toml",
-            open_policy("app", &["app.portcullis.localhost"], &[(&app.url(), 1)], ""),
-        )
-        .start()
-        .await;
+    let (app, gw) = echo_app(GatewaySpec::new()).await;
     // Content-Length and Transfer-Encoding together: RFC 9112 §6.3 says chunked wins and the
     // connection must not be reused; the smuggled second request must never be seen.
     let raw = raw_exchange(
@@ -498,28 +470,14 @@ async fn smuggling_shape_reaches_the_backend_with_one_framing_only() {
 
 #[tokio::test]
 async fn upstream_receives_the_normalised_path_and_original_query() {
-    let app = echo_backend("app").await;
-    let gw = GatewaySpec::new()
-        .policy(
-            "app.toml",
-            open_policy("app", &["app.portcullis.localhost"], &[(&app.url(), 1)], ""),
-        )
-        .start()
-        .await;
+    let (_app, gw) = echo_app(GatewaySpec::new()).await;
     let raw = raw_exchange(gw.http, b"GET //docs/./a/../%62ook?x=/../y HTTP/1.1\r\nHost: app.portcullis.localhost\r\nConnection: close\r\n\r\n").await;
     assert_eq!(raw_json(&raw)["uri"], "/docs/book?x=/../y", "{raw}");
 }
 
 #[tokio::test]
 async fn access_line_names_request_app_status_and_upstream_but_not_the_query() {
-    let app = echo_backend("app").await;
-    let gw = GatewaySpec::new()
-        .policy(
-            "app.toml",
-            open_policy("app", &["app.portcullis.localhost"], &[(&app.url(), 1)], ""),
-        )
-        .start()
-        .await;
+    let (app, gw) = echo_app(GatewaySpec::new()).await;
     let raw = raw_exchange(gw.http, b"GET /report?code=SECRET123 HTTP/1.1\r\nHost: app.portcullis.localhost\r\nConnection: close\r\n\r\n").await;
     let request_id = raw_json(&raw)["headers"]
         .as_array()
@@ -552,14 +510,7 @@ async fn access_line_names_request_app_status_and_upstream_but_not_the_query() {
 
 #[tokio::test]
 async fn sigterm_drains_and_exits_within_the_grace_period() {
-    let app = echo_backend("app").await;
-    let mut gw = GatewaySpec::new()
-        .policy(
-            "app.toml",
-            open_policy("app", &["app.portcullis.localhost"], &[(&app.url(), 1)], ""),
-        )
-        .start()
-        .await;
+    let (_app, mut gw) = echo_app(GatewaySpec::new()).await;
     gw.signal("TERM");
     let status = gw
         .wait_exit(Duration::from_secs(10))
@@ -595,4 +546,55 @@ async fn admin_listener_reports_health_and_readiness() {
     )
     .await;
     assert_eq!(raw_status(&raw), 404);
+}
+
+#[tokio::test]
+async fn sigint_stops_at_once() {
+    let (_app, mut gw) = echo_app(GatewaySpec::new()).await;
+    gw.signal("INT");
+    assert!(
+        gw.wait_exit(Duration::from_secs(5)).is_some(),
+        "gateway still running 5 s after SIGINT"
+    );
+}
+
+#[tokio::test]
+async fn json_access_log_lines_are_json_objects() {
+    let (_app, gw) = echo_app(GatewaySpec::new().json_logs()).await;
+    let raw = raw_exchange(
+        gw.http,
+        format!("GET /j HTTP/1.1\r\nHost: {APP_HOST}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await;
+    assert_eq!(raw_status(&raw), 200);
+    let logs = gw.wait_for_log("\"path\":\"/j\"").await;
+    let access: Value = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["target"] == "portcullis::access")
+        .unwrap_or_else(|| panic!("no JSON access line in:\n{logs}"));
+    assert_eq!(access["app"], "app");
+    assert_eq!(access["status"], 200);
+    assert_eq!(access["method"], "GET");
+}
+
+#[test]
+fn taken_listener_port_is_a_clear_start_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("policies")).unwrap();
+    let config = dir.path().join("portcullis.toml");
+    std::fs::write(&config, format!("[listen]\nhttp = \"{addr}\"\n")).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["run", "-c"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("cannot listen on {addr} (http)")),
+        "{stderr}"
+    );
 }

@@ -9,24 +9,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # --- system packages -------------------------------------------------------------------------
-# cmake: pingora's zlib-ng; pkg-config + libssl-dev: link the system OpenSSL (see
-# .cargo/config.toml); curl: used by the demo smoke test.
-packages=(cmake pkg-config libssl-dev ca-certificates curl python3)
-missing=()
-for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if ((${#missing[@]})); then
-  echo "==> installing system packages: ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}"
-fi
-
-if ! command -v cargo >/dev/null; then
-  echo "cargo not found: this project needs the machine's Rust toolchain (rustup)" >&2
-  exit 1
-fi
+# shellcheck source=deploy/packages.sh
+source deploy/packages.sh
+ensure_packages "${PORTCULLIS_PACKAGES[@]}"
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt >/dev/null 2>&1 || true
 
 # --- checks ------------------------------------------------------------------------------------

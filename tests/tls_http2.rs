@@ -12,7 +12,7 @@ mod support;
 use serde_json::Value;
 use support::*;
 
-const HOST: &str = "app.portcullis.localhost";
+const HOST: &str = APP_HOST;
 
 fn tls_client(gw: &RunningGateway, http1_only: bool) -> reqwest::Client {
     let ca = reqwest::Certificate::from_pem(&std::fs::read(dev_cert("ca.crt")).unwrap()).unwrap();
@@ -32,15 +32,7 @@ fn https_url(gw: &RunningGateway, path: &str) -> String {
 
 #[tokio::test]
 async fn https_listener_serves_http1_and_http2_with_the_dev_certificate() {
-    let app = echo_backend("app").await;
-    let gw = GatewaySpec::new()
-        .https()
-        .policy(
-            "app.toml",
-            open_policy("app", &[HOST], &[(&app.url(), 1)], ""),
-        )
-        .start()
-        .await;
+    let (_app, gw) = echo_app(GatewaySpec::new().https()).await;
 
     let h2 = tls_client(&gw, false)
         .get(https_url(&gw, "/x"))
@@ -63,15 +55,7 @@ async fn https_listener_serves_http1_and_http2_with_the_dev_certificate() {
 
 #[tokio::test]
 async fn http2_carries_large_bodies_both_ways() {
-    let app = echo_backend("app").await;
-    let gw = GatewaySpec::new()
-        .https()
-        .policy(
-            "app.toml",
-            open_policy("app", &[HOST], &[(&app.url(), 1)], ""),
-        )
-        .start()
-        .await;
+    let (_app, gw) = echo_app(GatewaySpec::new().https()).await;
     let client = tls_client(&gw, false);
     let size = 8 * 1024 * 1024 + 3;
     let data = pattern(size);
@@ -105,15 +89,7 @@ async fn http2_carries_large_bodies_both_ways() {
 
 #[tokio::test]
 async fn plain_listener_speaks_h2c_when_enabled() {
-    let app = echo_backend("app").await;
-    let gw = GatewaySpec::new()
-        .h2c()
-        .policy(
-            "app.toml",
-            open_policy("app", &[HOST], &[(&app.url(), 1)], ""),
-        )
-        .start()
-        .await;
+    let (_app, gw) = echo_app(GatewaySpec::new().h2c()).await;
     let client = reqwest::Client::builder()
         .no_proxy()
         .http2_prior_knowledge()

@@ -256,6 +256,7 @@ pub struct GatewaySpec {
     policies: Vec<(String, String)>,
     https: bool,
     h2c: bool,
+    json_logs: bool,
     gateway_extra: String,
 }
 
@@ -276,6 +277,11 @@ impl GatewaySpec {
     /// Accept HTTP/2 prior-knowledge on the plain listener.
     pub fn h2c(mut self) -> Self {
         self.h2c = true;
+        self
+    }
+    /// Log in JSON instead of text.
+    pub fn json_logs(mut self) -> Self {
+        self.json_logs = true;
         self
     }
     /// Extra TOML appended to `portcullis.toml` (whole tables, e.g. `[headers]`).
@@ -306,8 +312,10 @@ impl GatewaySpec {
         let config = format!(
             "policies = \"policies\"\n[listen]\nhttp = \"{http}\"\nh2c = {}\n{https_line}\
              [admin]\nlisten = \"{admin}\"\n[server]\nthreads = 2\ngrace_period = \"0s\"\nshutdown_timeout = \"1s\"\n\
-             [log]\nlevel = \"info\"\n{}",
-            self.h2c, self.gateway_extra
+             [log]\nlevel = \"info\"\nformat = \"{}\"\n{}",
+            self.h2c,
+            if self.json_logs { "json" } else { "text" },
+            self.gateway_extra
         );
         let config_path = dir.path().join("portcullis.toml");
         std::fs::write(&config_path, config).unwrap();
@@ -321,7 +329,7 @@ impl GatewaySpec {
             .stderr(log)
             .spawn()
             .unwrap();
-        let gw = RunningGateway {
+        let mut gw = RunningGateway {
             child: Some(child),
             http,
             https,
@@ -345,7 +353,7 @@ pub struct RunningGateway {
 }
 
 impl RunningGateway {
-    async fn wait_ready(&self) {
+    async fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         let client = reqwest::Client::builder().no_proxy().build().unwrap();
         loop {
@@ -354,6 +362,16 @@ impl RunningGateway {
                 if r.status() == 200 {
                     return;
                 }
+            }
+            let exited = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            if let Some(status) = exited {
+                panic!(
+                    "gateway exited ({status}) before ready; log:\n{}",
+                    self.logs()
+                );
             }
             if Instant::now() > deadline {
                 panic!("gateway not ready in 30s; log:\n{}", self.logs());
@@ -471,6 +489,23 @@ pub fn raw_json(response: &str) -> Value {
     let end = body.rfind('}').map_or(body.len(), |e| e + 1);
     serde_json::from_str(&body[start..end])
         .unwrap_or_else(|e| panic!("no JSON in {response:?}: {e}"))
+}
+
+/// Host of the app [`echo_app`] sets up.
+pub const APP_HOST: &str = "app.portcullis.localhost";
+
+/// The common setup: an echo backend named `app` behind one public app at [`APP_HOST`], on a
+/// gateway started from `spec` (which may add HTTPS, h2c or gateway settings).
+pub async fn echo_app(spec: GatewaySpec) -> (Backend, RunningGateway) {
+    let app = echo_backend("app").await;
+    let gw = spec
+        .policy(
+            "app.toml",
+            open_policy("app", &[APP_HOST], &[(&app.url(), 1)], ""),
+        )
+        .start()
+        .await;
+    (app, gw)
 }
 
 /// A policy file text with one public allow-all rule, for tests about proxying itself.
