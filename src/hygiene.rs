@@ -304,13 +304,14 @@ fn is_well_formed_request_id(id: &str) -> bool {
 
 /// 128 random bits as hex.
 pub fn new_request_id() -> String {
+    static FALLBACK_COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let mut bytes = [0u8; 16];
     if openssl::rand::rand_bytes(&mut bytes).is_err() {
-        // Request ids are for correlation, not security: a weaker id beats failing the request.
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        bytes = nanos.to_le_bytes();
+        // Request ids are for correlation, not security: a unique but guessable id beats
+        // failing the request.
+        let n = FALLBACK_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let id = (u128::from(std::process::id()) << 64) | u128::from(n);
+        bytes = id.to_be_bytes();
     }
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

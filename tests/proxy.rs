@@ -598,3 +598,54 @@ fn taken_listener_port_is_a_clear_start_error() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn host_header_is_the_clients_unless_the_app_asks_for_the_upstreams() {
+    let kept = echo_backend("kept").await;
+    let rewritten = echo_backend("rewritten").await;
+    let gw = GatewaySpec::new()
+        .policy(
+            "kept.toml",
+            open_policy(
+                "kept",
+                &["kept.portcullis.localhost"],
+                &[(&kept.url(), 1)],
+                "",
+            ),
+        )
+        .policy(
+            "rewritten.toml",
+            open_policy(
+                "rewritten",
+                &["rewritten.portcullis.localhost"],
+                &[(&rewritten.url(), 1)],
+                "preserve_host = false",
+            ),
+        )
+        .start()
+        .await;
+    let raw = raw_exchange(
+        gw.http,
+        b"GET / HTTP/1.1\r\nHost: kept.portcullis.localhost:8080\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(
+        header_values(&raw_json(&raw), "host"),
+        vec!["kept.portcullis.localhost:8080"]
+    );
+    let raw = raw_exchange(
+        gw.http,
+        b"GET / HTTP/1.1\r\nHost: rewritten.portcullis.localhost\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let echo = raw_json(&raw);
+    assert_eq!(
+        header_values(&echo, "host"),
+        vec![rewritten.addr.to_string()]
+    );
+    // The client's host is still available to the backend as X-Forwarded-Host.
+    assert_eq!(
+        header_values(&echo, "x-forwarded-host"),
+        vec!["rewritten.portcullis.localhost"]
+    );
+}

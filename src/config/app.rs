@@ -125,6 +125,9 @@ pub struct UpstreamTarget {
     pub tls: bool,
     /// Server name for SNI and certificate checks.
     pub sni: String,
+    /// `Host` sent upstream when the app does not preserve the client's (host and any
+    /// non-default port from the URL).
+    pub host_header: String,
     /// Share of requests relative to the app's other upstreams.
     pub weight: u32,
 }
@@ -454,6 +457,10 @@ impl Compiler<'_> {
                 url: raw.clone(),
                 addr,
                 tls,
+                host_header: match url.port() {
+                    Some(port) => format!("{}:{port}", url.host_str().unwrap_or(&host)),
+                    None => url.host_str().unwrap_or(&host).to_string(),
+                },
                 sni: sni_override.clone().unwrap_or(host),
                 weight,
             });

@@ -266,7 +266,7 @@ impl ProxyHttp for Proxy {
         if let (Some(app), Some(i)) = (&ctx.app, ctx.upstream) {
             if !app.config.preserve_host {
                 if let Some(target) = app.config.upstreams.get(i) {
-                    upstream.insert_header("Host", target.sni.as_str())?;
+                    upstream.insert_header("Host", target.host_header.as_str())?;
                 }
             }
         }
