@@ -198,6 +198,39 @@ async fn dead_upstream_gives_502_page_quickly_and_a_log_line() {
 }
 
 #[tokio::test]
+async fn unreachable_upstream_gives_502_after_the_connect_timeout_not_a_hang() {
+    let hole = blackhole().await;
+    let url = format!("http://{}", hole.addr);
+    let gw = GatewaySpec::new()
+        .policy(
+            "app.toml",
+            open_policy(
+                "app",
+                &[APP_HOST],
+                &[(&url, 1)],
+                "[timeouts]\nconnect = \"1s\"",
+            ),
+        )
+        .start()
+        .await;
+    let started = Instant::now();
+    let raw = raw_exchange(
+        gw.http,
+        format!("GET / HTTP/1.1\r\nHost: {APP_HOST}\r\n\r\n").as_bytes(),
+    )
+    .await;
+    let took = started.elapsed();
+    assert_eq!(raw_status(&raw), 502, "{raw}");
+    assert!(
+        took >= Duration::from_millis(900),
+        "answered before the connect timeout: {took:?}"
+    );
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    let logs = gw.wait_for_log("upstream connect failed").await;
+    assert!(logs.contains("ConnectTimedout"), "{logs}");
+}
+
+#[tokio::test]
 async fn connect_failure_fails_over_to_the_next_upstream() {
     let live = echo_backend("live").await;
     let dead = free_addr();

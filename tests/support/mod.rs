@@ -198,6 +198,28 @@ pub async fn stalling_backend() -> Backend {
     .await
 }
 
+/// A port whose accept queue is full, so new connections are never completed (like a host that
+/// drops packets): connecting to it runs into the connect timeout.
+pub struct Blackhole {
+    pub addr: SocketAddr,
+    _listener: TcpListener,
+    _queued: std::net::TcpStream,
+}
+
+pub async fn blackhole() -> Blackhole {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(0).unwrap();
+    let addr = listener.local_addr().unwrap();
+    // One connection fills a backlog of 0; it is never accepted.
+    let queued = std::net::TcpStream::connect(addr).unwrap();
+    Blackhole {
+        addr,
+        _listener: listener,
+        _queued: queued,
+    }
+}
+
 /// Accepts connections and closes them at once, without a response.
 pub async fn closing_backend() -> Backend {
     raw_backend(|stream| async move { drop(stream) }).await
