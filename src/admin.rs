@@ -1,13 +1,12 @@
 //! The admin listener: `/healthz` (the process answers) and `/readyz` (configuration loaded and
 //! every traffic listener accepting connections). Kept off the traffic listeners on purpose.
 
-use crate::gateway::Gateway;
+use crate::reload::SharedGateway;
 use async_trait::async_trait;
 use http::Response;
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::Arc;
 use std::time::Duration;
 
 /// How long `/readyz` waits for a listener to accept a probe connection.
@@ -15,18 +14,19 @@ const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// The admin HTTP app.
 pub struct AdminApp {
-    gateway: Arc<Gateway>,
+    gateway: SharedGateway,
 }
 
 impl AdminApp {
     /// Admin endpoints over shared gateway state.
-    pub fn new(gateway: Arc<Gateway>) -> Self {
+    pub fn new(gateway: SharedGateway) -> Self {
         Self { gateway }
     }
 
     /// Traffic listeners, as addresses a local probe can connect to, and whether they speak TLS.
     fn listener_probes(&self) -> Vec<(SocketAddr, bool)> {
-        let cfg = &self.gateway.config;
+        let gateway = self.gateway.load();
+        let cfg = &gateway.config;
         let plain = cfg.http.iter().map(|a| (probe_addr(*a), false));
         let tls = cfg.https.iter().map(|h| (probe_addr(h.addr), true));
         plain.chain(tls).collect()
@@ -46,10 +46,11 @@ impl AdminApp {
                 if up { "up" } else { "down" }
             ));
         }
-        lines.push(format!("apps serving: {}", self.gateway.apps().len()));
+        let gateway = self.gateway.load();
+        lines.push(format!("apps serving: {}", gateway.apps().len()));
         lines.push(format!(
             "apps unavailable (policy errors): {}",
-            self.gateway.broken().len()
+            gateway.broken().len()
         ));
         let head = if ready { "ready" } else { "not ready" };
         (

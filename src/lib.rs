@@ -15,6 +15,7 @@ pub mod logging;
 pub mod pages;
 pub mod policy;
 pub mod proxy;
+pub mod reload;
 pub mod routing;
 pub mod server;
 pub mod upstream;

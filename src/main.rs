@@ -114,7 +114,7 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
             tracing::warn!(problem = %p, "policy warning");
         }
     }
-    portcullis::server::run(gateway, policies).context("starting server")?;
+    portcullis::server::run(path, gateway, policies).context("starting server")?;
     Ok(ExitCode::SUCCESS)
 }
 

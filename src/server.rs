@@ -4,11 +4,14 @@ use crate::admin::AdminApp;
 use crate::config::{GatewayConfig, PolicySet};
 use crate::gateway::Gateway;
 use crate::proxy::Proxy;
+use crate::reload::{Reloader, SharedGateway};
+use arc_swap::ArcSwap;
 use pingora::apps::HttpServerOptions;
 use pingora::listeners::tls::TlsSettings;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server};
 use pingora::services::listening::Service;
+use std::path::Path;
 use std::sync::Arc;
 use thiserror::Error;
 
@@ -58,7 +61,11 @@ fn check_bindable(config: &GatewayConfig) -> Result<(), StartError> {
 }
 
 /// Builds the server and runs it until SIGTERM (graceful) or SIGINT (fast).
-pub fn run(config: GatewayConfig, policies: PolicySet) -> Result<(), StartError> {
+pub fn run(
+    config_path: &Path,
+    config: GatewayConfig,
+    policies: PolicySet,
+) -> Result<(), StartError> {
     check_bindable(&config)?;
     let conf = ServerConf {
         threads: config.threads,
@@ -70,8 +77,9 @@ pub fn run(config: GatewayConfig, policies: PolicySet) -> Result<(), StartError>
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
-    let gateway = Arc::new(Gateway::new(config, policies));
-    let cfg = &gateway.config;
+    let gateway: SharedGateway = Arc::new(ArcSwap::from_pointee(Gateway::new(config, policies)));
+    let started = gateway.load_full();
+    let cfg = &started.config;
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
         Proxy::new(gateway.clone()),
@@ -108,9 +116,13 @@ pub fn run(config: GatewayConfig, policies: PolicySet) -> Result<(), StartError>
         admin.add_tcp(&admin_addr.to_string());
         server.add_service(admin);
     }
+    let reloader = Reloader::new(config_path.to_path_buf(), gateway.clone());
+    server.add_service(pingora::services::background::background_service(
+        "reload", reloader,
+    ));
     tracing::info!(
-        apps = gateway.apps().len(),
-        unavailable = gateway.broken().len(),
+        apps = started.apps().len(),
+        unavailable = started.broken().len(),
         "portcullis starting"
     );
     server.run(RunArgs::default());

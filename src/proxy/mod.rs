@@ -6,11 +6,12 @@
 
 mod respond;
 
-use crate::gateway::{AppRuntime, Gateway, Route};
+use crate::gateway::{AppRuntime, Route};
 use crate::hygiene::{request_authority, ConnectionFacts};
 use crate::pages::Page;
 use crate::policy::path::{normalise, PathError};
 use crate::policy::{Decision, RequestFacts};
+use crate::reload::SharedGateway;
 use crate::routing::normalise_host;
 use async_trait::async_trait;
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -94,12 +95,12 @@ pub struct RequestCtx {
 
 /// The proxy service.
 pub struct Proxy {
-    gateway: Arc<Gateway>,
+    gateway: SharedGateway,
 }
 
 impl Proxy {
-    /// A proxy over shared gateway state.
-    pub fn new(gateway: Arc<Gateway>) -> Self {
+    /// A proxy over shared gateway state (swapped as a whole on reload).
+    pub fn new(gateway: SharedGateway) -> Self {
         Self { gateway }
     }
 
@@ -110,11 +111,10 @@ impl Proxy {
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
+        // One consistent snapshot for the whole decision, even if a reload lands meanwhile.
+        let gateway = self.gateway.load();
         let req = session.req_header_mut();
-        let forwarding = self
-            .gateway
-            .hygiene
-            .apply(req, ConnectionFacts { peer, tls });
+        let forwarding = gateway.hygiene.apply(req, ConnectionFacts { peer, tls });
         if forwarding.close_requested {
             // Pingora reads only the first `Connection` header when deciding keep-alive.
             session.set_keepalive(None);
@@ -145,7 +145,7 @@ impl Proxy {
         if crate::routing::under_prefix(&ctx.path, RESERVED_PREFIX) {
             return Err(RequestError::UnknownEndpoint);
         }
-        let app = match self.gateway.route(&host, &ctx.path) {
+        let app = match gateway.route(&host, &ctx.path) {
             None => return Err(RequestError::NoRoute),
             Some(Route::Unavailable(broken)) => {
                 ctx.span.record("app", broken.id.as_deref().unwrap_or("?"));

@@ -1,0 +1,139 @@
+//! Reloading configuration on SIGHUP, without dropping a connection.
+//!
+//! Owns re-reading `portcullis.toml` and the policies directory and swapping the gateway's
+//! shared state atomically. Requests already running finish with the state they started with.
+//! Listener, thread and log settings need a restart: they are kept, with a warning.
+
+use crate::config::{self, GatewayConfig, Problem};
+use crate::gateway::Gateway;
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tracing::{error, info, warn};
+
+/// The gateway state every request reads, swappable as a whole.
+pub type SharedGateway = Arc<ArcSwap<Gateway>>;
+
+/// Reloads configuration when asked (SIGHUP).
+pub struct Reloader {
+    config_path: PathBuf,
+    current: SharedGateway,
+}
+
+/// What a reload changed.
+#[derive(Debug)]
+pub struct ReloadOutcome {
+    /// Apps now serving.
+    pub apps: usize,
+    /// Apps disabled by policy errors.
+    pub unavailable: usize,
+    /// Every problem found (policy errors disable only their app).
+    pub problems: Vec<Problem>,
+}
+
+impl Reloader {
+    /// A reloader for the gateway started from `config_path`.
+    pub fn new(config_path: PathBuf, current: SharedGateway) -> Self {
+        Self {
+            config_path,
+            current,
+        }
+    }
+
+    /// Reads configuration again and swaps it in. A gateway config with errors changes
+    /// nothing (the running state is kept); policy errors disable only their own app.
+    pub fn reload(&self) -> Result<ReloadOutcome, Vec<Problem>> {
+        let (fresh, mut problems) = config::load_gateway(&self.config_path)?;
+        let running = self.current.load();
+        let fresh = keep_restart_only_settings(fresh, &running.config);
+        let policies = config::load_policies(&fresh);
+        problems.extend(policies.problems.iter().cloned());
+        let next = Gateway::new(fresh, policies);
+        let outcome = ReloadOutcome {
+            apps: next.apps().len(),
+            unavailable: next.broken().len(),
+            problems,
+        };
+        self.current.store(Arc::new(next));
+        Ok(outcome)
+    }
+
+    fn reload_and_log(&self) {
+        match self.reload() {
+            Ok(outcome) => {
+                for p in &outcome.problems {
+                    if p.is_error() {
+                        error!(problem = %p, "policy error: app disabled");
+                    } else {
+                        warn!(problem = %p, "configuration warning");
+                    }
+                }
+                info!(
+                    apps = outcome.apps,
+                    unavailable = outcome.unavailable,
+                    "configuration reloaded"
+                );
+            }
+            Err(problems) => {
+                for p in &problems {
+                    error!(problem = %p, "gateway configuration error");
+                }
+                error!("reload refused: gateway configuration has errors; still serving the previous configuration");
+            }
+        }
+    }
+}
+
+/// Listeners, threads, shutdown timing and logging are fixed at start: keep the running values
+/// and say so when the file asks for others.
+fn keep_restart_only_settings(mut fresh: GatewayConfig, running: &GatewayConfig) -> GatewayConfig {
+    let changed = fresh.http != running.http
+        || fresh.https.as_ref().map(|h| (h.addr, &h.cert, &h.key))
+            != running.https.as_ref().map(|h| (h.addr, &h.cert, &h.key))
+        || fresh.h2c != running.h2c
+        || fresh.admin != running.admin
+        || fresh.threads != running.threads
+        || fresh.grace_period != running.grace_period
+        || fresh.shutdown_timeout != running.shutdown_timeout
+        || fresh.log_format != running.log_format
+        || fresh.log_level != running.log_level;
+    if changed {
+        warn!("listener, server or log settings changed: they take effect at the next restart");
+    }
+    fresh.http = running.http;
+    fresh.https = running.https.clone();
+    fresh.h2c = running.h2c;
+    fresh.admin = running.admin;
+    fresh.threads = running.threads;
+    fresh.grace_period = running.grace_period;
+    fresh.shutdown_timeout = running.shutdown_timeout;
+    fresh.log_format = running.log_format;
+    fresh.log_level = running.log_level.clone();
+    fresh
+}
+
+#[async_trait]
+impl BackgroundService for Reloader {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hangup = match signal(SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                error!(error = %e, "cannot listen for SIGHUP: configuration reload disabled");
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = hangup.recv() => {
+                    info!("SIGHUP received: reloading configuration");
+                    self.reload_and_log();
+                }
+                _ = shutdown.changed() => break,
+            }
+        }
+    }
+}
