@@ -455,6 +455,15 @@ impl RunningGateway {
         format!("http://{}{path}", self.http)
     }
 
+    /// `GET path` on `host` through the plain listener (a fresh HTTP/1.1 client).
+    pub async fn get(&self, host: &str, path: &str) -> reqwest::Response {
+        self.client(&[host])
+            .get(format!("http://{host}:{}{path}", self.http.port()))
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// A client that sends every name in `hosts` to this gateway's listeners and trusts the
     /// test-only CA.
     pub fn client(&self, hosts: &[&str]) -> reqwest::Client {
