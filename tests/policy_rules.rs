@@ -92,3 +92,52 @@ async fn alternative_spellings_of_a_denied_path_are_refused() {
     }
     assert_eq!(app.hits(), 0, "backend saw {} requests", app.hits());
 }
+
+#[tokio::test]
+async fn body_of_a_denied_request_is_drained_not_parsed_as_a_next_request() {
+    let (app, gw) = wiki().await;
+    // The denied POST's body looks like a second request; on a kept-alive connection it must
+    // be consumed as body, and only the real second request is answered.
+    let smuggled = format!("GET /smuggled HTTP/1.1\r\nHost: {HOST}\r\n\r\n");
+    let request = format!(
+        "POST /admin/users HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: {}\r\n\r\n{smuggled}\
+         GET /after HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n",
+        smuggled.len()
+    );
+    let raw = raw_exchange(gw.http, request.as_bytes()).await;
+    assert!(raw.starts_with("HTTP/1.1 403"), "{raw}");
+    assert!(!raw.contains("/smuggled"), "{raw}");
+    // Either the connection was closed after the refusal, or the next request was served.
+    let served: Vec<&str> = raw.matches("\"uri\":").collect();
+    assert!(served.len() <= 1, "{raw}");
+    if served.len() == 1 {
+        assert!(raw.contains("\"uri\":\"/after\""), "{raw}");
+    }
+    assert!(app.hits() <= 1);
+}
+
+#[tokio::test]
+async fn many_concurrent_requests_are_each_decided_and_served() {
+    let (app, gw) = wiki().await;
+    let client = gw.client(&[HOST]);
+    let base = format!("http://{HOST}:{}", gw.http.port());
+    let tasks: Vec<_> = (0..200)
+        .map(|i| {
+            let client = client.clone();
+            let url = if i % 4 == 0 {
+                format!("{base}/admin/{i}")
+            } else {
+                format!("{base}/page/{i}")
+            };
+            tokio::spawn(
+                async move { (i, client.get(url).send().await.map(|r| r.status().as_u16())) },
+            )
+        })
+        .collect();
+    for task in tasks {
+        let (i, status) = task.await.unwrap();
+        let want = if i % 4 == 0 { 403 } else { 200 };
+        assert_eq!(status.unwrap(), want, "request {i}");
+    }
+    assert_eq!(app.hits(), 150);
+}
