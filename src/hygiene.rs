@@ -99,6 +99,16 @@ fn canonical(name: &str) -> String {
     name.to_ascii_lowercase().replace('_', "-")
 }
 
+/// [`canonical`] without allocating when the name is already canonical, as nearly every header
+/// name is (the HTTP library lower-cases them): this runs for every header of every request.
+fn canonical_cow(name: &str) -> std::borrow::Cow<'_, str> {
+    if name.bytes().any(|b| b == b'_' || b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(canonical(name))
+    } else {
+        std::borrow::Cow::Borrowed(name)
+    }
+}
+
 impl HeaderHygiene {
     /// Builds hygiene rules: `identity_headers` and `identity_prefixes` are matched in any case
     /// and with `-`/`_` interchangeable.
@@ -116,8 +126,8 @@ impl HeaderHygiene {
 
     /// Is this (client-sent) header one the gateway may inject, in any spelling?
     pub fn is_identity_header(&self, name: &str) -> bool {
-        let name = canonical(name);
-        self.identity_exact.contains(&name)
+        let name = canonical_cow(name);
+        self.identity_exact.contains(name.as_ref())
             || self
                 .identity_prefixes
                 .iter()

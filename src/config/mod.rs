@@ -134,9 +134,8 @@ fn cross_file_checks(compiled: Vec<(AppConfig, String)>, set: &mut PolicySet) {
 /// Line and column of the first quoted occurrence of `needle`, to point at a host in a file.
 fn position_of(text: &str, needle: &str) -> Option<(usize, usize)> {
     let quoted = format!("\"{needle}\"");
-    let offset = text.find(&quoted)?;
-    let src = problem::SourceFile::new(Path::new(""), text);
-    src.error(Some(offset..offset), "").position
+    text.find(&quoted)
+        .map(|offset| problem::line_col(text, offset))
 }
 
 fn policy_files(dir: &Path) -> Result<Vec<PathBuf>, Problem> {

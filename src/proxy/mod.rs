@@ -158,20 +158,17 @@ impl Proxy {
             method: &req.method,
             path: &ctx.path,
         });
-        ctx.app = Some(app.clone());
-        match decision {
-            Decision::Public { rule } => {
-                ctx.span.record("rule", rule);
-                ctx.rule = Some(rule.to_string());
-                Ok(())
-            }
-            Decision::Deny { rule } => {
-                ctx.span.record("rule", rule);
-                ctx.rule = Some(rule.to_string());
-                Err(RequestError::Denied(rule.to_string()))
-            }
-            Decision::NoAllowMatched => Err(RequestError::NoAllowRule),
+        let (rule, outcome) = match decision {
+            Decision::Public { rule } => (Some(rule), Ok(())),
+            Decision::Deny { rule } => (Some(rule), Err(RequestError::Denied(rule.to_string()))),
+            Decision::NoAllowMatched => (None, Err(RequestError::NoAllowRule)),
+        };
+        if let Some(rule) = rule {
+            ctx.span.record("rule", rule);
+            ctx.rule = Some(rule.to_string());
         }
+        ctx.app = Some(app);
+        outcome
     }
 }
 
@@ -327,7 +324,7 @@ impl ProxyHttp for Proxy {
             .map_or(ctx.gateway_status.unwrap_or(0), |r| r.status.as_u16());
         let req = session.req_header();
         let app = ctx.app.as_ref().map_or("-", |a| a.config.id.as_str());
-        let upstream = upstream_url(ctx).unwrap_or_else(|| "-".to_string());
+        let upstream = upstream_url(ctx).unwrap_or("-");
         let path = if ctx.path.is_empty() {
             req.uri.path()
         } else {
@@ -360,10 +357,10 @@ impl ProxyHttp for Proxy {
     }
 }
 
-fn upstream_url(ctx: &RequestCtx) -> Option<String> {
+fn upstream_url(ctx: &RequestCtx) -> Option<&str> {
     let app = ctx.app.as_ref()?;
     app.config
         .upstreams
         .get(ctx.upstream?)
-        .map(|u| u.url.clone())
+        .map(|u| u.url.as_str())
 }
