@@ -135,18 +135,7 @@ async fn unknown_host_and_unrouted_path_get_branded_404_and_no_backend() {
 async fn weighted_round_robin_follows_weights() {
     let a = echo_backend("a").await;
     let b = echo_backend("b").await;
-    let gw = GatewaySpec::new()
-        .policy(
-            "app.toml",
-            open_policy(
-                "app",
-                &["app.portcullis.localhost"],
-                &[(&a.url(), 3), (&b.url(), 1)],
-                "",
-            ),
-        )
-        .start()
-        .await;
+    let gw = app_gateway(&[(&a.url(), 3), (&b.url(), 1)], "").await;
     for _ in 0..40 {
         let r = gw.get(APP_HOST, "/").await;
         assert_eq!(r.status(), 200);
@@ -157,18 +146,11 @@ async fn weighted_round_robin_follows_weights() {
 #[tokio::test]
 async fn dead_upstream_gives_502_page_quickly_and_a_log_line() {
     let dead = free_addr();
-    let gw = GatewaySpec::new()
-        .policy(
-            "app.toml",
-            open_policy(
-                "app",
-                &["app.portcullis.localhost"],
-                &[(&format!("http://{dead}"), 1)],
-                "[timeouts]\nconnect = \"1s\"",
-            ),
-        )
-        .start()
-        .await;
+    let gw = app_gateway(
+        &[(&format!("http://{dead}"), 1)],
+        "[timeouts]\nconnect = \"1s\"",
+    )
+    .await;
     let started = Instant::now();
     let raw = raw_exchange(
         gw.http,
@@ -193,18 +175,7 @@ async fn dead_upstream_gives_502_page_quickly_and_a_log_line() {
 async fn unreachable_upstream_gives_502_after_the_connect_timeout_not_a_hang() {
     let hole = blackhole().await;
     let url = format!("http://{}", hole.addr);
-    let gw = GatewaySpec::new()
-        .policy(
-            "app.toml",
-            open_policy(
-                "app",
-                &[APP_HOST],
-                &[(&url, 1)],
-                "[timeouts]\nconnect = \"1s\"",
-            ),
-        )
-        .start()
-        .await;
+    let gw = app_gateway(&[(&url, 1)], "[timeouts]\nconnect = \"1s\"").await;
     let started = Instant::now();
     let raw = raw_exchange(
         gw.http,
@@ -226,18 +197,7 @@ async fn unreachable_upstream_gives_502_after_the_connect_timeout_not_a_hang() {
 async fn connect_failure_fails_over_to_the_next_upstream() {
     let live = echo_backend("live").await;
     let dead = free_addr();
-    let gw = GatewaySpec::new()
-        .policy(
-            "app.toml",
-            open_policy(
-                "app",
-                &["app.portcullis.localhost"],
-                &[(&format!("http://{dead}"), 1), (&live.url(), 1)],
-                "",
-            ),
-        )
-        .start()
-        .await;
+    let gw = app_gateway(&[(&format!("http://{dead}"), 1), (&live.url(), 1)], "").await;
     for _ in 0..6 {
         let r = gw.get(APP_HOST, "/").await;
         assert_eq!(r.status(), 200);
@@ -248,18 +208,7 @@ async fn connect_failure_fails_over_to_the_next_upstream() {
 #[tokio::test]
 async fn hung_upstream_gives_504_after_the_read_timeout() {
     let hung = stalling_backend().await;
-    let gw = GatewaySpec::new()
-        .policy(
-            "app.toml",
-            open_policy(
-                "app",
-                &["app.portcullis.localhost"],
-                &[(&hung.url(), 1)],
-                "[timeouts]\nread = \"1s\"",
-            ),
-        )
-        .start()
-        .await;
+    let gw = app_gateway(&[(&hung.url(), 1)], "[timeouts]\nread = \"1s\"").await;
     let started = Instant::now();
     let raw = raw_exchange(
         gw.http,
@@ -277,18 +226,7 @@ async fn hung_upstream_gives_504_after_the_read_timeout() {
 #[tokio::test]
 async fn upstream_hanging_up_gives_502() {
     let closing = closing_backend().await;
-    let gw = GatewaySpec::new()
-        .policy(
-            "app.toml",
-            open_policy(
-                "app",
-                &["app.portcullis.localhost"],
-                &[(&closing.url(), 1)],
-                "",
-            ),
-        )
-        .start()
-        .await;
+    let gw = app_gateway(&[(&closing.url(), 1)], "").await;
     let raw = raw_exchange(
         gw.http,
         b"GET / HTTP/1.1\r\nHost: app.portcullis.localhost\r\n\r\n",

@@ -110,21 +110,14 @@ async fn https_upstream_is_verified_against_the_configured_ca() {
     let secure = echo_backend_tls("secure").await;
     let url = format!("https://127.0.0.1:{}", secure.addr.port());
     let ca = dev_cert("ca.crt");
-    let gw = GatewaySpec::new()
-        .policy(
-            "app.toml",
-            open_policy(
-                "app",
-                &[HOST],
-                &[(&url, 1)],
-                &format!(
-                    "[upstream_tls]\nca_file = \"{}\"\nsni = \"localhost\"",
-                    ca.display()
-                ),
-            ),
-        )
-        .start()
-        .await;
+    let gw = app_gateway(
+        &[(&url, 1)],
+        &format!(
+            "[upstream_tls]\nca_file = \"{}\"\nsni = \"localhost\"",
+            ca.display()
+        ),
+    )
+    .await;
     let raw = raw_exchange(
         gw.http,
         format!("GET /x HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n").as_bytes(),
@@ -139,18 +132,7 @@ async fn https_upstream_with_an_untrusted_certificate_is_refused() {
     let secure = echo_backend_tls("secure").await;
     let url = format!("https://127.0.0.1:{}", secure.addr.port());
     // No ca_file: the system store does not trust the test-only CA, so the handshake must fail.
-    let gw = GatewaySpec::new()
-        .policy(
-            "app.toml",
-            open_policy(
-                "app",
-                &[HOST],
-                &[(&url, 1)],
-                "[upstream_tls]\nsni = \"localhost\"",
-            ),
-        )
-        .start()
-        .await;
+    let gw = app_gateway(&[(&url, 1)], "[upstream_tls]\nsni = \"localhost\"").await;
     let raw = raw_exchange(
         gw.http,
         format!("GET /x HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n").as_bytes(),
@@ -173,13 +155,7 @@ async fn https_upstream_with_the_wrong_name_is_refused() {
         "[upstream_tls]\nca_file = \"{}\"\nsni = \"payroll.corp.example\"",
         ca.display()
     );
-    let gw = GatewaySpec::new()
-        .policy(
-            "app.toml",
-            open_policy("app", &[HOST], &[(&url, 1)], &extra),
-        )
-        .start()
-        .await;
+    let gw = app_gateway(&[(&url, 1)], &extra).await;
     let raw = raw_exchange(
         gw.http,
         format!("GET /x HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n").as_bytes(),

@@ -539,6 +539,18 @@ pub async fn echo_app(spec: GatewaySpec) -> (Backend, RunningGateway) {
     (app, gw)
 }
 
+/// A gateway with one public app at [`APP_HOST`] in front of `upstreams`, with `extra` policy
+/// keys (e.g. `[timeouts]`).
+pub async fn app_gateway(upstreams: &[(&str, u32)], extra: &str) -> RunningGateway {
+    GatewaySpec::new()
+        .policy(
+            "app.toml",
+            open_policy("app", &[APP_HOST], upstreams, extra),
+        )
+        .start()
+        .await
+}
+
 /// A policy file text with one public allow-all rule, for tests about proxying itself.
 pub fn open_policy(app: &str, hosts: &[&str], upstreams: &[(&str, u32)], extra: &str) -> String {
     let hosts: Vec<String> = hosts.iter().map(|h| format!("\"{h}\"")).collect();
