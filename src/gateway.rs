@@ -3,6 +3,7 @@
 //! Built once at start from compiled configuration; shared by every request as `Arc<Gateway>`.
 //! It holds no per-request state.
 
+use crate::auth::Auth;
 use crate::config::gateway::{DEFAULT_STRIPPED_HEADERS, DEFAULT_STRIPPED_PREFIXES};
 use crate::config::{AppConfig, BrokenApp, GatewayConfig, PolicySet};
 use crate::hygiene::HeaderHygiene;
@@ -78,6 +79,8 @@ pub struct Gateway {
     pub config: GatewayConfig,
     /// Header hygiene rules.
     pub hygiene: HeaderHygiene,
+    /// Sessions, logins in progress and identity providers (kept across reloads).
+    pub auth: Arc<Auth>,
     routes: RouteTable<Route>,
     apps: Vec<Arc<AppRuntime>>,
     broken: Vec<Arc<BrokenApp>>,
@@ -85,12 +88,20 @@ pub struct Gateway {
 
 impl Gateway {
     /// Compiles routes and peers from loaded configuration.
-    pub fn new(config: GatewayConfig, policies: PolicySet) -> Self {
+    pub fn new(config: GatewayConfig, policies: PolicySet, auth: Arc<Auth>) -> Self {
+        // Every identity header any app injects is stripped from every client request, on
+        // every host: a name one app trusts must not be spoofable through another.
+        let identity_names: Vec<String> = policies
+            .apps
+            .iter()
+            .flat_map(|a| a.identity.names().map(str::to_string).collect::<Vec<_>>())
+            .collect();
         let hygiene = HeaderHygiene::new(
             DEFAULT_STRIPPED_HEADERS
                 .iter()
                 .copied()
-                .chain(config.extra_stripped_headers.iter().map(String::as_str)),
+                .chain(config.extra_stripped_headers.iter().map(String::as_str))
+                .chain(identity_names.iter().map(String::as_str)),
             DEFAULT_STRIPPED_PREFIXES
                 .iter()
                 .copied()
@@ -119,6 +130,7 @@ impl Gateway {
         Self {
             config,
             hygiene,
+            auth,
             routes,
             apps,
             broken,

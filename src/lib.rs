@@ -8,14 +8,22 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod audit;
+pub mod auth;
+pub mod clock;
 pub mod config;
+pub mod discovery;
 pub mod gateway;
 pub mod hygiene;
+pub mod idp;
+pub mod inject;
 pub mod logging;
 pub mod pages;
 pub mod policy;
 pub mod proxy;
 pub mod reload;
 pub mod routing;
+pub mod secret;
 pub mod server;
+pub mod session;
 pub mod upstream;

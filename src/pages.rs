@@ -22,6 +22,14 @@ pub enum Page {
     GatewayTimeout,
     /// 500: something failed inside the gateway.
     Internal,
+    /// 401: sign-in needed, but this request is not a page navigation (XHR, API call).
+    LoginRequired,
+    /// 503: the identity provider cannot be reached yet.
+    SignInUnavailable,
+    /// 400: the return from the identity provider could not be accepted.
+    SignInFailed,
+    /// 200: the user has signed out.
+    SignedOut,
 }
 
 impl Page {
@@ -36,6 +44,10 @@ impl Page {
             Page::Unavailable => 503,
             Page::GatewayTimeout => 504,
             Page::Internal => 500,
+            Page::LoginRequired => 401,
+            Page::SignInUnavailable => 503,
+            Page::SignInFailed => 400,
+            Page::SignedOut => 200,
         }
     }
 
@@ -49,6 +61,10 @@ impl Page {
             Page::Unavailable => "Application unavailable",
             Page::GatewayTimeout => "Application did not respond",
             Page::Internal => "Gateway error",
+            Page::LoginRequired => "Sign-in required",
+            Page::SignInUnavailable => "Sign-in temporarily unavailable",
+            Page::SignInFailed => "Sign-in failed",
+            Page::SignedOut => "Signed out",
         }
     }
 
@@ -62,6 +78,10 @@ impl Page {
             Page::Unavailable => "This application is temporarily unavailable. The IT team has been notified through the gateway logs.",
             Page::GatewayTimeout => "The application took too long to answer. Please try again in a moment.",
             Page::Internal => "Something went wrong inside the gateway. Please try again.",
+            Page::LoginRequired => "Your session has ended or you are not signed in. Reload the page to sign in again.",
+            Page::SignInUnavailable => "The sign-in service cannot be reached right now. Please try again in a few minutes.",
+            Page::SignInFailed => "The sign-in could not be completed (it may have expired or been opened twice). Go back to the application and try again.",
+            Page::SignedOut => "You have signed out. Close this window, or open the application again to sign back in.",
         }
     }
 
@@ -71,6 +91,11 @@ impl Page {
         let title = self.title();
         let message = self.message();
         let request_id = escape_html(request_id);
+        let code = if status >= 400 {
+            format!("<p class=\"code\">Error {status}</p>")
+        } else {
+            String::new()
+        };
         format!(
             "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
 <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
@@ -80,7 +105,7 @@ main{{max-width:36rem;margin:12vh auto;background:#fff;border-radius:10px;paddin
 h1{{font-size:1.4rem;margin:.2rem 0 1rem}}.brand{{color:#6b21a8;font-weight:700;letter-spacing:.05em}}\
 .code{{color:#667;font-size:.9rem}}footer{{margin-top:1.5rem;color:#667;font-size:.8rem}}</style></head>\
 <body><main><div class=\"brand\">PORTCULLIS</div><h1>{title}</h1><p>{message}</p>\
-<p class=\"code\">Error {status}</p><footer>Request id: <code>{request_id}</code></footer></main></body></html>\n"
+{code}<footer>Request id: <code>{request_id}</code></footer></main></body></html>\n"
         )
     }
 }

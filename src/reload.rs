@@ -51,7 +51,7 @@ impl Reloader {
         let fresh = keep_restart_only_settings(fresh, &running.config);
         let policies = config::load_policies(&fresh);
         problems.extend(policies.problems.iter().cloned());
-        let next = Gateway::new(fresh, policies);
+        let next = Gateway::new(fresh, policies, running.auth.clone());
         let outcome = ReloadOutcome {
             apps: next.apps().len(),
             unavailable: next.broken().len(),
@@ -103,6 +103,13 @@ fn keep_restart_only_settings(mut fresh: GatewayConfig, running: &GatewayConfig)
     if changed {
         warn!("listener, server or log settings changed: they take effect at the next restart");
     }
+    // Sessions live in memory with the identity providers they came from: replacing either
+    // would sign everyone out, so both wait for a restart.
+    if fresh.sessions != running.sessions || fresh.idps != running.idps {
+        warn!("[sessions] or [idp.*] settings changed: they take effect at the next restart");
+    }
+    fresh.sessions = running.sessions.clone();
+    fresh.idps = running.idps.clone();
     fresh.http = running.http;
     fresh.https = running.https.clone();
     fresh.h2c = running.h2c;

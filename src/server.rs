@@ -1,6 +1,7 @@
 //! Assembling and running the Pingora server from loaded configuration.
 
 use crate::admin::AdminApp;
+use crate::auth::Auth;
 use crate::config::{GatewayConfig, PolicySet};
 use crate::gateway::Gateway;
 use crate::proxy::Proxy;
@@ -28,6 +29,9 @@ pub enum StartError {
         /// What the OS said.
         reason: String,
     },
+    /// Sign-in state could not be prepared.
+    #[error("{0}")]
+    Auth(#[from] crate::auth::AuthError),
     /// The HTTPS certificate or key could not be loaded.
     #[error("cannot load TLS certificate/key ({cert}, {key}): {reason}")]
     Tls {
@@ -77,7 +81,12 @@ pub fn run(
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
-    let gateway: SharedGateway = Arc::new(ArcSwap::from_pointee(Gateway::new(config, policies)));
+    let auth = Arc::new(Auth::new(&config)?);
+    let gateway: SharedGateway = Arc::new(ArcSwap::from_pointee(Gateway::new(
+        config,
+        policies,
+        auth.clone(),
+    )));
     let started = gateway.load_full();
     let cfg = &started.config;
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
@@ -115,6 +124,12 @@ pub fn run(
         );
         admin.add_tcp(&admin_addr.to_string());
         server.add_service(admin);
+    }
+    if auth.providers().next().is_some() {
+        server.add_service(pingora::services::background::background_service(
+            "idp discovery",
+            crate::discovery::Discovery::new(auth),
+        ));
     }
     let reloader = Reloader::new(config_path.to_path_buf(), gateway.clone());
     server.add_service(pingora::services::background::background_service(

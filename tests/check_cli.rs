@@ -126,7 +126,7 @@ upstreams = [{ url = \"ftp://x\", weight = 500 }]\n\
         format!("{f}:5:10: host `Bad.Example:80` is not a lower-case host name"),
         format!("{f}:6:22: upstream scheme `ftp` is not supported"),
         format!("{f}:6:42: weight must be between 1 and 100"),
-        format!("{f}:8:1: allow rule `staff` must say `public = true`"),
+        format!("{f}:8:1: allow rule `staff` is for signed-in users: name the app's identity provider with `idp = \"...\"`, or set `public = true`"),
         format!("{f}:11:12: methods are upper-case: write `GET`"),
         format!("{f}:12:10: path `/a//b` is not in normal form (requests are matched after normalisation); write `/a/b`"),
         format!("{f}:15:6: rule id `staff` is used twice in this file"),

@@ -5,16 +5,41 @@
 //! `policy`; cross-file checks (duplicate hosts, ids) live in `config::mod`.
 
 use super::duration::ConfigDuration;
-use super::gateway::{resolve, UpstreamTimeouts};
+use super::gateway::{resolve, GatewayConfig, UpstreamTimeouts};
+use super::idp::IdpConfig;
 use super::problem::{Problem, SourceFile};
+use crate::inject::{IdentityHeaders, IdentitySource};
 use crate::policy::path::normalise;
-use crate::policy::{PathPattern, Rule, RuleKind, RuleSet};
+use crate::policy::{IdentityConditions, PathPattern, Rule, RuleKind, RuleSet};
+use crate::secret::Secret;
 use http::Method;
 use openssl::x509::X509;
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 use toml::Spanned;
+
+/// Headers that cannot carry identity: HTTP framing, routing and the gateway's own.
+const RESERVED_HEADERS: &[&str] = &[
+    "host",
+    "cookie",
+    "content-length",
+    "content-type",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "upgrade",
+    "expect",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "forwarded",
+    "x-request-id",
+];
 
 /// The only policy schema this build understands.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -41,6 +66,26 @@ struct FilePolicy {
     allow: Vec<Spanned<FileAllowRule>>,
     #[serde(default)]
     deny: Vec<Spanned<FileDenyRule>>,
+    idp: Option<Spanned<String>>,
+    logout_path: Option<Spanned<String>>,
+    #[serde(default)]
+    session: FileAppSession,
+    #[serde(default)]
+    identity: FileIdentity,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileAppSession {
+    idle: Option<Spanned<ConfigDuration>>,
+    absolute: Option<Spanned<ConfigDuration>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileIdentity {
+    #[serde(default)]
+    headers: BTreeMap<String, Spanned<toml::Value>>,
 }
 
 fn default_true() -> bool {
@@ -80,6 +125,12 @@ struct FileAllowRule {
     paths: Vec<Spanned<String>>,
     #[serde(default)]
     methods: Vec<Spanned<String>>,
+    #[serde(default)]
+    groups: Vec<Spanned<String>>,
+    #[serde(default)]
+    emails: Vec<Spanned<String>>,
+    #[serde(default)]
+    email_domain: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -91,6 +142,12 @@ struct FileDenyRule {
     paths: Vec<Spanned<String>>,
     #[serde(default)]
     methods: Vec<Spanned<String>>,
+    #[serde(default)]
+    groups: Vec<Spanned<String>>,
+    #[serde(default)]
+    emails: Vec<Spanned<String>>,
+    #[serde(default)]
+    email_domain: Vec<Spanned<String>>,
 }
 
 // ---- compiled app ----------------------------------------------------------------------------
@@ -166,6 +223,16 @@ pub struct AppConfig {
     pub timeouts: UpstreamTimeouts,
     /// Access rules.
     pub rules: RuleSet,
+    /// The identity provider users of this app sign in with.
+    pub idp: Option<String>,
+    /// A backend path that means "log out" (intercepted: ends the gateway and IdP sessions).
+    pub logout_path: Option<String>,
+    /// Session idle timeout for this app.
+    pub session_idle: Duration,
+    /// Session absolute lifetime for this app.
+    pub session_absolute: Duration,
+    /// Identity headers sent to the backend.
+    pub identity: IdentityHeaders,
 }
 
 /// What little can be read from a policy file that failed to compile, so its hosts can be
@@ -186,9 +253,10 @@ pub struct BrokenApp {
 pub fn compile_app(
     path: &Path,
     text: &str,
-    base: &Path,
-    defaults: UpstreamTimeouts,
+    gateway: &GatewayConfig,
 ) -> (Option<AppConfig>, Vec<Problem>) {
+    let base = gateway.base_dir();
+    let defaults: UpstreamTimeouts = gateway.upstream_timeouts;
     let src = SourceFile::new(path, text);
     let file: FilePolicy = match toml::from_str(text) {
         Ok(f) => f,
@@ -246,7 +314,48 @@ pub fn compile_app(
 
     let upstreams = out.upstreams(&file);
     let upstream_tls = out.upstream_tls(&file.upstream_tls, base);
-    let rules = out.rules(&file);
+    let idp = out.idp(&file, &gateway.idps);
+    let rules = out.rules(&file, idp.is_some());
+    let identity = out.identity(
+        &file,
+        base,
+        idp.and_then(|name| gateway.idps.iter().find(|i| i.name == name)),
+    );
+    let logout_path = file.logout_path.as_ref().and_then(|p| {
+        if idp.is_none() {
+            out.error(
+                p,
+                "logout_path needs `idp`: there is no session to end without login",
+            );
+        }
+        out.exact_path(p)
+    });
+    let session_idle = file
+        .session
+        .idle
+        .as_ref()
+        .map_or(gateway.sessions.idle, |d| d.get_ref().0);
+    let session_absolute = file
+        .session
+        .absolute
+        .as_ref()
+        .map_or(gateway.sessions.absolute, |d| d.get_ref().0);
+    if let Some(at) = file
+        .session
+        .idle
+        .as_ref()
+        .or(file.session.absolute.as_ref())
+    {
+        if session_idle > session_absolute || session_idle.is_zero() {
+            out.error(
+                at,
+                "[session] idle must be above zero and not longer than absolute",
+            );
+        }
+        if idp.is_none() {
+            out.error(at, "[session] needs `idp`: sessions exist only with login");
+        }
+    }
 
     let timeouts = UpstreamTimeouts {
         connect: file.timeouts.connect.map_or(defaults.connect, |d| d.0),
@@ -272,6 +381,11 @@ pub fn compile_app(
         upstream_tls,
         timeouts,
         rules,
+        idp: idp.map(str::to_string),
+        logout_path,
+        session_idle,
+        session_absolute,
+        identity,
     };
     (Some(app), problems)
 }
@@ -512,41 +626,324 @@ impl Compiler<'_> {
         UpstreamTls { verify, ca }
     }
 
-    fn rules(&mut self, file: &FilePolicy) -> RuleSet {
+    fn rules(&mut self, file: &FilePolicy, has_idp: bool) -> RuleSet {
         let mut rules = Vec::new();
         let mut seen_ids: Vec<String> = Vec::new();
         for rule in &file.allow {
             let r = rule.get_ref();
             self.rule_header(&r.id, &r.why, &mut seen_ids);
-            match &r.public {
-                Some(p) if *p.get_ref() => {}
-                Some(p) => self.error(p, "only public allow rules exist until login is configured; set `public = true` or remove the rule"),
-                None => self.error(rule, format!("allow rule `{}` must say `public = true`: rules for signed-in users need login, which this gateway does not offer yet", r.id.get_ref())),
-            }
+            let who = self.identity_conditions(&r.groups, &r.emails, &r.email_domain);
+            let public = r.public.as_ref().is_some_and(|p| *p.get_ref());
+            let kind = if public {
+                if !who.is_empty() {
+                    self.error(rule, format!("allow rule `{}` is public (anyone, no login) yet names groups or emails: drop `public` or the conditions", r.id.get_ref()));
+                }
+                RuleKind::AllowPublic
+            } else {
+                if !has_idp {
+                    self.error(rule, format!("allow rule `{}` is for signed-in users: name the app's identity provider with `idp = \"...\"`, or set `public = true`", r.id.get_ref()));
+                }
+                RuleKind::AllowSignedIn
+            };
             let paths = self.paths(&r.paths);
             let methods = self.methods(&r.methods);
-            rules.push(Rule::new(
-                r.id.get_ref().clone(),
-                r.why.get_ref().clone(),
-                RuleKind::AllowPublic,
-                paths,
-                methods,
-            ));
+            rules.push(
+                Rule::new(
+                    r.id.get_ref().clone(),
+                    r.why.get_ref().clone(),
+                    kind,
+                    paths,
+                    methods,
+                )
+                .with_identity(who),
+            );
         }
         for rule in &file.deny {
             let r = rule.get_ref();
             self.rule_header(&r.id, &r.why, &mut seen_ids);
+            let who = self.identity_conditions(&r.groups, &r.emails, &r.email_domain);
+            if !who.is_empty() && !has_idp {
+                self.error(
+                    rule,
+                    format!(
+                        "deny rule `{}` names groups or emails: the app needs `idp = \"...\"`",
+                        r.id.get_ref()
+                    ),
+                );
+            }
             let paths = self.paths(&r.paths);
             let methods = self.methods(&r.methods);
-            rules.push(Rule::new(
-                r.id.get_ref().clone(),
-                r.why.get_ref().clone(),
-                RuleKind::Deny,
-                paths,
-                methods,
-            ));
+            rules.push(
+                Rule::new(
+                    r.id.get_ref().clone(),
+                    r.why.get_ref().clone(),
+                    RuleKind::Deny,
+                    paths,
+                    methods,
+                )
+                .with_identity(who),
+            );
         }
         RuleSet::new(rules)
+    }
+
+    fn identity_conditions(
+        &mut self,
+        groups: &[Spanned<String>],
+        emails: &[Spanned<String>],
+        domains: &[Spanned<String>],
+    ) -> IdentityConditions {
+        let mut who = IdentityConditions::default();
+        for g in groups {
+            if g.get_ref().is_empty() {
+                self.error(g, "group name must not be empty");
+            }
+            who.groups.push(g.get_ref().clone());
+        }
+        for e in emails {
+            let text = e.get_ref();
+            match text.rsplit_once('@') {
+                Some((local, domain))
+                    if !local.is_empty()
+                        && parse_host_pattern(&domain.to_ascii_lowercase()).is_ok() =>
+                {
+                    who.emails.push(text.to_ascii_lowercase());
+                }
+                _ => self.error(e, format!("`{text}` is not an email address")),
+            }
+        }
+        for d in domains {
+            let text = d.get_ref().trim_start_matches('@').to_ascii_lowercase();
+            match parse_host_pattern(&text) {
+                Ok(HostPattern::Exact(domain)) => who.email_domains.push(domain),
+                _ => self.error(
+                    d,
+                    format!(
+                        "email_domain `{}` is not a domain like `corp.example`",
+                        d.get_ref()
+                    ),
+                ),
+            }
+        }
+        who
+    }
+
+    /// The app's IdP: must be defined in `portcullis.toml`.
+    fn idp<'g>(&mut self, file: &FilePolicy, idps: &'g [IdpConfig]) -> Option<&'g str> {
+        let name = file.idp.as_ref()?;
+        match idps.iter().find(|i| i.name == *name.get_ref()) {
+            Some(i) => Some(i.name.as_str()),
+            None => {
+                let known: Vec<&str> = idps.iter().map(|i| i.name.as_str()).collect();
+                self.error(
+                    name,
+                    format!(
+                        "idp `{}` is not defined in the gateway config (defined: {})",
+                        name.get_ref(),
+                        if known.is_empty() {
+                            "none".to_string()
+                        } else {
+                            known.join(", ")
+                        }
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// An exact, normalised path (e.g. `logout_path`).
+    fn exact_path(&mut self, p: &Spanned<String>) -> Option<String> {
+        match normalise(p.get_ref()) {
+            Ok(n) if n == *p.get_ref() && !p.get_ref().contains('*') => Some(n),
+            Ok(n) => {
+                self.error(
+                    p,
+                    format!("path `{}` is not in normal form; write `{n}`", p.get_ref()),
+                );
+                None
+            }
+            Err(e) => {
+                self.error(
+                    p,
+                    format!("path `{}` is not a valid path: {e}", p.get_ref()),
+                );
+                None
+            }
+        }
+    }
+
+    /// `[identity.headers]`: header name → attribute, claim, static value or shared secret.
+    fn identity(
+        &mut self,
+        file: &FilePolicy,
+        base: &Path,
+        idp: Option<&IdpConfig>,
+    ) -> IdentityHeaders {
+        let mut headers: Vec<(http::HeaderName, IdentitySource)> = Vec::new();
+        for (name, value) in &file.identity.headers {
+            if idp.is_none() {
+                self.error(
+                    value,
+                    "[identity.headers] needs `idp`: identity comes from login",
+                );
+                continue;
+            }
+            let Ok(header) = http::HeaderName::from_bytes(name.as_bytes()) else {
+                self.error(value, format!("`{name}` is not a valid header name"));
+                continue;
+            };
+            if RESERVED_HEADERS.contains(&header.as_str()) || header.as_str().starts_with("proxy-")
+            {
+                self.error(value, format!("header `{name}` is managed by the gateway or HTTP itself and cannot carry identity"));
+                continue;
+            }
+            if headers.iter().any(|(h, _)| *h == header) {
+                self.error(
+                    value,
+                    format!("header `{name}` is listed twice (names are case-insensitive)"),
+                );
+                continue;
+            }
+            if let Some(source) = self.identity_source(name, value, base, idp) {
+                headers.push((header, source));
+            }
+        }
+        IdentityHeaders::new(headers)
+    }
+
+    fn identity_source(
+        &mut self,
+        name: &str,
+        value: &Spanned<toml::Value>,
+        base: &Path,
+        idp: Option<&IdpConfig>,
+    ) -> Option<IdentitySource> {
+        let attribute = |attr: &str, join: String| -> Option<IdentitySource> {
+            Some(match attr {
+                "sub" => IdentitySource::Subject,
+                "email" => IdentitySource::Email,
+                "name" => IdentitySource::Name,
+                "groups" => IdentitySource::Groups { join },
+                "idp" => IdentitySource::Idp,
+                "acr" => IdentitySource::Acr,
+                "amr" => IdentitySource::Amr { join },
+                other if idp.is_some_and(|i| i.oidc.extra_claims.iter().any(|c| c == other)) => {
+                    IdentitySource::Claim {
+                        name: other.to_string(),
+                        join,
+                    }
+                }
+                _ => return None,
+            })
+        };
+        let unknown = |attr: &str| {
+            format!("header `{name}`: `{attr}` is not a session attribute (sub, email, name, groups, idp, acr, amr) nor a claim listed in the IdP's `claims`")
+        };
+        match value.get_ref() {
+            toml::Value::String(attr) => {
+                let found = attribute(attr, ",".to_string());
+                if found.is_none() {
+                    self.error(value, unknown(attr));
+                }
+                found
+            }
+            toml::Value::Table(t) => {
+                let keys: Vec<&str> = t.keys().map(String::as_str).collect();
+                let allowed: &[&str] = match keys.first() {
+                    Some(&"claim") | Some(&"join") => &["claim", "join"],
+                    _ => &["value", "secret_env", "secret_file"],
+                };
+                if keys.len() != 1
+                    && !(keys.len() == 2 && keys.contains(&"claim") && keys.contains(&"join"))
+                    || keys.iter().any(|k| !allowed.contains(k))
+                {
+                    self.error(value, format!("header `{name}`: use one of {{ claim = \"...\", join = \",\" }}, {{ value = \"...\" }}, {{ secret_env = \"...\" }}, {{ secret_file = \"...\" }}"));
+                    return None;
+                }
+                let text = |key: &str| t.get(key).and_then(toml::Value::as_str).map(str::to_string);
+                if let Some(claim) = text("claim") {
+                    let join = text("join").unwrap_or_else(|| ",".to_string());
+                    if join.chars().any(char::is_control) {
+                        self.error(
+                            value,
+                            format!("header `{name}`: join must not hold control characters"),
+                        );
+                        return None;
+                    }
+                    let found = attribute(&claim, join);
+                    if found.is_none() {
+                        self.error(value, unknown(&claim));
+                    }
+                    return found;
+                }
+                if let Some(v) = text("value") {
+                    return self
+                        .static_value(name, value, v)
+                        .map(IdentitySource::Static);
+                }
+                if let Some(var) = text("secret_env") {
+                    return match std::env::var(&var) {
+                        Ok(v) => self
+                            .static_value(name, value, v.trim().to_string())
+                            .map(|v| IdentitySource::Secret(Secret::new(v))),
+                        Err(_) => {
+                            self.error(
+                                value,
+                                format!("header `{name}`: environment variable `{var}` is not set"),
+                            );
+                            None
+                        }
+                    };
+                }
+                if let Some(file) = text("secret_file") {
+                    let path = resolve(base, &file);
+                    return match std::fs::read_to_string(&path) {
+                        Ok(v) => self
+                            .static_value(name, value, v.trim().to_string())
+                            .map(|v| IdentitySource::Secret(Secret::new(v))),
+                        Err(e) => {
+                            self.error(
+                                value,
+                                format!(
+                                    "header `{name}`: cannot read secret file `{}`: {e}",
+                                    path.display()
+                                ),
+                            );
+                            None
+                        }
+                    };
+                }
+                self.error(value, format!("header `{name}`: values must be strings"));
+                None
+            }
+            _ => {
+                self.error(
+                    value,
+                    format!(
+                        "header `{name}`: expected an attribute name like \"email\" or a table"
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn static_value(&mut self, name: &str, at: &Spanned<toml::Value>, v: String) -> Option<String> {
+        if v.is_empty()
+            || v.len() > crate::inject::MAX_IDENTITY_VALUE
+            || v.chars().any(char::is_control)
+        {
+            self.error(
+                at,
+                format!(
+                    "header `{name}`: value must be 1-{} characters without control characters",
+                    crate::inject::MAX_IDENTITY_VALUE
+                ),
+            );
+            return None;
+        }
+        Some(v)
     }
 
     /// Checks what every rule has: a well-formed id unique in the file, and a reason.

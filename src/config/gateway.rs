@@ -4,9 +4,12 @@
 //! Per-app settings live in policy files (see `config::app`), not here.
 
 use super::duration::ConfigDuration;
+use super::idp::{compile_idps, FileIdp, IdpConfig};
 use super::problem::{file_problem, Problem, SourceFile};
+use crate::secret::SecretBytes;
 use ipnet::IpNet;
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -52,6 +55,8 @@ struct FileGateway {
     upstream: FileUpstreamDefaults,
     #[serde(default)]
     headers: FileHeaders,
+    #[serde(default)]
+    idp: BTreeMap<String, FileIdp>,
 }
 
 #[derive(Deserialize)]
@@ -82,6 +87,10 @@ struct FileAdmin {
 struct FileSessions {
     idle: Option<ConfigDuration>,
     absolute: Option<ConfigDuration>,
+    cookie_key_file: Option<Spanned<String>>,
+    max_sessions: Option<Spanned<u64>>,
+    login_timeout: Option<ConfigDuration>,
+    max_pending_logins: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -153,6 +162,27 @@ pub struct UpstreamTimeouts {
     pub write: Duration,
 }
 
+/// Sessions and pending logins: limits and the cookie key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionSettings {
+    /// A session unused this long ends (apps may shorten it).
+    pub idle: Duration,
+    /// A session ends this long after login, used or not (apps may shorten it).
+    pub absolute: Duration,
+    /// Key for encrypting and authenticating gateway cookies; `None` = a random key per
+    /// process (sessions then end with the process anyway, being held in memory).
+    pub cookie_key: Option<SecretBytes>,
+    /// Most sessions held; the least recently used go first.
+    pub max_sessions: u64,
+    /// How long a started login may take before its state is forgotten.
+    pub login_timeout: Duration,
+    /// Most logins in progress held at once (bounds memory under a flood of anonymous requests).
+    pub max_pending_logins: u64,
+}
+
+/// Shortest cookie key accepted: 256 bits, stretched to the cookie crate's 512 by HKDF.
+pub const MIN_COOKIE_KEY_BYTES: usize = 32;
+
 /// Validated gateway settings.
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
@@ -168,10 +198,10 @@ pub struct GatewayConfig {
     pub h2c: bool,
     /// Admin listener for `/healthz` and `/readyz`.
     pub admin: Option<SocketAddr>,
-    /// Session idle timeout (used once login exists).
-    pub session_idle: Duration,
-    /// Session absolute lifetime (used once login exists).
-    pub session_absolute: Duration,
+    /// Session settings (defaults for every app).
+    pub sessions: SessionSettings,
+    /// Identity providers by name.
+    pub idps: Vec<IdpConfig>,
     /// Log line format.
     pub log_format: LogFormat,
     /// Default log filter (`info`, `portcullis=debug`, ...); `RUST_LOG` overrides it.
@@ -299,20 +329,8 @@ pub fn compile_gateway(
         None => std::thread::available_parallelism().map_or(2, |n| n.get()),
     };
 
-    let session_idle = file
-        .sessions
-        .idle
-        .map_or(Duration::from_secs(3600), |d| d.0);
-    let session_absolute = file
-        .sessions
-        .absolute
-        .map_or(Duration::from_secs(8 * 3600), |d| d.0);
-    if session_idle > session_absolute {
-        problems.push(src.error(
-            None,
-            "sessions.idle must not be longer than sessions.absolute",
-        ));
-    }
+    let sessions = compile_sessions(&src, base, &file.sessions, &mut problems);
+    let idps = compile_idps(&src, base, &file.idp, &mut problems);
 
     let mut header_name = |value: &Spanned<String>, what: &str| -> Option<String> {
         let name = value.get_ref();
@@ -372,8 +390,8 @@ pub fn compile_gateway(
         https,
         h2c: listen.h2c,
         admin,
-        session_idle,
-        session_absolute,
+        sessions,
+        idps,
         log_format: file.log.format.unwrap_or_default(),
         log_level,
         threads,
@@ -405,6 +423,65 @@ pub fn compile_gateway(
         Err(problems)
     } else {
         Ok((config, problems))
+    }
+}
+
+fn compile_sessions(
+    src: &SourceFile<'_>,
+    base: &Path,
+    file: &FileSessions,
+    problems: &mut Vec<Problem>,
+) -> SessionSettings {
+    let idle = file.idle.map_or(Duration::from_secs(3600), |d| d.0);
+    let absolute = file.absolute.map_or(Duration::from_secs(8 * 3600), |d| d.0);
+    if idle > absolute || idle.is_zero() {
+        problems.push(src.error(
+            None,
+            "sessions.idle must be above zero and not longer than sessions.absolute",
+        ));
+    }
+    let cookie_key = file.cookie_key_file.as_ref().and_then(|f| {
+        let path = resolve(base, f.get_ref());
+        match std::fs::read(&path) {
+            Ok(bytes) if bytes.len() >= MIN_COOKIE_KEY_BYTES => Some(SecretBytes::new(bytes)),
+            Ok(bytes) => {
+                problems.push(src.error(
+                    Some(f.span()),
+                    format!(
+                        "cookie key file `{}` holds {} bytes; it needs at least {MIN_COOKIE_KEY_BYTES} random bytes (e.g. `openssl rand -out cookie.key 64`)",
+                        path.display(),
+                        bytes.len()
+                    ),
+                ));
+                None
+            }
+            Err(e) => {
+                problems.push(src.error(
+                    Some(f.span()),
+                    format!("cannot read cookie key file `{}`: {e}", path.display()),
+                ));
+                None
+            }
+        }
+    });
+    let mut count = |value: &Option<Spanned<u64>>, default: u64, what: &str| match value {
+        Some(v) if *v.get_ref() == 0 => {
+            problems.push(src.error(
+                Some(v.span()),
+                format!("sessions.{what} must be at least 1"),
+            ));
+            default
+        }
+        Some(v) => *v.get_ref(),
+        None => default,
+    };
+    SessionSettings {
+        idle,
+        absolute,
+        cookie_key,
+        max_sessions: count(&file.max_sessions, 1_000_000, "max_sessions"),
+        login_timeout: file.login_timeout.map_or(Duration::from_secs(600), |d| d.0),
+        max_pending_logins: count(&file.max_pending_logins, 100_000, "max_pending_logins"),
     }
 }
 

@@ -7,10 +7,12 @@
 pub mod app;
 pub mod duration;
 pub mod gateway;
+pub mod idp;
 pub mod problem;
 
 pub use app::{AppConfig, BrokenApp, HostPattern, UpstreamTarget};
-pub use gateway::{load_gateway, GatewayConfig, LogFormat, UpstreamTimeouts};
+pub use gateway::{load_gateway, GatewayConfig, LogFormat, SessionSettings, UpstreamTimeouts};
+pub use idp::{IdpConfig, OidcIdpConfig, TokenAuth};
 pub use problem::{Problem, Severity};
 
 use problem::file_problem;
@@ -54,8 +56,7 @@ pub fn load_policies(gateway: &GatewayConfig) -> PolicySet {
                 continue;
             }
         };
-        let (app, problems) =
-            app::compile_app(&path, &text, gateway.base_dir(), gateway.upstream_timeouts);
+        let (app, problems) = app::compile_app(&path, &text, gateway);
         set.problems.extend(problems);
         match app {
             Some(app) => compiled.push((app, text)),

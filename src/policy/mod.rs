@@ -48,8 +48,52 @@ impl PathPattern {
 pub enum RuleKind {
     /// `[[allow]] public = true`: anyone, no login.
     AllowPublic,
+    /// `[[allow]]` without `public`: signed-in users meeting the rule's identity conditions.
+    AllowSignedIn,
     /// `[[deny]]`: refused, whatever else matches.
     Deny,
+}
+
+/// Conditions on who the user is. Empty lists hold for every signed-in user; a rule with any
+/// identity condition never matches an anonymous request.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IdentityConditions {
+    /// Member of any of these groups (exact, case-sensitive, as the IdP spells them).
+    pub groups: Vec<String>,
+    /// One of these email addresses (compared lower-case).
+    pub emails: Vec<String>,
+    /// Email in one of these domains (lower-case, compared to the part after the last `@`).
+    pub email_domains: Vec<String>,
+}
+
+impl IdentityConditions {
+    /// No identity condition at all.
+    pub fn is_empty(&self) -> bool {
+        self.groups.is_empty() && self.emails.is_empty() && self.email_domains.is_empty()
+    }
+
+    fn hold_for(&self, user: &UserFacts<'_>) -> bool {
+        let email = user.email.map(str::to_ascii_lowercase);
+        let groups_ok =
+            self.groups.is_empty() || self.groups.iter().any(|g| user.groups.contains(g));
+        let emails_ok =
+            self.emails.is_empty() || email.as_ref().is_some_and(|e| self.emails.contains(e));
+        let domain_ok = self.email_domains.is_empty()
+            || email
+                .as_ref()
+                .and_then(|e| e.rsplit_once('@'))
+                .is_some_and(|(_, domain)| self.email_domains.iter().any(|d| d == domain));
+        groups_ok && emails_ok && domain_ok
+    }
+}
+
+/// What the rules know about a signed-in user.
+#[derive(Debug, Clone, Copy)]
+pub struct UserFacts<'a> {
+    /// Verified email, if the IdP gave one.
+    pub email: Option<&'a str>,
+    /// Group names.
+    pub groups: &'a [String],
 }
 
 /// One compiled rule.
@@ -60,6 +104,7 @@ pub struct Rule {
     kind: RuleKind,
     paths: Vec<PathPattern>,
     methods: Vec<Method>,
+    who: IdentityConditions,
 }
 
 impl Rule {
@@ -77,7 +122,14 @@ impl Rule {
             kind,
             paths,
             methods,
+            who: IdentityConditions::default(),
         }
+    }
+
+    /// Adds conditions on who the user is.
+    pub fn with_identity(mut self, who: IdentityConditions) -> Self {
+        self.who = who;
+        self
     }
 
     /// Stable name used in logs, audit records and tests.
@@ -95,11 +147,21 @@ impl Rule {
         self.kind
     }
 
-    /// Every listed condition must hold; an absent condition holds for every request.
+    /// The request conditions (paths, methods) hold; an absent condition holds for every
+    /// request.
     fn matches(&self, request: &RequestFacts<'_>) -> bool {
         let path_ok = self.paths.is_empty() || self.paths.iter().any(|p| p.matches(request.path));
         let method_ok = self.methods.is_empty() || self.methods.iter().any(|m| m == request.method);
         path_ok && method_ok
+    }
+
+    /// The identity conditions hold for this user (never for an anonymous request, unless the
+    /// rule has none and is not a signed-in rule).
+    fn matches_user(&self, user: Option<&UserFacts<'_>>) -> bool {
+        match user {
+            Some(u) => self.who.hold_for(u),
+            None => self.who.is_empty() && self.kind != RuleKind::AllowSignedIn,
+        }
     }
 }
 
@@ -120,12 +182,19 @@ pub enum Decision<'a> {
         /// Id of the allow rule.
         rule: &'a str,
     },
+    /// A signed-in user meets an allow rule and no deny rule matched.
+    Allow {
+        /// Id of the allow rule.
+        rule: &'a str,
+    },
     /// A deny rule matched (the first by id, so logs are stable).
     Deny {
         /// Id of the deny rule.
         rule: &'a str,
     },
-    /// No allow rule matched: default deny. (With login, this becomes "sign in first".)
+    /// Anonymous request that a rule for signed-in users covers: sign in first.
+    LoginNeeded,
+    /// No allow rule matched: default deny.
     NoAllowMatched,
 }
 
@@ -158,14 +227,37 @@ impl RuleSet {
         self.len() == 0
     }
 
-    /// Decides one request. Pure: same facts, same answer.
-    pub fn decide(&self, request: &RequestFacts<'_>) -> Decision<'_> {
-        if let Some(rule) = self.deny.iter().find(|r| r.matches(request)) {
+    /// Does any rule need a signed-in user (so the app needs an IdP)?
+    pub fn needs_login(&self) -> bool {
+        self.allow
+            .iter()
+            .chain(&self.deny)
+            .any(|r| r.kind == RuleKind::AllowSignedIn || !r.who.is_empty())
+    }
+
+    /// Decides one request for an anonymous (`None`) or signed-in user. Pure: same facts,
+    /// same answer. A public rule lets anyone in; identity conditions only ever match a
+    /// signed-in user; an anonymous request that only a signed-in rule covers must log in.
+    pub fn decide(&self, request: &RequestFacts<'_>, user: Option<&UserFacts<'_>>) -> Decision<'_> {
+        let applies = |r: &&Rule| r.matches(request) && r.matches_user(user);
+        if let Some(rule) = self.deny.iter().find(applies) {
             return Decision::Deny { rule: &rule.id };
         }
-        match self.allow.iter().find(|r| r.matches(request)) {
-            Some(rule) => Decision::Public { rule: &rule.id },
-            None => Decision::NoAllowMatched,
+        if let Some(rule) = self.allow.iter().find(applies) {
+            return match rule.kind {
+                RuleKind::AllowPublic => Decision::Public { rule: &rule.id },
+                RuleKind::AllowSignedIn | RuleKind::Deny => Decision::Allow { rule: &rule.id },
+            };
+        }
+        let login_would_help = user.is_none()
+            && self
+                .allow
+                .iter()
+                .any(|r| r.kind == RuleKind::AllowSignedIn && r.matches(request));
+        if login_would_help {
+            Decision::LoginNeeded
+        } else {
+            Decision::NoAllowMatched
         }
     }
 }
@@ -185,7 +277,115 @@ mod tests {
     }
 
     fn decide<'a>(set: &'a RuleSet, method: &Method, path: &str) -> Decision<'a> {
-        set.decide(&RequestFacts { method, path })
+        set.decide(&RequestFacts { method, path }, None)
+    }
+
+    fn signed_in(id: &str, paths: &[&str], who: IdentityConditions) -> Rule {
+        rule(id, RuleKind::AllowSignedIn, paths, &[]).with_identity(who)
+    }
+
+    #[test]
+    fn anonymous_request_covered_by_a_signed_in_rule_must_log_in() {
+        let set = RuleSet::new(vec![
+            signed_in(
+                "staff",
+                &["/**"],
+                IdentityConditions {
+                    groups: vec!["staff".into()],
+                    ..Default::default()
+                },
+            ),
+            rule("assets", RuleKind::AllowPublic, &["/static/**"], &[]),
+        ]);
+        assert_eq!(decide(&set, &Method::GET, "/x"), Decision::LoginNeeded);
+        assert_eq!(
+            decide(&set, &Method::GET, "/static/a.css"),
+            Decision::Public { rule: "assets" }
+        );
+        let staff = vec!["staff".to_string()];
+        let alice = UserFacts {
+            email: Some("alice@corp.example"),
+            groups: &staff,
+        };
+        let facts = RequestFacts {
+            method: &Method::GET,
+            path: "/x",
+        };
+        assert_eq!(
+            set.decide(&facts, Some(&alice)),
+            Decision::Allow { rule: "staff" }
+        );
+        let nobody = UserFacts {
+            email: Some("eve@corp.example"),
+            groups: &[],
+        };
+        assert_eq!(set.decide(&facts, Some(&nobody)), Decision::NoAllowMatched);
+    }
+
+    #[test]
+    fn identity_conditions_all_hold_and_deny_by_domain_wins() {
+        let set = RuleSet::new(vec![
+            signed_in(
+                "corp",
+                &[],
+                IdentityConditions {
+                    email_domains: vec!["corp.example".into()],
+                    ..Default::default()
+                },
+            ),
+            signed_in(
+                "named",
+                &[],
+                IdentityConditions {
+                    emails: vec!["guest@other.example".into()],
+                    ..Default::default()
+                },
+            ),
+            rule("no-contractors", RuleKind::Deny, &[], &[]).with_identity(IdentityConditions {
+                email_domains: vec!["contractors.corp.example".into()],
+                ..Default::default()
+            }),
+        ]);
+        let facts = RequestFacts {
+            method: &Method::GET,
+            path: "/",
+        };
+        let user = |email| UserFacts {
+            email: Some(email),
+            groups: &[],
+        };
+        assert_eq!(
+            set.decide(&facts, Some(&user("Ana@CORP.example"))),
+            Decision::Allow { rule: "corp" }
+        );
+        assert_eq!(
+            set.decide(&facts, Some(&user("guest@other.example"))),
+            Decision::Allow { rule: "named" }
+        );
+        assert_eq!(
+            set.decide(&facts, Some(&user("x@notcorp.example"))),
+            Decision::NoAllowMatched
+        );
+        assert_eq!(
+            set.decide(&facts, Some(&user("x@corp.example.evil"))),
+            Decision::NoAllowMatched
+        );
+        assert_eq!(
+            set.decide(&facts, Some(&user("c@contractors.corp.example"))),
+            Decision::Deny {
+                rule: "no-contractors"
+            }
+        );
+        // Anonymous: the identity deny cannot apply; logging in is the way forward.
+        assert_eq!(set.decide(&facts, None), Decision::LoginNeeded);
+        let no_email = UserFacts {
+            email: None,
+            groups: &[],
+        };
+        assert_eq!(
+            set.decide(&facts, Some(&no_email)),
+            Decision::NoAllowMatched
+        );
     }
 
     #[test]

@@ -4,16 +4,22 @@
 //! normalise, reserved paths, decide, act — and turns their typed answers into responses.
 //! Nothing here decides policy or parses configuration.
 
+mod endpoints;
 mod respond;
 
-use crate::gateway::{AppRuntime, Route};
+use crate::auth::{Origin, SessionLookup};
+use crate::gateway::{AppRuntime, Gateway, Route};
 use crate::hygiene::{request_authority, ConnectionFacts};
+use crate::inject::InjectError;
 use crate::pages::Page;
 use crate::policy::path::{normalise, PathError};
 use crate::policy::{Decision, RequestFacts};
 use crate::reload::SharedGateway;
 use crate::routing::normalise_host;
+use crate::session::cookies::{request_cookies, without_gateway_cookies};
+use crate::session::Session as UserSession;
 use async_trait::async_trait;
+use http::{HeaderName, HeaderValue};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
@@ -62,6 +68,18 @@ pub enum RequestError {
     /// No allow rule matched (default deny).
     #[error("no allow rule matched")]
     NoAllowRule,
+    /// Sign-in needed, but the request is not a page navigation.
+    #[error("sign-in required (not a page navigation, so no redirect)")]
+    LoginRequired,
+    /// The app's IdP is not discovered yet.
+    #[error("identity provider `{0}` not reachable yet")]
+    SignInUnavailable(String),
+    /// A login could not start or finish.
+    #[error("sign-in failed: {0}")]
+    SignInFailed(String),
+    /// The user's identity cannot be sent safely.
+    #[error(transparent)]
+    Identity(#[from] InjectError),
 }
 
 impl RequestError {
@@ -75,6 +93,10 @@ impl RequestError {
             RequestError::UnknownEndpoint | RequestError::NoRoute => Page::NotFound,
             RequestError::AppUnavailable => Page::Unavailable,
             RequestError::Denied(_) | RequestError::NoAllowRule => Page::Forbidden,
+            RequestError::LoginRequired => Page::LoginRequired,
+            RequestError::SignInUnavailable(_) => Page::SignInUnavailable,
+            RequestError::SignInFailed(_) => Page::SignInFailed,
+            RequestError::Identity(_) => Page::Internal,
         }
     }
 }
@@ -91,6 +113,37 @@ pub struct RequestCtx {
     upstream: Option<usize>,
     connect_failures: usize,
     gateway_status: Option<u16>,
+    secure: bool,
+    user: Option<Arc<UserSession>>,
+    inject: Vec<(HeaderName, HeaderValue)>,
+}
+
+/// What the gateway does with a request it has admitted.
+pub enum Action {
+    /// Send it to the app's backend.
+    Proxy,
+    /// Redirect the browser (login, callback, logout), setting cookies.
+    Redirect {
+        /// `Location`.
+        location: String,
+        /// `Set-Cookie` values.
+        cookies: Vec<String>,
+    },
+    /// Answer with a gateway page (e.g. signed out), setting cookies.
+    Page {
+        /// The page.
+        page: Page,
+        /// `Set-Cookie` values.
+        cookies: Vec<String>,
+    },
+}
+
+/// Where an admitted request goes next.
+enum Admitted {
+    /// A `/.portcullis/` endpoint on this host.
+    Endpoint(Origin),
+    /// An app.
+    App(Arc<AppRuntime>, Origin),
 }
 
 /// The proxy service.
@@ -104,15 +157,32 @@ impl Proxy {
         Self { gateway }
     }
 
-    /// Steps 1-6 of the journey; `Ok(())` means "proxy it".
-    fn admit(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<(), RequestError> {
+    /// The journey for one request: admit, then the endpoint or the app's decision.
+    async fn handle(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        gateway: &Arc<Gateway>,
+    ) -> Result<Action, RequestError> {
+        match self.admit(session, ctx, gateway)? {
+            Admitted::Endpoint(origin) => endpoints::serve(session, ctx, gateway, &origin).await,
+            Admitted::App(app, origin) => self.decide(session, ctx, gateway, app, origin).await,
+        }
+    }
+
+    /// Steps 1-4 and routing: hygiene, limits, host, path, reserved prefix, app.
+    fn admit(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        gateway: &Gateway,
+    ) -> Result<Admitted, RequestError> {
         let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        ctx.secure = tls;
         let peer = session
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
-        // One consistent snapshot for the whole decision, even if a reload lands meanwhile.
-        let gateway = self.gateway.load();
         let req = session.req_header_mut();
         let forwarding = gateway.hygiene.apply(req, ConnectionFacts { peer, tls });
         if forwarding.close_requested {
@@ -136,14 +206,17 @@ impl Proxy {
         if req.headers.get_all("host").iter().count() > 1 {
             return Err(RequestError::DuplicateHost);
         }
-        let host = request_authority(req)
-            .and_then(|a| normalise_host(&a))
-            .ok_or(RequestError::BadHost)?;
+        let authority = request_authority(req).ok_or(RequestError::BadHost)?;
+        let host = normalise_host(&authority).ok_or(RequestError::BadHost)?;
+        let origin = Origin {
+            secure: tls,
+            authority: authority.to_ascii_lowercase(),
+        };
         let path = normalise(req.uri.path())?;
         ctx.path = path;
 
         if crate::routing::under_prefix(&ctx.path, RESERVED_PREFIX) {
-            return Err(RequestError::UnknownEndpoint);
+            return Ok(Admitted::Endpoint(origin));
         }
         let app = match gateway.route(&host, &ctx.path) {
             None => return Err(RequestError::NoRoute),
@@ -154,21 +227,80 @@ impl Proxy {
             Some(Route::App(app)) => app.clone(),
         };
         ctx.span.record("app", app.config.id.as_str());
-        let decision = app.config.rules.decide(&RequestFacts {
+        ctx.app = Some(app.clone());
+        Ok(Admitted::App(app, origin))
+    }
+
+    /// Steps 5-7: session, decision, action.
+    async fn decide(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        gateway: &Arc<Gateway>,
+        app: Arc<AppRuntime>,
+        origin: Origin,
+    ) -> Result<Action, RequestError> {
+        let config = &app.config;
+        if config.logout_path.as_deref() == Some(ctx.path.as_str()) {
+            return Ok(endpoints::logout(session, ctx, gateway, &origin).await);
+        }
+        if config.idp.is_some() {
+            let cookies = request_cookies(session.req_header().headers.get_all("cookie").iter());
+            match gateway
+                .auth
+                .lookup(
+                    &cookies,
+                    origin.secure,
+                    config.session_idle,
+                    config.session_absolute,
+                )
+                .await
+            {
+                SessionLookup::Found(_, user) => ctx.user = Some(user),
+                SessionLookup::None => {}
+                SessionLookup::Rejected(reason) => {
+                    ctx.span
+                        .in_scope(|| info!(reason, "session cookie ignored"));
+                }
+            }
+        }
+        let req = session.req_header();
+        let facts = RequestFacts {
             method: &req.method,
             path: &ctx.path,
-        });
-        let (rule, outcome) = match decision {
-            Decision::Public { rule } => (Some(rule), Ok(())),
-            Decision::Deny { rule } => (Some(rule), Err(RequestError::Denied(rule.to_string()))),
-            Decision::NoAllowMatched => (None, Err(RequestError::NoAllowRule)),
+        };
+        let user_facts = ctx.user.as_ref().map(|u| u.identity.facts());
+        let decision = config.rules.decide(&facts, user_facts.as_ref());
+        let rule = match decision {
+            Decision::Public { rule } | Decision::Allow { rule } | Decision::Deny { rule } => {
+                Some(rule)
+            }
+            Decision::LoginNeeded | Decision::NoAllowMatched => None,
         };
         if let Some(rule) = rule {
             ctx.span.record("rule", rule);
             ctx.rule = Some(rule.to_string());
         }
-        ctx.app = Some(app);
-        outcome
+        match decision {
+            Decision::Public { .. } | Decision::Allow { .. } => {
+                if let Some(user) = &ctx.user {
+                    ctx.inject = config.identity.values(&user.identity)?;
+                }
+                Ok(Action::Proxy)
+            }
+            Decision::Deny { rule } => Err(RequestError::Denied(rule.to_string())),
+            Decision::NoAllowMatched => Err(RequestError::NoAllowRule),
+            Decision::LoginNeeded => {
+                let return_to = match req.uri.query() {
+                    Some(q) => format!("{}?{q}", ctx.path),
+                    None => ctx.path.clone(),
+                };
+                if !endpoints::is_navigation(req) {
+                    return Err(RequestError::LoginRequired);
+                }
+                endpoints::start_login(ctx, gateway, &app, &origin, &return_to).await
+            }
+        }
     }
 }
 
@@ -188,18 +320,49 @@ impl ProxyHttp for Proxy {
             upstream: None,
             connect_failures: 0,
             gateway_status: None,
+            secure: false,
+            user: None,
+            inject: Vec::new(),
         }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
-        match self.admit(session, ctx) {
-            Ok(()) => Ok(false),
+        // One consistent snapshot for the whole request, even if a reload lands meanwhile.
+        let gateway = self.gateway.load_full();
+        match self.handle(session, ctx, &gateway).await {
+            Ok(Action::Proxy) => Ok(false),
+            Ok(Action::Redirect { location, cookies }) => {
+                ctx.gateway_status = Some(302);
+                respond::redirect(session, &location, &cookies, &ctx.request_id).await?;
+                Ok(true)
+            }
+            Ok(Action::Page { page, cookies }) => {
+                ctx.gateway_status = Some(page.status());
+                let extra: Vec<(&'static str, String)> =
+                    cookies.into_iter().map(|c| ("Set-Cookie", c)).collect();
+                respond::page_with(session, page, &ctx.request_id, true, &extra).await?;
+                Ok(true)
+            }
             Err(refusal) => {
                 let page = refusal.page();
                 ctx.span
                     .in_scope(|| info!(reason = %refusal, status = page.status(), "refused"));
                 ctx.gateway_status = Some(page.status());
-                respond::page(session, page, &ctx.request_id, true).await?;
+                let mut extra: Vec<(&'static str, String)> = Vec::new();
+                if let RequestError::LoginRequired = refusal {
+                    let realm = ctx
+                        .app
+                        .as_ref()
+                        .map_or("portcullis", |a| a.config.id.as_str());
+                    extra.push((
+                        "WWW-Authenticate",
+                        format!(
+                            "Portcullis realm=\"{realm}\", login_url=\"{}\"",
+                            crate::auth::LOGIN_PATH
+                        ),
+                    ));
+                }
+                respond::page_with(session, page, &ctx.request_id, true, &extra).await?;
                 Ok(true)
             }
         }
@@ -266,6 +429,23 @@ impl ProxyHttp for Proxy {
                     upstream.insert_header("Host", target.host_header.as_str())?;
                 }
             }
+        }
+        // The gateway's own cookies (session, login binding) are never the backend's business.
+        let cookies = upstream.headers.get_all("cookie");
+        if cookies
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.contains("portcullis_") || v.to_ascii_lowercase().contains("portcullis_"))
+        {
+            let kept = without_gateway_cookies(cookies.iter());
+            upstream.remove_header("cookie");
+            if let Some(kept) = kept {
+                upstream.insert_header("Cookie", kept)?;
+            }
+        }
+        // Identity last: hygiene already removed every client-sent copy of these names.
+        for (name, value) in std::mem::take(&mut ctx.inject) {
+            upstream.insert_header(name, value)?;
         }
         Ok(())
     }
@@ -339,6 +519,7 @@ impl ProxyHttp for Proxy {
             path,
             status,
             rule = ctx.rule.as_deref().unwrap_or("-"),
+            user = ctx.user.as_ref().map_or("-", |u| u.identity.display()),
             upstream = %upstream,
             duration_ms = u64::try_from(ctx.started.elapsed().as_millis()).unwrap_or(u64::MAX),
             "access"

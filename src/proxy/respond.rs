@@ -14,8 +14,19 @@ pub async fn page(
     request_id: &str,
     keepalive: bool,
 ) -> Result<()> {
+    page_with(session, page, request_id, keepalive, &[]).await
+}
+
+/// Sends a branded page with extra headers (`Set-Cookie`, `WWW-Authenticate`).
+pub async fn page_with(
+    session: &mut Session,
+    page: Page,
+    request_id: &str,
+    keepalive: bool,
+    extra: &[(&'static str, String)],
+) -> Result<()> {
     let body = Bytes::from(page.render(request_id));
-    let mut resp = ResponseHeader::build(page.status(), Some(6))?;
+    let mut resp = ResponseHeader::build(page.status(), Some(8 + extra.len()))?;
     resp.insert_header("Content-Type", "text/html; charset=utf-8")?;
     resp.insert_header("Content-Length", body.len().to_string())?;
     resp.insert_header("Cache-Control", "no-store")?;
@@ -25,6 +36,9 @@ pub async fn page(
         "default-src 'none'; style-src 'unsafe-inline'",
     )?;
     resp.insert_header("X-Request-Id", request_id)?;
+    for (name, value) in extra {
+        resp.append_header(*name, value.as_str())?;
+    }
     if !keepalive {
         session.set_keepalive(None);
         session.write_error_response(resp, body).await
@@ -38,4 +52,22 @@ pub async fn page(
         }
         Ok(())
     }
+}
+
+/// Sends a `302 Found` to `location`, setting `cookies`.
+pub async fn redirect(
+    session: &mut Session,
+    location: &str,
+    cookies: &[String],
+    request_id: &str,
+) -> Result<()> {
+    let mut resp = ResponseHeader::build(302, Some(5 + cookies.len()))?;
+    resp.insert_header("Location", location)?;
+    resp.insert_header("Content-Length", "0")?;
+    resp.insert_header("Cache-Control", "no-store")?;
+    resp.insert_header("X-Request-Id", request_id)?;
+    for cookie in cookies {
+        resp.append_header("Set-Cookie", cookie.as_str())?;
+    }
+    session.write_response_header(Box::new(resp), true).await
 }

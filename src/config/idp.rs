@@ -1,0 +1,416 @@
+//! `[idp.<name>]` tables of `portcullis.toml`: the identity providers apps may name.
+//!
+//! Owns the on-disk shape and its compilation into [`IdpConfig`], including the Okta preset
+//! (issuer derived from `okta_domain` + `authorization_server`) and reading the client secret
+//! from a file or the environment. Talking to the provider lives in `idp`.
+
+use super::duration::ConfigDuration;
+use super::gateway::resolve;
+use super::problem::{Problem, SourceFile};
+use crate::secret::Secret;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+use toml::Spanned;
+
+/// Parameters the login flow sets itself; `auth_params` may not override them.
+const RESERVED_AUTH_PARAMS: &[&str] = &[
+    "response_type",
+    "client_id",
+    "redirect_uri",
+    "scope",
+    "state",
+    "nonce",
+    "code_challenge",
+    "code_challenge_method",
+    "response_mode",
+    "request",
+    "request_uri",
+];
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileIdp {
+    kind: Spanned<String>,
+    issuer: Option<Spanned<String>>,
+    okta_domain: Option<Spanned<String>>,
+    authorization_server: Option<Spanned<String>>,
+    client_id: Option<Spanned<String>>,
+    client_secret: Option<Spanned<String>>,
+    client_secret_file: Option<Spanned<String>>,
+    client_secret_env: Option<Spanned<String>>,
+    scopes: Option<Spanned<Vec<Spanned<String>>>>,
+    groups_scope: Option<Spanned<String>>,
+    #[serde(default)]
+    auth_params: BTreeMap<String, Spanned<String>>,
+    token_auth: Option<Spanned<String>>,
+    #[serde(default)]
+    userinfo: bool,
+    #[serde(default)]
+    claims: Vec<Spanned<String>>,
+    clock_skew: Option<ConfigDuration>,
+    #[serde(default)]
+    allow_insecure_issuer: bool,
+    post_logout_redirect_uri: Option<Spanned<String>>,
+}
+
+/// How the client authenticates at the token endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenAuth {
+    /// HTTP Basic with client id and secret (the OpenID Connect default).
+    ClientSecretBasic,
+    /// Client id and secret in the form body.
+    ClientSecretPost,
+}
+
+/// A validated OpenID Connect provider.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OidcIdpConfig {
+    /// Issuer identifier, exactly as the provider's discovery document states it.
+    pub issuer: String,
+    /// Client id registered at the provider.
+    pub client_id: String,
+    /// Client secret (never logged).
+    pub client_secret: Secret,
+    /// Scopes requested; always includes `openid`.
+    pub scopes: Vec<String>,
+    /// Extra authorization request parameters (e.g. `prompt`, `acr_values`).
+    pub auth_params: Vec<(String, String)>,
+    /// Token endpoint client authentication.
+    pub token_auth: TokenAuth,
+    /// Also call the userinfo endpoint after login.
+    pub userinfo: bool,
+    /// Claims besides the standard ones to keep in the session (for identity headers).
+    pub extra_claims: Vec<String>,
+    /// Tolerated clock difference for `exp` and `iat`.
+    pub clock_skew: Duration,
+    /// Plain-HTTP issuer allowed (tests and demo only).
+    pub allow_insecure_issuer: bool,
+    /// Where the provider sends the browser after logout; default: the gateway's
+    /// `/.portcullis/logged-out` page on the app's host.
+    pub post_logout_redirect_uri: Option<String>,
+}
+
+/// One configured identity provider.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IdpConfig {
+    /// The name apps use in `idp = "..."`.
+    pub name: String,
+    /// Protocol settings.
+    pub oidc: OidcIdpConfig,
+}
+
+/// Compiles every `[idp.*]` table; problems carry file positions.
+pub(super) fn compile_idps(
+    src: &SourceFile<'_>,
+    base: &Path,
+    tables: &BTreeMap<String, FileIdp>,
+    problems: &mut Vec<Problem>,
+) -> Vec<IdpConfig> {
+    let mut out = Vec::new();
+    for (name, file) in tables {
+        let mut c = IdpCompiler {
+            src,
+            name,
+            problems: Vec::new(),
+        };
+        let compiled = c.compile(file, base);
+        let failed = c.problems.iter().any(Problem::is_error);
+        problems.extend(c.problems);
+        if let (Some(oidc), false) = (compiled, failed) {
+            out.push(IdpConfig {
+                name: name.clone(),
+                oidc,
+            });
+        }
+    }
+    out
+}
+
+struct IdpCompiler<'a> {
+    src: &'a SourceFile<'a>,
+    name: &'a str,
+    problems: Vec<Problem>,
+}
+
+impl IdpCompiler<'_> {
+    fn error<T>(&mut self, at: &Spanned<T>, message: impl Into<String>) {
+        let message = format!("idp `{}`: {}", self.name, message.into());
+        self.problems.push(self.src.error(Some(at.span()), message));
+    }
+
+    fn warning<T>(&mut self, at: &Spanned<T>, message: impl Into<String>) {
+        let message = format!("idp `{}`: {}", self.name, message.into());
+        self.problems
+            .push(self.src.warning(Some(at.span()), message));
+    }
+
+    fn compile(&mut self, file: &FileIdp, base: &Path) -> Option<OidcIdpConfig> {
+        match file.kind.get_ref().as_str() {
+            "oidc" => {}
+            "saml" => {
+                self.error(&file.kind, "kind `saml` is not supported yet; use `oidc`");
+                return None;
+            }
+            other => {
+                self.error(&file.kind, format!("kind `{other}` is unknown; use `oidc`"));
+                return None;
+            }
+        }
+        if self.name.is_empty()
+            || !self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            self.error(
+                &file.kind,
+                "idp names use only letters, digits, `-` and `_`",
+            );
+        }
+        let issuer = self.issuer(file)?;
+        let client_id = match &file.client_id {
+            Some(id) if !id.get_ref().trim().is_empty() => id.get_ref().clone(),
+            Some(id) => {
+                self.error(id, "client_id must not be empty");
+                return None;
+            }
+            None => {
+                self.error(&file.kind, "client_id is required");
+                return None;
+            }
+        };
+        let client_secret = self.client_secret(file, base)?;
+        let mut scopes: Vec<String> = match &file.scopes {
+            Some(list) => list.get_ref().iter().map(|s| s.get_ref().clone()).collect(),
+            None => ["openid", "profile", "email"].map(String::from).to_vec(),
+        };
+        if let Some(list) = &file.scopes {
+            if !scopes.iter().any(|s| s == "openid") {
+                self.error(list, "scopes must include `openid`");
+            }
+            for s in list.get_ref() {
+                if s.get_ref().is_empty() || s.get_ref().chars().any(|c| c <= ' ' || c == '"') {
+                    self.error(
+                        s,
+                        format!("scope `{}` is not a valid scope token", s.get_ref()),
+                    );
+                }
+            }
+        }
+        if let Some(g) = &file.groups_scope {
+            if g.get_ref().is_empty() || g.get_ref().chars().any(|c| c <= ' ') {
+                self.error(g, "groups_scope must be one scope token, e.g. `groups`");
+            } else if !scopes.contains(g.get_ref()) {
+                scopes.push(g.get_ref().clone());
+            }
+        }
+        let mut auth_params = Vec::new();
+        for (key, value) in &file.auth_params {
+            if RESERVED_AUTH_PARAMS.contains(&key.as_str()) {
+                self.error(
+                    value,
+                    format!("auth_params.{key} is set by the login flow itself and cannot be overridden"),
+                );
+            } else {
+                auth_params.push((key.clone(), value.get_ref().clone()));
+            }
+        }
+        let token_auth = match file.token_auth.as_ref().map(|t| (t, t.get_ref().as_str())) {
+            None | Some((_, "client_secret_basic")) => TokenAuth::ClientSecretBasic,
+            Some((_, "client_secret_post")) => TokenAuth::ClientSecretPost,
+            Some((t, other)) => {
+                self.error(
+                    t,
+                    format!("token_auth `{other}` is unknown; use `client_secret_basic` or `client_secret_post`"),
+                );
+                TokenAuth::ClientSecretBasic
+            }
+        };
+        let mut extra_claims = Vec::new();
+        for claim in &file.claims {
+            let c = claim.get_ref();
+            if c.is_empty() || c.len() > 128 || c.chars().any(char::is_control) {
+                self.error(claim, format!("claim name `{c}` is not valid"));
+            } else {
+                extra_claims.push(c.clone());
+            }
+        }
+        let post_logout_redirect_uri = file.post_logout_redirect_uri.as_ref().and_then(|u| {
+            match url::Url::parse(u.get_ref()) {
+                Ok(parsed) if matches!(parsed.scheme(), "https" | "http") => {
+                    Some(u.get_ref().clone())
+                }
+                _ => {
+                    self.error(
+                        u,
+                        "post_logout_redirect_uri must be an absolute http(s) URL",
+                    );
+                    None
+                }
+            }
+        });
+        Some(OidcIdpConfig {
+            issuer,
+            client_id,
+            client_secret,
+            scopes,
+            auth_params,
+            token_auth,
+            userinfo: file.userinfo,
+            extra_claims,
+            clock_skew: file.clock_skew.map_or(Duration::from_secs(60), |d| d.0),
+            allow_insecure_issuer: file.allow_insecure_issuer,
+            post_logout_redirect_uri,
+        })
+    }
+
+    /// The issuer, written out or derived from the Okta preset as Okta documents it: the org
+    /// authorization server is `https://{domain}`, a custom one `https://{domain}/oauth2/{id}`.
+    fn issuer(&mut self, file: &FileIdp) -> Option<String> {
+        let issuer = match (&file.issuer, &file.okta_domain) {
+            (Some(_), Some(domain)) => {
+                self.error(domain, "set either issuer or okta_domain, not both");
+                return None;
+            }
+            (None, None) => {
+                self.error(&file.kind, "issuer (or okta_domain) is required");
+                return None;
+            }
+            (Some(issuer), None) => {
+                if let Some(a) = &file.authorization_server {
+                    self.error(a, "authorization_server goes with okta_domain");
+                }
+                issuer.clone()
+            }
+            (None, Some(domain)) => {
+                let text = domain.get_ref().trim_end_matches('/');
+                let parsed = url::Url::parse(text).ok();
+                let plain_origin = parsed.as_ref().is_some_and(|u| {
+                    u.scheme() == "https"
+                        && u.host_str().is_some()
+                        && u.path() == "/"
+                        && u.query().is_none()
+                        && u.username().is_empty()
+                });
+                if !plain_origin {
+                    self.error(
+                        domain,
+                        "okta_domain must look like `https://dev-123.okta.com` (https, no path)",
+                    );
+                    return None;
+                }
+                let server = file
+                    .authorization_server
+                    .as_ref()
+                    .map_or("default", |a| a.get_ref().as_str());
+                if server == "org" {
+                    Spanned::new(domain.span(), text.to_string())
+                } else if !server.is_empty() && server.chars().all(|c| c.is_ascii_alphanumeric()) {
+                    Spanned::new(domain.span(), format!("{text}/oauth2/{server}"))
+                } else {
+                    if let Some(a) = &file.authorization_server {
+                        self.error(a, "authorization_server is `org`, `default`, or a custom server id like `aus1a2b3c4D5e6F7g8`");
+                    }
+                    return None;
+                }
+            }
+        };
+        let text = issuer.get_ref();
+        let Ok(url) = url::Url::parse(text) else {
+            self.error(&issuer, format!("issuer `{text}` is not a URL"));
+            return None;
+        };
+        if url.query().is_some() || url.fragment().is_some() || url.host_str().is_none() {
+            self.error(
+                &issuer,
+                "issuer must be an https URL without query or fragment",
+            );
+            return None;
+        }
+        match (url.scheme(), file.allow_insecure_issuer) {
+            ("https", _) => {}
+            ("http", true) => self.warning(
+                &issuer,
+                "allow_insecure_issuer: tokens and secrets travel unencrypted; for tests and demos only",
+            ),
+            ("http", false) => {
+                self.error(&issuer, "issuer must use https (allow_insecure_issuer = true permits http for tests and demos)");
+                return None;
+            }
+            (other, _) => {
+                self.error(&issuer, format!("issuer scheme `{other}` is not supported"));
+                return None;
+            }
+        }
+        Some(text.clone())
+    }
+
+    fn client_secret(&mut self, file: &FileIdp, base: &Path) -> Option<Secret> {
+        let given = [
+            file.client_secret.is_some(),
+            file.client_secret_file.is_some(),
+            file.client_secret_env.is_some(),
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count();
+        if given != 1 {
+            self.error(
+                &file.kind,
+                "set exactly one of client_secret_file, client_secret_env or client_secret",
+            );
+            return None;
+        }
+        if let Some(inline) = &file.client_secret {
+            self.warning(inline, "client_secret is written in the config file: anyone who can read it can impersonate the gateway; use client_secret_file or client_secret_env");
+            return non_empty(inline.get_ref()).or_else(|| {
+                self.error(inline, "client_secret is empty");
+                None
+            });
+        }
+        if let Some(name) = &file.client_secret_env {
+            return match std::env::var(name.get_ref()) {
+                Ok(v) => non_empty(&v).or_else(|| {
+                    self.error(
+                        name,
+                        format!("environment variable `{}` is empty", name.get_ref()),
+                    );
+                    None
+                }),
+                Err(_) => {
+                    self.error(
+                        name,
+                        format!("environment variable `{}` is not set", name.get_ref()),
+                    );
+                    None
+                }
+            };
+        }
+        let file_name = file.client_secret_file.as_ref()?;
+        let path = resolve(base, file_name.get_ref());
+        match std::fs::read_to_string(&path) {
+            Ok(v) => non_empty(&v).or_else(|| {
+                self.error(
+                    file_name,
+                    format!("client secret file `{}` is empty", path.display()),
+                );
+                None
+            }),
+            Err(e) => {
+                self.error(
+                    file_name,
+                    format!("cannot read client secret file `{}`: {e}", path.display()),
+                );
+                None
+            }
+        }
+    }
+}
+
+/// The secret without surrounding whitespace (files usually end in a newline).
+fn non_empty(text: &str) -> Option<Secret> {
+    let t = text.trim();
+    (!t.is_empty()).then(|| Secret::new(t))
+}

@@ -1,0 +1,79 @@
+//! The one HTTP client the gateway uses to talk to identity providers.
+//!
+//! Built in one place (see `clippy.toml`): no redirects followed (a provider never needs one
+//! for back-channel calls, and following them invites SSRF), connect and total timeouts, and
+//! a cap on response size. Adapts reqwest to the `openidconnect` crate's client interface.
+
+use openidconnect::{AsyncHttpClient, HttpRequest, HttpResponse};
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+use thiserror::Error;
+
+/// Largest IdP response read (discovery documents and JWKS are a few KiB).
+const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
+
+/// A back-channel call to the IdP failed.
+#[derive(Debug, Error)]
+pub enum HttpError {
+    /// The request could not be built.
+    #[error("invalid request: {0}")]
+    Request(String),
+    /// Connecting, sending or reading failed (including timeouts).
+    #[error("transport: {0}")]
+    Transport(#[from] reqwest::Error),
+    /// The response body was larger than allowed.
+    #[error("response larger than {MAX_RESPONSE_BYTES} bytes")]
+    TooLarge,
+    /// The response could not be turned back into an HTTP response value.
+    #[error("invalid response: {0}")]
+    Response(String),
+}
+
+/// HTTP client for IdP back-channel calls (discovery, JWKS, token, userinfo).
+#[derive(Debug, Clone)]
+pub struct IdpHttpClient {
+    client: reqwest::Client,
+}
+
+impl IdpHttpClient {
+    /// A client with the gateway's outbound rules: no redirects, bounded time.
+    pub fn new(connect_timeout: Duration, total_timeout: Duration) -> Result<Self, HttpError> {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(connect_timeout)
+            .timeout(total_timeout)
+            .user_agent(concat!("portcullis/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Self { client })
+    }
+
+    async fn send(&self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
+        let request =
+            reqwest::Request::try_from(request).map_err(|e| HttpError::Request(e.to_string()))?;
+        let mut response = self.client.execute(request).await?;
+        let mut builder = http::Response::builder().status(response.status());
+        for (name, value) in response.headers() {
+            builder = builder.header(name, value);
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await? {
+            if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+                return Err(HttpError::TooLarge);
+            }
+            body.extend_from_slice(&chunk);
+        }
+        builder
+            .body(body)
+            .map_err(|e| HttpError::Response(e.to_string()))
+    }
+}
+
+impl<'c> AsyncHttpClient<'c> for IdpHttpClient {
+    type Error = HttpError;
+    type Future = Pin<Box<dyn Future<Output = Result<HttpResponse, HttpError>> + Send + 'c>>;
+
+    fn call(&'c self, request: HttpRequest) -> Self::Future {
+        Box::pin(self.send(request))
+    }
+}

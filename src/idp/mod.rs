@@ -1,0 +1,65 @@
+//! Identity providers: who the user is, as proven by an IdP.
+//!
+//! Owns the protocol flows behind one small interface — start a login (a redirect to the
+//! IdP), finish it (a verified [`Identity`]), and end it (the IdP's logout URL). The proxy
+//! never sees tokens or protocol details; sessions store the [`Identity`] this returns.
+
+pub mod http;
+pub mod oidc;
+
+use crate::policy::UserFacts;
+
+/// A signed-in user, as the IdP vouched for them at login.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Identity {
+    /// The IdP's stable subject identifier (`sub`).
+    pub subject: String,
+    /// Email, only when the IdP did not say it is unverified.
+    pub email: Option<String>,
+    /// Display name.
+    pub name: Option<String>,
+    /// Group names from the `groups` claim.
+    pub groups: Vec<String>,
+    /// Extra claims the IdP's config asked to keep, as lists of strings.
+    pub claims: Vec<(String, Vec<String>)>,
+    /// Authentication context class reference (`acr`).
+    pub acr: Option<String>,
+    /// Authentication methods (`amr`).
+    pub amr: Vec<String>,
+    /// When the user last authenticated at the IdP (Unix seconds).
+    pub auth_time: Option<u64>,
+    /// Name of the IdP (as configured).
+    pub idp: String,
+}
+
+impl Identity {
+    /// What the access rules look at.
+    pub fn facts(&self) -> UserFacts<'_> {
+        UserFacts {
+            email: self.email.as_deref(),
+            groups: &self.groups,
+        }
+    }
+
+    /// Who, for logs and audit: email when known, else the subject.
+    pub fn display(&self) -> &str {
+        self.email.as_deref().unwrap_or(&self.subject)
+    }
+
+    /// Approximate heap bytes held (for the session memory budget).
+    pub fn heap_bytes(&self) -> usize {
+        let strings = |v: &[String]| v.iter().map(|s| s.capacity() + 24).sum::<usize>();
+        self.subject.capacity()
+            + self.email.as_ref().map_or(0, String::capacity)
+            + self.name.as_ref().map_or(0, String::capacity)
+            + strings(&self.groups)
+            + self
+                .claims
+                .iter()
+                .map(|(n, v)| n.capacity() + 48 + strings(v))
+                .sum::<usize>()
+            + self.acr.as_ref().map_or(0, String::capacity)
+            + strings(&self.amr)
+            + self.idp.capacity()
+    }
+}

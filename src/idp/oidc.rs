@@ -1,0 +1,505 @@
+//! OpenID Connect relying party: authorization code flow with PKCE, via the `openidconnect`
+//! crate.
+//!
+//! Owns discovery (with retry), building the authorization redirect, exchanging the code,
+//! verifying the ID token (signature by JWKS with one rate-limited re-fetch on an unknown key,
+//! `iss`, `aud`, `azp`, `exp`, `iat`, `nonce`), optional userinfo, and the RP-initiated logout
+//! URL. It knows nothing of cookies or sessions.
+
+use super::http::IdpHttpClient;
+use super::Identity;
+use crate::config::{OidcIdpConfig, TokenAuth};
+use crate::secret::Secret;
+use arc_swap::ArcSwapOption;
+use base64::Engine;
+use openidconnect::core::{
+    CoreAuthDisplay, CoreClaimName, CoreClaimType, CoreClient, CoreClientAuthMethod, CoreGrantType,
+    CoreIdToken, CoreJsonWebKey, CoreJweContentEncryptionAlgorithm, CoreJweKeyManagementAlgorithm,
+    CoreResponseMode, CoreResponseType, CoreSubjectIdentifierType,
+};
+use openidconnect::OAuth2TokenResponse as _;
+use openidconnect::{
+    AdditionalProviderMetadata, AuthType, AuthenticationFlow, AuthorizationCode,
+    ClaimsVerificationError, ClientId, ClientSecret, CsrfToken, EndSessionUrl, EndpointMaybeSet,
+    EndpointNotSet, EndpointSet, IssuerUrl, JsonWebKeySet, LogoutRequest, Nonce, PkceCodeChallenge,
+    PkceCodeVerifier, PostLogoutRedirectUrl, ProviderMetadata, RedirectUrl, Scope,
+    SignatureVerificationError, TokenResponse as _,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::borrow::Cow;
+use std::str::FromStr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use thiserror::Error;
+
+/// Least time between two JWKS re-fetches triggered by unknown key ids (an attacker sending
+/// tokens with random `kid`s must not turn the gateway into a JWKS flooder).
+const JWKS_REFETCH_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Discovery metadata plus the one non-core field the gateway needs: where to log out.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+struct LogoutMetadata {
+    end_session_endpoint: Option<EndSessionUrl>,
+}
+impl AdditionalProviderMetadata for LogoutMetadata {}
+
+type Metadata = ProviderMetadata<
+    LogoutMetadata,
+    CoreAuthDisplay,
+    CoreClientAuthMethod,
+    CoreClaimName,
+    CoreClaimType,
+    CoreGrantType,
+    CoreJweContentEncryptionAlgorithm,
+    CoreJweKeyManagementAlgorithm,
+    CoreJsonWebKey,
+    CoreResponseMode,
+    CoreResponseType,
+    CoreSubjectIdentifierType,
+>;
+
+type DiscoveredClient = CoreClient<
+    EndpointSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointMaybeSet,
+    EndpointMaybeSet,
+>;
+
+/// Why a login could not start or finish. The text is safe for logs: no codes or tokens.
+#[derive(Debug, Error)]
+pub enum LoginError {
+    /// Discovery has not succeeded yet.
+    #[error("identity provider not reachable yet (discovery pending)")]
+    NotReady,
+    /// Discovery or a JWKS fetch failed.
+    #[error("discovery failed: {0}")]
+    Discovery(String),
+    /// The redirect URI could not be built.
+    #[error("invalid redirect uri: {0}")]
+    RedirectUri(String),
+    /// The token endpoint refused the code (reused, expired, wrong PKCE verifier, ...).
+    #[error("code exchange failed: {0}")]
+    Exchange(String),
+    /// The token response had no ID token.
+    #[error("token response has no id_token")]
+    NoIdToken,
+    /// The ID token failed verification.
+    #[error("id token rejected: {0}")]
+    IdToken(String),
+    /// The userinfo call failed or disagreed with the ID token.
+    #[error("userinfo failed: {0}")]
+    UserInfo(String),
+}
+
+/// What the proxy needs to send the browser to the IdP and to remember meanwhile.
+pub struct LoginStart {
+    /// The authorization URL (302 target).
+    pub url: String,
+    /// Random `state`, also the pending login's key.
+    pub state: String,
+    /// Random `nonce` the ID token must carry.
+    pub nonce: Secret,
+    /// PKCE verifier for the code exchange.
+    pub pkce_verifier: Secret,
+}
+
+/// The result of a finished login.
+pub struct LoginDone {
+    /// Who signed in.
+    pub identity: Identity,
+    /// The raw ID token, kept only as `id_token_hint` for logout.
+    pub id_token: Secret,
+}
+
+struct Discovered {
+    metadata: Metadata,
+    client: DiscoveredClient,
+}
+
+/// One OpenID Provider, discovered lazily and shared by every request.
+pub struct OidcProvider {
+    name: String,
+    config: OidcIdpConfig,
+    http: IdpHttpClient,
+    discovered: ArcSwapOption<Discovered>,
+    last_jwks_fetch: Mutex<Option<Instant>>,
+}
+
+impl OidcProvider {
+    /// A provider that is not discovered yet.
+    pub fn new(name: &str, config: OidcIdpConfig, http: IdpHttpClient) -> Self {
+        Self {
+            name: name.to_string(),
+            config,
+            http,
+            discovered: ArcSwapOption::empty(),
+            last_jwks_fetch: Mutex::new(None),
+        }
+    }
+
+    /// The configured name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The configured issuer.
+    pub fn issuer(&self) -> &str {
+        &self.config.issuer
+    }
+
+    /// Where the IdP sends the browser after logout, if configured.
+    pub fn post_logout_redirect_uri(&self) -> Option<&str> {
+        self.config.post_logout_redirect_uri.as_deref()
+    }
+
+    /// Has discovery succeeded?
+    pub fn is_ready(&self) -> bool {
+        self.discovered.load().is_some()
+    }
+
+    /// One discovery attempt: fetches `.well-known/openid-configuration` and the JWKS.
+    pub async fn discover(&self) -> Result<(), LoginError> {
+        let issuer = IssuerUrl::new(self.config.issuer.clone())
+            .map_err(|e| LoginError::Discovery(e.to_string()))?;
+        let metadata = Metadata::discover_async(issuer, &self.http)
+            .await
+            .map_err(|e| LoginError::Discovery(error_chain(&e)))?;
+        self.install(metadata);
+        Ok(())
+    }
+
+    /// Discovers, retrying with exponential backoff (1 s to 60 s) until it succeeds.
+    pub async fn discover_until_ready(&self) {
+        let mut delay = Duration::from_secs(1);
+        loop {
+            match self.discover().await {
+                Ok(()) => {
+                    tracing::info!(idp = %self.name, issuer = %self.config.issuer, "identity provider discovered");
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(idp = %self.name, issuer = %self.config.issuer, error = %e, retry_in_s = delay.as_secs(), "identity provider discovery failed; protected apps answer 'sign-in unavailable' until it succeeds");
+                }
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(60));
+        }
+    }
+
+    fn install(&self, metadata: Metadata) {
+        let mut client = CoreClient::from_provider_metadata(
+            metadata.clone(),
+            ClientId::new(self.config.client_id.clone()),
+            Some(ClientSecret::new(
+                self.config.client_secret.expose().to_string(),
+            )),
+        );
+        if self.config.token_auth == TokenAuth::ClientSecretPost {
+            client = client.set_auth_type(AuthType::RequestBody);
+        }
+        self.discovered
+            .store(Some(std::sync::Arc::new(Discovered { metadata, client })));
+    }
+
+    /// Builds the authorization redirect with fresh `state`, `nonce` and PKCE (S256).
+    pub fn begin_login(&self, redirect_uri: &str) -> Result<LoginStart, LoginError> {
+        let discovered = self.discovered.load_full().ok_or(LoginError::NotReady)?;
+        let redirect = RedirectUrl::new(redirect_uri.to_string())
+            .map_err(|e| LoginError::RedirectUri(e.to_string()))?;
+        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+        let mut request = discovered
+            .client
+            .authorize_url(
+                AuthenticationFlow::<CoreResponseType>::AuthorizationCode,
+                CsrfToken::new_random,
+                Nonce::new_random,
+            )
+            .set_pkce_challenge(challenge)
+            .set_redirect_uri(Cow::Owned(redirect));
+        for scope in self.config.scopes.iter().filter(|s| *s != "openid") {
+            request = request.add_scope(Scope::new(scope.clone()));
+        }
+        for (key, value) in &self.config.auth_params {
+            request = request.add_extra_param(key.as_str(), value.as_str());
+        }
+        let (url, state, nonce) = request.url();
+        Ok(LoginStart {
+            url: url.to_string(),
+            state: state.secret().clone(),
+            nonce: Secret::new(nonce.secret().clone()),
+            pkce_verifier: Secret::new(verifier.secret().clone()),
+        })
+    }
+
+    /// Exchanges the code and verifies the ID token against the pending login's nonce.
+    pub async fn finish_login(
+        &self,
+        code: &str,
+        redirect_uri: &str,
+        pkce_verifier: &Secret,
+        nonce: &Secret,
+    ) -> Result<LoginDone, LoginError> {
+        let discovered = self.discovered.load_full().ok_or(LoginError::NotReady)?;
+        let redirect = RedirectUrl::new(redirect_uri.to_string())
+            .map_err(|e| LoginError::RedirectUri(e.to_string()))?;
+        let token = discovered
+            .client
+            .exchange_code(AuthorizationCode::new(code.to_string()))
+            .map_err(|e| LoginError::Exchange(e.to_string()))?
+            .set_pkce_verifier(PkceCodeVerifier::new(pkce_verifier.expose().to_string()))
+            .set_redirect_uri(Cow::Owned(redirect))
+            .request_async(&self.http)
+            .await
+            .map_err(|e| LoginError::Exchange(error_chain(&e)))?;
+        let raw = token.id_token().ok_or(LoginError::NoIdToken)?.to_string();
+        let mut identity = self.verify_id_token(&raw, nonce.expose()).await?;
+        if self.config.userinfo {
+            self.merge_userinfo(&discovered, token.access_token().secret(), &mut identity)
+                .await?;
+        }
+        Ok(LoginDone {
+            identity,
+            id_token: Secret::new(raw),
+        })
+    }
+
+    /// Verifies a raw ID token for this client and `nonce`; on a key id the JWKS does not
+    /// hold, re-fetches the JWKS once (rate-limited) and tries again.
+    pub async fn verify_id_token(&self, raw: &str, nonce: &str) -> Result<Identity, LoginError> {
+        let token = CoreIdToken::from_str(raw)
+            .map_err(|e| LoginError::IdToken(format!("not a JWT: {e}")))?;
+        match self.verify_with_current_keys(&token, nonce) {
+            Err(ClaimsVerificationError::SignatureVerification(
+                SignatureVerificationError::NoMatchingKey,
+            )) if self.jwks_refetch_allowed() => {
+                self.refetch_jwks().await?;
+                self.verify_with_current_keys(&token, nonce)
+            }
+            other => other,
+        }
+        .map_err(|e| LoginError::IdToken(e.to_string()))?;
+        self.identity_from(raw)
+    }
+
+    fn verify_with_current_keys(
+        &self,
+        token: &CoreIdToken,
+        nonce: &str,
+    ) -> Result<(), ClaimsVerificationError> {
+        let Some(discovered) = self.discovered.load_full() else {
+            return Err(ClaimsVerificationError::Other(
+                "provider not discovered".into(),
+            ));
+        };
+        let skew = i64::try_from(self.config.clock_skew.as_secs()).unwrap_or(i64::MAX);
+        let verifier = discovered
+            .client
+            .id_token_verifier()
+            // `exp` gets the configured leeway; `iat` may not lie further in the future.
+            .set_time_fn(move || crate::clock::utc_now_shifted(-skew))
+            .set_issue_time_verifier_fn(move |iat| {
+                if iat > crate::clock::utc_now_shifted(skew) {
+                    Err(format!("issued in the future ({iat})"))
+                } else {
+                    Ok(())
+                }
+            });
+        let claims = token.claims(&verifier, &Nonce::new(nonce.to_string()))?;
+        // `azp`: required when several audiences, and must name this client when present
+        // (OpenID Connect Core 3.1.3.7 steps 4-5; the crate leaves this to the client).
+        let client_id = &self.config.client_id;
+        match claims.authorized_party() {
+            Some(azp) if azp.as_str() != client_id => {
+                return Err(ClaimsVerificationError::InvalidAudience(format!(
+                    "azp `{}` is not this client",
+                    azp.as_str()
+                )))
+            }
+            None if claims.audiences().len() > 1 => {
+                return Err(ClaimsVerificationError::InvalidAudience(
+                    "several audiences and no azp".into(),
+                ))
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn jwks_refetch_allowed(&self) -> bool {
+        let Ok(mut last) = self.last_jwks_fetch.lock() else {
+            return false;
+        };
+        let now = Instant::now();
+        if last.is_some_and(|t| now.duration_since(t) < JWKS_REFETCH_INTERVAL) {
+            return false;
+        }
+        *last = Some(now);
+        true
+    }
+
+    async fn refetch_jwks(&self) -> Result<(), LoginError> {
+        let discovered = self.discovered.load_full().ok_or(LoginError::NotReady)?;
+        let jwks = JsonWebKeySet::fetch_async(discovered.metadata.jwks_uri(), &self.http)
+            .await
+            .map_err(|e| LoginError::Discovery(format!("jwks: {}", error_chain(&e))))?;
+        tracing::info!(idp = %self.name, keys = jwks.keys().len(), "re-fetched JWKS after an unknown key id");
+        self.install(discovered.metadata.clone().set_jwks(jwks));
+        Ok(())
+    }
+
+    /// Reads the user's attributes from an already verified token's payload.
+    fn identity_from(&self, raw: &str) -> Result<Identity, LoginError> {
+        let claims =
+            jwt_payload(raw).ok_or_else(|| LoginError::IdToken("unreadable payload".into()))?;
+        let mut identity = Identity {
+            idp: self.name.clone(),
+            ..Identity::default()
+        };
+        apply_claims(&mut identity, &claims, &self.config.extra_claims, true);
+        if identity.subject.is_empty() {
+            return Err(LoginError::IdToken("no sub claim".into()));
+        }
+        Ok(identity)
+    }
+
+    async fn merge_userinfo(
+        &self,
+        discovered: &Discovered,
+        access_token: &str,
+        identity: &mut Identity,
+    ) -> Result<(), LoginError> {
+        let Some(url) = discovered.metadata.userinfo_endpoint() else {
+            return Err(LoginError::UserInfo(
+                "provider has no userinfo endpoint".into(),
+            ));
+        };
+        let request = http::Request::builder()
+            .uri(url.as_str())
+            .header("Authorization", format!("Bearer {access_token}"))
+            .header("Accept", "application/json")
+            .body(Vec::new())
+            .map_err(|e| LoginError::UserInfo(e.to_string()))?;
+        let response = openidconnect::AsyncHttpClient::call(&self.http, request)
+            .await
+            .map_err(|e| LoginError::UserInfo(e.to_string()))?;
+        if !response.status().is_success() {
+            return Err(LoginError::UserInfo(format!(
+                "status {}",
+                response.status()
+            )));
+        }
+        let claims: serde_json::Map<String, Value> = serde_json::from_slice(response.body())
+            .map_err(|_| LoginError::UserInfo("response is not a JSON object".into()))?;
+        // OpenID Connect Core 5.3.2: the userinfo `sub` must match the ID token's.
+        if claims.get("sub").and_then(Value::as_str) != Some(identity.subject.as_str()) {
+            return Err(LoginError::UserInfo("sub differs from the ID token".into()));
+        }
+        apply_claims(identity, &claims, &self.config.extra_claims, false);
+        Ok(())
+    }
+
+    /// The IdP's logout URL for RP-initiated logout, when it has one.
+    pub fn logout_url(
+        &self,
+        id_token: Option<&Secret>,
+        post_logout_redirect: &str,
+    ) -> Option<String> {
+        let discovered = self.discovered.load_full()?;
+        let endpoint = discovered
+            .metadata
+            .additional_metadata()
+            .end_session_endpoint
+            .clone()?;
+        let mut request = LogoutRequest::from(endpoint)
+            .set_client_id(ClientId::new(self.config.client_id.clone()));
+        if let Some(token) = id_token.and_then(|t| CoreIdToken::from_str(t.expose()).ok()) {
+            request = request.set_id_token_hint(&token);
+        }
+        if let Ok(uri) = PostLogoutRedirectUrl::new(post_logout_redirect.to_string()) {
+            request = request.set_post_logout_redirect_uri(uri);
+        }
+        Some(request.http_get_url().to_string())
+    }
+}
+
+/// Decodes a JWT's payload (the caller has verified its signature).
+fn jwt_payload(raw: &str) -> Option<serde_json::Map<String, Value>> {
+    let payload = raw.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// Copies standard and configured claims; `overwrite = false` only fills gaps (userinfo).
+fn apply_claims(
+    identity: &mut Identity,
+    claims: &serde_json::Map<String, Value>,
+    extra: &[String],
+    overwrite: bool,
+) {
+    let text = |key: &str| claims.get(key).and_then(Value::as_str).map(str::to_string);
+    if overwrite {
+        identity.subject = text("sub").unwrap_or_default();
+        identity.acr = text("acr");
+        identity.amr = strings(claims.get("amr"));
+        identity.auth_time = claims.get("auth_time").and_then(Value::as_u64);
+    }
+    // An address the IdP marks unverified says nothing about who the user is.
+    let verified = claims.get("email_verified").and_then(Value::as_bool) != Some(false);
+    if overwrite || identity.email.is_none() {
+        if let Some(email) = text("email").filter(|_| verified) {
+            identity.email = Some(email);
+        }
+    }
+    if overwrite || identity.name.is_none() {
+        if let Some(name) = text("name") {
+            identity.name = Some(name);
+        }
+    }
+    if overwrite || identity.groups.is_empty() {
+        let groups = strings(claims.get("groups"));
+        if !groups.is_empty() {
+            identity.groups = groups;
+        }
+    }
+    for name in extra {
+        if identity.claims.iter().any(|(n, _)| n == name) {
+            continue;
+        }
+        let values = strings(claims.get(name.as_str()));
+        if !values.is_empty() {
+            identity.claims.push((name.clone(), values));
+        }
+    }
+}
+
+/// A claim as a list of strings: a string, an array of scalars, or a scalar.
+fn strings(value: Option<&Value>) -> Vec<String> {
+    let scalar = |v: &Value| match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    };
+    match value {
+        Some(Value::Array(items)) => items.iter().filter_map(scalar).collect(),
+        Some(v) => scalar(v).into_iter().collect(),
+        None => Vec::new(),
+    }
+}
+
+/// An error and its causes on one line (openidconnect nests the useful part).
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -1,0 +1,198 @@
+//! Identity delivery to the backend: the headers an app's `[identity.headers]` asks for.
+//!
+//! Owns turning a signed-in [`Identity`] into header values, and refusing values that could
+//! split or smuggle a header (control characters) or bloat it (length cap). Header lines are
+//! never built by hand: values become `http::HeaderValue`s and Pingora writes them.
+
+use crate::idp::Identity;
+use crate::secret::Secret;
+use http::{HeaderName, HeaderValue};
+use thiserror::Error;
+
+/// Longest identity value sent (a user in hundreds of groups must not break the backend).
+pub const MAX_IDENTITY_VALUE: usize = 4096;
+
+/// Where one identity header's value comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum IdentitySource {
+    /// The IdP's stable subject id (`sub`).
+    Subject,
+    /// Verified email.
+    Email,
+    /// Display name.
+    Name,
+    /// Group names, joined.
+    Groups {
+        /// Separator between groups.
+        join: String,
+    },
+    /// Name of the IdP the user signed in with.
+    Idp,
+    /// Authentication context class (`acr`).
+    Acr,
+    /// Authentication methods (`amr`), joined.
+    Amr {
+        /// Separator between methods.
+        join: String,
+    },
+    /// Another ID token claim kept in the session (listed in the IdP's `claims`).
+    Claim {
+        /// Claim name.
+        name: String,
+        /// Separator when the claim is a list.
+        join: String,
+    },
+    /// A fixed value.
+    Static(String),
+    /// A shared secret the backend checks to know the request came through the gateway.
+    Secret(Secret),
+}
+
+/// Why a request could not be given its identity headers.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum InjectError {
+    /// The value holds CR, LF, NUL, TAB or another control character.
+    #[error("identity header {header}: value contains a control character")]
+    ControlCharacter {
+        /// Header name.
+        header: String,
+    },
+    /// The value is longer than [`MAX_IDENTITY_VALUE`].
+    #[error(
+        "identity header {header}: value is {len} bytes, over the {MAX_IDENTITY_VALUE} byte limit"
+    )]
+    TooLong {
+        /// Header name.
+        header: String,
+        /// Its length.
+        len: usize,
+    },
+}
+
+/// An app's identity headers, in the order the policy lists them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct IdentityHeaders {
+    headers: Vec<(HeaderName, IdentitySource)>,
+}
+
+impl IdentityHeaders {
+    /// Builds from validated pieces (`config::app` checks names and static values).
+    pub fn new(headers: Vec<(HeaderName, IdentitySource)>) -> Self {
+        Self { headers }
+    }
+
+    /// No headers configured.
+    pub fn is_empty(&self) -> bool {
+        self.headers.is_empty()
+    }
+
+    /// The configured header names (to strip from every client request).
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.headers.iter().map(|(n, _)| n.as_str())
+    }
+
+    /// Values for this user. A header whose source is absent (no email, say) is left out:
+    /// the client's copy has already been stripped, so the backend sees none.
+    pub fn values(&self, user: &Identity) -> Result<Vec<(HeaderName, HeaderValue)>, InjectError> {
+        let mut out = Vec::with_capacity(self.headers.len());
+        for (name, source) in &self.headers {
+            let Some(text) = value_of(source, user) else {
+                continue;
+            };
+            out.push((name.clone(), checked_value(name, &text)?));
+        }
+        Ok(out)
+    }
+}
+
+fn value_of(source: &IdentitySource, user: &Identity) -> Option<String> {
+    match source {
+        IdentitySource::Subject => Some(user.subject.clone()),
+        IdentitySource::Email => user.email.clone(),
+        IdentitySource::Name => user.name.clone(),
+        IdentitySource::Groups { join } => Some(user.groups.join(join)),
+        IdentitySource::Idp => Some(user.idp.clone()),
+        IdentitySource::Acr => user.acr.clone(),
+        IdentitySource::Amr { join } => (!user.amr.is_empty()).then(|| user.amr.join(join)),
+        IdentitySource::Claim { name, join } => user
+            .claims
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, values)| values.join(join)),
+        IdentitySource::Static(v) => Some(v.clone()),
+        IdentitySource::Secret(s) => Some(s.expose().to_string()),
+    }
+}
+
+/// Refuses control characters (header splitting) and oversize values; UTF-8 passes as bytes.
+pub fn checked_value(name: &HeaderName, text: &str) -> Result<HeaderValue, InjectError> {
+    if text.len() > MAX_IDENTITY_VALUE {
+        return Err(InjectError::TooLong {
+            header: name.to_string(),
+            len: text.len(),
+        });
+    }
+    if text.chars().any(char::is_control) {
+        return Err(InjectError::ControlCharacter {
+            header: name.to_string(),
+        });
+    }
+    HeaderValue::from_bytes(text.as_bytes()).map_err(|_| InjectError::ControlCharacter {
+        header: name.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alice() -> Identity {
+        Identity {
+            subject: "alice".into(),
+            email: Some("alice@corp.example".into()),
+            name: Some("Alice Ø".into()),
+            groups: vec!["staff".into(), "finance".into()],
+            idp: "okta".into(),
+            ..Identity::default()
+        }
+    }
+
+    fn headers(list: &[(&str, IdentitySource)]) -> IdentityHeaders {
+        IdentityHeaders::new(
+            list.iter()
+                .map(|(n, s)| (HeaderName::from_bytes(n.as_bytes()).unwrap(), s.clone()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn values_come_from_the_session_and_absent_ones_are_left_out() {
+        let h = headers(&[
+            ("X-Remote-User", IdentitySource::Email),
+            ("X-Groups", IdentitySource::Groups { join: ",".into() }),
+            ("X-Name", IdentitySource::Name),
+            ("X-Acr", IdentitySource::Acr),
+        ]);
+        let v = h.values(&alice()).unwrap();
+        assert_eq!(v.len(), 3);
+        assert_eq!(v[0].1, "alice@corp.example");
+        assert_eq!(v[1].1, "staff,finance");
+        assert_eq!(v[2].1.as_bytes(), "Alice Ø".as_bytes());
+    }
+
+    #[test]
+    fn control_characters_and_huge_values_are_refused() {
+        let h = headers(&[("X-Name", IdentitySource::Name)]);
+        for evil in ["a\r\nX-Admin: 1", "a\nb", "a\0b", "a\tb", "a\u{7f}"] {
+            let mut user = alice();
+            user.name = Some(evil.into());
+            assert!(
+                matches!(h.values(&user), Err(InjectError::ControlCharacter { .. })),
+                "{evil:?}"
+            );
+        }
+        let mut user = alice();
+        user.name = Some("x".repeat(MAX_IDENTITY_VALUE + 1));
+        assert!(matches!(h.values(&user), Err(InjectError::TooLong { .. })));
+    }
+}

@@ -1,0 +1,182 @@
+//! The gateway's own endpoints under `/.portcullis/` and the login redirect: wiring between
+//! the request and `auth`, plus the audit records of each outcome.
+
+use super::{Action, RequestCtx, RequestError};
+use crate::audit::{self, AuditContext};
+use crate::auth::{
+    safe_return_to, Origin, CALLBACK_PATH, LOGGED_OUT_PATH, LOGIN_PATH, LOGOUT_PATH,
+};
+use crate::gateway::{AppRuntime, Gateway, Route};
+use crate::pages::Page;
+use crate::routing::normalise_host;
+use crate::session::cookies::request_cookies;
+use pingora::http::RequestHeader;
+use pingora::proxy::Session;
+use std::sync::Arc;
+use tracing::info;
+
+/// Answers a `/.portcullis/*` request.
+pub async fn serve(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    gateway: &Arc<Gateway>,
+    origin: &Origin,
+) -> Result<Action, RequestError> {
+    let method = session.req_header().method.clone();
+    if method != http::Method::GET && method != http::Method::HEAD {
+        return Err(RequestError::UnknownEndpoint);
+    }
+    match ctx.path.as_str() {
+        CALLBACK_PATH => callback(session, ctx, gateway, origin).await,
+        LOGIN_PATH => {
+            let query = query_pairs(session.req_header());
+            let wanted = query
+                .iter()
+                .find(|(k, _)| k == "return_to")
+                .map_or("/", |(_, v)| v.as_str());
+            let return_to = safe_return_to(wanted);
+            let path = return_to.split(['?', '#']).next().unwrap_or("/");
+            let host = normalise_host(&origin.authority).ok_or(RequestError::BadHost)?;
+            let app = match gateway.route(&host, path) {
+                Some(Route::App(app)) if app.config.idp.is_some() => app.clone(),
+                _ => return Err(RequestError::NoRoute),
+            };
+            ctx.app = Some(app.clone());
+            start_login(ctx, gateway, &app, origin, &return_to).await
+        }
+        LOGOUT_PATH => Ok(logout(session, ctx, gateway, origin).await),
+        LOGGED_OUT_PATH => Ok(Action::Page {
+            page: Page::SignedOut,
+            cookies: Vec::new(),
+        }),
+        _ => Err(RequestError::UnknownEndpoint),
+    }
+}
+
+/// Is this a top-level page load, which may be redirected to the IdP? API calls and XHR get
+/// 401 instead, so single-page apps don't pile up pending logins.
+pub fn is_navigation(req: &RequestHeader) -> bool {
+    let header = |name: &str| {
+        req.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_ascii_lowercase)
+    };
+    let method_ok = req.method == http::Method::GET || req.method == http::Method::HEAD;
+    let accept_ok = header("accept").is_none_or(|a| a.contains("text/html"));
+    let mode_ok = header("sec-fetch-mode").is_none_or(|m| m == "navigate");
+    let not_xhr = req.headers.get("x-requested-with").is_none();
+    method_ok && accept_ok && mode_ok && not_xhr
+}
+
+/// Starts a login for `app`, returning to `return_to` afterwards.
+pub async fn start_login(
+    ctx: &mut RequestCtx,
+    gateway: &Arc<Gateway>,
+    app: &AppRuntime,
+    origin: &Origin,
+    return_to: &str,
+) -> Result<Action, RequestError> {
+    let idp = app.config.idp.as_deref().unwrap_or("-");
+    let provider = gateway
+        .auth
+        .provider(idp)
+        .filter(|p| p.is_ready())
+        .ok_or_else(|| RequestError::SignInUnavailable(idp.to_string()))?;
+    let redirect = gateway
+        .auth
+        .start_login(provider, &app.config.id, origin, &safe_return_to(return_to))
+        .await
+        .map_err(|e| RequestError::SignInFailed(e.to_string()))?;
+    ctx.span.in_scope(|| info!(idp, "login started"));
+    Ok(Action::Redirect {
+        location: redirect.location,
+        cookies: vec![redirect.cookie],
+    })
+}
+
+async fn callback(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    gateway: &Arc<Gateway>,
+    origin: &Origin,
+) -> Result<Action, RequestError> {
+    let req = session.req_header();
+    let query = query_pairs(req);
+    let cookies = request_cookies(req.headers.get_all("cookie").iter());
+    let limits = |app_id: &str| {
+        gateway
+            .apps()
+            .iter()
+            .find(|a| a.config.id == app_id)
+            .map_or(
+                (
+                    gateway.config.sessions.idle,
+                    gateway.config.sessions.absolute,
+                ),
+                |a| (a.config.session_idle, a.config.session_absolute),
+            )
+    };
+    match gateway
+        .auth
+        .finish_login(&query, &cookies, origin, limits)
+        .await
+    {
+        Ok(signed_in) => {
+            let app = signed_in.session.app.clone();
+            ctx.span.record("app", app.as_str());
+            audit::login_succeeded(&audit_ctx(ctx, &app), &signed_in.session.identity);
+            ctx.user = Some(signed_in.session);
+            Ok(Action::Redirect {
+                location: signed_in.return_to,
+                cookies: signed_in.cookies,
+            })
+        }
+        Err((error, pending)) => {
+            let app = pending.as_ref().map_or("-", |p| p.app.as_str());
+            let idp = pending.as_ref().map_or("-", |p| p.idp.as_str());
+            audit::login_failed(&audit_ctx(ctx, app), idp, &error);
+            Err(RequestError::SignInFailed(error.to_string()))
+        }
+    }
+}
+
+/// Ends the session here and sends the browser to the IdP's logout.
+pub async fn logout(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    gateway: &Arc<Gateway>,
+    origin: &Origin,
+) -> Action {
+    let cookies = request_cookies(session.req_header().headers.get_all("cookie").iter());
+    let (ended, location, clear) = gateway.auth.logout(&cookies, origin).await;
+    let app = ended
+        .as_ref()
+        .map(|s| s.app.clone())
+        .or_else(|| ctx.app.as_ref().map(|a| a.config.id.clone()))
+        .unwrap_or_else(|| "-".to_string());
+    audit::logged_out(&audit_ctx(ctx, &app), ended.as_ref().map(|s| &s.identity));
+    Action::Redirect {
+        location,
+        cookies: clear,
+    }
+}
+
+fn audit_ctx<'a>(ctx: &'a RequestCtx, app: &'a str) -> AuditContext<'a> {
+    AuditContext {
+        request_id: &ctx.request_id,
+        client_ip: ctx.client_ip,
+        app,
+    }
+}
+
+fn query_pairs(req: &RequestHeader) -> Vec<(String, String)> {
+    req.uri
+        .query()
+        .map(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect()
+        })
+        .unwrap_or_default()
+}

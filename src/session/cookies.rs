@@ -1,0 +1,204 @@
+//! The gateway's own cookies: the session cookie and one short-lived cookie per login in
+//! progress, all encrypted and authenticated (the `cookie` crate's private jar, AES-256-GCM,
+//! with the cookie name bound in) so a client can neither read nor forge them.
+//!
+//! Also owns keeping these cookies away from backends: a backend never sees the gateway's
+//! session cookie, so a backend log or XSS there cannot steal a gateway session.
+
+use crate::secret::SecretBytes;
+use cookie::{Cookie, CookieJar, Key};
+use std::time::Duration;
+
+/// Every gateway cookie name starts with this (after any `__Host-` prefix).
+pub const COOKIE_PREFIX: &str = "portcullis_";
+const SESSION_COOKIE: &str = "portcullis_session";
+const LOGIN_COOKIE: &str = "portcullis_login_";
+/// Characters of the state used to name its login cookie.
+const LOGIN_TAG_LEN: usize = 16;
+
+/// Seals and opens gateway cookies with one key.
+pub struct CookieCodec {
+    key: Key,
+}
+
+impl CookieCodec {
+    /// Uses the configured key (at least 32 bytes; HKDF-stretched when shorter than 64), or a
+    /// fresh random key when none is configured.
+    pub fn new(key: Option<&SecretBytes>) -> Self {
+        let key = match key.map(SecretBytes::expose) {
+            Some(bytes) if bytes.len() >= 64 => {
+                Key::try_from(bytes.get(..64).unwrap_or(bytes)).unwrap_or_else(|_| Key::generate())
+            }
+            Some(bytes) if bytes.len() >= 32 => Key::derive_from(bytes),
+            _ => Key::generate(),
+        };
+        Self { key }
+    }
+
+    /// Encrypts `value` for a cookie called `name`.
+    pub fn seal(&self, name: &str, value: &str) -> Option<String> {
+        let mut jar = CookieJar::new();
+        jar.private_mut(&self.key)
+            .add(Cookie::new(name.to_string(), value.to_string()));
+        jar.get(name).map(|c| c.value().to_string())
+    }
+
+    /// Decrypts a cookie value; `None` when tampered, forged or sealed under another name.
+    pub fn open(&self, name: &str, sealed: &str) -> Option<String> {
+        let jar = CookieJar::new();
+        jar.private(&self.key)
+            .decrypt(Cookie::new(name.to_string(), sealed.to_string()))
+            .map(|c| c.value().to_string())
+    }
+}
+
+/// The session cookie's name: `__Host-` prefixed on HTTPS (host-only, path `/`, Secure —
+/// a sibling subdomain cannot plant it).
+pub fn session_cookie_name(secure: bool) -> String {
+    prefixed(SESSION_COOKIE, secure)
+}
+
+/// The login cookie's name for a given `state` (one per login, so many tabs can log in at
+/// once without overwriting each other's binding).
+pub fn login_cookie_name(state: &str, secure: bool) -> String {
+    let tag: String = state
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .take(LOGIN_TAG_LEN)
+        .collect();
+    prefixed(&format!("{LOGIN_COOKIE}{tag}"), secure)
+}
+
+fn prefixed(name: &str, secure: bool) -> String {
+    if secure {
+        format!("__Host-{name}")
+    } else {
+        name.to_string()
+    }
+}
+
+/// A `Set-Cookie` value: HttpOnly, SameSite=Lax (sent on the IdP's top-level redirect back),
+/// Path=/, Secure on HTTPS; `max_age` None = until the browser closes.
+pub fn set_cookie(name: &str, value: &str, secure: bool, max_age: Option<Duration>) -> String {
+    let mut text = format!("{name}={value}; Path=/; HttpOnly; SameSite=Lax");
+    if secure {
+        text.push_str("; Secure");
+    }
+    if let Some(age) = max_age {
+        text.push_str(&format!("; Max-Age={}", age.as_secs()));
+    }
+    text
+}
+
+/// A `Set-Cookie` value that deletes the cookie.
+pub fn clear_cookie(name: &str, secure: bool) -> String {
+    let mut text = format!("{name}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0");
+    if secure {
+        text.push_str("; Secure");
+    }
+    text
+}
+
+/// Cookies sent by the client, in order, from every `Cookie` header.
+pub fn request_cookies<'a>(
+    headers: impl Iterator<Item = &'a http::HeaderValue>,
+) -> Vec<(String, String)> {
+    headers
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| {
+            let (name, value) = pair.trim().split_once('=')?;
+            Some((name.trim().to_string(), value.trim().to_string()))
+        })
+        .collect()
+}
+
+/// Is this one of the gateway's cookies (any prefix variant, any case of the prefix)?
+pub fn is_gateway_cookie(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    let bare = lower
+        .strip_prefix("__host-")
+        .or_else(|| lower.strip_prefix("__secure-"))
+        .unwrap_or(&lower);
+    bare.starts_with(COOKIE_PREFIX)
+}
+
+/// The `Cookie` header to send upstream: the client's cookies minus the gateway's own, or
+/// `None` when nothing is left.
+pub fn without_gateway_cookies<'a>(
+    headers: impl Iterator<Item = &'a http::HeaderValue>,
+) -> Option<String> {
+    let kept: Vec<String> = headers
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .map(str::trim)
+        .filter(|pair| !pair.is_empty())
+        .filter(|pair| {
+            let name = pair.split_once('=').map_or(*pair, |(n, _)| n).trim();
+            !is_gateway_cookie(name)
+        })
+        .map(str::to_string)
+        .collect();
+    (!kept.is_empty()).then(|| kept.join("; "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sealed_values_open_only_unchanged_and_under_their_own_name() {
+        let codec = CookieCodec::new(Some(&SecretBytes::new(vec![7u8; 32])));
+        let sealed = codec.seal("portcullis_session", "id-123").unwrap();
+        assert!(!sealed.contains("id-123"));
+        assert_eq!(
+            codec.open("portcullis_session", &sealed).as_deref(),
+            Some("id-123")
+        );
+        assert_eq!(
+            codec.open("portcullis_other", &sealed),
+            None,
+            "name is bound in"
+        );
+        let mut flipped = sealed.clone().into_bytes();
+        let last = flipped.len() - 2;
+        flipped[last] = if flipped[last] == b'A' { b'B' } else { b'A' };
+        assert_eq!(
+            codec.open("portcullis_session", &String::from_utf8(flipped).unwrap()),
+            None
+        );
+        let other = CookieCodec::new(Some(&SecretBytes::new(vec![8u8; 32])));
+        assert_eq!(other.open("portcullis_session", &sealed), None, "other key");
+    }
+
+    #[test]
+    fn gateway_cookies_never_reach_the_backend() {
+        let headers = [
+            http::HeaderValue::from_static(
+                "a=1; portcullis_session=x; __Host-portcullis_login_ab=y",
+            ),
+            http::HeaderValue::from_static("__HOST-PORTCULLIS_session=z; b=2"),
+        ];
+        assert_eq!(
+            without_gateway_cookies(headers.iter()).as_deref(),
+            Some("a=1; b=2")
+        );
+        let only_ours = [http::HeaderValue::from_static("portcullis_session=x")];
+        assert_eq!(without_gateway_cookies(only_ours.iter()), None);
+    }
+
+    #[test]
+    fn names_follow_the_listener() {
+        assert_eq!(session_cookie_name(true), "__Host-portcullis_session");
+        assert_eq!(session_cookie_name(false), "portcullis_session");
+        assert_eq!(
+            login_cookie_name("abc;=def", false),
+            "portcullis_login_abcdef"
+        );
+        let c = set_cookie("n", "v", true, Some(Duration::from_secs(600)));
+        assert_eq!(
+            c,
+            "n=v; Path=/; HttpOnly; SameSite=Lax; Secure; Max-Age=600"
+        );
+    }
+}

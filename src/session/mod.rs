@@ -1,0 +1,313 @@
+//! Sessions and logins in progress, held in memory (moka), plus the cookies that name them.
+//!
+//! Owns the session model, its expiry (idle and absolute, per entry), the cap on how many are
+//! held, and the one-time pending-login records. It does not know how a login is proven (see
+//! `idp`) or what the backend receives (see `inject`).
+
+pub mod cookies;
+pub mod pending;
+
+use crate::idp::Identity;
+use crate::secret::Secret;
+use moka::future::Cache;
+use moka::notification::RemovalCause;
+use moka::Expiry;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A session id: 256 random bits. Never logged; the cookie carries it encrypted.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SessionId([u8; 32]);
+
+impl SessionId {
+    /// A fresh random id from OpenSSL's CSPRNG.
+    pub fn random() -> Option<Self> {
+        let mut bytes = [0u8; 32];
+        openssl::rand::rand_bytes(&mut bytes).ok()?;
+        Some(Self(bytes))
+    }
+
+    /// Text form for the (encrypted) cookie.
+    pub fn encode(&self) -> String {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(self.0)
+    }
+
+    /// Parses the text form; anything else is `None`.
+    pub fn decode(text: &str) -> Option<Self> {
+        use base64::Engine;
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(text)
+            .ok()?;
+        Some(Self(bytes.try_into().ok()?))
+    }
+}
+
+impl std::fmt::Debug for SessionId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SessionId([redacted])")
+    }
+}
+
+/// One signed-in browser.
+#[derive(Debug)]
+pub struct Session {
+    /// Who signed in.
+    pub identity: Identity,
+    /// The ID token, kept only as the logout `id_token_hint`.
+    pub id_token: Option<Secret>,
+    /// The app the login was made for.
+    pub app: String,
+    /// When the session began (Unix seconds), for audit.
+    pub created_unix: u64,
+    created: Instant,
+    last_seen_ms: AtomicU64,
+    idle: Duration,
+    absolute: Duration,
+}
+
+/// Why a stored session no longer counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expired {
+    /// Unused for longer than the idle timeout.
+    Idle,
+    /// Older than the absolute lifetime.
+    Absolute,
+}
+
+impl Expired {
+    /// Name used in audit records.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Expired::Idle => "idle",
+            Expired::Absolute => "absolute",
+        }
+    }
+}
+
+impl Session {
+    /// A new session with the creating app's limits.
+    pub fn new(
+        identity: Identity,
+        id_token: Option<Secret>,
+        app: &str,
+        idle: Duration,
+        absolute: Duration,
+    ) -> Self {
+        Self {
+            identity,
+            id_token,
+            app: app.to_string(),
+            created_unix: crate::clock::unix_now(),
+            created: Instant::now(),
+            last_seen_ms: AtomicU64::new(0),
+            idle,
+            absolute,
+        }
+    }
+
+    fn since_created(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.created)
+    }
+
+    /// Time left before expiry, counting from `now` as a use.
+    fn remaining_after_use(&self, now: Instant) -> Duration {
+        let left = self.absolute.saturating_sub(self.since_created(now));
+        self.idle.min(left)
+    }
+
+    /// Checks an app's (possibly stricter) limits and records the use.
+    pub fn touch(&self, idle: Duration, absolute: Duration) -> Result<(), Expired> {
+        let now = Instant::now();
+        let age = self.since_created(now);
+        if age >= absolute.min(self.absolute) {
+            return Err(Expired::Absolute);
+        }
+        let last = Duration::from_millis(self.last_seen_ms.load(Ordering::Relaxed));
+        if age.saturating_sub(last) >= idle.min(self.idle) {
+            return Err(Expired::Idle);
+        }
+        let ms = u64::try_from(age.as_millis()).unwrap_or(u64::MAX);
+        self.last_seen_ms.fetch_max(ms, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Approximate bytes this session holds, including the cache entry.
+    pub fn approx_bytes(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + self.identity.heap_bytes()
+            + self.id_token.as_ref().map_or(0, Secret::len)
+            + self.app.capacity()
+            + 64
+    }
+}
+
+/// Per-entry expiry: a read counts as a use (idle timer restarts), never past the absolute end.
+struct SessionExpiry;
+
+impl Expiry<SessionId, Arc<Session>> for SessionExpiry {
+    fn expire_after_create(
+        &self,
+        _key: &SessionId,
+        value: &Arc<Session>,
+        created_at: Instant,
+    ) -> Option<Duration> {
+        Some(value.remaining_after_use(created_at))
+    }
+
+    fn expire_after_read(
+        &self,
+        _key: &SessionId,
+        value: &Arc<Session>,
+        read_at: Instant,
+        _current: Option<Duration>,
+        _last_modified_at: Instant,
+    ) -> Option<Duration> {
+        Some(value.remaining_after_use(read_at))
+    }
+
+    fn expire_after_update(
+        &self,
+        _key: &SessionId,
+        value: &Arc<Session>,
+        updated_at: Instant,
+        _current: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(value.remaining_after_use(updated_at))
+    }
+}
+
+/// All sessions of this gateway process.
+#[derive(Clone)]
+pub struct SessionStore {
+    cache: Cache<SessionId, Arc<Session>>,
+}
+
+impl SessionStore {
+    /// A store holding at most `max_sessions`, least recently used evicted first.
+    pub fn new(max_sessions: u64) -> Self {
+        let cache = Cache::builder()
+            .max_capacity(max_sessions)
+            .eviction_policy(moka::policy::EvictionPolicy::lru())
+            .expire_after(SessionExpiry)
+            .eviction_listener(|_id, session: Arc<Session>, cause| {
+                let reason = match cause {
+                    RemovalCause::Expired => "expired",
+                    RemovalCause::Size => "evicted_capacity",
+                    RemovalCause::Explicit | RemovalCause::Replaced => return,
+                };
+                let user = &session.identity;
+                tracing::info!(
+                    target: "audit",
+                    event = "session_end",
+                    reason,
+                    user = user.display(),
+                    subject = %user.subject,
+                    app = %session.app,
+                    idp = %user.idp,
+                    "session ended"
+                );
+            })
+            .build();
+        Self { cache }
+    }
+
+    /// Stores a new session and returns its id.
+    pub async fn create(&self, session: Session) -> Option<SessionId> {
+        let id = SessionId::random()?;
+        self.cache.insert(id, Arc::new(session)).await;
+        Some(id)
+    }
+
+    /// Stores a session under an id chosen by the caller.
+    pub async fn insert(&self, id: SessionId, session: Arc<Session>) {
+        self.cache.insert(id, session).await;
+    }
+
+    /// The live session with this id, if any.
+    pub async fn get(&self, id: &SessionId) -> Option<Arc<Session>> {
+        self.cache.get(id).await
+    }
+
+    /// Ends a session (logout, or expiry noticed on use).
+    pub async fn remove(&self, id: &SessionId) -> Option<Arc<Session>> {
+        self.cache.remove(id).await
+    }
+
+    /// Sessions held (approximate until pending maintenance runs).
+    pub fn len(&self) -> u64 {
+        self.cache.entry_count()
+    }
+
+    /// Holds none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Runs pending evictions now (tests and metrics).
+    pub async fn run_maintenance(&self) {
+        self.cache.run_pending_tasks().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(idle_ms: u64, absolute_ms: u64) -> Session {
+        Session::new(
+            Identity {
+                subject: "s".into(),
+                ..Identity::default()
+            },
+            None,
+            "app",
+            Duration::from_millis(idle_ms),
+            Duration::from_millis(absolute_ms),
+        )
+    }
+
+    #[test]
+    fn ids_round_trip_and_are_unique() {
+        let a = SessionId::random().unwrap();
+        let b = SessionId::random().unwrap();
+        assert_ne!(a, b);
+        assert_eq!(SessionId::decode(&a.encode()), Some(a));
+        assert_eq!(SessionId::decode("short"), None);
+        assert!(!format!("{a:?}").contains(&a.encode()));
+    }
+
+    #[test]
+    fn touch_enforces_the_stricter_of_session_and_app_limits() {
+        let s = session(60_000, 120_000);
+        assert_eq!(
+            s.touch(Duration::from_secs(60), Duration::from_secs(120)),
+            Ok(())
+        );
+        assert_eq!(
+            s.touch(Duration::ZERO, Duration::from_secs(120)),
+            Err(Expired::Idle)
+        );
+        assert_eq!(
+            s.touch(Duration::from_secs(60), Duration::ZERO),
+            Err(Expired::Absolute)
+        );
+    }
+
+    #[tokio::test]
+    async fn store_expires_idle_sessions_and_caps_the_count() {
+        let store = SessionStore::new(1000);
+        let id = store.create(session(50, 10_000)).await.unwrap();
+        assert!(store.get(&id).await.is_some());
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        assert!(store.get(&id).await.is_none(), "idle session must expire");
+
+        let store = SessionStore::new(10);
+        for _ in 0..50 {
+            store.create(session(60_000, 60_000)).await.unwrap();
+        }
+        store.run_maintenance().await;
+        assert!(store.len() <= 10, "held {}", store.len());
+    }
+}

@@ -1,0 +1,91 @@
+//! Logins in progress: what the callback needs, keyed by the random `state`, used once.
+
+use crate::secret::Secret;
+use moka::future::Cache;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// One started login, waiting for the IdP to send the browser back.
+#[derive(Debug)]
+pub struct PendingLogin {
+    /// IdP name.
+    pub idp: String,
+    /// App the user was trying to reach.
+    pub app: String,
+    /// Host (with port, as the browser sent it) the login started on; the callback must
+    /// arrive on the same one.
+    pub host: String,
+    /// Same-host path (with query) to return to.
+    pub return_to: String,
+    /// The exact redirect URI sent to the IdP.
+    pub redirect_uri: String,
+    /// Expected ID token nonce.
+    pub nonce: Secret,
+    /// PKCE code verifier.
+    pub pkce_verifier: Secret,
+}
+
+/// Pending logins, forgotten after the login timeout.
+#[derive(Clone)]
+pub struct PendingLogins {
+    cache: Cache<String, (Instant, Arc<PendingLogin>)>,
+    ttl: Duration,
+}
+
+impl PendingLogins {
+    /// A store whose entries live `ttl` and number at most `max`.
+    pub fn new(ttl: Duration, max: u64) -> Self {
+        Self {
+            cache: Cache::builder().time_to_live(ttl).max_capacity(max).build(),
+            ttl,
+        }
+    }
+
+    /// Remembers a login under its state.
+    pub async fn insert(&self, state: String, login: PendingLogin) {
+        self.cache
+            .insert(state, (Instant::now(), Arc::new(login)))
+            .await;
+    }
+
+    /// Takes the login for this state: a second call with the same state finds nothing.
+    pub async fn take(&self, state: &str) -> Option<Arc<PendingLogin>> {
+        // `remove` may hand back an entry that expired but was not evicted yet.
+        let (created, login) = self.cache.remove(state).await?;
+        (created.elapsed() < self.ttl).then_some(login)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn login() -> PendingLogin {
+        PendingLogin {
+            idp: "i".into(),
+            app: "a".into(),
+            host: "h".into(),
+            return_to: "/".into(),
+            redirect_uri: "http://h/cb".into(),
+            nonce: Secret::new("n"),
+            pkce_verifier: Secret::new("v"),
+        }
+    }
+
+    #[tokio::test]
+    async fn state_is_one_time_and_expires() {
+        let store = PendingLogins::new(Duration::from_millis(80), 100);
+        store.insert("s1".into(), login()).await;
+        assert!(store.take("s1").await.is_some());
+        assert!(
+            store.take("s1").await.is_none(),
+            "reused state must be refused"
+        );
+        store.insert("s2".into(), login()).await;
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert!(
+            store.take("s2").await.is_none(),
+            "expired login must be gone"
+        );
+    }
+}

@@ -1,0 +1,143 @@
+// A real OpenID Provider on loopback for Portcullis tests and the demo. TEST ONLY.
+//
+// panva's `oidc-provider` (OpenID Certified) does every protocol step: discovery, JWKS,
+// authorization with PKCE, token, userinfo, RP-initiated logout. This file adds only what a
+// provider leaves to its deployer: accounts, a password login form and first-party consent.
+//
+// Usage: node oidc-idp.mjs <config.json>
+//   { "port": 0, "clients": [ { client_id, client_secret, redirect_uris, post_logout_redirect_uris,
+//     token_endpoint_auth_method? } ], "users": [ { id, email, password, name, groups } ] }
+// Prints `READY <issuer>` on stdout once listening.
+
+import http from 'node:http';
+import { readFileSync } from 'node:fs';
+import Provider from 'oidc-provider';
+
+const config = JSON.parse(readFileSync(process.argv[2], 'utf8'));
+const users = new Map(config.users.map((u) => [u.id, u]));
+
+function page(title, body) {
+  return `<!doctype html><html><head><meta charset="utf-8"><title>${title}</title>
+<style>body{font-family:system-ui,sans-serif;background:#eef1f6}main{max-width:22rem;margin:10vh auto;background:#fff;padding:2rem;border-radius:8px}
+input,button{display:block;width:100%;margin:.4rem 0;padding:.5rem;box-sizing:border-box}</style></head>
+<body><main><h1>Test IdP</h1>${body}<p><small>Test-only identity provider (oidc-provider).</small></p></main></body></html>`;
+}
+
+const escape = (s) => String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+
+function loginForm(uid, error) {
+  return page('Sign in', `${error ? `<p role="alert">${escape(error)}</p>` : ''}
+<form method="post" action="/interaction/${escape(uid)}/login">
+<label>User <input name="login" autocomplete="username" autofocus></label>
+<label>Password <input name="password" type="password" autocomplete="current-password"></label>
+<button type="submit">Sign in</button></form>`);
+}
+
+async function readForm(req) {
+  let body = '';
+  for await (const chunk of req) {
+    body += chunk;
+    if (body.length > 16384) throw new Error('form too large');
+  }
+  return new URLSearchParams(body);
+}
+
+const port = config.port;
+const issuer = `http://127.0.0.1:${port}`;
+
+const provider = new Provider(issuer, {
+  clients: config.clients,
+  async findAccount(ctx, id) {
+    const user = users.get(id);
+    if (!user) return undefined;
+    return {
+      accountId: id,
+      async claims() {
+        return {
+          sub: id,
+          email: user.email,
+          email_verified: true,
+          name: user.name,
+          groups: user.groups,
+        };
+      },
+    };
+  },
+  claims: {
+    openid: ['sub'],
+    email: ['email', 'email_verified'],
+    profile: ['name'],
+    groups: ['groups'],
+  },
+  scopes: ['openid', 'offline_access', 'email', 'profile', 'groups'],
+  // Put the scope's claims in the ID token itself, as Okta does with a groups claim.
+  conformIdTokenClaims: false,
+  acrValues: ['pwd'],
+  features: {
+    devInteractions: { enabled: false },
+    rpInitiatedLogout: {
+      enabled: true,
+      async logoutSource(ctx, form) {
+        ctx.body = page('Sign out', `${form}<p>Sign out of the test IdP?</p>
+<button type="submit" form="op.logoutForm" value="yes" name="logout">Yes, sign me out</button>`);
+      },
+      async postLogoutSuccessSource(ctx) {
+        ctx.body = page('Signed out', '<p>You are signed out of the test IdP.</p>');
+      },
+    },
+  },
+  cookies: { keys: ['portcullis-test-idp-cookie-key-TEST-ONLY'] },
+  interactions: { url: (ctx, interaction) => `/interaction/${interaction.uid}` },
+  // First-party clients: no consent screen, as in a corporate IdP.
+  async loadExistingGrant(ctx) {
+    const grantId = ctx.oidc.result?.consent?.grantId
+      || ctx.oidc.session.grantIdFor(ctx.oidc.client.clientId);
+    if (grantId) return ctx.oidc.provider.Grant.find(grantId);
+    const grant = new ctx.oidc.provider.Grant({
+      clientId: ctx.oidc.client.clientId,
+      accountId: ctx.oidc.session.accountId,
+    });
+    grant.addOIDCScope('openid email profile groups');
+    await grant.save();
+    return grant;
+  },
+});
+
+const callback = provider.callback();
+
+const server = http.createServer(async (req, res) => {
+  const match = req.url.match(/^\/interaction\/([A-Za-z0-9_-]+)(\/login)?$/);
+  if (!match) return callback(req, res);
+  try {
+    const details = await provider.interactionDetails(req, res);
+    if (req.method === 'GET' && !match[2]) {
+      res.setHeader('content-type', 'text/html; charset=utf-8');
+      return res.end(loginForm(details.uid));
+    }
+    if (req.method === 'POST' && match[2]) {
+      const form = await readForm(req);
+      const user = users.get(form.get('login') ?? '');
+      if (!user || user.password !== form.get('password')) {
+        res.statusCode = 401;
+        res.setHeader('content-type', 'text/html; charset=utf-8');
+        return res.end(loginForm(details.uid, 'Wrong user or password'));
+      }
+      return await provider.interactionFinished(req, res, {
+        login: { accountId: user.id, acr: 'pwd', amr: ['pwd'] },
+      }, { mergeWithLastSubmission: false });
+    }
+    res.statusCode = 405;
+    return res.end();
+  } catch (err) {
+    res.statusCode = 400;
+    return res.end(`interaction failed: ${err.message}`);
+  }
+});
+
+server.listen(port, '127.0.0.1', () => {
+  process.stdout.write(`READY ${issuer}\n`);
+});
+
+for (const signal of ['SIGTERM', 'SIGINT']) {
+  process.on(signal, () => server.close(() => process.exit(0)));
+}
