@@ -16,6 +16,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// Extra time an expired session stays in the cache, refused, so its expiry is audited.
+const EXPIRY_GRACE: Duration = Duration::from_secs(60);
+
 /// A session id: 256 random bits. Never logged; the cookie carries it encrypted.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct SessionId([u8; 32]);
@@ -111,10 +114,12 @@ impl Session {
         now.saturating_duration_since(self.created)
     }
 
-    /// Time left before expiry, counting from `now` as a use.
+    /// How long the cache keeps the entry after a use at `now`: the time left before expiry,
+    /// plus a grace period so the next use finds it and [`Session::touch`] can tell — and
+    /// audit — *why* it ended. Entries nobody asks for again are evicted after the grace.
     fn remaining_after_use(&self, now: Instant) -> Duration {
         let left = self.absolute.saturating_sub(self.since_created(now));
-        self.idle.min(left)
+        self.idle.min(left) + EXPIRY_GRACE
     }
 
     /// Checks an app's (possibly stricter) limits and records the use.
@@ -299,9 +304,18 @@ mod tests {
     async fn store_expires_idle_sessions_and_caps_the_count() {
         let store = SessionStore::new(1000);
         let id = store.create(session(50, 10_000)).await.unwrap();
-        assert!(store.get(&id).await.is_some());
+        let found = store.get(&id).await.unwrap();
+        assert_eq!(
+            found.touch(Duration::from_secs(60), Duration::from_secs(60)),
+            Ok(())
+        );
         tokio::time::sleep(Duration::from_millis(120)).await;
-        assert!(store.get(&id).await.is_none(), "idle session must expire");
+        let found = store.get(&id).await.unwrap();
+        assert_eq!(
+            found.touch(Duration::from_secs(60), Duration::from_secs(60)),
+            Err(Expired::Idle),
+            "idle session must expire"
+        );
 
         let store = SessionStore::new(10);
         for _ in 0..50 {

@@ -5,6 +5,9 @@
 //! runtime, and the gateway process is killed and reaped.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod browser;
+pub mod idp;
+
 use bytes::Bytes;
 use futures_util::stream;
 use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
@@ -280,6 +283,7 @@ pub struct GatewaySpec {
     h2c: bool,
     json_logs: bool,
     gateway_extra: String,
+    http_addr: Option<SocketAddr>,
 }
 
 impl GatewaySpec {
@@ -299,6 +303,11 @@ impl GatewaySpec {
     /// Accept HTTP/2 prior-knowledge on the plain listener.
     pub fn h2c(mut self) -> Self {
         self.h2c = true;
+        self
+    }
+    /// Listen for plain HTTP on this address (chosen beforehand, e.g. for IdP redirect URIs).
+    pub fn http_addr(mut self, addr: SocketAddr) -> Self {
+        self.http_addr = Some(addr);
         self
     }
     /// Log in JSON instead of text.
@@ -321,7 +330,7 @@ impl GatewaySpec {
         for (file, text) in &self.policies {
             std::fs::write(policies.join(file), text).unwrap();
         }
-        let http = free_addr();
+        let http = self.http_addr.unwrap_or_else(free_addr);
         let admin = free_addr();
         let https = self.https.then(free_addr);
         let https_line = https.map_or(String::new(), |a| {

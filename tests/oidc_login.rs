@@ -1,0 +1,725 @@
+//! OpenID Connect login end to end: the real gateway, a real OpenID Provider (oidc-provider on
+//! Node), real echo backends, and a headless browser that follows every redirect.
+
+#![allow(
+    clippy::panic,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing
+)]
+
+mod support;
+
+use std::time::Duration;
+use support::browser::{query_param, with_query_param, Browser};
+use support::idp::{IdpClient, TestIdp};
+use support::{echo_backend, free_addr, header_values, Backend, GatewaySpec, RunningGateway};
+
+const WIKI: &str = "wiki.localhost";
+const TIMESHEET: &str = "timesheet.localhost";
+
+struct Fixture {
+    idp: TestIdp,
+    gw: RunningGateway,
+    wiki: Backend,
+    timesheet: Backend,
+    client: IdpClient,
+}
+
+impl Fixture {
+    fn url(&self, host: &str, path: &str) -> String {
+        format!("http://{host}:{}{path}", self.gw.http.port())
+    }
+    fn browser(&self) -> Browser {
+        Browser::new(self.gw.http, &[WIKI, TIMESHEET])
+    }
+}
+
+fn app_policy(app: &str, host: &str, upstream: &str, extra: &str) -> String {
+    format!(
+        r#"schema = 1
+app = "{app}"
+owner = "it@corp.example"
+summary = "test app behind OIDC"
+hosts = ["{host}"]
+upstreams = [{{ url = "{upstream}" }}]
+idp = "corp"
+logout_path = "/logout"
+{extra}
+[identity.headers]
+"X-Remote-User" = "email"
+"X-Groups" = {{ claim = "groups", join = "," }}
+"X-Gateway" = {{ value = "portcullis" }}
+
+[[allow]]
+id = "staff"
+why = "Staff use it daily"
+groups = ["staff"]
+
+[[allow]]
+id = "assets"
+why = "Logos carry no data"
+public = true
+paths = ["/static/**"]
+
+[[deny]]
+id = "no-contractors"
+why = "Contractors never see it"
+email_domain = ["contractors.corp.example"]
+"#
+    )
+}
+
+/// Gateway with `wiki` and `timesheet` behind the IdP `corp`; `wiki_extra` goes into the wiki
+/// policy (e.g. a `[session]` table).
+async fn fixture(wiki_extra: &str) -> Fixture {
+    let http = free_addr();
+    let origins = [WIKI, TIMESHEET].map(|h| format!("http://{h}:{}", http.port()));
+    let client = IdpClient::gateway("portcullis", &origins);
+    let idp = TestIdp::start(std::slice::from_ref(&client)).await;
+    let wiki = echo_backend("wiki").await;
+    let timesheet = echo_backend("timesheet").await;
+    let gw = GatewaySpec::new()
+        .http_addr(http)
+        .gateway_toml(&idp.gateway_toml("corp", &client, ""))
+        .policy(
+            "wiki.toml",
+            app_policy("wiki", WIKI, &wiki.url(), wiki_extra),
+        )
+        .policy(
+            "timesheet.toml",
+            app_policy("timesheet", TIMESHEET, &timesheet.url(), ""),
+        )
+        .start()
+        .await;
+    wait_until_signin_available(&gw, WIKI).await;
+    Fixture {
+        idp,
+        gw,
+        wiki,
+        timesheet,
+        client,
+    }
+}
+
+/// Discovery runs in the background: wait until a protected page redirects to the IdP.
+async fn wait_until_signin_available(gw: &RunningGateway, host: &str) {
+    let browser = Browser::new(gw.http, &[host]);
+    let url = format!("http://{host}:{}/", gw.http.port());
+    for _ in 0..200 {
+        if browser.get(&url).await.status() == 302 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("sign-in never became available; log:\n{}", gw.logs());
+}
+
+#[tokio::test]
+async fn full_login_returns_to_the_deep_link_with_identity_headers() {
+    let f = fixture("").await;
+    let browser = f.browser();
+    let deep = f.url(WIKI, "/docs/page?section=2&x=%C3%A9");
+    let trip = browser.login(&deep, "alice", "alice-pw").await;
+
+    assert_eq!(trip.status, 200, "{trip:?}");
+    assert_eq!(trip.final_url(), deep, "back at the deep link");
+    assert!(trip.visited(&f.idp.issuer), "went through the IdP");
+    assert!(trip.visited("/.portcullis/oidc/callback"));
+    let echo = trip.json();
+    assert_eq!(echo["uri"], "/docs/page?section=2&x=%C3%A9");
+    assert_eq!(
+        header_values(&echo, "x-remote-user"),
+        ["alice@corp.example"]
+    );
+    assert_eq!(header_values(&echo, "x-groups"), ["staff,finance"]);
+    assert_eq!(header_values(&echo, "x-gateway"), ["portcullis"]);
+    // The gateway's own cookies never reach the backend.
+    let cookies = header_values(&echo, "cookie").join(";");
+    assert!(!cookies.contains("portcullis_"), "{cookies}");
+    assert_eq!(f.wiki.hits(), 1);
+
+    // The authorization request used PKCE S256, a state and a nonce.
+    let authorize = trip
+        .hops
+        .iter()
+        .find(|h| h.contains("code_challenge="))
+        .unwrap_or_else(|| panic!("{:?}", trip.hops));
+    assert_eq!(
+        query_param(authorize, "code_challenge_method").as_deref(),
+        Some("S256")
+    );
+    assert!(query_param(authorize, "state").is_some_and(|s| s.len() >= 22));
+    assert!(query_param(authorize, "nonce").is_some_and(|s| s.len() >= 22));
+    assert!(query_param(authorize, "scope").unwrap().contains("groups"));
+
+    // Signed in: the next request goes straight through.
+    let again = browser.get(&f.url(WIKI, "/other")).await;
+    assert_eq!(again.status(), 200);
+
+    let logs = f.gw.wait_for_log("login_success").await;
+    assert!(
+        logs.contains("login_success") && logs.contains("alice@corp.example"),
+        "{logs}"
+    );
+    // Codes, states, tokens and the client secret never reach the logs.
+    let callback = callback_hop(&trip);
+    for secret in [
+        query_param(&callback, "code").unwrap(),
+        query_param(&callback, "state").unwrap(),
+        f.client.secret.clone(),
+    ] {
+        assert!(!logs.contains(&secret), "log leaks a secret");
+    }
+    assert!(!logs.contains("eyJ"), "log holds a JWT");
+}
+
+#[tokio::test]
+async fn session_cookie_is_hardened() {
+    let f = fixture("").await;
+    let browser = f.browser();
+    let form = browser.follow(&f.url(WIKI, "/")).await;
+    let action = support::browser::form_action(&form.body);
+    let url = url::Url::parse(form.final_url())
+        .unwrap()
+        .join(&action)
+        .unwrap();
+    let trip = browser
+        .submit(
+            url.as_str(),
+            &[("login", "alice"), ("password", "alice-pw")],
+        )
+        .await;
+    assert_eq!(trip.status, 200);
+    let session_cookie = browser.cookies_for(&f.url(WIKI, "/"));
+    assert!(
+        session_cookie.contains("portcullis_session="),
+        "{session_cookie}"
+    );
+    // Its value is sealed: no readable id, and long enough for a 256-bit id plus AEAD tag.
+    let value = session_cookie
+        .split("; ")
+        .find_map(|c| c.strip_prefix("portcullis_session="))
+        .unwrap();
+    assert!(value.len() >= 60, "{value}");
+    // Start another login to read the flags on a fresh Set-Cookie (login binding cookie).
+    let other = Browser::new(f.gw.http, &[WIKI]);
+    let response = other.get(&f.url(WIKI, "/x")).await;
+    let set_cookie = response
+        .headers()
+        .get("set-cookie")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(set_cookie.contains("HttpOnly"), "{set_cookie}");
+    assert!(set_cookie.contains("SameSite=Lax"), "{set_cookie}");
+    assert!(set_cookie.contains("Max-Age=600"), "{set_cookie}");
+}
+
+#[tokio::test]
+async fn callback_state_must_be_present_bound_and_unused() {
+    let f = fixture("").await;
+    let browser = f.browser();
+    let trip = browser.login(&f.url(WIKI, "/"), "alice", "alice-pw").await;
+    assert_eq!(trip.status, 200);
+    let callback = callback_hop(&trip);
+
+    // Reused: the same callback again (same browser; its login cookie was cleared).
+    let replay = browser.get(&callback).await;
+    assert_eq!(replay.status(), 400, "reused state");
+
+    // Missing state.
+    let code = query_param(&callback, "code").unwrap();
+    let missing = browser
+        .get(&f.url(WIKI, &format!("/.portcullis/oidc/callback?code={code}")))
+        .await;
+    assert_eq!(missing.status(), 400, "missing state");
+
+    // Altered state: a fresh login, with the state changed on the way back.
+    let fresh = Browser::new(f.gw.http, &[WIKI]);
+    let form = fresh.follow(&f.url(WIKI, "/")).await;
+    let back = fresh.sign_in_stop_at_callback(&form).await;
+    let state = query_param(&back, "state").unwrap();
+    let altered = with_query_param(&back, "state", &format!("{state}x"));
+    assert_eq!(fresh.get(&altered).await.status(), 400, "altered state");
+    let flipped = with_query_param(&back, "state", &state.chars().rev().collect::<String>());
+    assert_eq!(fresh.get(&flipped).await.status(), 400, "altered state");
+
+    // Right state, wrong browser: the callback is not bound to this one (login CSRF).
+    let attacker_victim = Browser::new(f.gw.http, &[WIKI]);
+    assert_eq!(
+        attacker_victim.get(&back).await.status(),
+        400,
+        "unbound state"
+    );
+    // The rightful browser can still finish: refusals above did not consume its login.
+    let binding = fresh.cookies_for(&back);
+    let ok = fresh.get(&back).await;
+    assert_eq!(ok.status(), 302, "rightful callback");
+    // Replayed with a copy of the binding cookie: the state is spent.
+    let replayer = Browser::new(f.gw.http, &[WIKI]);
+    let replay = replayer
+        .get_with(
+            &back,
+            &[("accept", "text/html"), ("cookie", binding.as_str())],
+        )
+        .await;
+    assert_eq!(replay.status(), 400, "reused state with its cookie");
+
+    let logs = f.gw.wait_for_log("not bound").await;
+    for reason in [
+        "unknown, reused or expired state",
+        "callback without `state`",
+        "not bound to this browser",
+    ] {
+        assert!(
+            logs.contains(reason),
+            "audit reason {reason:?} missing:\n{logs}"
+        );
+    }
+    assert!(
+        f.wiki.hits() == 1,
+        "no refused callback reached the backend"
+    );
+}
+
+#[tokio::test]
+async fn tampered_nonce_is_refused() {
+    let f = fixture("").await;
+    let browser = f.browser();
+    let first = browser.get(&f.url(WIKI, "/")).await;
+    let authorize = first
+        .headers()
+        .get("location")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    // The browser swaps the nonce; the IdP faithfully signs the swapped one into the token.
+    let tampered = with_query_param(&authorize, "nonce", "attacker-chosen-nonce-0123456789");
+    let form = browser.follow(&tampered).await;
+    let trip = browser.sign_in(&form, "alice", "alice-pw").await;
+    assert_eq!(trip.status, 400, "{trip:?}");
+    assert!(trip.body.contains("Sign-in failed"));
+    let logs = f.gw.wait_for_log("login_failure").await;
+    assert!(logs.contains("nonce"), "{logs}");
+    assert_eq!(f.wiki.hits(), 0);
+}
+
+#[tokio::test]
+async fn replayed_code_is_refused() {
+    let f = fixture("").await;
+    let browser = f.browser();
+    let trip = browser.login(&f.url(WIKI, "/"), "alice", "alice-pw").await;
+    assert_eq!(trip.status, 200);
+    let used = callback_hop(&trip);
+    let code = query_param(&used, "code").unwrap();
+
+    // A new login in another browser gets a fresh state; the old code is smuggled in.
+    let other = Browser::new(f.gw.http, &[WIKI]);
+    let form = other.follow(&f.url(WIKI, "/")).await;
+    let back = other.sign_in_stop_at_callback(&form).await;
+    let smuggled = with_query_param(&back, "code", &code);
+    let response = other.get(&smuggled).await;
+    assert_eq!(response.status(), 400);
+    let logs = f.gw.wait_for_log("code exchange failed").await;
+    assert!(logs.contains("code exchange failed"), "{logs}");
+    // Its state is spent too: the genuine code cannot be used afterwards.
+    assert_eq!(other.get(&back).await.status(), 400);
+}
+
+#[tokio::test]
+async fn idle_and_absolute_timeouts_end_sessions() {
+    let f = fixture("[session]\nidle = \"2s\"\nabsolute = \"1h\"\n").await;
+    let browser = f.browser();
+    assert_eq!(
+        browser
+            .login(&f.url(WIKI, "/"), "alice", "alice-pw")
+            .await
+            .status,
+        200
+    );
+    assert_eq!(browser.get(&f.url(WIKI, "/a")).await.status(), 200);
+    tokio::time::sleep(Duration::from_millis(2600)).await;
+    let after_idle = browser.get(&f.url(WIKI, "/a")).await;
+    assert_eq!(after_idle.status(), 302, "idle session must be over");
+    let logs = f.gw.wait_for_log("session_end").await;
+    assert!(logs.contains("idle"), "{logs}");
+    drop(f);
+
+    let f = fixture("[session]\nidle = \"3s\"\nabsolute = \"3s\"\n").await;
+    let browser = f.browser();
+    assert_eq!(
+        browser
+            .login(&f.url(WIKI, "/"), "alice", "alice-pw")
+            .await
+            .status,
+        200
+    );
+    // Used every second, so idle never fires; the absolute limit still does.
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        assert_eq!(browser.get(&f.url(WIKI, "/a")).await.status(), 200);
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        browser.get(&f.url(WIKI, "/a")).await.status(),
+        302,
+        "absolute limit"
+    );
+}
+
+#[tokio::test]
+async fn tampered_session_cookie_counts_as_no_session() {
+    let f = fixture("").await;
+    let browser = f.browser();
+    assert_eq!(
+        browser
+            .login(&f.url(WIKI, "/"), "alice", "alice-pw")
+            .await
+            .status,
+        200
+    );
+    let cookie = browser.cookies_for(&f.url(WIKI, "/"));
+    let value = cookie
+        .split("; ")
+        .find_map(|c| c.strip_prefix("portcullis_session="))
+        .unwrap()
+        .to_string();
+    let mut bytes = value.into_bytes();
+    let i = bytes.len() / 2;
+    bytes[i] = if bytes[i] == b'A' { b'B' } else { b'A' };
+    let forged = format!("portcullis_session={}", String::from_utf8(bytes).unwrap());
+    let stranger = Browser::new(f.gw.http, &[WIKI]);
+    let response = stranger
+        .get_with(
+            &f.url(WIKI, "/"),
+            &[("accept", "text/html"), ("cookie", forged.as_str())],
+        )
+        .await;
+    assert_eq!(
+        response.status(),
+        302,
+        "forged cookie is no session: login again"
+    );
+    assert!(response.headers()["location"]
+        .to_str()
+        .unwrap()
+        .starts_with(&f.idp.issuer));
+    let logs = f.gw.wait_for_log("session cookie ignored").await;
+    assert!(logs.contains("failed authentication"), "{logs}");
+    // The real cookie still works.
+    assert_eq!(browser.get(&f.url(WIKI, "/")).await.status(), 200);
+}
+
+#[tokio::test]
+async fn return_to_never_leaves_the_host() {
+    let f = fixture("").await;
+    for evil in [
+        "https://evil.example/",
+        "//evil.example/x",
+        "/\\evil.example",
+        "http:evil.example",
+    ] {
+        let browser = f.browser();
+        let start = f.url(
+            WIKI,
+            &format!("/.portcullis/login?return_to={}", urlencode(evil)),
+        );
+        let trip = browser.login(&start, "alice", "alice-pw").await;
+        assert_eq!(trip.status, 200, "{evil}");
+        assert_eq!(trip.final_url(), f.url(WIKI, "/"), "{evil}");
+        let hosts: Vec<String> = trip
+            .hops
+            .iter()
+            .map(|h| {
+                url::Url::parse(h)
+                    .unwrap()
+                    .host_str()
+                    .unwrap_or("")
+                    .to_string()
+            })
+            .collect();
+        assert!(
+            !hosts.iter().any(|h| h.contains("evil")),
+            "{evil}: {hosts:?}"
+        );
+    }
+    // A same-host path is honoured.
+    let browser = f.browser();
+    let trip = browser
+        .login(
+            &f.url(WIKI, "/.portcullis/login?return_to=%2Freports%3Fy%3D1"),
+            "bob",
+            "bob-pw",
+        )
+        .await;
+    assert_eq!(trip.final_url(), f.url(WIKI, "/reports?y=1"));
+}
+
+#[tokio::test]
+async fn spoofed_identity_headers_are_replaced_by_the_session() {
+    let f = fixture("").await;
+    let browser = f.browser();
+    assert_eq!(
+        browser
+            .login(&f.url(WIKI, "/"), "bob", "bob-pw")
+            .await
+            .status,
+        200
+    );
+    let response = browser
+        .get_with(
+            &f.url(WIKI, "/me"),
+            &[
+                ("accept", "text/html"),
+                ("X-Remote-User", "alice@corp.example"),
+                ("x_remote_user", "alice@corp.example"),
+                ("X-REMOTE-USER", "admin"),
+                ("X-Groups", "admins"),
+                ("x-groups", "finance"),
+                ("X-Gateway", "forged"),
+            ],
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    let echo: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(header_values(&echo, "x-remote-user"), ["bob@corp.example"]);
+    assert_eq!(header_values(&echo, "x-groups"), ["staff"]);
+    assert_eq!(header_values(&echo, "x-gateway"), ["portcullis"]);
+    assert!(header_values(&echo, "x_remote_user").is_empty());
+}
+
+#[tokio::test]
+async fn rules_use_groups_and_email_domain() {
+    let f = fixture("").await;
+    // carol is signed in, but a contractor: the deny rule wins.
+    let carol = f.browser();
+    let trip = carol.login(&f.url(WIKI, "/"), "carol", "carol-pw").await;
+    assert_eq!(trip.status, 403, "{trip:?}");
+    // Public assets need no login at all.
+    let anonymous = f.browser();
+    let asset = anonymous.get(&f.url(WIKI, "/static/logo.png")).await;
+    assert_eq!(asset.status(), 200);
+    assert_eq!(f.wiki.hits(), 1);
+    let logs = f.gw.wait_for_log("no-contractors").await;
+    assert!(logs.contains("no-contractors"), "{logs}");
+}
+
+#[tokio::test]
+async fn api_calls_get_401_instead_of_a_redirect() {
+    let f = fixture("").await;
+    let browser = f.browser();
+    for headers in [
+        &[("accept", "application/json")][..],
+        &[
+            ("accept", "text/html"),
+            ("x-requested-with", "XMLHttpRequest"),
+        ][..],
+        &[("accept", "*/*"), ("sec-fetch-mode", "cors")][..],
+    ] {
+        let response = browser.get_with(&f.url(WIKI, "/api/data"), headers).await;
+        assert_eq!(response.status(), 401, "{headers:?}");
+        let hint = response.headers()["www-authenticate"].to_str().unwrap();
+        assert!(hint.contains("/.portcullis/login"), "{hint}");
+        assert!(
+            response.headers().get("set-cookie").is_none(),
+            "no pending login made"
+        );
+    }
+    // POST without a session is not a navigation either.
+    let post = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .resolve(WIKI, f.gw.http)
+        .build()
+        .unwrap()
+        .post(f.url(WIKI, "/form"))
+        .header("accept", "text/html")
+        .body("a=1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(post.status(), 401);
+    assert_eq!(f.wiki.hits(), 0);
+}
+
+#[tokio::test]
+async fn many_tabs_log_in_at_once() {
+    let f = fixture("").await;
+    let browser = f.browser();
+    // Five tabs hit protected pages before any login finished.
+    let mut authorize = Vec::new();
+    for tab in 0..5 {
+        let r = browser.get(&f.url(WIKI, &format!("/tab/{tab}"))).await;
+        assert_eq!(r.status(), 302);
+        authorize.push(r.headers()["location"].to_str().unwrap().to_string());
+    }
+    // The first tab signs in; the others ride the IdP session. Each lands where it started.
+    for (tab, url) in authorize.iter().enumerate() {
+        let trip = browser.follow(url).await;
+        let trip = if trip.is_login_form() {
+            browser.sign_in(&trip, "alice", "alice-pw").await
+        } else {
+            trip
+        };
+        assert_eq!(trip.status, 200, "tab {tab}: {trip:?}");
+        assert_eq!(trip.final_url(), f.url(WIKI, &format!("/tab/{tab}")));
+    }
+}
+
+#[tokio::test]
+async fn second_app_signs_in_silently_through_the_idp_session() {
+    let f = fixture("").await;
+    let browser = f.browser();
+    assert_eq!(
+        browser
+            .login(&f.url(WIKI, "/"), "alice", "alice-pw")
+            .await
+            .status,
+        200
+    );
+    let trip = browser.follow(&f.url(TIMESHEET, "/week")).await;
+    assert_eq!(trip.status, 200, "{trip:?}");
+    assert!(trip.visited(&f.idp.issuer), "went to the IdP");
+    assert!(
+        !trip.hops.iter().any(|h| h.contains("/interaction/")),
+        "no password asked: {:?}",
+        trip.hops
+    );
+    assert_eq!(
+        header_values(&trip.json(), "x-remote-user"),
+        ["alice@corp.example"]
+    );
+    assert_eq!(f.timesheet.hits(), 1);
+}
+
+#[tokio::test]
+async fn logout_ends_the_session_here_and_at_the_idp() {
+    let f = fixture("").await;
+    let browser = f.browser();
+    assert_eq!(
+        browser
+            .login(&f.url(WIKI, "/"), "alice", "alice-pw")
+            .await
+            .status,
+        200
+    );
+    let trip = browser.follow(&f.url(WIKI, "/.portcullis/logout")).await;
+    let end_session = trip
+        .hops
+        .iter()
+        .find(|h| h.contains("/session/end"))
+        .unwrap();
+    assert!(
+        query_param(end_session, "id_token_hint").is_some(),
+        "{end_session}"
+    );
+    assert_eq!(
+        query_param(end_session, "post_logout_redirect_uri").as_deref(),
+        Some(f.url(WIKI, "/.portcullis/logged-out").as_str())
+    );
+    let done = browser.confirm_logout(&trip).await;
+    assert_eq!(done.status, 200);
+    assert_eq!(done.final_url(), f.url(WIKI, "/.portcullis/logged-out"));
+    assert!(done.body.contains("Signed out"));
+    assert!(!browser
+        .cookies_for(&f.url(WIKI, "/"))
+        .contains("portcullis_session"));
+
+    // Next visit: back to the IdP, which asks for the password again.
+    let next = browser.follow(&f.url(WIKI, "/")).await;
+    assert!(next.is_login_form(), "{next:?}");
+    let logs = f.gw.wait_for_log("event=\"logout\"").await;
+    assert!(
+        logs.contains("logout") && logs.contains("alice@corp.example"),
+        "{logs}"
+    );
+}
+
+#[tokio::test]
+async fn app_logout_path_is_intercepted() {
+    let f = fixture("").await;
+    let browser = f.browser();
+    assert_eq!(
+        browser
+            .login(&f.url(TIMESHEET, "/"), "bob", "bob-pw")
+            .await
+            .status,
+        200
+    );
+    let hits = f.timesheet.hits();
+    let response = browser.get(&f.url(TIMESHEET, "/logout")).await;
+    assert_eq!(response.status(), 302);
+    assert!(response.headers()["location"]
+        .to_str()
+        .unwrap()
+        .contains("/session/end"));
+    assert_eq!(
+        f.timesheet.hits(),
+        hits,
+        "the backend's /logout is never reached"
+    );
+    // The gateway session is gone even before the IdP confirms.
+    assert_eq!(browser.get(&f.url(TIMESHEET, "/")).await.status(), 302);
+}
+
+#[tokio::test]
+async fn unreachable_idp_serves_public_paths_and_says_sign_in_is_unavailable() {
+    let http = free_addr();
+    let idp_addr = free_addr();
+    let origins = [format!("http://{WIKI}:{}", http.port())];
+    let client = IdpClient::gateway("portcullis", &origins);
+    let secret = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(secret.path(), &client.secret).unwrap();
+    let wiki = echo_backend("wiki").await;
+    let gw = GatewaySpec::new()
+        .http_addr(http)
+        .gateway_toml(&format!(
+            "[idp.corp]\nkind = \"oidc\"\nissuer = \"http://127.0.0.1:{}\"\nallow_insecure_issuer = true\nclient_id = \"portcullis\"\nclient_secret_file = \"{}\"\n",
+            idp_addr.port(),
+            secret.path().display()
+        ))
+        .policy("wiki.toml", app_policy("wiki", WIKI, &wiki.url(), ""))
+        .start()
+        .await;
+    let browser = Browser::new(gw.http, &[WIKI]);
+    let url = |p: &str| format!("http://{WIKI}:{}{p}", http.port());
+    assert_eq!(browser.get(&url("/static/a.css")).await.status(), 200);
+    let protected = browser.get(&url("/")).await;
+    assert_eq!(protected.status(), 503);
+    assert!(protected
+        .text()
+        .await
+        .unwrap()
+        .contains("Sign-in temporarily unavailable"));
+    let logs = gw.wait_for_log("discovery failed").await;
+    assert!(logs.contains("discovery failed"), "{logs}");
+
+    // The IdP comes up: discovery retries and sign-in starts working.
+    let _idp = TestIdp::start_on(idp_addr, &[client]).await;
+    for _ in 0..300 {
+        if browser.get(&url("/")).await.status() == 302 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!(
+        "sign-in did not recover after the IdP came up:\n{}",
+        gw.logs()
+    );
+}
+
+/// The gateway callback URL a trip passed through.
+fn callback_hop(trip: &support::browser::Trip) -> String {
+    trip.hops
+        .iter()
+        .find(|h| h.contains("/.portcullis/oidc/callback?"))
+        .unwrap_or_else(|| panic!("no callback in {:?}", trip.hops))
+        .clone()
+}
+
+fn urlencode(text: &str) -> String {
+    url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}

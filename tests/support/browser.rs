@@ -1,0 +1,267 @@
+//! A headless "browser" for login flows: a cookie jar, page-navigation headers, redirects
+//! followed one hop at a time (so tests can inspect or tamper with each), and HTML form
+//! submission for the IdP's login and logout pages.
+
+use reqwest::cookie::{CookieStore, Jar};
+use reqwest::header::HeaderMap;
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use url::Url;
+
+/// What a browser sends for a top-level page load.
+pub const NAVIGATION: &[(&str, &str)] = &[
+    (
+        "accept",
+        "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
+    ),
+    ("sec-fetch-mode", "navigate"),
+];
+
+/// One browser profile (its own cookies).
+pub struct Browser {
+    client: reqwest::Client,
+    pub jar: Arc<Jar>,
+}
+
+/// The end of a chain of redirects.
+#[derive(Debug)]
+pub struct Trip {
+    /// Every URL visited, in order (the first is where the trip started).
+    pub hops: Vec<String>,
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: String,
+}
+
+impl Trip {
+    /// The URL that answered last.
+    pub fn final_url(&self) -> &str {
+        self.hops.last().map_or("", String::as_str)
+    }
+    /// The echo backend's JSON answer.
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}) at {}: {}", self.final_url(), self.body))
+    }
+    /// Did the trip pass through a URL containing `needle`?
+    pub fn visited(&self, needle: &str) -> bool {
+        self.hops.iter().any(|h| h.contains(needle))
+    }
+    /// Is this the test IdP's password form?
+    pub fn is_login_form(&self) -> bool {
+        self.body.contains("name=\"password\"")
+    }
+}
+
+impl Browser {
+    /// A browser that reaches every name in `hosts` at `gateway` (other hosts: by DNS).
+    pub fn new(gateway: SocketAddr, hosts: &[&str]) -> Self {
+        let jar = Arc::new(Jar::default());
+        let mut builder = reqwest::Client::builder()
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .cookie_provider(jar.clone())
+            .timeout(Duration::from_secs(30));
+        for host in hosts {
+            builder = builder.resolve(host, gateway);
+        }
+        Self {
+            client: builder.build().unwrap(),
+            jar,
+        }
+    }
+
+    /// One GET as a page navigation, no redirect followed.
+    pub async fn get(&self, url: &str) -> reqwest::Response {
+        self.get_with(url, NAVIGATION).await
+    }
+
+    /// One GET with exactly these extra headers.
+    pub async fn get_with(&self, url: &str, headers: &[(&str, &str)]) -> reqwest::Response {
+        let mut req = self.client.get(url);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        req.send().await.unwrap()
+    }
+
+    /// Navigates to `url` and follows redirects (at most 20).
+    pub async fn follow(&self, url: &str) -> Trip {
+        let first = self.get(url).await;
+        self.follow_response(url, first).await
+    }
+
+    async fn follow_response(&self, url: &str, mut response: reqwest::Response) -> Trip {
+        let mut hops = vec![url.to_string()];
+        let mut current = url.to_string();
+        for _ in 0..20 {
+            if !response.status().is_redirection() {
+                break;
+            }
+            let location = response
+                .headers()
+                .get("location")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_else(|| panic!("redirect without Location from {current}"));
+            current = Url::parse(&current)
+                .unwrap()
+                .join(location)
+                .unwrap()
+                .to_string();
+            hops.push(current.clone());
+            response = self.get(&current).await;
+        }
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response.text().await.unwrap_or_default();
+        Trip {
+            hops,
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// Posts a form at `url` (as a browser would) and follows the redirects.
+    pub async fn submit(&self, url: &str, form: &[(&str, &str)]) -> Trip {
+        let response = self
+            .client
+            .post(url)
+            .header("accept", "text/html")
+            .form(form)
+            .send()
+            .await
+            .unwrap();
+        self.follow_response(url, response).await
+    }
+
+    /// Fills the IdP's password form reached by `trip` and follows where it leads.
+    pub async fn sign_in(&self, trip: &Trip, user: &str, password: &str) -> Trip {
+        assert!(
+            trip.is_login_form(),
+            "expected the IdP login form at {}: {}",
+            trip.final_url(),
+            trip.body
+        );
+        let action = form_action(&trip.body);
+        let url = Url::parse(trip.final_url()).unwrap().join(&action).unwrap();
+        self.submit(url.as_str(), &[("login", user), ("password", password)])
+            .await
+    }
+
+    /// Signs in as alice on the IdP form reached by `form` and follows redirects up to, but
+    /// not into, the gateway's callback; returns the callback URL.
+    pub async fn sign_in_stop_at_callback(&self, form: &Trip) -> String {
+        self.sign_in_stop_at(form, "/.portcullis/oidc/callback")
+            .await
+    }
+
+    /// Signs in as alice and follows redirects until the next URL contains `needle`, which is
+    /// returned without being requested.
+    pub async fn sign_in_stop_at(&self, form: &Trip, needle: &str) -> String {
+        let action = form_action(&form.body);
+        let url = Url::parse(form.final_url()).unwrap().join(&action).unwrap();
+        let mut response = self
+            .client
+            .post(url.as_str())
+            .form(&[("login", "alice"), ("password", "alice-pw")])
+            .send()
+            .await
+            .unwrap();
+        let mut current = url.to_string();
+        for _ in 0..20 {
+            let location = response
+                .headers()
+                .get("location")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_else(|| panic!("no redirect from {current}"));
+            current = Url::parse(&current)
+                .unwrap()
+                .join(location)
+                .unwrap()
+                .to_string();
+            if current.contains(needle) {
+                return current;
+            }
+            response = self.get(&current).await;
+        }
+        panic!("never redirected to {needle}");
+    }
+
+    /// Navigates to a protected `url`, signs in at the IdP as `user`, and follows back.
+    pub async fn login(&self, url: &str, user: &str, password: &str) -> Trip {
+        let form = self.follow(url).await;
+        let mut trip = self.sign_in(&form, user, password).await;
+        let mut hops = form.hops;
+        hops.append(&mut trip.hops);
+        trip.hops = hops;
+        trip
+    }
+
+    /// Confirms the IdP's "sign out?" page reached by `trip`.
+    pub async fn confirm_logout(&self, trip: &Trip) -> Trip {
+        let action = form_action(&trip.body);
+        let xsrf = hidden_input(&trip.body, "xsrf");
+        let url = Url::parse(trip.final_url()).unwrap().join(&action).unwrap();
+        self.submit(url.as_str(), &[("xsrf", &xsrf), ("logout", "yes")])
+            .await
+    }
+
+    /// The `Cookie` header this browser would send to `url`.
+    pub fn cookies_for(&self, url: &str) -> String {
+        self.jar
+            .cookies(&Url::parse(url).unwrap())
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default()
+    }
+}
+
+/// The first form's `action`.
+pub fn form_action(html: &str) -> String {
+    let start = html.find("action=\"").expect("form with an action") + 8;
+    let end = html[start..].find('"').unwrap() + start;
+    html[start..end].replace("&amp;", "&")
+}
+
+/// The value of the hidden input called `name`.
+pub fn hidden_input(html: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\"");
+    let at = html
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no input {name} in {html}"));
+    let tag_start = html[..at].rfind('<').unwrap();
+    let tag_end = html[at..].find('>').unwrap() + at;
+    let tag = &html[tag_start..tag_end];
+    let v = tag.find("value=\"").unwrap() + 7;
+    let e = tag[v..].find('"').unwrap() + v;
+    tag[v..e].to_string()
+}
+
+/// A query parameter of a URL.
+pub fn query_param(url: &str, name: &str) -> Option<String> {
+    Url::parse(url)
+        .ok()?
+        .query_pairs()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+/// `url` with query parameter `name` replaced by `value`.
+pub fn with_query_param(url: &str, name: &str, value: &str) -> String {
+    let mut parsed = Url::parse(url).unwrap();
+    let pairs: Vec<(String, String)> = parsed
+        .query_pairs()
+        .map(|(k, v)| {
+            let v = if k == name {
+                value.to_string()
+            } else {
+                v.into_owned()
+            };
+            (k.into_owned(), v)
+        })
+        .collect();
+    parsed.query_pairs_mut().clear().extend_pairs(pairs);
+    parsed.to_string()
+}

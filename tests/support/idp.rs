@@ -1,0 +1,167 @@
+//! A real OpenID Provider (panva's `oidc-provider`, run by Node from `tests/idp/`) on a
+//! loopback port, with test users and clients. Killed when dropped.
+
+use super::{free_addr, repo_root};
+use serde_json::json;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A client registered at the test IdP.
+#[derive(Clone)]
+pub struct IdpClient {
+    pub id: String,
+    pub secret: String,
+    pub redirect_uris: Vec<String>,
+    pub post_logout_redirect_uris: Vec<String>,
+    pub auth_method: &'static str,
+}
+
+impl IdpClient {
+    /// A confidential client for the gateway serving `hosts` on `base` ports, e.g.
+    /// `http://wiki.localhost:1234`.
+    pub fn gateway(id: &str, origins: &[String]) -> Self {
+        Self {
+            id: id.to_string(),
+            secret: format!("{id}-secret-TEST-ONLY"),
+            redirect_uris: origins
+                .iter()
+                .map(|o| format!("{o}/.portcullis/oidc/callback"))
+                .collect(),
+            post_logout_redirect_uris: origins
+                .iter()
+                .map(|o| format!("{o}/.portcullis/logged-out"))
+                .collect(),
+            auth_method: "client_secret_basic",
+        }
+    }
+}
+
+/// Test users: (id, password, email, name, groups).
+pub const USERS: &[(&str, &str, &str, &str, &[&str])] = &[
+    (
+        "alice",
+        "alice-pw",
+        "alice@corp.example",
+        "Alice Example",
+        &["staff", "finance"],
+    ),
+    (
+        "bob",
+        "bob-pw",
+        "bob@corp.example",
+        "Bob Example",
+        &["staff"],
+    ),
+    (
+        "carol",
+        "carol-pw",
+        "carol@contractors.corp.example",
+        "Carol Contractor",
+        &[],
+    ),
+];
+
+/// The running IdP.
+pub struct TestIdp {
+    pub addr: SocketAddr,
+    pub issuer: String,
+    pub dir: tempfile::TempDir,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl TestIdp {
+    /// Starts the IdP on a free port.
+    pub async fn start(clients: &[IdpClient]) -> Self {
+        Self::start_on(free_addr(), clients).await
+    }
+
+    /// Starts the IdP on `addr` (to bring it up after a gateway that already points there).
+    pub async fn start_on(addr: SocketAddr, clients: &[IdpClient]) -> Self {
+        let script = repo_root().join("tests/idp/oidc-idp.mjs");
+        assert!(
+            repo_root().join("tests/idp/node_modules/oidc-provider").is_dir(),
+            "tests/idp/node_modules is missing: run ./tests/run.sh (or `npm ci --prefix tests/idp`)"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let config = json!({
+            "port": addr.port(),
+            "clients": clients.iter().map(|c| json!({
+                "client_id": c.id,
+                "client_secret": c.secret,
+                "redirect_uris": c.redirect_uris,
+                "post_logout_redirect_uris": c.post_logout_redirect_uris,
+                "token_endpoint_auth_method": c.auth_method,
+                "grant_types": ["authorization_code"],
+                "response_types": ["code"],
+            })).collect::<Vec<_>>(),
+            "users": USERS.iter().map(|(id, pw, email, name, groups)| json!({
+                "id": id, "password": pw, "email": email, "name": name, "groups": groups,
+            })).collect::<Vec<_>>(),
+        });
+        let config_path = dir.path().join("idp.json");
+        std::fs::write(&config_path, config.to_string()).unwrap();
+        let log = dir.path().join("idp.log");
+        let child = Command::new("node")
+            .arg(&script)
+            .arg(&config_path)
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("node must be installed (tests/run.sh installs it)");
+        let mut idp = Self {
+            addr,
+            issuer: format!("http://127.0.0.1:{}", addr.port()),
+            dir,
+            child: Some(child),
+            log,
+        };
+        idp.wait_ready().await;
+        idp
+    }
+
+    async fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if std::fs::read_to_string(&self.log)
+                .unwrap_or_default()
+                .contains("READY")
+            {
+                return;
+            }
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!("test IdP exited ({status})");
+            }
+            assert!(Instant::now() < deadline, "test IdP not ready in 30 s");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Writes a client's secret to a file and returns `[idp.<name>]` TOML for the gateway.
+    pub fn gateway_toml(&self, name: &str, client: &IdpClient, extra: &str) -> String {
+        let secret_file = self.dir.path().join(format!("{}.secret", client.id));
+        std::fs::write(&secret_file, format!("{}\n", client.secret)).unwrap();
+        format!(
+            "[idp.{name}]\nkind = \"oidc\"\nissuer = \"{}\"\nallow_insecure_issuer = true\n\
+             client_id = \"{}\"\nclient_secret_file = \"{}\"\ngroups_scope = \"groups\"\n{extra}\n",
+            self.issuer,
+            client.id,
+            secret_file.display()
+        )
+    }
+}
+
+impl Drop for TestIdp {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
