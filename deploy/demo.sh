@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Portcullis demo on a fresh Debian machine (as root): installs what it needs, builds a release
-# binary, starts two sample legacy apps (the timesheet as two instances) and the gateway in
-# front of them, checks that each app answers through the gateway, and prints URLs to try.
+# binary, starts a real OpenID Provider (oidc-provider, users alice/bob/carol), two sample legacy
+# apps (the timesheet as two instances) and the gateway in front of them, signs alice in end to
+# end as a smoke test, and prints URLs to try.
 #
 # Usage: ./deploy/demo.sh          start, then stay in the foreground until Ctrl-C
 #        ./deploy/demo.sh --detach start and return (stop later with ./deploy/demo.sh stop)
@@ -32,6 +33,7 @@ fi
 # shellcheck source=deploy/packages.sh
 source deploy/packages.sh
 ensure_packages "${PORTCULLIS_PACKAGES[@]}"
+ensure_test_idp
 
 echo "==> building portcullis (release; the first build takes several minutes)"
 cargo build --release --locked
@@ -48,6 +50,7 @@ start() { # name, log, command...
   "$@" >"$run_dir/$log" 2>&1 &
   echo $! >"$run_dir/$name.pid"
 }
+start idp idp.log node tests/idp/oidc-idp.mjs deploy/demo-idp.json
 start wiki wiki.log python3 deploy/sample-apps/legacy_app.py wiki 8081
 start timesheet-a timesheet-a.log python3 deploy/sample-apps/legacy_app.py timesheet-a 8082
 start timesheet-b timesheet-b.log python3 deploy/sample-apps/legacy_app.py timesheet-b 8083
@@ -68,6 +71,7 @@ wait_for() { # url
   return 1
 }
 for port in 8081 8082 8083; do wait_for "http://127.0.0.1:$port/"; done
+wait_for http://127.0.0.1:9400/.well-known/openid-configuration
 wait_for http://127.0.0.1:9090/readyz
 curl -fsS http://127.0.0.1:9090/readyz
 
@@ -75,26 +79,56 @@ curl -fsS http://127.0.0.1:9090/readyz
 # --resolve makes that explicit for older curl).
 resolve=(--resolve wiki.localhost:8080:127.0.0.1 --resolve timesheet.localhost:8080:127.0.0.1
          --resolve wiki.localhost:8443:127.0.0.1 --resolve timesheet.localhost:8443:127.0.0.1)
-for url in http://wiki.localhost:8080/ http://timesheet.localhost:8080/ https://wiki.localhost:8443/; do
-  code=$(curl -s -o /dev/null -w '%{http_code}' --cacert certs/dev/ca.crt "${resolve[@]}" "$url")
+expect() { # status, url, extra curl args...
+  local want=$1 url=$2 code
+  shift 2
+  for _ in $(seq 1 100); do  # discovery of the IdP runs in the background: allow it a moment
+    code=$(curl -s -o /dev/null -w '%{http_code}' --cacert certs/dev/ca.crt "${resolve[@]}" "$@" "$url")
+    [[ "$code" == "$want" ]] && break
+    sleep 0.1
+  done
   echo "    $url -> $code"
-  [[ "$code" == 200 ]] || { echo "demo smoke test failed; see $run_dir/gateway.log" >&2; exit 1; }
-done
+  [[ "$code" == "$want" ]] || { echo "demo smoke test failed (wanted $want); see $run_dir/gateway.log" >&2; exit 1; }
+}
+expect 200 http://timesheet.localhost:8080/
+expect 302 http://wiki.localhost:8080/ -H 'Accept: text/html'
+expect 302 https://wiki.localhost:8443/ -H 'Accept: text/html'
+expect 401 http://wiki.localhost:8080/api -H 'Accept: application/json'
+
+# End to end: alice opens the wiki, signs in at the IdP, and the wiki sees her.
+jar=$(mktemp)
+browse=(curl -s -L -c "$jar" -b "$jar" -H 'Accept: text/html' "${resolve[@]}")
+form=$("${browse[@]}" http://wiki.localhost:8080/hello)
+action=$(grep -o 'action="[^"]*"' <<<"$form" | head -1 | cut -d'"' -f2)
+page=$("${browse[@]}" --data 'login=alice&password=alice-demo' "http://127.0.0.1:9400$action")
+rm -f "$jar"
+if grep -q 'alice@corp.example' <<<"$page"; then
+  echo "    sign-in as alice -> the wiki received X-Remote-User: alice@corp.example"
+else
+  echo "demo smoke test failed: sign-in did not reach the wiki; see $run_dir/gateway.log" >&2
+  exit 1
+fi
 
 cat <<TXT
 
 Portcullis demo is running.
   Gateway (HTTP)   http://wiki.localhost:8080/        http://timesheet.localhost:8080/
   Gateway (HTTPS)  https://wiki.localhost:8443/       (test-only CA: certs/dev/ca.crt)
+  Identity provider http://127.0.0.1:9400/            users (password): alice (alice-demo),
+                                                      bob (bob-demo), carol (carol-demo)
   Admin            http://127.0.0.1:9090/healthz      http://127.0.0.1:9090/readyz
-  Logs             $run_dir/gateway.log
+  Logs             $run_dir/gateway.log               (audit records: grep 'audit')
 
-Try:
-  curl -H 'Accept: application/json' http://wiki.localhost:8080/page
-  curl -H 'X-Remote-User: admin' -H 'Accept: application/json' http://wiki.localhost:8080/page   # spoof: stripped
-  curl -i http://wiki.localhost:8080/admin/            # 403, rule no-admin
-  curl -i http://timesheet.localhost:8080/reports      # 403, no allow rule matches
-  curl -i http://unknown.localhost:8080/               # 404, no app here
+Try, in a browser:
+  http://wiki.localhost:8080/           sign in as alice: the wiki shows X-Remote-User, X-Groups
+  http://timesheet.localhost:8080/week  no second password (single sign-on); bob gets 403 here
+  http://wiki.localhost:8080/logout     signs out of the gateway and the IdP
+  carol (a contractor) is refused by the wiki's no-contractors rule.
+Or with curl:
+  curl -i -H 'Accept: text/html' http://wiki.localhost:8080/    # 302 to the IdP
+  curl -i -H 'Accept: application/json' http://wiki.localhost:8080/api   # 401: API calls get no redirect
+  curl -i http://timesheet.localhost:8080/                     # 200, public landing page
+  curl -i http://unknown.localhost:8080/                       # 404, no app here
 TXT
 
 if [[ "$mode" == "--detach" ]]; then

@@ -68,12 +68,15 @@ fn check(path: &Path) -> anyhow::Result<ExitCode> {
             app.path_prefix.as_str()
         };
         println!(
-            "ok   {}: {} {} -> {} upstream(s), {} rule(s); owner {}; {}",
+            "ok   {}: {} {} -> {} upstream(s), {} rule(s), {}; owner {}; {}",
             app.id,
             hosts.join(","),
             prefix,
             app.upstreams.len(),
             app.rules.len(),
+            app.idp
+                .as_deref()
+                .map_or_else(|| "no login".to_string(), |i| format!("login via {i}")),
             app.owner,
             app.summary
         );

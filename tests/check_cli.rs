@@ -83,7 +83,7 @@ fn valid_configuration_exits_zero_with_one_line_per_app() {
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(
         run.stdout.contains(
-            "ok   good: good.example / -> 1 upstream(s), 1 rule(s); owner o@corp.example; fine"
+            "ok   good: good.example / -> 1 upstream(s), 1 rule(s), no login; owner o@corp.example; fine"
         ),
         "{}",
         run.stdout
@@ -270,6 +270,50 @@ fn disabling_upstream_verification_is_a_warning_not_an_error() {
     assert!(
         run.stderr
             .contains(": warning: upstream certificate verification is off"),
+        "{}",
+        run.stderr
+    );
+}
+
+const GATEWAY_WITH_IDP: &str = "[listen]\nhttp = \"127.0.0.1:18080\"\n\n[idp.corp]\nkind = \"oidc\"\nissuer = \"https://idp.corp.example\"\nclient_id = \"portcullis\"\nclient_secret = \"TEST-ONLY\"\n";
+
+#[test]
+fn login_settings_in_policies_are_checked_against_the_gateway_idps() {
+    let protected = "schema = 1\napp = \"wiki\"\nowner = \"o@corp.example\"\nsummary = \"s\"\nhosts = [\"wiki.example\"]\nupstreams = [{ url = \"http://127.0.0.1:9\" }]\nidp = \"corp\"\nlogout_path = \"/logout\"\n\n[session]\nidle = \"30m\"\n\n[identity.headers]\n\"X-Remote-User\" = \"email\"\n\"X-Groups\" = { claim = \"groups\", join = \";\" }\n\n[[allow]]\nid = \"staff\"\nwhy = \"s\"\ngroups = [\"staff\"]\nemail_domain = [\"corp.example\"]\n";
+    let bad = "schema = 1\napp = \"bad\"\nowner = \"o@corp.example\"\nsummary = \"s\"\nhosts = [\"bad.example\"]\nupstreams = [{ url = \"http://127.0.0.1:9\" }]\nidp = \"okta\"\n\n[identity.headers]\n\"Host\" = \"email\"\n\"X-Dept\" = \"department\"\n\n[[allow]]\nid = \"all\"\nwhy = \"s\"\npublic = true\ngroups = [\"staff\"]\n\n[[deny]]\nid = \"x\"\nwhy = \"s\"\nemails = [\"not-an-email\"]\n";
+    let dir = config_dir(
+        GATEWAY_WITH_IDP,
+        &[("wiki.toml", protected), ("bad.toml", bad)],
+    );
+    let run = check(&dir.path().join("portcullis.toml"));
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("ok   wiki:"), "{}", run.stdout);
+    let f = dir.path().join("policies/bad.toml").display().to_string();
+    let expected = [
+        format!("{f}:7:7: idp `okta` is not defined in the gateway config (defined: corp)"),
+        format!("{f}:10:10: header `Host` is managed by the gateway or HTTP itself"),
+        format!("{f}:11:12: header `X-Dept`: `department` is not a session attribute"),
+        format!(
+            "{f}:13:1: allow rule `all` is public (anyone, no login) yet names groups or emails"
+        ),
+        format!("{f}:22:11: `not-an-email` is not an email address"),
+    ];
+    let problems: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| l.contains("bad.toml"))
+        .collect();
+    for want in &expected {
+        assert!(
+            problems.iter().any(|l| l.starts_with(want.as_str())),
+            "missing {want}\nin:\n{}",
+            run.stderr
+        );
+    }
+    // The inline secret is accepted, loudly.
+    assert!(
+        run.stderr
+            .contains("client_secret is written in the config file"),
         "{}",
         run.stderr
     );

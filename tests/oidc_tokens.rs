@@ -125,3 +125,38 @@ async fn id_token_for_another_audience_is_refused() {
         Err(LoginError::IdToken(_))
     ));
 }
+
+#[tokio::test]
+async fn rotated_signing_key_is_fetched_once_then_rate_limited() {
+    let gateway = IdpClient::gateway("portcullis", &["http://wiki.localhost:9".to_string()]);
+    let mut other = IdpClient::gateway("other-app", &[]);
+    other.redirect_uris = vec![OTHER_REDIRECT.to_string()];
+    let clients = [gateway, other.clone()];
+    let first = TestIdp::start(&clients).await;
+    let addr = first.addr;
+    let provider = provider(&first, &other);
+    provider.discover().await.unwrap();
+    let token = id_token_for(&first, &other, "n-1").await;
+    provider.verify_id_token(&token, "n-1").await.unwrap();
+    drop(first);
+
+    // The IdP restarts with a new signing key: the cached JWKS does not know its key id.
+    let second = TestIdp::start_on(addr, &clients).await;
+    let rotated = id_token_for(&second, &other, "n-2").await;
+    let identity = provider.verify_id_token(&rotated, "n-2").await.unwrap();
+    assert_eq!(identity.subject, "alice");
+    drop(second);
+
+    // Another rotation right away: no second JWKS fetch within the rate limit, so refused.
+    let third = TestIdp::start_on(addr, &clients).await;
+    let again = id_token_for(&third, &other, "n-3").await;
+    match provider.verify_id_token(&again, "n-3").await {
+        Err(LoginError::IdToken(reason)) => {
+            assert!(reason.to_lowercase().contains("key"), "{reason}")
+        }
+        other => panic!(
+            "expected an unknown-key refusal, got {:?}",
+            other.map(|i| i.subject)
+        ),
+    }
+}

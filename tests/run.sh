@@ -12,6 +12,7 @@ cd "$(dirname "$0")/.."
 # shellcheck source=deploy/packages.sh
 source deploy/packages.sh
 ensure_packages "${PORTCULLIS_PACKAGES[@]}"
+ensure_test_idp
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt >/dev/null 2>&1 || true
 
 # --- checks ------------------------------------------------------------------------------------

@@ -24,5 +24,8 @@ issue() { # name, subject CN, subjectAltName
 issue gateway localhost "DNS:localhost,DNS:wiki.localhost,DNS:timesheet.localhost,DNS:*.portcullis.localhost,IP:127.0.0.1,IP:::1"
 issue backend localhost "DNS:localhost,IP:127.0.0.1"
 rm -f ca.srl
-chmod 600 ./*.key
+# Session cookie key (64 random bytes) and the demo IdP client secret.
+openssl rand -out cookie.key 64
+printf 'demo-client-secret-%s-TEST-ONLY\n' "$(openssl rand -hex 16)" > demo-oidc-client.secret
+chmod 600 ./*.key demo-oidc-client.secret
 echo "TEST-ONLY certificates written to $(pwd)"

@@ -315,14 +315,15 @@ pub fn compile_app(
     let upstreams = out.upstreams(&file);
     let upstream_tls = out.upstream_tls(&file.upstream_tls, base);
     let idp = out.idp(&file, &gateway.idps);
-    let rules = out.rules(&file, idp.is_some());
+    // Follow-on checks ask whether an IdP is *named*, so an unknown name is one error, not many.
+    let rules = out.rules(&file, file.idp.is_some());
     let identity = out.identity(
         &file,
         base,
         idp.and_then(|name| gateway.idps.iter().find(|i| i.name == name)),
     );
     let logout_path = file.logout_path.as_ref().and_then(|p| {
-        if idp.is_none() {
+        if file.idp.is_none() {
             out.error(
                 p,
                 "logout_path needs `idp`: there is no session to end without login",
@@ -352,7 +353,7 @@ pub fn compile_app(
                 "[session] idle must be above zero and not longer than absolute",
             );
         }
-        if idp.is_none() {
+        if file.idp.is_none() {
             out.error(at, "[session] needs `idp`: sessions exist only with login");
         }
     }
@@ -782,7 +783,7 @@ impl Compiler<'_> {
     ) -> IdentityHeaders {
         let mut headers: Vec<(http::HeaderName, IdentitySource)> = Vec::new();
         for (name, value) in &file.identity.headers {
-            if idp.is_none() {
+            if file.idp.is_none() {
                 self.error(
                     value,
                     "[identity.headers] needs `idp`: identity comes from login",

@@ -564,4 +564,95 @@ mod tests {
         let err = compile(text).err().unwrap_or_default();
         assert_eq!(err.len(), 3, "{err:?}");
     }
+
+    fn idp_config(table: &str) -> Result<(GatewayConfig, Vec<String>), Vec<String>> {
+        let dir = tempfile::tempdir().map_err(|e| vec![e.to_string()])?;
+        std::fs::create_dir(dir.path().join("policies")).map_err(|e| vec![e.to_string()])?;
+        std::fs::write(dir.path().join("secret"), "s3cret\n").map_err(|e| vec![e.to_string()])?;
+        let path = dir.path().join("portcullis.toml");
+        let text = format!("[listen]\nhttp = \"127.0.0.1:8080\"\n[idp.okta]\nkind = \"oidc\"\nclient_id = \"0oa1\"\n{table}");
+        compile_gateway(&path, &text)
+            .map(|(c, ps)| (c, ps.iter().map(|p| p.message.clone()).collect()))
+            .map_err(|ps| ps.iter().map(|p| p.message.clone()).collect())
+    }
+
+    fn issuer_of(table: &str) -> String {
+        let (c, _) = idp_config(table).unwrap_or_else(|e| panic!("{e:?}"));
+        c.idps
+            .first()
+            .map(|i| i.oidc.issuer.clone())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn okta_preset_derives_the_issuer_as_okta_documents_it() {
+        let secret = "client_secret_file = \"secret\"\n";
+        assert_eq!(
+            issuer_of(&format!(
+                "okta_domain = \"https://dev-123.okta.com\"\n{secret}"
+            )),
+            "https://dev-123.okta.com/oauth2/default"
+        );
+        assert_eq!(
+            issuer_of(&format!("okta_domain = \"https://dev-123.okta.com/\"\nauthorization_server = \"org\"\n{secret}")),
+            "https://dev-123.okta.com"
+        );
+        assert_eq!(
+            issuer_of(&format!("okta_domain = \"https://corp.okta.com\"\nauthorization_server = \"aus1abc\"\n{secret}")),
+            "https://corp.okta.com/oauth2/aus1abc"
+        );
+        let err = idp_config(&format!(
+            "okta_domain = \"http://dev-123.okta.com\"\n{secret}"
+        ))
+        .err();
+        assert!(err
+            .unwrap_or_default()
+            .join(";")
+            .contains("okta_domain must look like"));
+    }
+
+    #[test]
+    fn idp_secrets_and_issuers_are_checked() {
+        let (c, warnings) =
+            idp_config("issuer = \"https://idp.example\"\nclient_secret = \"inline\"\n")
+                .unwrap_or_else(|e| panic!("{e:?}"));
+        assert!(warnings
+            .join(";")
+            .contains("client_secret is written in the config file"));
+        assert_eq!(
+            c.idps
+                .first()
+                .map(|i| i.oidc.client_secret.expose().to_string()),
+            Some("inline".into())
+        );
+        let (c, _) =
+            idp_config("issuer = \"https://idp.example\"\nclient_secret_file = \"secret\"\n")
+                .unwrap_or_else(|e| panic!("{e:?}"));
+        let idp = c.idps.first().map(|i| i.oidc.clone());
+        assert_eq!(
+            idp.as_ref().map(|i| i.client_secret.expose()),
+            Some("s3cret")
+        );
+        assert_eq!(
+            idp.map(|i| i.scopes),
+            Some(vec!["openid".into(), "profile".into(), "email".into()])
+        );
+
+        let errors = |table: &str| idp_config(table).err().unwrap_or_default().join("; ");
+        assert!(
+            errors("issuer = \"http://idp.example\"\nclient_secret_file = \"secret\"\n")
+                .contains("issuer must use https")
+        );
+        assert!(errors(
+            "issuer = \"https://idp.example\"\nclient_secret_env = \"PORTCULLIS_TEST_UNSET_VAR\"\n"
+        )
+        .contains("is not set"));
+        assert!(errors("issuer = \"https://idp.example\"\n").contains("exactly one of"));
+        assert!(errors("issuer = \"https://idp.example\"\nclient_secret_file = \"secret\"\nscopes = [\"email\"]\n").contains("must include `openid`"));
+        assert!(errors("issuer = \"https://idp.example\"\nclient_secret_file = \"secret\"\nauth_params = { state = \"x\" }\n").contains("cannot be overridden"));
+        // Allowed for tests and demos, with a warning.
+        let (_, warnings) = idp_config("issuer = \"http://127.0.0.1:9\"\nallow_insecure_issuer = true\nclient_secret_file = \"secret\"\n")
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        assert!(warnings.join(";").contains("allow_insecure_issuer"));
+    }
 }

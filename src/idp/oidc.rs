@@ -280,7 +280,7 @@ impl OidcProvider {
             }
             other => other,
         }
-        .map_err(|e| LoginError::IdToken(e.to_string()))?;
+        .map_err(|e| LoginError::IdToken(error_chain(&e)))?;
         self.identity_from(raw)
     }
 

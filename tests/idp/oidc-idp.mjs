@@ -5,15 +5,26 @@
 // provider leaves to its deployer: accounts, a password login form and first-party consent.
 //
 // Usage: node oidc-idp.mjs <config.json>
-//   { "port": 0, "clients": [ { client_id, client_secret, redirect_uris, post_logout_redirect_uris,
-//     token_endpoint_auth_method? } ], "users": [ { id, email, password, name, groups } ] }
+//   { "port": 9400, "clients": [ { client_id, client_secret | client_secret_file, redirect_uris,
+//     post_logout_redirect_uris, token_endpoint_auth_method? } ],
+//     "users": [ { id, email, password, name, groups } ] }
 // Prints `READY <issuer>` on stdout once listening.
 
 import http from 'node:http';
+import { generateKeyPairSync, randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
 import Provider from 'oidc-provider';
 
 const config = JSON.parse(readFileSync(process.argv[2], 'utf8'));
+// A client may name its secret by file (relative to the config), so no secret sits in the JSON.
+for (const client of config.clients) {
+  if (client.client_secret_file) {
+    const file = resolve(dirname(process.argv[2]), client.client_secret_file);
+    client.client_secret = readFileSync(file, 'utf8').trim();
+    delete client.client_secret_file;
+  }
+}
 const users = new Map(config.users.map((u) => [u.id, u]));
 
 function page(title, body) {
@@ -41,6 +52,10 @@ async function readForm(req) {
   }
   return new URLSearchParams(body);
 }
+
+// A fresh signing key (and key id) per start, like a key rotation at a real IdP.
+const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+const signingKey = { ...privateKey.export({ format: 'jwk' }), kid: randomUUID(), use: 'sig', alg: 'RS256' };
 
 const port = config.port;
 const issuer = `http://127.0.0.1:${port}`;
@@ -87,6 +102,7 @@ const provider = new Provider(issuer, {
     },
   },
   cookies: { keys: ['portcullis-test-idp-cookie-key-TEST-ONLY'] },
+  jwks: { keys: [signingKey] },
   interactions: { url: (ctx, interaction) => `/interaction/${interaction.uid}` },
   // First-party clients: no consent screen, as in a corporate IdP.
   async loadExistingGrant(ctx) {
