@@ -35,7 +35,20 @@ impl Fixture {
     }
 }
 
+/// The shared secret the backends check (written to a file the policies point at).
+const SHARED_SECRET: &str = "backend-shared-secret-TEST-ONLY-4f9a";
+
+fn shared_secret_file() -> std::path::PathBuf {
+    // Tests run in parallel: write a private copy, then rename it into place atomically.
+    let path = std::env::temp_dir().join("portcullis-test-shared-secret");
+    let mut tmp = tempfile::NamedTempFile::new_in(std::env::temp_dir()).unwrap();
+    std::io::Write::write_all(&mut tmp, format!("{SHARED_SECRET}\n").as_bytes()).unwrap();
+    tmp.persist(&path).unwrap();
+    path
+}
+
 fn app_policy(app: &str, host: &str, upstream: &str, extra: &str) -> String {
+    let secret = shared_secret_file();
     format!(
         r#"schema = 1
 app = "{app}"
@@ -50,6 +63,7 @@ logout_path = "/logout"
 "X-Remote-User" = "email"
 "X-Groups" = {{ claim = "groups", join = "," }}
 "X-Gateway" = {{ value = "portcullis" }}
+"X-Gateway-Key" = {{ secret_file = "{secret}" }}
 
 [[allow]]
 id = "staff"
@@ -66,7 +80,8 @@ paths = ["/static/**"]
 id = "no-contractors"
 why = "Contractors never see it"
 email_domain = ["contractors.corp.example"]
-"#
+"#,
+        secret = secret.display()
     )
 }
 
@@ -134,6 +149,7 @@ async fn full_login_returns_to_the_deep_link_with_identity_headers() {
     );
     assert_eq!(header_values(&echo, "x-groups"), ["staff,finance"]);
     assert_eq!(header_values(&echo, "x-gateway"), ["portcullis"]);
+    assert_eq!(header_values(&echo, "x-gateway-key"), [SHARED_SECRET]);
     // The gateway's own cookies never reach the backend.
     let cookies = header_values(&echo, "cookie").join(";");
     assert!(!cookies.contains("portcullis_"), "{cookies}");
@@ -168,6 +184,7 @@ async fn full_login_returns_to_the_deep_link_with_identity_headers() {
         query_param(&callback, "code").unwrap(),
         query_param(&callback, "state").unwrap(),
         f.client.secret.clone(),
+        SHARED_SECRET.to_string(),
     ] {
         assert!(!logs.contains(&secret), "log leaks a secret");
     }
@@ -480,6 +497,7 @@ async fn spoofed_identity_headers_are_replaced_by_the_session() {
                 ("X-Groups", "admins"),
                 ("x-groups", "finance"),
                 ("X-Gateway", "forged"),
+                ("X-Gateway-Key", "forged-secret"),
             ],
         )
         .await;
@@ -488,6 +506,7 @@ async fn spoofed_identity_headers_are_replaced_by_the_session() {
     assert_eq!(header_values(&echo, "x-remote-user"), ["bob@corp.example"]);
     assert_eq!(header_values(&echo, "x-groups"), ["staff"]);
     assert_eq!(header_values(&echo, "x-gateway"), ["portcullis"]);
+    assert_eq!(header_values(&echo, "x-gateway-key"), [SHARED_SECRET]);
     assert!(header_values(&echo, "x_remote_user").is_empty());
 }
 
@@ -709,6 +728,88 @@ async fn unreachable_idp_serves_public_paths_and_says_sign_in_is_unavailable() {
         "sign-in did not recover after the IdP came up:\n{}",
         gw.logs()
     );
+}
+
+#[tokio::test]
+async fn over_https_the_session_cookie_is_host_prefixed_and_secure() {
+    let http = free_addr();
+    let https = free_addr();
+    let origin = format!("https://{WIKI}:{}", https.port());
+    let mut client = IdpClient::gateway("portcullis", std::slice::from_ref(&origin));
+    // The other token endpoint authentication, and the optional userinfo call.
+    client.auth_method = "client_secret_post";
+    let idp = TestIdp::start(std::slice::from_ref(&client)).await;
+    let wiki = echo_backend("wiki").await;
+    let gw = GatewaySpec::new()
+        .http_addr(http)
+        .https_addr(https)
+        .gateway_toml(&idp.gateway_toml(
+            "corp",
+            &client,
+            "token_auth = \"client_secret_post\"\nuserinfo = true\n",
+        ))
+        .policy("wiki.toml", app_policy("wiki", WIKI, &wiki.url(), ""))
+        .start()
+        .await;
+    let browser = Browser::new(https, &[WIKI]);
+    let start = format!("{origin}/secure/page");
+    let mut first = None;
+    for _ in 0..200 {
+        let r = browser.get(&start).await;
+        if r.status() == 302 {
+            first = Some(r);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let first = first.expect("sign-in never became available");
+    let binding = first.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(binding.starts_with("__Host-portcullis_login_"), "{binding}");
+    assert!(
+        binding.contains("; Secure") && binding.contains("HttpOnly") && binding.contains("Path=/"),
+        "{binding}"
+    );
+    let authorize = first.headers()["location"].to_str().unwrap().to_string();
+    assert_eq!(
+        query_param(&authorize, "redirect_uri").as_deref(),
+        Some(format!("{origin}/.portcullis/oidc/callback").as_str())
+    );
+    let form = browser.follow(&authorize).await;
+    let callback = browser.sign_in_stop_at_callback(&form).await;
+    let response = browser.get(&callback).await;
+    assert_eq!(response.status(), 302, "{}", gw.logs());
+    let cookies: Vec<String> = response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .collect();
+    let session = cookies
+        .iter()
+        .find(|c| c.starts_with("__Host-portcullis_session="))
+        .unwrap_or_else(|| panic!("{cookies:?}"));
+    for flag in ["; Path=/", "; HttpOnly", "; SameSite=Lax", "; Secure"] {
+        assert!(session.contains(flag), "{flag} missing in {session}");
+    }
+    assert!(!session.contains("Domain="), "host-only: {session}");
+    let page = browser.follow(&start).await;
+    assert_eq!(page.status, 200);
+    assert_eq!(
+        header_values(&page.json(), "x-remote-user"),
+        ["alice@corp.example"]
+    );
+    // The HTTPS session is not valid on the plain listener (different cookie, never sent).
+    let plain = Browser::new(http, &[WIKI]);
+    let over_http = plain
+        .get_with(
+            &format!("http://{WIKI}:{}/secure/page", http.port()),
+            &[
+                ("accept", "text/html"),
+                ("cookie", &browser.cookies_for(&start)),
+            ],
+        )
+        .await;
+    assert_eq!(over_http.status(), 302);
 }
 
 /// The gateway callback URL a trip passed through.

@@ -284,6 +284,7 @@ pub struct GatewaySpec {
     json_logs: bool,
     gateway_extra: String,
     http_addr: Option<SocketAddr>,
+    https_addr: Option<SocketAddr>,
 }
 
 impl GatewaySpec {
@@ -310,6 +311,12 @@ impl GatewaySpec {
         self.http_addr = Some(addr);
         self
     }
+    /// Also listen for HTTPS, on this address (chosen beforehand, e.g. for redirect URIs).
+    pub fn https_addr(mut self, addr: SocketAddr) -> Self {
+        self.https = true;
+        self.https_addr = Some(addr);
+        self
+    }
     /// Log in JSON instead of text.
     pub fn json_logs(mut self) -> Self {
         self.json_logs = true;
@@ -332,7 +339,9 @@ impl GatewaySpec {
         }
         let http = self.http_addr.unwrap_or_else(free_addr);
         let admin = free_addr();
-        let https = self.https.then(free_addr);
+        let https = self
+            .https
+            .then(|| self.https_addr.unwrap_or_else(free_addr));
         let https_line = https.map_or(String::new(), |a| {
             format!(
                 "https = {{ addr = \"{a}\", cert = \"{}\", key = \"{}\" }}\n",
