@@ -64,6 +64,7 @@ logout_path = "/logout"
 "X-Groups" = {{ claim = "groups", join = "," }}
 "X-Gateway" = {{ value = "portcullis" }}
 "X-Gateway-Key" = {{ secret_file = "{secret}" }}
+"X-Department" = "department"
 
 [[allow]]
 id = "staff"
@@ -96,7 +97,7 @@ async fn fixture(wiki_extra: &str) -> Fixture {
     let timesheet = echo_backend("timesheet").await;
     let gw = GatewaySpec::new()
         .http_addr(http)
-        .gateway_toml(&idp.gateway_toml("corp", &client, ""))
+        .gateway_toml(&idp.gateway_toml("corp", &client, "claims = [\"department\"]\n"))
         .policy(
             "wiki.toml",
             app_policy("wiki", WIKI, &wiki.url(), wiki_extra),
@@ -498,6 +499,10 @@ async fn spoofed_identity_headers_are_replaced_by_the_session() {
                 ("x-groups", "finance"),
                 ("X-Gateway", "forged"),
                 ("X-Gateway-Key", "forged-secret"),
+                ("x_groups", "admins"),
+                // Bob has no department: nothing may fill the gap.
+                ("X-Department", "Executive"),
+                ("x_department", "Executive"),
             ],
         )
         .await;
@@ -508,6 +513,30 @@ async fn spoofed_identity_headers_are_replaced_by_the_session() {
     assert_eq!(header_values(&echo, "x-gateway"), ["portcullis"]);
     assert_eq!(header_values(&echo, "x-gateway-key"), [SHARED_SECRET]);
     assert!(header_values(&echo, "x_remote_user").is_empty());
+    assert!(header_values(&echo, "x_groups").is_empty());
+    assert!(header_values(&echo, "x-department").is_empty());
+    assert!(header_values(&echo, "x_department").is_empty());
+
+    // Anonymous, on a public path: no identity, and none smuggled in.
+    let anonymous = f.browser();
+    let response = anonymous
+        .get_with(
+            &f.url(WIKI, "/static/a.css"),
+            &[
+                ("X-Groups", "admins"),
+                ("X-Remote-User", "alice@corp.example"),
+                ("x-department", "x"),
+            ],
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    let echo: serde_json::Value = response.json().await.unwrap();
+    for name in ["x-groups", "x-remote-user", "x-department", "x-gateway-key"] {
+        assert!(
+            header_values(&echo, name).is_empty(),
+            "{name} reached the backend"
+        );
+    }
 }
 
 #[tokio::test]
@@ -696,7 +725,7 @@ async fn unreachable_idp_serves_public_paths_and_says_sign_in_is_unavailable() {
     let gw = GatewaySpec::new()
         .http_addr(http)
         .gateway_toml(&format!(
-            "[idp.corp]\nkind = \"oidc\"\nissuer = \"http://127.0.0.1:{}\"\nallow_insecure_issuer = true\nclient_id = \"portcullis\"\nclient_secret_file = \"{}\"\n",
+            "[idp.corp]\nkind = \"oidc\"\nissuer = \"http://127.0.0.1:{}\"\nallow_insecure_issuer = true\nclient_id = \"portcullis\"\nclient_secret_file = \"{}\"\nclaims = [\"department\"]\n",
             idp_addr.port(),
             secret.path().display()
         ))
@@ -746,7 +775,7 @@ async fn over_https_the_session_cookie_is_host_prefixed_and_secure() {
         .gateway_toml(&idp.gateway_toml(
             "corp",
             &client,
-            "token_auth = \"client_secret_post\"\nuserinfo = true\n",
+            "token_auth = \"client_secret_post\"\nuserinfo = true\nclaims = [\"department\"]\n",
         ))
         .policy("wiki.toml", app_policy("wiki", WIKI, &wiki.url(), ""))
         .start()

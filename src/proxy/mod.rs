@@ -16,7 +16,7 @@ use crate::policy::path::{normalise, PathError};
 use crate::policy::{Decision, RequestFacts};
 use crate::reload::SharedGateway;
 use crate::routing::normalise_host;
-use crate::session::cookies::{request_cookies, without_gateway_cookies};
+use crate::session::cookies::{mentions_gateway_cookie, request_cookies, without_gateway_cookies};
 use crate::session::Session as UserSession;
 use async_trait::async_trait;
 use http::{HeaderName, HeaderValue};
@@ -434,8 +434,7 @@ impl ProxyHttp for Proxy {
         let cookies = upstream.headers.get_all("cookie");
         if cookies
             .iter()
-            .filter_map(|v| v.to_str().ok())
-            .any(|v| v.contains("portcullis_") || v.to_ascii_lowercase().contains("portcullis_"))
+            .any(|v| mentions_gateway_cookie(v.as_bytes()))
         {
             let kept = without_gateway_cookies(cookies.iter());
             upstream.remove_header("cookie");

@@ -123,6 +123,13 @@ pub fn is_gateway_cookie(name: &str) -> bool {
     bare.starts_with(COOKIE_PREFIX)
 }
 
+/// Might this `Cookie` header value hold a gateway cookie? (Cheap pre-check, any letter case.)
+pub fn mentions_gateway_cookie(value: &[u8]) -> bool {
+    value
+        .windows(COOKIE_PREFIX.len())
+        .any(|w| w.eq_ignore_ascii_case(COOKIE_PREFIX.as_bytes()))
+}
+
 /// The `Cookie` header to send upstream: the client's cookies minus the gateway's own, or
 /// `None` when nothing is left.
 pub fn without_gateway_cookies<'a>(
