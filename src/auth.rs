@@ -9,7 +9,8 @@ use crate::config::{GatewayConfig, IdpConfig, SessionSettings};
 use crate::idp::http::{HttpError, IdpHttpClient};
 use crate::idp::oidc::{LoginError, OidcProvider};
 use crate::session::cookies::{
-    clear_cookie, login_cookie_name, session_cookie_name, set_cookie, CookieCodec, COOKIE_PREFIX,
+    clear_cookie, is_gateway_cookie, login_cookie_name, session_cookie_name, set_cookie,
+    CookieCodec,
 };
 use crate::session::pending::{PendingLogin, PendingLogins};
 use crate::session::{Expired, Session, SessionId, SessionStore};
@@ -354,8 +355,7 @@ impl Auth {
         clear.extend(
             cookies
                 .iter()
-                .filter(|(n, _)| *n != name && crate::session::cookies::is_gateway_cookie(n))
-                .filter(|(n, _)| n.contains(COOKIE_PREFIX))
+                .filter(|(n, _)| *n != name && is_gateway_cookie(n))
                 .map(|(n, _)| clear_cookie(n, origin.secure)),
         );
         let signed_out_page = format!("{}{LOGGED_OUT_PATH}", origin.base());

@@ -841,6 +841,33 @@ async fn over_https_the_session_cookie_is_host_prefixed_and_secure() {
     assert_eq!(over_http.status(), 302);
 }
 
+#[tokio::test]
+async fn sessions_survive_a_configuration_reload() {
+    let f = fixture("").await;
+    let browser = f.browser();
+    assert_eq!(
+        browser
+            .login(&f.url(WIKI, "/"), "alice", "alice-pw")
+            .await
+            .status,
+        200
+    );
+    // Tighten the wiki policy: finance only. Sessions stay; the new rule applies at once.
+    let policy = app_policy("wiki", WIKI, &f.wiki.url(), "")
+        .replace("groups = [\"staff\"]", "groups = [\"finance\"]");
+    std::fs::write(f.gw.dir.path().join("policies/wiki.toml"), policy).unwrap();
+    f.gw.signal("HUP");
+    f.gw.wait_for_log("configuration reloaded").await;
+    let again = browser.get(&f.url(WIKI, "/after-reload")).await;
+    assert_eq!(again.status(), 200, "alice (finance) is still signed in");
+    let bob = f.browser();
+    let trip = bob.login(&f.url(WIKI, "/"), "bob", "bob-pw").await;
+    assert_eq!(
+        trip.status, 403,
+        "bob is staff, not finance, under the reloaded policy"
+    );
+}
+
 /// The gateway callback URL a trip passed through.
 fn callback_hop(trip: &support::browser::Trip) -> String {
     trip.hops
