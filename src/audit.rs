@@ -4,6 +4,7 @@
 //! (`RUST_LOG=audit=info`, JSON logs). They never hold codes, tokens, cookies or secrets.
 
 use crate::idp::Identity;
+use crate::session::{Expired, Session};
 use std::fmt::Display;
 use std::net::IpAddr;
 
@@ -66,5 +67,23 @@ pub fn logged_out(ctx: &AuditContext<'_>, user: Option<&Identity>) {
         client = %client(ctx),
         request_id = ctx.request_id,
         "logout"
+    );
+}
+
+/// A session was found past its idle or absolute limit on use, and ended.
+pub fn session_expired(ctx: &AuditContext<'_>, session: &Session, why: Expired) {
+    let user = &session.identity;
+    tracing::info!(
+        target: "audit",
+        event = "session_end",
+        reason = why.as_str(),
+        user = user.display(),
+        subject = %user.subject,
+        idp = %user.idp,
+        app = ctx.app,
+        session_app = %session.app,
+        client = %client(ctx),
+        request_id = ctx.request_id,
+        "session expired"
     );
 }

@@ -51,8 +51,10 @@ pub enum SessionLookup {
     None,
     /// A live session.
     Found(SessionId, Arc<Session>),
-    /// The cookie was present but names no usable session (tampered, unknown, expired).
+    /// The cookie was present but names no usable session (tampered, unknown, logged out).
     Rejected(&'static str),
+    /// The session existed but its time is up; it has been removed.
+    Expired(Arc<Session>, Expired),
 }
 
 /// Why a callback did not sign the user in. Safe to log: no codes, states or tokens.
@@ -196,12 +198,7 @@ impl Auth {
             Ok(()) => SessionLookup::Found(id, session),
             Err(why) => {
                 self.sessions.remove(&id).await;
-                let user = &session.identity;
-                tracing::info!(target: "audit", event = "session_end", reason = why.as_str(), user = user.display(), subject = %user.subject, app = %session.app, idp = %user.idp, "session expired");
-                SessionLookup::Rejected(match why {
-                    Expired::Idle => "session idle timeout passed",
-                    Expired::Absolute => "session absolute lifetime passed",
-                })
+                SessionLookup::Expired(session, why)
             }
         }
     }

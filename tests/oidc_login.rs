@@ -363,7 +363,18 @@ async fn idle_and_absolute_timeouts_end_sessions() {
     let after_idle = browser.get(&f.url(WIKI, "/a")).await;
     assert_eq!(after_idle.status(), 302, "idle session must be over");
     let logs = f.gw.wait_for_log("session_end").await;
-    assert!(logs.contains("idle"), "{logs}");
+    let record = logs
+        .lines()
+        .find(|l| l.contains("session_end"))
+        .unwrap_or_else(|| panic!("no session_end audit record:\n{logs}"));
+    for field in [
+        "reason=\"idle\"",
+        "alice@corp.example",
+        "request_id=",
+        "client=127.0.0.1",
+    ] {
+        assert!(record.contains(field), "{field} missing: {record}");
+    }
     drop(f);
 
     let f = fixture("[session]\nidle = \"3s\"\nabsolute = \"3s\"\n").await;

@@ -262,6 +262,14 @@ impl Proxy {
                     ctx.span
                         .in_scope(|| info!(reason, "session cookie ignored"));
                 }
+                SessionLookup::Expired(ended, why) => {
+                    let audit = crate::audit::AuditContext {
+                        request_id: &ctx.request_id,
+                        client_ip: ctx.client_ip,
+                        app: &config.id,
+                    };
+                    crate::audit::session_expired(&audit, &ended, why);
+                }
             }
         }
         let req = session.req_header();
