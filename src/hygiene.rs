@@ -86,7 +86,8 @@ pub struct Forwarding {
     /// The client's address: the socket peer, or, behind trusted proxies, the nearest
     /// untrusted address in `X-Forwarded-For`.
     pub client_ip: Option<IpAddr>,
-    /// `http` or `https` as seen by the client.
+    /// `http` or `https` as seen by the client: the connection's, or a trusted proxy's
+    /// `X-Forwarded-Proto`.
     pub proto: &'static str,
     /// Request id for logs and the backend.
     pub request_id: String,
@@ -189,12 +190,18 @@ impl HeaderHygiene {
         if let Some(xff) = xff {
             let _ = req.insert_header("X-Forwarded-For", xff);
         }
-        let _ = req.insert_header(
-            "X-Forwarded-Proto",
-            client_proto
-                .filter(|p| p == "http" || p == "https")
-                .unwrap_or_else(|| forwarding.proto.to_string()),
-        );
+        // Behind a trusted TLS-terminating proxy the client's scheme is the proxy's word (its
+        // first, client-facing entry); it decides redirect URIs and Secure cookies.
+        match client_proto
+            .as_deref()
+            .and_then(|p| p.split(',').next())
+            .map(str::trim)
+        {
+            Some("https") => forwarding.proto = "https",
+            Some("http") => forwarding.proto = "http",
+            _ => {}
+        }
+        let _ = req.insert_header("X-Forwarded-Proto", forwarding.proto);
         let host = client_host
             .filter(|h| crate::routing::normalise_host(h).is_some())
             .or_else(|| request_authority(req));

@@ -89,8 +89,17 @@ email_domain = ["contractors.corp.example"]
 /// Gateway with `wiki` and `timesheet` behind the IdP `corp`; `wiki_extra` goes into the wiki
 /// policy (e.g. a `[session]` table).
 async fn fixture(wiki_extra: &str) -> Fixture {
+    fixture_with(wiki_extra, "").await
+}
+
+/// [`fixture`] with extra gateway settings (whole tables).
+async fn fixture_with(wiki_extra: &str, gateway_extra: &str) -> Fixture {
     let http = free_addr();
-    let origins = [WIKI, TIMESHEET].map(|h| format!("http://{h}:{}", http.port()));
+    // Both schemes on the plain port: behind a TLS-terminating proxy the browser says https.
+    let origins: Vec<String> = [WIKI, TIMESHEET]
+        .iter()
+        .flat_map(|h| ["http", "https"].map(|scheme| format!("{scheme}://{h}:{}", http.port())))
+        .collect();
     let client = IdpClient::gateway("portcullis", &origins);
     let idp = TestIdp::start(std::slice::from_ref(&client)).await;
     let wiki = echo_backend("wiki").await;
@@ -98,6 +107,7 @@ async fn fixture(wiki_extra: &str) -> Fixture {
     let gw = GatewaySpec::new()
         .http_addr(http)
         .gateway_toml(&idp.gateway_toml("corp", &client, "claims = [\"department\"]\n"))
+        .gateway_toml(gateway_extra)
         .policy(
             "wiki.toml",
             app_policy("wiki", WIKI, &wiki.url(), wiki_extra),
@@ -876,6 +886,43 @@ async fn sessions_survive_a_configuration_reload() {
     assert_eq!(
         trip.status, 403,
         "bob is staff, not finance, under the reloaded policy"
+    );
+}
+
+#[tokio::test]
+async fn only_a_trusted_proxy_can_say_the_browser_used_https() {
+    let forwarded_https = [("accept", "text/html"), ("x-forwarded-proto", "https")];
+    // From an untrusted peer the header is ignored: plain http, plain cookie.
+    let f = fixture("").await;
+    let r = f
+        .browser()
+        .get_with(&f.url(WIKI, "/x"), &forwarded_https)
+        .await;
+    let location = r.headers()["location"].to_str().unwrap().to_string();
+    assert_eq!(
+        query_param(&location, "redirect_uri").as_deref(),
+        Some(f.url(WIKI, "/.portcullis/oidc/callback").as_str())
+    );
+    assert!(r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .starts_with("portcullis_login_"));
+    drop(f);
+
+    // Behind a trusted TLS-terminating proxy: https redirect URI, __Host- Secure cookies.
+    let f = fixture_with("", "[headers]\ntrusted_proxies = [\"127.0.0.1/32\"]\n").await;
+    let browser = f.browser();
+    let r = browser.get_with(&f.url(WIKI, "/x"), &forwarded_https).await;
+    let location = r.headers()["location"].to_str().unwrap().to_string();
+    let https_origin = format!("https://{WIKI}:{}", f.gw.http.port());
+    assert_eq!(
+        query_param(&location, "redirect_uri"),
+        Some(format!("{https_origin}/.portcullis/oidc/callback"))
+    );
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(
+        cookie.starts_with("__Host-portcullis_login_") && cookie.contains("; Secure"),
+        "{cookie}"
     );
 }
 

@@ -178,7 +178,6 @@ impl Proxy {
         gateway: &Gateway,
     ) -> Result<Admitted, RequestError> {
         let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
-        ctx.secure = tls;
         let peer = session
             .client_addr()
             .and_then(|a| a.as_inet())
@@ -191,6 +190,7 @@ impl Proxy {
         }
         let req = session.req_header_mut();
         ctx.request_id = forwarding.request_id;
+        ctx.secure = forwarding.proto == "https";
         ctx.client_ip = forwarding.client_ip;
         let span = info_span!("request", request_id = %ctx.request_id, app = tracing::field::Empty, rule = tracing::field::Empty);
         ctx.span = span;
@@ -209,7 +209,7 @@ impl Proxy {
         let authority = request_authority(req).ok_or(RequestError::BadHost)?;
         let host = normalise_host(&authority).ok_or(RequestError::BadHost)?;
         let origin = Origin {
-            secure: tls,
+            secure: ctx.secure,
             authority: authority.to_ascii_lowercase(),
         };
         let path = normalise(req.uri.path())?;
