@@ -52,6 +52,18 @@ impl AdminApp {
             "apps unavailable (policy errors): {}",
             gateway.broken().len()
         ));
+        // Informational, not a readiness condition: public rules serve without the IdP.
+        let mut idps: Vec<_> = gateway.auth.providers().collect();
+        idps.sort_by(|a, b| a.name().cmp(b.name()));
+        for idp in idps {
+            let state = if idp.is_ready() {
+                "discovered"
+            } else {
+                "discovery pending (sign-in unavailable)"
+            };
+            lines.push(format!("idp {}: {state}", idp.name()));
+        }
+        lines.push(format!("sessions: {}", gateway.auth.sessions.len()));
         let head = if ready { "ready" } else { "not ready" };
         (
             if ready { 200 } else { 503 },

@@ -765,11 +765,25 @@ async fn unreachable_idp_serves_public_paths_and_says_sign_in_is_unavailable() {
         .contains("Sign-in temporarily unavailable"));
     let logs = gw.wait_for_log("discovery failed").await;
     assert!(logs.contains("discovery failed"), "{logs}");
+    let readyz = reqwest::get(format!("http://{}/readyz", gw.admin))
+        .await
+        .unwrap();
+    assert_eq!(
+        readyz.status(),
+        200,
+        "public rules serve: the gateway is ready"
+    );
+    let body = readyz.text().await.unwrap();
+    assert!(body.contains("idp corp: discovery pending"), "{body}");
 
     // The IdP comes up: discovery retries and sign-in starts working.
     let _idp = TestIdp::start_on(idp_addr, &[client]).await;
     for _ in 0..300 {
         if browser.get(&url("/")).await.status() == 302 {
+            let body = reqwest::get(format!("http://{}/readyz", gw.admin))
+                .await
+                .unwrap();
+            assert!(body.text().await.unwrap().contains("idp corp: discovered"));
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
