@@ -442,12 +442,34 @@ async fn tampered_session_cookie_counts_as_no_session() {
         302,
         "forged cookie is no session: login again"
     );
+    let set_cookies: Vec<&str> = response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    assert!(
+        set_cookies
+            .iter()
+            .any(|c| c.starts_with("portcullis_session=;") && c.contains("Max-Age=0")),
+        "the useless cookie is deleted: {set_cookies:?}"
+    );
     assert!(response.headers()["location"]
         .to_str()
         .unwrap()
         .starts_with(&f.idp.issuer));
     let logs = f.gw.wait_for_log("session cookie ignored").await;
     assert!(logs.contains("failed authentication"), "{logs}");
+    // On a public path the request is served, and the cookie deleted all the same.
+    let asset = stranger
+        .get_with(
+            &f.url(WIKI, "/static/a.css"),
+            &[("cookie", forged.as_str())],
+        )
+        .await;
+    assert_eq!(asset.status(), 200);
+    let clear = asset.headers()["set-cookie"].to_str().unwrap();
+    assert!(clear.starts_with("portcullis_session=;"), "{clear}");
     // The real cookie still works.
     assert_eq!(browser.get(&f.url(WIKI, "/")).await.status(), 200);
 }

@@ -16,7 +16,9 @@ use crate::policy::path::{normalise, PathError};
 use crate::policy::{Decision, RequestFacts};
 use crate::reload::SharedGateway;
 use crate::routing::normalise_host;
-use crate::session::cookies::{mentions_gateway_cookie, request_cookies, without_gateway_cookies};
+use crate::session::cookies::{
+    clear_session_cookie, mentions_gateway_cookie, request_cookies, without_gateway_cookies,
+};
 use crate::session::Session as UserSession;
 use async_trait::async_trait;
 use http::{HeaderName, HeaderValue};
@@ -116,6 +118,9 @@ pub struct RequestCtx {
     secure: bool,
     user: Option<Arc<UserSession>>,
     inject: Vec<(HeaderName, HeaderValue)>,
+    /// `Set-Cookie` that deletes a session cookie naming no usable session, so the browser
+    /// stops sending it.
+    clear_stale: Option<String>,
 }
 
 /// What the gateway does with a request it has admitted.
@@ -261,8 +266,10 @@ impl Proxy {
                 SessionLookup::Rejected(reason) => {
                     ctx.span
                         .in_scope(|| info!(reason, "session cookie ignored"));
+                    ctx.clear_stale = Some(clear_session_cookie(origin.secure));
                 }
                 SessionLookup::Expired(ended, why) => {
+                    ctx.clear_stale = Some(clear_session_cookie(origin.secure));
                     let audit = crate::audit::AuditContext {
                         request_id: &ctx.request_id,
                         client_ip: ctx.client_ip,
@@ -331,6 +338,7 @@ impl ProxyHttp for Proxy {
             secure: false,
             user: None,
             inject: Vec::new(),
+            clear_stale: None,
         }
     }
 
@@ -339,15 +347,22 @@ impl ProxyHttp for Proxy {
         let gateway = self.gateway.load_full();
         match self.handle(session, ctx, &gateway).await {
             Ok(Action::Proxy) => Ok(false),
-            Ok(Action::Redirect { location, cookies }) => {
+            Ok(Action::Redirect {
+                location,
+                mut cookies,
+            }) => {
+                cookies.extend(ctx.clear_stale.take());
                 ctx.gateway_status = Some(302);
                 respond::redirect(session, &location, &cookies, &ctx.request_id).await?;
                 Ok(true)
             }
             Ok(Action::Page { page, cookies }) => {
                 ctx.gateway_status = Some(page.status());
-                let extra: Vec<(&'static str, String)> =
-                    cookies.into_iter().map(|c| ("Set-Cookie", c)).collect();
+                let extra: Vec<(&'static str, String)> = cookies
+                    .into_iter()
+                    .chain(ctx.clear_stale.take())
+                    .map(|c| ("Set-Cookie", c))
+                    .collect();
                 respond::page_with(session, page, &ctx.request_id, true, &extra).await?;
                 Ok(true)
             }
@@ -357,6 +372,7 @@ impl ProxyHttp for Proxy {
                     .in_scope(|| info!(reason = %refusal, status = page.status(), "refused"));
                 ctx.gateway_status = Some(page.status());
                 let mut extra: Vec<(&'static str, String)> = Vec::new();
+                extra.extend(ctx.clear_stale.take().map(|c| ("Set-Cookie", c)));
                 if let RequestError::LoginRequired = refusal {
                     let realm = ctx
                         .app
@@ -464,6 +480,9 @@ impl ProxyHttp for Proxy {
         ctx: &mut Self::CTX,
     ) -> Result<()> {
         response.insert_header("X-Request-Id", ctx.request_id.as_str())?;
+        if let Some(clear) = ctx.clear_stale.take() {
+            response.append_header("Set-Cookie", clear)?;
+        }
         Ok(())
     }
 

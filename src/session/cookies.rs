@@ -99,6 +99,11 @@ pub fn clear_cookie(name: &str, secure: bool) -> String {
     text
 }
 
+/// A `Set-Cookie` value that deletes the session cookie of this listener kind.
+pub fn clear_session_cookie(secure: bool) -> String {
+    clear_cookie(&session_cookie_name(secure), secure)
+}
+
 /// Cookies sent by the client, in order, from every `Cookie` header.
 pub fn request_cookies<'a>(
     headers: impl Iterator<Item = &'a http::HeaderValue>,
