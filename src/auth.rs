@@ -50,7 +50,7 @@ pub enum SessionLookup {
     /// No session cookie.
     None,
     /// A live session.
-    Found(SessionId, Arc<Session>),
+    Found(Arc<Session>),
     /// The cookie was present but names no usable session (tampered, unknown, logged out).
     Rejected(&'static str),
     /// The session existed but its time is up; it has been removed.
@@ -195,7 +195,7 @@ impl Auth {
             );
         };
         match session.touch(idle, absolute) {
-            Ok(()) => SessionLookup::Found(id, session),
+            Ok(()) => SessionLookup::Found(session),
             Err(why) => {
                 self.sessions.remove(&id).await;
                 SessionLookup::Expired(session, why)

@@ -198,6 +198,18 @@ pub enum Decision<'a> {
     NoAllowMatched,
 }
 
+impl Decision<'_> {
+    /// The rule that decided, when one did (default deny and "sign in first" name none).
+    pub fn rule(&self) -> Option<&str> {
+        match self {
+            Decision::Public { rule } | Decision::Allow { rule } | Decision::Deny { rule } => {
+                Some(rule)
+            }
+            Decision::LoginNeeded | Decision::NoAllowMatched => None,
+        }
+    }
+}
+
 /// The rules of one app.
 #[derive(Debug, Clone, Default)]
 pub struct RuleSet {

@@ -2,7 +2,7 @@
 //! the request and `auth`, plus the audit records of each outcome.
 
 use super::{Action, RequestCtx, RequestError};
-use crate::audit::{self, AuditContext};
+use crate::audit;
 use crate::auth::{
     safe_return_to, Origin, CALLBACK_PATH, LOGGED_OUT_PATH, LOGIN_PATH, LOGOUT_PATH,
 };
@@ -125,7 +125,7 @@ async fn callback(
         Ok(signed_in) => {
             let app = signed_in.session.app.clone();
             ctx.span.record("app", app.as_str());
-            audit::login_succeeded(&audit_ctx(ctx, &app), &signed_in.session.identity);
+            audit::login_succeeded(&ctx.audit(&app), &signed_in.session.identity);
             ctx.user = Some(signed_in.session);
             Ok(Action::Redirect {
                 location: signed_in.return_to,
@@ -135,7 +135,7 @@ async fn callback(
         Err((error, pending)) => {
             let app = pending.as_ref().map_or("-", |p| p.app.as_str());
             let idp = pending.as_ref().map_or("-", |p| p.idp.as_str());
-            audit::login_failed(&audit_ctx(ctx, app), idp, &error);
+            audit::login_failed(&ctx.audit(app), idp, &error);
             Err(RequestError::SignInFailed(error.to_string()))
         }
     }
@@ -155,18 +155,10 @@ pub async fn logout(
         .map(|s| s.app.clone())
         .or_else(|| ctx.app.as_ref().map(|a| a.config.id.clone()))
         .unwrap_or_else(|| "-".to_string());
-    audit::logged_out(&audit_ctx(ctx, &app), ended.as_ref().map(|s| &s.identity));
+    audit::logged_out(&ctx.audit(&app), ended.as_ref().map(|s| &s.identity));
     Action::Redirect {
         location,
         cookies: clear,
-    }
-}
-
-fn audit_ctx<'a>(ctx: &'a RequestCtx, app: &'a str) -> AuditContext<'a> {
-    AuditContext {
-        request_id: &ctx.request_id,
-        client_ip: ctx.client_ip,
-        app,
     }
 }
 

@@ -7,7 +7,9 @@
 mod endpoints;
 mod respond;
 
+use crate::audit::{self, AuditContext};
 use crate::auth::{Origin, SessionLookup};
+use crate::config::AppConfig;
 use crate::gateway::{AppRuntime, Gateway, Route};
 use crate::hygiene::{request_authority, ConnectionFacts};
 use crate::inject::InjectError;
@@ -250,34 +252,8 @@ impl Proxy {
             return Ok(endpoints::logout(session, ctx, gateway, &origin).await);
         }
         if config.idp.is_some() {
-            let cookies = request_cookies(session.req_header().headers.get_all("cookie").iter());
-            match gateway
-                .auth
-                .lookup(
-                    &cookies,
-                    origin.secure,
-                    config.session_idle,
-                    config.session_absolute,
-                )
-                .await
-            {
-                SessionLookup::Found(_, user) => ctx.user = Some(user),
-                SessionLookup::None => {}
-                SessionLookup::Rejected(reason) => {
-                    ctx.span
-                        .in_scope(|| info!(reason, "session cookie ignored"));
-                    ctx.clear_stale = Some(clear_session_cookie(origin.secure));
-                }
-                SessionLookup::Expired(ended, why) => {
-                    ctx.clear_stale = Some(clear_session_cookie(origin.secure));
-                    let audit = crate::audit::AuditContext {
-                        request_id: &ctx.request_id,
-                        client_ip: ctx.client_ip,
-                        app: &config.id,
-                    };
-                    crate::audit::session_expired(&audit, &ended, why);
-                }
-            }
+            self.attach_session(session, ctx, gateway, config, &origin)
+                .await;
         }
         let req = session.req_header();
         let facts = RequestFacts {
@@ -286,13 +262,7 @@ impl Proxy {
         };
         let user_facts = ctx.user.as_ref().map(|u| u.identity.facts());
         let decision = config.rules.decide(&facts, user_facts.as_ref());
-        let rule = match decision {
-            Decision::Public { rule } | Decision::Allow { rule } | Decision::Deny { rule } => {
-                Some(rule)
-            }
-            Decision::LoginNeeded | Decision::NoAllowMatched => None,
-        };
-        if let Some(rule) = rule {
+        if let Some(rule) = decision.rule() {
             ctx.span.record("rule", rule);
             ctx.rule = Some(rule.to_string());
         }
@@ -306,15 +276,61 @@ impl Proxy {
             Decision::Deny { rule } => Err(RequestError::Denied(rule.to_string())),
             Decision::NoAllowMatched => Err(RequestError::NoAllowRule),
             Decision::LoginNeeded => {
+                if !endpoints::is_navigation(req) {
+                    return Err(RequestError::LoginRequired);
+                }
                 let return_to = match req.uri.query() {
                     Some(q) => format!("{}?{q}", ctx.path),
                     None => ctx.path.clone(),
                 };
-                if !endpoints::is_navigation(req) {
-                    return Err(RequestError::LoginRequired);
-                }
                 endpoints::start_login(ctx, gateway, &app, &origin, &return_to).await
             }
+        }
+    }
+
+    /// Step 5: the browser's session for this app, if any. A cookie that names no usable
+    /// session counts as none (logged, and deleted in the response); expiry is audited.
+    async fn attach_session(
+        &self,
+        session: &Session,
+        ctx: &mut RequestCtx,
+        gateway: &Gateway,
+        config: &AppConfig,
+        origin: &Origin,
+    ) {
+        let cookies = request_cookies(session.req_header().headers.get_all("cookie").iter());
+        let lookup = gateway
+            .auth
+            .lookup(
+                &cookies,
+                origin.secure,
+                config.session_idle,
+                config.session_absolute,
+            )
+            .await;
+        match lookup {
+            SessionLookup::Found(user) => ctx.user = Some(user),
+            SessionLookup::None => {}
+            SessionLookup::Rejected(reason) => {
+                ctx.span
+                    .in_scope(|| info!(reason, "session cookie ignored"));
+                ctx.clear_stale = Some(clear_session_cookie(origin.secure));
+            }
+            SessionLookup::Expired(ended, why) => {
+                ctx.clear_stale = Some(clear_session_cookie(origin.secure));
+                audit::session_expired(&ctx.audit(&config.id), &ended, why);
+            }
+        }
+    }
+}
+
+impl RequestCtx {
+    /// This request's context for an audit record about `app`.
+    fn audit<'a>(&'a self, app: &'a str) -> AuditContext<'a> {
+        AuditContext {
+            request_id: &self.request_id,
+            client_ip: self.client_ip,
+            app,
         }
     }
 }
