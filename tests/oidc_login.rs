@@ -33,6 +33,15 @@ impl Fixture {
     fn browser(&self) -> Browser {
         Browser::new(self.gw.http, &[WIKI, TIMESHEET])
     }
+    /// A new browser in which `user` (password `<user>-pw`) has signed in to `host`.
+    async fn signed_in(&self, host: &str, user: &str) -> Browser {
+        let browser = self.browser();
+        let trip = browser
+            .login(&self.url(host, "/"), user, &format!("{user}-pw"))
+            .await;
+        assert_eq!(trip.status, 200, "{user} could not sign in: {trip:?}");
+        browser
+    }
 }
 
 /// The shared secret the backends check (written to a file the policies point at).
@@ -360,14 +369,7 @@ async fn replayed_code_is_refused() {
 #[tokio::test]
 async fn idle_and_absolute_timeouts_end_sessions() {
     let f = fixture("[session]\nidle = \"2s\"\nabsolute = \"1h\"\n").await;
-    let browser = f.browser();
-    assert_eq!(
-        browser
-            .login(&f.url(WIKI, "/"), "alice", "alice-pw")
-            .await
-            .status,
-        200
-    );
+    let browser = f.signed_in(WIKI, "alice").await;
     assert_eq!(browser.get(&f.url(WIKI, "/a")).await.status(), 200);
     tokio::time::sleep(Duration::from_millis(2600)).await;
     let after_idle = browser.get(&f.url(WIKI, "/a")).await;
@@ -388,14 +390,7 @@ async fn idle_and_absolute_timeouts_end_sessions() {
     drop(f);
 
     let f = fixture("[session]\nidle = \"3s\"\nabsolute = \"3s\"\n").await;
-    let browser = f.browser();
-    assert_eq!(
-        browser
-            .login(&f.url(WIKI, "/"), "alice", "alice-pw")
-            .await
-            .status,
-        200
-    );
+    let browser = f.signed_in(WIKI, "alice").await;
     // Used every second, so idle never fires; the absolute limit still does.
     for _ in 0..2 {
         tokio::time::sleep(Duration::from_millis(1000)).await;
@@ -412,14 +407,7 @@ async fn idle_and_absolute_timeouts_end_sessions() {
 #[tokio::test]
 async fn tampered_session_cookie_counts_as_no_session() {
     let f = fixture("").await;
-    let browser = f.browser();
-    assert_eq!(
-        browser
-            .login(&f.url(WIKI, "/"), "alice", "alice-pw")
-            .await
-            .status,
-        200
-    );
+    let browser = f.signed_in(WIKI, "alice").await;
     let cookie = browser.cookies_for(&f.url(WIKI, "/"));
     let value = cookie
         .split("; ")
@@ -522,14 +510,7 @@ async fn return_to_never_leaves_the_host() {
 #[tokio::test]
 async fn spoofed_identity_headers_are_replaced_by_the_session() {
     let f = fixture("").await;
-    let browser = f.browser();
-    assert_eq!(
-        browser
-            .login(&f.url(WIKI, "/"), "bob", "bob-pw")
-            .await
-            .status,
-        200
-    );
+    let browser = f.signed_in(WIKI, "bob").await;
     let response = browser
         .get_with(
             &f.url(WIKI, "/me"),
@@ -663,14 +644,7 @@ async fn many_tabs_log_in_at_once() {
 #[tokio::test]
 async fn second_app_signs_in_silently_through_the_idp_session() {
     let f = fixture("").await;
-    let browser = f.browser();
-    assert_eq!(
-        browser
-            .login(&f.url(WIKI, "/"), "alice", "alice-pw")
-            .await
-            .status,
-        200
-    );
+    let browser = f.signed_in(WIKI, "alice").await;
     let trip = browser.follow(&f.url(TIMESHEET, "/week")).await;
     assert_eq!(trip.status, 200, "{trip:?}");
     assert!(trip.visited(&f.idp.issuer), "went to the IdP");
@@ -689,14 +663,7 @@ async fn second_app_signs_in_silently_through_the_idp_session() {
 #[tokio::test]
 async fn logout_ends_the_session_here_and_at_the_idp() {
     let f = fixture("").await;
-    let browser = f.browser();
-    assert_eq!(
-        browser
-            .login(&f.url(WIKI, "/"), "alice", "alice-pw")
-            .await
-            .status,
-        200
-    );
+    let browser = f.signed_in(WIKI, "alice").await;
     let trip = browser.follow(&f.url(WIKI, "/.portcullis/logout")).await;
     let end_session = trip
         .hops
@@ -732,14 +699,7 @@ async fn logout_ends_the_session_here_and_at_the_idp() {
 #[tokio::test]
 async fn app_logout_path_is_intercepted() {
     let f = fixture("").await;
-    let browser = f.browser();
-    assert_eq!(
-        browser
-            .login(&f.url(TIMESHEET, "/"), "bob", "bob-pw")
-            .await
-            .status,
-        200
-    );
+    let browser = f.signed_in(TIMESHEET, "bob").await;
     let hits = f.timesheet.hits();
     let response = browser.get(&f.url(TIMESHEET, "/logout")).await;
     assert_eq!(response.status(), 302);
@@ -901,14 +861,7 @@ async fn over_https_the_session_cookie_is_host_prefixed_and_secure() {
 #[tokio::test]
 async fn sessions_survive_a_configuration_reload() {
     let f = fixture("").await;
-    let browser = f.browser();
-    assert_eq!(
-        browser
-            .login(&f.url(WIKI, "/"), "alice", "alice-pw")
-            .await
-            .status,
-        200
-    );
+    let browser = f.signed_in(WIKI, "alice").await;
     // Tighten the wiki policy: finance only. Sessions stay; the new rule applies at once.
     let policy = app_policy("wiki", WIKI, &f.wiki.url(), "")
         .replace("groups = [\"staff\"]", "groups = [\"finance\"]");
