@@ -280,7 +280,7 @@ const GATEWAY_WITH_IDP: &str = "[listen]\nhttp = \"127.0.0.1:18080\"\n\n[idp.cor
 #[test]
 fn login_settings_in_policies_are_checked_against_the_gateway_idps() {
     let protected = "schema = 1\napp = \"wiki\"\nowner = \"o@corp.example\"\nsummary = \"s\"\nhosts = [\"wiki.example\"]\nupstreams = [{ url = \"http://127.0.0.1:9\" }]\nidp = \"corp\"\nlogout_path = \"/logout\"\n\n[session]\nidle = \"30m\"\n\n[identity.headers]\n\"X-Remote-User\" = \"email\"\n\"X-Groups\" = { claim = \"groups\", join = \";\" }\n\n[[allow]]\nid = \"staff\"\nwhy = \"s\"\ngroups = [\"staff\"]\nemail_domain = [\"corp.example\"]\n";
-    let bad = "schema = 1\napp = \"bad\"\nowner = \"o@corp.example\"\nsummary = \"s\"\nhosts = [\"bad.example\"]\nupstreams = [{ url = \"http://127.0.0.1:9\" }]\nidp = \"okta\"\n\n[identity.headers]\n\"Host\" = \"email\"\n\"X-Dept\" = \"department\"\n\n[[allow]]\nid = \"all\"\nwhy = \"s\"\npublic = true\ngroups = [\"staff\"]\n\n[[deny]]\nid = \"x\"\nwhy = \"s\"\nemails = [\"not-an-email\"]\n";
+    let bad = "schema = 1\napp = \"bad\"\nowner = \"o@corp.example\"\nsummary = \"s\"\nhosts = [\"bad.example\"]\nupstreams = [{ url = \"http://127.0.0.1:9\" }]\nidp = \"okta\"\n\n[identity.headers]\n\"Host\" = \"email\"\n\"X-Dept\" = \"department\"\n\"X-Key\" = { secret_file = \"missing.key\" }\n\n[[allow]]\nid = \"all\"\nwhy = \"s\"\npublic = true\ngroups = [\"staff\"]\n\n[[deny]]\nid = \"x\"\nwhy = \"s\"\nemails = [\"not-an-email\"]\n";
     let dir = config_dir(
         GATEWAY_WITH_IDP,
         &[("wiki.toml", protected), ("bad.toml", bad)],
@@ -293,10 +293,11 @@ fn login_settings_in_policies_are_checked_against_the_gateway_idps() {
         format!("{f}:7:7: idp `okta` is not defined in the gateway config (defined: corp)"),
         format!("{f}:10:10: header `Host` is managed by the gateway or HTTP itself"),
         format!("{f}:11:12: header `X-Dept`: `department` is not a session attribute"),
+        format!("{f}:12:11: header `X-Key`: cannot read secret file"),
         format!(
-            "{f}:13:1: allow rule `all` is public (anyone, no login) yet names groups or emails"
+            "{f}:14:1: allow rule `all` is public (anyone, no login) yet names groups or emails"
         ),
-        format!("{f}:22:11: `not-an-email` is not an email address"),
+        format!("{f}:23:11: `not-an-email` is not an email address"),
     ];
     let problems: Vec<&str> = run
         .stderr

@@ -883,37 +883,30 @@ impl Compiler<'_> {
                         .static_value(name, value, v)
                         .map(IdentitySource::Static);
                 }
-                if let Some(var) = text("secret_env") {
-                    return match std::env::var(&var) {
-                        Ok(v) => self
+                let secret = match (text("secret_env"), text("secret_file")) {
+                    (Some(var), _) => Some(
+                        std::env::var(&var)
+                            .map_err(|_| format!("environment variable `{var}` is not set")),
+                    ),
+                    (None, Some(file)) => {
+                        let path = resolve(base, &file);
+                        Some(std::fs::read_to_string(&path).map_err(|e| {
+                            format!("cannot read secret file `{}`: {e}", path.display())
+                        }))
+                    }
+                    (None, None) => None,
+                };
+                match secret {
+                    Some(Ok(v)) => {
+                        return self
                             .static_value(name, value, v.trim().to_string())
-                            .map(|v| IdentitySource::Secret(Secret::new(v))),
-                        Err(_) => {
-                            self.error(
-                                value,
-                                format!("header `{name}`: environment variable `{var}` is not set"),
-                            );
-                            None
-                        }
-                    };
-                }
-                if let Some(file) = text("secret_file") {
-                    let path = resolve(base, &file);
-                    return match std::fs::read_to_string(&path) {
-                        Ok(v) => self
-                            .static_value(name, value, v.trim().to_string())
-                            .map(|v| IdentitySource::Secret(Secret::new(v))),
-                        Err(e) => {
-                            self.error(
-                                value,
-                                format!(
-                                    "header `{name}`: cannot read secret file `{}`: {e}",
-                                    path.display()
-                                ),
-                            );
-                            None
-                        }
-                    };
+                            .map(|v| IdentitySource::Secret(Secret::new(v)))
+                    }
+                    Some(Err(why)) => {
+                        self.error(value, format!("header `{name}`: {why}"));
+                        return None;
+                    }
+                    None => {}
                 }
                 self.error(value, format!("header `{name}`: values must be strings"));
                 None
