@@ -25,6 +25,8 @@ pub const CALLBACK_PATH: &str = "/.portcullis/oidc/callback";
 pub const LOGIN_PATH: &str = "/.portcullis/login";
 /// Path that ends the session here and at the IdP.
 pub const LOGOUT_PATH: &str = "/.portcullis/logout";
+/// Who the browser is signed in as, as JSON (for single-page apps).
+pub const USERINFO_PATH: &str = "/.portcullis/userinfo";
 /// The gateway's "you are signed out" page (default post-logout redirect).
 pub const LOGGED_OUT_PATH: &str = "/.portcullis/logged-out";
 

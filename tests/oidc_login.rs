@@ -13,7 +13,10 @@ mod support;
 use std::time::Duration;
 use support::browser::{query_param, with_query_param, Browser};
 use support::idp::{IdpClient, TestIdp};
-use support::{echo_backend, free_addr, header_values, Backend, GatewaySpec, RunningGateway};
+use support::{
+    echo_backend, free_addr, header_values, raw_exchange, raw_status, Backend, GatewaySpec,
+    RunningGateway,
+};
 
 const WIKI: &str = "wiki.localhost";
 const TIMESHEET: &str = "timesheet.localhost";
@@ -188,6 +191,28 @@ async fn full_login_returns_to_the_deep_link_with_identity_headers() {
     assert!(query_param(authorize, "state").is_some_and(|s| s.len() >= 22));
     assert!(query_param(authorize, "nonce").is_some_and(|s| s.len() >= 22));
     assert!(query_param(authorize, "scope").unwrap().contains("groups"));
+
+    // Single-page apps can ask who is signed in; never a token or session id in the answer.
+    let who = browser
+        .get_with(&f.url(WIKI, "/.portcullis/userinfo"), &[])
+        .await;
+    assert_eq!(who.status(), 200);
+    assert_eq!(who.headers()["cache-control"], "no-store");
+    let who: serde_json::Value = who.json().await.unwrap();
+    assert_eq!(who["email"], "alice@corp.example");
+    assert_eq!(who["groups"], serde_json::json!(["staff", "finance"]));
+    assert_eq!(who["app"], "wiki");
+    assert!(!who.to_string().contains("eyJ"));
+    let anonymous = f.browser();
+    let nobody = anonymous
+        .get_with(&f.url(WIKI, "/.portcullis/userinfo"), &[])
+        .await;
+    assert_eq!(nobody.status(), 401);
+    assert_eq!(
+        f.wiki.hits(),
+        1,
+        "gateway endpoints never reach the backend"
+    );
 
     // Signed in: the next request goes straight through.
     let again = browser.get(&f.url(WIKI, "/other")).await;
@@ -913,6 +938,77 @@ async fn only_a_trusted_proxy_can_say_the_browser_used_https() {
         cookie.starts_with("__Host-portcullis_login_") && cookie.contains("; Secure"),
         "{cookie}"
     );
+}
+
+#[tokio::test]
+async fn malformed_sign_in_requests_are_refused_cleanly() {
+    let f = fixture("").await;
+    let host = format!("{WIKI}:{}", f.gw.http.port());
+    let long_state = "A".repeat(6000);
+    let cases: Vec<(String, &[u8])> = vec![
+        ("GET /.portcullis/oidc/callback?state= HTTP/1.1".into(), b""),
+        (
+            "GET /.portcullis/oidc/callback?state=%FF%FE&code=%00 HTTP/1.1".into(),
+            b"",
+        ),
+        (
+            format!("GET /.portcullis/oidc/callback?state={long_state}&code=x HTTP/1.1"),
+            b"",
+        ),
+        (
+            "GET /.portcullis/oidc/callback?state=a&state=b&code=x&code=y HTTP/1.1".into(),
+            b"",
+        ),
+        (
+            "GET /.portcullis/oidc/callback?error=%0d%0aSet-Cookie:%20x=y&state=s HTTP/1.1".into(),
+            b"",
+        ),
+        (
+            "GET /.portcullis/oidc/callback?state=AAAAAAAAAAAAAAAAAAAA&code=x HTTP/1.1".into(),
+            b"Cookie: portcullis_login_AAAAAAAAAAAAAAAA=%%%%; portcullis_session=\xff\xfe\r\n",
+        ),
+        (
+            "GET /.portcullis/login?return_to=%00 HTTP/1.1".into(),
+            b"Accept: text/html\r\n",
+        ),
+        (
+            "POST /.portcullis/oidc/callback?state=a&code=b HTTP/1.1".into(),
+            b"Content-Length: 0\r\n",
+        ),
+        (
+            "GET /.portcullis/logout HTTP/1.1".into(),
+            b"Cookie: portcullis_session=garbage\r\n",
+        ),
+        (
+            "GET /.portcullis/userinfo HTTP/1.1".into(),
+            b"Cookie: portcullis_session=;;==;\r\n",
+        ),
+        (
+            "GET / HTTP/1.1".into(),
+            b"Accept: text/html\r\nCookie: portcullis_session=\x01\x02\r\n",
+        ),
+    ];
+    for (line, extra) in &cases {
+        let mut request = format!("{line}\r\nHost: {host}\r\nConnection: close\r\n").into_bytes();
+        request.extend_from_slice(extra);
+        request.extend_from_slice(b"\r\n");
+        let answer = raw_exchange(f.gw.http, &request).await;
+        let status = raw_status(&answer);
+        assert!((300..500).contains(&status), "{line}: {status}\n{answer}");
+        assert!(
+            !answer.contains("\r\nx=y") && !answer.contains("Set-Cookie: x=y"),
+            "{line}"
+        );
+    }
+    // Still serving, and no refused request reached the backend.
+    assert_eq!(
+        f.browser()
+            .get(&f.url(WIKI, "/static/ok.css"))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(f.wiki.hits(), 1);
 }
 
 /// The gateway callback URL a trip passed through.

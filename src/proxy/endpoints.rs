@@ -4,7 +4,7 @@
 use super::{Action, RequestCtx, RequestError};
 use crate::audit;
 use crate::auth::{
-    safe_return_to, Origin, CALLBACK_PATH, LOGGED_OUT_PATH, LOGIN_PATH, LOGOUT_PATH,
+    safe_return_to, Origin, CALLBACK_PATH, LOGGED_OUT_PATH, LOGIN_PATH, LOGOUT_PATH, USERINFO_PATH,
 };
 use crate::gateway::{AppRuntime, Gateway, Route};
 use crate::pages::Page;
@@ -45,6 +45,7 @@ pub async fn serve(
             start_login(ctx, gateway, &app, origin, &return_to).await
         }
         LOGOUT_PATH => Ok(logout(session, ctx, gateway, origin).await),
+        USERINFO_PATH => userinfo(session, ctx, gateway, origin).await,
         LOGGED_OUT_PATH => Ok(Action::Page {
             page: Page::SignedOut,
             cookies: Vec::new(),
@@ -139,6 +140,46 @@ async fn callback(
             Err(RequestError::SignInFailed(error.to_string()))
         }
     }
+}
+
+/// The signed-in user of this host's app as JSON, or 401. Never tokens or session ids.
+async fn userinfo(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    gateway: &Arc<Gateway>,
+    origin: &Origin,
+) -> Result<Action, RequestError> {
+    let host = normalise_host(&origin.authority).ok_or(RequestError::BadHost)?;
+    let app = match gateway.route(&host, "/") {
+        Some(Route::App(app)) if app.config.idp.is_some() => app.clone(),
+        _ => return Err(RequestError::NoRoute),
+    };
+    super::Proxy::attach_session(session, ctx, gateway, &app.config, origin).await;
+    ctx.app = Some(app);
+    let Some(user) = &ctx.user else {
+        return Ok(Action::Json {
+            status: 401,
+            body: serde_json::json!({ "error": "not signed in", "login_url": LOGIN_PATH })
+                .to_string(),
+        });
+    };
+    let who = &user.identity;
+    let body = serde_json::json!({
+        "subject": who.subject,
+        "email": who.email,
+        "name": who.name,
+        "groups": who.groups,
+        "idp": who.idp,
+        "acr": who.acr,
+        "amr": who.amr,
+        "auth_time": who.auth_time,
+        "app": user.app,
+        "signed_in_at": user.created_unix,
+    });
+    Ok(Action::Json {
+        status: 200,
+        body: body.to_string(),
+    })
 }
 
 /// Ends the session here and sends the browser to the IdP's logout.

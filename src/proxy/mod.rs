@@ -136,6 +136,13 @@ pub enum Action {
         /// `Set-Cookie` values.
         cookies: Vec<String>,
     },
+    /// Answer with a small JSON document (no cookies).
+    Json {
+        /// HTTP status.
+        status: u16,
+        /// The document.
+        body: String,
+    },
     /// Answer with a gateway page (e.g. signed out), setting cookies.
     Page {
         /// The page.
@@ -252,8 +259,7 @@ impl Proxy {
             return Ok(endpoints::logout(session, ctx, gateway, &origin).await);
         }
         if config.idp.is_some() {
-            self.attach_session(session, ctx, gateway, config, &origin)
-                .await;
+            Self::attach_session(session, ctx, gateway, config, &origin).await;
         }
         let req = session.req_header();
         let facts = RequestFacts {
@@ -290,8 +296,7 @@ impl Proxy {
 
     /// Step 5: the browser's session for this app, if any. A cookie that names no usable
     /// session counts as none (logged, and deleted in the response); expiry is audited.
-    async fn attach_session(
-        &self,
+    pub(crate) async fn attach_session(
         session: &Session,
         ctx: &mut RequestCtx,
         gateway: &Gateway,
@@ -370,6 +375,12 @@ impl ProxyHttp for Proxy {
                 cookies.extend(ctx.clear_stale.take());
                 ctx.gateway_status = Some(302);
                 respond::redirect(session, &location, &cookies, &ctx.request_id).await?;
+                Ok(true)
+            }
+            Ok(Action::Json { status, body }) => {
+                ctx.gateway_status = Some(status);
+                let cookies: Vec<String> = ctx.clear_stale.take().into_iter().collect();
+                respond::json(session, status, body, &ctx.request_id, &cookies).await?;
                 Ok(true)
             }
             Ok(Action::Page { page, cookies }) => {

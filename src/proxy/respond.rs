@@ -71,3 +71,31 @@ pub async fn redirect(
     }
     session.write_response_header(Box::new(resp), true).await
 }
+
+/// Sends a JSON document that must not be cached or sniffed.
+pub async fn json(
+    session: &mut Session,
+    status: u16,
+    body: String,
+    request_id: &str,
+    cookies: &[String],
+) -> Result<()> {
+    let body = Bytes::from(body);
+    let mut resp = ResponseHeader::build(status, Some(5 + cookies.len()))?;
+    resp.insert_header("Content-Type", "application/json")?;
+    resp.insert_header("Content-Length", body.len().to_string())?;
+    resp.insert_header("Cache-Control", "no-store")?;
+    resp.insert_header("X-Content-Type-Options", "nosniff")?;
+    resp.insert_header("X-Request-Id", request_id)?;
+    for cookie in cookies {
+        resp.append_header("Set-Cookie", cookie.as_str())?;
+    }
+    let head_only = session.req_header().method == http::Method::HEAD;
+    session
+        .write_response_header(Box::new(resp), head_only)
+        .await?;
+    if !head_only {
+        session.write_response_body(Some(body), true).await?;
+    }
+    Ok(())
+}
