@@ -131,17 +131,16 @@ pub enum AuthError {
 impl Auth {
     /// Sign-in state for this configuration (providers start undiscovered).
     pub fn new(config: &GatewayConfig) -> Result<Self, AuthError> {
-        let http = IdpHttpClient::new(Duration::from_secs(5), Duration::from_secs(15))?;
-        let providers = config
-            .idps
-            .iter()
-            .map(|idp| {
-                (
-                    idp.name.clone(),
-                    Arc::new(OidcProvider::new(&idp.name, idp.oidc.clone(), http.clone())),
-                )
-            })
-            .collect();
+        let mut providers = HashMap::new();
+        for idp in &config.idps {
+            let http = IdpHttpClient::new(
+                Duration::from_secs(5),
+                Duration::from_secs(15),
+                idp.oidc.ca_pem.as_deref(),
+            )?;
+            let provider = OidcProvider::new(&idp.name, idp.oidc.clone(), http);
+            providers.insert(idp.name.clone(), Arc::new(provider));
+        }
         Ok(Self {
             sessions: SessionStore::new(config.sessions.max_sessions),
             pending: PendingLogins::new(

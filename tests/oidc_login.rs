@@ -1011,6 +1011,53 @@ async fn malformed_sign_in_requests_are_refused_cleanly() {
     assert_eq!(f.wiki.hits(), 1);
 }
 
+#[tokio::test]
+async fn https_idp_with_an_internal_ca_is_trusted_only_when_configured() {
+    let http = free_addr();
+    let origins = [format!("http://{WIKI}:{}", http.port())];
+    let client = IdpClient::gateway("portcullis", &origins);
+    let idp = TestIdp::start_tls(std::slice::from_ref(&client)).await;
+    assert!(idp.issuer.starts_with("https://localhost:"));
+    let wiki = echo_backend("wiki").await;
+    let gw = GatewaySpec::new()
+        .http_addr(http)
+        .gateway_toml(&idp.gateway_toml("corp", &client, "claims = [\"department\"]\n"))
+        .policy("wiki.toml", app_policy("wiki", WIKI, &wiki.url(), ""))
+        .start()
+        .await;
+    wait_until_signin_available(&gw, WIKI).await;
+    let browser = Browser::new(http, &[WIKI]);
+    let trip = browser
+        .login(&format!("http://{WIKI}:{}/", http.port()), "bob", "bob-pw")
+        .await;
+    assert_eq!(trip.status, 200, "{trip:?}");
+    assert_eq!(
+        header_values(&trip.json(), "x-remote-user"),
+        ["bob@corp.example"]
+    );
+    drop(gw);
+
+    // Without the CA, the IdP's certificate is not trusted: no discovery, no sign-in.
+    let untrusting = idp
+        .gateway_toml("corp", &client, "claims = [\"department\"]\n")
+        .lines()
+        .filter(|l| !l.starts_with("ca_file"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let gw = GatewaySpec::new()
+        .gateway_toml(&untrusting)
+        .policy("wiki.toml", app_policy("wiki", WIKI, &wiki.url(), ""))
+        .start()
+        .await;
+    let logs = gw.wait_for_log("discovery failed").await;
+    assert!(logs.contains("certificate"), "{logs}");
+    let browser = Browser::new(gw.http, &[WIKI]);
+    let page = browser
+        .get(&format!("http://{WIKI}:{}/", gw.http.port()))
+        .await;
+    assert_eq!(page.status(), 503);
+}
+
 /// The gateway callback URL a trip passed through.
 fn callback_hop(trip: &support::browser::Trip) -> String {
     trip.hops

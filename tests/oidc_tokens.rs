@@ -34,8 +34,9 @@ fn provider(idp: &TestIdp, client: &IdpClient) -> OidcProvider {
         clock_skew: Duration::from_secs(60),
         allow_insecure_issuer: true,
         post_logout_redirect_uri: None,
+        ca_pem: None,
     };
-    let http = IdpHttpClient::new(Duration::from_secs(5), Duration::from_secs(10)).unwrap();
+    let http = IdpHttpClient::new(Duration::from_secs(5), Duration::from_secs(10), None).unwrap();
     OidcProvider::new("corp", config, http)
 }
 

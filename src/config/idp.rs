@@ -53,6 +53,7 @@ pub(super) struct FileIdp {
     #[serde(default)]
     allow_insecure_issuer: bool,
     post_logout_redirect_uri: Option<Spanned<String>>,
+    ca_file: Option<Spanned<String>>,
 }
 
 /// How the client authenticates at the token endpoint.
@@ -90,6 +91,8 @@ pub struct OidcIdpConfig {
     /// Where the provider sends the browser after logout; default: the gateway's
     /// `/.portcullis/logged-out` page on the app's host.
     pub post_logout_redirect_uri: Option<String>,
+    /// Extra CA certificates (PEM) trusted for the provider's TLS, e.g. an internal CA.
+    pub ca_pem: Option<Vec<u8>>,
 }
 
 /// One configured identity provider.
@@ -251,7 +254,36 @@ impl IdpCompiler<'_> {
                 }
             }
         });
+        let ca_pem = file.ca_file.as_ref().and_then(|f| {
+            let path = resolve(base, f.get_ref());
+            let pem = std::fs::read(&path).map_err(|e| e.to_string());
+            match pem.and_then(|p| {
+                openssl::x509::X509::stack_from_pem(&p)
+                    .map_err(|e| e.to_string())
+                    .map(|certs| (p, certs.len()))
+            }) {
+                Ok((pem, n)) if n > 0 => Some(pem),
+                Ok(_) => {
+                    self.error(
+                        f,
+                        format!("ca_file `{}` holds no certificate", path.display()),
+                    );
+                    None
+                }
+                Err(e) => {
+                    self.error(
+                        f,
+                        format!(
+                            "ca_file `{}` cannot be read as PEM certificates: {e}",
+                            path.display()
+                        ),
+                    );
+                    None
+                }
+            }
+        });
         Some(OidcIdpConfig {
+            ca_pem,
             issuer,
             client_id,
             client_secret,

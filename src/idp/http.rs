@@ -37,15 +37,26 @@ pub struct IdpHttpClient {
 }
 
 impl IdpHttpClient {
-    /// A client with the gateway's outbound rules: no redirects, bounded time.
-    pub fn new(connect_timeout: Duration, total_timeout: Duration) -> Result<Self, HttpError> {
-        let client = reqwest::Client::builder()
+    /// A client with the gateway's outbound rules: no redirects, bounded time. `extra_ca`
+    /// (PEM) is trusted besides the system's CAs.
+    pub fn new(
+        connect_timeout: Duration,
+        total_timeout: Duration,
+        extra_ca: Option<&[u8]>,
+    ) -> Result<Self, HttpError> {
+        let mut builder = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(connect_timeout)
             .timeout(total_timeout)
-            .user_agent(concat!("portcullis/", env!("CARGO_PKG_VERSION")))
-            .build()?;
-        Ok(Self { client })
+            .user_agent(concat!("portcullis/", env!("CARGO_PKG_VERSION")));
+        if let Some(pem) = extra_ca {
+            for cert in reqwest::Certificate::from_pem_bundle(pem)? {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        Ok(Self {
+            client: builder.build()?,
+        })
     }
 
     async fn send(&self, request: HttpRequest) -> Result<HttpResponse, HttpError> {

@@ -11,6 +11,7 @@
 // Prints `READY <issuer>` on stdout once listening.
 
 import http from 'node:http';
+import https from 'node:https';
 import { generateKeyPairSync, randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
@@ -58,7 +59,12 @@ const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
 const signingKey = { ...privateKey.export({ format: 'jwk' }), kid: randomUUID(), use: 'sig', alg: 'RS256' };
 
 const port = config.port;
-const issuer = `http://127.0.0.1:${port}`;
+// With "tls": { "cert", "key" } (PEM paths) the IdP speaks https as `localhost`, like an
+// internal IdP with a certificate from a private CA.
+const tls = config.tls
+  ? { cert: readFileSync(config.tls.cert), key: readFileSync(config.tls.key) }
+  : null;
+const issuer = tls ? `https://localhost:${port}` : `http://127.0.0.1:${port}`;
 
 const provider = new Provider(issuer, {
   clients: config.clients,
@@ -121,7 +127,7 @@ const provider = new Provider(issuer, {
 
 const callback = provider.callback();
 
-const server = http.createServer(async (req, res) => {
+const handler = async (req, res) => {
   const match = req.url.match(/^\/interaction\/([A-Za-z0-9_-]+)(\/login)?$/);
   if (!match) return callback(req, res);
   try {
@@ -148,7 +154,9 @@ const server = http.createServer(async (req, res) => {
     res.statusCode = 400;
     return res.end(`interaction failed: ${err.message}`);
   }
-});
+};
+
+const server = tls ? https.createServer(tls, handler) : http.createServer(handler);
 
 server.listen(port, '127.0.0.1', () => {
   process.stdout.write(`READY ${issuer}\n`);

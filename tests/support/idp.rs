@@ -80,6 +80,16 @@ impl TestIdp {
 
     /// Starts the IdP on `addr` (to bring it up after a gateway that already points there).
     pub async fn start_on(addr: SocketAddr, clients: &[IdpClient]) -> Self {
+        Self::launch(addr, clients, false).await
+    }
+
+    /// Starts the IdP over https as `localhost`, with a certificate from the test-only CA
+    /// (like an internal IdP whose CA the gateway must be told about).
+    pub async fn start_tls(clients: &[IdpClient]) -> Self {
+        Self::launch(free_addr(), clients, true).await
+    }
+
+    async fn launch(addr: SocketAddr, clients: &[IdpClient], tls: bool) -> Self {
         let script = repo_root().join("tests/idp/oidc-idp.mjs");
         assert!(
             repo_root().join("tests/idp/node_modules/oidc-provider").is_dir(),
@@ -87,6 +97,10 @@ impl TestIdp {
         );
         let dir = tempfile::tempdir().unwrap();
         let config = json!({
+            "tls": tls.then(|| json!({
+                "cert": super::dev_cert("backend.crt"),
+                "key": super::dev_cert("backend.key"),
+            })),
             "port": addr.port(),
             "clients": clients.iter().map(|c| json!({
                 "client_id": c.id,
@@ -113,7 +127,11 @@ impl TestIdp {
             .expect("node must be installed (tests/run.sh installs it)");
         let mut idp = Self {
             addr,
-            issuer: format!("http://127.0.0.1:{}", addr.port()),
+            issuer: if tls {
+                format!("https://localhost:{}", addr.port())
+            } else {
+                format!("http://127.0.0.1:{}", addr.port())
+            },
             dir,
             child: Some(child),
             log,
@@ -147,8 +165,13 @@ impl TestIdp {
     pub fn gateway_toml(&self, name: &str, client: &IdpClient, extra: &str) -> String {
         let secret_file = self.dir.path().join(format!("{}.secret", client.id));
         std::fs::write(&secret_file, format!("{}\n", client.secret)).unwrap();
+        let transport = if self.issuer.starts_with("https:") {
+            format!("ca_file = \"{}\"\n", super::dev_cert("ca.crt").display())
+        } else {
+            "allow_insecure_issuer = true\n".to_string()
+        };
         format!(
-            "[idp.{name}]\nkind = \"oidc\"\nissuer = \"{}\"\nallow_insecure_issuer = true\n\
+            "[idp.{name}]\nkind = \"oidc\"\nissuer = \"{}\"\n{transport}\
              client_id = \"{}\"\nclient_secret_file = \"{}\"\ngroups_scope = \"groups\"\n{extra}\n",
             self.issuer,
             client.id,
