@@ -650,6 +650,10 @@ mod tests {
         assert!(errors("issuer = \"https://idp.example\"\n").contains("exactly one of"));
         assert!(errors("issuer = \"https://idp.example\"\nclient_secret_file = \"secret\"\nscopes = [\"email\"]\n").contains("must include `openid`"));
         assert!(errors("issuer = \"https://idp.example\"\nclient_secret_file = \"secret\"\nauth_params = { state = \"x\" }\n").contains("cannot be overridden"));
+        assert!(errors(
+            "issuer = \"https://idp.example\"\nclient_secret_file = \"secret\"\nca_file = \"secret\"\n"
+        )
+        .contains("holds no certificate"));
         // Allowed for tests and demos, with a warning.
         let (_, warnings) = idp_config("issuer = \"http://127.0.0.1:9\"\nallow_insecure_issuer = true\nclient_secret_file = \"secret\"\n")
             .unwrap_or_else(|e| panic!("{e:?}"));
