@@ -36,10 +36,23 @@ pub fn dev_cert(name: &str) -> PathBuf {
     repo_root().join("certs/dev").join(name)
 }
 
-/// A loopback port nothing listens on (bound, then released).
+/// A loopback address for a listener started later (a gateway or IdP whose port must be known
+/// in advance). Ports come from 20000-32767, below the kernel's ephemeral range (32768+), so no
+/// outgoing connection or `:0` bind can take the port between this pick and the real bind; a
+/// per-process counter keeps picks unique, and each is checked to be free right now.
 pub fn free_addr() -> SocketAddr {
-    let l = StdListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    const FIRST: usize = 20_000;
+    const SPAN: usize = 12_000;
+    let seed = (std::process::id() as usize).wrapping_mul(7919) % SPAN;
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let port = u16::try_from(FIRST + (seed + n) % SPAN).unwrap();
+        if let Ok(l) = StdListener::bind(("127.0.0.1", port)) {
+            return l.local_addr().unwrap();
+        }
+    }
+    panic!("no free loopback port in {FIRST}..{}", FIRST + SPAN);
 }
 
 /// FNV-1a, to compare large bodies without keeping them.
