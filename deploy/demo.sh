@@ -39,6 +39,9 @@ echo "==> building portcullis (release; the first build takes several minutes)"
 cargo build --release --locked
 bin="${CARGO_TARGET_DIR:-$root/target}/release/portcullis"
 
+# Git does not keep file modes: the test-only secrets get their owner-only mode back.
+chmod 600 certs/dev/*.key certs/dev/*.secret
+
 echo "==> checking configuration"
 "$bin" check -c deploy/portcullis.toml
 

@@ -5,7 +5,7 @@
 //! `policy`; cross-file checks (duplicate hosts, ids) live in `config::mod`.
 
 use super::duration::ConfigDuration;
-use super::gateway::{resolve, GatewayConfig, UpstreamTimeouts};
+use super::gateway::{resolve, secret_file_exposure, GatewayConfig, UpstreamTimeouts};
 use super::idp::IdpConfig;
 use super::problem::{Problem, SourceFile};
 use crate::inject::{IdentityHeaders, IdentitySource};
@@ -890,6 +890,9 @@ impl Compiler<'_> {
                     ),
                     (None, Some(file)) => {
                         let path = resolve(base, &file);
+                        if let Some(warning) = secret_file_exposure(&path) {
+                            self.warning(value, format!("header `{name}`: {warning}"));
+                        }
                         Some(std::fs::read_to_string(&path).map_err(|e| {
                             format!("cannot read secret file `{}`: {e}", path.display())
                         }))

@@ -442,6 +442,9 @@ fn compile_sessions(
     }
     let cookie_key = file.cookie_key_file.as_ref().and_then(|f| {
         let path = resolve(base, f.get_ref());
+        if let Some(warning) = secret_file_exposure(&path) {
+            problems.push(src.warning(Some(f.span()), warning));
+        }
         match std::fs::read(&path) {
             Ok(bytes) if bytes.len() >= MIN_COOKIE_KEY_BYTES => Some(SecretBytes::new(bytes)),
             Ok(bytes) => {
@@ -519,6 +522,19 @@ pub fn resolve(base: &Path, configured: &str) -> PathBuf {
     } else {
         base.join(p)
     }
+}
+
+/// A warning when a secret file (key, client secret) can be read by other users.
+pub fn secret_file_exposure(path: &Path) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode();
+    (mode & 0o077 != 0).then(|| {
+        format!(
+            "secret file `{}` is readable by other users (mode {:o}); `chmod 600` it",
+            path.display(),
+            mode & 0o777
+        )
+    })
 }
 
 /// Parses `10.0.0.0/8` or a bare address (treated as a single host).
@@ -658,5 +674,23 @@ mod tests {
         let (_, warnings) = idp_config("issuer = \"http://127.0.0.1:9\"\nallow_insecure_issuer = true\nclient_secret_file = \"secret\"\n")
             .unwrap_or_else(|e| panic!("{e:?}"));
         assert!(warnings.join(";").contains("allow_insecure_issuer"));
+    }
+
+    #[test]
+    fn secret_files_readable_by_others_are_warned_about() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let file = dir.path().join("key");
+        std::fs::write(&file, [1u8; 64]).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let warning = secret_file_exposure(&file).unwrap_or_default();
+        assert!(
+            warning.contains("readable by other users (mode 644)"),
+            "{warning}"
+        );
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(secret_file_exposure(&file), None);
     }
 }

@@ -5,7 +5,7 @@
 //! from a file or the environment. Talking to the provider lives in `idp`.
 
 use super::duration::ConfigDuration;
-use super::gateway::resolve;
+use super::gateway::{resolve, secret_file_exposure};
 use super::problem::{Problem, SourceFile};
 use crate::secret::Secret;
 use serde::Deserialize;
@@ -422,6 +422,9 @@ impl IdpCompiler<'_> {
         }
         let file_name = file.client_secret_file.as_ref()?;
         let path = resolve(base, file_name.get_ref());
+        if let Some(warning) = secret_file_exposure(&path) {
+            self.warning(file_name, warning);
+        }
         match std::fs::read_to_string(&path) {
             Ok(v) => non_empty(&v).or_else(|| {
                 self.error(

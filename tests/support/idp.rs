@@ -165,6 +165,11 @@ impl TestIdp {
     pub fn gateway_toml(&self, name: &str, client: &IdpClient, extra: &str) -> String {
         let secret_file = self.dir.path().join(format!("{}.secret", client.id));
         std::fs::write(&secret_file, format!("{}\n", client.secret)).unwrap();
+        std::fs::set_permissions(
+            &secret_file,
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .unwrap();
         let transport = if self.issuer.starts_with("https:") {
             format!("ca_file = \"{}\"\n", super::dev_cert("ca.crt").display())
         } else {
