@@ -22,6 +22,10 @@ use support::idp::{IdpClient, TestIdp};
 const OTHER_REDIRECT: &str = "http://other-app.localhost:9/cb";
 
 fn provider(idp: &TestIdp, client: &IdpClient) -> OidcProvider {
+    provider_with_skew(idp, client, Duration::from_secs(60))
+}
+
+fn provider_with_skew(idp: &TestIdp, client: &IdpClient, clock_skew: Duration) -> OidcProvider {
     let config = OidcIdpConfig {
         issuer: idp.issuer.clone(),
         client_id: client.id.clone(),
@@ -31,7 +35,7 @@ fn provider(idp: &TestIdp, client: &IdpClient) -> OidcProvider {
         token_auth: TokenAuth::ClientSecretBasic,
         userinfo: false,
         extra_claims: vec![],
-        clock_skew: Duration::from_secs(60),
+        clock_skew,
         allow_insecure_issuer: true,
         post_logout_redirect_uri: None,
         ca_pem: None,
@@ -160,4 +164,26 @@ async fn rotated_signing_key_is_fetched_once_then_rate_limited() {
             other.map(|i| i.subject)
         ),
     }
+}
+
+#[tokio::test]
+async fn expired_id_token_is_refused_beyond_the_clock_skew() {
+    let mut other = IdpClient::gateway("other-app", &[]);
+    other.redirect_uris = vec![OTHER_REDIRECT.to_string()];
+    let idp = TestIdp::start_with_id_token_ttl(std::slice::from_ref(&other), 2).await;
+    // Issued with exp = iat + 2 s (iat in whole seconds): valid now, expired 2.1 s later.
+    let token = id_token_for(&idp, &other, "n-exp").await;
+    let fetched = std::time::Instant::now();
+    let strict = provider_with_skew(&idp, &other, Duration::ZERO);
+    strict.discover().await.unwrap();
+    strict.verify_id_token(&token, "n-exp").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2100).saturating_sub(fetched.elapsed())).await;
+    match strict.verify_id_token(&token, "n-exp").await {
+        Err(LoginError::IdToken(reason)) => assert!(reason.contains("expired"), "{reason}"),
+        other => panic!("expired token accepted: {:?}", other.map(|i| i.subject)),
+    }
+    // A minute of tolerated skew still accepts it.
+    let lenient = provider(&idp, &other);
+    lenient.discover().await.unwrap();
+    lenient.verify_id_token(&token, "n-exp").await.unwrap();
 }

@@ -108,6 +108,8 @@ const provider = new Provider(issuer, {
     },
   },
   cookies: { keys: ['portcullis-test-idp-cookie-key-TEST-ONLY'] },
+  // Optional "id_token_ttl" (seconds): short-lived ID tokens, to test expiry checks.
+  ...(config.id_token_ttl ? { ttl: { IdToken: config.id_token_ttl } } : {}),
   jwks: { keys: [signingKey] },
   interactions: { url: (ctx, interaction) => `/interaction/${interaction.uid}` },
   // First-party clients: no consent screen, as in a corporate IdP.

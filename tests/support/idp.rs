@@ -80,16 +80,26 @@ impl TestIdp {
 
     /// Starts the IdP on `addr` (to bring it up after a gateway that already points there).
     pub async fn start_on(addr: SocketAddr, clients: &[IdpClient]) -> Self {
-        Self::launch(addr, clients, false).await
+        Self::launch(addr, clients, false, None).await
+    }
+
+    /// Starts an IdP whose ID tokens expire after `seconds`.
+    pub async fn start_with_id_token_ttl(clients: &[IdpClient], seconds: u64) -> Self {
+        Self::launch(free_addr(), clients, false, Some(seconds)).await
     }
 
     /// Starts the IdP over https as `localhost`, with a certificate from the test-only CA
     /// (like an internal IdP whose CA the gateway must be told about).
     pub async fn start_tls(clients: &[IdpClient]) -> Self {
-        Self::launch(free_addr(), clients, true).await
+        Self::launch(free_addr(), clients, true, None).await
     }
 
-    async fn launch(addr: SocketAddr, clients: &[IdpClient], tls: bool) -> Self {
+    async fn launch(
+        addr: SocketAddr,
+        clients: &[IdpClient],
+        tls: bool,
+        id_token_ttl: Option<u64>,
+    ) -> Self {
         let script = repo_root().join("tests/idp/oidc-idp.mjs");
         assert!(
             repo_root().join("tests/idp/node_modules/oidc-provider").is_dir(),
@@ -102,6 +112,7 @@ impl TestIdp {
                 "key": super::dev_cert("backend.key"),
             })),
             "port": addr.port(),
+            "id_token_ttl": id_token_ttl,
             "clients": clients.iter().map(|c| json!({
                 "client_id": c.id,
                 "client_secret": c.secret,
