@@ -34,6 +34,7 @@ fn provider_with_skew(idp: &TestIdp, client: &IdpClient, clock_skew: Duration) -
         auth_params: vec![],
         token_auth: TokenAuth::ClientSecretBasic,
         userinfo: false,
+        groups_claim: "groups".into(),
         extra_claims: vec![],
         clock_skew,
         allow_insecure_issuer: true,

@@ -42,6 +42,7 @@ pub(super) struct FileIdp {
     client_secret_env: Option<Spanned<String>>,
     scopes: Option<Spanned<Vec<Spanned<String>>>>,
     groups_scope: Option<Spanned<String>>,
+    groups_claim: Option<Spanned<String>>,
     #[serde(default)]
     auth_params: BTreeMap<String, Spanned<String>>,
     token_auth: Option<Spanned<String>>,
@@ -82,6 +83,8 @@ pub struct OidcIdpConfig {
     pub token_auth: TokenAuth,
     /// Also call the userinfo endpoint after login.
     pub userinfo: bool,
+    /// The claim holding group names (`groups`; some IdPs use a namespaced URL).
+    pub groups_claim: String,
     /// Claims besides the standard ones to keep in the session (for identity headers).
     pub extra_claims: Vec<String>,
     /// Tolerated clock difference for `exp` and `iat`.
@@ -240,6 +243,14 @@ impl IdpCompiler<'_> {
                 extra_claims.push(c.clone());
             }
         }
+        let groups_claim = match &file.groups_claim {
+            Some(g) if g.get_ref().is_empty() || g.get_ref().chars().any(char::is_control) => {
+                self.error(g, "groups_claim must name a claim, e.g. `groups`");
+                String::new()
+            }
+            Some(g) => g.get_ref().clone(),
+            None => "groups".to_string(),
+        };
         let post_logout_redirect_uri = file.post_logout_redirect_uri.as_ref().and_then(|u| {
             match url::Url::parse(u.get_ref()) {
                 Ok(parsed) if matches!(parsed.scheme(), "https" | "http") => {
@@ -291,6 +302,7 @@ impl IdpCompiler<'_> {
             auth_params,
             token_auth,
             userinfo: file.userinfo,
+            groups_claim,
             extra_claims,
             clock_skew: file.clock_skew.map_or(Duration::from_secs(60), |d| d.0),
             allow_insecure_issuer: file.allow_insecure_issuer,

@@ -358,7 +358,7 @@ impl OidcProvider {
             idp: self.name.clone(),
             ..Identity::default()
         };
-        apply_claims(&mut identity, &claims, &self.config.extra_claims, true);
+        apply_claims(&mut identity, &claims, &self.config, true);
         if identity.subject.is_empty() {
             return Err(LoginError::IdToken("no sub claim".into()));
         }
@@ -397,7 +397,7 @@ impl OidcProvider {
         if claims.get("sub").and_then(Value::as_str) != Some(identity.subject.as_str()) {
             return Err(LoginError::UserInfo("sub differs from the ID token".into()));
         }
-        apply_claims(identity, &claims, &self.config.extra_claims, false);
+        apply_claims(identity, &claims, &self.config, false);
         Ok(())
     }
 
@@ -438,7 +438,7 @@ fn jwt_payload(raw: &str) -> Option<serde_json::Map<String, Value>> {
 fn apply_claims(
     identity: &mut Identity,
     claims: &serde_json::Map<String, Value>,
-    extra: &[String],
+    config: &OidcIdpConfig,
     overwrite: bool,
 ) {
     let text = |key: &str| claims.get(key).and_then(Value::as_str).map(str::to_string);
@@ -461,12 +461,12 @@ fn apply_claims(
         }
     }
     if overwrite || identity.groups.is_empty() {
-        let groups = strings(claims.get("groups"));
+        let groups = strings(claims.get(config.groups_claim.as_str()));
         if !groups.is_empty() {
             identity.groups = groups;
         }
     }
-    for name in extra {
+    for name in &config.extra_claims {
         if identity.claims.iter().any(|(n, _)| n == name) {
             continue;
         }
@@ -502,4 +502,75 @@ fn error_chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(groups_claim: &str, extra: &[&str]) -> OidcIdpConfig {
+        OidcIdpConfig {
+            issuer: "https://idp.example".into(),
+            client_id: "c".into(),
+            client_secret: Secret::new("s"),
+            scopes: vec!["openid".into()],
+            auth_params: vec![],
+            token_auth: TokenAuth::ClientSecretBasic,
+            userinfo: false,
+            groups_claim: groups_claim.into(),
+            extra_claims: extra.iter().map(|c| c.to_string()).collect(),
+            clock_skew: std::time::Duration::from_secs(60),
+            allow_insecure_issuer: false,
+            post_logout_redirect_uri: None,
+            ca_pem: None,
+        }
+    }
+
+    fn claims(json: serde_json::Value) -> serde_json::Map<String, Value> {
+        json.as_object().cloned().unwrap_or_default()
+    }
+
+    #[test]
+    fn claims_map_to_the_identity_with_a_configurable_groups_claim() {
+        let token = claims(serde_json::json!({
+            "sub": "00u1", "email": "ana@corp.example", "name": "Ana",
+            "groups": ["ignored"], "https://corp.example/roles": ["Finance", "Staff"],
+            "acr": "mfa", "amr": ["pwd", "otp"], "auth_time": 1800000000u64,
+            "department": "Payroll", "level": 3
+        }));
+        let mut who = Identity::default();
+        apply_claims(
+            &mut who,
+            &token,
+            &config("https://corp.example/roles", &["department", "level"]),
+            true,
+        );
+        assert_eq!(who.subject, "00u1");
+        assert_eq!(who.groups, ["Finance", "Staff"]);
+        assert_eq!(who.amr, ["pwd", "otp"]);
+        assert_eq!(who.auth_time, Some(1_800_000_000));
+        assert_eq!(
+            who.claims,
+            vec![
+                ("department".to_string(), vec!["Payroll".to_string()]),
+                ("level".to_string(), vec!["3".to_string()])
+            ]
+        );
+    }
+
+    #[test]
+    fn unverified_email_is_dropped_and_userinfo_only_fills_gaps() {
+        let token = claims(
+            serde_json::json!({ "sub": "u", "email": "x@corp.example", "email_verified": false }),
+        );
+        let mut who = Identity::default();
+        apply_claims(&mut who, &token, &config("groups", &[]), true);
+        assert_eq!(who.email, None, "unverified email must not be trusted");
+        let userinfo =
+            claims(serde_json::json!({ "sub": "u", "name": "From Userinfo", "groups": ["g"] }));
+        who.name = Some("From Token".into());
+        apply_claims(&mut who, &userinfo, &config("groups", &[]), false);
+        assert_eq!(who.name.as_deref(), Some("From Token"));
+        assert_eq!(who.groups, ["g"]);
+    }
 }
