@@ -4,8 +4,8 @@
 use super::{free_addr, repo_root};
 use serde_json::json;
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 /// A client registered at the test IdP.
@@ -129,13 +129,6 @@ impl TestIdp {
         let config_path = dir.path().join("idp.json");
         std::fs::write(&config_path, config.to_string()).unwrap();
         let log = dir.path().join("idp.log");
-        let child = Command::new("node")
-            .arg(&script)
-            .arg(&config_path)
-            .stdout(std::fs::File::create(&log).unwrap())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("node must be installed (tests/run.sh installs it)");
         let mut idp = Self {
             addr,
             issuer: if tls {
@@ -144,32 +137,73 @@ impl TestIdp {
                 format!("http://127.0.0.1:{}", addr.port())
             },
             dir,
-            child: Some(child),
+            child: None,
             log,
         };
-        idp.wait_ready().await;
-        idp
+        // A start that stalls is retried (with what it printed, so the cause is on record)
+        // rather than failing the test that needed an IdP.
+        for attempt in 1..=3 {
+            let child = Command::new("node")
+                .arg(&script)
+                .arg(&config_path)
+                .stdout(std::fs::File::create(&idp.log).unwrap())
+                .stderr(std::fs::File::create(idp.log.with_extension("err")).unwrap())
+                .spawn()
+                .expect("node must be installed (tests/run.sh installs it)");
+            idp.child = Some(child);
+            match idp.wait_ready().await {
+                Ok(()) => return idp,
+                Err(why) if attempt < 3 => {
+                    eprintln!(
+                        "test IdP start {attempt} failed ({why}); retrying:\n{}",
+                        idp.output()
+                    );
+                    idp.stop();
+                }
+                Err(why) => panic!("test IdP did not start ({why}):\n{}", idp.output()),
+            }
+        }
+        unreachable!("the last attempt returns or panics")
     }
 
-    async fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
+    async fn wait_ready(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             if std::fs::read_to_string(&self.log)
                 .unwrap_or_default()
                 .contains("READY")
             {
-                return;
+                return Ok(());
             }
             if let Some(status) = self
                 .child
                 .as_mut()
                 .and_then(|c| c.try_wait().ok().flatten())
             {
-                panic!("test IdP exited ({status})");
+                return Err(format!("exited: {status}"));
             }
-            assert!(Instant::now() < deadline, "test IdP not ready in 30 s");
+            if Instant::now() > deadline {
+                return Err("not ready in 15 s".into());
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// What the IdP printed (stdout, then stderr).
+    pub fn output(&self) -> String {
+        let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+        format!(
+            "{}{}",
+            read(&self.log),
+            read(&self.log.with_extension("err"))
+        )
     }
 
     /// Writes a client's secret to a file and returns `[idp.<name>]` TOML for the gateway.
@@ -198,9 +232,6 @@ impl TestIdp {
 
 impl Drop for TestIdp {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.stop();
     }
 }
