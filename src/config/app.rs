@@ -5,7 +5,9 @@
 //! `policy`; cross-file checks (duplicate hosts, ids) live in `config::mod`.
 
 use super::duration::ConfigDuration;
-use super::gateway::{resolve, secret_file_exposure, GatewayConfig, UpstreamTimeouts};
+use super::gateway::{
+    load_ca_file, resolve, secret_file_exposure, GatewayConfig, UpstreamTimeouts,
+};
 use super::idp::IdpConfig;
 use super::problem::{Problem, SourceFile};
 use crate::inject::{IdentityHeaders, IdentitySource};
@@ -133,6 +135,8 @@ struct FileAllowRule {
     email_domain: Vec<Spanned<String>>,
 }
 
+/// Repeats the allow rule's condition fields on purpose: serde cannot combine `flatten` with
+/// `deny_unknown_fields` (or keep `Spanned` positions inside a flattened struct).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileDenyRule {
@@ -598,32 +602,16 @@ impl Compiler<'_> {
                 self.warning(v, "upstream certificate verification is off: anyone on the path can impersonate the backend");
             }
         }
-        let ca = tls.ca_file.as_ref().and_then(|f| {
-            let path = resolve(base, f.get_ref());
-            let loaded = std::fs::read(&path)
-                .map_err(|e| e.to_string())
-                .and_then(|pem| X509::stack_from_pem(&pem).map_err(|e| e.to_string()));
-            match loaded {
-                Ok(certs) if !certs.is_empty() => Some(certs),
-                Ok(_) => {
-                    self.error(
-                        f,
-                        format!("ca_file `{}` holds no certificate", path.display()),
-                    );
-                    None
-                }
-                Err(e) => {
-                    self.error(
-                        f,
-                        format!(
-                            "ca_file `{}` cannot be read as PEM certificates: {e}",
-                            path.display()
-                        ),
-                    );
-                    None
-                }
-            }
-        });
+        let ca =
+            tls.ca_file
+                .as_ref()
+                .and_then(|f| match load_ca_file(&resolve(base, f.get_ref())) {
+                    Ok((_, certs)) => Some(certs),
+                    Err(message) => {
+                        self.error(f, message);
+                        None
+                    }
+                });
         UpstreamTls { verify, ca }
     }
 

@@ -5,7 +5,7 @@
 //! from a file or the environment. Talking to the provider lives in `idp`.
 
 use super::duration::ConfigDuration;
-use super::gateway::{resolve, secret_file_exposure};
+use super::gateway::{load_ca_file, resolve, secret_file_exposure};
 use super::problem::{Problem, SourceFile};
 use crate::secret::Secret;
 use serde::Deserialize;
@@ -265,34 +265,16 @@ impl IdpCompiler<'_> {
                 }
             }
         });
-        let ca_pem = file.ca_file.as_ref().and_then(|f| {
-            let path = resolve(base, f.get_ref());
-            let pem = std::fs::read(&path).map_err(|e| e.to_string());
-            match pem.and_then(|p| {
-                openssl::x509::X509::stack_from_pem(&p)
-                    .map_err(|e| e.to_string())
-                    .map(|certs| (p, certs.len()))
-            }) {
-                Ok((pem, n)) if n > 0 => Some(pem),
-                Ok(_) => {
-                    self.error(
-                        f,
-                        format!("ca_file `{}` holds no certificate", path.display()),
-                    );
-                    None
-                }
-                Err(e) => {
-                    self.error(
-                        f,
-                        format!(
-                            "ca_file `{}` cannot be read as PEM certificates: {e}",
-                            path.display()
-                        ),
-                    );
-                    None
-                }
-            }
-        });
+        let ca_pem =
+            file.ca_file
+                .as_ref()
+                .and_then(|f| match load_ca_file(&resolve(base, f.get_ref())) {
+                    Ok((pem, _)) => Some(pem),
+                    Err(message) => {
+                        self.error(f, message);
+                        None
+                    }
+                });
         Some(OidcIdpConfig {
             ca_pem,
             issuer,

@@ -26,31 +26,19 @@ pub async fn page_with(
     extra: &[(&'static str, String)],
 ) -> Result<()> {
     let body = Bytes::from(page.render(request_id));
-    let mut resp = ResponseHeader::build(page.status(), Some(8 + extra.len()))?;
-    resp.insert_header("Content-Type", "text/html; charset=utf-8")?;
-    resp.insert_header("Content-Length", body.len().to_string())?;
-    resp.insert_header("Cache-Control", "no-store")?;
-    resp.insert_header("X-Content-Type-Options", "nosniff")?;
+    let mut resp = own_response(page.status(), "text/html; charset=utf-8", &body, request_id)?;
     resp.insert_header(
         "Content-Security-Policy",
         "default-src 'none'; style-src 'unsafe-inline'",
     )?;
-    resp.insert_header("X-Request-Id", request_id)?;
     for (name, value) in extra {
         resp.append_header(*name, value.as_str())?;
     }
-    if !keepalive {
+    if keepalive {
+        send(session, resp, body).await
+    } else {
         session.set_keepalive(None);
         session.write_error_response(resp, body).await
-    } else {
-        let head_only = session.req_header().method == http::Method::HEAD;
-        session
-            .write_response_header(Box::new(resp), head_only)
-            .await?;
-        if !head_only {
-            session.write_response_body(Some(body), true).await?;
-        }
-        Ok(())
     }
 }
 
@@ -81,15 +69,31 @@ pub async fn json(
     cookies: &[String],
 ) -> Result<()> {
     let body = Bytes::from(body);
-    let mut resp = ResponseHeader::build(status, Some(5 + cookies.len()))?;
-    resp.insert_header("Content-Type", "application/json")?;
+    let mut resp = own_response(status, "application/json", &body, request_id)?;
+    for cookie in cookies {
+        resp.append_header("Set-Cookie", cookie.as_str())?;
+    }
+    send(session, resp, body).await
+}
+
+/// Headers every response of the gateway's own carries: never cached, never sniffed, traced.
+fn own_response(
+    status: u16,
+    content_type: &str,
+    body: &Bytes,
+    request_id: &str,
+) -> Result<ResponseHeader> {
+    let mut resp = ResponseHeader::build(status, Some(8))?;
+    resp.insert_header("Content-Type", content_type)?;
     resp.insert_header("Content-Length", body.len().to_string())?;
     resp.insert_header("Cache-Control", "no-store")?;
     resp.insert_header("X-Content-Type-Options", "nosniff")?;
     resp.insert_header("X-Request-Id", request_id)?;
-    for cookie in cookies {
-        resp.append_header("Set-Cookie", cookie.as_str())?;
-    }
+    Ok(resp)
+}
+
+/// Writes header and body on a connection that stays open (no body for HEAD).
+async fn send(session: &mut Session, resp: ResponseHeader, body: Bytes) -> Result<()> {
     let head_only = session.req_header().method == http::Method::HEAD;
     session
         .write_response_header(Box::new(resp), head_only)
