@@ -5,7 +5,7 @@
 
 use portcullis::idp::Identity;
 use portcullis::secret::Secret;
-use portcullis::session::{Session, SessionStore};
+use portcullis::session::{LogoutHint, Session, SessionStore};
 use std::time::Duration;
 
 /// Resident set size in bytes, from /proc (Linux).
@@ -37,7 +37,7 @@ fn session(i: usize) -> Session {
     let id_token = Secret::new("x".repeat(1000));
     Session::new(
         identity,
-        Some(id_token),
+        LogoutHint::IdToken(id_token),
         "wiki",
         Duration::from_secs(3600),
         Duration::from_secs(8 * 3600),

@@ -5,15 +5,17 @@
 //! a login, finish it at the callback — plus logout. They take and return plain values
 //! (cookies, URLs, typed errors); the proxy turns those into HTTP responses.
 
-use crate::config::{GatewayConfig, IdpConfig, SessionSettings};
+use crate::config::{GatewayConfig, IdpConfig, IdpProtocol, SessionSettings};
 use crate::idp::http::{HttpError, IdpHttpClient};
 use crate::idp::oidc::{LoginError, OidcProvider};
+use crate::idp::saml::{IdpLogout, SamlError, SamlProvider};
+use crate::idp::Identity;
 use crate::session::cookies::{
-    clear_cookie, is_gateway_cookie, login_cookie_name, session_cookie_name, set_cookie,
-    CookieCodec,
+    clear_cookie, is_gateway_cookie, login_cookie_name, session_cookie_name,
+    set_cookie, set_cross_site_cookie, CookieCodec,
 };
-use crate::session::pending::{PendingLogin, PendingLogins};
-use crate::session::{Expired, Session, SessionId, SessionStore};
+use crate::session::pending::{PendingFlow, PendingLogin, PendingLogins};
+use crate::session::{Expired, LogoutHint, Session, SessionId, SessionStore};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -86,6 +88,12 @@ pub enum CallbackError {
     /// Code exchange or token verification failed.
     #[error(transparent)]
     Login(#[from] LoginError),
+    /// The SAML response was refused.
+    #[error("SAML: {0}")]
+    Saml(#[from] SamlError),
+    /// The login was started for another protocol than the endpoint it came back to.
+    #[error("login came back on the wrong protocol endpoint")]
+    WrongProtocol,
     /// No random bytes for a session id.
     #[error("could not create a session id")]
     NoRandom,
@@ -99,6 +107,59 @@ pub struct SignedIn {
     pub return_to: String,
     /// `Set-Cookie` values (new session, cleared login cookie).
     pub cookies: Vec<String>,
+}
+
+/// One identity provider, whichever protocol it speaks.
+#[derive(Clone)]
+pub enum Provider {
+    /// OpenID Connect.
+    Oidc(Arc<OidcProvider>),
+    /// SAML 2.0.
+    Saml(Arc<SamlProvider>),
+}
+
+impl Provider {
+    /// The configured name.
+    pub fn name(&self) -> &str {
+        match self {
+            Provider::Oidc(p) => p.name(),
+            Provider::Saml(p) => p.name(),
+        }
+    }
+
+    /// Discovered / metadata loaded.
+    pub fn is_ready(&self) -> bool {
+        match self {
+            Provider::Oidc(p) => p.is_ready(),
+            Provider::Saml(p) => p.is_ready(),
+        }
+    }
+
+    /// `oidc` or `saml`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Provider::Oidc(_) => "oidc",
+            Provider::Saml(_) => "saml",
+        }
+    }
+
+    /// Runs discovery or metadata loading until ready (SAML: and refreshes after).
+    pub async fn load_until_ready(&self) {
+        match self {
+            Provider::Oidc(p) => p.discover_until_ready().await,
+            Provider::Saml(p) => p.load_until_ready().await,
+        }
+    }
+}
+
+/// What an app host allows for IdP-initiated SAML logins (asked only for unsolicited ones).
+pub struct UnsolicitedTarget {
+    /// The app on this host.
+    pub app: String,
+    /// Its IdP.
+    pub idp: String,
+    /// Whether the app's policy allows IdP-initiated login.
+    pub allowed: bool,
 }
 
 /// A started login.
@@ -115,7 +176,7 @@ pub struct Auth {
     pub sessions: SessionStore,
     pending: PendingLogins,
     cookies: CookieCodec,
-    providers: HashMap<String, Arc<OidcProvider>>,
+    providers: HashMap<String, Provider>,
     settings: SessionSettings,
     idp_configs: Vec<IdpConfig>,
 }
@@ -126,6 +187,9 @@ pub enum AuthError {
     /// The IdP HTTP client could not be created.
     #[error("cannot create the identity provider HTTP client: {0}")]
     Http(#[from] HttpError),
+    /// A SAML IdP could not be set up (metadata, keys).
+    #[error("SAML IdP `{0}`: {1}")]
+    Saml(String, SamlError),
 }
 
 impl Auth {
@@ -133,13 +197,21 @@ impl Auth {
     pub fn new(config: &GatewayConfig) -> Result<Self, AuthError> {
         let mut providers = HashMap::new();
         for idp in &config.idps {
-            let http = IdpHttpClient::new(
-                Duration::from_secs(5),
-                Duration::from_secs(15),
-                idp.oidc.ca_pem.as_deref(),
-            )?;
-            let provider = OidcProvider::new(&idp.name, idp.oidc.clone(), http);
-            providers.insert(idp.name.clone(), Arc::new(provider));
+            let ca = match &idp.protocol {
+                IdpProtocol::Oidc(o) => o.ca_pem.as_deref(),
+                IdpProtocol::Saml(s) => s.ca_pem.as_deref(),
+            };
+            let http = IdpHttpClient::new(Duration::from_secs(5), Duration::from_secs(15), ca)?;
+            let provider = match &idp.protocol {
+                IdpProtocol::Oidc(o) => {
+                    Provider::Oidc(Arc::new(OidcProvider::new(&idp.name, o.clone(), http)))
+                }
+                IdpProtocol::Saml(s) => Provider::Saml(Arc::new(
+                    SamlProvider::new(&idp.name, s.clone(), http)
+                        .map_err(|e| AuthError::Saml(idp.name.clone(), e))?,
+                )),
+            };
+            providers.insert(idp.name.clone(), provider);
         }
         Ok(Self {
             sessions: SessionStore::new(config.sessions.max_sessions),
@@ -160,12 +232,20 @@ impl Auth {
     }
 
     /// The provider called `name`.
-    pub fn provider(&self, name: &str) -> Option<&Arc<OidcProvider>> {
+    pub fn provider(&self, name: &str) -> Option<&Provider> {
         self.providers.get(name)
     }
 
+    /// The SAML provider called `name`, if it is one.
+    pub fn saml_provider(&self, name: &str) -> Option<&Arc<SamlProvider>> {
+        match self.providers.get(name)? {
+            Provider::Saml(p) => Some(p),
+            Provider::Oidc(_) => None,
+        }
+    }
+
     /// Every provider (for discovery).
-    pub fn providers(&self) -> impl Iterator<Item = &Arc<OidcProvider>> {
+    pub fn providers(&self) -> impl Iterator<Item = &Provider> {
         self.providers.values()
     }
 
@@ -204,46 +284,98 @@ impl Auth {
         }
     }
 
-    /// Starts a login: a pending record keyed by a fresh state, and a cookie binding it to
-    /// this browser.
+    /// Starts a login: a pending record keyed by a fresh state (OIDC `state`, SAML
+    /// `RelayState`), and a cookie binding it to this browser.
     pub async fn start_login(
         &self,
-        provider: &OidcProvider,
+        provider: &Provider,
         app: &str,
         origin: &Origin,
         return_to: &str,
-    ) -> Result<LoginRedirect, LoginError> {
-        let redirect_uri = format!("{}{CALLBACK_PATH}", origin.base());
-        let start = provider.begin_login(&redirect_uri)?;
-        let name = login_cookie_name(&start.state, origin.secure);
+    ) -> Result<LoginRedirect, CallbackError> {
+        let (state, location, flow) = match provider {
+            Provider::Oidc(p) => {
+                let redirect_uri = format!("{}{CALLBACK_PATH}", origin.base());
+                let start = p.begin_login(&redirect_uri)?;
+                let flow = PendingFlow::Oidc {
+                    redirect_uri,
+                    nonce: start.nonce,
+                    pkce_verifier: start.pkce_verifier,
+                };
+                (start.state, start.url, flow)
+            }
+            Provider::Saml(p) => {
+                let relay = random_key().ok_or(CallbackError::NoRandom)?;
+                let request = p.begin_login(&p.endpoints(&origin.base()), &relay)?;
+                let flow = PendingFlow::Saml {
+                    request_id: request.request_id,
+                };
+                (relay, request.url, flow)
+            }
+        };
+        let name = login_cookie_name(&state, origin.secure);
         let sealed = self
             .cookies
-            .seal(&name, &start.state)
-            .ok_or_else(|| LoginError::RedirectUri("cannot seal login cookie".into()))?;
-        let cookie = set_cookie(
-            &name,
-            &sealed,
-            origin.secure,
-            Some(self.settings.login_timeout),
-        );
+            .seal(&name, &state)
+            .ok_or(CallbackError::NoRandom)?;
+        let cookie = match provider {
+            // The IdP comes back with a cross-site POST, which SameSite=Lax cookies miss.
+            Provider::Saml(_) => set_cross_site_cookie(
+                &name,
+                &sealed,
+                origin.secure,
+                self.settings.login_timeout,
+            ),
+            Provider::Oidc(_) => set_cookie(
+                &name,
+                &sealed,
+                origin.secure,
+                Some(self.settings.login_timeout),
+            ),
+        };
         self.pending
             .insert(
-                start.state,
+                state,
                 PendingLogin {
                     idp: provider.name().to_string(),
                     app: app.to_string(),
                     host: origin.authority.clone(),
                     return_to: return_to.to_string(),
-                    redirect_uri,
-                    nonce: start.nonce,
-                    pkce_verifier: start.pkce_verifier,
+                    flow,
                 },
             )
             .await;
-        Ok(LoginRedirect {
-            location: start.url,
-            cookie,
-        })
+        Ok(LoginRedirect { location, cookie })
+    }
+
+    /// Is this browser holding the login cookie for `state`?
+    fn bound(&self, state: &str, cookies: &[(String, String)], secure: bool) -> bool {
+        let cookie_name = login_cookie_name(state, secure);
+        cookies
+            .iter()
+            .filter(|(n, _)| *n == cookie_name)
+            .any(|(_, sealed)| self.cookies.open(&cookie_name, sealed).as_deref() == Some(state))
+    }
+
+    /// A new session for a verified identity, and the cookies that carry it.
+    async fn sign_in(
+        &self,
+        identity: Identity,
+        logout: LogoutHint,
+        app: &str,
+        limits: (Duration, Duration),
+        origin: &Origin,
+    ) -> Result<(Arc<Session>, String), CallbackError> {
+        let (idle, absolute) = limits;
+        let session = Arc::new(Session::new(identity, logout, app, idle, absolute));
+        let id = SessionId::random().ok_or(CallbackError::NoRandom)?;
+        self.sessions.insert(id, session.clone()).await;
+        let name = session_cookie_name(origin.secure);
+        let sealed = self
+            .cookies
+            .seal(&name, &id.encode())
+            .ok_or(CallbackError::NoRandom)?;
+        Ok((session, set_cookie(&name, &sealed, origin.secure, None)))
     }
 
     /// Finishes a login at the callback. `limits` gives an app's (idle, absolute) timeouts.
@@ -261,12 +393,7 @@ impl Auth {
                 .map(|(_, v)| v.as_str())
         };
         let state = param("state").ok_or((CallbackError::Missing("state"), None))?;
-        let cookie_name = login_cookie_name(state, origin.secure);
-        let bound = cookies
-            .iter()
-            .filter(|(n, _)| *n == cookie_name)
-            .any(|(_, sealed)| self.cookies.open(&cookie_name, sealed).as_deref() == Some(state));
-        if !bound {
+        if !self.bound(state, cookies, origin.secure) {
             return Err((CallbackError::NotBound, None));
         }
         // One-time: whatever happens next, this state cannot be used again.
@@ -279,6 +406,14 @@ impl Auth {
         if pending.host != origin.authority {
             return Err(fail(CallbackError::WrongHost));
         }
+        let PendingFlow::Oidc {
+            redirect_uri,
+            nonce,
+            pkce_verifier,
+        } = &pending.flow
+        else {
+            return Err(fail(CallbackError::WrongProtocol));
+        };
         if let Some(error) = param("error") {
             let code: String = error
                 .chars()
@@ -288,46 +423,136 @@ impl Auth {
             return Err(fail(CallbackError::Idp(code)));
         }
         let code = param("code").ok_or_else(|| fail(CallbackError::Missing("code")))?;
-        let provider = self
-            .providers
-            .get(&pending.idp)
-            .ok_or_else(|| fail(CallbackError::UnknownIdp(pending.idp.clone())))?;
+        let Some(Provider::Oidc(provider)) = self.providers.get(&pending.idp) else {
+            return Err(fail(CallbackError::UnknownIdp(pending.idp.clone())));
+        };
         if param("iss").is_some_and(|iss| iss != provider.issuer()) {
             return Err(fail(CallbackError::IssuerMismatch));
         }
         let done = provider
-            .finish_login(
-                code,
-                &pending.redirect_uri,
-                &pending.pkce_verifier,
-                &pending.nonce,
-            )
+            .finish_login(code, redirect_uri, pkce_verifier, nonce)
             .await
             .map_err(|e| fail(CallbackError::Login(e)))?;
-        let (idle, absolute) = limits(&pending.app);
-        let session = Session::new(
-            done.identity,
-            Some(done.id_token),
-            &pending.app,
-            idle,
-            absolute,
-        );
-        let session = Arc::new(session);
-        let id = SessionId::random().ok_or_else(|| fail(CallbackError::NoRandom))?;
-        self.sessions.insert(id, session.clone()).await;
-        let name = session_cookie_name(origin.secure);
-        let sealed = self
-            .cookies
-            .seal(&name, &id.encode())
-            .ok_or_else(|| fail(CallbackError::NoRandom))?;
+        let (session, cookie) = self
+            .sign_in(
+                done.identity,
+                LogoutHint::IdToken(done.id_token),
+                &pending.app,
+                limits(&pending.app),
+                origin,
+            )
+            .await
+            .map_err(fail)?;
         Ok(SignedIn {
             session,
             return_to: pending.return_to.clone(),
             cookies: vec![
-                set_cookie(&name, &sealed, origin.secure, None),
-                clear_cookie(&cookie_name, origin.secure),
+                cookie,
+                clear_cookie(&login_cookie_name(state, origin.secure), origin.secure),
             ],
         })
+    }
+
+    /// Finishes a SAML login at the ACS. A `RelayState` naming a login this browser started
+    /// makes it SP-initiated; anything else is IdP-initiated, accepted only where `target`
+    /// (this host's app) allows it.
+    pub async fn finish_saml_login(
+        &self,
+        form: &[(String, String)],
+        cookies: &[(String, String)],
+        origin: &Origin,
+        target: Option<UnsolicitedTarget>,
+        limits: impl Fn(&str) -> (Duration, Duration),
+    ) -> Result<SignedIn, (CallbackError, Option<Arc<PendingLogin>>)> {
+        let param = |key: &str| form.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
+        let response = param("SAMLResponse").ok_or((CallbackError::Missing("SAMLResponse"), None))?;
+        let relay = param("RelayState").filter(|r| !r.is_empty() && r.len() <= 80);
+        let mut clear = Vec::new();
+        let pending = match relay {
+            Some(r) => {
+                let bound = self.bound(r, cookies, origin.secure);
+                match (self.pending.take(r).await, bound) {
+                    (Some(p), true) => {
+                        clear.push(clear_cookie(&login_cookie_name(r, origin.secure), origin.secure));
+                        Some(p)
+                    }
+                    (Some(p), false) => return Err((CallbackError::NotBound, Some(p))),
+                    (None, true) => return Err((CallbackError::UnknownState, None)),
+                    (None, false) => None,
+                }
+            }
+            None => None,
+        };
+        let (idp, app, return_to, request_id) = match &pending {
+            Some(p) => {
+                let PendingFlow::Saml { request_id } = &p.flow else {
+                    return Err((CallbackError::WrongProtocol, Some(p.clone())));
+                };
+                if p.host != origin.authority {
+                    return Err((CallbackError::WrongHost, Some(p.clone())));
+                }
+                (p.idp.clone(), p.app.clone(), p.return_to.clone(), Some(request_id.clone()))
+            }
+            None => match target {
+                Some(t) if t.allowed => (t.idp, t.app, "/".to_string(), None),
+                _ => return Err((SamlError::UnsolicitedNotAllowed.into(), None)),
+            },
+        };
+        let fail = |e: CallbackError| (e, pending.clone());
+        let Some(Provider::Saml(provider)) = self.providers.get(&idp) else {
+            return Err(fail(CallbackError::UnknownIdp(idp)));
+        };
+        let sp = provider.endpoints(&origin.base());
+        let login = provider
+            .finish_login(response, &sp, request_id.as_deref())
+            .await
+            .map_err(|e| fail(e.into()))?;
+        let (session, cookie) = self
+            .sign_in(
+                login.identity,
+                LogoutHint::Saml(login.subject),
+                &app,
+                limits(&app),
+                origin,
+            )
+            .await
+            .map_err(fail)?;
+        let mut set = vec![cookie];
+        set.extend(clear);
+        Ok(SignedIn {
+            session,
+            return_to,
+            cookies: set,
+        })
+    }
+
+    /// An IdP-initiated SAML logout: verifies it, ends the subject's sessions with this IdP
+    /// (only the named IdP session when a SessionIndex is given), and returns them with the
+    /// LogoutResponse redirect.
+    pub async fn saml_idp_logout(
+        &self,
+        provider: &SamlProvider,
+        raw_query: &str,
+        origin: &Origin,
+    ) -> Result<(Vec<Arc<Session>>, Option<String>), SamlError> {
+        let sp = provider.endpoints(&origin.base());
+        let logout: IdpLogout = provider.verify_logout_request(raw_query, &sp)?;
+        let idp = provider.name();
+        let ended = self
+            .sessions
+            .remove_matching(|s| {
+                s.identity.idp == idp
+                    && match &s.logout {
+                        LogoutHint::Saml(subject) => {
+                            subject.name_id == logout.name_id
+                                && (logout.session_index.is_none()
+                                    || subject.session_index == logout.session_index)
+                        }
+                        _ => false,
+                    }
+            })
+            .await;
+        Ok((ended, provider.logout_response_url(&sp, &logout)))
     }
 
     /// Ends the browser's session. Returns the session that ended (if any), where to send
@@ -359,16 +584,30 @@ impl Auth {
         let signed_out_page = format!("{}{LOGGED_OUT_PATH}", origin.base());
         let location = ended
             .as_ref()
-            .and_then(|s| {
-                let provider = self.providers.get(&s.identity.idp)?;
-                let after = provider
-                    .post_logout_redirect_uri()
-                    .map_or(signed_out_page.clone(), str::to_string);
-                provider.logout_url(s.id_token.as_ref(), &after)
+            .and_then(|s| match (self.providers.get(&s.identity.idp)?, &s.logout) {
+                (Provider::Oidc(p), hint) => {
+                    let after = p
+                        .post_logout_redirect_uri()
+                        .map_or(signed_out_page.clone(), str::to_string);
+                    let token = match hint {
+                        LogoutHint::IdToken(t) => Some(t),
+                        _ => None,
+                    };
+                    p.logout_url(token, &after)
+                }
+                (Provider::Saml(p), LogoutHint::Saml(subject)) => {
+                    p.logout_url(&p.endpoints(&origin.base()), subject)
+                }
+                (Provider::Saml(_), _) => None,
             })
             .unwrap_or(signed_out_page);
         (ended, location, clear)
     }
+}
+
+/// 256 random bits, URL-safe: a SAML RelayState key.
+fn random_key() -> Option<String> {
+    SessionId::random().map(|id| id.encode())
 }
 
 /// A safe place to return to after login: a same-host absolute path, never a URL, a

@@ -25,7 +25,7 @@ impl BackgroundService for Discovery {
         let mut tasks = tokio::task::JoinSet::new();
         for provider in self.auth.providers() {
             let provider = provider.clone();
-            tasks.spawn(async move { provider.discover_until_ready().await });
+            tasks.spawn(async move { provider.load_until_ready().await });
         }
         tokio::select! {
             _ = async { while tasks.join_next().await.is_some() {} } => {}

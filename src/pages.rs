@@ -30,6 +30,10 @@ pub enum Page {
     SignInFailed,
     /// 200: the user has signed out.
     SignedOut,
+    /// 413: the request body is larger than the endpoint accepts.
+    PayloadTooLarge,
+    /// 405: this gateway endpoint does not take this method.
+    MethodNotAllowed,
 }
 
 impl Page {
@@ -48,6 +52,8 @@ impl Page {
             Page::SignInUnavailable => 503,
             Page::SignInFailed => 400,
             Page::SignedOut => 200,
+            Page::PayloadTooLarge => 413,
+            Page::MethodNotAllowed => 405,
         }
     }
 
@@ -65,6 +71,8 @@ impl Page {
             Page::SignInUnavailable => "Sign-in temporarily unavailable",
             Page::SignInFailed => "Sign-in failed",
             Page::SignedOut => "Signed out",
+            Page::PayloadTooLarge => "Request too large",
+            Page::MethodNotAllowed => "Method not allowed",
         }
     }
 
@@ -82,6 +90,8 @@ impl Page {
             Page::SignInUnavailable => "The sign-in service cannot be reached right now. Please try again in a few minutes.",
             Page::SignInFailed => "The sign-in could not be completed (it may have expired or been opened twice). Go back to the application and try again.",
             Page::SignedOut => "You have signed out. Close this window, or open the application again to sign back in.",
+            Page::PayloadTooLarge => "The request carried more data than the gateway accepts here.",
+            Page::MethodNotAllowed => "This gateway address does not accept this kind of request.",
         }
     }
 

@@ -70,6 +70,7 @@ struct FilePolicy {
     deny: Vec<Spanned<FileDenyRule>>,
     idp: Option<Spanned<String>>,
     logout_path: Option<Spanned<String>>,
+    allow_idp_initiated: Option<Spanned<bool>>,
     #[serde(default)]
     session: FileAppSession,
     #[serde(default)]
@@ -231,6 +232,8 @@ pub struct AppConfig {
     pub idp: Option<String>,
     /// A backend path that means "log out" (intercepted: ends the gateway and IdP sessions).
     pub logout_path: Option<String>,
+    /// Accept IdP-initiated (unsolicited) SAML responses on this app's host.
+    pub allow_idp_initiated: bool,
     /// Session idle timeout for this app.
     pub session_idle: Duration,
     /// Session absolute lifetime for this app.
@@ -335,6 +338,21 @@ pub fn compile_app(
         }
         out.exact_path(p)
     });
+    let allow_idp_initiated = match &file.allow_idp_initiated {
+        Some(flag) if *flag.get_ref() => {
+            let saml = idp
+                .and_then(|name| gateway.idps.iter().find(|i| i.name == name))
+                .is_some_and(|i| i.saml().is_some());
+            if !saml && file.idp.is_some() {
+                out.error(
+                    flag,
+                    "allow_idp_initiated applies to SAML only; this app's idp is not `kind = \"saml\"`",
+                );
+            }
+            saml
+        }
+        _ => false,
+    };
     let session_idle = file
         .session
         .idle
@@ -388,6 +406,7 @@ pub fn compile_app(
         rules,
         idp: idp.map(str::to_string),
         logout_path,
+        allow_idp_initiated,
         session_idle,
         session_absolute,
         identity,
@@ -817,7 +836,7 @@ impl Compiler<'_> {
                 "idp" => IdentitySource::Idp,
                 "acr" => IdentitySource::Acr,
                 "amr" => IdentitySource::Amr { join },
-                other if idp.is_some_and(|i| i.oidc.extra_claims.iter().any(|c| c == other)) => {
+                other if idp.is_some_and(|i| i.extra_claims().iter().any(|c| c == other)) => {
                     IdentitySource::Claim {
                         name: other.to_string(),
                         join,
@@ -827,7 +846,7 @@ impl Compiler<'_> {
             })
         };
         let unknown = |attr: &str| {
-            format!("header `{name}`: `{attr}` is not a session attribute (sub, email, name, groups, idp, acr, amr) nor a claim listed in the IdP's `claims`")
+            format!("header `{name}`: `{attr}` is not a session attribute (sub, email, name, groups, idp, acr, amr) nor a claim listed in the IdP's `claims` (OIDC) or `attributes` (SAML)")
         };
         match value.get_ref() {
             toml::Value::String(attr) => {

@@ -613,7 +613,7 @@ mod tests {
         let (c, _) = idp_config(table).unwrap_or_else(|e| panic!("{e:?}"));
         c.idps
             .first()
-            .map(|i| i.oidc.issuer.clone())
+            .and_then(|i| i.oidc().map(|o| o.issuer.clone()))
             .unwrap_or_default()
     }
 
@@ -655,13 +655,13 @@ mod tests {
         assert_eq!(
             c.idps
                 .first()
-                .map(|i| i.oidc.client_secret.expose().to_string()),
+                .and_then(|i| i.oidc().map(|o| o.client_secret.expose().to_string())),
             Some("inline".into())
         );
         let (c, _) =
             idp_config("issuer = \"https://idp.example\"\nclient_secret_file = \"secret\"\n")
                 .unwrap_or_else(|e| panic!("{e:?}"));
-        let idp = c.idps.first().map(|i| i.oidc.clone());
+        let idp = c.idps.first().and_then(|i| i.oidc().cloned());
         assert_eq!(
             idp.as_ref().map(|i| i.client_secret.expose()),
             Some("s3cret")

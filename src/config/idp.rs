@@ -14,6 +14,9 @@ use std::path::Path;
 use std::time::Duration;
 use toml::Spanned;
 
+mod saml;
+pub use saml::{MetadataSource, SamlIdpConfig};
+
 /// Parameters the login flow sets itself; `auth_params` may not override them.
 const RESERVED_AUTH_PARAMS: &[&str] = &[
     "response_type",
@@ -55,6 +58,25 @@ pub(super) struct FileIdp {
     allow_insecure_issuer: bool,
     post_logout_redirect_uri: Option<Spanned<String>>,
     ca_file: Option<Spanned<String>>,
+    // SAML (kind = "saml"); see `saml.rs`.
+    metadata_file: Option<Spanned<String>>,
+    metadata_url: Option<Spanned<String>>,
+    okta_metadata_url: Option<Spanned<String>>,
+    metadata_refresh: Option<ConfigDuration>,
+    #[serde(default)]
+    allow_insecure_metadata_url: bool,
+    sp_entity_id: Option<Spanned<String>>,
+    sp_key_file: Option<Spanned<String>>,
+    sp_cert_file: Option<Spanned<String>>,
+    sign_requests: Option<Spanned<bool>>,
+    want_assertions_signed: Option<Spanned<bool>>,
+    max_response_size: Option<Spanned<u64>>,
+    name_id_format: Option<Spanned<String>>,
+    email_attribute: Option<Spanned<String>>,
+    name_attribute: Option<Spanned<String>>,
+    groups_attribute: Option<Spanned<String>>,
+    #[serde(default)]
+    attributes: Vec<Spanned<String>>,
 }
 
 /// How the client authenticates at the token endpoint.
@@ -104,7 +126,50 @@ pub struct IdpConfig {
     /// The name apps use in `idp = "..."`.
     pub name: String,
     /// Protocol settings.
-    pub oidc: OidcIdpConfig,
+    pub protocol: IdpProtocol,
+}
+
+/// The protocol an IdP speaks, with its settings.
+#[derive(Debug, Clone, PartialEq)]
+pub enum IdpProtocol {
+    /// OpenID Connect (authorization code + PKCE).
+    Oidc(OidcIdpConfig),
+    /// SAML 2.0 (Web Browser SSO profile).
+    Saml(SamlIdpConfig),
+}
+
+impl IdpConfig {
+    /// The OpenID Connect settings, when this is an OIDC provider.
+    pub fn oidc(&self) -> Option<&OidcIdpConfig> {
+        match &self.protocol {
+            IdpProtocol::Oidc(o) => Some(o),
+            IdpProtocol::Saml(_) => None,
+        }
+    }
+
+    /// The SAML settings, when this is a SAML IdP.
+    pub fn saml(&self) -> Option<&SamlIdpConfig> {
+        match &self.protocol {
+            IdpProtocol::Saml(s) => Some(s),
+            IdpProtocol::Oidc(_) => None,
+        }
+    }
+
+    /// `oidc` or `saml`.
+    pub fn kind(&self) -> &'static str {
+        match &self.protocol {
+            IdpProtocol::Oidc(_) => "oidc",
+            IdpProtocol::Saml(_) => "saml",
+        }
+    }
+
+    /// Claims or attributes (besides the standard ones) kept in the session.
+    pub fn extra_claims(&self) -> &[String] {
+        match &self.protocol {
+            IdpProtocol::Oidc(o) => &o.extra_claims,
+            IdpProtocol::Saml(s) => &s.extra_attributes,
+        }
+    }
 }
 
 /// Compiles every `[idp.*]` table; problems carry file positions.
@@ -124,10 +189,10 @@ pub(super) fn compile_idps(
         let compiled = c.compile(file, base);
         let failed = c.problems.iter().any(Problem::is_error);
         problems.extend(c.problems);
-        if let (Some(oidc), false) = (compiled, failed) {
+        if let (Some(protocol), false) = (compiled, failed) {
             out.push(IdpConfig {
                 name: name.clone(),
-                oidc,
+                protocol,
             });
         }
     }
@@ -152,18 +217,29 @@ impl IdpCompiler<'_> {
             .push(self.src.warning(Some(at.span()), message));
     }
 
-    fn compile(&mut self, file: &FileIdp, base: &Path) -> Option<OidcIdpConfig> {
+    fn compile(&mut self, file: &FileIdp, base: &Path) -> Option<IdpProtocol> {
+        self.check_name(file);
         match file.kind.get_ref().as_str() {
-            "oidc" => {}
+            "oidc" => {
+                self.refuse_saml_keys(file);
+                self.compile_oidc(file, base).map(IdpProtocol::Oidc)
+            }
             "saml" => {
-                self.error(&file.kind, "kind `saml` is not supported yet; use `oidc`");
-                return None;
+                self.refuse_oidc_keys(file);
+                self.compile_saml(file, base)
+                    .map(IdpProtocol::Saml)
             }
             other => {
-                self.error(&file.kind, format!("kind `{other}` is unknown; use `oidc`"));
-                return None;
+                self.error(
+                    &file.kind,
+                    format!("kind `{other}` is unknown; use `oidc` or `saml`"),
+                );
+                None
             }
         }
+    }
+
+    fn check_name(&mut self, file: &FileIdp) {
         if self.name.is_empty()
             || !self
                 .name
@@ -175,6 +251,9 @@ impl IdpCompiler<'_> {
                 "idp names use only letters, digits, `-` and `_`",
             );
         }
+    }
+
+    fn compile_oidc(&mut self, file: &FileIdp, base: &Path) -> Option<OidcIdpConfig> {
         let issuer = self.issuer(file)?;
         let client_id = match &file.client_id {
             Some(id) if !id.get_ref().trim().is_empty() => id.get_ref().clone(),

@@ -12,7 +12,7 @@ pub mod problem;
 
 pub use app::{AppConfig, BrokenApp, HostPattern, UpstreamTarget};
 pub use gateway::{load_gateway, GatewayConfig, LogFormat, SessionSettings, UpstreamTimeouts};
-pub use idp::{IdpConfig, OidcIdpConfig, TokenAuth};
+pub use idp::{IdpConfig, IdpProtocol, MetadataSource, OidcIdpConfig, SamlIdpConfig, TokenAuth};
 pub use problem::{Problem, Severity};
 
 use problem::file_problem;

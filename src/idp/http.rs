@@ -59,6 +59,15 @@ impl IdpHttpClient {
         })
     }
 
+    /// A plain GET (e.g. SAML metadata): status and body, with the same limits.
+    pub async fn get(&self, url: &str) -> Result<(u16, Vec<u8>), HttpError> {
+        let request = http::Request::get(url)
+            .body(Vec::new())
+            .map_err(|e| HttpError::Request(e.to_string()))?;
+        let response = self.send(request).await?;
+        Ok((response.status().as_u16(), response.into_body()))
+    }
+
     async fn send(&self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
         let request =
             reqwest::Request::try_from(request).map_err(|e| HttpError::Request(e.to_string()))?;

@@ -6,6 +6,7 @@
 
 pub mod http;
 pub mod oidc;
+pub mod saml;
 
 use crate::policy::UserFacts;
 

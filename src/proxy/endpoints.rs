@@ -7,6 +7,7 @@ use crate::auth::{
     safe_return_to, Origin, CALLBACK_PATH, LOGGED_OUT_PATH, LOGIN_PATH, LOGOUT_PATH, USERINFO_PATH,
 };
 use crate::gateway::{AppRuntime, Gateway, Route};
+use crate::idp::saml;
 use crate::pages::Page;
 use crate::routing::normalise_host;
 use crate::session::cookies::request_cookies;
@@ -23,11 +24,19 @@ pub async fn serve(
     origin: &Origin,
 ) -> Result<Action, RequestError> {
     let method = session.req_header().method.clone();
+    if ctx.path == saml::ACS_PATH {
+        if method != http::Method::POST {
+            return Err(RequestError::MethodNotAllowed);
+        }
+        return super::saml::acs(session, ctx, gateway, origin).await;
+    }
     if method != http::Method::GET && method != http::Method::HEAD {
-        return Err(RequestError::UnknownEndpoint);
+        return Err(RequestError::MethodNotAllowed);
     }
     match ctx.path.as_str() {
         CALLBACK_PATH => callback(session, ctx, gateway, origin).await,
+        saml::METADATA_PATH => super::saml::metadata(ctx, gateway, origin),
+        saml::SLO_PATH => super::saml::slo(session, ctx, gateway, origin).await,
         LOGIN_PATH => {
             let query = query_pairs(session.req_header());
             let wanted = query

@@ -6,6 +6,7 @@
 
 mod endpoints;
 mod respond;
+mod saml;
 
 use crate::audit::{self, AuditContext};
 use crate::auth::{Origin, SessionLookup};
@@ -60,6 +61,15 @@ pub enum RequestError {
     /// A `/.portcullis/` path with no endpoint behind it (yet).
     #[error("unknown gateway endpoint")]
     UnknownEndpoint,
+    /// A gateway endpoint called with a method it does not take.
+    #[error("method not allowed on this gateway endpoint")]
+    MethodNotAllowed,
+    /// A request body above the endpoint's limit.
+    #[error("request body larger than {0} bytes")]
+    BodyTooLarge(usize),
+    /// The request body could not be read.
+    #[error("cannot read request body: {0}")]
+    BodyUnreadable(String),
     /// No app serves this host and path.
     #[error("no app for this host and path")]
     NoRoute,
@@ -95,6 +105,9 @@ impl RequestError {
             }
             RequestError::HeadersTooLarge => Page::HeadersTooLarge,
             RequestError::UnknownEndpoint | RequestError::NoRoute => Page::NotFound,
+            RequestError::MethodNotAllowed => Page::MethodNotAllowed,
+            RequestError::BodyTooLarge(_) => Page::PayloadTooLarge,
+            RequestError::BodyUnreadable(_) => Page::BadRequest,
             RequestError::AppUnavailable => Page::Unavailable,
             RequestError::Denied(_) | RequestError::NoAllowRule => Page::Forbidden,
             RequestError::LoginRequired => Page::LoginRequired,
@@ -140,6 +153,11 @@ pub enum Action {
     Json {
         /// HTTP status.
         status: u16,
+        /// The document.
+        body: String,
+    },
+    /// Answer with an XML document (SAML metadata).
+    Xml {
         /// The document.
         body: String,
     },
@@ -380,7 +398,12 @@ impl ProxyHttp for Proxy {
             Ok(Action::Json { status, body }) => {
                 ctx.gateway_status = Some(status);
                 let cookies: Vec<String> = ctx.clear_stale.take().into_iter().collect();
-                respond::json(session, status, body, &ctx.request_id, &cookies).await?;
+                respond::document(session, status, "application/json", body, &ctx.request_id, &cookies).await?;
+                Ok(true)
+            }
+            Ok(Action::Xml { body }) => {
+                ctx.gateway_status = Some(200);
+                respond::document(session, 200, "application/samlmetadata+xml", body, &ctx.request_id, &[]).await?;
                 Ok(true)
             }
             Ok(Action::Page { page, cookies }) => {

@@ -60,16 +60,17 @@ pub async fn redirect(
     session.write_response_header(Box::new(resp), true).await
 }
 
-/// Sends a JSON document that must not be cached or sniffed.
-pub async fn json(
+/// Sends a document (JSON, XML) that must not be cached or sniffed.
+pub async fn document(
     session: &mut Session,
     status: u16,
+    content_type: &str,
     body: String,
     request_id: &str,
     cookies: &[String],
 ) -> Result<()> {
     let body = Bytes::from(body);
-    let mut resp = own_response(status, "application/json", &body, request_id)?;
+    let mut resp = own_response(status, content_type, &body, request_id)?;
     for cookie in cookies {
         resp.append_header("Set-Cookie", cookie.as_str())?;
     }

@@ -90,6 +90,18 @@ pub fn set_cookie(name: &str, value: &str, secure: bool, max_age: Option<Duratio
     text
 }
 
+/// A login-binding cookie that must come back on the IdP's cross-site POST (SAML ACS):
+/// `SameSite=None; Secure` on HTTPS. On plain HTTP browsers refuse `SameSite=None`, so the
+/// attribute is left out (Chrome then still sends it on a top-level POST within two minutes).
+pub fn set_cross_site_cookie(name: &str, value: &str, secure: bool, max_age: Duration) -> String {
+    let mut text = format!("{name}={value}; Path=/; HttpOnly");
+    if secure {
+        text.push_str("; SameSite=None; Secure");
+    }
+    text.push_str(&format!("; Max-Age={}", max_age.as_secs()));
+    text
+}
+
 /// A `Set-Cookie` value that deletes the cookie.
 pub fn clear_cookie(name: &str, secure: bool) -> String {
     let mut text = format!("{name}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0");

@@ -7,6 +7,7 @@
 pub mod cookies;
 pub mod pending;
 
+use crate::idp::saml::assertion::SamlSubject;
 use crate::idp::Identity;
 use crate::secret::Secret;
 use moka::future::Cache;
@@ -58,8 +59,8 @@ impl std::fmt::Debug for SessionId {
 pub struct Session {
     /// Who signed in.
     pub identity: Identity,
-    /// The ID token, kept only as the logout `id_token_hint`.
-    pub id_token: Option<Secret>,
+    /// What logging out at the IdP needs.
+    pub logout: LogoutHint,
     /// The app the login was made for.
     pub app: String,
     /// When the session began (Unix seconds), for audit.
@@ -68,6 +69,32 @@ pub struct Session {
     last_seen_ms: AtomicU64,
     idle: Duration,
     absolute: Duration,
+}
+
+/// What the IdP needs to end its side of the session.
+#[derive(Debug, Clone, Default)]
+pub enum LogoutHint {
+    /// Nothing (the IdP offers no logout).
+    #[default]
+    None,
+    /// OpenID Connect: the ID token, sent only as `id_token_hint`.
+    IdToken(Secret),
+    /// SAML: the NameID and session index for the LogoutRequest.
+    Saml(SamlSubject),
+}
+
+impl LogoutHint {
+    fn heap_bytes(&self) -> usize {
+        match self {
+            LogoutHint::None => 0,
+            LogoutHint::IdToken(t) => t.len(),
+            LogoutHint::Saml(s) => {
+                s.name_id.capacity()
+                    + s.format.as_ref().map_or(0, String::capacity)
+                    + s.session_index.as_ref().map_or(0, String::capacity)
+            }
+        }
+    }
 }
 
 /// Why a stored session no longer counts.
@@ -93,14 +120,14 @@ impl Session {
     /// A new session with the creating app's limits.
     pub fn new(
         identity: Identity,
-        id_token: Option<Secret>,
+        logout: LogoutHint,
         app: &str,
         idle: Duration,
         absolute: Duration,
     ) -> Self {
         Self {
             identity,
-            id_token,
+            logout,
             app: app.to_string(),
             created_unix: crate::clock::unix_now(),
             created: Instant::now(),
@@ -142,7 +169,7 @@ impl Session {
     pub fn approx_bytes(&self) -> usize {
         std::mem::size_of::<Self>()
             + self.identity.heap_bytes()
-            + self.id_token.as_ref().map_or(0, Secret::len)
+            + self.logout.heap_bytes()
             + self.app.capacity()
             + 64
     }
@@ -240,6 +267,27 @@ impl SessionStore {
         self.cache.remove(id).await
     }
 
+    /// Removes every session `matches` selects (an IdP-initiated logout); returns them.
+    /// Walks the whole store: logouts are rare, and no second index has to stay in step.
+    pub async fn remove_matching(
+        &self,
+        matches: impl Fn(&Session) -> bool,
+    ) -> Vec<Arc<Session>> {
+        let ids: Vec<SessionId> = self
+            .cache
+            .iter()
+            .filter(|(_, s)| matches(s))
+            .map(|(id, _)| *id)
+            .collect();
+        let mut removed = Vec::new();
+        for id in ids {
+            if let Some(s) = self.cache.remove(&id).await {
+                removed.push(s);
+            }
+        }
+        removed
+    }
+
     /// Sessions held (approximate until pending maintenance runs).
     pub fn len(&self) -> u64 {
         self.cache.entry_count()
@@ -266,7 +314,7 @@ mod tests {
                 subject: "s".into(),
                 ..Identity::default()
             },
-            None,
+            LogoutHint::None,
             "app",
             Duration::from_millis(idle_ms),
             Duration::from_millis(absolute_ms),

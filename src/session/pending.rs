@@ -17,12 +17,27 @@ pub struct PendingLogin {
     pub host: String,
     /// Same-host path (with query) to return to.
     pub return_to: String,
-    /// The exact redirect URI sent to the IdP.
-    pub redirect_uri: String,
-    /// Expected ID token nonce.
-    pub nonce: Secret,
-    /// PKCE code verifier.
-    pub pkce_verifier: Secret,
+    /// What the protocol needs to finish the login.
+    pub flow: PendingFlow,
+}
+
+/// Protocol-specific parts of a pending login.
+#[derive(Debug)]
+pub enum PendingFlow {
+    /// OpenID Connect.
+    Oidc {
+        /// The exact redirect URI sent to the IdP.
+        redirect_uri: String,
+        /// Expected ID token nonce.
+        nonce: Secret,
+        /// PKCE code verifier.
+        pkce_verifier: Secret,
+    },
+    /// SAML.
+    Saml {
+        /// The AuthnRequest ID the response must answer.
+        request_id: String,
+    },
 }
 
 /// Pending logins, forgotten after the login timeout.
@@ -66,9 +81,11 @@ mod tests {
             app: "a".into(),
             host: "h".into(),
             return_to: "/".into(),
-            redirect_uri: "http://h/cb".into(),
-            nonce: Secret::new("n"),
-            pkce_verifier: Secret::new("v"),
+            flow: PendingFlow::Oidc {
+                redirect_uri: "http://h/cb".into(),
+                nonce: Secret::new("n"),
+                pkce_verifier: Secret::new("v"),
+            },
         }
     }
 

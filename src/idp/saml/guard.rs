@@ -1,0 +1,570 @@
+//! The checks a SAML message passes *before* any XML library that resolves references or
+//! runs transforms sees it.
+//!
+//! xmlsec dereferences `<ds:Reference URI=…>` (http://, file://) and runs XSLT transforms
+//! before the signature is known to be good, and libxml2 honours DOCTYPEs. So this streaming
+//! pass (quick-xml, which resolves nothing) admits only the shape real IdPs send: one root
+//! message, at most one assertion directly under a `Response`, signatures only directly
+//! under the element they sign and pointing at it by ID, the usual transforms and SHA-2
+//! algorithms, and no DOCTYPE, comments, processing instructions, CDATA, custom entities,
+//! encrypted parts or duplicate IDs. That shape alone also defeats the signature-wrapping
+//! family (XSW1-8 all need a second copy of the signed element or a moved signature).
+
+use quick_xml::events::{BytesStart, Event};
+use quick_xml::name::ResolveResult;
+use quick_xml::NsReader;
+use std::collections::HashSet;
+use thiserror::Error;
+
+const PROTOCOL_NS: &[u8] = b"urn:oasis:names:tc:SAML:2.0:protocol";
+const ASSERTION_NS: &[u8] = b"urn:oasis:names:tc:SAML:2.0:assertion";
+const DSIG_NS: &[u8] = b"http://www.w3.org/2000/09/xmldsig#";
+const XENC_NS: &[u8] = b"http://www.w3.org/2001/04/xmlenc#";
+const XINCLUDE_NS: &[u8] = b"http://www.w3.org/2001/XInclude";
+
+/// Transforms a SAML signature may use: enveloped signature and exclusive c14n.
+const ALLOWED_TRANSFORMS: &[&str] = &[
+    "http://www.w3.org/2000/09/xmldsig#enveloped-signature",
+    "http://www.w3.org/2001/10/xml-exc-c14n#",
+    "http://www.w3.org/2001/10/xml-exc-c14n#WithComments",
+];
+/// Canonicalisation of `SignedInfo`.
+const ALLOWED_C14N: &[&str] = &[
+    "http://www.w3.org/2001/10/xml-exc-c14n#",
+    "http://www.w3.org/2001/10/xml-exc-c14n#WithComments",
+    "http://www.w3.org/TR/2001/REC-xml-c14n-20010315",
+    "http://www.w3.org/TR/2001/REC-xml-c14n-20010315#WithComments",
+    "http://www.w3.org/2006/12/xml-c14n11",
+    "http://www.w3.org/2006/12/xml-c14n11#WithComments",
+];
+/// Signature algorithms: SHA-256 or stronger (no SHA-1, no DSA).
+pub const ALLOWED_SIGNATURE_METHODS: &[&str] = &[
+    "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256",
+    "http://www.w3.org/2001/04/xmldsig-more#rsa-sha384",
+    "http://www.w3.org/2001/04/xmldsig-more#rsa-sha512",
+    "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha256",
+    "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha384",
+    "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha512",
+];
+/// Digest algorithms: SHA-256 or stronger.
+const ALLOWED_DIGESTS: &[&str] = &[
+    "http://www.w3.org/2001/04/xmlenc#sha256",
+    "http://www.w3.org/2001/04/xmldsig-more#sha384",
+    "http://www.w3.org/2001/04/xmlenc#sha512",
+];
+
+const MAX_DEPTH: usize = 32;
+const MAX_ELEMENTS: usize = 5_000;
+const MAX_ATTRIBUTES: usize = 64;
+
+/// Why a message was refused before signature verification.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum GuardError {
+    /// A DOCTYPE (entity expansion, XXE, external DTDs).
+    #[error("DOCTYPE is not allowed")]
+    Doctype,
+    /// An XML comment (comment injection splits signed text values).
+    #[error("XML comments are not allowed")]
+    Comment,
+    /// A processing instruction.
+    #[error("processing instructions are not allowed")]
+    ProcessingInstruction,
+    /// A CDATA section.
+    #[error("CDATA sections are not allowed")]
+    Cdata,
+    /// An entity other than the five predefined ones.
+    #[error("entity reference `&{0};` is not allowed")]
+    Entity(String),
+    /// Not well-formed, or too big a tree.
+    #[error("malformed XML: {0}")]
+    Malformed(String),
+    /// Another root element than expected.
+    #[error("root element must be {expected}, found {found}")]
+    WrongRoot {
+        /// What the endpoint accepts.
+        expected: &'static str,
+        /// What came.
+        found: String,
+    },
+    /// Zero or several assertions in a response.
+    #[error("a response must carry exactly one Assertion, found {0}")]
+    AssertionCount(usize),
+    /// An assertion not directly under the response.
+    #[error("Assertion outside its place directly under Response")]
+    AssertionMisplaced,
+    /// Encrypted content (this SP does not request or decrypt it).
+    #[error("encrypted SAML content is not supported (turn off assertion encryption at the IdP)")]
+    Encrypted,
+    /// A signature not directly under the response or assertion.
+    #[error("Signature outside its place directly under the element it signs")]
+    SignatureMisplaced,
+    /// Two signatures on one element.
+    #[error("more than one Signature on one element")]
+    DuplicateSignature,
+    /// Not exactly one `Reference` in a signature.
+    #[error("a Signature must have exactly one Reference")]
+    ReferenceCount,
+    /// A reference to anything but the signed element itself.
+    #[error("Reference URI `{0}` does not point at the signed element")]
+    ReferenceUri(String),
+    /// A transform outside the allowlist (XSLT, XPath, …).
+    #[error("Transform `{0}` is not allowed")]
+    Transform(String),
+    /// A canonicalisation outside the allowlist.
+    #[error("CanonicalizationMethod `{0}` is not allowed")]
+    Canonicalization(String),
+    /// A weak or unknown signature algorithm.
+    #[error("SignatureMethod `{0}` is not allowed (SHA-256 or stronger required)")]
+    SignatureAlgorithm(String),
+    /// A weak or unknown digest.
+    #[error("DigestMethod `{0}` is not allowed (SHA-256 or stronger required)")]
+    DigestAlgorithm(String),
+    /// Two elements with the same ID.
+    #[error("duplicate ID `{0}`")]
+    DuplicateId(String),
+    /// An element that can make the verifier fetch or include something.
+    #[error("element `{0}` is not allowed")]
+    Forbidden(String),
+}
+
+/// The root message an endpoint expects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Root {
+    /// `samlp:Response` (the ACS).
+    Response,
+    /// `samlp:LogoutRequest` (IdP-initiated logout).
+    LogoutRequest,
+    /// `samlp:LogoutResponse` (the answer to our logout).
+    LogoutResponse,
+}
+
+impl Root {
+    fn local_name(self) -> &'static str {
+        match self {
+            Root::Response => "Response",
+            Root::LogoutRequest => "LogoutRequest",
+            Root::LogoutResponse => "LogoutResponse",
+        }
+    }
+}
+
+/// What the pass learned about the message (unverified: only for checks that must also
+/// hold on the unsigned envelope, and for choosing the path).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GuardFacts {
+    /// The root's `ID`.
+    pub root_id: Option<String>,
+    /// The root's `Destination`.
+    pub destination: Option<String>,
+    /// The root's `InResponseTo`.
+    pub in_response_to: Option<String>,
+    /// The root's `IssueInstant`.
+    pub issue_instant: Option<String>,
+    /// The root carries a signature over itself.
+    pub root_signed: bool,
+    /// The assertion carries a signature over itself.
+    pub assertion_signed: bool,
+    /// Any `SubjectConfirmationData` carries `InResponseTo`.
+    pub assertion_in_response_to: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Root,
+    Assertion,
+    Signature,
+    SignedInfo,
+    Reference,
+    Transforms,
+    Other,
+}
+
+struct Frame {
+    kind: Kind,
+    id: Option<String>,
+    has_signature: bool,
+}
+
+struct SignatureState {
+    /// ID of the element the signature sits in (and must sign).
+    parent_id: Option<String>,
+    parent_is_root: bool,
+    references: usize,
+}
+
+/// Refuses the constructs that make XML libraries fetch, expand or execute things
+/// (DOCTYPE, processing instructions, custom entities). Used for metadata.
+pub fn reject_unsafe_constructs(xml: &str) -> Result<(), GuardError> {
+    let mut reader = NsReader::from_str(xml);
+    let mut seen_root = false;
+    loop {
+        match reader.read_event() {
+            Ok(Event::Eof) => return Ok(()),
+            Ok(Event::DocType(_)) => return Err(GuardError::Doctype),
+            Ok(Event::PI(_)) => return Err(GuardError::ProcessingInstruction),
+            Ok(Event::Decl(_)) if seen_root => {
+                return Err(GuardError::Malformed("misplaced XML declaration".into()))
+            }
+            Ok(Event::GeneralRef(r)) => check_entity(&r)?,
+            Ok(Event::Start(_) | Event::Empty(_)) => seen_root = true,
+            Ok(_) => {}
+            Err(e) => return Err(GuardError::Malformed(e.to_string())),
+        }
+    }
+}
+
+/// Checks a decoded SAML protocol message; see the module docs for what passes.
+pub fn check_message(xml: &str, expected: Root) -> Result<GuardFacts, GuardError> {
+    let mut reader = NsReader::from_str(xml);
+    let mut stack: Vec<Frame> = Vec::new();
+    let mut signatures: Vec<SignatureState> = Vec::new();
+    let mut ids: HashSet<String> = HashSet::new();
+    let mut facts = GuardFacts::default();
+    let mut assertions = 0usize;
+    let mut elements = 0usize;
+    let mut root_done = false;
+    loop {
+        let (ns, event) = reader
+            .read_resolved_event()
+            .map_err(|e| GuardError::Malformed(e.to_string()))?;
+        let ns: Option<Vec<u8>> = match ns {
+            ResolveResult::Bound(n) => Some(n.as_ref().to_vec()),
+            ResolveResult::Unbound => None,
+            ResolveResult::Unknown(p) => {
+                return Err(GuardError::Malformed(format!(
+                    "unknown namespace prefix `{}`",
+                    String::from_utf8_lossy(&p)
+                )))
+            }
+        };
+        let (start, empty) = match event {
+            Event::Eof => break,
+            Event::DocType(_) => return Err(GuardError::Doctype),
+            Event::Comment(_) => return Err(GuardError::Comment),
+            Event::PI(_) => return Err(GuardError::ProcessingInstruction),
+            Event::CData(_) => return Err(GuardError::Cdata),
+            Event::GeneralRef(r) => {
+                check_entity(&r)?;
+                continue;
+            }
+            Event::Decl(_) => {
+                if elements > 0 {
+                    return Err(GuardError::Malformed("misplaced XML declaration".into()));
+                }
+                continue;
+            }
+            Event::Text(_) => continue,
+            Event::End(_) => {
+                pop(&mut stack, &mut signatures)?;
+                if stack.is_empty() {
+                    root_done = true;
+                }
+                continue;
+            }
+            Event::Start(e) => (e, false),
+            Event::Empty(e) => (e, true),
+        };
+        if root_done {
+            return Err(GuardError::Malformed(
+                "content after the root element".into(),
+            ));
+        }
+        elements += 1;
+        if elements > MAX_ELEMENTS || stack.len() >= MAX_DEPTH {
+            return Err(GuardError::Malformed("document too large or too deep".into()));
+        }
+        let local = String::from_utf8_lossy(start.local_name().as_ref()).into_owned();
+        let attrs = attributes(&start)?;
+        let attr = |name: &str| {
+            attrs
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        };
+        for (key, value) in &attrs {
+            if matches!(key.as_str(), "ID" | "Id" | "id" | "xml:id") && !ids.insert(value.clone())
+            {
+                return Err(GuardError::DuplicateId(value.clone()));
+            }
+        }
+        let ns = ns.as_deref();
+        if ns == Some(XENC_NS) || (ns == Some(ASSERTION_NS) && local.starts_with("Encrypted")) {
+            return Err(GuardError::Encrypted);
+        }
+        if ns == Some(XINCLUDE_NS) {
+            return Err(GuardError::Forbidden(format!("xi:{local}")));
+        }
+        let parent = stack.last().map(|f| f.kind);
+        let kind = if stack.is_empty() {
+            if ns != Some(PROTOCOL_NS) || local != expected.local_name() {
+                return Err(GuardError::WrongRoot {
+                    expected: expected.local_name(),
+                    found: local,
+                });
+            }
+            facts.root_id = attr("ID");
+            facts.destination = attr("Destination");
+            facts.in_response_to = attr("InResponseTo");
+            facts.issue_instant = attr("IssueInstant");
+            Kind::Root
+        } else if ns == Some(ASSERTION_NS) && local == "Assertion" {
+            if expected != Root::Response || parent != Some(Kind::Root) || stack.len() != 1 {
+                return Err(GuardError::AssertionMisplaced);
+            }
+            assertions += 1;
+            Kind::Assertion
+        } else if ns == Some(ASSERTION_NS) && local == "SubjectConfirmationData" {
+            if attr("InResponseTo").is_some() {
+                facts.assertion_in_response_to = true;
+            }
+            Kind::Other
+        } else if ns == Some(DSIG_NS) {
+            match local.as_str() {
+                "Signature" => {
+                    let Some(holder) = stack.last_mut() else {
+                        return Err(GuardError::SignatureMisplaced);
+                    };
+                    if !matches!(holder.kind, Kind::Root | Kind::Assertion) {
+                        return Err(GuardError::SignatureMisplaced);
+                    }
+                    if holder.has_signature {
+                        return Err(GuardError::DuplicateSignature);
+                    }
+                    holder.has_signature = true;
+                    match holder.kind {
+                        Kind::Root => facts.root_signed = true,
+                        _ => facts.assertion_signed = true,
+                    }
+                    signatures.push(SignatureState {
+                        parent_id: holder.id.clone(),
+                        parent_is_root: holder.kind == Kind::Root,
+                        references: 0,
+                    });
+                    Kind::Signature
+                }
+                "SignedInfo" if parent == Some(Kind::Signature) => Kind::SignedInfo,
+                "CanonicalizationMethod" if parent == Some(Kind::SignedInfo) => {
+                    let alg = attr("Algorithm").unwrap_or_default();
+                    if !ALLOWED_C14N.contains(&alg.as_str()) {
+                        return Err(GuardError::Canonicalization(alg));
+                    }
+                    Kind::Other
+                }
+                "SignatureMethod" if parent == Some(Kind::SignedInfo) => {
+                    let alg = attr("Algorithm").unwrap_or_default();
+                    if !ALLOWED_SIGNATURE_METHODS.contains(&alg.as_str()) {
+                        return Err(GuardError::SignatureAlgorithm(alg));
+                    }
+                    Kind::Other
+                }
+                "Reference" if parent == Some(Kind::SignedInfo) => {
+                    let Some(sig) = signatures.last_mut() else {
+                        return Err(GuardError::SignatureMisplaced);
+                    };
+                    sig.references += 1;
+                    if sig.references > 1 {
+                        return Err(GuardError::ReferenceCount);
+                    }
+                    let uri = attr("URI");
+                    let points_at_parent = match uri.as_deref() {
+                        Some("") => sig.parent_is_root,
+                        Some(u) => u
+                            .strip_prefix('#')
+                            .is_some_and(|id| sig.parent_id.as_deref() == Some(id)),
+                        None => false,
+                    };
+                    if !points_at_parent {
+                        return Err(GuardError::ReferenceUri(uri.unwrap_or_default()));
+                    }
+                    Kind::Reference
+                }
+                "Transforms" if parent == Some(Kind::Reference) => Kind::Transforms,
+                "Transform" if parent == Some(Kind::Transforms) => {
+                    let alg = attr("Algorithm").unwrap_or_default();
+                    if !ALLOWED_TRANSFORMS.contains(&alg.as_str()) {
+                        return Err(GuardError::Transform(alg));
+                    }
+                    Kind::Other
+                }
+                "DigestMethod" if parent == Some(Kind::Reference) => {
+                    let alg = attr("Algorithm").unwrap_or_default();
+                    if !ALLOWED_DIGESTS.contains(&alg.as_str()) {
+                        return Err(GuardError::DigestAlgorithm(alg));
+                    }
+                    Kind::Other
+                }
+                "DigestValue" if parent == Some(Kind::Reference) => Kind::Other,
+                "SignatureValue" if parent == Some(Kind::Signature) => Kind::Other,
+                "KeyInfo" if parent == Some(Kind::Signature) => Kind::Other,
+                "X509Data" | "X509Certificate" | "KeyName" | "KeyValue" | "RSAKeyValue"
+                | "Modulus" | "Exponent" | "X509IssuerSerial" | "X509IssuerName"
+                | "X509SerialNumber" | "X509SubjectName" | "X509SKI" => Kind::Other,
+                other => return Err(GuardError::Forbidden(format!("ds:{other}"))),
+            }
+        } else if parent == Some(Kind::Signature)
+            || parent == Some(Kind::SignedInfo)
+            || parent == Some(Kind::Reference)
+            || parent == Some(Kind::Transforms)
+        {
+            // Foreign elements inside signature plumbing (e.g. InclusiveNamespaces under a
+            // transform are fine, but not directly under these).
+            return Err(GuardError::Forbidden(local));
+        } else {
+            Kind::Other
+        };
+        stack.push(Frame {
+            kind,
+            id: attr("ID"),
+            has_signature: false,
+        });
+        if empty {
+            pop(&mut stack, &mut signatures)?;
+            if stack.is_empty() {
+                root_done = true;
+            }
+        }
+    }
+    if !root_done {
+        return Err(GuardError::Malformed("no complete root element".into()));
+    }
+    if expected == Root::Response && assertions != 1 {
+        return Err(GuardError::AssertionCount(assertions));
+    }
+    Ok(facts)
+}
+
+fn pop(stack: &mut Vec<Frame>, signatures: &mut Vec<SignatureState>) -> Result<(), GuardError> {
+    let frame = stack
+        .pop()
+        .ok_or_else(|| GuardError::Malformed("unbalanced end tag".into()))?;
+    if frame.kind == Kind::Signature {
+        let sig = signatures
+            .pop()
+            .ok_or_else(|| GuardError::Malformed("unbalanced signature".into()))?;
+        if sig.references != 1 {
+            return Err(GuardError::ReferenceCount);
+        }
+    }
+    Ok(())
+}
+
+fn attributes(start: &BytesStart<'_>) -> Result<Vec<(String, String)>, GuardError> {
+    let mut out = Vec::new();
+    for attr in start.attributes() {
+        let attr = attr.map_err(|e| GuardError::Malformed(e.to_string()))?;
+        let key = String::from_utf8_lossy(attr.key.as_ref()).into_owned();
+        let value = attr
+            .normalized_value(quick_xml::XmlVersion::Implicit1_0)
+            .map_err(|e| GuardError::Malformed(e.to_string()))?
+            .into_owned();
+        out.push((key, value));
+        if out.len() > MAX_ATTRIBUTES {
+            return Err(GuardError::Malformed("too many attributes".into()));
+        }
+    }
+    Ok(out)
+}
+
+fn check_entity(r: &quick_xml::events::BytesRef<'_>) -> Result<(), GuardError> {
+    if r.is_char_ref() {
+        return r
+            .resolve_char_ref()
+            .map(|_| ())
+            .map_err(|e| GuardError::Malformed(e.to_string()));
+    }
+    let name = String::from_utf8_lossy(r.as_ref()).into_owned();
+    match name.as_str() {
+        "lt" | "gt" | "amp" | "apos" | "quot" => Ok(()),
+        _ => Err(GuardError::Entity(name)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    const SIG_OPEN: &str = r#"<ds:Signature xmlns:ds="http://www.w3.org/2000/09/xmldsig#"><ds:SignedInfo><ds:CanonicalizationMethod Algorithm="http://www.w3.org/2001/10/xml-exc-c14n#"/><ds:SignatureMethod Algorithm="http://www.w3.org/2001/04/xmldsig-more#rsa-sha256"/>"#;
+
+    fn signature(uri: &str, transform: &str, digest: &str) -> String {
+        format!(
+            r#"{SIG_OPEN}<ds:Reference URI="{uri}"><ds:Transforms><ds:Transform Algorithm="http://www.w3.org/2000/09/xmldsig#enveloped-signature"/><ds:Transform Algorithm="{transform}"/></ds:Transforms><ds:DigestMethod Algorithm="{digest}"/><ds:DigestValue>x</ds:DigestValue></ds:Reference></ds:SignedInfo><ds:SignatureValue>x</ds:SignatureValue></ds:Signature>"#
+        )
+    }
+
+    fn good_sig(uri: &str) -> String {
+        signature(
+            uri,
+            "http://www.w3.org/2001/10/xml-exc-c14n#",
+            "http://www.w3.org/2001/04/xmlenc#sha256",
+        )
+    }
+
+    fn response(root_sig: &str, assertion_sig: &str, name_id: &str) -> String {
+        format!(
+            r#"<?xml version="1.0"?><samlp:Response xmlns:samlp="urn:oasis:names:tc:SAML:2.0:protocol" xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion" ID="r1" Destination="https://sp/acs" InResponseTo="req1"><saml:Issuer>idp</saml:Issuer>{root_sig}<saml:Assertion ID="a1"><saml:Issuer>idp</saml:Issuer>{assertion_sig}<saml:Subject><saml:NameID>{name_id}</saml:NameID></saml:Subject></saml:Assertion></samlp:Response>"#
+        )
+    }
+
+    #[test]
+    fn a_normal_signed_response_passes_with_its_facts() {
+        let xml = response(&good_sig("#r1"), &good_sig("#a1"), "alice@example.com");
+        let facts = check_message(&xml, Root::Response).unwrap();
+        assert!(facts.root_signed && facts.assertion_signed);
+        assert_eq!(facts.destination.as_deref(), Some("https://sp/acs"));
+        assert_eq!(facts.in_response_to.as_deref(), Some("req1"));
+    }
+
+    #[test]
+    fn hostile_shapes_are_refused() {
+        let ok = good_sig("#a1");
+        let cases: Vec<(String, &str)> = vec![
+            (format!("<!DOCTYPE x [<!ENTITY a \"b\">]>{}", response("", &ok, "a")), "DOCTYPE"),
+            (response("", &ok, "alice<!---->.evil"), "comments"),
+            (response("", &ok, "<![CDATA[x]]>"), "CDATA"),
+            (response("", &ok, "&xxe;"), "entity"),
+            (response("", &ok, "<?pi x?>"), "processing"),
+            (response("", &good_sig("http://127.0.0.1:9/x"), "a"), "Reference URI"),
+            (response("", &good_sig("file:///etc/passwd"), "a"), "Reference URI"),
+            (response("", &good_sig("#r1"), "a"), "Reference URI"),
+            (response("", &good_sig(""), "a"), "Reference URI"),
+            (
+                response("", &signature("#a1", "http://www.w3.org/TR/1999/REC-xslt-19991116", "http://www.w3.org/2001/04/xmlenc#sha256"), "a"),
+                "Transform",
+            ),
+            (
+                response("", &signature("#a1", "http://www.w3.org/2001/10/xml-exc-c14n#", "http://www.w3.org/2000/09/xmldsig#sha1"), "a"),
+                "DigestMethod",
+            ),
+            (
+                response("", &ok.replace("rsa-sha256", "rsa-sha1").replace("xmldsig-more#rsa-sha1", "xmldsig#rsa-sha1"), "a"),
+                "SignatureMethod",
+            ),
+            (response(&format!("{ok}{ok}"), "", "a"), "Reference URI"),
+            (response("", &format!("{ok}{ok}"), "a"), "more than one Signature"),
+            (response("", &ok, "a").replace("<saml:Subject>", "<saml:Subject><saml:Assertion ID=\"a2\"/>"), "Assertion outside"),
+            (response("", &ok, "a").replace("</samlp:Response>", "<saml:Assertion ID=\"a2\"></saml:Assertion></samlp:Response>"), "exactly one Assertion"),
+            (response("", &ok, "a").replace("ID=\"r1\"", "ID=\"a1\""), "duplicate ID"),
+            (response("", &ok, "a").replace("<saml:Subject>", "<saml:EncryptedID/><saml:Subject>"), "encrypted"),
+            (response("", &ok.replace("<ds:SignatureValue>", "<ds:Object><x/></ds:Object><ds:SignatureValue>"), "a"), "ds:Object"),
+            (response("", &ok.replace("<ds:SignatureValue>x</ds:SignatureValue>", "<ds:SignatureValue>x</ds:SignatureValue><ds:KeyInfo><ds:RetrievalMethod URI=\"http://x/\"/></ds:KeyInfo>"), "a"), "RetrievalMethod"),
+            ("<samlp:LogoutRequest xmlns:samlp=\"urn:oasis:names:tc:SAML:2.0:protocol\"/>".to_string(), "root element"),
+        ];
+        for (xml, expect) in cases {
+            let err = check_message(&xml, Root::Response).expect_err(expect);
+            assert!(
+                err.to_string().contains(expect),
+                "expected `{expect}` in `{err}`"
+            );
+        }
+    }
+
+    #[test]
+    fn metadata_check_refuses_doctype_but_allows_comments() {
+        assert!(reject_unsafe_constructs("<a><!-- fine --></a>").is_ok());
+        assert_eq!(
+            reject_unsafe_constructs("<!DOCTYPE a SYSTEM \"http://x/\"><a/>"),
+            Err(GuardError::Doctype)
+        );
+    }
+}

@@ -1,0 +1,638 @@
+//! SAML 2.0 service provider (Web Browser SSO profile): AuthnRequests out over
+//! HTTP-Redirect, responses in over HTTP-POST, single logout both ways.
+//!
+//! samael (pinned `=0.0.22`) verifies signatures and the subject confirmation. Around it this
+//! module adds what samael leaves open, in order: a size cap before decoding, the streaming
+//! [`guard`] before any XML library sees the message, verification on a bounded blocking
+//! pool, the [`assertion`] checks samael skips, and a replay cache of assertion IDs.
+
+pub mod assertion;
+pub mod guard;
+pub mod metadata;
+pub mod redirect;
+#[cfg(test)]
+pub(crate) mod testing;
+
+use crate::config::{MetadataSource, SamlIdpConfig};
+use crate::idp::http::IdpHttpClient;
+use crate::idp::Identity;
+use arc_swap::ArcSwapOption;
+use assertion::{AssertionError, SamlSubject};
+use base64::Engine;
+use chrono::Utc;
+use guard::{GuardError, Root};
+use metadata::{IdpMetadata, MetadataError};
+use moka::future::Cache;
+use moka::Expiry;
+use openssl::pkey::{PKey, Private};
+use redirect::RedirectError;
+use samael::crypto::AllowedSignatureAlgorithm;
+use samael::key_info::{KeyInfo, X509Data};
+use samael::metadata::{
+    Endpoint, EntityDescriptor, IndexedEndpoint, KeyDescriptor, SpSsoDescriptor,
+    HTTP_POST_BINDING, HTTP_REDIRECT_BINDING,
+};
+use samael::schema::{
+    AuthnRequest, Issuer, LogoutRequest, LogoutResponse, NameID, NameIdPolicy, Status, StatusCode,
+};
+use samael::service_provider::ServiceProvider;
+use samael::traits::ToXml;
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::{Duration, Instant};
+use thiserror::Error;
+use tokio::sync::Semaphore;
+
+/// SP metadata for the admin to paste into the IdP.
+pub const METADATA_PATH: &str = "/.portcullis/saml/metadata";
+/// Assertion consumer service (HTTP-POST).
+pub const ACS_PATH: &str = "/.portcullis/saml/acs";
+/// Single logout (HTTP-Redirect).
+pub const SLO_PATH: &str = "/.portcullis/saml/slo";
+
+const STATUS_SUCCESS: &str = "urn:oasis:names:tc:SAML:2.0:status:Success";
+const PROTOCOL_NS: &str = "urn:oasis:names:tc:SAML:2.0:protocol";
+
+/// How long a verification waits for a pool slot before the login is refused as busy.
+const VERIFY_QUEUE_WAIT: Duration = Duration::from_secs(5);
+/// How long an incoming logout message stays acceptable after it was issued.
+const MESSAGE_MAX_AGE: Duration = Duration::from_secs(300);
+/// Assertion IDs remembered at most (beyond that the oldest go; see the README).
+const REPLAY_CACHE_ENTRIES: u64 = 1_000_000;
+
+/// Signature verification slots shared by every SAML IdP: one per core, so a flood of
+/// responses queues here instead of occupying the threads that proxy traffic.
+static VERIFY_SLOTS: LazyLock<Semaphore> = LazyLock::new(|| {
+    Semaphore::new(std::thread::available_parallelism().map_or(2, std::num::NonZero::get))
+});
+
+/// Why a SAML login or logout message was refused. Safe to log (no assertion content
+/// beyond IDs and URLs).
+#[derive(Debug, Error)]
+pub enum SamlError {
+    /// No metadata loaded yet.
+    #[error("IdP metadata not loaded yet")]
+    NotReady,
+    /// The posted response is larger than allowed.
+    #[error("SAMLResponse larger than {0} bytes")]
+    TooLarge(usize),
+    /// Not base64 / UTF-8.
+    #[error("SAMLResponse is not valid base64 XML: {0}")]
+    Encoding(&'static str),
+    /// Refused before verification.
+    #[error("refused before signature check: {0}")]
+    Guard(#[from] GuardError),
+    /// The assertion is not signed though the config wants it.
+    #[error("assertion is not signed (want_assertions_signed = true)")]
+    AssertionUnsigned,
+    /// The response names another destination.
+    #[error("response Destination `{0}` is not this ACS")]
+    Destination(String),
+    /// IdP-initiated login on an app that does not allow it.
+    #[error("unsolicited (IdP-initiated) response, and this app does not allow_idp_initiated")]
+    UnsolicitedNotAllowed,
+    /// An unsolicited response that answers some request (a stolen or misrouted response).
+    #[error("unsolicited response carries InResponseTo of another login")]
+    StrayInResponseTo,
+    /// A solicited response answering another request.
+    #[error("InResponseTo does not match this login's request")]
+    WrongInResponseTo,
+    /// `IssueInstant` of the message in the future.
+    #[error("message IssueInstant is in the future or not a time")]
+    IssueInstant,
+    /// samael refused it (signature, issuer, times, recipient, status…).
+    #[error("verification failed: {0}")]
+    Verify(String),
+    /// The assertion lacks what this SP requires.
+    #[error(transparent)]
+    Assertion(#[from] AssertionError),
+    /// The assertion was used before.
+    #[error("assertion `{0}` was already used (replay)")]
+    Replay(String),
+    /// The verification pool stayed full.
+    #[error("too many SAML verifications in progress")]
+    Busy,
+    /// A redirect-binding message failed.
+    #[error(transparent)]
+    Redirect(#[from] RedirectError),
+    /// A logout message that does not fit.
+    #[error("logout message refused: {0}")]
+    Logout(String),
+    /// Building an outgoing message failed.
+    #[error("cannot build SAML message: {0}")]
+    Build(String),
+}
+
+/// This SP's URLs on one app origin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpEndpoints {
+    /// Entity ID (the audience).
+    pub entity_id: String,
+    /// ACS URL (recipient and destination of responses).
+    pub acs_url: String,
+    /// SLO URL.
+    pub slo_url: String,
+}
+
+/// A started login.
+pub struct LoginRequest {
+    /// IdP SSO URL with the AuthnRequest.
+    pub url: String,
+    /// The AuthnRequest's ID, which the response must answer.
+    pub request_id: String,
+}
+
+/// A verified login.
+pub struct SamlLogin {
+    /// The session's identity.
+    pub identity: Identity,
+    /// NameID and session index, for single logout.
+    pub subject: SamlSubject,
+}
+
+/// A verified IdP-initiated logout request.
+#[derive(Debug)]
+pub struct IdpLogout {
+    /// Its ID (our response's InResponseTo).
+    pub id: String,
+    /// Whose sessions end.
+    pub name_id: String,
+    /// Which IdP session, if named.
+    pub session_index: Option<String>,
+    /// RelayState to echo.
+    pub relay_state: Option<String>,
+}
+
+/// Metadata load state, for readiness and logs.
+#[derive(Debug, Clone)]
+pub struct MetadataStatus {
+    /// Metadata usable.
+    pub ready: bool,
+    /// Last load error, if the last attempt failed.
+    pub last_error: Option<String>,
+}
+
+struct ReplayExpiry;
+
+impl Expiry<String, Duration> for ReplayExpiry {
+    fn expire_after_create(&self, _: &String, ttl: &Duration, _: Instant) -> Option<Duration> {
+        Some(*ttl)
+    }
+}
+
+/// One SAML IdP, as this SP sees it.
+pub struct SamlProvider {
+    name: String,
+    config: SamlIdpConfig,
+    http: IdpHttpClient,
+    metadata: ArcSwapOption<IdpMetadata>,
+    last_error: Mutex<Option<String>>,
+    replay: Cache<String, Duration>,
+    sp_key: Option<PKey<Private>>,
+    sp_cert_der: Option<Vec<u8>>,
+}
+
+impl SamlProvider {
+    /// A provider; metadata from a file is loaded now, from a URL by [`Self::load_until_ready`].
+    pub fn new(name: &str, config: SamlIdpConfig, http: IdpHttpClient) -> Result<Self, SamlError> {
+        let sp_key = config
+            .sp_key
+            .as_ref()
+            .map(|k| PKey::private_key_from_pem(k.expose()))
+            .transpose()
+            .map_err(|e| SamlError::Build(format!("sp key: {e}")))?;
+        let sp_cert_der = config
+            .sp_cert_pem
+            .as_ref()
+            .map(|c| openssl::x509::X509::from_pem(c).and_then(|x| x.to_der()))
+            .transpose()
+            .map_err(|e| SamlError::Build(format!("sp certificate: {e}")))?;
+        let provider = Self {
+            name: name.to_string(),
+            http,
+            metadata: ArcSwapOption::empty(),
+            last_error: Mutex::new(None),
+            replay: Cache::builder()
+                .max_capacity(REPLAY_CACHE_ENTRIES)
+                .expire_after(ReplayExpiry)
+                .build(),
+            sp_key,
+            sp_cert_der,
+            config,
+        };
+        if let Some(xml) = provider.config.file_metadata() {
+            let md = IdpMetadata::parse(xml).map_err(|e| SamlError::Build(e.to_string()))?;
+            provider.install(md);
+        }
+        Ok(provider)
+    }
+
+    /// The configured name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Where the browser goes after single logout, if configured.
+    pub fn post_logout_redirect_uri(&self) -> Option<&str> {
+        self.config.post_logout_redirect_uri.as_deref()
+    }
+
+    /// Largest `SAMLResponse` accepted (base64 characters).
+    pub fn max_response_bytes(&self) -> usize {
+        self.config.max_response_bytes
+    }
+
+    /// Is usable metadata loaded?
+    pub fn is_ready(&self) -> bool {
+        self.metadata.load().is_some()
+    }
+
+    /// Metadata state for `/readyz`.
+    pub fn status(&self) -> MetadataStatus {
+        MetadataStatus {
+            ready: self.is_ready(),
+            last_error: self.last_error.lock().ok().and_then(|e| e.clone()),
+        }
+    }
+
+    /// The IdP's entity ID, once metadata is loaded.
+    pub fn idp_entity_id(&self) -> Option<String> {
+        self.metadata.load().as_ref().map(|m| m.entity_id.clone())
+    }
+
+    fn install(&self, md: IdpMetadata) {
+        if md.wants_signed_requests && !self.config.sign_requests {
+            tracing::warn!(idp = %self.name, "IdP metadata asks for signed AuthnRequests, but no sp_key_file is configured: logins will fail at the IdP");
+        }
+        for why in &md.ignored_keys {
+            tracing::warn!(idp = %self.name, "IdP metadata: ignoring {why}");
+        }
+        self.metadata.store(Some(Arc::new(md)));
+    }
+
+    /// One metadata fetch from the configured URL; the current copy stays on failure.
+    pub async fn refresh(&self) -> Result<(), String> {
+        let MetadataSource::Url(url) = &self.config.metadata else {
+            return Ok(());
+        };
+        let outcome = match self.http.get(url).await {
+            Ok((200, body)) if body.len() <= metadata::MAX_METADATA_BYTES => {
+                String::from_utf8(body)
+                    .map_err(|_| "metadata is not UTF-8".to_string())
+                    .and_then(|xml| IdpMetadata::parse(&xml).map_err(|e: MetadataError| e.to_string()))
+            }
+            Ok((200, _)) => Err("metadata too large".to_string()),
+            Ok((status, _)) => Err(format!("metadata URL answered HTTP {status}")),
+            Err(e) => Err(e.to_string()),
+        };
+        let result = outcome.map(|md| self.install(md));
+        if let Ok(mut last) = self.last_error.lock() {
+            *last = result.as_ref().err().cloned();
+        }
+        result
+    }
+
+    /// For a metadata URL: fetches with backoff until it works, then refreshes on the
+    /// configured interval for ever, keeping the last good copy when a refresh fails.
+    pub async fn load_until_ready(&self) {
+        let MetadataSource::Url(url) = &self.config.metadata else {
+            return;
+        };
+        let mut delay = Duration::from_secs(1);
+        loop {
+            match self.refresh().await {
+                Ok(()) => {
+                    tracing::info!(idp = %self.name, %url, "SAML IdP metadata loaded");
+                    delay = self.config.metadata_refresh;
+                }
+                Err(e) if self.is_ready() => {
+                    tracing::warn!(idp = %self.name, %url, error = %e, "SAML metadata refresh failed; keeping the last good copy");
+                    delay = self.config.metadata_refresh.min(Duration::from_secs(300));
+                }
+                Err(e) => {
+                    tracing::warn!(idp = %self.name, %url, error = %e, retry_in_s = delay.as_secs(), "SAML metadata not loaded; protected apps answer 'sign-in unavailable' until it is");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(60));
+                    continue;
+                }
+            }
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// This SP's URLs on an app origin (`https://host[:port]`).
+    pub fn endpoints(&self, origin_base: &str) -> SpEndpoints {
+        SpEndpoints {
+            entity_id: self
+                .config
+                .sp_entity_id
+                .clone()
+                .unwrap_or_else(|| format!("{origin_base}{METADATA_PATH}")),
+            acs_url: format!("{origin_base}{ACS_PATH}"),
+            slo_url: format!("{origin_base}{SLO_PATH}"),
+        }
+    }
+
+    fn signing_key(&self) -> Option<&PKey<Private>> {
+        self.sp_key.as_ref().filter(|_| self.config.sign_requests)
+    }
+
+    /// The SP metadata document for this origin.
+    pub fn sp_metadata(&self, sp: &SpEndpoints) -> Result<String, SamlError> {
+        let key_descriptors = self.sp_cert_der.as_ref().map(|der| {
+            vec![KeyDescriptor {
+                key_use: Some("signing".to_string()),
+                key_info: KeyInfo {
+                    id: None,
+                    x509_data: Some(X509Data {
+                        certificates: vec![base64::engine::general_purpose::STANDARD.encode(der)],
+                    }),
+                },
+                encryption_methods: None,
+            }]
+        });
+        let descriptor = EntityDescriptor {
+            entity_id: Some(sp.entity_id.clone()),
+            sp_sso_descriptors: Some(vec![SpSsoDescriptor {
+                protocol_support_enumeration: Some(PROTOCOL_NS.to_string()),
+                key_descriptors,
+                single_logout_services: Some(vec![Endpoint {
+                    binding: HTTP_REDIRECT_BINDING.to_string(),
+                    location: sp.slo_url.clone(),
+                    response_location: None,
+                }]),
+                name_id_formats: self.config.name_id_format.clone().map(|f| vec![f]),
+                authn_requests_signed: Some(self.signing_key().is_some()),
+                want_assertions_signed: Some(self.config.want_assertions_signed),
+                assertion_consumer_services: vec![IndexedEndpoint {
+                    binding: HTTP_POST_BINDING.to_string(),
+                    location: sp.acs_url.clone(),
+                    response_location: None,
+                    index: 0,
+                    is_default: Some(true),
+                }],
+                ..SpSsoDescriptor::default()
+            }]),
+            ..EntityDescriptor::default()
+        };
+        descriptor
+            .to_string()
+            .map_err(|e| SamlError::Build(e.to_string()))
+    }
+
+    /// Starts a login: an AuthnRequest with a fresh 160-bit ID, to the IdP's SSO URL, with
+    /// `relay_state` (an opaque server-side key) alongside.
+    pub fn begin_login(&self, sp: &SpEndpoints, relay_state: &str) -> Result<LoginRequest, SamlError> {
+        let md = self.metadata.load_full().ok_or(SamlError::NotReady)?;
+        let request_id = random_id().ok_or_else(|| SamlError::Build("no random bytes".into()))?;
+        let request = AuthnRequest {
+            id: request_id.clone(),
+            version: "2.0".to_string(),
+            issue_instant: Utc::now(),
+            destination: Some(md.sso_url.clone()),
+            issuer: Some(issuer(&sp.entity_id)),
+            assertion_consumer_service_url: Some(sp.acs_url.clone()),
+            protocol_binding: Some(HTTP_POST_BINDING.to_string()),
+            name_id_policy: Some(NameIdPolicy {
+                format: self.config.name_id_format.clone(),
+                allow_create: Some(true),
+                ..NameIdPolicy::default()
+            }),
+            ..AuthnRequest::default()
+        };
+        let xml = request
+            .to_string()
+            .map_err(|e| SamlError::Build(e.to_string()))?;
+        let url = redirect::encode(
+            &md.sso_url,
+            "SAMLRequest",
+            &xml,
+            Some(relay_state),
+            self.signing_key(),
+        )?;
+        Ok(LoginRequest { url, request_id })
+    }
+
+    /// Verifies a posted `SAMLResponse`. `request_id` is the AuthnRequest this answers, or
+    /// `None` for an IdP-initiated login (which the caller has checked the app allows).
+    pub async fn finish_login(
+        &self,
+        saml_response: &str,
+        sp: &SpEndpoints,
+        request_id: Option<&str>,
+    ) -> Result<SamlLogin, SamlError> {
+        let limit = self.config.max_response_bytes;
+        if saml_response.len() > limit {
+            return Err(SamlError::TooLarge(limit));
+        }
+        let md = self.metadata.load_full().ok_or(SamlError::NotReady)?;
+        let bytes =
+            redirect::decode_base64(saml_response).map_err(|_| SamlError::Encoding("base64"))?;
+        let xml = String::from_utf8(bytes).map_err(|_| SamlError::Encoding("UTF-8"))?;
+        let facts = guard::check_message(&xml, Root::Response)?;
+        if self.config.want_assertions_signed && !facts.assertion_signed {
+            return Err(SamlError::AssertionUnsigned);
+        }
+        if let Some(destination) = &facts.destination {
+            if *destination != sp.acs_url {
+                return Err(SamlError::Destination(destination.clone()));
+            }
+        }
+        match request_id {
+            Some(id) => {
+                if facts.in_response_to.as_deref().is_some_and(|r| r != id) {
+                    return Err(SamlError::WrongInResponseTo);
+                }
+            }
+            None => {
+                if facts.in_response_to.is_some() || facts.assertion_in_response_to {
+                    return Err(SamlError::StrayInResponseTo);
+                }
+            }
+        }
+        let skew = self.config.clock_skew;
+        let now = Utc::now();
+        let skew_c = chrono::Duration::from_std(skew).unwrap_or(chrono::Duration::seconds(60));
+        let issued = facts
+            .issue_instant
+            .as_deref()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .ok_or(SamlError::IssueInstant)?;
+        if issued > now + skew_c {
+            return Err(SamlError::IssueInstant);
+        }
+        let verifier = ServiceProvider {
+            entity_id: Some(sp.entity_id.clone()),
+            acs_url: Some(sp.acs_url.clone()),
+            slo_url: Some(sp.slo_url.clone()),
+            idp_metadata: md.descriptor.clone(),
+            allow_idp_initiated: request_id.is_none(),
+            max_clock_skew: skew_c,
+            max_issue_delay: chrono::Duration::seconds(300) + skew_c,
+            allowed_signature_algorithms: Some(vec![
+                AllowedSignatureAlgorithm::RsaSha256,
+                AllowedSignatureAlgorithm::RsaSha384,
+                AllowedSignatureAlgorithm::RsaSha512,
+                AllowedSignatureAlgorithm::EcdsaSha256,
+                AllowedSignatureAlgorithm::EcdsaSha384,
+                AllowedSignatureAlgorithm::EcdsaSha512,
+            ]),
+            ..ServiceProvider::default()
+        };
+        let ids: Vec<String> = request_id.into_iter().map(str::to_string).collect();
+        let permit = tokio::time::timeout(VERIFY_QUEUE_WAIT, VERIFY_SLOTS.acquire())
+            .await
+            .map_err(|_| SamlError::Busy)?
+            .map_err(|_| SamlError::Busy)?;
+        let verified = tokio::task::spawn_blocking(move || {
+            let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+            verifier
+                .parse_xml_response(&xml, Some(&ids))
+                .map_err(|e| e.to_string())
+        })
+        .await;
+        drop(permit);
+        let assertion = match verified {
+            Ok(Ok(a)) => a,
+            Ok(Err(e)) => return Err(SamlError::Verify(e)),
+            Err(join) => {
+                tracing::error!(idp = %self.name, error = %join, "SAML verification task failed");
+                return Err(SamlError::Verify("verifier crashed".into()));
+            }
+        };
+        let ttl = assertion::check(&assertion, &sp.entity_id, skew, now)?;
+        let key = format!("{}\u{0}{}", md.entity_id, assertion.id);
+        let entry = self.replay.entry(key).or_insert(ttl).await;
+        if !entry.is_fresh() {
+            return Err(SamlError::Replay(assertion.id.clone()));
+        }
+        let (identity, subject) = assertion::identity(&assertion, &self.name, &self.config);
+        Ok(SamlLogin { identity, subject })
+    }
+
+    /// SP-initiated single logout: the IdP's SLO URL with a LogoutRequest for this subject,
+    /// or `None` when the IdP offers no single logout.
+    pub fn logout_url(&self, sp: &SpEndpoints, subject: &SamlSubject) -> Option<String> {
+        let md = self.metadata.load_full()?;
+        let slo = md.slo_url.clone()?;
+        let request = LogoutRequest {
+            id: random_id(),
+            version: Some("2.0".to_string()),
+            issue_instant: Some(Utc::now()),
+            destination: Some(slo.clone()),
+            issuer: Some(issuer(&sp.entity_id)),
+            signature: None,
+            session_index: subject.session_index.clone(),
+            name_id: Some(NameID {
+                format: subject.format.clone(),
+                value: subject.name_id.clone(),
+            }),
+        };
+        let xml = request.to_string().ok()?;
+        match redirect::encode(&slo, "SAMLRequest", &xml, None, self.signing_key()) {
+            Ok(url) => Some(url),
+            Err(e) => {
+                tracing::warn!(idp = %self.name, error = %e, "cannot build LogoutRequest");
+                None
+            }
+        }
+    }
+
+    /// Verifies an IdP-initiated LogoutRequest (HTTP-Redirect, signature required).
+    pub fn verify_logout_request(&self, raw_query: &str, sp: &SpEndpoints) -> Result<IdpLogout, SamlError> {
+        let md = self.metadata.load_full().ok_or(SamlError::NotReady)?;
+        let received = redirect::verify(raw_query, "SAMLRequest", &md.signing_certs)?;
+        guard::check_message(&received.xml, Root::LogoutRequest)?;
+        let request = received
+            .xml
+            .parse::<LogoutRequest>()
+            .map_err(|e| SamlError::Logout(e.to_string()))?;
+        let issuer_ok = request.issuer.as_ref().and_then(|i| i.value.as_deref()) == Some(md.entity_id.as_str());
+        if !issuer_ok {
+            return Err(SamlError::Logout("issuer is not the IdP".into()));
+        }
+        if request.destination.as_deref().is_some_and(|d| d != sp.slo_url) {
+            return Err(SamlError::Logout("destination is not this SLO endpoint".into()));
+        }
+        let issued = request.issue_instant.ok_or(SamlError::IssueInstant)?;
+        let skew = chrono::Duration::from_std(self.config.clock_skew).unwrap_or(chrono::Duration::seconds(60));
+        let max_age = chrono::Duration::from_std(MESSAGE_MAX_AGE).unwrap_or(chrono::Duration::seconds(300));
+        let now = Utc::now();
+        if issued > now + skew || issued + max_age + skew < now {
+            return Err(SamlError::IssueInstant);
+        }
+        let id = request.id.ok_or_else(|| SamlError::Logout("no ID".into()))?;
+        let name_id = request
+            .name_id
+            .map(|n| n.value.trim().to_string())
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| SamlError::Logout("no NameID".into()))?;
+        Ok(IdpLogout {
+            id,
+            name_id,
+            session_index: request.session_index,
+            relay_state: received.relay_state,
+        })
+    }
+
+    /// The LogoutResponse redirect answering an IdP-initiated logout.
+    pub fn logout_response_url(&self, sp: &SpEndpoints, logout: &IdpLogout) -> Option<String> {
+        let md = self.metadata.load_full()?;
+        let target = md.slo_response_url.clone().or_else(|| md.slo_url.clone())?;
+        let response = LogoutResponse {
+            id: random_id(),
+            in_response_to: Some(logout.id.clone()),
+            version: Some("2.0".to_string()),
+            issue_instant: Some(Utc::now()),
+            destination: Some(target.clone()),
+            consent: None,
+            issuer: Some(issuer(&sp.entity_id)),
+            signature: None,
+            status: Some(Status {
+                status_code: StatusCode {
+                    value: Some(STATUS_SUCCESS.to_string()),
+                },
+                status_message: None,
+                status_detail: None,
+            }),
+        };
+        let xml = response.to_string().ok()?;
+        redirect::encode(
+            &target,
+            "SAMLResponse",
+            &xml,
+            logout.relay_state.as_deref(),
+            self.signing_key(),
+        )
+        .ok()
+    }
+}
+
+fn issuer(entity_id: &str) -> Issuer {
+    Issuer {
+        value: Some(entity_id.to_string()),
+        ..Issuer::default()
+    }
+}
+
+/// `_` + 40 hex digits: 160 random bits, a valid XML ID.
+fn random_id() -> Option<String> {
+    let mut bytes = [0u8; 20];
+    openssl::rand::rand_bytes(&mut bytes).ok()?;
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    Some(format!("_{hex}"))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    #[test]
+    fn request_ids_have_160_random_bits() {
+        let a = random_id().unwrap();
+        let b = random_id().unwrap();
+        assert_eq!(a.len(), 41);
+        assert!(a.starts_with('_'));
+        assert_ne!(a, b);
+    }
+}

@@ -1,0 +1,224 @@
+//! The SAML endpoints on every app host: SP metadata, the assertion consumer service
+//! (HTTP-POST) and single logout (HTTP-Redirect). Wiring between the request and `auth`.
+
+use super::{Action, RequestCtx, RequestError};
+use crate::audit;
+use crate::auth::{Origin, UnsolicitedTarget, LOGGED_OUT_PATH};
+use crate::gateway::{AppRuntime, Gateway, Route};
+use crate::idp::saml::SamlProvider;
+use crate::routing::normalise_host;
+use crate::session::cookies::{clear_session_cookie, request_cookies};
+use pingora::proxy::Session;
+use std::sync::Arc;
+use tracing::info;
+
+/// The app on this host that signs in with a SAML IdP, and that IdP. Tried at the host root
+/// first, then at each app's own path prefix (apps that share a host).
+fn saml_app(
+    gateway: &Gateway,
+    origin: &Origin,
+) -> Result<(Arc<AppRuntime>, Arc<SamlProvider>), RequestError> {
+    let host = normalise_host(&origin.authority).ok_or(RequestError::BadHost)?;
+    let candidates = std::iter::once("/".to_string()).chain(
+        gateway
+            .apps()
+            .iter()
+            .map(|a| format!("{}/", a.config.path_prefix)),
+    );
+    for path in candidates {
+        if let Some(Route::App(app)) = gateway.route(&host, &path) {
+            let provider = app
+                .config
+                .idp
+                .as_deref()
+                .and_then(|idp| gateway.auth.saml_provider(idp));
+            if let Some(provider) = provider {
+                return Ok((app.clone(), provider.clone()));
+            }
+        }
+    }
+    Err(RequestError::NoRoute)
+}
+
+/// `GET /.portcullis/saml/metadata`: this SP as the host's SAML IdP should know it.
+pub fn metadata(
+    ctx: &mut RequestCtx,
+    gateway: &Gateway,
+    origin: &Origin,
+) -> Result<Action, RequestError> {
+    let (app, provider) = saml_app(gateway, origin)?;
+    ctx.app = Some(app);
+    let body = provider
+        .sp_metadata(&provider.endpoints(&origin.base()))
+        .map_err(|e| RequestError::SignInFailed(e.to_string()))?;
+    Ok(Action::Xml { body })
+}
+
+/// Reads a form body, refusing more than `limit` bytes before reading them all.
+async fn read_form(
+    session: &mut Session,
+    limit: usize,
+) -> Result<Vec<(String, String)>, RequestError> {
+    let req = session.req_header();
+    let content_type = req
+        .headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    if !content_type.starts_with("application/x-www-form-urlencoded") {
+        return Err(RequestError::BodyUnreadable(
+            "expected an HTML form post (application/x-www-form-urlencoded)".into(),
+        ));
+    }
+    let declared = req
+        .headers
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(RequestError::BodyTooLarge(limit));
+    }
+    let mut body = Vec::new();
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > limit {
+                    return Err(RequestError::BodyTooLarge(limit));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => break,
+            Err(e) => return Err(RequestError::BodyUnreadable(e.to_string())),
+        }
+    }
+    Ok(url::form_urlencoded::parse(&body)
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect())
+}
+
+/// `POST /.portcullis/saml/acs`: verifies the response and signs the user in.
+pub async fn acs(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    gateway: &Arc<Gateway>,
+    origin: &Origin,
+) -> Result<Action, RequestError> {
+    let (app, provider) = saml_app(gateway, origin)?;
+    // Room for the form encoding around the base64 response itself.
+    let limit = provider.max_response_bytes() * 3 / 2 + 4096;
+    let form = match read_form(session, limit).await {
+        Ok(form) => form,
+        Err(e) => {
+            audit::login_failed(&ctx.audit(&app.config.id), provider.name(), &e);
+            return Err(e);
+        }
+    };
+    let cookies = request_cookies(session.req_header().headers.get_all("cookie").iter());
+    let target = UnsolicitedTarget {
+        app: app.config.id.clone(),
+        idp: provider.name().to_string(),
+        allowed: app.config.allow_idp_initiated,
+    };
+    let limits = |app_id: &str| {
+        gateway
+            .apps()
+            .iter()
+            .find(|a| a.config.id == app_id)
+            .map_or(
+                (
+                    gateway.config.sessions.idle,
+                    gateway.config.sessions.absolute,
+                ),
+                |a| (a.config.session_idle, a.config.session_absolute),
+            )
+    };
+    match gateway
+        .auth
+        .finish_saml_login(&form, &cookies, origin, Some(target), limits)
+        .await
+    {
+        Ok(signed_in) => {
+            let app_id = signed_in.session.app.clone();
+            ctx.span.record("app", app_id.as_str());
+            audit::login_succeeded(&ctx.audit(&app_id), &signed_in.session.identity);
+            ctx.user = Some(signed_in.session);
+            ctx.app = Some(app);
+            Ok(Action::Redirect {
+                location: signed_in.return_to,
+                cookies: signed_in.cookies,
+            })
+        }
+        Err((error, pending)) => {
+            let app_id = pending
+                .as_ref()
+                .map_or(app.config.id.as_str(), |p| p.app.as_str());
+            audit::login_failed(&ctx.audit(app_id), provider.name(), &error);
+            ctx.app = Some(app.clone());
+            Err(RequestError::SignInFailed(error.to_string()))
+        }
+    }
+}
+
+/// `GET /.portcullis/saml/slo`: an IdP-initiated `LogoutRequest` (signature required) ends
+/// the subject's sessions and is answered with a `LogoutResponse`; a `LogoutResponse` (the
+/// end of our own logout) lands on the signed-out page.
+pub async fn slo(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    gateway: &Arc<Gateway>,
+    origin: &Origin,
+) -> Result<Action, RequestError> {
+    let (app, provider) = saml_app(gateway, origin)?;
+    ctx.app = Some(app.clone());
+    let raw_query = session.req_header().uri.query().unwrap_or("").to_string();
+    let has = |name: &str| {
+        raw_query
+            .split('&')
+            .any(|p| p.split('=').next() == Some(name))
+    };
+    if has("SAMLRequest") {
+        match gateway
+            .auth
+            .saml_idp_logout(&provider, &raw_query, origin)
+            .await
+        {
+            Ok((ended, response)) => {
+                for s in &ended {
+                    audit::logged_out(&ctx.audit(&s.app), Some(&s.identity));
+                }
+                ctx.span.in_scope(|| {
+                    info!(
+                        idp = provider.name(),
+                        sessions = ended.len(),
+                        "IdP-initiated logout"
+                    )
+                });
+                let location =
+                    response.unwrap_or_else(|| format!("{}{LOGGED_OUT_PATH}", origin.base()));
+                Ok(Action::Redirect {
+                    location,
+                    cookies: vec![clear_session_cookie(origin.secure)],
+                })
+            }
+            Err(e) => {
+                ctx.span.in_scope(|| {
+                    info!(idp = provider.name(), reason = %e, "IdP-initiated logout refused")
+                });
+                Err(RequestError::SignInFailed(format!("logout refused: {e}")))
+            }
+        }
+    } else if has("SAMLResponse") {
+        let location = provider
+            .post_logout_redirect_uri()
+            .map_or_else(|| format!("{}{LOGGED_OUT_PATH}", origin.base()), str::to_string);
+        Ok(Action::Redirect {
+            location,
+            cookies: Vec::new(),
+        })
+    } else {
+        Err(RequestError::BodyUnreadable(
+            "neither SAMLRequest nor SAMLResponse".into(),
+        ))
+    }
+}
