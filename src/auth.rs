@@ -11,8 +11,8 @@ use crate::idp::oidc::{LoginError, OidcProvider};
 use crate::idp::saml::{IdpLogout, SamlError, SamlProvider};
 use crate::idp::Identity;
 use crate::session::cookies::{
-    clear_cookie, is_gateway_cookie, login_cookie_name, session_cookie_name,
-    set_cookie, set_cross_site_cookie, CookieCodec,
+    clear_cookie, is_gateway_cookie, login_cookie_name, session_cookie_name, set_cookie,
+    set_cross_site_cookie, CookieCodec,
 };
 use crate::session::pending::{PendingFlow, PendingLogin, PendingLogins};
 use crate::session::{Expired, LogoutHint, Session, SessionId, SessionStore};
@@ -320,12 +320,9 @@ impl Auth {
             .ok_or(CallbackError::NoRandom)?;
         let cookie = match provider {
             // The IdP comes back with a cross-site POST, which SameSite=Lax cookies miss.
-            Provider::Saml(_) => set_cross_site_cookie(
-                &name,
-                &sealed,
-                origin.secure,
-                self.settings.login_timeout,
-            ),
+            Provider::Saml(_) => {
+                set_cross_site_cookie(&name, &sealed, origin.secure, self.settings.login_timeout)
+            }
             Provider::Oidc(_) => set_cookie(
                 &name,
                 &sealed,
@@ -465,7 +462,8 @@ impl Auth {
         limits: impl Fn(&str) -> (Duration, Duration),
     ) -> Result<SignedIn, (CallbackError, Option<Arc<PendingLogin>>)> {
         let param = |key: &str| form.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
-        let response = param("SAMLResponse").ok_or((CallbackError::Missing("SAMLResponse"), None))?;
+        let response =
+            param("SAMLResponse").ok_or((CallbackError::Missing("SAMLResponse"), None))?;
         let relay = param("RelayState").filter(|r| !r.is_empty() && r.len() <= 80);
         let mut clear = Vec::new();
         let pending = match relay {
@@ -473,7 +471,10 @@ impl Auth {
                 let bound = self.bound(r, cookies, origin.secure);
                 match (self.pending.take(r).await, bound) {
                     (Some(p), true) => {
-                        clear.push(clear_cookie(&login_cookie_name(r, origin.secure), origin.secure));
+                        clear.push(clear_cookie(
+                            &login_cookie_name(r, origin.secure),
+                            origin.secure,
+                        ));
                         Some(p)
                     }
                     (Some(p), false) => return Err((CallbackError::NotBound, Some(p))),
@@ -491,7 +492,12 @@ impl Auth {
                 if p.host != origin.authority {
                     return Err((CallbackError::WrongHost, Some(p.clone())));
                 }
-                (p.idp.clone(), p.app.clone(), p.return_to.clone(), Some(request_id.clone()))
+                (
+                    p.idp.clone(),
+                    p.app.clone(),
+                    p.return_to.clone(),
+                    Some(request_id.clone()),
+                )
             }
             None => match target {
                 Some(t) if t.allowed => (t.idp, t.app, "/".to_string(), None),
@@ -584,22 +590,24 @@ impl Auth {
         let signed_out_page = format!("{}{LOGGED_OUT_PATH}", origin.base());
         let location = ended
             .as_ref()
-            .and_then(|s| match (self.providers.get(&s.identity.idp)?, &s.logout) {
-                (Provider::Oidc(p), hint) => {
-                    let after = p
-                        .post_logout_redirect_uri()
-                        .map_or(signed_out_page.clone(), str::to_string);
-                    let token = match hint {
-                        LogoutHint::IdToken(t) => Some(t),
-                        _ => None,
-                    };
-                    p.logout_url(token, &after)
-                }
-                (Provider::Saml(p), LogoutHint::Saml(subject)) => {
-                    p.logout_url(&p.endpoints(&origin.base()), subject)
-                }
-                (Provider::Saml(_), _) => None,
-            })
+            .and_then(
+                |s| match (self.providers.get(&s.identity.idp)?, &s.logout) {
+                    (Provider::Oidc(p), hint) => {
+                        let after = p
+                            .post_logout_redirect_uri()
+                            .map_or(signed_out_page.clone(), str::to_string);
+                        let token = match hint {
+                            LogoutHint::IdToken(t) => Some(t),
+                            _ => None,
+                        };
+                        p.logout_url(token, &after)
+                    }
+                    (Provider::Saml(p), LogoutHint::Saml(subject)) => {
+                        p.logout_url(&p.endpoints(&origin.base()), subject)
+                    }
+                    (Provider::Saml(_), _) => None,
+                },
+            )
             .unwrap_or(signed_out_page);
         (ended, location, clear)
     }

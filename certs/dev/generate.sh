@@ -24,6 +24,14 @@ issue() { # name, subject CN, subjectAltName
 issue gateway localhost "DNS:localhost,DNS:wiki.localhost,DNS:timesheet.localhost,DNS:*.portcullis.localhost,IP:127.0.0.1,IP:::1"
 issue backend localhost "DNS:localhost,IP:127.0.0.1"
 rm -f ca.srl
+# SAML signing keys: the gateway as SAML SP (signs AuthnRequests and logout messages) and the
+# demo SAML IdP (signs assertions). Self-signed, as SAML metadata certificates usually are.
+saml_pair() { # name, CN
+  openssl req -x509 -newkey rsa:2048 -nodes -sha256 -days "$days" -keyout "$1.key" -out "$1.crt" \
+    -subj "/O=Portcullis TEST ONLY/CN=$2" 2>/dev/null
+}
+saml_pair saml-sp "Portcullis SAML SP (TEST ONLY)"
+saml_pair demo-saml-idp "Portcullis demo SAML IdP (TEST ONLY)"
 # Session cookie key (64 random bytes) and the demo IdP client secret.
 openssl rand -out cookie.key 64
 printf 'demo-client-secret-%s-TEST-ONLY\n' "$(openssl rand -hex 16)" > demo-oidc-client.secret

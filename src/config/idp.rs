@@ -226,8 +226,7 @@ impl IdpCompiler<'_> {
             }
             "saml" => {
                 self.refuse_oidc_keys(file);
-                self.compile_saml(file, base)
-                    .map(IdpProtocol::Saml)
+                self.compile_saml(file, base).map(IdpProtocol::Saml)
             }
             other => {
                 self.error(

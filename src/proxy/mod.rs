@@ -398,12 +398,28 @@ impl ProxyHttp for Proxy {
             Ok(Action::Json { status, body }) => {
                 ctx.gateway_status = Some(status);
                 let cookies: Vec<String> = ctx.clear_stale.take().into_iter().collect();
-                respond::document(session, status, "application/json", body, &ctx.request_id, &cookies).await?;
+                respond::document(
+                    session,
+                    status,
+                    "application/json",
+                    body,
+                    &ctx.request_id,
+                    &cookies,
+                )
+                .await?;
                 Ok(true)
             }
             Ok(Action::Xml { body }) => {
                 ctx.gateway_status = Some(200);
-                respond::document(session, 200, "application/samlmetadata+xml", body, &ctx.request_id, &[]).await?;
+                respond::document(
+                    session,
+                    200,
+                    "application/samlmetadata+xml",
+                    body,
+                    &ctx.request_id,
+                    &[],
+                )
+                .await?;
                 Ok(true)
             }
             Ok(Action::Page { page, cookies }) => {

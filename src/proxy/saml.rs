@@ -202,16 +202,17 @@ pub async fn slo(
                 })
             }
             Err(e) => {
-                ctx.span.in_scope(|| {
-                    info!(idp = provider.name(), reason = %e, "IdP-initiated logout refused")
-                });
+                ctx.span.in_scope(
+                    || info!(idp = provider.name(), reason = %e, "IdP-initiated logout refused"),
+                );
                 Err(RequestError::SignInFailed(format!("logout refused: {e}")))
             }
         }
     } else if has("SAMLResponse") {
-        let location = provider
-            .post_logout_redirect_uri()
-            .map_or_else(|| format!("{}{LOGGED_OUT_PATH}", origin.base()), str::to_string);
+        let location = provider.post_logout_redirect_uri().map_or_else(
+            || format!("{}{LOGGED_OUT_PATH}", origin.base()),
+            str::to_string,
+        );
         Ok(Action::Redirect {
             location,
             cookies: Vec::new(),

@@ -269,10 +269,7 @@ impl SessionStore {
 
     /// Removes every session `matches` selects (an IdP-initiated logout); returns them.
     /// Walks the whole store: logouts are rare, and no second index has to stay in step.
-    pub async fn remove_matching(
-        &self,
-        matches: impl Fn(&Session) -> bool,
-    ) -> Vec<Arc<Session>> {
+    pub async fn remove_matching(&self, matches: impl Fn(&Session) -> bool) -> Vec<Arc<Session>> {
         let ids: Vec<SessionId> = self
             .cache
             .iter()

@@ -203,6 +203,50 @@ impl Browser {
         trip
     }
 
+    /// Submits an auto-POST page (the SAML HTTP-POST binding: hidden `SAMLResponse` and
+    /// `RelayState` fields) as the page's script would, and follows the redirects.
+    pub async fn auto_post(&self, trip: &Trip) -> Trip {
+        let action = form_action(&trip.body);
+        let url = Url::parse(trip.final_url()).unwrap().join(&action).unwrap();
+        let fields = hidden_inputs(&trip.body);
+        let form: Vec<(&str, &str)> = fields
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        self.submit(url.as_str(), &form).await
+    }
+
+    /// Navigates to a protected `url` behind SAML, signs in at the IdP as `user`, posts the
+    /// response to the gateway and follows back.
+    pub async fn saml_login(&self, url: &str, user: &str, password: &str) -> Trip {
+        let form = self.follow(url).await;
+        let posted = self.sign_in(&form, user, password).await;
+        assert!(
+            posted.body.contains("SAMLResponse"),
+            "expected the IdP's auto-POST page: {posted:?}"
+        );
+        let mut trip = self.auto_post(&posted).await;
+        let mut hops = form.hops;
+        hops.extend(posted.hops);
+        hops.append(&mut trip.hops);
+        trip.hops = hops;
+        trip
+    }
+
+    /// Posts a SAML response (base64) to the ACS as the IdP's auto-POST page would.
+    pub async fn post_saml_response(
+        &self,
+        acs: &str,
+        saml_response: &str,
+        relay_state: Option<&str>,
+    ) -> Trip {
+        let mut form = vec![("SAMLResponse", saml_response)];
+        if let Some(relay) = relay_state {
+            form.push(("RelayState", relay));
+        }
+        self.submit(acs, &form).await
+    }
+
     /// Confirms the IdP's "sign out?" page reached by `trip`.
     pub async fn confirm_logout(&self, trip: &Trip) -> Trip {
         let action = form_action(&trip.body);
@@ -240,6 +284,50 @@ pub fn hidden_input(html: &str, name: &str) -> String {
     let v = tag.find("value=\"").unwrap() + 7;
     let e = tag[v..].find('"').unwrap() + v;
     tag[v..e].to_string()
+}
+
+/// Every hidden input of the page, in order, with HTML character references decoded.
+pub fn hidden_inputs(html: &str) -> Vec<(String, String)> {
+    let attr = |tag: &str, name: &str| -> Option<String> {
+        let marker = format!("{name}=\"");
+        let v = tag.find(&marker)? + marker.len();
+        let e = tag[v..].find('"')? + v;
+        Some(unescape_html(&tag[v..e]))
+    };
+    html.split("<input")
+        .skip(1)
+        .filter_map(|rest| {
+            let tag = &rest[..rest.find('>')?];
+            if !tag.contains("type=\"hidden\"") {
+                return None;
+            }
+            Some((attr(tag, "name")?, attr(tag, "value")?))
+        })
+        .collect()
+}
+
+fn unescape_html(text: &str) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("&#") {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 2..];
+        match after.find(';').and_then(|end| {
+            let n: u32 = after[..end].parse().ok()?;
+            Some((char::from_u32(n)?, end))
+        }) {
+            Some((c, end)) => {
+                out.push(c);
+                rest = &after[end + 1..];
+            }
+            None => {
+                out.push_str("&#");
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out.replace("&amp;", "&").replace("&quot;", "\"")
 }
 
 /// A query parameter of a URL.

@@ -1,12 +1,10 @@
 //! A real OpenID Provider (panva's `oidc-provider`, run by Node from `tests/idp/`) on a
 //! loopback port, with test users and clients. Killed when dropped.
 
-use super::{free_addr, repo_root};
+use super::free_addr;
+use super::node::NodeService;
 use serde_json::json;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
-use std::time::{Duration, Instant};
 
 /// A client registered at the test IdP.
 #[derive(Clone)]
@@ -68,8 +66,7 @@ pub struct TestIdp {
     pub addr: SocketAddr,
     pub issuer: String,
     pub dir: tempfile::TempDir,
-    child: Option<Child>,
-    log: PathBuf,
+    service: NodeService,
 }
 
 impl TestIdp {
@@ -100,11 +97,6 @@ impl TestIdp {
         tls: bool,
         id_token_ttl: Option<u64>,
     ) -> Self {
-        let script = repo_root().join("tests/idp/oidc-idp.mjs");
-        assert!(
-            repo_root().join("tests/idp/node_modules/oidc-provider").is_dir(),
-            "tests/idp/node_modules is missing: run ./tests/run.sh (or `npm ci --prefix tests/idp`)"
-        );
         let dir = tempfile::tempdir().unwrap();
         let config = json!({
             "tls": tls.then(|| json!({
@@ -129,81 +121,23 @@ impl TestIdp {
         let config_path = dir.path().join("idp.json");
         std::fs::write(&config_path, config.to_string()).unwrap();
         let log = dir.path().join("idp.log");
-        let mut idp = Self {
-            addr,
-            issuer: if tls {
-                format!("https://localhost:{}", addr.port())
-            } else {
-                format!("http://127.0.0.1:{}", addr.port())
-            },
-            dir,
-            child: None,
-            log,
+        let issuer = if tls {
+            format!("https://localhost:{}", addr.port())
+        } else {
+            format!("http://127.0.0.1:{}", addr.port())
         };
-        // A start that stalls is retried (with what it printed, so the cause is on record)
-        // rather than failing the test that needed an IdP.
-        for attempt in 1..=3 {
-            let child = Command::new("node")
-                .arg(&script)
-                .arg(&config_path)
-                .stdout(std::fs::File::create(&idp.log).unwrap())
-                .stderr(std::fs::File::create(idp.log.with_extension("err")).unwrap())
-                .spawn()
-                .expect("node must be installed (tests/run.sh installs it)");
-            idp.child = Some(child);
-            match idp.wait_ready().await {
-                Ok(()) => return idp,
-                Err(why) if attempt < 3 => {
-                    eprintln!(
-                        "test IdP start {attempt} failed ({why}); retrying:\n{}",
-                        idp.output()
-                    );
-                    idp.stop();
-                }
-                Err(why) => panic!("test IdP did not start ({why}):\n{}", idp.output()),
-            }
-        }
-        unreachable!("the last attempt returns or panics")
-    }
-
-    async fn wait_ready(&mut self) -> Result<(), String> {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if std::fs::read_to_string(&self.log)
-                .unwrap_or_default()
-                .contains("READY")
-            {
-                return Ok(());
-            }
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                return Err(format!("exited: {status}"));
-            }
-            if Instant::now() > deadline {
-                return Err("not ready in 15 s".into());
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+        let service = NodeService::start("oidc-idp.mjs", &config_path, log).await;
+        Self {
+            addr,
+            issuer,
+            dir,
+            service,
         }
     }
 
     /// What the IdP printed (stdout, then stderr).
     pub fn output(&self) -> String {
-        let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
-        format!(
-            "{}{}",
-            read(&self.log),
-            read(&self.log.with_extension("err"))
-        )
+        self.service.output()
     }
 
     /// Writes a client's secret to a file and returns `[idp.<name>]` TOML for the gateway.
@@ -227,11 +161,5 @@ impl TestIdp {
             client.id,
             secret_file.display()
         )
-    }
-}
-
-impl Drop for TestIdp {
-    fn drop(&mut self) {
-        self.stop();
     }
 }

@@ -7,6 +7,8 @@
 
 pub mod browser;
 pub mod idp;
+pub mod node;
+pub mod saml_idp;
 
 use bytes::Bytes;
 use futures_util::stream;

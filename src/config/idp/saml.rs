@@ -94,10 +94,17 @@ impl IdpCompiler<'_> {
         ];
         for (key, value) in oidc_only {
             if let Some(v) = value {
-                self.error(v, format!("`{key}` is an OpenID Connect setting; this IdP is `kind = \"saml\"`"));
+                self.error(
+                    v,
+                    format!("`{key}` is an OpenID Connect setting; this IdP is `kind = \"saml\"`"),
+                );
             }
         }
-        if file.scopes.is_some() || file.userinfo || !file.auth_params.is_empty() || file.allow_insecure_issuer {
+        if file.scopes.is_some()
+            || file.userinfo
+            || !file.auth_params.is_empty()
+            || file.allow_insecure_issuer
+        {
             self.error(&file.kind, "scopes, userinfo, auth_params and allow_insecure_issuer are OpenID Connect settings; this IdP is `kind = \"saml\"`");
         }
         if let Some(first) = file.claims.first() {
@@ -121,13 +128,21 @@ impl IdpCompiler<'_> {
         ];
         for (key, value) in saml_only {
             if let Some(v) = value {
-                self.error(v, format!("`{key}` is a SAML setting; this IdP is `kind = \"oidc\"`"));
+                self.error(
+                    v,
+                    format!("`{key}` is a SAML setting; this IdP is `kind = \"oidc\"`"),
+                );
             }
         }
         if let Some(first) = file.attributes.first() {
             self.error(first, "`attributes` is for SAML; an OpenID Connect IdP keeps extra values with `claims = [...]`");
         }
-        if file.want_assertions_signed.is_some() || file.sign_requests.is_some() || file.max_response_size.is_some() || file.metadata_refresh.is_some() || file.allow_insecure_metadata_url {
+        if file.want_assertions_signed.is_some()
+            || file.sign_requests.is_some()
+            || file.max_response_size.is_some()
+            || file.metadata_refresh.is_some()
+            || file.allow_insecure_metadata_url
+        {
             self.error(&file.kind, "want_assertions_signed, sign_requests, max_response_size, metadata_refresh and allow_insecure_metadata_url are SAML settings; this IdP is `kind = \"oidc\"`");
         }
     }
@@ -137,7 +152,10 @@ impl IdpCompiler<'_> {
         let sp_entity_id = file.sp_entity_id.as_ref().and_then(|e| {
             let text = e.get_ref().trim();
             if text.is_empty() || text.len() > 1024 || text.chars().any(char::is_control) {
-                self.error(e, "sp_entity_id must be a non-empty URI (e.g. `https://wiki.corp.example/saml`)");
+                self.error(
+                    e,
+                    "sp_entity_id must be a non-empty URI (e.g. `https://wiki.corp.example/saml`)",
+                );
                 None
             } else {
                 Some(text.to_string())
@@ -146,7 +164,10 @@ impl IdpCompiler<'_> {
         let (sp_key, sp_cert_pem) = self.sp_key_pair(file, base);
         let sign_requests = match &file.sign_requests {
             Some(flag) if *flag.get_ref() && sp_key.is_none() => {
-                self.error(flag, "sign_requests = true needs sp_key_file and sp_cert_file");
+                self.error(
+                    flag,
+                    "sign_requests = true needs sp_key_file and sp_cert_file",
+                );
                 false
             }
             Some(flag) => *flag.get_ref(),
@@ -154,7 +175,10 @@ impl IdpCompiler<'_> {
         };
         let max_response_bytes = match &file.max_response_size {
             Some(n) if *n.get_ref() < 4096 || *n.get_ref() > 16 * 1024 * 1024 => {
-                self.error(n, "max_response_size must be between 4096 and 16777216 bytes");
+                self.error(
+                    n,
+                    "max_response_size must be between 4096 and 16777216 bytes",
+                );
                 DEFAULT_MAX_RESPONSE_BYTES
             }
             Some(n) => usize::try_from(*n.get_ref()).unwrap_or(DEFAULT_MAX_RESPONSE_BYTES),
@@ -199,32 +223,43 @@ impl IdpCompiler<'_> {
         }
         let post_logout_redirect_uri = file.post_logout_redirect_uri.as_ref().and_then(|u| {
             match url::Url::parse(u.get_ref()) {
-                Ok(parsed) if matches!(parsed.scheme(), "https" | "http") => Some(u.get_ref().clone()),
+                Ok(parsed) if matches!(parsed.scheme(), "https" | "http") => {
+                    Some(u.get_ref().clone())
+                }
                 _ => {
-                    self.error(u, "post_logout_redirect_uri must be an absolute http(s) URL");
+                    self.error(
+                        u,
+                        "post_logout_redirect_uri must be an absolute http(s) URL",
+                    );
                     None
                 }
             }
         });
-        let ca_pem = file.ca_file.as_ref().and_then(|f| {
-            match load_ca_file(&resolve(base, f.get_ref())) {
-                Ok((pem, _)) => Some(pem),
-                Err(message) => {
-                    self.error(f, message);
-                    None
-                }
-            }
-        });
+        let ca_pem =
+            file.ca_file
+                .as_ref()
+                .and_then(|f| match load_ca_file(&resolve(base, f.get_ref())) {
+                    Ok((pem, _)) => Some(pem),
+                    Err(message) => {
+                        self.error(f, message);
+                        None
+                    }
+                });
         Some(SamlIdpConfig {
             metadata,
             metadata_refresh: file
                 .metadata_refresh
-                .map_or(Duration::from_secs(3600), |d| d.0.max(Duration::from_secs(60))),
+                .map_or(Duration::from_secs(3600), |d| {
+                    d.0.max(Duration::from_secs(60))
+                }),
             sp_entity_id,
             sp_key,
             sp_cert_pem,
             sign_requests,
-            want_assertions_signed: file.want_assertions_signed.as_ref().is_none_or(|w| *w.get_ref()),
+            want_assertions_signed: file
+                .want_assertions_signed
+                .as_ref()
+                .is_none_or(|w| *w.get_ref()),
             clock_skew: file.clock_skew.map_or(Duration::from_secs(60), |d| d.0),
             max_response_bytes,
             name_id_format: file.name_id_format.as_ref().map(|f| f.get_ref().clone()),
@@ -245,7 +280,10 @@ impl IdpCompiler<'_> {
         ];
         let set: Vec<&Spanned<String>> = given.into_iter().flatten().collect();
         let Some(&only) = set.first().filter(|_| set.len() == 1) else {
-            self.error(&file.kind, "set exactly one of metadata_file, metadata_url or okta_metadata_url");
+            self.error(
+                &file.kind,
+                "set exactly one of metadata_file, metadata_url or okta_metadata_url",
+            );
             return None;
         };
         if let Some(name) = &file.metadata_file {
@@ -253,14 +291,20 @@ impl IdpCompiler<'_> {
             let xml = match std::fs::read_to_string(&path) {
                 Ok(xml) => xml,
                 Err(e) => {
-                    self.error(name, format!("cannot read metadata file `{}`: {e}", path.display()));
+                    self.error(
+                        name,
+                        format!("cannot read metadata file `{}`: {e}", path.display()),
+                    );
                     return None;
                 }
             };
             return match IdpMetadata::parse(&xml) {
                 Ok(md) => {
                     for why in &md.ignored_keys {
-                        self.warning(name, format!("metadata `{}`: ignoring {why}", path.display()));
+                        self.warning(
+                            name,
+                            format!("metadata `{}`: ignoring {why}", path.display()),
+                        );
                     }
                     Some(MetadataSource::File { path, xml })
                 }
@@ -290,11 +334,18 @@ impl IdpCompiler<'_> {
         Some(MetadataSource::Url(text.to_string()))
     }
 
-    fn sp_key_pair(&mut self, file: &FileIdp, base: &Path) -> (Option<SecretBytes>, Option<Vec<u8>>) {
+    fn sp_key_pair(
+        &mut self,
+        file: &FileIdp,
+        base: &Path,
+    ) -> (Option<SecretBytes>, Option<Vec<u8>>) {
         match (&file.sp_key_file, &file.sp_cert_file) {
             (None, None) => (None, None),
             (Some(k), None) => {
-                self.error(k, "sp_key_file needs sp_cert_file (the certificate published in the SP metadata)");
+                self.error(
+                    k,
+                    "sp_key_file needs sp_cert_file (the certificate published in the SP metadata)",
+                );
                 (None, None)
             }
             (None, Some(c)) => {
@@ -310,14 +361,20 @@ impl IdpCompiler<'_> {
                 let key = match std::fs::read(&key_path) {
                     Ok(bytes) => bytes,
                     Err(e) => {
-                        self.error(k, format!("cannot read sp_key_file `{}`: {e}", key_path.display()));
+                        self.error(
+                            k,
+                            format!("cannot read sp_key_file `{}`: {e}", key_path.display()),
+                        );
                         return (None, None);
                     }
                 };
                 let cert = match std::fs::read(&cert_path) {
                     Ok(bytes) => bytes,
                     Err(e) => {
-                        self.error(c, format!("cannot read sp_cert_file `{}`: {e}", cert_path.display()));
+                        self.error(
+                            c,
+                            format!("cannot read sp_cert_file `{}`: {e}", cert_path.display()),
+                        );
                         return (None, None);
                     }
                 };
@@ -325,11 +382,23 @@ impl IdpCompiler<'_> {
                 let parsed_cert = openssl::x509::X509::from_pem(&cert);
                 match (parsed_key, parsed_cert) {
                     (Err(_), _) => {
-                        self.error(k, format!("sp_key_file `{}` is not a PEM private key", key_path.display()));
+                        self.error(
+                            k,
+                            format!(
+                                "sp_key_file `{}` is not a PEM private key",
+                                key_path.display()
+                            ),
+                        );
                         (None, None)
                     }
                     (_, Err(_)) => {
-                        self.error(c, format!("sp_cert_file `{}` is not a PEM certificate", cert_path.display()));
+                        self.error(
+                            c,
+                            format!(
+                                "sp_cert_file `{}` is not a PEM certificate",
+                                cert_path.display()
+                            ),
+                        );
                         (None, None)
                     }
                     (Ok(pkey), Ok(x509)) => {

@@ -131,7 +131,9 @@ pub fn identity(
 ) -> (Identity, SamlSubject) {
     let name_id = assertion.subject.as_ref().and_then(|s| s.name_id.as_ref());
     let subject = SamlSubject {
-        name_id: name_id.map(|n| n.value.trim().to_string()).unwrap_or_default(),
+        name_id: name_id
+            .map(|n| n.value.trim().to_string())
+            .unwrap_or_default(),
         format: name_id.and_then(|n| n.format.clone()),
         session_index: assertion
             .authn_statements
@@ -145,14 +147,13 @@ pub fn identity(
             .iter()
             .flatten()
             .flat_map(|s| s.attributes.iter())
-            .filter(|a| {
-                a.name.as_deref() == Some(name) || a.friendly_name.as_deref() == Some(name)
-            })
+            .filter(|a| a.name.as_deref() == Some(name) || a.friendly_name.as_deref() == Some(name))
             .flat_map(|a| a.values.iter().filter_map(|v| v.value.clone()))
             .collect()
     };
-    let first_of =
-        |names: &[String]| -> Option<String> { names.iter().find_map(|n| values(n).into_iter().next()) };
+    let first_of = |names: &[String]| -> Option<String> {
+        names.iter().find_map(|n| values(n).into_iter().next())
+    };
     let email = first_of(&config.email_attributes).or_else(|| {
         (subject.format.as_deref() == Some(EMAIL_NAME_ID)).then(|| subject.name_id.clone())
     });

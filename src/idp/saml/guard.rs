@@ -271,7 +271,9 @@ pub fn check_message(xml: &str, expected: Root) -> Result<GuardFacts, GuardError
         }
         elements += 1;
         if elements > MAX_ELEMENTS || stack.len() >= MAX_DEPTH {
-            return Err(GuardError::Malformed("document too large or too deep".into()));
+            return Err(GuardError::Malformed(
+                "document too large or too deep".into(),
+            ));
         }
         let local = String::from_utf8_lossy(start.local_name().as_ref()).into_owned();
         let attrs = attributes(&start)?;
@@ -282,8 +284,7 @@ pub fn check_message(xml: &str, expected: Root) -> Result<GuardFacts, GuardError
                 .map(|(_, v)| v.clone())
         };
         for (key, value) in &attrs {
-            if matches!(key.as_str(), "ID" | "Id" | "id" | "xml:id") && !ids.insert(value.clone())
-            {
+            if matches!(key.as_str(), "ID" | "Id" | "id" | "xml:id") && !ids.insert(value.clone()) {
                 return Err(GuardError::DuplicateId(value.clone()));
             }
         }

@@ -29,8 +29,8 @@ use redirect::RedirectError;
 use samael::crypto::AllowedSignatureAlgorithm;
 use samael::key_info::{KeyInfo, X509Data};
 use samael::metadata::{
-    Endpoint, EntityDescriptor, IndexedEndpoint, KeyDescriptor, SpSsoDescriptor,
-    HTTP_POST_BINDING, HTTP_REDIRECT_BINDING,
+    Endpoint, EntityDescriptor, IndexedEndpoint, KeyDescriptor, SpSsoDescriptor, HTTP_POST_BINDING,
+    HTTP_REDIRECT_BINDING,
 };
 use samael::schema::{
     AuthnRequest, Issuer, LogoutRequest, LogoutResponse, NameID, NameIdPolicy, Status, StatusCode,
@@ -278,7 +278,9 @@ impl SamlProvider {
             Ok((200, body)) if body.len() <= metadata::MAX_METADATA_BYTES => {
                 String::from_utf8(body)
                     .map_err(|_| "metadata is not UTF-8".to_string())
-                    .and_then(|xml| IdpMetadata::parse(&xml).map_err(|e: MetadataError| e.to_string()))
+                    .and_then(|xml| {
+                        IdpMetadata::parse(&xml).map_err(|e: MetadataError| e.to_string())
+                    })
             }
             Ok((200, _)) => Err("metadata too large".to_string()),
             Ok((status, _)) => Err(format!("metadata URL answered HTTP {status}")),
@@ -381,7 +383,11 @@ impl SamlProvider {
 
     /// Starts a login: an AuthnRequest with a fresh 160-bit ID, to the IdP's SSO URL, with
     /// `relay_state` (an opaque server-side key) alongside.
-    pub fn begin_login(&self, sp: &SpEndpoints, relay_state: &str) -> Result<LoginRequest, SamlError> {
+    pub fn begin_login(
+        &self,
+        sp: &SpEndpoints,
+        relay_state: &str,
+    ) -> Result<LoginRequest, SamlError> {
         let md = self.metadata.load_full().ok_or(SamlError::NotReady)?;
         let request_id = random_id().ok_or_else(|| SamlError::Build("no random bytes".into()))?;
         let request = AuthnRequest {
@@ -538,7 +544,11 @@ impl SamlProvider {
     }
 
     /// Verifies an IdP-initiated LogoutRequest (HTTP-Redirect, signature required).
-    pub fn verify_logout_request(&self, raw_query: &str, sp: &SpEndpoints) -> Result<IdpLogout, SamlError> {
+    pub fn verify_logout_request(
+        &self,
+        raw_query: &str,
+        sp: &SpEndpoints,
+    ) -> Result<IdpLogout, SamlError> {
         let md = self.metadata.load_full().ok_or(SamlError::NotReady)?;
         let received = redirect::verify(raw_query, "SAMLRequest", &md.signing_certs)?;
         guard::check_message(&received.xml, Root::LogoutRequest)?;
@@ -546,21 +556,32 @@ impl SamlProvider {
             .xml
             .parse::<LogoutRequest>()
             .map_err(|e| SamlError::Logout(e.to_string()))?;
-        let issuer_ok = request.issuer.as_ref().and_then(|i| i.value.as_deref()) == Some(md.entity_id.as_str());
+        let issuer_ok =
+            request.issuer.as_ref().and_then(|i| i.value.as_deref()) == Some(md.entity_id.as_str());
         if !issuer_ok {
             return Err(SamlError::Logout("issuer is not the IdP".into()));
         }
-        if request.destination.as_deref().is_some_and(|d| d != sp.slo_url) {
-            return Err(SamlError::Logout("destination is not this SLO endpoint".into()));
+        if request
+            .destination
+            .as_deref()
+            .is_some_and(|d| d != sp.slo_url)
+        {
+            return Err(SamlError::Logout(
+                "destination is not this SLO endpoint".into(),
+            ));
         }
         let issued = request.issue_instant.ok_or(SamlError::IssueInstant)?;
-        let skew = chrono::Duration::from_std(self.config.clock_skew).unwrap_or(chrono::Duration::seconds(60));
-        let max_age = chrono::Duration::from_std(MESSAGE_MAX_AGE).unwrap_or(chrono::Duration::seconds(300));
+        let skew = chrono::Duration::from_std(self.config.clock_skew)
+            .unwrap_or(chrono::Duration::seconds(60));
+        let max_age =
+            chrono::Duration::from_std(MESSAGE_MAX_AGE).unwrap_or(chrono::Duration::seconds(300));
         let now = Utc::now();
         if issued > now + skew || issued + max_age + skew < now {
             return Err(SamlError::IssueInstant);
         }
-        let id = request.id.ok_or_else(|| SamlError::Logout("no ID".into()))?;
+        let id = request
+            .id
+            .ok_or_else(|| SamlError::Logout("no ID".into()))?;
         let name_id = request
             .name_id
             .map(|n| n.value.trim().to_string())

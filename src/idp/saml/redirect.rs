@@ -81,7 +81,8 @@ pub fn encode(
             _ => (RSA_SHA256, MessageDigest::sha256()),
         };
         query.push_str(&format!("&SigAlg={}", escape(alg)));
-        let mut signer = Signer::new(digest, key).map_err(|e| RedirectError::Sign(e.to_string()))?;
+        let mut signer =
+            Signer::new(digest, key).map_err(|e| RedirectError::Sign(e.to_string()))?;
         signer
             .update(query.as_bytes())
             .map_err(|e| RedirectError::Sign(e.to_string()))?;
@@ -145,8 +146,8 @@ pub fn verify(
         _ => return Err(RedirectError::SigAlg(sig_alg)),
     };
     let wants_ec = sig_alg.contains("ecdsa");
-    let signature = decode_base64(&unescape(signature_raw))
-        .map_err(|_| RedirectError::SignatureEncoding)?;
+    let signature =
+        decode_base64(&unescape(signature_raw)).map_err(|_| RedirectError::SignatureEncoding)?;
     let mut signed = format!("{param}={message}");
     if let Some(r) = relay {
         signed.push_str(&format!("&RelayState={r}"));
@@ -253,10 +254,7 @@ mod tests {
             verify(&without("Signature"), "SAMLRequest", &certs).unwrap_err(),
             RedirectError::Missing("Signature")
         );
-        let sha1 = q.replace(
-            "xmldsig-more%23rsa-sha256",
-            "xmldsig%23rsa-sha1",
-        );
+        let sha1 = q.replace("xmldsig-more%23rsa-sha256", "xmldsig%23rsa-sha1");
         assert!(matches!(
             verify(&sha1, "SAMLRequest", &certs),
             Err(RedirectError::SigAlg(_))

@@ -1,0 +1,291 @@
+// A real SAML 2.0 IdP on loopback for Portcullis tests and the demo. TEST ONLY.
+//
+// `samlify` does the protocol: it parses and verifies the SP's AuthnRequests and logout
+// messages (HTTP-Redirect, signatures checked against the SP's published metadata), signs
+// responses (RSA-SHA256, exclusive c14n) and builds logout messages. This file adds what an
+// IdP leaves to its deployer: accounts, a password form, the auto-POST page, and (for tests
+// only, when `test_hooks` is set) an endpoint that signs responses with chosen defects.
+//
+// Usage: node saml-idp.mjs <config.json>
+//   { "port": 9500, "key": "<PEM>", "cert": "<PEM>" (or key_file / cert_file, relative to the
+//     config), "sps": ["<SP metadata URL>", ...], "users": [ { id, email, password, name,
+//     first_name, groups } ], "sign_response": true, "test_hooks": false }
+// Prints `READY <entity id>` on stdout once listening.
+
+import http from 'node:http';
+import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import * as samlify from 'samlify';
+import * as validator from '@authenio/samlify-node-xmllint';
+
+const configPath = process.argv[2];
+const config = JSON.parse(readFileSync(configPath, 'utf8'));
+const fromFile = (name) => readFileSync(resolve(dirname(configPath), name), 'utf8');
+const key = config.key ?? fromFile(config.key_file);
+const cert = config.cert ?? fromFile(config.cert_file);
+const port = config.port;
+const base = `http://127.0.0.1:${port}`;
+const entityID = config.entity_id ?? `${base}/metadata`;
+const users = new Map(config.users.map((u) => [u.id, u]));
+const signResponse = config.sign_response !== false;
+
+samlify.setSchemaValidator(validator);
+
+const REDIRECT = 'urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect';
+const idpSettings = {
+  entityID,
+  privateKey: key,
+  signingCert: cert,
+  isAssertionEncrypted: false,
+  wantAuthnRequestsSigned: config.want_authn_requests_signed !== false,
+  wantLogoutRequestSigned: true,
+  wantLogoutResponseSigned: false,
+  requestSignatureAlgorithm: 'http://www.w3.org/2001/04/xmldsig-more#rsa-sha256',
+  nameIDFormat: ['urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress'],
+  singleSignOnService: [{ Binding: REDIRECT, Location: `${base}/sso` }],
+  singleLogoutService: [{ Binding: REDIRECT, Location: `${base}/slo` }],
+};
+const idp = samlify.IdentityProvider(idpSettings);
+
+// SPs are read from their metadata URLs when first needed (the gateway may start after us).
+// Hosts like wiki.localhost need no DNS: the fetch goes to loopback with the URL's Host.
+function fetchLoopback(target) {
+  const u = new URL(target);
+  return new Promise((resolveBody, reject) => {
+    const req = http.get({ host: '127.0.0.1', port: u.port || 80, path: u.pathname + u.search, headers: { host: u.host } }, (res) => {
+      let body = '';
+      res.on('data', (c) => { body += c; });
+      res.on('end', () => (res.statusCode === 200 ? resolveBody(body) : reject(new Error(`SP metadata ${target}: HTTP ${res.statusCode}`))));
+    });
+    req.on('error', reject);
+  });
+}
+const sps = new Map();
+async function loadSps() {
+  for (const url of config.sps) {
+    const metadata = await fetchLoopback(url);
+    const sp = samlify.ServiceProvider({
+      metadata,
+      wantMessageSigned: signResponse,
+      wantLogoutRequestSigned: true,
+      wantLogoutResponseSigned: true,
+    });
+    sps.set(sp.entityMeta.getEntityID(), sp);
+  }
+}
+async function spFor(entityId) {
+  if (!sps.has(entityId)) await loadSps();
+  const sp = sps.get(entityId);
+  if (!sp) throw new Error(`unknown SP ${entityId}`);
+  return sp;
+}
+
+const esc = (s) => String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+function page(title, body) {
+  return `<!doctype html><html><head><meta charset="utf-8"><title>${title}</title></head>
+<body><main><h1>Test SAML IdP</h1>${body}<p><small>Test-only identity provider (samlify).</small></p></main></body></html>`;
+}
+function loginForm(action, error) {
+  return page('Sign in', `${error ? `<p role="alert">${esc(error)}</p>` : ''}
+<form method="post" action="${esc(action)}">
+<label>User <input name="login" autocomplete="username" autofocus></label>
+<label>Password <input name="password" type="password" autocomplete="current-password"></label>
+<button type="submit">Sign in</button></form>`);
+}
+function autoPost(acs, fields) {
+  const inputs = Object.entries(fields)
+    .filter(([, v]) => v !== undefined && v !== '')
+    .map(([k, v]) => `<input type="hidden" name="${esc(k)}" value="${esc(v)}">`)
+    .join('');
+  return page('Signing in', `<form method="post" action="${esc(acs)}">${inputs}<button type="submit">Continue</button></form>
+<script>document.forms[0].submit()</script>`);
+}
+
+async function readBody(req, limit = 65536) {
+  let body = '';
+  for await (const chunk of req) {
+    body += chunk;
+    if (body.length > limit) throw new Error('body too large');
+  }
+  return body;
+}
+
+// Raw query octets, as the redirect binding signs them.
+function octetString(rawQuery, messageParam) {
+  const raw = Object.fromEntries(rawQuery.split('&').map((p) => {
+    const i = p.indexOf('=');
+    return i < 0 ? [p, ''] : [p.slice(0, i), p.slice(i + 1)];
+  }));
+  return ['SAMLRequest', 'SAMLResponse', 'RelayState', 'SigAlg']
+    .filter((k) => (k === messageParam || k === 'RelayState' || k === 'SigAlg') && raw[k] !== undefined)
+    .map((k) => `${k}=${raw[k]}`)
+    .join('&');
+}
+
+const iso = (ms) => new Date(ms).toISOString();
+const idOf = () => `_${randomUUID().replace(/-/g, '')}`;
+const sessions = new Map(); // user id -> session index of their latest login
+const logouts = []; // LogoutRequests received from SPs (for tests)
+
+// The Response document, before signing. `o` carries test overrides.
+function responseXml(sp, user, inResponseTo, o = {}) {
+  const now = Date.now() + (o.shift_seconds ?? 0) * 1000;
+  const acs = sp.entityMeta.getAssertionConsumerService('post');
+  const audience = o.audience ?? sp.entityMeta.getEntityID();
+  const recipient = o.recipient ?? acs;
+  const destination = o.destination ?? acs;
+  const notOnOrAfter = iso(now + (o.lifetime_seconds ?? 300) * 1000);
+  const irt = (o.in_response_to ?? inResponseTo) ? ` InResponseTo="${esc(o.in_response_to ?? inResponseTo)}"` : '';
+  const nameId = o.name_id_raw ?? esc(o.name_id ?? user.email);
+  const sessionIndex = o.session_index ?? idOf();
+  sessions.set(user.id, sessionIndex);
+  const attr = (name, values) => `<saml:Attribute Name="${esc(name)}" NameFormat="urn:oasis:names:tc:SAML:2.0:attrname-format:basic">${values.map((v) => `<saml:AttributeValue xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xsi:type="xs:string" xmlns:xs="http://www.w3.org/2001/XMLSchema">${esc(v)}</saml:AttributeValue>`).join('')}</saml:Attribute>`;
+  const conditions = o.omit_conditions ? '' : `<saml:Conditions NotBefore="${iso(now - 5000)}" NotOnOrAfter="${notOnOrAfter}">${o.omit_audience ? '' : `<saml:AudienceRestriction><saml:Audience>${esc(audience)}</saml:Audience></saml:AudienceRestriction>`}</saml:Conditions>`;
+  const authn = o.omit_authn_statement ? '' : `<saml:AuthnStatement AuthnInstant="${iso(now)}" SessionIndex="${esc(sessionIndex)}"><saml:AuthnContext><saml:AuthnContextClassRef>urn:oasis:names:tc:SAML:2.0:ac:classes:PasswordProtectedTransport</saml:AuthnContextClassRef></saml:AuthnContext></saml:AuthnStatement>`;
+  const issueInstant = iso(now + (o.issue_in_future_seconds ?? 0) * 1000);
+  return `<samlp:Response xmlns:samlp="urn:oasis:names:tc:SAML:2.0:protocol" xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion" ID="${o.response_id ?? idOf()}" Version="2.0" IssueInstant="${issueInstant}" Destination="${esc(destination)}"${irt}>`
+    + `<saml:Issuer>${esc(entityID)}</saml:Issuer><samlp:Status><samlp:StatusCode Value="urn:oasis:names:tc:SAML:2.0:status:Success"/></samlp:Status>`
+    + `<saml:Assertion ID="${o.assertion_id ?? idOf()}" Version="2.0" IssueInstant="${issueInstant}"><saml:Issuer>${esc(entityID)}</saml:Issuer>`
+    + `<saml:Subject><saml:NameID Format="urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress">${nameId}</saml:NameID>`
+    + `<saml:SubjectConfirmation Method="urn:oasis:names:tc:SAML:2.0:cm:bearer"><saml:SubjectConfirmationData NotOnOrAfter="${notOnOrAfter}" Recipient="${esc(recipient)}"${irt}/></saml:SubjectConfirmation></saml:Subject>`
+    + conditions + authn
+    + `<saml:AttributeStatement>${attr('email', [user.email])}${attr('firstName', [user.first_name ?? user.name.split(' ')[0]])}${attr('displayName', [user.name])}${user.groups.length ? attr('groups', user.groups) : ''}</saml:AttributeStatement>`
+    + '</saml:Assertion></samlp:Response>';
+}
+
+// Signs as samlify's own login response does: the assertion, then the whole response.
+function sign(xml, o = {}) {
+  const alg = o.sig_alg ?? 'http://www.w3.org/2001/04/xmldsig-more#rsa-sha256';
+  const common = {
+    privateKey: o.key ?? key,
+    signingCert: o.cert ?? cert,
+    signatureAlgorithm: alg,
+    isBase64Output: false,
+  };
+  let out = xml;
+  if (o.sign_assertion !== false) {
+    out = samlify.SamlLib.constructSAMLSignature({
+      ...common,
+      rawSamlMessage: out,
+      referenceTagXPath: "/*[local-name(.)='Response']/*[local-name(.)='Assertion']",
+      signatureConfig: { prefix: 'ds', location: { reference: "/*[local-name(.)='Response']/*[local-name(.)='Assertion']/*[local-name(.)='Issuer']", action: 'after' } },
+    });
+  }
+  if (o.sign_response ?? signResponse) {
+    out = samlify.SamlLib.constructSAMLSignature({
+      ...common,
+      rawSamlMessage: out,
+      isMessageSigned: true,
+      signatureConfig: { prefix: 'ds', location: { reference: "/*[local-name(.)='Response']/*[local-name(.)='Issuer']", action: 'after' } },
+    });
+  }
+  return out;
+}
+
+async function loginResponse(sp, user, requestInfo) {
+  // samlify builds and signs (it signs the assertion when the SP metadata wants it, and the
+  // response when the SP entity is set to want signed messages); we supply the document.
+  const { context } = await idp.createLoginResponse(sp, requestInfo, 'post', user, {
+    customTagReplacement: () => ({ id: '', context: responseXml(sp, user, requestInfo?.extract?.request?.id) }),
+  });
+  return context;
+}
+
+const pendingLogins = new Map(); // uid -> { sp, requestInfo, relayState }
+
+async function handler(req, res) {
+  const url = new URL(req.url, base);
+  const rawQuery = req.url.includes('?') ? req.url.slice(req.url.indexOf('?') + 1) : '';
+  const send = (status, body, type = 'text/html; charset=utf-8', extra = {}) => {
+    res.writeHead(status, { 'content-type': type, 'cache-control': 'no-store', ...extra });
+    res.end(body);
+  };
+  try {
+    if (url.pathname === '/metadata') {
+      return send(200, idp.getMetadata(), 'application/samlmetadata+xml');
+    }
+    if (url.pathname === '/sso' && req.method === 'GET') {
+      // SP-initiated: samlify inflates, schema-validates and verifies the AuthnRequest.
+      const issuer = Buffer.from(url.searchParams.get('SAMLRequest') ?? '', 'base64');
+      const xml = (await import('node:zlib')).inflateRawSync(issuer).toString();
+      const spId = /<(?:\w+:)?Issuer[^>]*>([^<]+)</.exec(xml)?.[1] ?? '';
+      const sp = await spFor(spId.trim());
+      const requestInfo = await idp.parseLoginRequest(sp, 'redirect', {
+        query: Object.fromEntries(url.searchParams),
+        octetString: octetString(rawQuery, 'SAMLRequest'),
+      });
+      const uid = randomUUID();
+      pendingLogins.set(uid, { sp, requestInfo, relayState: url.searchParams.get('RelayState') ?? '' });
+      return send(200, loginForm(`/login/${uid}`));
+    }
+    if (url.pathname === '/idp-init' && req.method === 'GET') {
+      // IdP-initiated: the user picks the app here (Okta's dashboard tile).
+      const sp = await spFor(url.searchParams.get('sp') ?? '');
+      const uid = randomUUID();
+      pendingLogins.set(uid, { sp, requestInfo: null, relayState: url.searchParams.get('relay') ?? '' });
+      return send(200, loginForm(`/login/${uid}`));
+    }
+    const login = /^\/login\/([\w-]+)$/.exec(url.pathname);
+    if (login && req.method === 'POST') {
+      const pending = pendingLogins.get(login[1]);
+      if (!pending) return send(400, page('Expired', '<p>Login expired.</p>'));
+      const form = new URLSearchParams(await readBody(req));
+      const user = users.get(form.get('login') ?? '');
+      if (!user || user.password !== form.get('password')) {
+        return send(200, loginForm(url.pathname, 'Wrong user or password'));
+      }
+      pendingLogins.delete(login[1]);
+      const samlResponse = await loginResponse(pending.sp, user, pending.requestInfo);
+      return send(200, autoPost(pending.sp.entityMeta.getAssertionConsumerService('post'), {
+        SAMLResponse: samlResponse,
+        RelayState: pending.relayState,
+      }));
+    }
+    if (url.pathname === '/slo' && req.method === 'GET') {
+      // SP-initiated logout: verify the LogoutRequest, answer with a LogoutResponse.
+      const deflated = Buffer.from(url.searchParams.get('SAMLRequest') ?? '', 'base64');
+      const xml = (await import('node:zlib')).inflateRawSync(deflated).toString();
+      const spId = /<(?:\w+:)?Issuer[^>]*>([^<]+)</.exec(xml)?.[1] ?? '';
+      const sp = await spFor(spId.trim());
+      const info = await idp.parseLogoutRequest(sp, 'redirect', {
+        query: Object.fromEntries(url.searchParams),
+        octetString: octetString(rawQuery, 'SAMLRequest'),
+      });
+      logouts.push({ name_id: info.extract.nameID, session_index: info.extract.sessionIndex?.sessionIndex ?? info.extract.sessionIndex, sp: spId.trim() });
+      const { context } = idp.createLogoutResponse(sp, info, 'redirect', { relayState: url.searchParams.get('RelayState') ?? '' });
+      return send(302, '', 'text/plain', { location: context });
+    }
+    if (config.test_hooks && url.pathname === '/test/logouts') {
+      return send(200, JSON.stringify(logouts), 'application/json');
+    }
+    if (config.test_hooks && url.pathname === '/test/idp-logout' && req.method === 'GET') {
+      // The IdP ends a user's session everywhere: a signed LogoutRequest to the SP.
+      const sp = await spFor(url.searchParams.get('sp') ?? '');
+      const user = users.get(url.searchParams.get('user') ?? '');
+      const sessionIndex = url.searchParams.get('session_index') ?? sessions.get(user?.id);
+      const { context } = idp.createLogoutRequest(sp, 'redirect', {
+        logoutNameID: url.searchParams.get('name_id') ?? user?.email,
+        sessionIndex,
+      });
+      return send(200, JSON.stringify({ url: context }), 'application/json');
+    }
+    if (config.test_hooks && url.pathname === '/test/response' && req.method === 'POST') {
+      // A response with chosen defects, signed by this IdP's real code path.
+      const o = JSON.parse(await readBody(req));
+      const sp = await spFor(o.sp);
+      const user = users.get(o.user ?? 'alice');
+      let xml = responseXml(sp, user, o.in_response_to_request, o);
+      if (!o.unsigned) xml = sign(xml, o);
+      return send(200, JSON.stringify({ xml, SAMLResponse: Buffer.from(xml).toString('base64') }), 'application/json');
+    }
+    return send(404, page('Not found', '<p>Not found.</p>'));
+  } catch (e) {
+    process.stderr.write(`error: ${e?.stack ?? e}\n`);
+    return send(400, page('Error', `<p>${esc(e?.message ?? e)}</p>`));
+  }
+}
+
+http.createServer(handler).listen(port, '127.0.0.1', () => {
+  process.stdout.write(`READY ${entityID}\n`);
+});

@@ -1,0 +1,195 @@
+//! A real SAML IdP (`samlify`, run by Node from `tests/idp/saml-idp.mjs`) on a loopback port,
+//! with the same test users as the OpenID Provider and a fresh RSA signing key per start.
+//! Its test hooks sign responses with chosen defects through samlify's own signing code.
+
+use super::free_addr;
+use super::idp::USERS;
+use super::node::NodeService;
+use openssl::asn1::Asn1Time;
+use openssl::bn::BigNum;
+use openssl::hash::MessageDigest;
+use openssl::pkey::PKey;
+use openssl::rsa::Rsa;
+use openssl::x509::{X509NameBuilder, X509};
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// A PEM key and self-signed certificate (RSA 2048, SHA-256).
+pub fn key_and_cert(cn: &str) -> (String, String) {
+    let key = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
+    let mut name = X509NameBuilder::new().unwrap();
+    name.append_entry_by_text("CN", cn).unwrap();
+    let name = name.build();
+    let mut b = X509::builder().unwrap();
+    b.set_version(2).unwrap();
+    b.set_serial_number(&BigNum::from_u32(7).unwrap().to_asn1_integer().unwrap())
+        .unwrap();
+    b.set_subject_name(&name).unwrap();
+    b.set_issuer_name(&name).unwrap();
+    b.set_pubkey(&key).unwrap();
+    b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
+        .unwrap();
+    b.set_not_after(&Asn1Time::days_from_now(30).unwrap())
+        .unwrap();
+    b.sign(&key, MessageDigest::sha256()).unwrap();
+    (
+        String::from_utf8(key.private_key_to_pem_pkcs8().unwrap()).unwrap(),
+        String::from_utf8(b.build().to_pem().unwrap()).unwrap(),
+    )
+}
+
+/// The running IdP.
+pub struct TestSamlIdp {
+    pub addr: SocketAddr,
+    pub entity_id: String,
+    pub dir: tempfile::TempDir,
+    /// The IdP's signing certificate (PEM).
+    pub cert_pem: String,
+    service: NodeService,
+    http: reqwest::Client,
+}
+
+impl TestSamlIdp {
+    /// Starts the IdP; `sp_metadata` are the gateway's SP metadata URLs it will trust.
+    pub async fn start(sp_metadata: &[String]) -> Self {
+        Self::start_with(sp_metadata, json!({})).await
+    }
+
+    /// Starts the IdP with extra config (e.g. `{"sign_response": false}`).
+    pub async fn start_with(sp_metadata: &[String], extra: Value) -> Self {
+        let addr = free_addr();
+        let dir = tempfile::tempdir().unwrap();
+        let (key, cert) = key_and_cert("portcullis test saml idp");
+        std::fs::write(dir.path().join("idp.key"), &key).unwrap();
+        std::fs::write(dir.path().join("idp.crt"), &cert).unwrap();
+        let mut config = json!({
+            "port": addr.port(),
+            "key_file": "idp.key",
+            "cert_file": "idp.crt",
+            "sps": sp_metadata,
+            "test_hooks": true,
+            "users": USERS.iter().map(|(id, pw, email, name, groups)| json!({
+                "id": id, "password": pw, "email": email, "name": name, "groups": groups,
+            })).collect::<Vec<_>>(),
+        });
+        if let (Some(c), Some(e)) = (config.as_object_mut(), extra.as_object()) {
+            for (k, v) in e {
+                c.insert(k.clone(), v.clone());
+            }
+        }
+        let config_path = dir.path().join("saml-idp.json");
+        std::fs::write(&config_path, config.to_string()).unwrap();
+        let service = NodeService::start(
+            "saml-idp.mjs",
+            &config_path,
+            dir.path().join("saml-idp.log"),
+        )
+        .await;
+        Self {
+            addr,
+            entity_id: format!("http://127.0.0.1:{}/metadata", addr.port()),
+            dir,
+            cert_pem: cert,
+            service,
+            http: reqwest::Client::builder().no_proxy().build().unwrap(),
+        }
+    }
+
+    /// Where the IdP publishes its metadata.
+    pub fn metadata_url(&self) -> String {
+        format!("http://127.0.0.1:{}/metadata", self.addr.port())
+    }
+
+    /// A URL on the IdP.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.addr.port())
+    }
+
+    /// The IdP's metadata document.
+    pub async fn metadata(&self) -> String {
+        self.http
+            .get(self.metadata_url())
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// Writes the IdP's metadata to a file and returns its path.
+    pub async fn metadata_file(&self) -> PathBuf {
+        let path = self.dir.path().join("idp-metadata.xml");
+        std::fs::write(&path, self.metadata().await).unwrap();
+        path
+    }
+
+    /// `[idp.<name>]` for the gateway, metadata from the IdP's URL, SP signing with the
+    /// test-only SP key in `certs/dev`.
+    pub fn gateway_toml(&self, name: &str, extra: &str) -> String {
+        format!(
+            "[idp.{name}]\nkind = \"saml\"\nmetadata_url = \"{}\"\nallow_insecure_metadata_url = true\n\
+             sp_key_file = \"{}\"\nsp_cert_file = \"{}\"\n{extra}\n",
+            self.metadata_url(),
+            super::dev_cert("saml-sp.key").display(),
+            super::dev_cert("saml-sp.crt").display(),
+        )
+    }
+
+    /// A response signed by the IdP's own code, with `overrides` (see `saml-idp.mjs`):
+    /// returns (XML, base64).
+    pub async fn forge(&self, overrides: Value) -> (String, String) {
+        let response: Value = self
+            .http
+            .post(self.url("/test/response"))
+            .json(&overrides)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        (
+            response["xml"].as_str().unwrap().to_string(),
+            response["SAMLResponse"].as_str().unwrap().to_string(),
+        )
+    }
+
+    /// The IdP's signed LogoutRequest URL ending `user`'s session at `sp`.
+    pub async fn idp_logout_url(&self, sp: &str, user: &str) -> String {
+        let response: Value = self
+            .http
+            .get(
+                url::Url::parse_with_params(
+                    &self.url("/test/idp-logout"),
+                    &[("sp", sp), ("user", user)],
+                )
+                .unwrap(),
+            )
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        response["url"].as_str().unwrap().to_string()
+    }
+
+    /// LogoutRequests the IdP received from SPs.
+    pub async fn logouts(&self) -> Value {
+        self.http
+            .get(self.url("/test/logouts"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// What the IdP printed.
+    pub fn output(&self) -> String {
+        self.service.output()
+    }
+}
