@@ -16,7 +16,7 @@ import http from 'node:http';
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
-import * as samlify from 'samlify';
+import samlify from 'samlify';
 import * as validator from '@authenio/samlify-node-xmllint';
 
 const configPath = process.argv[2];
@@ -159,7 +159,8 @@ function sign(xml, o = {}) {
   const alg = o.sig_alg ?? 'http://www.w3.org/2001/04/xmldsig-more#rsa-sha256';
   const common = {
     privateKey: o.key ?? key,
-    signingCert: o.cert ?? cert,
+    // samlify wants the certificate body, as metadata carries it.
+    signingCert: (o.cert ?? cert).replace(/-----[^-]+-----|\s/g, ''),
     signatureAlgorithm: alg,
     isBase64Output: false,
   };

@@ -140,16 +140,19 @@ impl TestSamlIdp {
     /// A response signed by the IdP's own code, with `overrides` (see `saml-idp.mjs`):
     /// returns (XML, base64).
     pub async fn forge(&self, overrides: Value) -> (String, String) {
-        let response: Value = self
+        let text = self
             .http
             .post(self.url("/test/response"))
             .json(&overrides)
             .send()
             .await
             .unwrap()
-            .json()
+            .text()
             .await
             .unwrap();
+        let response: Value = serde_json::from_str(&text).unwrap_or_else(|_| {
+            panic!("IdP could not forge {overrides}: {text}\n{}", self.output())
+        });
         (
             response["xml"].as_str().unwrap().to_string(),
             response["SAMLResponse"].as_str().unwrap().to_string(),
