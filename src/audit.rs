@@ -3,7 +3,7 @@
 //! Records are tracing events with target `audit`, so operators route them to their own sink
 //! (`RUST_LOG=audit=info`, JSON logs). They never hold codes, tokens, cookies or secrets.
 
-use crate::idp::Identity;
+use crate::idp::{loggable, Identity};
 use crate::session::{Expired, Session};
 use std::fmt::Display;
 use std::net::IpAddr;
@@ -29,10 +29,10 @@ pub fn login_succeeded(ctx: &AuditContext<'_>, user: &Identity) {
     tracing::info!(
         target: "audit",
         event = "login_success",
-        user = user.display(),
-        subject = %user.subject,
-        groups = %user.groups.join(","),
-        acr = user.acr.as_deref().unwrap_or("-"),
+        user = %user.display(),
+        subject = %loggable(&user.subject),
+        groups = %loggable(&user.groups.join(",")),
+        acr = %loggable(user.acr.as_deref().unwrap_or("-")),
         idp = %user.idp,
         app = ctx.app,
         client = %client(ctx),
@@ -60,8 +60,8 @@ pub fn logged_out(ctx: &AuditContext<'_>, user: Option<&Identity>) {
     tracing::info!(
         target: "audit",
         event = "logout",
-        user = user.map_or("-", Identity::display),
-        subject = user.map_or("-", |u| u.subject.as_str()),
+        user = %user.map_or(std::borrow::Cow::Borrowed("-"), Identity::display),
+        subject = %user.map_or(std::borrow::Cow::Borrowed("-"), |u| loggable(&u.subject)),
         idp = user.map_or("-", |u| u.idp.as_str()),
         app = ctx.app,
         client = %client(ctx),
@@ -77,8 +77,8 @@ pub fn session_expired(ctx: &AuditContext<'_>, session: &Session, why: Expired) 
         target: "audit",
         event = "session_end",
         reason = why.as_str(),
-        user = user.display(),
-        subject = %user.subject,
+        user = %user.display(),
+        subject = %loggable(&user.subject),
         idp = %user.idp,
         app = ctx.app,
         session_app = %session.app,

@@ -73,6 +73,7 @@ logout_path = "/logout"
 "X-Remote-Name" = "name"
 "X-Groups" = {{ claim = "groups", join = "," }}
 "X-First-Name" = "firstName"
+"X-Remote-Subject" = "sub"
 
 [[allow]]
 id = "staff"
@@ -432,5 +433,251 @@ async fn responses_missing_what_this_sp_requires_are_refused() {
         0,
         "no refused response may reach the backend"
     );
+    assert_still_serving(&f).await;
+}
+
+fn b64(xml: &str) -> String {
+    base64::Engine::encode(&base64::engine::general_purpose::STANDARD, xml)
+}
+
+/// The attribute value `attr="…"` of the first element named `element` in `xml`.
+fn attr_of(xml: &str, element: &str, attr: &str) -> String {
+    let at = xml.find(&format!("<{element} ")).unwrap();
+    let tag = &xml[at..at + xml[at..].find('>').unwrap()];
+    let v = tag.find(&format!("{attr}=\"")).unwrap() + attr.len() + 2;
+    tag[v..v + tag[v..].find('"').unwrap()].to_string()
+}
+
+/// The signed `<saml:Assertion …>…</saml:Assertion>` of a response.
+fn assertion_of(xml: &str) -> String {
+    let start = xml.find("<saml:Assertion").unwrap();
+    let end = xml.find("</saml:Assertion>").unwrap() + "</saml:Assertion>".len();
+    xml[start..end].to_string()
+}
+
+/// An attacker's copy of a signed assertion: bob instead of alice, a new ID, no signature.
+fn evil_assertion(original: &str) -> String {
+    let sig_start = original.find("<ds:Signature").unwrap();
+    let sig_end = original.find("</ds:Signature>").unwrap() + "</ds:Signature>".len();
+    let id = attr_of(original, "saml:Assertion", "ID");
+    format!("{}{}", &original[..sig_start], &original[sig_end..])
+        .replace("alice@corp.example", "bob@corp.example")
+        .replace(&id, "_evil0000000000000000000000000000000000")
+}
+
+/// XML-level attacks on a genuinely signed response: each must be refused before anything
+/// resolves a reference or transform (the listener sees nothing), and never sign anyone in.
+#[tokio::test]
+async fn xml_attacks_are_refused_before_any_reference_is_fetched() {
+    let f = fixture().await;
+    let listener = echo_backend("external-reference-listener").await;
+    let external = format!("{}/stolen", listener.url());
+    let (xml, _) = f
+        .idp
+        .forge(json!({ "sp": f.sp_entity(LEGACY), "user": "alice" }))
+        .await;
+    let assertion = assertion_of(&xml);
+    let assertion_id = attr_of(&xml, "saml:Assertion", "ID");
+    let evil = evil_assertion(&assertion);
+    let root_close = "</samlp:Response>";
+    let response_sig_start = xml.find("<ds:Signature").unwrap();
+    let response_sig_end = xml.find("</ds:Signature>").unwrap() + "</ds:Signature>".len();
+    let response_sig = &xml[response_sig_start..response_sig_end];
+
+    let attacks: Vec<(&str, String, &str)> = vec![
+        (
+            "XXE (external entity)",
+            format!("<?xml version=\"1.0\"?><!DOCTYPE r [<!ENTITY x SYSTEM \"{external}\">]>{}", xml.replacen("alice@corp.example", "&x;", 1)),
+            "DOCTYPE",
+        ),
+        (
+            "entity expansion",
+            format!("<!DOCTYPE r [<!ENTITY a \"aaaaaaaaaa\"><!ENTITY b \"&a;&a;&a;&a;&a;&a;&a;&a;\">]>{}", xml.replacen("alice@corp.example", "&b;", 1)),
+            "DOCTYPE",
+        ),
+        (
+            "external Reference URI (http)",
+            xml.replacen(&format!("URI=\"#{assertion_id}\""), &format!("URI=\"{external}\""), 1),
+            "Reference URI",
+        ),
+        (
+            "external Reference URI (file)",
+            xml.replacen(&format!("URI=\"#{assertion_id}\""), "URI=\"file:///etc/passwd\"", 1),
+            "Reference URI",
+        ),
+        (
+            "XSLT transform",
+            xml.replacen(
+                "<ds:Transform Algorithm=\"http://www.w3.org/2001/10/xml-exc-c14n#\"/>",
+                &format!("<ds:Transform Algorithm=\"http://www.w3.org/TR/1999/REC-xslt-19991116\"><xsl:stylesheet xmlns:xsl=\"http://www.w3.org/1999/XSL/Transform\" version=\"1.0\"><xsl:template match=\"/\"><xsl:copy-of select=\"document('{external}')\"/></xsl:template></xsl:stylesheet></ds:Transform>"),
+                1,
+            ),
+            "Transform",
+        ),
+        (
+            "XPath transform",
+            xml.replacen(
+                "<ds:Transform Algorithm=\"http://www.w3.org/2001/10/xml-exc-c14n#\"/>",
+                "<ds:Transform Algorithm=\"http://www.w3.org/TR/1999/REC-xpath-19991116\"><ds:XPath>1</ds:XPath></ds:Transform>",
+                1,
+            ),
+            "Transform",
+        ),
+        (
+            "signature exclusion (all signatures removed)",
+            {
+                let no_response_sig = format!("{}{}", &xml[..response_sig_start], &xml[response_sig_end..]);
+                let a = assertion_of(&no_response_sig);
+                no_response_sig.replace(&a, &evil_assertion(&a).replace("_evil0000000000000000000000000000000000", &assertion_id))
+            },
+            "assertion is not signed",
+        ),
+        // The XML signature wrapping family (XSW1-8 as SAMLRaider catalogues them).
+        (
+            "XSW1: evil response wraps the signed one in its signature",
+            {
+                let inner = xml.replace("<?xml version=\"1.0\"?>", "");
+                let evil_response = xml.replace(&assertion, &evil).replace(response_sig, "");
+                evil_response.replacen("</saml:Issuer>", &format!("</saml:Issuer><ds:Signature xmlns:ds=\"http://www.w3.org/2000/09/xmldsig#\"><ds:Object>{inner}</ds:Object></ds:Signature>"), 1)
+            },
+            "",
+        ),
+        (
+            "XSW2: signed response detached beside the evil one",
+            format!("{}{}", xml.replace(&assertion, &evil).replace(root_close, ""), format!("{}{root_close}", xml.replace("<?xml version=\"1.0\"?>", ""))),
+            "",
+        ),
+        ("XSW3: evil assertion before the signed one", xml.replace(&assertion, &format!("{evil}{assertion}")), ""),
+        ("XSW3b: evil assertion after the signed one", xml.replace(&assertion, &format!("{assertion}{evil}")), ""),
+        (
+            "XSW4: evil assertion wraps the signed one",
+            xml.replace(&assertion, &evil.replace("</saml:Assertion>", &format!("{assertion}</saml:Assertion>"))),
+            "Assertion outside",
+        ),
+        (
+            "XSW5: signature moved to the evil assertion, original appended",
+            {
+                let sig_start = assertion.find("<ds:Signature").unwrap();
+                let sig_end = assertion.find("</ds:Signature>").unwrap() + 15;
+                let sig = &assertion[sig_start..sig_end];
+                let evil_signed = evil.replacen("</saml:Issuer>", &format!("</saml:Issuer>{sig}"), 1);
+                xml.replace(&assertion, &evil_signed).replace(root_close, &format!("{}{root_close}", assertion.replace(sig, "")))
+            },
+            "",
+        ),
+        (
+            "XSW6/8: original assertion hidden in the evil one's signature object",
+            {
+                let sig_start = assertion.find("<ds:Signature").unwrap();
+                let sig_end = assertion.find("</ds:Signature>").unwrap() + 15;
+                let sig = &assertion[sig_start..sig_end];
+                let hidden = sig.replace("</ds:Signature>", &format!("<ds:Object>{}</ds:Object></ds:Signature>", assertion.replace(sig, "")));
+                xml.replace(&assertion, &evil.replacen("</saml:Issuer>", &format!("</saml:Issuer>{hidden}"), 1))
+            },
+            "",
+        ),
+        (
+            "XSW7: original assertion in Extensions, evil one in its place",
+            xml.replace(&assertion, &format!("<samlp:Extensions>{assertion}</samlp:Extensions>{evil}")),
+            "",
+        ),
+        (
+            "duplicate ID (second element claims the signed ID)",
+            xml.replace(&assertion, &format!("{assertion}{}", evil.replace("_evil0000000000000000000000000000000000", &assertion_id))),
+            "",
+        ),
+    ];
+    for (name, forged, reason) in attacks {
+        let trip = f
+            .browser()
+            .post_saml_response(&f.acs(LEGACY), &b64(&forged), None)
+            .await;
+        assert_eq!(trip.status, 400, "{name} was not refused: {trip:?}");
+        if !reason.is_empty() {
+            assert_refused(&f, &trip, reason);
+        } else {
+            assert_refused(&f, &trip, "SAML");
+        }
+    }
+    assert_eq!(listener.hits(), 0, "an external reference was fetched");
+    assert_eq!(f.legacy.hits(), 0, "a forged response reached the backend");
+    // The untouched response still works: the attacks failed for what they changed.
+    let trip = f
+        .browser()
+        .post_saml_response(&f.acs(LEGACY), &b64(&xml), None)
+        .await;
+    assert_eq!(trip.status, 200, "{trip:?}");
+    assert_eq!(
+        header_values(&trip.json(), "x-remote-user"),
+        ["alice@corp.example"]
+    );
+}
+
+#[tokio::test]
+async fn oversized_and_malformed_posts_are_refused_and_the_gateway_stays_up() {
+    let f = fixture().await;
+    let client = f.gw.client(&[LEGACY]);
+    // 10 MB: refused by size before any decoding.
+    let huge = "A".repeat(10 * 1024 * 1024);
+    let r = client
+        .post(f.acs(LEGACY))
+        .form(&[("SAMLResponse", huge.as_str())])
+        .send()
+        .await;
+    if let Ok(r) = r {
+        assert_eq!(r.status(), 413);
+    }
+    for body in [
+        "SAMLResponse=%%%".to_string(),
+        "SAMLResponse=not-base64!!".to_string(),
+        format!("SAMLResponse={}", b64("<not-saml/>")),
+        format!("SAMLResponse={}", b64("\u{0}\u{1}binary")),
+        "RelayState=x".to_string(),
+        String::new(),
+    ] {
+        let r = client
+            .post(f.acs(LEGACY))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{body}");
+    }
+    let r = client.get(f.acs(LEGACY)).send().await.unwrap();
+    assert_eq!(r.status(), 405);
+    let r = client
+        .post(f.acs(LEGACY))
+        .header("content-type", "text/xml")
+        .body("<x/>")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_still_serving(&f).await;
+    assert!(!f.gw.logs().contains("panicked"), "{}", f.gw.logs());
+}
+
+#[tokio::test]
+async fn a_signed_name_id_with_a_newline_never_becomes_a_header_or_a_log_line() {
+    let f = fixture().await;
+    let (_, response) = f
+        .idp
+        .forge(json!({
+            "sp": f.sp_entity(LEGACY),
+            "user": "alice",
+            "name_id_raw": "alice@corp.example&#10;X-Evil: injected",
+        }))
+        .await;
+    let browser = f.browser();
+    let trip = browser
+        .post_saml_response(&f.acs(LEGACY), &response, None)
+        .await;
+    // The login itself is genuine; the subject is unusable as a header value, so the request
+    // is refused with an error page rather than sent.
+    assert_eq!(trip.status, 500, "{trip:?}\n{}", f.gw.logs());
+    assert_eq!(f.legacy.hits(), 0);
+    let logs = f.gw.logs();
+    assert!(!logs.contains("\nX-Evil"), "log injection: {logs}");
     assert_still_serving(&f).await;
 }

@@ -9,6 +9,27 @@ pub mod oidc;
 pub mod saml;
 
 use crate::policy::UserFacts;
+use std::borrow::Cow;
+
+/// `text` safe to put in a log line: control characters (a signed SAML NameID may hold a
+/// newline) are shown escaped, so no value can forge a log record.
+pub fn loggable(text: &str) -> Cow<'_, str> {
+    if text.chars().any(char::is_control) {
+        Cow::Owned(
+            text.chars()
+                .map(|c| {
+                    if c.is_control() {
+                        c.escape_default().to_string()
+                    } else {
+                        c.to_string()
+                    }
+                })
+                .collect(),
+        )
+    } else {
+        Cow::Borrowed(text)
+    }
+}
 
 /// A signed-in user, as the IdP vouched for them at login.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -42,9 +63,10 @@ impl Identity {
         }
     }
 
-    /// Who, for logs and audit: email when known, else the subject.
-    pub fn display(&self) -> &str {
-        self.email.as_deref().unwrap_or(&self.subject)
+    /// Who, for logs and audit: email when known, else the subject (control characters
+    /// escaped).
+    pub fn display(&self) -> Cow<'_, str> {
+        loggable(self.email.as_deref().unwrap_or(&self.subject))
     }
 
     /// Approximate heap bytes held (for the session memory budget).

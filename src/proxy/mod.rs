@@ -611,7 +611,7 @@ impl ProxyHttp for Proxy {
             path,
             status,
             rule = ctx.rule.as_deref().unwrap_or("-"),
-            user = ctx.user.as_ref().map_or("-", |u| u.identity.display()),
+            user = %ctx.user.as_ref().map_or(std::borrow::Cow::Borrowed("-"), |u| u.identity.display()),
             upstream = %upstream,
             duration_ms = u64::try_from(ctx.started.elapsed().as_millis()).unwrap_or(u64::MAX),
             "access"

@@ -234,8 +234,8 @@ impl SessionStore {
                     target: "audit",
                     event = "session_end",
                     reason,
-                    user = user.display(),
-                    subject = %user.subject,
+                    user = %user.display(),
+                    subject = %crate::idp::loggable(&user.subject),
                     app = %session.app,
                     idp = %user.idp,
                     "session ended"
