@@ -24,6 +24,8 @@ ensure_test_idp() {
   if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
     ensure_packages nodejs npm
   fi
+  # The SAML tests validate SP metadata against the OASIS schema (xmllint + Debian's copies).
+  ensure_packages libxml2-utils opensaml-schemas xmltooling-schemas
   local major
   major=$(node -p 'process.versions.node.split(".")[0]')
   if ((major < 20)); then

@@ -681,3 +681,182 @@ async fn a_signed_name_id_with_a_newline_never_becomes_a_header_or_a_log_line() 
     assert!(!logs.contains("\nX-Evil"), "log injection: {logs}");
     assert_still_serving(&f).await;
 }
+
+#[tokio::test]
+async fn sp_metadata_is_valid_saml_metadata_with_acs_slo_and_signing_cert() {
+    let f = fixture().await;
+    let r = f.browser().get(&f.sp_entity(WIKI)).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "application/samlmetadata+xml");
+    let xml = r.text().await.unwrap();
+    assert!(
+        xml.contains(&format!("entityID=\"{}\"", f.sp_entity(WIKI))),
+        "{xml}"
+    );
+    assert!(
+        xml.contains(&format!("Location=\"{}\"", f.acs(WIKI))),
+        "{xml}"
+    );
+    assert!(
+        xml.contains(&format!(
+            "Location=\"{}\"",
+            f.url(WIKI, "/.portcullis/saml/slo")
+        )),
+        "{xml}"
+    );
+    assert!(xml.contains("urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST"));
+    assert!(xml.contains("AuthnRequestsSigned=\"true\""), "{xml}");
+    assert!(xml.contains("WantAssertionsSigned=\"true\""), "{xml}");
+    let cert_pem = std::fs::read_to_string(support::dev_cert("saml-sp.crt")).unwrap();
+    let cert_body: String = cert_pem
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect();
+    assert!(
+        xml.contains(&cert_body),
+        "signing certificate missing: {xml}"
+    );
+    assert!(!xml.contains("PRIVATE"), "{xml}");
+
+    // Validated against the OASIS SAML 2.0 metadata schema (Debian's opensaml-schemas), with
+    // imports resolved locally through the XML catalogs (no network).
+    let file = f.idp.dir.path().join("sp-metadata.xml");
+    std::fs::write(&file, &xml).unwrap();
+    let catalog = f.idp.dir.path().join("catalog.xml");
+    let local = |url: &str, file: &str| {
+        format!("<system systemId=\"{url}\" uri=\"/usr/share/xml/xmltooling/{file}\"/><uri name=\"{url}\" uri=\"/usr/share/xml/xmltooling/{file}\"/>")
+    };
+    std::fs::write(
+        &catalog,
+        format!(
+            "<?xml version=\"1.0\"?><catalog xmlns=\"urn:oasis:names:tc:entity:xmlns:xml:catalog\">{}{}{}</catalog>",
+            local("http://www.w3.org/TR/2002/REC-xmldsig-core-20020212/xmldsig-core-schema.xsd", "xmldsig-core-schema.xsd"),
+            local("http://www.w3.org/TR/2002/REC-xmlenc-core-20021210/xenc-schema.xsd", "xenc-schema.xsd"),
+            local("http://www.w3.org/2001/xml.xsd", "xml.xsd"),
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new("xmllint")
+        .env("XML_CATALOG_FILES", &catalog)
+        .args([
+            "--nonet",
+            "--noout",
+            "--schema",
+            "/usr/share/xml/opensaml/saml-schema-metadata-2.0.xsd",
+        ])
+        .arg(&file)
+        .output()
+        .expect("xmllint (libxml2-utils) is installed by tests/run.sh");
+    assert!(
+        out.status.success(),
+        "SP metadata does not validate:\n{}\n{xml}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A host with no SAML app has no SP metadata.
+    let r =
+        f.gw.get("unknown.localhost", "/.portcullis/saml/metadata")
+            .await;
+    assert_eq!(r.status(), 404);
+}
+
+#[tokio::test]
+async fn sp_initiated_logout_reaches_the_idp_and_ends_the_session() {
+    let f = fixture().await;
+    let browser = f.signed_in("alice").await;
+    let trip = browser.follow(&f.url(WIKI, "/logout")).await;
+    assert_eq!(trip.status, 200, "{trip:?}\n{}", f.gw.logs());
+    assert!(
+        trip.visited(&f.idp.url("/slo?SAMLRequest=")),
+        "{:?}",
+        trip.hops
+    );
+    assert!(
+        trip.visited("/.portcullis/saml/slo?SAMLResponse="),
+        "{:?}",
+        trip.hops
+    );
+    assert!(trip.body.contains("Signed out"), "{}", trip.body);
+    // The IdP verified our signed LogoutRequest and saw who and which session.
+    let logouts = f.idp.logouts().await;
+    assert_eq!(
+        logouts["requests"][0]["name_id"], "alice@corp.example",
+        "{logouts}"
+    );
+    assert!(
+        logouts["requests"][0]["session_index"]
+            .as_str()
+            .is_some_and(|s| !s.is_empty()),
+        "{logouts}"
+    );
+    // The session is gone: the wiki asks for a login again.
+    let again = browser.get(&f.url(WIKI, "/")).await;
+    assert_eq!(again.status(), 302);
+    assert!(again.headers()["location"]
+        .to_str()
+        .unwrap()
+        .starts_with(&f.idp.url("/sso")));
+}
+
+#[tokio::test]
+async fn idp_initiated_logout_kills_exactly_the_named_users_sessions() {
+    let f = fixture().await;
+    let alice = f.signed_in("alice").await;
+    let bob = f.signed_in("bob").await;
+    let logout = f.idp.idp_logout_url(&f.sp_entity(WIKI), "alice").await;
+    assert!(logout.contains("Signature="), "{logout}");
+
+    // Tampered (signature no longer matches): refused, alice stays signed in.
+    let tampered = logout.replace("RelayState=", "RelayState=x");
+    let tampered = if tampered == logout {
+        format!("{logout}&RelayState=evil")
+    } else {
+        tampered
+    };
+    let r = alice.get(&tampered).await;
+    assert_eq!(r.status(), 400);
+    for (name, query) in [
+        ("no SigAlg", strip_param(&logout, "SigAlg")),
+        ("no Signature", strip_param(&logout, "Signature")),
+        (
+            "rsa-sha1",
+            logout.replace("xmldsig-more%23rsa-sha256", "xmldsig%23rsa-sha1"),
+        ),
+    ] {
+        let r = alice.get(&query).await;
+        assert_eq!(r.status(), 400, "{name} must be refused");
+    }
+    let page = alice.follow(&f.url(WIKI, "/")).await;
+    assert_eq!(
+        page.status, 200,
+        "alice lost her session to a forged logout"
+    );
+
+    // The genuine one: alice's session ends, the IdP gets its LogoutResponse, bob stays.
+    let trip = alice.follow(&logout).await;
+    assert!(trip.visited(&f.idp.url("/slo?SAMLResponse=")), "{trip:?}");
+    assert_eq!(
+        trip.status, 200,
+        "the IdP refused our LogoutResponse: {trip:?}"
+    );
+    let logouts = f.idp.logouts().await;
+    assert_eq!(
+        logouts["responses"][0]["status"], "urn:oasis:names:tc:SAML:2.0:status:Success",
+        "{logouts}"
+    );
+    let r = alice.get(&f.url(WIKI, "/")).await;
+    assert_eq!(r.status(), 302, "alice is still signed in");
+    let r = bob.follow(&f.url(WIKI, "/")).await;
+    assert_eq!(r.status, 200, "bob was signed out too");
+    assert!(f.gw.logs().contains("IdP-initiated logout"));
+    assert!(!f.gw.logs().contains("panicked"));
+}
+
+fn strip_param(url: &str, name: &str) -> String {
+    let (base, query) = url.split_once('?').unwrap();
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|p| !p.starts_with(&format!("{name}=")))
+        .collect();
+    format!("{base}?{}", kept.join("&"))
+}

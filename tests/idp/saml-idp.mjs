@@ -127,6 +127,7 @@ const iso = (ms) => new Date(ms).toISOString();
 const idOf = () => `_${randomUUID().replace(/-/g, '')}`;
 const sessions = new Map(); // user id -> session index of their latest login
 const logouts = []; // LogoutRequests received from SPs (for tests)
+const logoutResponses = []; // LogoutResponses received from SPs (for tests)
 
 // The Response document, before signing. `o` carries test overrides.
 function responseXml(sp, user, inResponseTo, o = {}) {
@@ -243,6 +244,19 @@ async function handler(req, res) {
         RelayState: pending.relayState,
       }));
     }
+    if (url.pathname === '/slo' && req.method === 'GET' && url.searchParams.has('SAMLResponse')) {
+      // The SP's answer to our IdP-initiated logout: schema-checked and parsed by samlify.
+      const deflated = Buffer.from(url.searchParams.get('SAMLResponse') ?? '', 'base64');
+      const xml = (await import('node:zlib')).inflateRawSync(deflated).toString();
+      const spId = /<(?:\w+:)?Issuer[^>]*>([^<]+)</.exec(xml)?.[1] ?? '';
+      const sp = await spFor(spId.trim());
+      const info = await idp.parseLogoutResponse(sp, 'redirect', {
+        query: Object.fromEntries(url.searchParams),
+        octetString: octetString(rawQuery, 'SAMLResponse'),
+      });
+      logoutResponses.push({ sp: spId.trim(), in_response_to: info.extract.response?.inResponseTo ?? null, status: /StatusCode Value="([^"]+)"/.exec(xml)?.[1] });
+      return send(200, page('Signed out', '<p>You are signed out everywhere.</p>'));
+    }
     if (url.pathname === '/slo' && req.method === 'GET') {
       // SP-initiated logout: verify the LogoutRequest, answer with a LogoutResponse.
       const deflated = Buffer.from(url.searchParams.get('SAMLRequest') ?? '', 'base64');
@@ -258,7 +272,7 @@ async function handler(req, res) {
       return send(302, '', 'text/plain', { location: context });
     }
     if (config.test_hooks && url.pathname === '/test/logouts') {
-      return send(200, JSON.stringify(logouts), 'application/json');
+      return send(200, JSON.stringify({ requests: logouts, responses: logoutResponses }), 'application/json');
     }
     if (config.test_hooks && url.pathname === '/test/idp-logout' && req.method === 'GET') {
       // The IdP ends a user's session everywhere: a signed LogoutRequest to the SP.

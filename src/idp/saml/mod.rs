@@ -33,7 +33,7 @@ use samael::metadata::{
     HTTP_REDIRECT_BINDING,
 };
 use samael::schema::{
-    AuthnRequest, Issuer, LogoutRequest, LogoutResponse, NameID, NameIdPolicy, Status, StatusCode,
+    AuthnRequest, Issuer, LogoutRequest, LogoutResponse, NameIdPolicy, Status, StatusCode,
 };
 use samael::service_provider::ServiceProvider;
 use samael::traits::ToXml;
@@ -520,20 +520,9 @@ impl SamlProvider {
     pub fn logout_url(&self, sp: &SpEndpoints, subject: &SamlSubject) -> Option<String> {
         let md = self.metadata.load_full()?;
         let slo = md.slo_url.clone()?;
-        let request = LogoutRequest {
-            id: random_id(),
-            version: Some("2.0".to_string()),
-            issue_instant: Some(Utc::now()),
-            destination: Some(slo.clone()),
-            issuer: Some(issuer(&sp.entity_id)),
-            signature: None,
-            session_index: subject.session_index.clone(),
-            name_id: Some(NameID {
-                format: subject.format.clone(),
-                value: subject.name_id.clone(),
-            }),
-        };
-        let xml = request.to_string().ok()?;
+        // Written here: samael 0.0.22 puts SessionIndex before NameID, which the schema (and
+        // strict IdPs) refuse.
+        let xml = logout_request_xml(&random_id()?, &slo, &sp.entity_id, subject);
         match redirect::encode(&slo, "SAMLRequest", &xml, None, self.signing_key()) {
             Ok(url) => Some(url),
             Err(e) => {
@@ -626,6 +615,30 @@ impl SamlProvider {
         )
         .ok()
     }
+}
+
+/// A `LogoutRequest` in schema order: Issuer, NameID, SessionIndex.
+fn logout_request_xml(id: &str, destination: &str, issuer: &str, subject: &SamlSubject) -> String {
+    use quick_xml::escape::escape;
+    let format = subject
+        .format
+        .as_deref()
+        .map(|f| format!(" Format=\"{}\"", escape(f)))
+        .unwrap_or_default();
+    let session_index = subject
+        .session_index
+        .as_deref()
+        .map(|s| format!("<samlp:SessionIndex>{}</samlp:SessionIndex>", escape(s)))
+        .unwrap_or_default();
+    format!(
+        "<samlp:LogoutRequest xmlns:samlp=\"{PROTOCOL_NS}\" xmlns:saml=\"urn:oasis:names:tc:SAML:2.0:assertion\" \
+         ID=\"{id}\" Version=\"2.0\" IssueInstant=\"{}\" Destination=\"{}\">\
+         <saml:Issuer>{}</saml:Issuer><saml:NameID{format}>{}</saml:NameID>{session_index}</samlp:LogoutRequest>",
+        Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        escape(destination),
+        escape(issuer),
+        escape(&subject.name_id),
+    )
 }
 
 fn issuer(entity_id: &str) -> Issuer {
