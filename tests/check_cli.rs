@@ -319,3 +319,92 @@ fn login_settings_in_policies_are_checked_against_the_gateway_idps() {
         run.stderr
     );
 }
+
+/// IdP metadata naming `cert_pems` (PEM) as signing keys.
+fn saml_metadata(cert_pems: &[&str]) -> String {
+    let keys: String = cert_pems
+        .iter()
+        .map(|pem| {
+            let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+            format!("<md:KeyDescriptor use=\"signing\"><ds:KeyInfo xmlns:ds=\"http://www.w3.org/2000/09/xmldsig#\"><ds:X509Data><ds:X509Certificate>{body}</ds:X509Certificate></ds:X509Data></ds:KeyInfo></md:KeyDescriptor>")
+        })
+        .collect();
+    format!("<md:EntityDescriptor xmlns:md=\"urn:oasis:names:tc:SAML:2.0:metadata\" entityID=\"https://idp.example/saml\"><md:IDPSSODescriptor protocolSupportEnumeration=\"urn:oasis:names:tc:SAML:2.0:protocol\">{keys}<md:SingleSignOnService Binding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect\" Location=\"https://idp.example/sso\"/></md:IDPSSODescriptor></md:EntityDescriptor>")
+}
+
+fn weak_cert_pem() -> String {
+    use openssl::{asn1::Asn1Time, hash::MessageDigest, pkey::PKey, rsa::Rsa, x509::X509};
+    let key = PKey::from_rsa(Rsa::generate(1024).unwrap()).unwrap();
+    let mut b = X509::builder().unwrap();
+    b.set_pubkey(&key).unwrap();
+    b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
+        .unwrap();
+    b.set_not_after(&Asn1Time::days_from_now(1).unwrap())
+        .unwrap();
+    b.sign(&key, MessageDigest::sha256()).unwrap();
+    String::from_utf8(b.build().to_pem().unwrap()).unwrap()
+}
+
+#[test]
+fn saml_idps_are_checked_down_to_their_metadata_signing_keys() {
+    let (_, strong) = support::saml_idp::key_and_cert("idp");
+    let weak = weak_cert_pem();
+    let saml_gateway = |file: &str, extra: &str| {
+        format!("[listen]\nhttp = \"127.0.0.1:18080\"\n\n[idp.corp-saml]\nkind = \"saml\"\nmetadata_file = \"{file}\"\n{extra}")
+    };
+    let app = |extra: &str| {
+        format!("schema = 1\napp = \"wiki\"\nowner = \"o@corp.example\"\nsummary = \"s\"\nhosts = [\"wiki.example\"]\nupstreams = [{{ url = \"http://127.0.0.1:9\" }}]\nidp = \"corp-saml\"\n{extra}\n[[allow]]\nid = \"staff\"\nwhy = \"s\"\ngroups = [\"staff\"]\n")
+    };
+
+    // Good metadata: the app logs in via the SAML IdP.
+    let dir = config_dir(
+        &saml_gateway("idp.xml", ""),
+        &[("wiki.toml", &app("allow_idp_initiated = true\n"))],
+    );
+    std::fs::write(dir.path().join("idp.xml"), saml_metadata(&[&strong])).unwrap();
+    let run = check(&dir.path().join("portcullis.toml"));
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("login via corp-saml"), "{}", run.stdout);
+
+    // Each unusable metadata file fails check, naming the config line and the metadata file.
+    for (metadata, want) in [
+        (saml_metadata(&[]), "no usable signing certificate"),
+        (saml_metadata(&[&weak]), "1024 bits"),
+        (format!("<!DOCTYPE x [<!ENTITY e SYSTEM \"file:///etc/passwd\">]>{}", saml_metadata(&[&strong])), "DOCTYPE"),
+        ("<md:EntityDescriptor xmlns:md=\"urn:oasis:names:tc:SAML:2.0:metadata\" entityID=\"x\"/>".to_string(), "no IDPSSODescriptor"),
+    ] {
+        let dir = config_dir(&saml_gateway("idp.xml", ""), &[("wiki.toml", &app(""))]);
+        std::fs::write(dir.path().join("idp.xml"), metadata).unwrap();
+        let run = check(&dir.path().join("portcullis.toml"));
+        assert_eq!(run.code, 1, "{want}: {}{}", run.stdout, run.stderr);
+        let f = dir.path().join("portcullis.toml").display().to_string();
+        let md = dir.path().join("idp.xml").display().to_string();
+        assert!(
+            run.stderr.contains(&format!("{f}:6:17: idp `corp-saml`: metadata file `{md}`")) && run.stderr.contains(want),
+            "want `{want}`:\n{}",
+            run.stderr
+        );
+    }
+
+    // Settings that belong to the other protocol, an insecure Okta URL, and IdP-initiated
+    // login on an OIDC app are named too.
+    let gateway = "[listen]\nhttp = \"127.0.0.1:18080\"\n\n[idp.okta-saml]\nkind = \"saml\"\nokta_metadata_url = \"http://dev-1.okta.com/app/x/sso/saml/metadata\"\nclient_id = \"x\"\n\n[idp.corp]\nkind = \"oidc\"\nissuer = \"https://idp.corp.example\"\nclient_id = \"p\"\nclient_secret = \"TEST-ONLY\"\nmetadata_url = \"https://x\"\n";
+    let dir = config_dir(gateway, &[("good.toml", GOOD)]);
+    let run = check(&dir.path().join("portcullis.toml"));
+    assert_eq!(run.code, 1);
+    let f = dir.path().join("portcullis.toml").display().to_string();
+    for want in [
+        format!("{f}:6:21: idp `okta-saml`: okta_metadata_url must be the https metadata URL"),
+        format!("{f}:7:13: idp `okta-saml`: `client_id` is an OpenID Connect setting; this IdP is `kind = \"saml\"`"),
+        format!("{f}:14:16: idp `corp`: `metadata_url` is a SAML setting; this IdP is `kind = \"oidc\"`"),
+    ] {
+        assert!(run.stderr.contains(&want), "missing {want}\n{}", run.stderr);
+    }
+    let oidc_app = app("allow_idp_initiated = true\n").replace("corp-saml", "corp");
+    let dir = config_dir(GATEWAY_WITH_IDP, &[("wiki.toml", &oidc_app)]);
+    let run = check(&dir.path().join("portcullis.toml"));
+    assert_eq!(run.code, 1);
+    let f = dir.path().join("policies/wiki.toml").display().to_string();
+    let want = format!("{f}:8:23: allow_idp_initiated applies to SAML only");
+    assert!(run.stderr.contains(&want), "missing {want}\n{}", run.stderr);
+}
