@@ -56,12 +56,13 @@ impl AdminApp {
         let mut idps: Vec<_> = gateway.auth.providers().collect();
         idps.sort_by(|a, b| a.name().cmp(b.name()));
         for idp in idps {
-            let state = if idp.is_ready() {
-                "discovered"
-            } else {
-                "discovery pending (sign-in unavailable)"
+            let state = match (idp.kind(), idp.is_ready()) {
+                ("saml", true) => "metadata loaded",
+                ("saml", false) => "metadata pending (sign-in unavailable)",
+                (_, true) => "discovered",
+                (_, false) => "discovery pending (sign-in unavailable)",
             };
-            lines.push(format!("idp {}: {state}", idp.name()));
+            lines.push(format!("idp {} ({}): {state}", idp.name(), idp.kind()));
         }
         lines.push(format!("sessions: {}", gateway.auth.sessions.len()));
         let head = if ready { "ready" } else { "not ready" };

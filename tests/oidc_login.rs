@@ -781,7 +781,10 @@ async fn unreachable_idp_serves_public_paths_and_says_sign_in_is_unavailable() {
         "public rules serve: the gateway is ready"
     );
     let body = readyz.text().await.unwrap();
-    assert!(body.contains("idp corp: discovery pending"), "{body}");
+    assert!(
+        body.contains("idp corp (oidc): discovery pending"),
+        "{body}"
+    );
 
     // The IdP comes up: discovery retries and sign-in starts working.
     let _idp = TestIdp::start_on(idp_addr, &[client]).await;
@@ -790,7 +793,11 @@ async fn unreachable_idp_serves_public_paths_and_says_sign_in_is_unavailable() {
             let body = reqwest::get(format!("http://{}/readyz", gw.admin))
                 .await
                 .unwrap();
-            assert!(body.text().await.unwrap().contains("idp corp: discovered"));
+            assert!(body
+                .text()
+                .await
+                .unwrap()
+                .contains("idp corp (oidc): discovered"));
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -544,7 +544,7 @@ async fn xml_attacks_are_refused_before_any_reference_is_fetched() {
         ),
         (
             "XSW2: signed response detached beside the evil one",
-            format!("{}{}", xml.replace(&assertion, &evil).replace(root_close, ""), format!("{}{root_close}", xml.replace("<?xml version=\"1.0\"?>", ""))),
+            format!("{}{}{root_close}", xml.replace(&assertion, &evil).replace(root_close, ""), xml.replace("<?xml version=\"1.0\"?>", "")),
             "",
         ),
         ("XSW3: evil assertion before the signed one", xml.replace(&assertion, &format!("{evil}{assertion}")), ""),
@@ -859,4 +859,116 @@ fn strip_param(url: &str, name: &str) -> String {
         .filter(|p| !p.starts_with(&format!("{name}=")))
         .collect();
     format!("{base}?{}", kept.join("&"))
+}
+
+#[tokio::test]
+async fn response_only_signatures_pass_only_when_assertion_signing_is_not_required() {
+    let f = fixture_with(json!({}), "want_assertions_signed = false").await;
+    let legacy = f.sp_entity(LEGACY);
+    let (_, response_signed) = f
+        .idp
+        .forge(json!({ "sp": legacy, "user": "bob", "sign_assertion": false }))
+        .await;
+    let trip = f
+        .browser()
+        .post_saml_response(&f.acs(LEGACY), &response_signed, None)
+        .await;
+    assert_eq!(trip.status, 200, "{trip:?}\n{}", f.gw.logs());
+    assert_eq!(
+        header_values(&trip.json(), "x-remote-user"),
+        ["bob@corp.example"]
+    );
+    // Nothing signed at all is still refused, by signature verification itself.
+    let (_, unsigned) = f
+        .idp
+        .forge(json!({ "sp": legacy, "user": "bob", "unsigned": true }))
+        .await;
+    let trip = f
+        .browser()
+        .post_saml_response(&f.acs(LEGACY), &unsigned, None)
+        .await;
+    assert_refused(&f, &trip, "must be signed");
+}
+
+/// Thirty copies of one valid response at once: exactly one signs in (the replay check is
+/// atomic), and a signed-in user's proxied requests are served meanwhile.
+#[tokio::test]
+async fn concurrent_copies_of_one_response_sign_in_exactly_once() {
+    let f = fixture().await;
+    let bob = f.signed_in("bob").await;
+    let (_, response) = f
+        .idp
+        .forge(json!({ "sp": f.sp_entity(LEGACY), "user": "alice" }))
+        .await;
+    let posts = (0..30).map(|_| {
+        let browser = f.browser();
+        let acs = f.acs(LEGACY);
+        let response = response.clone();
+        async move {
+            browser
+                .post_saml_response(&acs, &response, None)
+                .await
+                .status
+        }
+    });
+    let reads = (0..30).map(|_| async { bob.follow(&f.url(WIKI, "/")).await.status });
+    let (posted, read) = tokio::join!(
+        futures_util::future::join_all(posts),
+        futures_util::future::join_all(reads)
+    );
+    assert_eq!(
+        posted.iter().filter(|s| **s == 200).count(),
+        1,
+        "{posted:?}"
+    );
+    assert_eq!(
+        posted.iter().filter(|s| **s == 400).count(),
+        29,
+        "{posted:?}"
+    );
+    assert!(read.iter().all(|s| *s == 200), "{read:?}");
+}
+
+#[tokio::test]
+async fn metadata_from_a_file_works_like_metadata_from_a_url() {
+    let http = free_addr();
+    let sp = format!("http://{WIKI}:{}/.portcullis/saml/metadata", http.port());
+    let idp = TestSamlIdp::start(std::slice::from_ref(&sp)).await;
+    let file = idp.metadata_file().await;
+    let wiki = echo_backend("wiki").await;
+    let toml = idp
+        .gateway_toml("corp-saml", "attributes = [\"firstName\"]")
+        .replace(
+            &format!(
+                "metadata_url = \"{}\"\nallow_insecure_metadata_url = true\n",
+                idp.metadata_url()
+            ),
+            &format!("metadata_file = \"{}\"\n", file.display()),
+        );
+    assert!(toml.contains("metadata_file"), "{toml}");
+    let gw = GatewaySpec::new()
+        .http_addr(http)
+        .gateway_toml(&toml)
+        .policy("wiki.toml", policy("wiki", WIKI, &wiki.url(), ""))
+        .start()
+        .await;
+    let browser = Browser::new(gw.http, &[WIKI]);
+    let trip = browser
+        .saml_login(&format!("http://{WIKI}:{}/", http.port()), "bob", "bob-pw")
+        .await;
+    assert_eq!(trip.status, 200, "{trip:?}\n{}", gw.logs());
+    assert_eq!(
+        header_values(&trip.json(), "x-remote-user"),
+        ["bob@corp.example"]
+    );
+    let ready = reqwest::get(format!("http://{}/readyz", gw.admin))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        ready.contains("idp corp-saml (saml): metadata loaded"),
+        "{ready}"
+    );
 }

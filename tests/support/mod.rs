@@ -3,7 +3,13 @@
 //!
 //! Everything started here stops when its handle drops: backends are tasks of the test's own
 //! runtime, and the gateway process is killed and reaped.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 pub mod browser;
 pub mod idp;

@@ -74,6 +74,12 @@ impl IdpMetadata {
             return Err(MetadataError::TooLarge);
         }
         guard::reject_unsafe_constructs(xml).map_err(|e| MetadataError::Unsafe(e.to_string()))?;
+        if !root_is_entity_descriptor(xml) {
+            // Aggregates (EntitiesDescriptor) and HTML error pages alike.
+            return Err(MetadataError::Parse(
+                "the root element must be md:EntityDescriptor".into(),
+            ));
+        }
         let mut descriptor = xml
             .parse::<EntityDescriptor>()
             .map_err(|e| MetadataError::Parse(e.to_string()))?;
@@ -163,6 +169,22 @@ impl IdpMetadata {
             wants_signed_requests,
             ignored_keys,
         })
+    }
+}
+
+fn root_is_entity_descriptor(xml: &str) -> bool {
+    use quick_xml::events::Event;
+    use quick_xml::name::ResolveResult;
+    let mut reader = quick_xml::NsReader::from_str(xml);
+    loop {
+        match reader.read_resolved_event() {
+            Ok((ns, Event::Start(e) | Event::Empty(e))) => {
+                return matches!(ns, ResolveResult::Bound(n) if n.as_ref() == b"urn:oasis:names:tc:SAML:2.0:metadata")
+                    && e.local_name().as_ref() == b"EntityDescriptor";
+            }
+            Ok((_, Event::Eof)) | Err(_) => return false,
+            Ok(_) => {}
+        }
     }
 }
 

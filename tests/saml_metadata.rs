@@ -1,0 +1,117 @@
+//! SAML IdP metadata from a URL: loaded, refreshed, and the last good copy kept when a
+//! refresh fails or brings metadata this gateway would refuse.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use portcullis::config::{MetadataSource, SamlIdpConfig};
+use portcullis::idp::http::IdpHttpClient;
+use portcullis::idp::saml::SamlProvider;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// A metadata server whose answer (status, body) the test changes.
+async fn metadata_server(answer: Arc<Mutex<(u16, String)>>) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            let answer = answer.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let _ = stream.read(&mut buf).await;
+                let (status, body) = answer.lock().unwrap().clone();
+                let reply = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-type: application/xml\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(reply.as_bytes()).await;
+            });
+        }
+    });
+    format!("http://{addr}/metadata")
+}
+
+fn metadata(entity_id: &str, cert_pem: Option<&str>) -> String {
+    let key = cert_pem.map_or(String::new(), |pem| {
+        let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+        format!("<md:KeyDescriptor use=\"signing\"><ds:KeyInfo xmlns:ds=\"http://www.w3.org/2000/09/xmldsig#\"><ds:X509Data><ds:X509Certificate>{body}</ds:X509Certificate></ds:X509Data></ds:KeyInfo></md:KeyDescriptor>")
+    });
+    format!("<md:EntityDescriptor xmlns:md=\"urn:oasis:names:tc:SAML:2.0:metadata\" entityID=\"{entity_id}\"><md:IDPSSODescriptor protocolSupportEnumeration=\"urn:oasis:names:tc:SAML:2.0:protocol\">{key}<md:SingleSignOnService Binding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect\" Location=\"https://idp.example/sso\"/></md:IDPSSODescriptor></md:EntityDescriptor>")
+}
+
+fn provider(url: &str) -> SamlProvider {
+    let config = SamlIdpConfig {
+        metadata: MetadataSource::Url(url.to_string()),
+        metadata_refresh: Duration::from_secs(3600),
+        sp_entity_id: None,
+        sp_key: None,
+        sp_cert_pem: None,
+        sign_requests: false,
+        want_assertions_signed: true,
+        clock_skew: Duration::from_secs(60),
+        max_response_bytes: 256 * 1024,
+        name_id_format: None,
+        email_attributes: vec!["email".into()],
+        name_attributes: vec!["displayName".into()],
+        groups_attribute: "groups".into(),
+        extra_attributes: Vec::new(),
+        ca_pem: None,
+        post_logout_redirect_uri: None,
+    };
+    let http = IdpHttpClient::new(Duration::from_secs(2), Duration::from_secs(5), None).unwrap();
+    SamlProvider::new("corp-saml", config, http).unwrap()
+}
+
+#[tokio::test]
+async fn refresh_keeps_the_last_good_metadata_and_picks_up_a_good_change() {
+    let (_, cert) = support::saml_idp::key_and_cert("idp");
+    let answer = Arc::new(Mutex::new((503, String::new())));
+    let url = metadata_server(answer.clone()).await;
+    let p = provider(&url);
+
+    // Unreachable at first: not ready, the reason on record.
+    assert!(p.refresh().await.is_err());
+    assert!(!p.is_ready());
+    assert!(p.status().last_error.unwrap().contains("503"));
+
+    *answer.lock().unwrap() = (200, metadata("https://idp.example/a", Some(&cert)));
+    p.refresh().await.unwrap();
+    assert!(p.is_ready());
+    assert_eq!(p.idp_entity_id().as_deref(), Some("https://idp.example/a"));
+
+    // Metadata without a signing key, an error status, garbage: each refresh fails and the
+    // last good copy stays in force.
+    for (status, body, why) in [
+        (
+            200,
+            metadata("https://idp.example/evil", None),
+            "no usable signing certificate",
+        ),
+        (500, String::new(), "HTTP 500"),
+        (
+            200,
+            "<html>maintenance</html>".to_string(),
+            "not a SAML EntityDescriptor",
+        ),
+    ] {
+        *answer.lock().unwrap() = (status, body);
+        let err = p.refresh().await.unwrap_err();
+        assert!(err.contains(why), "{err}");
+        assert!(p.is_ready());
+        assert_eq!(p.idp_entity_id().as_deref(), Some("https://idp.example/a"));
+    }
+
+    // A good change (key rotation, new entity) is taken.
+    let (_, rotated) = support::saml_idp::key_and_cert("idp-rotated");
+    *answer.lock().unwrap() = (200, metadata("https://idp.example/b", Some(&rotated)));
+    p.refresh().await.unwrap();
+    assert_eq!(p.idp_entity_id().as_deref(), Some("https://idp.example/b"));
+    assert!(p.status().last_error.is_none());
+}
