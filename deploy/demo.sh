@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Portcullis demo on a fresh Debian machine (as root): installs what it needs, builds a release
-# binary, starts a real OpenID Provider (oidc-provider, users alice/bob/carol), two sample legacy
-# apps (the timesheet as two instances) and the gateway in front of them, signs alice in end to
-# end as a smoke test, and prints URLs to try.
+# binary, starts a real OpenID Provider (oidc-provider) and a real SAML IdP (samlify), both with
+# users alice/bob/carol, three sample legacy apps (the timesheet as two instances; the HR portal
+# behind SAML) and the gateway in front of them, signs alice in end to end through each protocol
+# as a smoke test, and prints URLs to try.
 #
 # Usage: ./deploy/demo.sh          start, then stay in the foreground until Ctrl-C
 #        ./deploy/demo.sh --detach start and return (stop later with ./deploy/demo.sh stop)
@@ -54,6 +55,8 @@ start() { # name, log, command...
   echo $! >"$run_dir/$name.pid"
 }
 start idp idp.log node tests/idp/oidc-idp.mjs deploy/demo-idp.json
+start saml-idp saml-idp.log node tests/idp/saml-idp.mjs deploy/demo-saml-idp.json
+start hr hr.log python3 deploy/sample-apps/legacy_app.py hr 8084
 start wiki wiki.log python3 deploy/sample-apps/legacy_app.py wiki 8081
 start timesheet-a timesheet-a.log python3 deploy/sample-apps/legacy_app.py timesheet-a 8082
 start timesheet-b timesheet-b.log python3 deploy/sample-apps/legacy_app.py timesheet-b 8083
@@ -73,14 +76,16 @@ wait_for() { # url
   echo "not answering: $1 (logs in $run_dir)" >&2
   return 1
 }
-for port in 8081 8082 8083; do wait_for "http://127.0.0.1:$port/"; done
+for port in 8081 8082 8083 8084; do wait_for "http://127.0.0.1:$port/"; done
 wait_for http://127.0.0.1:9400/.well-known/openid-configuration
+wait_for http://127.0.0.1:9500/metadata
 wait_for http://127.0.0.1:9090/readyz
 curl -fsS http://127.0.0.1:9090/readyz
 
 # Smoke test: each app through the gateway, by Host (curl resolves *.localhost to loopback;
 # --resolve makes that explicit for older curl).
 resolve=(--resolve wiki.localhost:8080:127.0.0.1 --resolve timesheet.localhost:8080:127.0.0.1
+         --resolve hr.localhost:8080:127.0.0.1
          --resolve wiki.localhost:8443:127.0.0.1 --resolve timesheet.localhost:8443:127.0.0.1)
 expect() { # status, url, extra curl args...
   local want=$1 url=$2 code
@@ -97,6 +102,7 @@ expect 200 http://timesheet.localhost:8080/
 expect 302 http://wiki.localhost:8080/ -H 'Accept: text/html'
 expect 302 https://wiki.localhost:8443/ -H 'Accept: text/html'
 expect 401 http://wiki.localhost:8080/api -H 'Accept: application/json'
+expect 302 http://hr.localhost:8080/ -H 'Accept: text/html'
 
 # End to end: alice opens the wiki, signs in at the IdP, and the wiki sees her.
 jar=$(mktemp)
@@ -112,13 +118,35 @@ else
   exit 1
 fi
 
+# End to end over SAML: alice opens the HR portal, signs in at the SAML IdP, and the browser
+# posts the signed response to the gateway (what the IdP's auto-submitting page does).
+jar=$(mktemp)
+browse=(curl -s -c "$jar" -b "$jar" -H 'Accept: text/html' "${resolve[@]}")
+form=$("${browse[@]}" -L http://hr.localhost:8080/payslips)
+action=$(grep -o 'action="[^"]*"' <<<"$form" | head -1 | cut -d'"' -f2)
+posted=$("${browse[@]}" --data 'login=alice&password=alice-demo' "http://127.0.0.1:9500$action")
+hidden() { grep -o "name=\"$1\" value=\"[^\"]*\"" <<<"$posted" | head -1 | sed 's/.*value="//; s/"$//'; }
+acs=$(grep -o 'action="[^"]*"' <<<"$posted" | head -1 | cut -d'"' -f2)
+page=$("${browse[@]}" -L --data-urlencode "SAMLResponse=$(hidden SAMLResponse)" \
+  --data-urlencode "RelayState=$(hidden RelayState)" "$acs")
+rm -f "$jar"
+if grep -q 'alice@corp.example' <<<"$page"; then
+  echo "    SAML sign-in as alice -> the HR portal received X-Remote-User: alice@corp.example"
+else
+  echo "demo smoke test failed: SAML sign-in did not reach the HR portal; see $run_dir/gateway.log" >&2
+  exit 1
+fi
+
 cat <<TXT
 
 Portcullis demo is running.
   Gateway (HTTP)   http://wiki.localhost:8080/        http://timesheet.localhost:8080/
+                   http://hr.localhost:8080/          (HR portal: SAML sign-in)
   Gateway (HTTPS)  https://wiki.localhost:8443/       (test-only CA: certs/dev/ca.crt)
   Identity provider http://127.0.0.1:9400/            users (password): alice (alice-demo),
                                                       bob (bob-demo), carol (carol-demo)
+  SAML IdP         http://127.0.0.1:9500/metadata     same users; IdP-initiated login:
+                   http://127.0.0.1:9500/idp-init?sp=http://hr.localhost:8080/.portcullis/saml/metadata
   Admin            http://127.0.0.1:9090/healthz      http://127.0.0.1:9090/readyz
   Logs             $run_dir/gateway.log               (audit records: grep 'audit')
 
@@ -126,6 +154,8 @@ Try, in a browser:
   http://wiki.localhost:8080/           sign in as alice: the wiki shows X-Remote-User, X-Groups
   http://timesheet.localhost:8080/week  no second password (single sign-on); bob gets 403 here
   http://wiki.localhost:8080/logout     signs out of the gateway and the IdP
+  http://hr.localhost:8080/             SAML: sign in at the SAML IdP; /logout ends both sessions
+  http://hr.localhost:8080/.portcullis/saml/metadata   the SP metadata an admin gives the IdP
   carol (a contractor) is refused by the wiki's no-contractors rule.
 Or with curl:
   curl -i -H 'Accept: text/html' http://wiki.localhost:8080/    # 302 to the IdP

@@ -3,9 +3,9 @@
 
 use super::{Action, RequestCtx, RequestError};
 use crate::audit;
-use crate::auth::{Origin, UnsolicitedTarget, LOGGED_OUT_PATH};
+use crate::auth::{CallbackError, Origin, UnsolicitedTarget, LOGGED_OUT_PATH};
 use crate::gateway::{AppRuntime, Gateway, Route};
-use crate::idp::saml::SamlProvider;
+use crate::idp::saml::{SamlError, SamlProvider};
 use crate::routing::normalise_host;
 use crate::session::cookies::{clear_session_cookie, request_cookies};
 use pingora::proxy::Session;
@@ -155,6 +155,9 @@ pub async fn acs(
                 .map_or(app.config.id.as_str(), |p| p.app.as_str());
             audit::login_failed(&ctx.audit(app_id), provider.name(), &error);
             ctx.app = Some(app.clone());
+            if let CallbackError::Saml(SamlError::Busy | SamlError::NotReady) = error {
+                return Err(RequestError::SignInUnavailable(provider.name().to_string()));
+            }
             Err(RequestError::SignInFailed(error.to_string()))
         }
     }
