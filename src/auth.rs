@@ -532,20 +532,15 @@ impl Auth {
         })
     }
 
-    /// An IdP-initiated SAML logout: verifies it, ends the subject's sessions with this IdP
-    /// (only the named IdP session when a SessionIndex is given), and returns them with the
-    /// LogoutResponse redirect.
-    pub async fn saml_idp_logout(
+    /// An IdP-initiated SAML logout (already verified): ends the subject's sessions with this
+    /// IdP — only the named IdP session when a SessionIndex is given — and returns them.
+    pub async fn end_saml_sessions(
         &self,
         provider: &SamlProvider,
-        raw_query: &str,
-        origin: &Origin,
-    ) -> Result<(Vec<Arc<Session>>, Option<String>), SamlError> {
-        let sp = provider.endpoints(&origin.base());
-        let logout: IdpLogout = provider.verify_logout_request(raw_query, &sp)?;
+        logout: &IdpLogout,
+    ) -> Vec<Arc<Session>> {
         let idp = provider.name();
-        let ended = self
-            .sessions
+        self.sessions
             .remove_matching(|s| {
                 s.identity.idp == idp
                     && match &s.logout {
@@ -557,8 +552,7 @@ impl Auth {
                         _ => false,
                     }
             })
-            .await;
-        Ok((ended, provider.logout_response_url(&sp, &logout)))
+            .await
     }
 
     /// Ends the browser's session. Returns the session that ended (if any), where to send

@@ -384,6 +384,27 @@ fn saml_idps_are_checked_down_to_their_metadata_signing_keys() {
             "want `{want}`:\n{}",
             run.stderr
         );
+        // `run` refuses to start on the same configuration.
+        let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .args(["run", "-c"])
+            .arg(dir.path().join("portcullis.toml"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("portcullis run started with unusable SAML metadata ({want})");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        assert!(!status.success(), "{want}");
     }
 
     // Settings that belong to the other protocol, an insecure Okta URL, and IdP-initiated

@@ -852,6 +852,45 @@ async fn idp_initiated_logout_kills_exactly_the_named_users_sessions() {
     assert!(!f.gw.logs().contains("panicked"));
 }
 
+#[tokio::test]
+async fn idp_initiated_logout_by_post_is_verified_like_the_redirect_one() {
+    let f = fixture().await;
+    let alice = f.signed_in("alice").await;
+    let (slo, request) = f.idp.idp_logout_post(&f.sp_entity(WIKI), "alice").await;
+    assert_eq!(slo, f.url(WIKI, "/.portcullis/saml/slo"));
+    let xml = String::from_utf8(
+        base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &request).unwrap(),
+    )
+    .unwrap();
+    assert!(
+        xml.contains("<ds:Signature") || xml.contains(":Signature"),
+        "{xml}"
+    );
+
+    // Someone else's name in a signed request: the signature no longer holds.
+    let forged = b64(&xml.replace("alice@corp.example", "bob@corp.example"));
+    let trip = alice
+        .submit(&slo, &[("SAMLRequest", forged.as_str())])
+        .await;
+    assert_eq!(trip.status, 400, "{trip:?}");
+    let unsigned = {
+        let start = xml.find("<ds:Signature").unwrap();
+        let end = xml.find("</ds:Signature>").unwrap() + "</ds:Signature>".len();
+        b64(&format!("{}{}", &xml[..start], &xml[end..]))
+    };
+    let trip = alice
+        .submit(&slo, &[("SAMLRequest", unsigned.as_str())])
+        .await;
+    assert_eq!(trip.status, 400, "{trip:?}");
+    assert_eq!(alice.follow(&f.url(WIKI, "/")).await.status, 200);
+
+    let trip = alice
+        .submit(&slo, &[("SAMLRequest", request.as_str())])
+        .await;
+    assert!(trip.visited(&f.idp.url("/slo?SAMLResponse=")), "{trip:?}");
+    assert_eq!(alice.get(&f.url(WIKI, "/")).await.status(), 302);
+}
+
 fn strip_param(url: &str, name: &str) -> String {
     let (base, query) = url.split_once('?').unwrap();
     let kept: Vec<&str> = query

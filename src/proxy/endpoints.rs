@@ -30,6 +30,9 @@ pub async fn serve(
         }
         return super::saml::acs(session, ctx, gateway, origin).await;
     }
+    if ctx.path == saml::SLO_PATH && method == http::Method::POST {
+        return super::saml::slo(session, ctx, gateway, origin).await;
+    }
     if method != http::Method::GET && method != http::Method::HEAD {
         return Err(RequestError::MethodNotAllowed);
     }

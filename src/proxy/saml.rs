@@ -163,9 +163,9 @@ pub async fn acs(
     }
 }
 
-/// `GET /.portcullis/saml/slo`: an IdP-initiated `LogoutRequest` (signature required) ends
-/// the subject's sessions and is answered with a `LogoutResponse`; a `LogoutResponse` (the
-/// end of our own logout) lands on the signed-out page.
+/// `/.portcullis/saml/slo`: an IdP-initiated `LogoutRequest` (HTTP-Redirect or HTTP-POST,
+/// signature required) ends the subject's sessions and is answered with a `LogoutResponse`; a
+/// `LogoutResponse` (the end of our own logout) lands on the signed-out page.
 pub async fn slo(
     session: &mut Session,
     ctx: &mut RequestCtx,
@@ -174,55 +174,70 @@ pub async fn slo(
 ) -> Result<Action, RequestError> {
     let (app, provider) = saml_app(gateway, origin)?;
     ctx.app = Some(app.clone());
-    let raw_query = session.req_header().uri.query().unwrap_or("").to_string();
-    let has = |name: &str| {
-        raw_query
-            .split('&')
-            .any(|p| p.split('=').next() == Some(name))
+    let sp = provider.endpoints(&origin.base());
+    let posted = session.req_header().method == http::Method::POST;
+    let (request, response) = if posted {
+        let form = read_form(session, provider.max_response_bytes() * 3 / 2 + 4096).await?;
+        let field = |k: &str| form.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        let request = field("SAMLRequest").map(|r| (r, field("RelayState")));
+        (request, field("SAMLResponse").is_some())
+    } else {
+        let raw_query = session.req_header().uri.query().unwrap_or("").to_string();
+        let has = |name: &str| {
+            raw_query
+                .split('&')
+                .any(|p| p.split('=').next() == Some(name))
+        };
+        let request = has("SAMLRequest").then(|| (raw_query.clone(), None));
+        (request, has("SAMLResponse"))
     };
-    if has("SAMLRequest") {
-        match gateway
-            .auth
-            .saml_idp_logout(&provider, &raw_query, origin)
-            .await
-        {
-            Ok((ended, response)) => {
-                for s in &ended {
-                    audit::logged_out(&ctx.audit(&s.app), Some(&s.identity));
-                }
-                ctx.span.in_scope(|| {
-                    info!(
-                        idp = provider.name(),
-                        sessions = ended.len(),
-                        "IdP-initiated logout"
-                    )
-                });
-                let location =
-                    response.unwrap_or_else(|| format!("{}{LOGGED_OUT_PATH}", origin.base()));
-                Ok(Action::Redirect {
-                    location,
-                    cookies: vec![clear_session_cookie(origin.secure)],
-                })
-            }
+    if let Some((message, relay)) = request {
+        let verified = if posted {
+            provider
+                .verify_posted_logout_request(&message, relay, &sp)
+                .await
+        } else {
+            provider.verify_logout_request(&message, &sp)
+        };
+        let logout = match verified {
+            Ok(logout) => logout,
             Err(e) => {
                 ctx.span.in_scope(
                     || info!(idp = provider.name(), reason = %e, "IdP-initiated logout refused"),
                 );
-                Err(RequestError::SignInFailed(format!("logout refused: {e}")))
+                return Err(RequestError::SignInFailed(format!("logout refused: {e}")));
             }
+        };
+        let ended = gateway.auth.end_saml_sessions(&provider, &logout).await;
+        for s in &ended {
+            audit::logged_out(&ctx.audit(&s.app), Some(&s.identity));
         }
-    } else if has("SAMLResponse") {
+        ctx.span.in_scope(|| {
+            info!(
+                idp = provider.name(),
+                sessions = ended.len(),
+                "IdP-initiated logout"
+            )
+        });
+        let location = provider
+            .logout_response_url(&sp, &logout)
+            .unwrap_or_else(|| format!("{}{LOGGED_OUT_PATH}", origin.base()));
+        return Ok(Action::Redirect {
+            location,
+            cookies: vec![clear_session_cookie(origin.secure)],
+        });
+    }
+    if response {
         let location = provider.post_logout_redirect_uri().map_or_else(
             || format!("{}{LOGGED_OUT_PATH}", origin.base()),
             str::to_string,
         );
-        Ok(Action::Redirect {
+        return Ok(Action::Redirect {
             location,
             cookies: Vec::new(),
-        })
-    } else {
-        Err(RequestError::BodyUnreadable(
-            "neither SAMLRequest nor SAMLResponse".into(),
-        ))
+        });
     }
+    Err(RequestError::BodyUnreadable(
+        "neither SAMLRequest nor SAMLResponse".into(),
+    ))
 }

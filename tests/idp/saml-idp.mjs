@@ -279,10 +279,12 @@ async function handler(req, res) {
       const sp = await spFor(url.searchParams.get('sp') ?? '');
       const user = users.get(url.searchParams.get('user') ?? '');
       const sessionIndex = url.searchParams.get('session_index') ?? sessions.get(user?.id);
-      const { context } = idp.createLogoutRequest(sp, 'redirect', {
-        logoutNameID: url.searchParams.get('name_id') ?? user?.email,
-        sessionIndex,
-      });
+      const who = { logoutNameID: url.searchParams.get('name_id') ?? user?.email, sessionIndex };
+      if (url.searchParams.get('binding') === 'post') {
+        const { context, entityEndpoint } = idp.createLogoutRequest(sp, 'post', who);
+        return send(200, JSON.stringify({ url: entityEndpoint, SAMLRequest: context }), 'application/json');
+      }
+      const { context } = idp.createLogoutRequest(sp, 'redirect', who);
       return send(200, JSON.stringify({ url: context }), 'application/json');
     }
     if (config.test_hooks && url.pathname === '/test/response' && req.method === 'POST') {

@@ -179,6 +179,29 @@ impl TestSamlIdp {
         response["url"].as_str().unwrap().to_string()
     }
 
+    /// The IdP's signed LogoutRequest for the HTTP-POST binding: (SLO URL, base64 request).
+    pub async fn idp_logout_post(&self, sp: &str, user: &str) -> (String, String) {
+        let response: Value = self
+            .http
+            .get(
+                url::Url::parse_with_params(
+                    &self.url("/test/idp-logout"),
+                    &[("sp", sp), ("user", user), ("binding", "post")],
+                )
+                .unwrap(),
+            )
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        (
+            response["url"].as_str().unwrap().to_string(),
+            response["SAMLRequest"].as_str().unwrap().to_string(),
+        )
+    }
+
     /// LogoutRequests the IdP received from SPs.
     pub async fn logouts(&self) -> Value {
         self.http

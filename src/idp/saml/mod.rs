@@ -59,6 +59,16 @@ const MESSAGE_MAX_AGE: Duration = Duration::from_secs(300);
 /// Assertion IDs remembered at most (beyond that the oldest go; see the README).
 const REPLAY_CACHE_ENTRIES: u64 = 1_000_000;
 
+/// Signature algorithms accepted by xmlsec (the guard checks the same list first).
+const STRONG_ALGORITHMS: &[AllowedSignatureAlgorithm] = &[
+    AllowedSignatureAlgorithm::RsaSha256,
+    AllowedSignatureAlgorithm::RsaSha384,
+    AllowedSignatureAlgorithm::RsaSha512,
+    AllowedSignatureAlgorithm::EcdsaSha256,
+    AllowedSignatureAlgorithm::EcdsaSha384,
+    AllowedSignatureAlgorithm::EcdsaSha512,
+];
+
 /// Signature verification slots shared by every SAML IdP: one per core, so a flood of
 /// responses queues here instead of occupying the threads that proxy traffic.
 static VERIFY_SLOTS: LazyLock<Semaphore> = LazyLock::new(|| {
@@ -357,11 +367,18 @@ impl SamlProvider {
             sp_sso_descriptors: Some(vec![SpSsoDescriptor {
                 protocol_support_enumeration: Some(PROTOCOL_NS.to_string()),
                 key_descriptors,
-                single_logout_services: Some(vec![Endpoint {
-                    binding: HTTP_REDIRECT_BINDING.to_string(),
-                    location: sp.slo_url.clone(),
-                    response_location: None,
-                }]),
+                single_logout_services: Some(vec![
+                    Endpoint {
+                        binding: HTTP_REDIRECT_BINDING.to_string(),
+                        location: sp.slo_url.clone(),
+                        response_location: None,
+                    },
+                    Endpoint {
+                        binding: HTTP_POST_BINDING.to_string(),
+                        location: sp.slo_url.clone(),
+                        response_location: None,
+                    },
+                ]),
                 name_id_formats: self.config.name_id_format.clone().map(|f| vec![f]),
                 authn_requests_signed: Some(self.signing_key().is_some()),
                 want_assertions_signed: Some(self.config.want_assertions_signed),
@@ -474,14 +491,7 @@ impl SamlProvider {
             allow_idp_initiated: request_id.is_none(),
             max_clock_skew: skew_c,
             max_issue_delay: chrono::Duration::seconds(300) + skew_c,
-            allowed_signature_algorithms: Some(vec![
-                AllowedSignatureAlgorithm::RsaSha256,
-                AllowedSignatureAlgorithm::RsaSha384,
-                AllowedSignatureAlgorithm::RsaSha512,
-                AllowedSignatureAlgorithm::EcdsaSha256,
-                AllowedSignatureAlgorithm::EcdsaSha384,
-                AllowedSignatureAlgorithm::EcdsaSha512,
-            ]),
+            allowed_signature_algorithms: Some(STRONG_ALGORITHMS.to_vec()),
             ..ServiceProvider::default()
         };
         let ids: Vec<String> = request_id.into_iter().map(str::to_string).collect();
@@ -541,8 +551,61 @@ impl SamlProvider {
         let md = self.metadata.load_full().ok_or(SamlError::NotReady)?;
         let received = redirect::verify(raw_query, "SAMLRequest", &md.signing_certs)?;
         guard::check_message(&received.xml, Root::LogoutRequest)?;
-        let request = received
-            .xml
+        self.check_logout_request(&received.xml, received.relay_state, &md, sp)
+    }
+
+    /// Verifies an IdP-initiated LogoutRequest sent with the HTTP-POST binding (an enveloped
+    /// XML signature, required), on the same bounded pool as logins.
+    pub async fn verify_posted_logout_request(
+        &self,
+        saml_request: &str,
+        relay_state: Option<String>,
+        sp: &SpEndpoints,
+    ) -> Result<IdpLogout, SamlError> {
+        let md = self.metadata.load_full().ok_or(SamlError::NotReady)?;
+        if saml_request.len() > self.config.max_response_bytes {
+            return Err(SamlError::TooLarge(self.config.max_response_bytes));
+        }
+        let bytes =
+            redirect::decode_base64(saml_request).map_err(|_| SamlError::Encoding("base64"))?;
+        let xml = String::from_utf8(bytes).map_err(|_| SamlError::Encoding("UTF-8"))?;
+        let facts = guard::check_message(&xml, Root::LogoutRequest)?;
+        if !facts.root_signed {
+            return Err(SamlError::Logout("LogoutRequest is not signed".into()));
+        }
+        let certs = md.signing_certs.clone();
+        let permit = tokio::time::timeout(VERIFY_QUEUE_WAIT, VERIFY_SLOTS.acquire())
+            .await
+            .map_err(|_| SamlError::Busy)?
+            .map_err(|_| SamlError::Busy)?;
+        let reduced = tokio::task::spawn_blocking(move || {
+            use samael::crypto::{Crypto, CryptoProvider, ReduceMode};
+            Crypto::reduce_xml_to_signed_with_allowed_algorithms(
+                &xml,
+                &certs,
+                ReduceMode::ValidateAndMarkNoAncestors,
+                Some(STRONG_ALGORITHMS),
+            )
+            .map_err(|e| e.to_string())
+        })
+        .await;
+        drop(permit);
+        let signed_xml = match reduced {
+            Ok(Ok(x)) => x,
+            Ok(Err(e)) => return Err(SamlError::Verify(e)),
+            Err(_) => return Err(SamlError::Verify("verifier crashed".into())),
+        };
+        self.check_logout_request(&signed_xml, relay_state, &md, sp)
+    }
+
+    fn check_logout_request(
+        &self,
+        xml: &str,
+        relay_state: Option<String>,
+        md: &IdpMetadata,
+        sp: &SpEndpoints,
+    ) -> Result<IdpLogout, SamlError> {
+        let request = xml
             .parse::<LogoutRequest>()
             .map_err(|e| SamlError::Logout(e.to_string()))?;
         let issuer_ok =
@@ -580,7 +643,7 @@ impl SamlProvider {
             id,
             name_id,
             session_index: request.session_index,
-            relay_state: received.relay_state,
+            relay_state,
         })
     }
 
