@@ -86,6 +86,9 @@ pub enum GuardError {
         /// What came.
         found: String,
     },
+    /// An error status from the IdP instead of an assertion (e.g. user not assigned).
+    #[error("the IdP refused the login with status `{0}`")]
+    IdpStatus(String),
     /// Zero or several assertions in a response.
     #[error("a response must carry exactly one Assertion, found {0}")]
     AssertionCount(usize),
@@ -166,6 +169,8 @@ pub struct GuardFacts {
     pub assertion_signed: bool,
     /// Any `SubjectConfirmationData` carries `InResponseTo`.
     pub assertion_in_response_to: bool,
+    /// The top-level status code (and a second-level one, if any), as sent.
+    pub status: Vec<String>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -314,6 +319,9 @@ pub fn check_message(xml: &str, expected: Root) -> Result<GuardFacts, GuardError
             }
             assertions += 1;
             Kind::Assertion
+        } else if ns == Some(PROTOCOL_NS) && local == "StatusCode" && stack.len() <= 3 {
+            facts.status.extend(attr("Value"));
+            Kind::Other
         } else if ns == Some(ASSERTION_NS) && local == "SubjectConfirmationData" {
             if attr("InResponseTo").is_some() {
                 facts.assertion_in_response_to = true;
@@ -429,6 +437,13 @@ pub fn check_message(xml: &str, expected: Root) -> Result<GuardFacts, GuardError
         return Err(GuardError::Malformed("no complete root element".into()));
     }
     if expected == Root::Response && assertions != 1 {
+        let failed = facts
+            .status
+            .first()
+            .is_some_and(|s| s != "urn:oasis:names:tc:SAML:2.0:status:Success");
+        if failed {
+            return Err(GuardError::IdpStatus(facts.status.join(" / ")));
+        }
         return Err(GuardError::AssertionCount(assertions));
     }
     Ok(facts)
@@ -558,6 +573,31 @@ mod tests {
                 "expected `{expect}` in `{err}`"
             );
         }
+    }
+
+    #[test]
+    fn okta_style_inclusive_namespaces_and_key_info_pass() {
+        let okta_sig = good_sig("#a1").replace(
+            r#"<ds:Transform Algorithm="http://www.w3.org/2001/10/xml-exc-c14n#"/>"#,
+            r#"<ds:Transform Algorithm="http://www.w3.org/2001/10/xml-exc-c14n#"><ec:InclusiveNamespaces xmlns:ec="http://www.w3.org/2001/10/xml-exc-c14n#" PrefixList="xs"/></ds:Transform>"#,
+        ).replace(
+            "<ds:SignatureValue>x</ds:SignatureValue>",
+            "<ds:SignatureValue>x</ds:SignatureValue><ds:KeyInfo><ds:X509Data><ds:X509Certificate>MIIB</ds:X509Certificate></ds:X509Data></ds:KeyInfo>",
+        );
+        assert!(okta_sig.contains("InclusiveNamespaces"));
+        let facts =
+            check_message(&response(&good_sig("#r1"), &okta_sig, "a"), Root::Response).unwrap();
+        assert!(facts.assertion_signed);
+    }
+
+    #[test]
+    fn an_idp_error_status_is_named() {
+        let xml = r#"<samlp:Response xmlns:samlp="urn:oasis:names:tc:SAML:2.0:protocol" ID="r1"><samlp:Status><samlp:StatusCode Value="urn:oasis:names:tc:SAML:2.0:status:Responder"><samlp:StatusCode Value="urn:oasis:names:tc:SAML:2.0:status:RequestDenied"/></samlp:StatusCode></samlp:Status></samlp:Response>"#;
+        let err = check_message(xml, Root::Response).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the IdP refused the login with status `urn:oasis:names:tc:SAML:2.0:status:Responder / urn:oasis:names:tc:SAML:2.0:status:RequestDenied`"
+        );
     }
 
     #[test]
