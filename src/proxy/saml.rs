@@ -1,5 +1,6 @@
 //! The SAML endpoints on every app host: SP metadata, the assertion consumer service
-//! (HTTP-POST) and single logout (HTTP-Redirect). Wiring between the request and `auth`.
+//! (HTTP-POST) and single logout (HTTP-Redirect, and HTTP-POST from the IdP). Wiring between the
+//! request and `auth`.
 
 use super::{Action, RequestCtx, RequestError};
 use crate::audit;
