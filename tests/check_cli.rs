@@ -320,16 +320,8 @@ fn login_settings_in_policies_are_checked_against_the_gateway_idps() {
     );
 }
 
-/// IdP metadata naming `cert_pems` (PEM) as signing keys.
 fn saml_metadata(cert_pems: &[&str]) -> String {
-    let keys: String = cert_pems
-        .iter()
-        .map(|pem| {
-            let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
-            format!("<md:KeyDescriptor use=\"signing\"><ds:KeyInfo xmlns:ds=\"http://www.w3.org/2000/09/xmldsig#\"><ds:X509Data><ds:X509Certificate>{body}</ds:X509Certificate></ds:X509Data></ds:KeyInfo></md:KeyDescriptor>")
-        })
-        .collect();
-    format!("<md:EntityDescriptor xmlns:md=\"urn:oasis:names:tc:SAML:2.0:metadata\" entityID=\"https://idp.example/saml\"><md:IDPSSODescriptor protocolSupportEnumeration=\"urn:oasis:names:tc:SAML:2.0:protocol\">{keys}<md:SingleSignOnService Binding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect\" Location=\"https://idp.example/sso\"/></md:IDPSSODescriptor></md:EntityDescriptor>")
+    support::saml_idp::metadata_with_certs("https://idp.example/saml", cert_pems)
 }
 
 fn weak_cert_pem() -> String {

@@ -39,11 +39,7 @@ async fn metadata_server(answer: Arc<Mutex<(u16, String)>>) -> String {
 }
 
 fn metadata(entity_id: &str, cert_pem: Option<&str>) -> String {
-    let key = cert_pem.map_or(String::new(), |pem| {
-        let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
-        format!("<md:KeyDescriptor use=\"signing\"><ds:KeyInfo xmlns:ds=\"http://www.w3.org/2000/09/xmldsig#\"><ds:X509Data><ds:X509Certificate>{body}</ds:X509Certificate></ds:X509Data></ds:KeyInfo></md:KeyDescriptor>")
-    });
-    format!("<md:EntityDescriptor xmlns:md=\"urn:oasis:names:tc:SAML:2.0:metadata\" entityID=\"{entity_id}\"><md:IDPSSODescriptor protocolSupportEnumeration=\"urn:oasis:names:tc:SAML:2.0:protocol\">{key}<md:SingleSignOnService Binding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect\" Location=\"https://idp.example/sso\"/></md:IDPSSODescriptor></md:EntityDescriptor>")
+    support::saml_idp::metadata_with_certs(entity_id, &cert_pem.into_iter().collect::<Vec<_>>())
 }
 
 fn provider(url: &str) -> SamlProvider {

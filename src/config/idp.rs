@@ -329,30 +329,8 @@ impl IdpCompiler<'_> {
             Some(g) => g.get_ref().clone(),
             None => "groups".to_string(),
         };
-        let post_logout_redirect_uri = file.post_logout_redirect_uri.as_ref().and_then(|u| {
-            match url::Url::parse(u.get_ref()) {
-                Ok(parsed) if matches!(parsed.scheme(), "https" | "http") => {
-                    Some(u.get_ref().clone())
-                }
-                _ => {
-                    self.error(
-                        u,
-                        "post_logout_redirect_uri must be an absolute http(s) URL",
-                    );
-                    None
-                }
-            }
-        });
-        let ca_pem =
-            file.ca_file
-                .as_ref()
-                .and_then(|f| match load_ca_file(&resolve(base, f.get_ref())) {
-                    Ok((pem, _)) => Some(pem),
-                    Err(message) => {
-                        self.error(f, message);
-                        None
-                    }
-                });
+        let post_logout_redirect_uri = self.post_logout_redirect_uri(file);
+        let ca_pem = self.ca_pem(file, base);
         Some(OidcIdpConfig {
             ca_pem,
             issuer,
@@ -368,6 +346,33 @@ impl IdpCompiler<'_> {
             allow_insecure_issuer: file.allow_insecure_issuer,
             post_logout_redirect_uri,
         })
+    }
+
+    /// Where the IdP sends the browser after logout, if set (an absolute http(s) URL).
+    fn post_logout_redirect_uri(&mut self, file: &FileIdp) -> Option<String> {
+        let u = file.post_logout_redirect_uri.as_ref()?;
+        match url::Url::parse(u.get_ref()) {
+            Ok(parsed) if matches!(parsed.scheme(), "https" | "http") => Some(u.get_ref().clone()),
+            _ => {
+                self.error(
+                    u,
+                    "post_logout_redirect_uri must be an absolute http(s) URL",
+                );
+                None
+            }
+        }
+    }
+
+    /// Extra CA certificates (PEM) for talking to the IdP, from `ca_file`.
+    fn ca_pem(&mut self, file: &FileIdp, base: &Path) -> Option<Vec<u8>> {
+        let f = file.ca_file.as_ref()?;
+        match load_ca_file(&resolve(base, f.get_ref())) {
+            Ok((pem, _)) => Some(pem),
+            Err(message) => {
+                self.error(f, message);
+                None
+            }
+        }
     }
 
     /// The issuer, written out or derived from the Okta preset as Okta documents it: the org

@@ -39,6 +39,19 @@ pub fn key_and_cert(cn: &str) -> (String, String) {
     )
 }
 
+/// IdP metadata for `entity_id` naming `cert_pems` (PEM) as signing keys, with an
+/// HTTP-Redirect SSO endpoint.
+pub fn metadata_with_certs(entity_id: &str, cert_pems: &[&str]) -> String {
+    let keys: String = cert_pems
+        .iter()
+        .map(|pem| {
+            let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+            format!("<md:KeyDescriptor use=\"signing\"><ds:KeyInfo xmlns:ds=\"http://www.w3.org/2000/09/xmldsig#\"><ds:X509Data><ds:X509Certificate>{body}</ds:X509Certificate></ds:X509Data></ds:KeyInfo></md:KeyDescriptor>")
+        })
+        .collect();
+    format!("<md:EntityDescriptor xmlns:md=\"urn:oasis:names:tc:SAML:2.0:metadata\" entityID=\"{entity_id}\"><md:IDPSSODescriptor protocolSupportEnumeration=\"urn:oasis:names:tc:SAML:2.0:protocol\">{keys}<md:SingleSignOnService Binding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect\" Location=\"https://idp.example/sso\"/></md:IDPSSODescriptor></md:EntityDescriptor>")
+}
+
 /// The running IdP.
 pub struct TestSamlIdp {
     pub addr: SocketAddr,

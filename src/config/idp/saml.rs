@@ -5,7 +5,7 @@
 //! refuse at start (no strong signing certificate, no redirect SSO endpoint, DOCTYPE…).
 
 use super::{FileIdp, IdpCompiler};
-use crate::config::gateway::{load_ca_file, resolve, secret_file_exposure};
+use crate::config::gateway::{resolve, secret_file_exposure};
 use crate::idp::saml::metadata::IdpMetadata;
 use crate::secret::SecretBytes;
 use std::path::{Path, PathBuf};
@@ -221,30 +221,8 @@ impl IdpCompiler<'_> {
                 extra_attributes.push(name.clone());
             }
         }
-        let post_logout_redirect_uri = file.post_logout_redirect_uri.as_ref().and_then(|u| {
-            match url::Url::parse(u.get_ref()) {
-                Ok(parsed) if matches!(parsed.scheme(), "https" | "http") => {
-                    Some(u.get_ref().clone())
-                }
-                _ => {
-                    self.error(
-                        u,
-                        "post_logout_redirect_uri must be an absolute http(s) URL",
-                    );
-                    None
-                }
-            }
-        });
-        let ca_pem =
-            file.ca_file
-                .as_ref()
-                .and_then(|f| match load_ca_file(&resolve(base, f.get_ref())) {
-                    Ok((pem, _)) => Some(pem),
-                    Err(message) => {
-                        self.error(f, message);
-                        None
-                    }
-                });
+        let post_logout_redirect_uri = self.post_logout_redirect_uri(file);
+        let ca_pem = self.ca_pem(file, base);
         Some(SamlIdpConfig {
             metadata,
             metadata_refresh: file
