@@ -1011,3 +1011,30 @@ async fn metadata_from_a_file_works_like_metadata_from_a_url() {
         "{ready}"
     );
 }
+
+/// Okta signs only the assertion unless told otherwise: that is enough, and the unsigned
+/// envelope around it is still checked (Destination).
+#[tokio::test]
+async fn an_assertion_only_signature_is_accepted_and_the_envelope_still_checked() {
+    let f = fixture().await;
+    let legacy = f.sp_entity(LEGACY);
+    let (xml, response) = f
+        .idp
+        .forge(json!({ "sp": legacy, "user": "alice", "sign_response": false }))
+        .await;
+    assert_eq!(xml.matches("<ds:Signature xmlns").count(), 1, "{xml}");
+    let trip = f
+        .browser()
+        .post_saml_response(&f.acs(LEGACY), &response, None)
+        .await;
+    assert_eq!(trip.status, 200, "{trip:?}\n{}", f.gw.logs());
+    let (_, elsewhere) = f
+        .idp
+        .forge(json!({ "sp": legacy, "user": "alice", "sign_response": false, "destination": f.acs(WIKI) }))
+        .await;
+    let trip = f
+        .browser()
+        .post_saml_response(&f.acs(LEGACY), &elsewhere, None)
+        .await;
+    assert_refused(&f, &trip, "Destination");
+}
