@@ -11,6 +11,7 @@ use crate::routing::RouteTable;
 use crate::upstream::WeightedRoundRobin;
 use pingora::upstreams::peer::HttpPeer;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Where a host + path leads.
 #[derive(Debug, Clone)]
@@ -140,6 +141,14 @@ impl Gateway {
     /// The route for a normalised host and path.
     pub fn route(&self, host: &str, path: &str) -> Option<&Route> {
         self.routes.lookup(host, path)
+    }
+
+    /// An app's session (idle, absolute) timeouts; the gateway's for an app no longer loaded.
+    pub fn session_limits(&self, app_id: &str) -> (Duration, Duration) {
+        self.apps.iter().find(|a| a.config.id == app_id).map_or(
+            (self.config.sessions.idle, self.config.sessions.absolute),
+            |a| (a.config.session_idle, a.config.session_absolute),
+        )
     }
 
     /// Apps serving traffic.

@@ -117,19 +117,7 @@ async fn callback(
     let req = session.req_header();
     let query = query_pairs(req);
     let cookies = request_cookies(req.headers.get_all("cookie").iter());
-    let limits = |app_id: &str| {
-        gateway
-            .apps()
-            .iter()
-            .find(|a| a.config.id == app_id)
-            .map_or(
-                (
-                    gateway.config.sessions.idle,
-                    gateway.config.sessions.absolute,
-                ),
-                |a| (a.config.session_idle, a.config.session_absolute),
-            )
-    };
+    let limits = |app_id: &str| gateway.session_limits(app_id);
     match gateway
         .auth
         .finish_login(&query, &cookies, origin, limits)

@@ -121,19 +121,7 @@ pub async fn acs(
         idp: provider.name().to_string(),
         allowed: app.config.allow_idp_initiated,
     };
-    let limits = |app_id: &str| {
-        gateway
-            .apps()
-            .iter()
-            .find(|a| a.config.id == app_id)
-            .map_or(
-                (
-                    gateway.config.sessions.idle,
-                    gateway.config.sessions.absolute,
-                ),
-                |a| (a.config.session_idle, a.config.session_absolute),
-            )
-    };
+    let limits = |app_id: &str| gateway.session_limits(app_id);
     match gateway
         .auth
         .finish_saml_login(&form, &cookies, origin, Some(target), limits)
