@@ -1,9 +1,16 @@
-//! Diagnostics and access logs through `tracing`, in text or JSON. Pingora's own `log` records
-//! are bridged into the same subscriber, so one stream carries everything.
+//! Diagnostics and access logs through `tracing`, in text or JSON, plus the hash-chained audit
+//! file when `[audit]` names one. Pingora's own `log` records are bridged into the same
+//! subscriber, so one stream carries everything.
 
-use crate::config::LogFormat;
+use crate::audit::chain::ChainError;
+use crate::audit::sink::AuditFileLayer;
+use crate::config::{AuditSettings, LogFormat};
 use thiserror::Error;
-use tracing_subscriber::EnvFilter;
+use tracing::Level;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
 /// Why logging could not start.
 #[derive(Debug, Error)]
@@ -14,27 +21,46 @@ pub enum LoggingError {
     /// Another subscriber was installed first.
     #[error("logging already initialised: {0}")]
     AlreadySet(String),
+    /// The audit file cannot be opened.
+    #[error(transparent)]
+    Audit(#[from] ChainError),
 }
 
-/// Installs the global subscriber. `RUST_LOG` overrides the configured level.
-pub fn init(format: LogFormat, level: &str) -> Result<(), LoggingError> {
+/// Installs the global subscriber. `RUST_LOG` overrides the configured level of the log; the
+/// audit file always receives every `audit` record, whatever the log filter says.
+pub fn init(
+    format: LogFormat,
+    level: &str,
+    audit: Option<&AuditSettings>,
+) -> Result<(), LoggingError> {
     let filter = match std::env::var("RUST_LOG") {
         Ok(env) if !env.is_empty() => {
             EnvFilter::try_new(&env).map_err(|_| LoggingError::BadFilter(env))?
         }
         _ => EnvFilter::try_new(level).map_err(|_| LoggingError::BadFilter(level.to_string()))?,
     };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    // `try_init` also installs the `log` → `tracing` bridge for Pingora's records.
-    let result = match format {
-        LogFormat::Text => builder.with_ansi(false).try_init(),
-        LogFormat::Json => builder
+    let log = match format {
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_ansi(false)
+            .with_writer(std::io::stderr)
+            .with_filter(filter)
+            .boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
             .flatten_event(true)
             .with_current_span(true)
-            .try_init(),
+            .with_writer(std::io::stderr)
+            .with_filter(filter)
+            .boxed(),
     };
-    result.map_err(|e| LoggingError::AlreadySet(e.to_string()))
+    let audit_file = audit
+        .map(|a| AuditFileLayer::start(&a.file, a.max_size, a.keep))
+        .transpose()?
+        .map(|layer| layer.with_filter(Targets::new().with_target("audit", Level::INFO)));
+    // `try_init` also installs the `log` → `tracing` bridge for Pingora's records.
+    tracing_subscriber::registry()
+        .with(log)
+        .with(audit_file)
+        .try_init()
+        .map_err(|e| LoggingError::AlreadySet(e.to_string()))
 }

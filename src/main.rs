@@ -1,4 +1,5 @@
-//! The `portcullis` command: `run` the gateway, or `check` its configuration.
+//! The `portcullis` command: `run` the gateway, `check` its configuration, `audit verify` its
+//! audit file.
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -31,6 +32,22 @@ enum Command {
         #[arg(short, long, default_value = "portcullis.toml")]
         config: PathBuf,
     },
+    /// Work with the hash-chained audit file.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check that no record was edited, removed or reordered; exit 1 naming the first bad
+    /// line. Give rotated files oldest first (`audit.jsonl.2 audit.jsonl.1 audit.jsonl`).
+    Verify {
+        /// Audit files, oldest first.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -38,6 +55,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run { config } => run(&config),
         Command::Check { config } => check(&config),
+        Command::Audit {
+            command: AuditCommand::Verify { files },
+        } => Ok(verify_audit(&files)),
     };
     match result {
         Ok(code) => code,
@@ -104,8 +124,12 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
-    portcullis::logging::init(gateway.log_format, &gateway.log_level)
-        .context("starting logging")?;
+    portcullis::logging::init(
+        gateway.log_format,
+        &gateway.log_level,
+        gateway.audit.as_ref(),
+    )
+    .context("starting logging")?;
     for w in &warnings {
         tracing::warn!(problem = %w, "gateway configuration");
     }
@@ -119,6 +143,24 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
     }
     portcullis::server::run(path, gateway, policies).context("starting server")?;
     Ok(ExitCode::SUCCESS)
+}
+
+fn verify_audit(files: &[PathBuf]) -> ExitCode {
+    match portcullis::audit::chain::verify(files) {
+        Ok(v) => {
+            println!("ok: {} record(s), chain intact; head {}", v.records, v.head);
+            if let Some(anchor) = v.starts_after {
+                println!(
+                    "note: the chain starts after record {anchor} (older, rotated files not given)"
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(broken) => {
+            eprintln!("{broken}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 fn print_problems(problems: &[Problem]) {

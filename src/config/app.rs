@@ -234,6 +234,8 @@ pub struct AppConfig {
     pub logout_path: Option<String>,
     /// Accept IdP-initiated (unsolicited) SAML responses on this app's host.
     pub allow_idp_initiated: bool,
+    /// SHA-256 (hex) of the policy file as loaded: which version decided, for the audit trail.
+    pub policy_sha256: String,
     /// Session idle timeout for this app.
     pub session_idle: Duration,
     /// Session absolute lifetime for this app.
@@ -407,6 +409,10 @@ pub fn compile_app(
         idp: idp.map(str::to_string),
         logout_path,
         allow_idp_initiated,
+        policy_sha256: openssl::sha::sha256(text.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect(),
         session_idle,
         session_absolute,
         identity,

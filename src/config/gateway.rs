@@ -57,6 +57,26 @@ struct FileGateway {
     headers: FileHeaders,
     #[serde(default)]
     idp: BTreeMap<String, FileIdp>,
+    audit: Option<FileAudit>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileAudit {
+    file: Spanned<String>,
+    max_size_mb: Option<Spanned<u64>>,
+    keep: Option<Spanned<usize>>,
+}
+
+/// The hash-chained audit file (`[audit]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditSettings {
+    /// Where records are appended.
+    pub file: PathBuf,
+    /// Size at which the file rotates, in bytes.
+    pub max_size: u64,
+    /// Rotated files kept (`file.1` … `file.<keep>`).
+    pub keep: usize,
 }
 
 #[derive(Deserialize)]
@@ -206,6 +226,8 @@ pub struct GatewayConfig {
     pub log_format: LogFormat,
     /// Default log filter (`info`, `portcullis=debug`, ...); `RUST_LOG` overrides it.
     pub log_level: String,
+    /// The hash-chained audit file, if configured.
+    pub audit: Option<AuditSettings>,
     /// Worker threads for the proxy.
     pub threads: usize,
     /// After SIGTERM: how long to keep serving while load balancers notice.
@@ -320,6 +342,36 @@ pub fn compile_gateway(
         None => "info".to_string(),
     };
 
+    let audit = file.audit.as_ref().map(|a| {
+        let max_size_mb = match &a.max_size_mb {
+            Some(m) if *m.get_ref() == 0 || *m.get_ref() > 1024 * 1024 => {
+                problems.push(src.error(
+                    Some(m.span()),
+                    "audit.max_size_mb must be between 1 and 1048576",
+                ));
+                100
+            }
+            Some(m) => *m.get_ref(),
+            None => 100,
+        };
+        let keep = match &a.keep {
+            Some(k) if *k.get_ref() == 0 || *k.get_ref() > 10_000 => {
+                problems.push(src.error(Some(k.span()), "audit.keep must be between 1 and 10000"));
+                10
+            }
+            Some(k) => *k.get_ref(),
+            None => 10,
+        };
+        if a.file.get_ref().trim().is_empty() {
+            problems.push(src.error(Some(a.file.span()), "audit.file must name a file"));
+        }
+        AuditSettings {
+            file: resolve(base, a.file.get_ref()),
+            max_size: max_size_mb * 1024 * 1024,
+            keep,
+        }
+    });
+
     let threads = match &file.server.threads {
         Some(t) if *t.get_ref() == 0 || *t.get_ref() > 1024 => {
             problems.push(src.error(Some(t.span()), "server.threads must be between 1 and 1024"));
@@ -394,6 +446,7 @@ pub fn compile_gateway(
         idps,
         log_format: file.log.format.unwrap_or_default(),
         log_level,
+        audit,
         threads,
         grace_period: file
             .server

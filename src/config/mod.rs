@@ -11,7 +11,9 @@ pub mod idp;
 pub mod problem;
 
 pub use app::{AppConfig, BrokenApp, HostPattern, UpstreamTarget};
-pub use gateway::{load_gateway, GatewayConfig, LogFormat, SessionSettings, UpstreamTimeouts};
+pub use gateway::{
+    load_gateway, AuditSettings, GatewayConfig, LogFormat, SessionSettings, UpstreamTimeouts,
+};
 pub use idp::{IdpConfig, IdpProtocol, MetadataSource, OidcIdpConfig, SamlIdpConfig, TokenAuth};
 pub use problem::{Problem, Severity};
 

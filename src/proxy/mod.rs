@@ -290,6 +290,28 @@ impl Proxy {
             ctx.span.record("rule", rule);
             ctx.rule = Some(rule.to_string());
         }
+        let (name, reason) = match decision {
+            Decision::Public { .. } => ("public", "a public allow rule matched"),
+            Decision::Allow { .. } => ("allow", "an allow rule matched and no deny rule did"),
+            Decision::Deny { .. } => ("deny", "a deny rule matched"),
+            Decision::LoginNeeded => (
+                "login",
+                "sign-in required: a rule for signed-in users covers this request",
+            ),
+            Decision::NoAllowMatched => ("no_allow", "no allow rule matched (default deny)"),
+        };
+        audit::access_decision(
+            &ctx.audit(&config.id),
+            &audit::AccessRecord {
+                decision: name,
+                rule: decision.rule().unwrap_or("-"),
+                reason,
+                user: ctx.user.as_ref().map(|u| &u.identity),
+                method: req.method.as_str(),
+                path: &ctx.path,
+                policy_sha256: &config.policy_sha256,
+            },
+        );
         match decision {
             Decision::Public { .. } | Decision::Allow { .. } => {
                 if let Some(user) = &ctx.user {

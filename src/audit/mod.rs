@@ -1,7 +1,12 @@
-//! The audit trail: who signed in, failed to, or signed out, for which app, from where.
+//! The audit trail: who signed in, failed to, or signed out, for which app, from where, and
+//! every access decision.
 //!
-//! Records are tracing events with target `audit`, so operators route them to their own sink
-//! (`RUST_LOG=audit=info`, JSON logs). They never hold codes, tokens, cookies or secrets.
+//! Records are tracing events with target `audit`: they appear in the log, and with `[audit]
+//! file` also in a hash-chained file ([`chain`], written by [`sink`]) that `portcullis audit
+//! verify` checks. They never hold codes, tokens, cookies or secrets.
+
+pub mod chain;
+pub mod sink;
 
 use crate::idp::{loggable, Identity};
 use crate::session::{Expired, Session};
@@ -22,6 +27,44 @@ pub struct AuditContext<'a> {
 fn client(ctx: &AuditContext<'_>) -> String {
     ctx.client_ip
         .map_or_else(|| "-".to_string(), |ip| ip.to_string())
+}
+
+/// What the rules decided for one request to an app.
+pub struct AccessRecord<'a> {
+    /// `allow`, `public`, `deny`, `no_allow`, `login` (sign-in needed), or `shadow_*`.
+    pub decision: &'a str,
+    /// The deciding rule's id (`-` when none decided).
+    pub rule: &'a str,
+    /// Why, in words (which rule or which missing condition).
+    pub reason: &'a str,
+    /// The signed-in user, if any.
+    pub user: Option<&'a Identity>,
+    /// Request method.
+    pub method: &'a str,
+    /// Normalised path (never the query).
+    pub path: &'a str,
+    /// SHA-256 of the policy file that decided.
+    pub policy_sha256: &'a str,
+}
+
+/// One access decision (every request that reached an app's rules).
+pub fn access_decision(ctx: &AuditContext<'_>, record: &AccessRecord<'_>) {
+    tracing::info!(
+        target: "audit",
+        event = "access",
+        decision = record.decision,
+        rule = record.rule,
+        reason = record.reason,
+        user = %record.user.map_or(std::borrow::Cow::Borrowed("-"), Identity::display),
+        idp = record.user.map_or("-", |u| u.idp.as_str()),
+        app = ctx.app,
+        client = %client(ctx),
+        method = record.method,
+        path = %loggable(record.path),
+        policy_sha256 = record.policy_sha256,
+        request_id = ctx.request_id,
+        "access decision"
+    );
 }
 
 /// A login finished and a session began.
