@@ -295,7 +295,7 @@ fn login_settings_in_policies_are_checked_against_the_gateway_idps() {
         format!("{f}:11:12: header `X-Dept`: `department` is not a session attribute"),
         format!("{f}:12:11: header `X-Key`: cannot read secret file"),
         format!(
-            "{f}:14:1: allow rule `all` is public (anyone, no login) yet names groups or emails"
+            "{f}:14:1: allow rule `all` is public (anyone, no login) yet names groups, emails or claims"
         ),
         format!("{f}:23:11: `not-an-email` is not an email address"),
     ];
@@ -420,4 +420,31 @@ fn saml_idps_are_checked_down_to_their_metadata_signing_keys() {
     let f = dir.path().join("policies/wiki.toml").display().to_string();
     let want = format!("{f}:8:23: allow_idp_initiated applies to SAML only");
     assert!(run.stderr.contains(&want), "missing {want}\n{}", run.stderr);
+}
+
+#[test]
+fn new_rule_conditions_are_checked_at_their_line() {
+    let policy = "schema = 1\napp = \"wiki\"\nowner = \"o@corp.example\"\nsummary = \"s\"\nhosts = [\"wiki.example\"]\nupstreams = [{ url = \"http://127.0.0.1:9\" }]\nidp = \"corp\"\n\n\
+[[allow]]\nid = \"a\"\nwhy = \"s\"\nmode = \"dry-run\"\npaths = [\"~/api/.*\", \"~^/api/(x$\", \"/a/./b/*\"]\nnetworks = [\"10.0.0.1/8\", \"not-a-net\"]\nclaims = { department = \"x\", sub = { regex = \"00u.*\" }, acr = 5 }\n\n\
+[[require]]\nid = \"r\"\nwhy = \"s\"\npaths = [\"/admin/**\"]\n\n\
+[[deny]]\nid = \"d\"\nwhy = \"s\"\nadaptive = true\n";
+    let dir = config_dir(GATEWAY_WITH_IDP, &[("wiki.toml", policy)]);
+    let run = check(&dir.path().join("portcullis.toml"));
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let f = dir.path().join("policies/wiki.toml").display().to_string();
+    for want in [
+        format!("{f}:12:8: mode `dry-run` is unknown"),
+        format!("{f}:13:10: path regex `~/api/.*` must be anchored"),
+        format!("{f}:13:22: path regex `~^/api/(x$` does not compile"),
+        format!("{f}:13:36: path `/a/./b/*` is not in normal form"),
+        format!("{f}:14:13: network `10.0.0.1/8` has host bits set; write `10.0.0.0/8`"),
+        format!("{f}:14:27: network `not-a-net` is not a CIDR"),
+        format!("{f}:15:25: claim `department` is not kept in the session"),
+        format!("{f}:15:36: claim `sub`: regex must be anchored"),
+        format!("{f}:15:63: claim `acr`: write a value"),
+        format!("{f}:17:1: require rule `r` requires nothing"),
+        format!("{f}:22:1: deny rule `d`: `adaptive` belongs to allow rules"),
+    ] {
+        assert!(run.stderr.contains(&want), "missing {want}\n{}", run.stderr);
+    }
 }

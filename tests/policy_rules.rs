@@ -141,3 +141,78 @@ async fn many_concurrent_requests_are_each_decided_and_served() {
     }
     assert_eq!(app.hits(), 150);
 }
+
+/// A policy with network, glob, regex and shadow rules, behind a gateway that may trust a
+/// load balancer on 127.0.0.2 (and only that one) for `X-Forwarded-For`.
+async fn office(trusted: &str) -> (Backend, RunningGateway) {
+    let app = echo_backend("office").await;
+    let policy = format!(
+        "schema = 1\napp = \"office\"\nowner = \"o@corp.example\"\nsummary = \"office\"\nhosts = [\"{HOST}\"]\n\
+         upstreams = [{{ url = \"{}\" }}]\n\n\
+         [[allow]]\nid = \"office-lan\"\nwhy = \"only from the office network\"\npublic = true\nnetworks = [\"10.20.0.0/16\"]\n\n\
+         [[allow]]\nid = \"reports\"\nwhy = \"published PDFs\"\npublic = true\npaths = [\"/reports/*.pdf\"]\n\n\
+         [[allow]]\nid = \"api-versions\"\nwhy = \"versioned API\"\npublic = true\npaths = [\"~^/api/v[0-9]+/status$\"]\n\n\
+         [[deny]]\nid = \"future-lockdown\"\nwhy = \"trying before enforcing\"\nmode = \"shadow\"\npaths = [\"/reports/**\"]\n",
+        app.url()
+    );
+    let gw = GatewaySpec::new()
+        .gateway_toml(&format!("[headers]\ntrusted_proxies = [{trusted}]\n"))
+        .policy("office.toml", policy)
+        .start()
+        .await;
+    (app, gw)
+}
+
+async fn from(gw: &RunningGateway, target: &str, xff: Option<&str>) -> u16 {
+    let xff = xff.map_or(String::new(), |v| format!("X-Forwarded-For: {v}\r\n"));
+    raw_status(
+        &raw_exchange(
+            gw.http,
+            format!("GET {target} HTTP/1.1\r\nHost: {HOST}\r\n{xff}Connection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await,
+    )
+}
+
+#[tokio::test]
+async fn network_rules_use_the_socket_address_unless_a_trusted_proxy_speaks() {
+    // Nobody trusted: a client claiming an office address is still judged by its socket.
+    let (app, gw) = office("").await;
+    assert_eq!(from(&gw, "/wiki", None).await, 403);
+    assert_eq!(
+        from(&gw, "/wiki", Some("10.20.1.5")).await,
+        403,
+        "spoofed X-Forwarded-For was believed"
+    );
+    assert_eq!(app.hits(), 0);
+    drop(gw);
+    // The loopback peer is a trusted load balancer: its X-Forwarded-For decides.
+    let (app, gw) = office("\"127.0.0.1/32\"").await;
+    assert_eq!(from(&gw, "/wiki", Some("10.20.1.5")).await, 200);
+    assert_eq!(from(&gw, "/wiki", Some("192.0.2.9")).await, 403);
+    assert_eq!(app.hits(), 1);
+}
+
+#[tokio::test]
+async fn glob_regex_and_shadow_rules_end_to_end() {
+    let (app, gw) = office("").await;
+    for (target, want) in [
+        ("/reports/q1.pdf", 200),
+        ("/reports/q1.pdf.exe", 403),
+        ("/reports/2026/q1.pdf", 403),
+        ("/reports/Q1.PDF", 403),
+        ("/api/v2/status", 200),
+        ("/api/v2/status/x", 403),
+        ("/api/vx/status", 403),
+        ("/x/api/v2/status", 403),
+        ("/api/v2/status?x=/reports/a.pdf", 200),
+        ("/secret?x=/reports/a.pdf", 403),
+    ] {
+        assert_eq!(from(&gw, target, None).await, want, "{target}");
+    }
+    assert_eq!(app.hits(), 3);
+    // The shadow deny rule never refused, but says what it would have done.
+    let logs = gw.wait_for_log("shadow rule would deny this request").await;
+    assert!(logs.contains("rule=\"future-lockdown\""), "{logs}");
+}

@@ -31,12 +31,14 @@ fn client(ctx: &AuditContext<'_>) -> String {
 
 /// What the rules decided for one request to an app.
 pub struct AccessRecord<'a> {
-    /// `allow`, `public`, `deny`, `no_allow`, `login` (sign-in needed), or `shadow_*`.
+    /// `allow`, `public`, `deny`, `require` (a require rule unmet), `no_allow`, `login`.
     pub decision: &'a str,
     /// The deciding rule's id (`-` when none decided).
     pub rule: &'a str,
     /// Why, in words (which rule or which missing condition).
     pub reason: &'a str,
+    /// Shadow rules that would have decided otherwise (`would:rule,…`; empty when none).
+    pub shadow: &'a str,
     /// The signed-in user, if any.
     pub user: Option<&'a Identity>,
     /// Request method.
@@ -54,7 +56,8 @@ pub fn access_decision(ctx: &AuditContext<'_>, record: &AccessRecord<'_>) {
         event = "access",
         decision = record.decision,
         rule = record.rule,
-        reason = record.reason,
+        reason = %loggable(record.reason),
+        shadow = record.shadow,
         user = %record.user.map_or(std::borrow::Cow::Borrowed("-"), Identity::display),
         idp = record.user.map_or("-", |u| u.idp.as_str()),
         app = ctx.app,

@@ -12,9 +12,13 @@ use super::idp::IdpConfig;
 use super::problem::{Problem, SourceFile};
 use crate::inject::{IdentityHeaders, IdentitySource};
 use crate::policy::path::normalise;
-use crate::policy::{IdentityConditions, PathPattern, Rule, RuleKind, RuleSet};
+use crate::policy::{
+    ClaimCondition, ClaimTest, IdentityConditions, Mode, PathPattern, PatternError, Rule, RuleKind,
+    RuleSet,
+};
 use crate::secret::Secret;
 use http::Method;
+use ipnet::IpNet;
 use openssl::x509::X509;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -65,9 +69,11 @@ struct FilePolicy {
     #[serde(default)]
     timeouts: FileTimeouts,
     #[serde(default)]
-    allow: Vec<Spanned<FileAllowRule>>,
+    allow: Vec<Spanned<FileRule>>,
     #[serde(default)]
-    deny: Vec<Spanned<FileDenyRule>>,
+    deny: Vec<Spanned<FileRule>>,
+    #[serde(default)]
+    require: Vec<Spanned<FileRule>>,
     idp: Option<Spanned<String>>,
     logout_path: Option<Spanned<String>>,
     allow_idp_initiated: Option<Spanned<bool>>,
@@ -118,12 +124,16 @@ struct FileTimeouts {
     write: Option<ConfigDuration>,
 }
 
+/// One `[[allow]]`, `[[deny]]` or `[[require]]` table. One shape for all three (serde cannot
+/// combine `flatten` with `deny_unknown_fields`); keys that do not fit the kind are errors.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct FileAllowRule {
+struct FileRule {
     id: Spanned<String>,
     why: Spanned<String>,
     public: Option<Spanned<bool>>,
+    adaptive: Option<Spanned<bool>>,
+    mode: Option<Spanned<String>>,
     #[serde(default)]
     paths: Vec<Spanned<String>>,
     #[serde(default)]
@@ -131,28 +141,15 @@ struct FileAllowRule {
     #[serde(default)]
     groups: Vec<Spanned<String>>,
     #[serde(default)]
-    emails: Vec<Spanned<String>>,
-    #[serde(default)]
-    email_domain: Vec<Spanned<String>>,
-}
-
-/// Repeats the allow rule's condition fields on purpose: serde cannot combine `flatten` with
-/// `deny_unknown_fields` (or keep `Spanned` positions inside a flattened struct).
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileDenyRule {
-    id: Spanned<String>,
-    why: Spanned<String>,
-    #[serde(default)]
-    paths: Vec<Spanned<String>>,
-    #[serde(default)]
-    methods: Vec<Spanned<String>>,
-    #[serde(default)]
-    groups: Vec<Spanned<String>>,
+    groups_all: Vec<Spanned<String>>,
     #[serde(default)]
     emails: Vec<Spanned<String>>,
     #[serde(default)]
     email_domain: Vec<Spanned<String>>,
+    #[serde(default)]
+    networks: Vec<Spanned<String>>,
+    #[serde(default)]
+    claims: BTreeMap<String, Spanned<toml::Value>>,
 }
 
 // ---- compiled app ----------------------------------------------------------------------------
@@ -325,7 +322,8 @@ pub fn compile_app(
     let upstream_tls = out.upstream_tls(&file.upstream_tls, base);
     let idp = out.idp(&file, &gateway.idps);
     // Follow-on checks ask whether an IdP is *named*, so an unknown name is one error, not many.
-    let rules = out.rules(&file, file.idp.is_some());
+    let idp_config = idp.and_then(|name| gateway.idps.iter().find(|i| i.name == name));
+    let rules = out.rules(&file, file.idp.is_some(), idp_config);
     let identity = out.identity(
         &file,
         base,
@@ -640,81 +638,146 @@ impl Compiler<'_> {
         UpstreamTls { verify, ca }
     }
 
-    fn rules(&mut self, file: &FilePolicy, has_idp: bool) -> RuleSet {
+    fn rules(&mut self, file: &FilePolicy, has_idp: bool, idp: Option<&IdpConfig>) -> RuleSet {
         let mut rules = Vec::new();
         let mut seen_ids: Vec<String> = Vec::new();
-        for rule in &file.allow {
-            let r = rule.get_ref();
-            self.rule_header(&r.id, &r.why, &mut seen_ids);
-            let who = self.identity_conditions(&r.groups, &r.emails, &r.email_domain);
-            let public = r.public.as_ref().is_some_and(|p| *p.get_ref());
-            let kind = if public {
-                if !who.is_empty() {
-                    self.error(rule, format!("allow rule `{}` is public (anyone, no login) yet names groups or emails: drop `public` or the conditions", r.id.get_ref()));
+        let kinds = [
+            ("allow", &file.allow),
+            ("deny", &file.deny),
+            ("require", &file.require),
+        ];
+        for (table, list) in kinds {
+            for rule in list {
+                if let Some(r) = self.rule(table, rule, has_idp, idp, &mut seen_ids) {
+                    rules.push(r);
                 }
-                RuleKind::AllowPublic
-            } else {
-                if !has_idp {
-                    self.error(rule, format!("allow rule `{}` is for signed-in users: name the app's identity provider with `idp = \"...\"`, or set `public = true`", r.id.get_ref()));
-                }
-                RuleKind::AllowSignedIn
-            };
-            let paths = self.paths(&r.paths);
-            let methods = self.methods(&r.methods);
-            rules.push(
-                Rule::new(
-                    r.id.get_ref().clone(),
-                    r.why.get_ref().clone(),
-                    kind,
-                    paths,
-                    methods,
-                )
-                .with_identity(who),
-            );
-        }
-        for rule in &file.deny {
-            let r = rule.get_ref();
-            self.rule_header(&r.id, &r.why, &mut seen_ids);
-            let who = self.identity_conditions(&r.groups, &r.emails, &r.email_domain);
-            if !who.is_empty() && !has_idp {
-                self.error(
-                    rule,
-                    format!(
-                        "deny rule `{}` names groups or emails: the app needs `idp = \"...\"`",
-                        r.id.get_ref()
-                    ),
-                );
             }
-            let paths = self.paths(&r.paths);
-            let methods = self.methods(&r.methods);
-            rules.push(
-                Rule::new(
-                    r.id.get_ref().clone(),
-                    r.why.get_ref().clone(),
-                    RuleKind::Deny,
-                    paths,
-                    methods,
-                )
-                .with_identity(who),
-            );
         }
         RuleSet::new(rules)
     }
 
-    fn identity_conditions(
+    fn rule(
         &mut self,
-        groups: &[Spanned<String>],
-        emails: &[Spanned<String>],
-        domains: &[Spanned<String>],
-    ) -> IdentityConditions {
-        let mut who = IdentityConditions::default();
-        for g in groups {
-            if g.get_ref().is_empty() {
-                self.error(g, "group name must not be empty");
+        table: &str,
+        rule: &Spanned<FileRule>,
+        has_idp: bool,
+        idp: Option<&IdpConfig>,
+        seen_ids: &mut Vec<String>,
+    ) -> Option<Rule> {
+        let r = rule.get_ref();
+        self.rule_header(&r.id, &r.why, seen_ids);
+        let id = r.id.get_ref();
+        let who = self.identity_conditions(r, idp);
+        let public = r.public.as_ref().is_some_and(|p| *p.get_ref());
+        let adaptive = r.adaptive.as_ref().is_some_and(|a| *a.get_ref());
+        if table != "allow" {
+            for (key, present) in [
+                ("public", r.public.is_some()),
+                ("adaptive", r.adaptive.is_some()),
+            ] {
+                if present {
+                    self.error(
+                        rule,
+                        format!("{table} rule `{id}`: `{key}` belongs to allow rules"),
+                    );
+                }
             }
-            who.groups.push(g.get_ref().clone());
         }
-        for e in emails {
+        let kind = match table {
+            "allow" if public => {
+                if !who.is_empty() {
+                    self.error(rule, format!("allow rule `{id}` is public (anyone, no login) yet names groups, emails or claims: drop `public` or the conditions"));
+                }
+                RuleKind::AllowPublic
+            }
+            "allow" => {
+                if adaptive {
+                    self.error(rule, format!("allow rule `{id}`: `adaptive` applies to public rules (signed-in rules always send identity)"));
+                }
+                if !has_idp {
+                    self.error(rule, format!("allow rule `{id}` is for signed-in users: name the app's identity provider with `idp = \"...\"`, or set `public = true`"));
+                }
+                RuleKind::AllowSignedIn
+            }
+            "deny" => RuleKind::Deny,
+            _ => RuleKind::Require,
+        };
+        if kind != RuleKind::AllowSignedIn && !who.is_empty() && !has_idp {
+            self.error(rule, format!("{table} rule `{id}` names groups, emails or claims: the app needs `idp = \"...\"`"));
+        }
+        if adaptive && kind == RuleKind::AllowPublic && !has_idp {
+            self.error(rule, format!("allow rule `{id}`: `adaptive` needs the app's `idp` (there is no session to send)"));
+        }
+        let mode = match r.mode.as_ref().map(|m| (m, m.get_ref().as_str())) {
+            None | Some((_, "enforce")) => Mode::Enforce,
+            Some((_, "shadow")) => Mode::Shadow,
+            Some((m, other)) => {
+                self.error(
+                    m,
+                    format!("mode `{other}` is unknown; use `enforce` (default) or `shadow`"),
+                );
+                Mode::Enforce
+            }
+        };
+        let paths = self.paths(&r.paths);
+        let methods = self.methods(&r.methods);
+        let networks = self.networks(&r.networks);
+        if kind == RuleKind::Require && who.is_empty() && networks.is_empty() {
+            self.error(
+                rule,
+                format!(
+                    "require rule `{id}` requires nothing: name groups, emails, claims or networks"
+                ),
+            );
+        }
+        Some(
+            Rule::new(id.clone(), r.why.get_ref().clone(), kind, paths, methods)
+                .with_identity(who)
+                .with_networks(networks)
+                .with_mode(mode)
+                .with_adaptive(adaptive),
+        )
+    }
+
+    fn networks(&mut self, list: &[Spanned<String>]) -> Vec<IpNet> {
+        let mut out = Vec::new();
+        for n in list {
+            let text = n.get_ref().trim();
+            let parsed = text
+                .parse::<IpNet>()
+                .or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from));
+            match parsed {
+                Ok(net) if net.trunc() == net => out.push(net),
+                Ok(net) => self.error(
+                    n,
+                    format!(
+                        "network `{text}` has host bits set; write `{}`",
+                        net.trunc()
+                    ),
+                ),
+                Err(_) => self.error(
+                    n,
+                    format!("network `{text}` is not a CIDR like `10.0.0.0/8` or an IP address"),
+                ),
+            }
+        }
+        out
+    }
+
+    fn identity_conditions(&mut self, r: &FileRule, idp: Option<&IdpConfig>) -> IdentityConditions {
+        let mut who = IdentityConditions::default();
+        for (list, out) in [
+            (&r.groups, &mut who.groups),
+            (&r.groups_all, &mut who.groups_all),
+        ] {
+            for g in list {
+                if g.get_ref().is_empty() {
+                    self.error(g, "group name must not be empty");
+                }
+                out.push(g.get_ref().clone());
+            }
+        }
+        for e in &r.emails {
             let text = e.get_ref();
             match text.rsplit_once('@') {
                 Some((local, domain))
@@ -726,7 +789,7 @@ impl Compiler<'_> {
                 _ => self.error(e, format!("`{text}` is not an email address")),
             }
         }
-        for d in domains {
+        for d in &r.email_domain {
             let text = d.get_ref().trim_start_matches('@').to_ascii_lowercase();
             match parse_host_pattern(&text) {
                 Ok(HostPattern::Exact(domain)) => who.email_domains.push(domain),
@@ -737,6 +800,59 @@ impl Compiler<'_> {
                         d.get_ref()
                     ),
                 ),
+            }
+        }
+        for (name, value) in &r.claims {
+            let standard = ["sub", "email", "name", "idp", "acr", "amr", "groups"];
+            let kept = idp.is_some_and(|i| i.extra_claims().iter().any(|c| c == name));
+            if !standard.contains(&name.as_str()) && !kept {
+                self.error(value, format!("claim `{name}` is not kept in the session: add it to the IdP's `claims` (OIDC) or `attributes` (SAML), or use one of {standard:?}"));
+                continue;
+            }
+            let test = match value.get_ref() {
+                toml::Value::String(v) => Some(ClaimTest::Equals(v.clone())),
+                toml::Value::Array(items) => {
+                    let values: Option<Vec<String>> = items
+                        .iter()
+                        .map(|i| i.as_str().map(str::to_string))
+                        .collect();
+                    match values {
+                        Some(v) if !v.is_empty() => Some(ClaimTest::OneOf(v)),
+                        _ => None,
+                    }
+                }
+                toml::Value::Table(t) if t.len() == 1 => {
+                    match t.get("regex").and_then(toml::Value::as_str) {
+                        Some(re) if re.starts_with('^') && re.ends_with('$') => {
+                            match regex::Regex::new(re) {
+                                Ok(compiled) => Some(ClaimTest::Matches(compiled)),
+                                Err(e) => {
+                                    self.error(
+                                        value,
+                                        format!("claim `{name}`: regex does not compile: {e}"),
+                                    );
+                                    continue;
+                                }
+                            }
+                        }
+                        Some(_) => {
+                            self.error(
+                                value,
+                                format!("claim `{name}`: regex must be anchored (`^…$`)"),
+                            );
+                            continue;
+                        }
+                        None => None,
+                    }
+                }
+                _ => None,
+            };
+            match test {
+                Some(test) => who.claims.push(ClaimCondition {
+                    name: name.clone(),
+                    test,
+                }),
+                None => self.error(value, format!("claim `{name}`: write a value (\"finance\"), a list ([\"finance\", \"hr\"]) or {{ regex = \"^…$\" }}")),
             }
         }
         who
@@ -979,24 +1095,35 @@ impl Compiler<'_> {
         let mut out = Vec::new();
         for p in paths {
             let text = p.get_ref();
-            let (base, suffix) = match text.strip_suffix("/**") {
-                Some("") => ("/", "/**"),
-                Some(dir) => (dir, "/**"),
-                None => (text.as_str(), ""),
-            };
-            if base.contains('*') {
-                self.error(p, format!("path `{text}`: only a trailing `/**` is supported (\"/dir/**\" = the directory and everything below)"));
+            if text.starts_with('~') {
+                match PathPattern::parse(text) {
+                    Ok(pattern) => out.push(pattern),
+                    Err(PatternError::Unanchored) => {
+                        self.error(p, format!("path regex `{text}` must be anchored: `~^/…$`"))
+                    }
+                    Err(PatternError::BadRegex(e)) => {
+                        self.error(p, format!("path regex `{text}` does not compile: {e}"))
+                    }
+                }
                 continue;
             }
-            match normalise(base) {
-                Ok(n) if n == base => out.push(PathPattern::parse(text)),
+            // Wildcards stand in for whole names: the literal text around them must already be
+            // in normal form, since requests are matched after normalisation.
+            let literal = text.replace('*', "x");
+            match normalise(&literal) {
+                Ok(n) if n == literal => match PathPattern::parse(text) {
+                    Ok(pattern) => out.push(pattern),
+                    Err(_) => self.error(p, format!("path `{text}` is not a valid pattern")),
+                },
                 Ok(n) => {
-                    let n = if suffix.is_empty() {
-                        n
-                    } else {
-                        format!("{}{suffix}", n.trim_end_matches('/'))
+                    let hint = match text.strip_suffix("/**") {
+                        Some(dir) if !dir.contains('*') => normalise(dir)
+                            .map(|d| format!("; write `{}/**`", d.trim_end_matches('/')))
+                            .unwrap_or_default(),
+                        _ if !text.contains('*') => format!("; write `{n}`"),
+                        _ => String::new(),
                     };
-                    self.error(p, format!("path `{text}` is not in normal form (requests are matched after normalisation); write `{n}`"));
+                    self.error(p, format!("path `{text}` is not in normal form (requests are matched after normalisation){hint}"));
                 }
                 Err(e) => self.error(p, format!("path `{text}` is not a valid path: {e}")),
             }

@@ -58,8 +58,14 @@ impl Identity {
     /// What the access rules look at.
     pub fn facts(&self) -> UserFacts<'_> {
         UserFacts {
+            subject: &self.subject,
             email: self.email.as_deref(),
+            name: self.name.as_deref(),
             groups: &self.groups,
+            idp: &self.idp,
+            acr: self.acr.as_deref(),
+            amr: &self.amr,
+            claims: &self.claims,
         }
     }
 

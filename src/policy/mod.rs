@@ -8,40 +8,14 @@
 //! returns a [`Decision`]. Compilation from policy files lives in `config::app`.
 
 pub mod path;
+pub mod pattern;
+
+pub use pattern::{PathPattern, PatternError};
 
 use http::Method;
-
-/// A compiled path condition, matched against the normalised path.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PathPattern {
-    /// `"/login"`: exactly this path.
-    Exact(String),
-    /// `"/static/**"`: the directory itself (`/static`, `/static/`) and everything below it.
-    /// Stored without the `/**`; `""` for `"/**"` (everything).
-    Under(String),
-}
-
-impl PathPattern {
-    /// Compiles a policy path: a trailing `/**` means "this directory and everything below";
-    /// anything else matches exactly. `config::app` validates the text first.
-    pub fn parse(text: &str) -> Self {
-        match text.strip_suffix("/**") {
-            Some(dir) => PathPattern::Under(dir.to_string()),
-            None => PathPattern::Exact(text.to_string()),
-        }
-    }
-
-    /// Does the normalised `path` match?
-    pub fn matches(&self, path: &str) -> bool {
-        match self {
-            PathPattern::Exact(p) => path == p,
-            PathPattern::Under(dir) => match path.strip_prefix(dir.as_str()) {
-                Some(rest) => rest.is_empty() || rest.starts_with('/'),
-                None => false,
-            },
-        }
-    }
-}
+use ipnet::IpNet;
+use regex::Regex;
+use std::net::IpAddr;
 
 /// What a rule does when it matches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,48 +26,181 @@ pub enum RuleKind {
     AllowSignedIn,
     /// `[[deny]]`: refused, whatever else matches.
     Deny,
+    /// `[[require]]`: where it applies (its paths and methods), its conditions must hold.
+    Require,
+}
+
+/// Whether a rule is enforced or only reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// Decides requests.
+    #[default]
+    Enforce,
+    /// Only logged: "would allow / would deny", never changes a decision.
+    Shadow,
+}
+
+/// A test on one claim or attribute (any of its values may pass).
+#[derive(Debug, Clone)]
+pub enum ClaimTest {
+    /// Equal to this value.
+    Equals(String),
+    /// One of these values.
+    OneOf(Vec<String>),
+    /// Matches this anchored regular expression.
+    Matches(Regex),
+}
+
+/// A condition on a claim (OIDC) or attribute (SAML) kept in the session.
+#[derive(Debug, Clone)]
+pub struct ClaimCondition {
+    /// Claim name (`sub`, `email`, `name`, `idp`, `acr`, `amr`, `groups`, or a kept claim).
+    pub name: String,
+    /// The test.
+    pub test: ClaimTest,
+}
+
+impl ClaimCondition {
+    fn holds(&self, user: &UserFacts<'_>) -> bool {
+        user.values(&self.name).iter().any(|v| match &self.test {
+            ClaimTest::Equals(want) => v == want,
+            ClaimTest::OneOf(set) => set.iter().any(|w| w == v),
+            ClaimTest::Matches(re) => re.is_match(v),
+        })
+    }
+
+    fn describe(&self) -> String {
+        match &self.test {
+            ClaimTest::Equals(v) => format!("claim {} = {v:?}", self.name),
+            ClaimTest::OneOf(vs) => format!("claim {} one of {vs:?}", self.name),
+            ClaimTest::Matches(re) => format!("claim {} matches /{}/", self.name, re.as_str()),
+        }
+    }
 }
 
 /// Conditions on who the user is. Empty lists hold for every signed-in user; a rule with any
 /// identity condition never matches an anonymous request.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct IdentityConditions {
     /// Member of any of these groups (exact, case-sensitive, as the IdP spells them).
     pub groups: Vec<String>,
+    /// Member of all of these groups.
+    pub groups_all: Vec<String>,
     /// One of these email addresses (compared lower-case).
     pub emails: Vec<String>,
     /// Email in one of these domains (lower-case, compared to the part after the last `@`).
     pub email_domains: Vec<String>,
+    /// Claim or attribute tests, all of which must pass.
+    pub claims: Vec<ClaimCondition>,
 }
 
 impl IdentityConditions {
     /// No identity condition at all.
     pub fn is_empty(&self) -> bool {
-        self.groups.is_empty() && self.emails.is_empty() && self.email_domains.is_empty()
+        self.groups.is_empty()
+            && self.groups_all.is_empty()
+            && self.emails.is_empty()
+            && self.email_domains.is_empty()
+            && self.claims.is_empty()
     }
 
     fn hold_for(&self, user: &UserFacts<'_>) -> bool {
+        self.checks(user).iter().all(|c| c.held)
+    }
+
+    /// Each condition, described, with whether it holds for `user`.
+    fn checks(&self, user: &UserFacts<'_>) -> Vec<Check> {
         let email = user.email.map(str::to_ascii_lowercase);
-        let groups_ok =
-            self.groups.is_empty() || self.groups.iter().any(|g| user.groups.contains(g));
-        let emails_ok =
-            self.emails.is_empty() || email.as_ref().is_some_and(|e| self.emails.contains(e));
-        let domain_ok = self.email_domains.is_empty()
-            || email
-                .as_ref()
-                .and_then(|e| e.rsplit_once('@'))
-                .is_some_and(|(_, domain)| self.email_domains.iter().any(|d| d == domain));
-        groups_ok && emails_ok && domain_ok
+        let mut out = Vec::new();
+        if !self.groups.is_empty() {
+            out.push(Check::new(
+                format!("groups any of {:?}", self.groups),
+                self.groups.iter().any(|g| user.groups.contains(g)),
+            ));
+        }
+        if !self.groups_all.is_empty() {
+            out.push(Check::new(
+                format!("groups all of {:?}", self.groups_all),
+                self.groups_all.iter().all(|g| user.groups.contains(g)),
+            ));
+        }
+        if !self.emails.is_empty() {
+            out.push(Check::new(
+                format!("email one of {:?}", self.emails),
+                email.as_ref().is_some_and(|e| self.emails.contains(e)),
+            ));
+        }
+        if !self.email_domains.is_empty() {
+            out.push(Check::new(
+                format!("email domain one of {:?}", self.email_domains),
+                email
+                    .as_ref()
+                    .and_then(|e| e.rsplit_once('@'))
+                    .is_some_and(|(_, domain)| self.email_domains.iter().any(|d| d == domain)),
+            ));
+        }
+        for claim in &self.claims {
+            out.push(Check::new(claim.describe(), claim.holds(user)));
+        }
+        out
     }
 }
 
 /// What the rules know about a signed-in user.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct UserFacts<'a> {
+    /// Stable subject (OIDC `sub`, SAML NameID).
+    pub subject: &'a str,
     /// Verified email, if the IdP gave one.
     pub email: Option<&'a str>,
+    /// Display name.
+    pub name: Option<&'a str>,
     /// Group names.
     pub groups: &'a [String],
+    /// The IdP that signed the user in.
+    pub idp: &'a str,
+    /// Authentication context (`acr`, SAML AuthnContextClassRef).
+    pub acr: Option<&'a str>,
+    /// Authentication methods (`amr`).
+    pub amr: &'a [String],
+    /// Other kept claims or attributes.
+    pub claims: &'a [(String, Vec<String>)],
+}
+
+impl<'a> UserFacts<'a> {
+    /// Values of a claim by name: the standard ones first, then kept claims.
+    pub fn values(&self, name: &str) -> Vec<&'a str> {
+        match name {
+            "sub" => vec![self.subject],
+            "email" => self.email.into_iter().collect(),
+            "name" => self.name.into_iter().collect(),
+            "idp" => vec![self.idp],
+            "acr" => self.acr.into_iter().collect(),
+            "amr" => self.amr.iter().map(String::as_str).collect(),
+            "groups" => self.groups.iter().map(String::as_str).collect(),
+            other => self
+                .claims
+                .iter()
+                .filter(|(n, _)| n == other)
+                .flat_map(|(_, v)| v.iter().map(String::as_str))
+                .collect(),
+        }
+    }
+}
+
+/// One condition of a rule and whether it held (for `policy explain` and audit reasons).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    /// The condition, in words.
+    pub condition: String,
+    /// Did it hold?
+    pub held: bool,
+}
+
+impl Check {
+    fn new(condition: String, held: bool) -> Self {
+        Self { condition, held }
+    }
 }
 
 /// One compiled rule.
@@ -102,8 +209,11 @@ pub struct Rule {
     id: String,
     why: String,
     kind: RuleKind,
+    mode: Mode,
+    adaptive: bool,
     paths: Vec<PathPattern>,
     methods: Vec<Method>,
+    networks: Vec<IpNet>,
     who: IdentityConditions,
 }
 
@@ -120,8 +230,11 @@ impl Rule {
             id,
             why,
             kind,
+            mode: Mode::Enforce,
+            adaptive: false,
             paths,
             methods,
+            networks: Vec::new(),
             who: IdentityConditions::default(),
         }
     }
@@ -129,6 +242,24 @@ impl Rule {
     /// Adds conditions on who the user is.
     pub fn with_identity(mut self, who: IdentityConditions) -> Self {
         self.who = who;
+        self
+    }
+
+    /// Adds a condition on the client network (any of these CIDRs).
+    pub fn with_networks(mut self, networks: Vec<IpNet>) -> Self {
+        self.networks = networks;
+        self
+    }
+
+    /// Enforced or shadow.
+    pub fn with_mode(mut self, mode: Mode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// A public rule that still sends identity when the browser has a session.
+    pub fn with_adaptive(mut self, adaptive: bool) -> Self {
+        self.adaptive = adaptive;
         self
     }
 
@@ -142,17 +273,39 @@ impl Rule {
         &self.why
     }
 
-    /// Allow or deny.
+    /// Allow, deny or require.
     pub fn kind(&self) -> RuleKind {
         self.kind
     }
 
-    /// The request conditions (paths, methods) hold; an absent condition holds for every
-    /// request.
-    fn matches(&self, request: &RequestFacts<'_>) -> bool {
+    /// Enforced or shadow.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// Its path conditions.
+    pub fn paths(&self) -> &[PathPattern] {
+        &self.paths
+    }
+
+    /// Its identity conditions.
+    pub fn identity(&self) -> &IdentityConditions {
+        &self.who
+    }
+
+    /// Where the rule applies: paths and methods (absent = everywhere).
+    fn in_scope(&self, request: &RequestFacts<'_>) -> bool {
         let path_ok = self.paths.is_empty() || self.paths.iter().any(|p| p.matches(request.path));
         let method_ok = self.methods.is_empty() || self.methods.iter().any(|m| m == request.method);
         path_ok && method_ok
+    }
+
+    /// The client network condition holds (no network condition: every client).
+    fn network_ok(&self, request: &RequestFacts<'_>) -> bool {
+        self.networks.is_empty()
+            || request
+                .client_ip
+                .is_some_and(|ip| self.networks.iter().any(|n| n.contains(&ip)))
     }
 
     /// The identity conditions hold for this user (never for an anonymous request, unless the
@@ -163,6 +316,49 @@ impl Rule {
             None => self.who.is_empty() && self.kind != RuleKind::AllowSignedIn,
         }
     }
+
+    /// Everything about the rule holds for this request and user.
+    fn matches(&self, request: &RequestFacts<'_>, user: Option<&UserFacts<'_>>) -> bool {
+        self.in_scope(request) && self.network_ok(request) && self.matches_user(user)
+    }
+
+    /// A require rule's conditions (beyond its scope) hold.
+    fn requirement_met(&self, request: &RequestFacts<'_>, user: Option<&UserFacts<'_>>) -> bool {
+        self.network_ok(request) && self.matches_user(user)
+    }
+
+    /// Each condition of the rule with whether it holds, for explanations.
+    pub fn checks(&self, request: &RequestFacts<'_>, user: Option<&UserFacts<'_>>) -> Vec<Check> {
+        let mut out = Vec::new();
+        if !self.paths.is_empty() {
+            out.push(Check::new(
+                "path".to_string(),
+                self.paths.iter().any(|p| p.matches(request.path)),
+            ));
+        }
+        if !self.methods.is_empty() {
+            let names: Vec<&str> = self.methods.iter().map(Method::as_str).collect();
+            out.push(Check::new(
+                format!("method one of {names:?}"),
+                self.methods.iter().any(|m| m == request.method),
+            ));
+        }
+        if !self.networks.is_empty() {
+            let nets: Vec<String> = self.networks.iter().map(ToString::to_string).collect();
+            out.push(Check::new(
+                format!("client network one of {nets:?}"),
+                self.network_ok(request),
+            ));
+        }
+        match user {
+            Some(u) => out.extend(self.who.checks(u)),
+            None if self.kind == RuleKind::AllowSignedIn || !self.who.is_empty() => {
+                out.push(Check::new("signed in".to_string(), false));
+            }
+            None => {}
+        }
+        out
+    }
 }
 
 /// What the rules look at. `path` must be the normalised path (see [`path::normalise`]).
@@ -172,6 +368,8 @@ pub struct RequestFacts<'a> {
     pub method: &'a Method,
     /// Normalised path, without the query.
     pub path: &'a str,
+    /// The client's address (from the socket, or a trusted proxy's `X-Forwarded-For`).
+    pub client_ip: Option<IpAddr>,
 }
 
 /// The outcome of the rules for one request, naming the rule that decided it.
@@ -181,6 +379,8 @@ pub enum Decision<'a> {
     Public {
         /// Id of the allow rule.
         rule: &'a str,
+        /// Send identity anyway when a session exists (`adaptive = true`).
+        adaptive: bool,
     },
     /// A signed-in user meets an allow rule and no deny rule matched.
     Allow {
@@ -190,6 +390,11 @@ pub enum Decision<'a> {
     /// A deny rule matched (the first by id, so logs are stable).
     Deny {
         /// Id of the deny rule.
+        rule: &'a str,
+    },
+    /// A require rule applies and its conditions do not hold.
+    Unmet {
+        /// Id of the require rule.
         rule: &'a str,
     },
     /// Anonymous request that a rule for signed-in users covers: sign in first.
@@ -202,12 +407,48 @@ impl Decision<'_> {
     /// The rule that decided, when one did (default deny and "sign in first" name none).
     pub fn rule(&self) -> Option<&str> {
         match self {
-            Decision::Public { rule } | Decision::Allow { rule } | Decision::Deny { rule } => {
-                Some(rule)
-            }
+            Decision::Public { rule, .. }
+            | Decision::Allow { rule }
+            | Decision::Deny { rule }
+            | Decision::Unmet { rule } => Some(rule),
             Decision::LoginNeeded | Decision::NoAllowMatched => None,
         }
     }
+
+    /// Short name used in audit records and `policy test` expectations.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Decision::Public { .. } => "public",
+            Decision::Allow { .. } => "allow",
+            Decision::Deny { .. } => "deny",
+            Decision::Unmet { .. } => "require",
+            Decision::LoginNeeded => "login",
+            Decision::NoAllowMatched => "no_allow",
+        }
+    }
+
+    /// Is the request let through?
+    pub fn admits(&self) -> bool {
+        matches!(self, Decision::Public { .. } | Decision::Allow { .. })
+    }
+}
+
+/// A shadow rule that would have changed the outcome, had it been enforced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShadowHit<'a> {
+    /// The shadow rule.
+    pub rule: &'a str,
+    /// `allow`, `deny` or `require`: what it would have done.
+    pub would: &'static str,
+}
+
+/// The decision and any shadow rules that would have decided otherwise.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict<'a> {
+    /// The enforced decision.
+    pub decision: Decision<'a>,
+    /// Shadow rules that matched.
+    pub shadow: Vec<ShadowHit<'a>>,
 }
 
 /// The rules of one app.
@@ -215,23 +456,31 @@ impl Decision<'_> {
 pub struct RuleSet {
     allow: Vec<Rule>,
     deny: Vec<Rule>,
+    require: Vec<Rule>,
 }
 
 impl RuleSet {
     /// Builds a rule set from compiled rules (any order).
     pub fn new(rules: Vec<Rule>) -> Self {
-        let (mut deny, mut allow): (Vec<_>, Vec<_>) =
-            rules.into_iter().partition(|r| r.kind == RuleKind::Deny);
+        let mut set = Self::default();
+        for rule in rules {
+            match rule.kind {
+                RuleKind::Deny => set.deny.push(rule),
+                RuleKind::Require => set.require.push(rule),
+                RuleKind::AllowPublic | RuleKind::AllowSignedIn => set.allow.push(rule),
+            }
+        }
         // Sorted by id so that, when several rules match, the one named in logs is stable
         // whatever order the file lists them in.
-        allow.sort_by(|a, b| a.id.cmp(&b.id));
-        deny.sort_by(|a, b| a.id.cmp(&b.id));
-        Self { allow, deny }
+        for list in [&mut set.allow, &mut set.deny, &mut set.require] {
+            list.sort_by(|a, b| a.id.cmp(&b.id));
+        }
+        set
     }
 
     /// Number of rules.
     pub fn len(&self) -> usize {
-        self.allow.len() + self.deny.len()
+        self.allow.len() + self.deny.len() + self.require.len()
     }
 
     /// Are there no rules at all (so everything is denied)?
@@ -239,33 +488,154 @@ impl RuleSet {
         self.len() == 0
     }
 
+    /// Every rule, allow rules first, then deny, then require (each sorted by id).
+    pub fn rules(&self) -> impl Iterator<Item = &Rule> {
+        self.allow.iter().chain(&self.deny).chain(&self.require)
+    }
+
     /// Does any rule need a signed-in user (so the app needs an IdP)?
     pub fn needs_login(&self) -> bool {
-        self.allow
-            .iter()
-            .chain(&self.deny)
+        self.rules()
             .any(|r| r.kind == RuleKind::AllowSignedIn || !r.who.is_empty())
     }
 
-    /// Decides one request for an anonymous (`None`) or signed-in user. Pure: same facts,
-    /// same answer. A public rule lets anyone in; identity conditions only ever match a
-    /// signed-in user; an anonymous request that only a signed-in rule covers must log in.
+    /// Decides one request for an anonymous (`None`) or signed-in user.
     pub fn decide(&self, request: &RequestFacts<'_>, user: Option<&UserFacts<'_>>) -> Decision<'_> {
-        let applies = |r: &&Rule| r.matches(request) && r.matches_user(user);
-        if let Some(rule) = self.deny.iter().find(applies) {
+        self.evaluate(request, user).decision
+    }
+
+    /// Decides one request and reports shadow rules. Pure: same facts, same answer. A
+    /// matching deny wins; then every require rule in scope must hold (an anonymous user
+    /// whom login could help is sent to log in); then some allow rule must match.
+    pub fn evaluate(
+        &self,
+        request: &RequestFacts<'_>,
+        user: Option<&UserFacts<'_>>,
+    ) -> Verdict<'_> {
+        let enforced = |r: &&Rule| r.mode == Mode::Enforce;
+        let shadowed = |r: &&Rule| r.mode == Mode::Shadow;
+        let mut shadow: Vec<ShadowHit<'_>> = self
+            .deny
+            .iter()
+            .filter(shadowed)
+            .filter(|r| r.matches(request, user))
+            .map(|r| ShadowHit {
+                rule: &r.id,
+                would: "deny",
+            })
+            .collect();
+        shadow.extend(
+            self.require
+                .iter()
+                .filter(shadowed)
+                .filter(|r| r.in_scope(request) && !r.requirement_met(request, user))
+                .map(|r| ShadowHit {
+                    rule: &r.id,
+                    would: "require",
+                }),
+        );
+        let decision = self.enforced_decision(request, user, &enforced);
+        if !decision.admits() {
+            shadow.extend(
+                self.allow
+                    .iter()
+                    .filter(shadowed)
+                    .filter(|r| r.matches(request, user))
+                    .map(|r| ShadowHit {
+                        rule: &r.id,
+                        would: "allow",
+                    }),
+            );
+        }
+        Verdict { decision, shadow }
+    }
+
+    /// Why a request was refused, naming the conditions that failed (for audit records and
+    /// `policy explain`). Allowed requests get a fixed phrase (no work on the hot path).
+    pub fn reason(
+        &self,
+        decision: &Decision<'_>,
+        request: &RequestFacts<'_>,
+        user: Option<&UserFacts<'_>>,
+    ) -> String {
+        let failed = |r: &Rule| -> String {
+            let missing: Vec<String> = r
+                .checks(request, user)
+                .into_iter()
+                .filter(|c| !c.held)
+                .map(|c| c.condition)
+                .collect();
+            missing.join("; ")
+        };
+        let find = |id: &str| self.rules().find(|r| r.id == id);
+        match decision {
+            Decision::Public { .. } => "a public allow rule matched".into(),
+            Decision::Allow { .. } => "an allow rule matched and no deny rule did".into(),
+            Decision::Deny { rule } => format!("deny rule `{rule}` matched"),
+            Decision::Unmet { rule } => match find(rule) {
+                Some(r) => format!("require rule `{rule}` not met: {}", failed(r)),
+                None => format!("require rule `{rule}` not met"),
+            },
+            Decision::LoginNeeded => {
+                "sign-in required: a rule for signed-in users covers this request".into()
+            }
+            Decision::NoAllowMatched => {
+                // The allow rules that apply here, and what each lacked.
+                let near: Vec<String> = self
+                    .allow
+                    .iter()
+                    .filter(|r| r.mode == Mode::Enforce && r.in_scope(request))
+                    .map(|r| format!("`{}` needs {}", r.id, failed(r)))
+                    .collect();
+                if near.is_empty() {
+                    "no allow rule covers this path and method (default deny)".into()
+                } else {
+                    format!("no allow rule matched (default deny): {}", near.join("; "))
+                }
+            }
+        }
+    }
+
+    fn enforced_decision<'s>(
+        &'s self,
+        request: &RequestFacts<'_>,
+        user: Option<&UserFacts<'_>>,
+        enforced: &dyn Fn(&&Rule) -> bool,
+    ) -> Decision<'s> {
+        if let Some(rule) = self
+            .deny
+            .iter()
+            .filter(|r| enforced(r))
+            .find(|r| r.matches(request, user))
+        {
             return Decision::Deny { rule: &rule.id };
         }
-        if let Some(rule) = self.allow.iter().find(applies) {
+        for rule in self.require.iter().filter(|r| enforced(r)) {
+            if rule.in_scope(request) && !rule.requirement_met(request, user) {
+                if user.is_none() && !rule.who.is_empty() {
+                    return Decision::LoginNeeded;
+                }
+                return Decision::Unmet { rule: &rule.id };
+            }
+        }
+        if let Some(rule) = self
+            .allow
+            .iter()
+            .filter(|r| enforced(r))
+            .find(|r| r.matches(request, user))
+        {
             return match rule.kind {
-                RuleKind::AllowPublic => Decision::Public { rule: &rule.id },
-                RuleKind::AllowSignedIn | RuleKind::Deny => Decision::Allow { rule: &rule.id },
+                RuleKind::AllowPublic => Decision::Public {
+                    rule: &rule.id,
+                    adaptive: rule.adaptive,
+                },
+                _ => Decision::Allow { rule: &rule.id },
             };
         }
         let login_would_help = user.is_none()
-            && self
-                .allow
-                .iter()
-                .any(|r| r.kind == RuleKind::AllowSignedIn && r.matches(request));
+            && self.allow.iter().filter(|r| enforced(r)).any(|r| {
+                r.kind == RuleKind::AllowSignedIn && r.in_scope(request) && r.network_ok(request)
+            });
         if login_would_help {
             Decision::LoginNeeded
         } else {
@@ -276,6 +646,7 @@ impl RuleSet {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     fn rule(id: &str, kind: RuleKind, paths: &[&str], methods: &[Method]) -> Rule {
@@ -283,13 +654,23 @@ mod tests {
             id.into(),
             "test".into(),
             kind,
-            paths.iter().map(|p| PathPattern::parse(p)).collect(),
+            paths
+                .iter()
+                .map(|p| PathPattern::parse(p).unwrap())
+                .collect(),
             methods.to_vec(),
         )
     }
 
     fn decide<'a>(set: &'a RuleSet, method: &Method, path: &str) -> Decision<'a> {
-        set.decide(&RequestFacts { method, path }, None)
+        set.decide(
+            &RequestFacts {
+                method,
+                path,
+                client_ip: None,
+            },
+            None,
+        )
     }
 
     fn signed_in(id: &str, paths: &[&str], who: IdentityConditions) -> Rule {
@@ -312,16 +693,21 @@ mod tests {
         assert_eq!(decide(&set, &Method::GET, "/x"), Decision::LoginNeeded);
         assert_eq!(
             decide(&set, &Method::GET, "/static/a.css"),
-            Decision::Public { rule: "assets" }
+            Decision::Public {
+                rule: "assets",
+                adaptive: false
+            }
         );
         let staff = vec!["staff".to_string()];
         let alice = UserFacts {
             email: Some("alice@corp.example"),
             groups: &staff,
+            ..Default::default()
         };
         let facts = RequestFacts {
             method: &Method::GET,
             path: "/x",
+            client_ip: None,
         };
         assert_eq!(
             set.decide(&facts, Some(&alice)),
@@ -330,6 +716,7 @@ mod tests {
         let nobody = UserFacts {
             email: Some("eve@corp.example"),
             groups: &[],
+            ..Default::default()
         };
         assert_eq!(set.decide(&facts, Some(&nobody)), Decision::NoAllowMatched);
     }
@@ -361,10 +748,12 @@ mod tests {
         let facts = RequestFacts {
             method: &Method::GET,
             path: "/",
+            client_ip: None,
         };
         let user = |email| UserFacts {
             email: Some(email),
             groups: &[],
+            ..Default::default()
         };
         assert_eq!(
             set.decide(&facts, Some(&user("Ana@CORP.example"))),
@@ -393,6 +782,7 @@ mod tests {
         let no_email = UserFacts {
             email: None,
             groups: &[],
+            ..Default::default()
         };
         assert_eq!(
             set.decide(&facts, Some(&no_email)),
@@ -422,7 +812,10 @@ mod tests {
             );
             assert_eq!(
                 decide(&set, &Method::GET, "/administrator"),
-                Decision::Public { rule: "everything" }
+                Decision::Public {
+                    rule: "everything",
+                    adaptive: false
+                }
             );
         }
     }
@@ -437,11 +830,17 @@ mod tests {
         )]);
         assert_eq!(
             decide(&set, &Method::GET, "/docs/a"),
-            Decision::Public { rule: "read-docs" }
+            Decision::Public {
+                rule: "read-docs",
+                adaptive: false
+            }
         );
         assert_eq!(
             decide(&set, &Method::HEAD, "/docs/a"),
-            Decision::Public { rule: "read-docs" }
+            Decision::Public {
+                rule: "read-docs",
+                adaptive: false
+            }
         );
         assert_eq!(
             decide(&set, &Method::POST, "/docs/a"),
@@ -458,7 +857,10 @@ mod tests {
         let set = RuleSet::new(vec![rule("login", RuleKind::AllowPublic, &["/login"], &[])]);
         assert_eq!(
             decide(&set, &Method::GET, "/login"),
-            Decision::Public { rule: "login" }
+            Decision::Public {
+                rule: "login",
+                adaptive: false
+            }
         );
         assert_eq!(
             decide(&set, &Method::GET, "/login/x"),
@@ -475,13 +877,283 @@ mod tests {
         let set = RuleSet::new(vec![rule("home", RuleKind::AllowPublic, &["/"], &[])]);
         assert_eq!(
             decide(&set, &Method::GET, "/"),
-            Decision::Public { rule: "home" }
+            Decision::Public {
+                rule: "home",
+                adaptive: false
+            }
         );
         assert_eq!(decide(&set, &Method::GET, "/x"), Decision::NoAllowMatched);
         let set = RuleSet::new(vec![rule("all", RuleKind::AllowPublic, &["/**"], &[])]);
         assert_eq!(
             decide(&set, &Method::GET, "/x/y"),
-            Decision::Public { rule: "all" }
+            Decision::Public {
+                rule: "all",
+                adaptive: false
+            }
+        );
+    }
+
+    fn req<'a>(path: &'a str, ip: &str) -> RequestFacts<'a> {
+        RequestFacts {
+            method: &Method::GET,
+            path,
+            client_ip: ip.parse().ok(),
+        }
+    }
+
+    fn person<'a>(groups: &'a [String], claims: &'a [(String, Vec<String>)]) -> UserFacts<'a> {
+        UserFacts {
+            subject: "00u1",
+            email: Some("ana@corp.example"),
+            groups,
+            idp: "okta",
+            acr: Some("urn:okta:loa:1fa:pwd"),
+            claims,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn table_of_identity_and_network_conditions() {
+        let finance_staff = vec!["staff".to_string(), "finance".to_string()];
+        let staff_only = vec!["staff".to_string()];
+        let dept = vec![("department".to_string(), vec!["finance".to_string()])];
+        let other_dept = vec![("department".to_string(), vec!["sales".to_string()])];
+        let claim = |name: &str, test: ClaimTest| ClaimCondition {
+            name: name.into(),
+            test,
+        };
+        let cases: Vec<(&str, IdentityConditions, Vec<IpNet>, bool, bool)> = vec![
+            // (name, identity, networks, holds for finance staff in finance from 10.1.2.3,
+            //  holds for plain staff in sales from 192.0.2.7)
+            (
+                "groups any",
+                IdentityConditions {
+                    groups: vec!["finance".into(), "hr".into()],
+                    ..Default::default()
+                },
+                vec![],
+                true,
+                false,
+            ),
+            (
+                "groups all",
+                IdentityConditions {
+                    groups_all: vec!["staff".into(), "finance".into()],
+                    ..Default::default()
+                },
+                vec![],
+                true,
+                false,
+            ),
+            (
+                "claim equals",
+                IdentityConditions {
+                    claims: vec![claim("department", ClaimTest::Equals("finance".into()))],
+                    ..Default::default()
+                },
+                vec![],
+                true,
+                false,
+            ),
+            (
+                "claim one of",
+                IdentityConditions {
+                    claims: vec![claim(
+                        "department",
+                        ClaimTest::OneOf(vec!["hr".into(), "sales".into()]),
+                    )],
+                    ..Default::default()
+                },
+                vec![],
+                false,
+                true,
+            ),
+            (
+                "claim regex",
+                IdentityConditions {
+                    claims: vec![claim(
+                        "sub",
+                        ClaimTest::Matches(Regex::new("^00u[0-9]+$").unwrap()),
+                    )],
+                    ..Default::default()
+                },
+                vec![],
+                true,
+                true,
+            ),
+            (
+                "standard claim",
+                IdentityConditions {
+                    claims: vec![claim("idp", ClaimTest::Equals("okta".into()))],
+                    ..Default::default()
+                },
+                vec![],
+                true,
+                true,
+            ),
+            (
+                "acr",
+                IdentityConditions {
+                    claims: vec![claim(
+                        "acr",
+                        ClaimTest::Equals("urn:okta:loa:2fa:any".into()),
+                    )],
+                    ..Default::default()
+                },
+                vec![],
+                false,
+                false,
+            ),
+            (
+                "network",
+                IdentityConditions::default(),
+                vec!["10.0.0.0/8".parse().unwrap()],
+                true,
+                false,
+            ),
+        ];
+        for (name, who, nets, want_a, want_b) in cases {
+            let set = RuleSet::new(vec![rule("r", RuleKind::AllowSignedIn, &[], &[])
+                .with_identity(who)
+                .with_networks(nets)]);
+            let a = set.decide(&req("/x", "10.1.2.3"), Some(&person(&finance_staff, &dept)));
+            let b = set.decide(
+                &req("/x", "192.0.2.7"),
+                Some(&person(&staff_only, &other_dept)),
+            );
+            assert_eq!(a == Decision::Allow { rule: "r" }, want_a, "{name}: {a:?}");
+            assert_eq!(b == Decision::Allow { rule: "r" }, want_b, "{name}: {b:?}");
+        }
+        // A network rule with no client address (unknown) never matches.
+        let set = RuleSet::new(vec![rule("r", RuleKind::AllowPublic, &[], &[])
+            .with_networks(vec!["0.0.0.0/0".parse().unwrap()])]);
+        let unknown = RequestFacts {
+            method: &Method::GET,
+            path: "/",
+            client_ip: None,
+        };
+        assert_eq!(set.decide(&unknown, None), Decision::NoAllowMatched);
+    }
+
+    #[test]
+    fn require_rules_must_hold_where_they_apply() {
+        let staff = vec!["staff".to_string()];
+        let admins = vec!["staff".to_string(), "admins".to_string()];
+        let set = RuleSet::new(vec![
+            rule("staff", RuleKind::AllowSignedIn, &["/**"], &[]),
+            rule("admin-area", RuleKind::Require, &["/admin/**"], &[]).with_identity(
+                IdentityConditions {
+                    groups: vec!["admins".into()],
+                    ..Default::default()
+                },
+            ),
+            rule("office-only", RuleKind::Require, &["/payroll/**"], &[])
+                .with_networks(vec!["10.0.0.0/8".parse().unwrap()]),
+        ]);
+        let u = person(&staff, &[]);
+        let a = person(&admins, &[]);
+        assert_eq!(
+            set.decide(&req("/wiki", "10.0.0.1"), Some(&u)),
+            Decision::Allow { rule: "staff" }
+        );
+        assert_eq!(
+            set.decide(&req("/admin/x", "10.0.0.1"), Some(&u)),
+            Decision::Unmet { rule: "admin-area" }
+        );
+        assert_eq!(
+            set.decide(&req("/admin/x", "10.0.0.1"), Some(&a)),
+            Decision::Allow { rule: "staff" }
+        );
+        assert_eq!(
+            set.decide(&req("/admin/x", "10.0.0.1"), None),
+            Decision::LoginNeeded
+        );
+        assert_eq!(
+            set.decide(&req("/payroll/q1", "192.0.2.1"), Some(&a)),
+            Decision::Unmet {
+                rule: "office-only"
+            }
+        );
+        assert_eq!(
+            set.decide(&req("/payroll/q1", "10.9.9.9"), Some(&a)),
+            Decision::Allow { rule: "staff" }
+        );
+        let reason = set.reason(
+            &Decision::Unmet { rule: "admin-area" },
+            &req("/admin/x", "10.0.0.1"),
+            Some(&u),
+        );
+        assert_eq!(
+            reason,
+            "require rule `admin-area` not met: groups any of [\"admins\"]"
+        );
+    }
+
+    #[test]
+    fn shadow_rules_are_reported_and_never_enforced() {
+        let set = RuleSet::new(vec![
+            rule("everyone", RuleKind::AllowPublic, &["/**"], &[]),
+            rule("new-deny", RuleKind::Deny, &["/old/**"], &[]).with_mode(Mode::Shadow),
+            rule("new-allow", RuleKind::AllowPublic, &["/**"], &[]).with_mode(Mode::Shadow),
+        ]);
+        let v = set.evaluate(&req("/old/page", "10.0.0.1"), None);
+        assert_eq!(
+            v.decision,
+            Decision::Public {
+                rule: "everyone",
+                adaptive: false
+            }
+        );
+        assert_eq!(
+            v.shadow,
+            vec![ShadowHit {
+                rule: "new-deny",
+                would: "deny"
+            }]
+        );
+        let only_shadow_allow = RuleSet::new(vec![rule(
+            "new-allow",
+            RuleKind::AllowPublic,
+            &["/**"],
+            &[],
+        )
+        .with_mode(Mode::Shadow)]);
+        let v = only_shadow_allow.evaluate(&req("/x", "10.0.0.1"), None);
+        assert_eq!(v.decision, Decision::NoAllowMatched);
+        assert_eq!(
+            v.shadow,
+            vec![ShadowHit {
+                rule: "new-allow",
+                would: "allow"
+            }]
+        );
+    }
+
+    #[test]
+    fn refusal_reasons_name_the_missing_conditions() {
+        let staff = vec!["staff".to_string()];
+        let set = RuleSet::new(vec![rule(
+            "finance",
+            RuleKind::AllowSignedIn,
+            &["/ledger/**"],
+            &[],
+        )
+        .with_identity(IdentityConditions {
+            groups: vec!["finance".into()],
+            ..Default::default()
+        })]);
+        let r = req("/ledger/2026", "10.0.0.1");
+        let d = set.decide(&r, Some(&person(&staff, &[])));
+        assert_eq!(d, Decision::NoAllowMatched);
+        assert_eq!(
+            set.reason(&d, &r, Some(&person(&staff, &[]))),
+            "no allow rule matched (default deny): `finance` needs groups any of [\"finance\"]"
+        );
+        let elsewhere = req("/other", "10.0.0.1");
+        assert_eq!(
+            set.reason(&Decision::NoAllowMatched, &elsewhere, None),
+            "no allow rule covers this path and method (default deny)"
         );
     }
 }

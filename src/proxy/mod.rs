@@ -283,29 +283,39 @@ impl Proxy {
         let facts = RequestFacts {
             method: &req.method,
             path: &ctx.path,
+            client_ip: ctx.client_ip,
         };
         let user_facts = ctx.user.as_ref().map(|u| u.identity.facts());
-        let decision = config.rules.decide(&facts, user_facts.as_ref());
+        let verdict = config.rules.evaluate(&facts, user_facts.as_ref());
+        let decision = verdict.decision;
         if let Some(rule) = decision.rule() {
             ctx.span.record("rule", rule);
             ctx.rule = Some(rule.to_string());
         }
-        let (name, reason) = match decision {
-            Decision::Public { .. } => ("public", "a public allow rule matched"),
-            Decision::Allow { .. } => ("allow", "an allow rule matched and no deny rule did"),
-            Decision::Deny { .. } => ("deny", "a deny rule matched"),
-            Decision::LoginNeeded => (
-                "login",
-                "sign-in required: a rule for signed-in users covers this request",
-            ),
-            Decision::NoAllowMatched => ("no_allow", "no allow rule matched (default deny)"),
-        };
+        for hit in &verdict.shadow {
+            ctx.span.in_scope(|| {
+                info!(
+                    rule = hit.rule,
+                    would = hit.would,
+                    decided = decision.name(),
+                    "shadow rule would {} this request",
+                    hit.would
+                )
+            });
+        }
+        let reason = config.rules.reason(&decision, &facts, user_facts.as_ref());
+        let shadow: Vec<String> = verdict
+            .shadow
+            .iter()
+            .map(|h| format!("{}:{}", h.would, h.rule))
+            .collect();
         audit::access_decision(
             &ctx.audit(&config.id),
             &audit::AccessRecord {
-                decision: name,
+                decision: decision.name(),
                 rule: decision.rule().unwrap_or("-"),
-                reason,
+                reason: &reason,
+                shadow: &shadow.join(","),
                 user: ctx.user.as_ref().map(|u| &u.identity),
                 method: req.method.as_str(),
                 path: &ctx.path,
@@ -313,13 +323,21 @@ impl Proxy {
             },
         );
         match decision {
-            Decision::Public { .. } | Decision::Allow { .. } => {
+            Decision::Public { adaptive, .. } => {
+                if let (true, Some(user)) = (adaptive, &ctx.user) {
+                    ctx.inject = config.identity.values(&user.identity)?;
+                }
+                Ok(Action::Proxy)
+            }
+            Decision::Allow { .. } => {
                 if let Some(user) = &ctx.user {
                     ctx.inject = config.identity.values(&user.identity)?;
                 }
                 Ok(Action::Proxy)
             }
-            Decision::Deny { rule } => Err(RequestError::Denied(rule.to_string())),
+            Decision::Deny { rule } | Decision::Unmet { rule } => {
+                Err(RequestError::Denied(rule.to_string()))
+            }
             Decision::NoAllowMatched => Err(RequestError::NoAllowRule),
             Decision::LoginNeeded => {
                 if !endpoints::is_navigation(req) {
