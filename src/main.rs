@@ -1,11 +1,13 @@
 //! The `portcullis` command: `run` the gateway, `check` its configuration, `audit verify` its
-//! audit file.
+//! audit file, `policy test` / `policy explain` its access rules.
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use portcullis::config::{self, Problem};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+
+mod policy_tool;
 
 #[derive(Parser)]
 #[command(
@@ -37,6 +39,44 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Test and explain access policies.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Run every policy file's `[[test]]` examples; exit 1 on any mismatch.
+    Test {
+        /// Gateway configuration file (for its identity providers).
+        #[arg(short, long, default_value = "portcullis.toml")]
+        config: PathBuf,
+        /// Policy directory (default: the one the configuration names).
+        dir: Option<PathBuf>,
+    },
+    /// Show how an app's rules decide one request: the decision, the deciding rule, and each
+    /// rule's conditions with whether they hold.
+    Explain {
+        /// Gateway configuration file.
+        #[arg(short, long, default_value = "portcullis.toml")]
+        config: PathBuf,
+        /// App id.
+        #[arg(long)]
+        app: String,
+        /// The user: an inline TOML table (`{ email = "a@corp.example", groups = ["staff"] }`),
+        /// a file holding one, or nothing for an anonymous request.
+        #[arg(long)]
+        user: Option<String>,
+        /// Client address.
+        #[arg(long)]
+        ip: Option<std::net::IpAddr>,
+        /// Request method.
+        method: String,
+        /// Request path.
+        path: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -58,6 +98,20 @@ fn main() -> ExitCode {
         Command::Audit {
             command: AuditCommand::Verify { files },
         } => Ok(verify_audit(&files)),
+        Command::Policy {
+            command: PolicyCommand::Test { config, dir },
+        } => policy_tool::test(&config, dir.as_deref()),
+        Command::Policy {
+            command:
+                PolicyCommand::Explain {
+                    config,
+                    app,
+                    user,
+                    ip,
+                    method,
+                    path,
+                },
+        } => policy_tool::explain(&config, &app, user.as_deref(), ip, &method, &path),
     };
     match result {
         Ok(code) => code,

@@ -448,3 +448,115 @@ fn new_rule_conditions_are_checked_at_their_line() {
         assert!(run.stderr.contains(&want), "missing {want}\n{}", run.stderr);
     }
 }
+
+fn portcullis(args: &[&str]) -> CheckRun {
+    let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(args)
+        .output()
+        .unwrap();
+    CheckRun {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+#[test]
+fn shipped_policy_examples_pass() {
+    let config = repo_root().join("deploy/portcullis.toml");
+    let run = portcullis(&["policy", "test", "-c", config.to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains(" 0 failed"), "{}", run.stdout);
+    let passed: usize = run.stdout.lines().filter(|l| l.starts_with("ok ")).count();
+    assert!(passed >= 10, "{}", run.stdout);
+}
+
+const EXAMPLE_POLICY: &str = "schema = 1\napp = \"ledger\"\nowner = \"o@corp.example\"\nsummary = \"s\"\nhosts = [\"ledger.example\"]\nupstreams = [{ url = \"http://127.0.0.1:9\" }]\nidp = \"corp\"\n\n\
+[[allow]]\nid = \"finance\"\nwhy = \"s\"\ngroups = [\"finance\"]\n\n\
+[[deny]]\nid = \"no-contractors\"\nwhy = \"s\"\nemail_domain = [\"contractors.corp.example\"]\n\n\
+[[test]]\nname = \"finance reads\"\nuser = { email = \"a@corp.example\", groups = [\"finance\"] }\nrequest = \"GET /books\"\nexpect = \"allow:finance\"\n\n\
+[[test]]\nname = \"sales reads too (wrong)\"\nuser = { email = \"s@corp.example\", groups = [\"sales\"] }\nrequest = \"GET /books\"\nexpect = \"allow:finance\"\n\n\
+[[test]]\nname = \"an ambiguous path is refused\"\nrequest = \"GET /books/..;/admin\"\nexpect = \"refused\"\n";
+
+#[test]
+fn a_wrong_example_fails_with_a_readable_diff() {
+    let dir = config_dir(GATEWAY_WITH_IDP, &[("ledger.toml", EXAMPLE_POLICY)]);
+    let config = dir.path().join("portcullis.toml");
+    let run = portcullis(&["policy", "test", "-c", config.to_str().unwrap()]);
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    let f = dir
+        .path()
+        .join("policies/ledger.toml")
+        .display()
+        .to_string();
+    let want = format!(
+        "FAIL {f}:25: ledger: sales reads too (wrong)\n       expected allow:finance\n       got      no_allow\n       because  no allow rule matched (default deny): `finance` needs groups any of [\"finance\"]"
+    );
+    assert!(run.stdout.contains(&want), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("ok   ledger: finance reads"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("ok   ledger: an ambiguous path is refused"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("2 passed, 1 failed"), "{}", run.stdout);
+
+    // The same file with the expectation corrected passes.
+    let fixed = EXAMPLE_POLICY.replacen(
+        "request = \"GET /books\"\nexpect = \"allow:finance\"\n\n[[test]]\nname = \"an",
+        "request = \"GET /books\"\nexpect = \"no_allow\"\n\n[[test]]\nname = \"an",
+        1,
+    )
+    .replacen("name = \"sales reads too (wrong)\"\nuser = { email = \"s@corp.example\", groups = [\"sales\"] }\nrequest = \"GET /books\"\nexpect = \"allow:finance\"", "name = \"sales is refused\"\nuser = { email = \"s@corp.example\", groups = [\"sales\"] }\nrequest = \"GET /books\"\nexpect = \"no_allow\"", 1);
+    std::fs::write(dir.path().join("policies/ledger.toml"), fixed).unwrap();
+    let run = portcullis(&["policy", "test", "-c", config.to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+}
+
+#[test]
+fn malformed_examples_are_check_errors() {
+    let bad = EXAMPLE_POLICY.to_string()
+        + "\n[[test]]\nrequest = \"/books\"\nexpect = \"allow:finance\"\n\n[[test]]\nrequest = \"GET /books\"\nexpect = \"allow:nobody\"\n\n[[test]]\nrequest = \"GET /books\"\nexpect = \"permit\"\n\n[[test]]\nrequest = \"GET /books\"\nexpect = \"deny:finance\"\n";
+    let dir = config_dir(GATEWAY_WITH_IDP, &[("ledger.toml", &bad)]);
+    let run = check(&dir.path().join("portcullis.toml"));
+    assert_eq!(run.code, 1);
+    for want in [
+        "request `/books` must be `METHOD /path`",
+        "expect `allow:nobody`: this file has no allow rule `nobody`",
+        "expect `permit` is not one of",
+        "expect `deny:finance`: this file has no deny rule `finance`",
+    ] {
+        assert!(run.stderr.contains(want), "missing {want}\n{}", run.stderr);
+    }
+}
+
+#[test]
+fn explain_takes_one_decision_apart() {
+    let config = repo_root().join("deploy/portcullis.toml");
+    let run = portcullis(&[
+        "policy",
+        "explain",
+        "-c",
+        config.to_str().unwrap(),
+        "--app",
+        "wiki",
+        "--user",
+        "{ email = \"carol@contractors.corp.example\", groups = [\"staff\"] }",
+        "GET",
+        "//%61dmin/x",
+    ]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    for want in [
+        "request:  GET /admin/x  (normalised from //%61dmin/x)",
+        "decision: deny:no-admin",
+        "yes email domain one of [\"contractors.corp.example\"]",
+        "as a test: request = \"GET //%61dmin/x\", expect = \"deny:no-admin\"",
+    ] {
+        assert!(run.stdout.contains(want), "missing {want}\n{}", run.stdout);
+    }
+}

@@ -26,4 +26,7 @@ echo "==> cargo test"
 # Integration tests each start gateway processes; two test threads keep a 2-core machine sane.
 cargo test --all-targets --locked -- --test-threads="${TEST_THREADS:-2}"
 
+echo "==> policy examples (the shipped policies' [[test]] entries)"
+cargo run --locked --quiet -- policy test -c deploy/portcullis.toml
+
 echo "==> all tests passed"

@@ -10,7 +10,9 @@ use super::gateway::{
 };
 use super::idp::IdpConfig;
 use super::problem::{Problem, SourceFile};
+use crate::idp::Identity;
 use crate::inject::{IdentityHeaders, IdentitySource};
+use crate::policy::examples::{Example, Expectation};
 use crate::policy::path::normalise;
 use crate::policy::{
     ClaimCondition, ClaimTest, IdentityConditions, Mode, PathPattern, PatternError, Rule, RuleKind,
@@ -74,6 +76,8 @@ struct FilePolicy {
     deny: Vec<Spanned<FileRule>>,
     #[serde(default)]
     require: Vec<Spanned<FileRule>>,
+    #[serde(default)]
+    test: Vec<Spanned<FileTest>>,
     idp: Option<Spanned<String>>,
     logout_path: Option<Spanned<String>>,
     allow_idp_initiated: Option<Spanned<bool>>,
@@ -150,6 +154,34 @@ struct FileRule {
     networks: Vec<Spanned<String>>,
     #[serde(default)]
     claims: BTreeMap<String, Spanned<toml::Value>>,
+}
+
+/// One `[[test]]` example: a user, a request and the expected decision.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileTest {
+    name: Option<Spanned<String>>,
+    user: Option<Spanned<FileTestUser>>,
+    request: Spanned<String>,
+    ip: Option<Spanned<String>>,
+    expect: Spanned<String>,
+}
+
+/// The signed-in user of a `[[test]]` (absent = anonymous).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileTestUser {
+    sub: Option<String>,
+    email: Option<String>,
+    name: Option<String>,
+    #[serde(default)]
+    groups: Vec<String>,
+    idp: Option<String>,
+    acr: Option<String>,
+    #[serde(default)]
+    amr: Vec<String>,
+    #[serde(default)]
+    claims: BTreeMap<String, toml::Value>,
 }
 
 // ---- compiled app ----------------------------------------------------------------------------
@@ -233,6 +265,8 @@ pub struct AppConfig {
     pub allow_idp_initiated: bool,
     /// SHA-256 (hex) of the policy file as loaded: which version decided, for the audit trail.
     pub policy_sha256: String,
+    /// The file's `[[test]]` examples (run by `portcullis policy test`).
+    pub examples: Vec<Example>,
     /// Session idle timeout for this app.
     pub session_idle: Duration,
     /// Session absolute lifetime for this app.
@@ -324,6 +358,7 @@ pub fn compile_app(
     // Follow-on checks ask whether an IdP is *named*, so an unknown name is one error, not many.
     let idp_config = idp.and_then(|name| gateway.idps.iter().find(|i| i.name == name));
     let rules = out.rules(&file, file.idp.is_some(), idp_config);
+    let examples = out.examples(&file, &rules, text, idp.unwrap_or("test"));
     let identity = out.identity(
         &file,
         base,
@@ -407,6 +442,7 @@ pub fn compile_app(
         idp: idp.map(str::to_string),
         logout_path,
         allow_idp_initiated,
+        examples,
         policy_sha256: openssl::sha::sha256(text.as_bytes())
             .iter()
             .map(|b| format!("{b:02x}"))
@@ -737,6 +773,121 @@ impl Compiler<'_> {
                 .with_mode(mode)
                 .with_adaptive(adaptive),
         )
+    }
+
+    /// The `[[test]]` entries: request syntax, expectation syntax, and that a named rule
+    /// exists (and is of the kind the expectation says).
+    fn examples(
+        &mut self,
+        file: &FilePolicy,
+        rules: &RuleSet,
+        text: &str,
+        idp: &str,
+    ) -> Vec<Example> {
+        let mut out = Vec::new();
+        for t in &file.test {
+            let entry = t.get_ref();
+            let request = entry.request.get_ref();
+            let Some((method, path)) = request.split_once(' ') else {
+                self.error(
+                    &entry.request,
+                    format!("request `{request}` must be `METHOD /path`, e.g. `GET /reports/q1`"),
+                );
+                continue;
+            };
+            let Ok(method) = Method::from_bytes(method.as_bytes()) else {
+                self.error(&entry.request, format!("`{method}` is not an HTTP method"));
+                continue;
+            };
+            if !path.starts_with('/') {
+                self.error(
+                    &entry.request,
+                    format!("request path `{path}` must start with `/`"),
+                );
+                continue;
+            }
+            let Some(expect) = Expectation::parse(entry.expect.get_ref()) else {
+                self.error(&entry.expect, format!("expect `{}` is not one of allow:<rule>, public:<rule>, deny:<rule>, require:<rule>, login, no_allow, refused", entry.expect.get_ref()));
+                continue;
+            };
+            if let Some(rule) = &expect.rule {
+                let kind_ok = rules.rules().any(|r| {
+                    r.id() == rule
+                        && match expect.decision.as_str() {
+                            "allow" => r.kind() == RuleKind::AllowSignedIn,
+                            "public" => r.kind() == RuleKind::AllowPublic,
+                            "deny" => r.kind() == RuleKind::Deny,
+                            _ => r.kind() == RuleKind::Require,
+                        }
+                });
+                if !kind_ok {
+                    self.error(
+                        &entry.expect,
+                        format!(
+                            "expect `{expect}`: this file has no {} rule `{rule}`",
+                            expect.decision
+                        ),
+                    );
+                    continue;
+                }
+            }
+            let client_ip = match &entry.ip {
+                Some(ip) => match ip.get_ref().parse() {
+                    Ok(addr) => Some(addr),
+                    Err(_) => {
+                        self.error(ip, format!("ip `{}` is not an IP address", ip.get_ref()));
+                        continue;
+                    }
+                },
+                None => None,
+            };
+            let user = entry.user.as_ref().map(|u| {
+                let u = u.get_ref();
+                let claims = u
+                    .claims
+                    .iter()
+                    .map(|(k, v)| {
+                        let values = match v {
+                            toml::Value::Array(items) => items
+                                .iter()
+                                .map(|i| i.as_str().map_or_else(|| i.to_string(), str::to_string))
+                                .collect(),
+                            toml::Value::String(s) => vec![s.clone()],
+                            other => vec![other.to_string()],
+                        };
+                        (k.clone(), values)
+                    })
+                    .collect();
+                Identity {
+                    subject: u
+                        .sub
+                        .clone()
+                        .or_else(|| u.email.clone())
+                        .unwrap_or_else(|| "test-user".into()),
+                    email: u.email.clone(),
+                    name: u.name.clone(),
+                    groups: u.groups.clone(),
+                    claims,
+                    acr: u.acr.clone(),
+                    amr: u.amr.clone(),
+                    auth_time: None,
+                    idp: u.idp.clone().unwrap_or_else(|| idp.to_string()),
+                }
+            });
+            out.push(Example {
+                name: entry
+                    .name
+                    .as_ref()
+                    .map_or_else(|| request.clone(), |n| n.get_ref().clone()),
+                line: crate::config::problem::line_col(text, t.span().start).0,
+                user,
+                method,
+                path: path.to_string(),
+                client_ip,
+                expect,
+            });
+        }
+        out
     }
 
     fn networks(&mut self, list: &[Spanned<String>]) -> Vec<IpNet> {

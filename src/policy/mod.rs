@@ -7,6 +7,7 @@
 //! This module knows nothing of Pingora, sockets or files: it is given request facts and
 //! returns a [`Decision`]. Compilation from policy files lives in `config::app`.
 
+pub mod examples;
 pub mod path;
 pub mod pattern;
 

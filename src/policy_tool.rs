@@ -1,0 +1,241 @@
+//! `portcullis policy test` and `portcullis policy explain`: the policy files' executable
+//! examples, and one request's decision taken apart, printed for people.
+
+use anyhow::Context;
+use http::Method;
+use portcullis::config::{self, AppConfig, Problem};
+use portcullis::idp::Identity;
+use portcullis::policy::examples::{self, Expectation};
+use portcullis::policy::path::normalise;
+use portcullis::policy::RequestFacts;
+use std::net::IpAddr;
+use std::path::Path;
+use std::process::ExitCode;
+
+/// Loads the gateway config and the policies (from `dir` when given); problems are printed,
+/// and an error in any file is a failure.
+fn load(config_path: &Path, dir: Option<&Path>) -> anyhow::Result<Option<Vec<AppConfig>>> {
+    let mut gateway = match config::load_gateway(config_path) {
+        Ok((g, _)) => g,
+        Err(problems) => {
+            print(&problems);
+            return Ok(None);
+        }
+    };
+    if let Some(dir) = dir {
+        gateway.policies_dir = dir.to_path_buf();
+    }
+    let policies = config::load_policies(&gateway);
+    print(&policies.problems);
+    if policies.problems.iter().any(Problem::is_error) {
+        return Ok(None);
+    }
+    Ok(Some(policies.apps))
+}
+
+fn print(problems: &[Problem]) {
+    for p in problems {
+        eprintln!("{p}");
+    }
+}
+
+/// Runs every `[[test]]`; prints one line per example and a summary.
+pub fn test(config_path: &Path, dir: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let Some(apps) = load(config_path, dir)? else {
+        return Ok(ExitCode::from(1));
+    };
+    let (mut passed, mut failed) = (0usize, 0usize);
+    for app in &apps {
+        for example in &app.examples {
+            match examples::run(&app.rules, example) {
+                Ok(()) => {
+                    passed += 1;
+                    println!("ok   {}: {}", app.id, example.name);
+                }
+                Err(mismatch) => {
+                    failed += 1;
+                    println!(
+                        "FAIL {}:{}: {}: {}\n       expected {}\n       got      {}\n       because  {}",
+                        app.file.display(),
+                        example.line,
+                        app.id,
+                        example.name,
+                        example.expect,
+                        mismatch.got,
+                        mismatch.reason
+                    );
+                }
+            }
+        }
+    }
+    let without: Vec<&str> = apps
+        .iter()
+        .filter(|a| a.examples.is_empty())
+        .map(|a| a.id.as_str())
+        .collect();
+    if !without.is_empty() {
+        println!("note: no [[test]] examples in: {}", without.join(", "));
+    }
+    println!("{passed} passed, {failed} failed");
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// Reads `--user`: an inline TOML table or a file holding one.
+fn user_from(arg: &str) -> anyhow::Result<Identity> {
+    let text = if arg.trim_start().starts_with('{') {
+        format!("user = {arg}")
+    } else {
+        let body = std::fs::read_to_string(arg)
+            .with_context(|| format!("reading user fixture `{arg}`"))?;
+        format!("[user]\n{body}")
+    };
+    let value: toml::Table = toml::from_str(&text).context(
+        "the user must be a TOML table like { email = \"a@corp.example\", groups = [\"staff\"] }",
+    )?;
+    let user = value
+        .get("user")
+        .and_then(toml::Value::as_table)
+        .cloned()
+        .unwrap_or_default();
+    let text_of = |k: &str| {
+        user.get(k)
+            .and_then(toml::Value::as_str)
+            .map(str::to_string)
+    };
+    let list_of = |k: &str| -> Vec<String> {
+        user.get(k)
+            .and_then(toml::Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let claims = user
+        .get("claims")
+        .and_then(toml::Value::as_table)
+        .map(|t| {
+            t.iter()
+                .map(|(k, v)| {
+                    let values = match v {
+                        toml::Value::Array(a) => a
+                            .iter()
+                            .filter_map(|i| i.as_str().map(str::to_string))
+                            .collect(),
+                        toml::Value::String(s) => vec![s.clone()],
+                        other => vec![other.to_string()],
+                    };
+                    (k.clone(), values)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(Identity {
+        subject: text_of("sub")
+            .or_else(|| text_of("email"))
+            .unwrap_or_else(|| "explain-user".into()),
+        email: text_of("email"),
+        name: text_of("name"),
+        groups: list_of("groups"),
+        claims,
+        acr: text_of("acr"),
+        amr: list_of("amr"),
+        auth_time: None,
+        idp: text_of("idp").unwrap_or_else(|| "-".into()),
+    })
+}
+
+/// Prints the decision for one request and every rule's conditions.
+pub fn explain(
+    config_path: &Path,
+    app_id: &str,
+    user: Option<&str>,
+    ip: Option<IpAddr>,
+    method: &str,
+    path: &str,
+) -> anyhow::Result<ExitCode> {
+    let Some(apps) = load(config_path, None)? else {
+        return Ok(ExitCode::from(1));
+    };
+    let Some(app) = apps.iter().find(|a| a.id == app_id) else {
+        let known: Vec<&str> = apps.iter().map(|a| a.id.as_str()).collect();
+        eprintln!("no app `{app_id}` (apps: {})", known.join(", "));
+        return Ok(ExitCode::from(1));
+    };
+    let method = Method::from_bytes(method.to_ascii_uppercase().as_bytes()).context("method")?;
+    let normalised = match normalise(path) {
+        Ok(p) => p,
+        Err(e) => {
+            println!("decision: refused before any rule (400): {e}");
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
+    let identity = user.map(user_from).transpose()?;
+    let facts = RequestFacts {
+        method: &method,
+        path: &normalised,
+        client_ip: ip,
+    };
+    let user_facts = identity.as_ref().map(Identity::facts);
+    let verdict = app.rules.evaluate(&facts, user_facts.as_ref());
+    println!("app:      {} ({})", app.id, app.file.display());
+    println!(
+        "request:  {method} {normalised}{}",
+        if normalised == path {
+            String::new()
+        } else {
+            format!("  (normalised from {path})")
+        }
+    );
+    println!(
+        "user:     {}",
+        identity
+            .as_ref()
+            .map_or_else(|| "anonymous".to_string(), |u| u.display().into_owned())
+    );
+    println!("decision: {}", examples::describe(&verdict.decision));
+    println!(
+        "reason:   {}",
+        app.rules
+            .reason(&verdict.decision, &facts, user_facts.as_ref())
+    );
+    for hit in &verdict.shadow {
+        println!("shadow:   rule `{}` would {}", hit.rule, hit.would);
+    }
+    println!("rules:");
+    for rule in app.rules.rules() {
+        let checks = rule.checks(&facts, user_facts.as_ref());
+        let all = checks.iter().all(|c| c.held);
+        println!(
+            "  {} {:?} `{}`{}: {}",
+            if all { "✓" } else { "✗" },
+            rule.kind(),
+            rule.id(),
+            if rule.mode() == portcullis::policy::Mode::Shadow {
+                " (shadow)"
+            } else {
+                ""
+            },
+            rule.why()
+        );
+        for c in checks {
+            println!(
+                "      {} {}",
+                if c.held { "yes" } else { "no " },
+                c.condition
+            );
+        }
+    }
+    // Keep the notation shared with `[[test]]`: print the line to paste into the file.
+    let expect = Expectation {
+        decision: verdict.decision.name().to_string(),
+        rule: verdict.decision.rule().map(str::to_string),
+    };
+    println!("as a test: request = \"{method} {path}\", expect = \"{expect}\"");
+    Ok(ExitCode::SUCCESS)
+}
