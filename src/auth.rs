@@ -14,7 +14,7 @@ use crate::session::cookies::{
     clear_cookie, is_gateway_cookie, login_cookie_name, session_cookie_name, set_cookie,
     set_cross_site_cookie, CookieCodec,
 };
-use crate::session::pending::{PendingFlow, PendingLogin, PendingLogins};
+use crate::session::pending::{PendingFlow, PendingLogin, PendingLogins, StepUp};
 use crate::session::{Expired, LogoutHint, Session, SessionId, SessionStore};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -91,6 +91,9 @@ pub enum CallbackError {
     /// The SAML response was refused.
     #[error("SAML: {0}")]
     Saml(#[from] SamlError),
+    /// A step-up came back without what was asked for, or for another user.
+    #[error("step-up refused: {0}")]
+    StepUp(String),
     /// The login was started for another protocol than the endpoint it came back to.
     #[error("login came back on the wrong protocol endpoint")]
     WrongProtocol,
@@ -107,6 +110,8 @@ pub struct SignedIn {
     pub return_to: String,
     /// `Set-Cookie` values (new session, cleared login cookie).
     pub cookies: Vec<String>,
+    /// The require rule this login stepped up for, if it was a step-up.
+    pub stepped_up_for: Option<String>,
 }
 
 /// One identity provider, whichever protocol it speaks.
@@ -292,11 +297,12 @@ impl Auth {
         app: &str,
         origin: &Origin,
         return_to: &str,
+        step_up: Option<StepUp>,
     ) -> Result<LoginRedirect, CallbackError> {
         let (state, location, flow) = match provider {
             Provider::Oidc(p) => {
                 let redirect_uri = format!("{}{CALLBACK_PATH}", origin.base());
-                let start = p.begin_login(&redirect_uri)?;
+                let start = p.begin_login(&redirect_uri, step_up.as_ref())?;
                 let flow = PendingFlow::Oidc {
                     redirect_uri,
                     nonce: start.nonce,
@@ -306,7 +312,8 @@ impl Auth {
             }
             Provider::Saml(p) => {
                 let relay = random_key().ok_or(CallbackError::NoRandom)?;
-                let request = p.begin_login(&p.endpoints(&origin.base()), &relay)?;
+                let request =
+                    p.begin_login(&p.endpoints(&origin.base()), &relay, step_up.as_ref())?;
                 let flow = PendingFlow::Saml {
                     request_id: request.request_id,
                 };
@@ -339,6 +346,7 @@ impl Auth {
                     host: origin.authority.clone(),
                     return_to: return_to.to_string(),
                     flow,
+                    step_up,
                 },
             )
             .await;
@@ -430,6 +438,9 @@ impl Auth {
             .finish_login(code, redirect_uri, pkce_verifier, nonce)
             .await
             .map_err(|e| fail(CallbackError::Login(e)))?;
+        if let Some(step) = &pending.step_up {
+            check_step_up(step, &done.identity, crate::clock::unix_now()).map_err(fail)?;
+        }
         let (session, cookie) = self
             .sign_in(
                 done.identity,
@@ -447,6 +458,7 @@ impl Auth {
                 cookie,
                 clear_cookie(&login_cookie_name(state, origin.secure), origin.secure),
             ],
+            stepped_up_for: pending.step_up.as_ref().map(|s| s.rule.clone()),
         })
     }
 
@@ -513,6 +525,10 @@ impl Auth {
             .finish_login(response, &sp, request_id.as_deref())
             .await
             .map_err(|e| fail(e.into()))?;
+        let step_up = pending.as_ref().and_then(|p| p.step_up.clone());
+        if let Some(step) = &step_up {
+            check_step_up(step, &login.identity, crate::clock::unix_now()).map_err(fail)?;
+        }
         let (session, cookie) = self
             .sign_in(
                 login.identity,
@@ -529,6 +545,7 @@ impl Auth {
             session,
             return_to,
             cookies: set,
+            stepped_up_for: step_up.map(|s| s.rule),
         })
     }
 
@@ -605,6 +622,50 @@ impl Auth {
             .unwrap_or(signed_out_page);
         (ended, location, clear)
     }
+}
+
+/// What a step-up must bring back: the same subject, a fresh authentication (after the
+/// step-up began, within `max_age`), an acceptable `acr` and `amr`. The IdP's word alone
+/// ("I asked for MFA") is not enough: the verified token or assertion must say so.
+fn check_step_up(step: &StepUp, who: &Identity, now: u64) -> Result<(), CallbackError> {
+    const SKEW: u64 = 60;
+    if who.subject != step.subject {
+        return Err(CallbackError::StepUp(
+            "a different user signed in than the one stepping up".into(),
+        ));
+    }
+    let Some(at) = who.auth_time else {
+        return Err(CallbackError::StepUp(
+            "the IdP did not say when the user authenticated".into(),
+        ));
+    };
+    if at + SKEW < step.started_unix {
+        return Err(CallbackError::StepUp(
+            "the IdP did not authenticate the user again".into(),
+        ));
+    }
+    if step
+        .max_age
+        .is_some_and(|max| now.saturating_sub(at) > max.as_secs() + SKEW)
+    {
+        return Err(CallbackError::StepUp(
+            "the authentication is too old".into(),
+        ));
+    }
+    if !step.acr.is_empty() && !who.acr.as_ref().is_some_and(|a| step.acr.contains(a)) {
+        return Err(CallbackError::StepUp(format!(
+            "the IdP returned acr {:?}, not one of {:?}",
+            who.acr.as_deref().unwrap_or("(none)"),
+            step.acr
+        )));
+    }
+    if !step.amr.is_empty() && !who.amr.iter().any(|m| step.amr.contains(m)) {
+        return Err(CallbackError::StepUp(format!(
+            "the IdP returned amr {:?}, none of {:?}",
+            who.amr, step.amr
+        )));
+    }
+    Ok(())
 }
 
 /// 256 random bits, URL-safe: a SAML RelayState key.

@@ -180,6 +180,7 @@ pub fn explain(
         method: &method,
         path: &normalised,
         client_ip: ip,
+        now: portcullis::clock::unix_now(),
     };
     let user_facts = identity.as_ref().map(Identity::facts);
     let verdict = app.rules.evaluate(&facts, user_facts.as_ref());

@@ -1077,3 +1077,108 @@ fn callback_hop(trip: &support::browser::Trip) -> String {
 fn urlencode(text: &str) -> String {
     url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
 }
+
+const MFA_RULE: &str = "[[require]]\nid = \"mfa-for-payroll\"\nwhy = \"Payroll needs a second factor\"\npaths = [\"/payroll/**\"]\nacr = [\"mfa\"]\n";
+
+/// Submits the IdP's one-time-code form reached by `trip`.
+async fn enter_code(
+    browser: &Browser,
+    trip: &support::browser::Trip,
+    code: &str,
+) -> support::browser::Trip {
+    assert!(
+        trip.body.contains("name=\"otp\""),
+        "expected the IdP's code form: {trip:?}"
+    );
+    let action = support::browser::form_action(&trip.body);
+    let url = url::Url::parse(trip.final_url())
+        .unwrap()
+        .join(&action)
+        .unwrap();
+    browser.submit(url.as_str(), &[("otp", code)]).await
+}
+
+#[tokio::test]
+async fn a_path_requiring_mfa_sends_a_password_session_back_for_a_second_factor() {
+    let f = fixture(MFA_RULE).await;
+    let browser = f.signed_in(WIKI, "alice").await;
+    // The password session serves the rest of the wiki…
+    assert_eq!(browser.follow(&f.url(WIKI, "/pages")).await.status, 200);
+    // …but not payroll: API calls are told why, page loads go to the IdP for a step-up.
+    let api = browser
+        .get_with(
+            &f.url(WIKI, "/payroll/slip"),
+            &[("accept", "application/json")],
+        )
+        .await;
+    assert_eq!(api.status(), 401);
+    assert!(api.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .contains("insufficient_user_authentication"));
+    let first = browser.get(&f.url(WIKI, "/payroll/slip?month=11")).await;
+    assert_eq!(first.status(), 302);
+    let to_idp = first.headers()["location"].to_str().unwrap().to_string();
+    assert_eq!(query_param(&to_idp, "acr_values").as_deref(), Some("mfa"));
+    assert_eq!(query_param(&to_idp, "prompt").as_deref(), Some("login"));
+    assert_eq!(
+        f.wiki.hits(),
+        2,
+        "payroll reached the backend before the step-up"
+    );
+
+    // The IdP asks for the password again, then for the code; a wrong code gets nowhere.
+    let form = browser.follow(&to_idp).await;
+    let code_form = browser.sign_in(&form, "alice", "alice-pw").await;
+    let wrong = enter_code(&browser, &code_form, "000000").await;
+    assert!(wrong.body.contains("Wrong code"), "{wrong:?}");
+    let trip = enter_code(&browser, &wrong, "246810").await;
+    assert_eq!(trip.status, 200, "{trip:?}\n{}", f.gw.logs());
+    assert_eq!(trip.final_url(), f.url(WIKI, "/payroll/slip?month=11"));
+    assert_eq!(
+        header_values(&trip.json(), "x-remote-user"),
+        ["alice@corp.example"]
+    );
+    let logs = f.gw.logs();
+    let step = logs
+        .lines()
+        .find(|l| l.contains("step-up sign-in succeeded"))
+        .unwrap_or_else(|| panic!("no step-up audit record:\n{logs}"));
+    assert!(
+        step.contains("rule=\"mfa-for-payroll\"") && step.contains("acr=mfa"),
+        "{step}"
+    );
+    assert!(step.contains("amr=pwd,otp"), "{step}");
+    // The upgraded session keeps serving payroll without another prompt.
+    assert_eq!(
+        browser.follow(&f.url(WIKI, "/payroll/other")).await.status,
+        200
+    );
+}
+
+#[tokio::test]
+async fn a_step_up_by_another_user_is_refused() {
+    let f = fixture(MFA_RULE).await;
+    let alice = f.signed_in(WIKI, "alice").await;
+    // Alice's gateway session, in a browser with no IdP session (so the IdP simply asks).
+    let browser = f.browser();
+    let gateway_url = url::Url::parse(&f.url(WIKI, "/")).unwrap();
+    for cookie in alice.cookies_for(gateway_url.as_str()).split("; ") {
+        reqwest::cookie::CookieStore::set_cookies(
+            browser.jar.as_ref(),
+            &mut [reqwest::header::HeaderValue::from_str(cookie).unwrap()].iter(),
+            &gateway_url,
+        );
+    }
+    let first = browser.get(&f.url(WIKI, "/payroll/slip")).await;
+    assert_eq!(first.status(), 302);
+    let to_idp = first.headers()["location"].to_str().unwrap().to_string();
+    let form = browser.follow(&to_idp).await;
+    // Bob completes the password and second factor in the step-up alice's session started.
+    let code_form = browser.sign_in(&form, "bob", "bob-pw").await;
+    let trip = enter_code(&browser, &code_form, "246810").await;
+    assert_eq!(trip.status, 400, "{trip:?}");
+    let logs = f.gw.logs();
+    assert!(logs.contains("a different user signed in"), "{logs}");
+    assert!(!trip.body.contains("payroll"), "{}", trip.body);
+}

@@ -87,6 +87,24 @@ pub fn login_succeeded(ctx: &AuditContext<'_>, user: &Identity) {
     );
 }
 
+/// A signed-in user authenticated again, more strongly, for a require rule (step-up).
+pub fn stepped_up(ctx: &AuditContext<'_>, user: &Identity, rule: &str) {
+    tracing::info!(
+        target: "audit",
+        event = "step_up",
+        user = %user.display(),
+        subject = %loggable(&user.subject),
+        rule,
+        acr = %loggable(user.acr.as_deref().unwrap_or("-")),
+        amr = %loggable(&user.amr.join(",")),
+        idp = %user.idp,
+        app = ctx.app,
+        client = %client(ctx),
+        request_id = ctx.request_id,
+        "step-up sign-in succeeded"
+    );
+}
+
 /// A login did not finish.
 pub fn login_failed(ctx: &AuditContext<'_>, idp: &str, reason: &dyn Display) {
     tracing::warn!(

@@ -16,7 +16,7 @@ use crate::policy::examples::{Example, Expectation};
 use crate::policy::path::normalise;
 use crate::policy::{
     ClaimCondition, ClaimTest, IdentityConditions, Mode, PathPattern, PatternError, Rule, RuleKind,
-    RuleSet,
+    RuleSet, Strength,
 };
 use crate::secret::Secret;
 use http::Method;
@@ -154,6 +154,11 @@ struct FileRule {
     networks: Vec<Spanned<String>>,
     #[serde(default)]
     claims: BTreeMap<String, Spanned<toml::Value>>,
+    #[serde(default)]
+    acr: Vec<Spanned<String>>,
+    #[serde(default)]
+    amr: Vec<Spanned<String>>,
+    max_age: Option<Spanned<ConfigDuration>>,
 }
 
 /// One `[[test]]` example: a user, a request and the expected decision.
@@ -182,7 +187,12 @@ struct FileTestUser {
     amr: Vec<String>,
     #[serde(default)]
     claims: BTreeMap<String, toml::Value>,
+    /// How long ago the user authenticated (default: just now).
+    auth_age: Option<ConfigDuration>,
 }
+
+/// The moment `[[test]]` examples are judged at (users' `auth_age` counts back from it).
+const EXAMPLE_NOW: u64 = 1_800_000_000;
 
 // ---- compiled app ----------------------------------------------------------------------------
 
@@ -758,17 +768,35 @@ impl Compiler<'_> {
         let paths = self.paths(&r.paths);
         let methods = self.methods(&r.methods);
         let networks = self.networks(&r.networks);
-        if kind == RuleKind::Require && who.is_empty() && networks.is_empty() {
-            self.error(
-                rule,
-                format!(
-                    "require rule `{id}` requires nothing: name groups, emails, claims or networks"
-                ),
-            );
+        let strength = Strength {
+            acr: r.acr.iter().map(|a| a.get_ref().clone()).collect(),
+            amr: r.amr.iter().map(|a| a.get_ref().clone()).collect(),
+            max_age: r.max_age.as_ref().map(|m| m.get_ref().0),
+        };
+        for value in r.acr.iter().chain(&r.amr) {
+            if value.get_ref().is_empty()
+                || value.get_ref().chars().any(|c| c.is_control() || c == ' ')
+            {
+                self.error(
+                    value,
+                    format!("`{}` is not an acr/amr value", value.get_ref()),
+                );
+            }
+        }
+        if kind != RuleKind::Require && !strength.is_empty() {
+            self.error(rule, format!("{table} rule `{id}`: acr, amr and max_age belong to require rules (they trigger a step-up sign-in)"));
+        }
+        if !strength.is_empty() && !has_idp {
+            self.error(rule, format!("{table} rule `{id}` asks for a sign-in strength: the app needs `idp = \"...\"`"));
+        }
+        if kind == RuleKind::Require && who.is_empty() && networks.is_empty() && strength.is_empty()
+        {
+            self.error(rule, format!("require rule `{id}` requires nothing: name groups, emails, claims, networks, acr, amr or max_age"));
         }
         Some(
             Rule::new(id.clone(), r.why.get_ref().clone(), kind, paths, methods)
                 .with_identity(who)
+                .with_strength(strength)
                 .with_networks(networks)
                 .with_mode(mode)
                 .with_adaptive(adaptive),
@@ -807,7 +835,7 @@ impl Compiler<'_> {
                 continue;
             }
             let Some(expect) = Expectation::parse(entry.expect.get_ref()) else {
-                self.error(&entry.expect, format!("expect `{}` is not one of allow:<rule>, public:<rule>, deny:<rule>, require:<rule>, login, no_allow, refused", entry.expect.get_ref()));
+                self.error(&entry.expect, format!("expect `{}` is not one of allow:<rule>, public:<rule>, deny:<rule>, require:<rule>, step-up:<rule>, login, no_allow, refused", entry.expect.get_ref()));
                 continue;
             };
             if let Some(rule) = &expect.rule {
@@ -817,6 +845,7 @@ impl Compiler<'_> {
                             "allow" => r.kind() == RuleKind::AllowSignedIn,
                             "public" => r.kind() == RuleKind::AllowPublic,
                             "deny" => r.kind() == RuleKind::Deny,
+                            "step-up" => r.kind() == RuleKind::Require && !r.strength().is_empty(),
                             _ => r.kind() == RuleKind::Require,
                         }
                 });
@@ -870,7 +899,9 @@ impl Compiler<'_> {
                     claims,
                     acr: u.acr.clone(),
                     amr: u.amr.clone(),
-                    auth_time: None,
+                    auth_time: Some(
+                        EXAMPLE_NOW.saturating_sub(u.auth_age.map_or(0, |a| a.0.as_secs())),
+                    ),
                     idp: u.idp.clone().unwrap_or_else(|| idp.to_string()),
                 }
             });
@@ -884,6 +915,7 @@ impl Compiler<'_> {
                 method,
                 path: path.to_string(),
                 client_ip,
+                now: EXAMPLE_NOW,
                 expect,
             });
         }

@@ -66,6 +66,7 @@ impl Identity {
             acr: self.acr.as_deref(),
             amr: &self.amr,
             claims: &self.claims,
+            auth_time: self.auth_time,
         }
     }
 

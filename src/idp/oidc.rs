@@ -10,6 +10,7 @@ use super::http::IdpHttpClient;
 use super::Identity;
 use crate::config::{OidcIdpConfig, TokenAuth};
 use crate::secret::Secret;
+use crate::session::pending::StepUp;
 use arc_swap::ArcSwapOption;
 use base64::Engine;
 use openidconnect::core::{
@@ -205,7 +206,11 @@ impl OidcProvider {
     }
 
     /// Builds the authorization redirect with fresh `state`, `nonce` and PKCE (S256).
-    pub fn begin_login(&self, redirect_uri: &str) -> Result<LoginStart, LoginError> {
+    pub fn begin_login(
+        &self,
+        redirect_uri: &str,
+        step_up: Option<&StepUp>,
+    ) -> Result<LoginStart, LoginError> {
         let discovered = self.discovered.load_full().ok_or(LoginError::NotReady)?;
         let redirect = RedirectUrl::new(redirect_uri.to_string())
             .map_err(|e| LoginError::RedirectUri(e.to_string()))?;
@@ -222,8 +227,24 @@ impl OidcProvider {
         for scope in self.config.scopes.iter().filter(|s| *s != "openid") {
             request = request.add_scope(Scope::new(scope.clone()));
         }
+        // A step-up asks for a fresh, stronger authentication (OpenID Connect Core §3.1.2.1).
+        let mut step_params: Vec<(&str, String)> = Vec::new();
+        if let Some(s) = step_up {
+            step_params.push(("prompt", "login".to_string()));
+            if !s.acr.is_empty() {
+                step_params.push(("acr_values", s.acr.join(" ")));
+            }
+            // max_age also makes `auth_time` mandatory in the ID token; 0 = "just now".
+            let age = s.max_age.map_or(0, |a| a.as_secs());
+            step_params.push(("max_age", age.to_string()));
+        }
         for (key, value) in &self.config.auth_params {
-            request = request.add_extra_param(key.as_str(), value.as_str());
+            if !step_params.iter().any(|(k, _)| k == key) {
+                request = request.add_extra_param(key.as_str(), value.as_str());
+            }
+        }
+        for (key, value) in step_params {
+            request = request.add_extra_param(key, value);
         }
         let (url, state, nonce) = request.url();
         Ok(LoginStart {

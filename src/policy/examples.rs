@@ -10,10 +10,11 @@ use std::net::IpAddr;
 
 /// What an example expects: a decision name and, for decisions made by a rule, its id —
 /// written `allow:staff`, `public:assets`, `deny:no-contractors`, `require:admin-area`,
-/// `login`, `no_allow`, or `refused` (a path the gateway rejects before any rule).
+/// `step-up:mfa-for-payroll`, `login`, `no_allow`, or `refused` (a path the gateway rejects
+/// before any rule).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Expectation {
-    /// `allow`, `public`, `deny`, `require`, `login`, `no_allow` or `refused`.
+    /// `allow`, `public`, `deny`, `require`, `step-up`, `login`, `no_allow` or `refused`.
     pub decision: String,
     /// The deciding rule, when the decision names one.
     pub rule: Option<String>,
@@ -26,11 +27,14 @@ impl Expectation {
             Some((d, r)) => (d, Some(r)),
             None => (text, None),
         };
-        let needs_rule = matches!(decision, "allow" | "public" | "deny" | "require");
+        let needs_rule = matches!(
+            decision,
+            "allow" | "public" | "deny" | "require" | "step-up"
+        );
         let ruleless = matches!(decision, "login" | "no_allow" | "refused");
         let ok = match rule {
             Some(r) => needs_rule && !r.is_empty(),
-            None => needs_rule || ruleless,
+            None => ruleless,
         };
         ok.then(|| Self {
             decision: decision.to_string(),
@@ -63,6 +67,8 @@ pub struct Example {
     pub path: String,
     /// Client address.
     pub client_ip: Option<IpAddr>,
+    /// The time the example is judged at (Unix seconds; `max_age` is measured against it).
+    pub now: u64,
     /// What must come out.
     pub expect: Expectation,
 }
@@ -95,6 +101,7 @@ pub fn run(rules: &RuleSet, example: &Example) -> Result<(), Mismatch> {
         method: &example.method,
         path: &path,
         client_ip: example.client_ip,
+        now: example.now,
     };
     let user = example.user.as_ref().map(Identity::facts);
     let decision = rules.decide(&facts, user.as_ref());
@@ -131,6 +138,7 @@ mod tests {
             "public:assets",
             "deny:x",
             "require:y",
+            "step-up:z",
             "login",
             "no_allow",
             "refused",

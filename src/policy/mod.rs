@@ -147,6 +147,56 @@ impl IdentityConditions {
     }
 }
 
+/// How recently and how strongly the user authenticated (`[[require]]` only). Unmet by a
+/// signed-in user who otherwise qualifies, it asks for a step-up login rather than refusing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Strength {
+    /// The session's `acr` must be one of these.
+    pub acr: Vec<String>,
+    /// The session's `amr` must contain one of these.
+    pub amr: Vec<String>,
+    /// Authenticated at most this long ago.
+    pub max_age: Option<std::time::Duration>,
+}
+
+impl Strength {
+    /// No strength condition.
+    pub fn is_empty(&self) -> bool {
+        self.acr.is_empty() && self.amr.is_empty() && self.max_age.is_none()
+    }
+
+    fn checks(&self, user: &UserFacts<'_>, now: u64) -> Vec<Check> {
+        let mut out = Vec::new();
+        if !self.acr.is_empty() {
+            out.push(Check::new(
+                format!("acr one of {:?}", self.acr),
+                user.acr.is_some_and(|a| self.acr.iter().any(|w| w == a)),
+            ));
+        }
+        if !self.amr.is_empty() {
+            out.push(Check::new(
+                format!("amr any of {:?}", self.amr),
+                user.amr.iter().any(|m| self.amr.contains(m)),
+            ));
+        }
+        if let Some(max) = self.max_age {
+            out.push(Check::new(
+                format!("authenticated within {}s", max.as_secs()),
+                user.auth_time
+                    .is_some_and(|t| now.saturating_sub(t) <= max.as_secs()),
+            ));
+        }
+        out
+    }
+
+    fn holds(&self, user: Option<&UserFacts<'_>>, now: u64) -> bool {
+        if self.is_empty() {
+            return true;
+        }
+        user.is_some_and(|u| self.checks(u, now).iter().all(|c| c.held))
+    }
+}
+
 /// What the rules know about a signed-in user.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct UserFacts<'a> {
@@ -166,6 +216,8 @@ pub struct UserFacts<'a> {
     pub amr: &'a [String],
     /// Other kept claims or attributes.
     pub claims: &'a [(String, Vec<String>)],
+    /// When the user authenticated at the IdP (Unix seconds).
+    pub auth_time: Option<u64>,
 }
 
 impl<'a> UserFacts<'a> {
@@ -216,6 +268,7 @@ pub struct Rule {
     methods: Vec<Method>,
     networks: Vec<IpNet>,
     who: IdentityConditions,
+    strength: Strength,
 }
 
 impl Rule {
@@ -237,7 +290,19 @@ impl Rule {
             methods,
             networks: Vec::new(),
             who: IdentityConditions::default(),
+            strength: Strength::default(),
         }
+    }
+
+    /// Adds authentication-strength conditions (require rules).
+    pub fn with_strength(mut self, strength: Strength) -> Self {
+        self.strength = strength;
+        self
+    }
+
+    /// Its authentication-strength conditions.
+    pub fn strength(&self) -> &Strength {
+        &self.strength
     }
 
     /// Adds conditions on who the user is.
@@ -325,7 +390,9 @@ impl Rule {
 
     /// A require rule's conditions (beyond its scope) hold.
     fn requirement_met(&self, request: &RequestFacts<'_>, user: Option<&UserFacts<'_>>) -> bool {
-        self.network_ok(request) && self.matches_user(user)
+        self.network_ok(request)
+            && self.matches_user(user)
+            && self.strength.holds(user, request.now)
     }
 
     /// Each condition of the rule with whether it holds, for explanations.
@@ -352,8 +419,14 @@ impl Rule {
             ));
         }
         match user {
-            Some(u) => out.extend(self.who.checks(u)),
-            None if self.kind == RuleKind::AllowSignedIn || !self.who.is_empty() => {
+            Some(u) => {
+                out.extend(self.who.checks(u));
+                out.extend(self.strength.checks(u, request.now));
+            }
+            None if self.kind == RuleKind::AllowSignedIn
+                || !self.who.is_empty()
+                || !self.strength.is_empty() =>
+            {
                 out.push(Check::new("signed in".to_string(), false));
             }
             None => {}
@@ -371,6 +444,8 @@ pub struct RequestFacts<'a> {
     pub path: &'a str,
     /// The client's address (from the socket, or a trusted proxy's `X-Forwarded-For`).
     pub client_ip: Option<IpAddr>,
+    /// Now, in Unix seconds (for `max_age`).
+    pub now: u64,
 }
 
 /// The outcome of the rules for one request, naming the rule that decided it.
@@ -398,6 +473,12 @@ pub enum Decision<'a> {
         /// Id of the require rule.
         rule: &'a str,
     },
+    /// A require rule applies and only the authentication is too weak or too old: the
+    /// signed-in user must authenticate again, more strongly.
+    StepUp {
+        /// Id of the require rule.
+        rule: &'a str,
+    },
     /// Anonymous request that a rule for signed-in users covers: sign in first.
     LoginNeeded,
     /// No allow rule matched: default deny.
@@ -411,7 +492,8 @@ impl Decision<'_> {
             Decision::Public { rule, .. }
             | Decision::Allow { rule }
             | Decision::Deny { rule }
-            | Decision::Unmet { rule } => Some(rule),
+            | Decision::Unmet { rule }
+            | Decision::StepUp { rule } => Some(rule),
             Decision::LoginNeeded | Decision::NoAllowMatched => None,
         }
     }
@@ -423,6 +505,7 @@ impl Decision<'_> {
             Decision::Allow { .. } => "allow",
             Decision::Deny { .. } => "deny",
             Decision::Unmet { .. } => "require",
+            Decision::StepUp { .. } => "step-up",
             Decision::LoginNeeded => "login",
             Decision::NoAllowMatched => "no_allow",
         }
@@ -489,6 +572,11 @@ impl RuleSet {
         self.len() == 0
     }
 
+    /// The rule called `id`.
+    pub fn rule(&self, id: &str) -> Option<&Rule> {
+        self.rules().find(|r| r.id == id)
+    }
+
     /// Every rule, allow rules first, then deny, then require (each sorted by id).
     pub fn rules(&self) -> impl Iterator<Item = &Rule> {
         self.allow.iter().chain(&self.deny).chain(&self.require)
@@ -496,8 +584,9 @@ impl RuleSet {
 
     /// Does any rule need a signed-in user (so the app needs an IdP)?
     pub fn needs_login(&self) -> bool {
-        self.rules()
-            .any(|r| r.kind == RuleKind::AllowSignedIn || !r.who.is_empty())
+        self.rules().any(|r| {
+            r.kind == RuleKind::AllowSignedIn || !r.who.is_empty() || !r.strength.is_empty()
+        })
     }
 
     /// Decides one request for an anonymous (`None`) or signed-in user.
@@ -577,6 +666,13 @@ impl RuleSet {
                 Some(r) => format!("require rule `{rule}` not met: {}", failed(r)),
                 None => format!("require rule `{rule}` not met"),
             },
+            Decision::StepUp { rule } => match find(rule) {
+                Some(r) => format!(
+                    "require rule `{rule}` needs a stronger or fresher sign-in: {}",
+                    failed(r)
+                ),
+                None => format!("require rule `{rule}` needs a stronger sign-in"),
+            },
             Decision::LoginNeeded => {
                 "sign-in required: a rule for signed-in users covers this request".into()
             }
@@ -613,8 +709,11 @@ impl RuleSet {
         }
         for rule in self.require.iter().filter(|r| enforced(r)) {
             if rule.in_scope(request) && !rule.requirement_met(request, user) {
-                if user.is_none() && !rule.who.is_empty() {
+                if user.is_none() && (!rule.who.is_empty() || !rule.strength.is_empty()) {
                     return Decision::LoginNeeded;
+                }
+                if user.is_some() && rule.network_ok(request) && rule.matches_user(user) {
+                    return Decision::StepUp { rule: &rule.id };
                 }
                 return Decision::Unmet { rule: &rule.id };
             }
@@ -669,6 +768,7 @@ mod tests {
                 method,
                 path,
                 client_ip: None,
+                now: 0,
             },
             None,
         )
@@ -709,6 +809,7 @@ mod tests {
             method: &Method::GET,
             path: "/x",
             client_ip: None,
+            now: 0,
         };
         assert_eq!(
             set.decide(&facts, Some(&alice)),
@@ -750,6 +851,7 @@ mod tests {
             method: &Method::GET,
             path: "/",
             client_ip: None,
+            now: 0,
         };
         let user = |email| UserFacts {
             email: Some(email),
@@ -899,6 +1001,7 @@ mod tests {
             method: &Method::GET,
             path,
             client_ip: ip.parse().ok(),
+            now: 1_000_000,
         }
     }
 
@@ -1033,6 +1136,7 @@ mod tests {
             method: &Method::GET,
             path: "/",
             client_ip: None,
+            now: 0,
         };
         assert_eq!(set.decide(&unknown, None), Decision::NoAllowMatched);
     }

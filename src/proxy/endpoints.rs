@@ -11,6 +11,7 @@ use crate::idp::saml;
 use crate::pages::Page;
 use crate::routing::normalise_host;
 use crate::session::cookies::request_cookies;
+use crate::session::pending::StepUp;
 use pingora::http::RequestHeader;
 use pingora::proxy::Session;
 use std::sync::Arc;
@@ -54,7 +55,7 @@ pub async fn serve(
                 _ => return Err(RequestError::NoRoute),
             };
             ctx.app = Some(app.clone());
-            start_login(ctx, gateway, &app, origin, &return_to).await
+            start_login(ctx, gateway, &app, origin, &return_to, None).await
         }
         LOGOUT_PATH => Ok(logout(session, ctx, gateway, origin).await),
         USERINFO_PATH => userinfo(session, ctx, gateway, origin).await,
@@ -82,13 +83,15 @@ pub fn is_navigation(req: &RequestHeader) -> bool {
     method_ok && accept_ok && mode_ok && not_xhr
 }
 
-/// Starts a login for `app`, returning to `return_to` afterwards.
+/// Starts a login for `app` (a step-up when `step_up` says what it needs), returning to
+/// `return_to` afterwards.
 pub async fn start_login(
     ctx: &mut RequestCtx,
     gateway: &Arc<Gateway>,
     app: &AppRuntime,
     origin: &Origin,
     return_to: &str,
+    step_up: Option<StepUp>,
 ) -> Result<Action, RequestError> {
     let idp = app.config.idp.as_deref().unwrap_or("-");
     let provider = gateway
@@ -98,10 +101,21 @@ pub async fn start_login(
         .ok_or_else(|| RequestError::SignInUnavailable(idp.to_string()))?;
     let redirect = gateway
         .auth
-        .start_login(provider, &app.config.id, origin, &safe_return_to(return_to))
+        .start_login(
+            provider,
+            &app.config.id,
+            origin,
+            &safe_return_to(return_to),
+            step_up.clone(),
+        )
         .await
         .map_err(|e| RequestError::SignInFailed(e.to_string()))?;
-    ctx.span.in_scope(|| info!(idp, "login started"));
+    match &step_up {
+        Some(s) => ctx
+            .span
+            .in_scope(|| info!(idp, rule = %s.rule, "step-up sign-in started")),
+        None => ctx.span.in_scope(|| info!(idp, "login started")),
+    }
     Ok(Action::Redirect {
         location: redirect.location,
         cookies: vec![redirect.cookie],
@@ -127,6 +141,9 @@ async fn callback(
             let app = signed_in.session.app.clone();
             ctx.span.record("app", app.as_str());
             audit::login_succeeded(&ctx.audit(&app), &signed_in.session.identity);
+            if let Some(rule) = &signed_in.stepped_up_for {
+                audit::stepped_up(&ctx.audit(&app), &signed_in.session.identity, rule);
+            }
             ctx.user = Some(signed_in.session);
             Ok(Action::Redirect {
                 location: signed_in.return_to,

@@ -22,6 +22,7 @@ use crate::routing::normalise_host;
 use crate::session::cookies::{
     clear_session_cookie, mentions_gateway_cookie, request_cookies, without_gateway_cookies,
 };
+use crate::session::pending::StepUp;
 use crate::session::Session as UserSession;
 use async_trait::async_trait;
 use http::{HeaderName, HeaderValue};
@@ -85,6 +86,9 @@ pub enum RequestError {
     /// Sign-in needed, but the request is not a page navigation.
     #[error("sign-in required (not a page navigation, so no redirect)")]
     LoginRequired,
+    /// A stronger sign-in is needed, but the request is not a page navigation.
+    #[error("stronger sign-in required (not a page navigation, so no redirect)")]
+    StepUpRequired,
     /// The app's IdP is not discovered yet.
     #[error("identity provider `{0}` not reachable yet")]
     SignInUnavailable(String),
@@ -110,7 +114,7 @@ impl RequestError {
             RequestError::BodyUnreadable(_) => Page::BadRequest,
             RequestError::AppUnavailable => Page::Unavailable,
             RequestError::Denied(_) | RequestError::NoAllowRule => Page::Forbidden,
-            RequestError::LoginRequired => Page::LoginRequired,
+            RequestError::LoginRequired | RequestError::StepUpRequired => Page::LoginRequired,
             RequestError::SignInUnavailable(_) => Page::SignInUnavailable,
             RequestError::SignInFailed(_) => Page::SignInFailed,
             RequestError::Identity(_) => Page::Internal,
@@ -284,6 +288,7 @@ impl Proxy {
             method: &req.method,
             path: &ctx.path,
             client_ip: ctx.client_ip,
+            now: crate::clock::unix_now(),
         };
         let user_facts = ctx.user.as_ref().map(|u| u.identity.facts());
         let verdict = config.rules.evaluate(&facts, user_facts.as_ref());
@@ -338,6 +343,28 @@ impl Proxy {
             Decision::Deny { rule } | Decision::Unmet { rule } => {
                 Err(RequestError::Denied(rule.to_string()))
             }
+            Decision::StepUp { rule } => {
+                let (Some(user), Some(required)) = (&ctx.user, config.rules.rule(rule)) else {
+                    return Err(RequestError::Denied(rule.to_string()));
+                };
+                if !endpoints::is_navigation(req) {
+                    return Err(RequestError::StepUpRequired);
+                }
+                let strength = required.strength();
+                let step_up = StepUp {
+                    rule: rule.to_string(),
+                    subject: user.identity.subject.clone(),
+                    acr: strength.acr.clone(),
+                    amr: strength.amr.clone(),
+                    max_age: strength.max_age,
+                    started_unix: crate::clock::unix_now(),
+                };
+                let return_to = match req.uri.query() {
+                    Some(q) => format!("{}?{q}", ctx.path),
+                    None => ctx.path.clone(),
+                };
+                endpoints::start_login(ctx, gateway, &app, &origin, &return_to, Some(step_up)).await
+            }
             Decision::NoAllowMatched => Err(RequestError::NoAllowRule),
             Decision::LoginNeeded => {
                 if !endpoints::is_navigation(req) {
@@ -347,7 +374,7 @@ impl Proxy {
                     Some(q) => format!("{}?{q}", ctx.path),
                     None => ctx.path.clone(),
                 };
-                endpoints::start_login(ctx, gateway, &app, &origin, &return_to).await
+                endpoints::start_login(ctx, gateway, &app, &origin, &return_to, None).await
             }
         }
     }
@@ -479,6 +506,15 @@ impl ProxyHttp for Proxy {
                 ctx.gateway_status = Some(page.status());
                 let mut extra: Vec<(&'static str, String)> = Vec::new();
                 extra.extend(ctx.clear_stale.take().map(|c| ("Set-Cookie", c)));
+                if let RequestError::StepUpRequired = refusal {
+                    extra.push((
+                        "WWW-Authenticate",
+                        format!(
+                            "Portcullis error=\"insufficient_user_authentication\", login_url=\"{}\"",
+                            crate::auth::LOGIN_PATH
+                        ),
+                    ));
+                }
                 if let RequestError::LoginRequired = refusal {
                     let realm = ctx
                         .app

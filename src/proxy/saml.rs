@@ -131,6 +131,9 @@ pub async fn acs(
             let app_id = signed_in.session.app.clone();
             ctx.span.record("app", app_id.as_str());
             audit::login_succeeded(&ctx.audit(&app_id), &signed_in.session.identity);
+            if let Some(rule) = &signed_in.stepped_up_for {
+                audit::stepped_up(&ctx.audit(&app_id), &signed_in.session.identity, rule);
+            }
             ctx.user = Some(signed_in.session);
             ctx.app = Some(app);
             Ok(Action::Redirect {

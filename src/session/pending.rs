@@ -19,6 +19,25 @@ pub struct PendingLogin {
     pub return_to: String,
     /// What the protocol needs to finish the login.
     pub flow: PendingFlow,
+    /// Set when this login re-authenticates a signed-in user more strongly.
+    pub step_up: Option<StepUp>,
+}
+
+/// A step-up: the signed-in user must authenticate again, as strongly as a require rule says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepUp {
+    /// The require rule asking for it.
+    pub rule: String,
+    /// Who is signed in now: the same subject must come back.
+    pub subject: String,
+    /// Acceptable `acr` values (any).
+    pub acr: Vec<String>,
+    /// Acceptable `amr` values (any).
+    pub amr: Vec<String>,
+    /// Maximum authentication age.
+    pub max_age: Option<Duration>,
+    /// When the step-up started (Unix seconds): the new authentication must be later.
+    pub started_unix: u64,
 }
 
 /// Protocol-specific parts of a pending login.
@@ -86,6 +105,7 @@ mod tests {
                 nonce: Secret::new("n"),
                 pkce_verifier: Secret::new("v"),
             },
+            step_up: None,
         }
     }
 

@@ -7,7 +7,9 @@
 // Usage: node oidc-idp.mjs <config.json>
 //   { "port": 9400, "clients": [ { client_id, client_secret | client_secret_file, redirect_uris,
 //     post_logout_redirect_uris, token_endpoint_auth_method? } ],
-//     "users": [ { id, email, password, name, groups } ] }
+//     "users": [ { id, email, password, name, groups, otp? } ] }
+// A login whose acr_values ask for `mfa` also needs the user's one-time code (default 246810):
+// the ID token then says acr `mfa`, amr [pwd, otp]; otherwise acr `pwd`, amr [pwd].
 // Prints `READY <issuer>` on stdout once listening.
 
 import http from 'node:http';
@@ -85,7 +87,7 @@ const provider = new Provider(issuer, {
     };
   },
   claims: {
-    openid: ['sub'],
+    openid: ['sub', 'amr'],
     email: ['email', 'email_verified'],
     profile: ['name'],
     groups: ['groups'],
@@ -93,7 +95,8 @@ const provider = new Provider(issuer, {
   scopes: ['openid', 'offline_access', 'email', 'profile', 'groups'],
   // Put the scope's claims in the ID token itself, as Okta does with a groups claim.
   conformIdTokenClaims: false,
-  acrValues: ['pwd'],
+  // `mfa` when the client asks for it with acr_values: password, then a one-time code.
+  acrValues: ['pwd', 'mfa'],
   features: {
     devInteractions: { enabled: false },
     rpInitiatedLogout: {
@@ -129,8 +132,17 @@ const provider = new Provider(issuer, {
 
 const callback = provider.callback();
 
+// Logins that passed the password and wait for their one-time code: uid -> user id.
+const awaitingCode = new Map();
+function codeForm(uid, error) {
+  return page('Second factor', `${error ? `<p role="alert">${escape(error)}</p>` : ''}
+<form method="post" action="/interaction/${escape(uid)}/otp">
+<label>One-time code <input name="otp" inputmode="numeric" autocomplete="one-time-code" autofocus></label>
+<button type="submit">Verify</button></form>`);
+}
+
 const handler = async (req, res) => {
-  const match = req.url.match(/^\/interaction\/([A-Za-z0-9_-]+)(\/login)?$/);
+  const match = req.url.match(/^\/interaction\/([A-Za-z0-9_-]+)(\/login|\/otp)?$/);
   if (!match) return callback(req, res);
   try {
     const details = await provider.interactionDetails(req, res);
@@ -138,7 +150,7 @@ const handler = async (req, res) => {
       res.setHeader('content-type', 'text/html; charset=utf-8');
       return res.end(loginForm(details.uid));
     }
-    if (req.method === 'POST' && match[2]) {
+    if (req.method === 'POST' && match[2] === '/login') {
       const form = await readForm(req);
       const user = users.get(form.get('login') ?? '');
       if (!user || user.password !== form.get('password')) {
@@ -146,8 +158,31 @@ const handler = async (req, res) => {
         res.setHeader('content-type', 'text/html; charset=utf-8');
         return res.end(loginForm(details.uid, 'Wrong user or password'));
       }
+      const wanted = String(details.params.acr_values ?? '').split(' ');
+      if (wanted.includes('mfa')) {
+        awaitingCode.set(details.uid, user.id);
+        res.setHeader('content-type', 'text/html; charset=utf-8');
+        return res.end(codeForm(details.uid));
+      }
       return await provider.interactionFinished(req, res, {
         login: { accountId: user.id, acr: 'pwd', amr: ['pwd'] },
+      }, { mergeWithLastSubmission: false });
+    }
+    if (req.method === 'POST' && match[2] === '/otp') {
+      const form = await readForm(req);
+      const user = users.get(awaitingCode.get(details.uid) ?? '');
+      if (!user) {
+        res.statusCode = 400;
+        return res.end('no password step for this login');
+      }
+      if (form.get('otp') !== (user.otp ?? '246810')) {
+        res.statusCode = 401;
+        res.setHeader('content-type', 'text/html; charset=utf-8');
+        return res.end(codeForm(details.uid, 'Wrong code'));
+      }
+      awaitingCode.delete(details.uid);
+      return await provider.interactionFinished(req, res, {
+        login: { accountId: user.id, acr: 'mfa', amr: ['pwd', 'otp'] },
       }, { mergeWithLastSubmission: false });
     }
     res.statusCode = 405;

@@ -16,6 +16,7 @@ pub(crate) mod testing;
 use crate::config::{MetadataSource, SamlIdpConfig};
 use crate::idp::http::IdpHttpClient;
 use crate::idp::Identity;
+use crate::session::pending::StepUp;
 use arc_swap::ArcSwapOption;
 use assertion::{AssertionError, SamlSubject};
 use base64::Engine;
@@ -33,7 +34,8 @@ use samael::metadata::{
     HTTP_REDIRECT_BINDING,
 };
 use samael::schema::{
-    AuthnRequest, Issuer, LogoutRequest, LogoutResponse, NameIdPolicy, Status, StatusCode,
+    AuthnContextClassRef, AuthnContextComparison, AuthnRequest, Issuer, LogoutRequest,
+    LogoutResponse, NameIdPolicy, RequestedAuthnContext, Status, StatusCode,
 };
 use samael::service_provider::ServiceProvider;
 use samael::traits::ToXml;
@@ -404,6 +406,7 @@ impl SamlProvider {
         &self,
         sp: &SpEndpoints,
         relay_state: &str,
+        step_up: Option<&StepUp>,
     ) -> Result<LoginRequest, SamlError> {
         let md = self.metadata.load_full().ok_or(SamlError::NotReady)?;
         let request_id = random_id().ok_or_else(|| SamlError::Build("no random bytes".into()))?;
@@ -419,6 +422,22 @@ impl SamlProvider {
                 format: self.config.name_id_format.clone(),
                 allow_create: Some(true),
                 ..NameIdPolicy::default()
+            }),
+            // A step-up asks for a fresh authentication of the requested class.
+            force_authn: step_up.map(|_| true),
+            requested_authn_context: step_up.filter(|s| !s.acr.is_empty()).map(|s| {
+                RequestedAuthnContext {
+                    authn_context_class_refs: Some(
+                        s.acr
+                            .iter()
+                            .map(|a| AuthnContextClassRef {
+                                value: Some(a.clone()),
+                            })
+                            .collect(),
+                    ),
+                    authn_context_decl_refs: None,
+                    comparison: Some(AuthnContextComparison::Exact),
+                }
             }),
             ..AuthnRequest::default()
         };
