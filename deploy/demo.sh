@@ -153,6 +153,8 @@ Portcullis demo is running.
 Try, in a browser:
   http://wiki.localhost:8080/           sign in as alice: the wiki shows X-Remote-User, X-Groups
   http://timesheet.localhost:8080/week  no second password (single sign-on); bob gets 403 here
+  http://timesheet.localhost:8080/approve/week-47   step-up: the IdP asks again, then for a
+                                        one-time code (246810), before approving
   http://wiki.localhost:8080/logout     signs out of the gateway and the IdP
   http://hr.localhost:8080/             SAML: sign in at the SAML IdP; /logout ends both sessions
   http://hr.localhost:8080/.portcullis/saml/metadata   the SP metadata an admin gives the IdP

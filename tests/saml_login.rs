@@ -94,6 +94,15 @@ async fn fixture() -> Fixture {
 
 /// `idp_options` go to the IdP's config; `idp_extra` into the gateway's `[idp.corp-saml]`.
 async fn fixture_with(idp_options: serde_json::Value, idp_extra: &str) -> Fixture {
+    fixture_full(idp_options, idp_extra, "").await
+}
+
+/// [`fixture_with`] plus `wiki_extra` in the wiki's policy.
+async fn fixture_full(
+    idp_options: serde_json::Value,
+    idp_extra: &str,
+    wiki_extra: &str,
+) -> Fixture {
     let http = free_addr();
     let sp_metadata: Vec<String> = [WIKI, LEGACY]
         .iter()
@@ -108,7 +117,10 @@ async fn fixture_with(idp_options: serde_json::Value, idp_extra: &str) -> Fixtur
             "corp-saml",
             &format!("attributes = [\"firstName\"]\n{idp_extra}"),
         ))
-        .policy("wiki.toml", policy("wiki", WIKI, &wiki.url(), ""))
+        .policy(
+            "wiki.toml",
+            policy("wiki", WIKI, &wiki.url(), "") + wiki_extra,
+        )
         .policy(
             "legacy.toml",
             policy(
@@ -1037,4 +1049,78 @@ async fn an_assertion_only_signature_is_accepted_and_the_envelope_still_checked(
         .post_saml_response(&f.acs(LEGACY), &elsewhere, None)
         .await;
     assert_refused(&f, &trip, "Destination");
+}
+
+const OTP_CLASS: &str = "urn:oasis:names:tc:SAML:2.0:ac:classes:TimeSyncToken";
+
+#[tokio::test]
+async fn saml_step_up_asks_the_idp_for_a_stronger_class_and_checks_it_came_back() {
+    let rule = format!("\n[[require]]\nid = \"token-for-payroll\"\nwhy = \"Payroll needs a second factor\"\npaths = [\"/payroll/**\"]\nacr = [\"{OTP_CLASS}\"]\n");
+    let f = fixture_full(json!({}), "", &rule).await;
+    let browser = f.signed_in("alice").await;
+    assert_eq!(browser.follow(&f.url(WIKI, "/pages")).await.status, 200);
+    let first = browser.get(&f.url(WIKI, "/payroll/slip")).await;
+    assert_eq!(first.status(), 302);
+    let to_idp = first.headers()["location"].to_str().unwrap().to_string();
+    // The AuthnRequest asks for a fresh sign-in of the token class.
+    let request = query_param(&to_idp, "SAMLRequest").unwrap();
+    let deflated =
+        base64::Engine::decode(&base64::engine::general_purpose::STANDARD, request).unwrap();
+    let mut xml = String::new();
+    std::io::Read::read_to_string(
+        &mut flate2::read::DeflateDecoder::new(deflated.as_slice()),
+        &mut xml,
+    )
+    .unwrap();
+    assert!(xml.contains("ForceAuthn=\"true\""), "{xml}");
+    assert!(
+        xml.contains(OTP_CLASS) && xml.contains("RequestedAuthnContext"),
+        "{xml}"
+    );
+
+    let form = browser.follow(&to_idp).await;
+    let code_form = browser.sign_in(&form, "alice", "alice-pw").await;
+    assert!(
+        code_form.body.contains("name=\"otp\""),
+        "the IdP did not ask for a code: {code_form:?}"
+    );
+    let action = support::browser::form_action(&code_form.body);
+    let url = url::Url::parse(code_form.final_url())
+        .unwrap()
+        .join(&action)
+        .unwrap();
+    let wrong = browser.submit(url.as_str(), &[("otp", "111111")]).await;
+    assert!(wrong.body.contains("Wrong code"), "{wrong:?}");
+    let posted = browser.submit(url.as_str(), &[("otp", "246810")]).await;
+    let trip = browser.auto_post(&posted).await;
+    assert_eq!(trip.status, 200, "{trip:?}\n{}", f.gw.logs());
+    assert_eq!(trip.final_url(), f.url(WIKI, "/payroll/slip"));
+    let logs = f.gw.logs();
+    let step = logs
+        .lines()
+        .find(|l| l.contains("step-up sign-in succeeded"))
+        .unwrap_or_else(|| panic!("no step-up audit record:\n{logs}"));
+    assert!(step.contains(OTP_CLASS), "{step}");
+
+    // A plain password assertion is not a step-up, even when it answers the step-up request.
+    let browser = f.signed_in("alice").await;
+    let first = browser.get(&f.url(WIKI, "/payroll/slip")).await;
+    let to_idp = first.headers()["location"].to_str().unwrap().to_string();
+    let relay = query_param(&to_idp, "RelayState").unwrap();
+    let request = query_param(&to_idp, "SAMLRequest").unwrap();
+    let deflated =
+        base64::Engine::decode(&base64::engine::general_purpose::STANDARD, request).unwrap();
+    let mut xml = String::new();
+    std::io::Read::read_to_string(
+        &mut flate2::read::DeflateDecoder::new(deflated.as_slice()),
+        &mut xml,
+    )
+    .unwrap();
+    let id_at = xml.find(" ID=\"").unwrap() + 5;
+    let id = &xml[id_at..xml[id_at..].find('"').unwrap() + id_at];
+    let (_, weak) = f.forge(json!({ "in_response_to_request": id })).await;
+    let trip = browser
+        .post_saml_response(&f.acs(WIKI), &weak, Some(&relay))
+        .await;
+    assert_refused(&f, &trip, "step-up refused");
 }

@@ -143,7 +143,8 @@ function responseXml(sp, user, inResponseTo, o = {}) {
   sessions.set(user.id, sessionIndex);
   const attr = (name, values) => `<saml:Attribute Name="${esc(name)}" NameFormat="urn:oasis:names:tc:SAML:2.0:attrname-format:basic">${values.map((v) => `<saml:AttributeValue xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xsi:type="xs:string" xmlns:xs="http://www.w3.org/2001/XMLSchema">${esc(v)}</saml:AttributeValue>`).join('')}</saml:Attribute>`;
   const conditions = o.omit_conditions ? '' : `<saml:Conditions NotBefore="${iso(now - 5000)}" NotOnOrAfter="${notOnOrAfter}">${o.omit_audience ? '' : `<saml:AudienceRestriction><saml:Audience>${esc(audience)}</saml:Audience></saml:AudienceRestriction>`}</saml:Conditions>`;
-  const authn = o.omit_authn_statement ? '' : `<saml:AuthnStatement AuthnInstant="${iso(now)}" SessionIndex="${esc(sessionIndex)}"><saml:AuthnContext><saml:AuthnContextClassRef>urn:oasis:names:tc:SAML:2.0:ac:classes:PasswordProtectedTransport</saml:AuthnContextClassRef></saml:AuthnContext></saml:AuthnStatement>`;
+  const authnClass = o.authn_context ?? 'urn:oasis:names:tc:SAML:2.0:ac:classes:PasswordProtectedTransport';
+  const authn = o.omit_authn_statement ? '' : `<saml:AuthnStatement AuthnInstant="${iso(now)}" SessionIndex="${esc(sessionIndex)}"><saml:AuthnContext><saml:AuthnContextClassRef>${esc(authnClass)}</saml:AuthnContextClassRef></saml:AuthnContext></saml:AuthnStatement>`;
   const issueInstant = iso(now + (o.issue_in_future_seconds ?? 0) * 1000);
   return `<samlp:Response xmlns:samlp="urn:oasis:names:tc:SAML:2.0:protocol" xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion" ID="${o.response_id ?? idOf()}" Version="2.0" IssueInstant="${issueInstant}" Destination="${esc(destination)}"${irt}>`
     + `<saml:Issuer>${esc(entityID)}</saml:Issuer><samlp:Status><samlp:StatusCode Value="urn:oasis:names:tc:SAML:2.0:status:Success"/></samlp:Status>`
@@ -185,13 +186,31 @@ function sign(xml, o = {}) {
   return out;
 }
 
-async function loginResponse(sp, user, requestInfo) {
+async function loginResponse(sp, user, requestInfo, authnContext) {
   // samlify builds and signs (it signs the assertion when the SP metadata wants it, and the
   // response when the SP entity is set to want signed messages); we supply the document.
   const { context } = await idp.createLoginResponse(sp, requestInfo, 'post', user, {
-    customTagReplacement: () => ({ id: '', context: responseXml(sp, user, requestInfo?.extract?.request?.id) }),
+    customTagReplacement: () => ({
+      id: '',
+      context: responseXml(sp, user, requestInfo?.extract?.request?.id, { authn_context: authnContext }),
+    }),
   });
   return context;
+}
+
+// samlify does not read RequestedAuthnContext: a class other than password asks for a
+// second factor here (and is then the class the assertion states).
+const PASSWORD_CLASS = 'urn:oasis:names:tc:SAML:2.0:ac:classes:PasswordProtectedTransport';
+function requestedStrongClass(xml) {
+  const requested = /<(?:\w+:)?RequestedAuthnContext[\s\S]*?<\/(?:\w+:)?RequestedAuthnContext>/.exec(xml)?.[0] ?? '';
+  const classes = [...requested.matchAll(/<(?:\w+:)?AuthnContextClassRef>([^<]+)</g)].map((m) => m[1].trim());
+  return classes.find((c) => c !== PASSWORD_CLASS) ?? null;
+}
+function codeForm(action, error) {
+  return page('Second factor', `${error ? `<p role="alert">${esc(error)}</p>` : ''}
+<form method="post" action="${esc(action)}">
+<label>One-time code <input name="otp" inputmode="numeric" autocomplete="one-time-code" autofocus></label>
+<button type="submit">Verify</button></form>`);
 }
 
 const pendingLogins = new Map(); // uid -> { sp, requestInfo, relayState }
@@ -218,7 +237,12 @@ async function handler(req, res) {
         octetString: octetString(rawQuery, 'SAMLRequest'),
       });
       const uid = randomUUID();
-      pendingLogins.set(uid, { sp, requestInfo, relayState: url.searchParams.get('RelayState') ?? '' });
+      pendingLogins.set(uid, {
+        sp,
+        requestInfo,
+        relayState: url.searchParams.get('RelayState') ?? '',
+        strongClass: requestedStrongClass(xml),
+      });
       return send(200, loginForm(`/login/${uid}`));
     }
     if (url.pathname === '/idp-init' && req.method === 'GET') {
@@ -237,8 +261,27 @@ async function handler(req, res) {
       if (!user || user.password !== form.get('password')) {
         return send(200, loginForm(url.pathname, 'Wrong user or password'));
       }
+      if (pending.strongClass) {
+        pending.user = user;
+        return send(200, codeForm(`/otp/${login[1]}`));
+      }
       pendingLogins.delete(login[1]);
       const samlResponse = await loginResponse(pending.sp, user, pending.requestInfo);
+      return send(200, autoPost(pending.sp.entityMeta.getAssertionConsumerService('post'), {
+        SAMLResponse: samlResponse,
+        RelayState: pending.relayState,
+      }));
+    }
+    const otp = /^\/otp\/([\w-]+)$/.exec(url.pathname);
+    if (otp && req.method === 'POST') {
+      const pending = pendingLogins.get(otp[1]);
+      if (!pending?.user) return send(400, page('Expired', '<p>Login expired.</p>'));
+      const form = new URLSearchParams(await readBody(req));
+      if (form.get('otp') !== (pending.user.otp ?? '246810')) {
+        return send(200, codeForm(url.pathname, 'Wrong code'));
+      }
+      pendingLogins.delete(otp[1]);
+      const samlResponse = await loginResponse(pending.sp, pending.user, pending.requestInfo, pending.strongClass);
       return send(200, autoPost(pending.sp.entityMeta.getAssertionConsumerService('post'), {
         SAMLResponse: samlResponse,
         RelayState: pending.relayState,
