@@ -30,6 +30,8 @@ pub struct ReloadOutcome {
     pub apps: usize,
     /// Apps disabled by policy errors.
     pub unavailable: usize,
+    /// Apps whose file has errors now, serving their last good version.
+    pub kept_last_good: usize,
     /// Every problem found (policy errors disable only their app).
     pub problems: Vec<Problem>,
 }
@@ -49,12 +51,28 @@ impl Reloader {
         let (fresh, mut problems) = config::load_gateway(&self.config_path)?;
         let running = self.current.load();
         let fresh = keep_restart_only_settings(fresh, &running.config);
-        let policies = config::load_policies(&fresh);
+        let mut policies = config::load_policies(&fresh);
         problems.extend(policies.problems.iter().cloned());
+        // A policy file that no longer compiles keeps serving its last good version; only an
+        // app that never loaded is switched off.
+        let mut kept = Vec::new();
+        policies.broken.retain(|broken| {
+            match running.apps().iter().find(|a| a.config.file == broken.file) {
+                Some(last_good) => {
+                    warn!(file = %broken.file.display(), app = %last_good.config.id, "policy file has errors: keeping the last good version of the app");
+                    kept.push(last_good.config.clone());
+                    false
+                }
+                None => true,
+            }
+        });
+        let kept_count = kept.len();
+        policies.apps.extend(kept);
         let next = Gateway::new(fresh, policies, running.auth.clone());
         let outcome = ReloadOutcome {
             apps: next.apps().len(),
             unavailable: next.broken().len(),
+            kept_last_good: kept_count,
             problems,
         };
         self.current.store(Arc::new(next));
@@ -66,7 +84,7 @@ impl Reloader {
             Ok(outcome) => {
                 for p in &outcome.problems {
                     if p.is_error() {
-                        error!(problem = %p, "policy error: app disabled");
+                        error!(problem = %p, "policy error");
                     } else {
                         warn!(problem = %p, "configuration warning");
                     }
@@ -74,6 +92,7 @@ impl Reloader {
                 info!(
                     apps = outcome.apps,
                     unavailable = outcome.unavailable,
+                    kept_last_good = outcome.kept_last_good,
                     "configuration reloaded"
                 );
             }

@@ -40,7 +40,7 @@ async fn hup_until(gw: &RunningGateway, host: &str, want: u16) {
 }
 
 #[tokio::test]
-async fn sighup_adds_changes_and_disables_apps_without_a_restart() {
+async fn sighup_adds_apps_keeps_last_good_versions_and_disables_new_broken_ones() {
     let a = echo_backend("a").await;
     let b = echo_backend("b").await;
     let mut gw = GatewaySpec::new()
@@ -63,15 +63,27 @@ async fn sighup_adds_changes_and_disables_apps_without_a_restart() {
     hup_until(&gw, "b.portcullis.localhost", 200).await;
     assert_eq!(status_of(&gw, "a.portcullis.localhost").await, 200);
 
-    // A broken edit disables only that app.
+    // A broken edit keeps serving the app's last good version, and says why.
     std::fs::write(
         policies.join("a.toml"),
         "schema = 1\napp = \"a\"\nhosts = [\"a.portcullis.localhost\"]\nbogus = true\n",
     )
     .unwrap();
-    hup_until(&gw, "a.portcullis.localhost", 503).await;
-    assert_eq!(status_of(&gw, "b.portcullis.localhost").await, 200);
+    gw.signal("HUP");
+    gw.wait_for_log("keeping the last good version").await;
     assert!(gw.logs().contains("unknown field `bogus`"), "{}", gw.logs());
+    assert_eq!(status_of(&gw, "a.portcullis.localhost").await, 200);
+    assert_eq!(status_of(&gw, "b.portcullis.localhost").await, 200);
+
+    // A new app whose first version is broken has no good version: it is switched off alone.
+    std::fs::write(
+        policies.join("c.toml"),
+        "schema = 1\napp = \"c\"\nhosts = [\"c.portcullis.localhost\"]\nbogus = true\n",
+    )
+    .unwrap();
+    hup_until(&gw, "c.portcullis.localhost", 503).await;
+    assert_eq!(status_of(&gw, "a.portcullis.localhost").await, 200);
+    assert_eq!(status_of(&gw, "b.portcullis.localhost").await, 200);
 
     // Same process throughout.
     assert_eq!(gw.pid(), pid);
@@ -100,4 +112,66 @@ async fn broken_gateway_config_on_reload_keeps_the_running_configuration() {
     let logs = gw.wait_for_log("reload refused").await;
     assert!(logs.contains("reload refused"), "{logs}");
     assert_eq!(status_of(&gw, "a.portcullis.localhost").await, 200);
+}
+
+/// Requests keep flowing, every one answered by the old or the new configuration, while the
+/// gateway reloads 20 times under load (a policy flips between two versions).
+#[tokio::test]
+async fn twenty_reloads_under_load_fail_no_request() {
+    let a = echo_backend("a").await;
+    let policy =
+        |extra: &str| open_policy("a", &["a.portcullis.localhost"], &[(&a.url(), 1)], extra);
+    let gw = GatewaySpec::new()
+        .policy("a.toml", policy(""))
+        .start()
+        .await;
+    let file = gw.dir.path().join("policies/a.toml");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = Vec::new();
+    for _ in 0..4 {
+        let stop = stop.clone();
+        let client = gw.client(&["a.portcullis.localhost"]);
+        let url = format!("http://a.portcullis.localhost:{}/x", gw.http.port());
+        load.push(tokio::spawn(async move {
+            let (mut ok, mut failed) = (0usize, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                match client.get(&url).send().await {
+                    Ok(r) if r.status() == 200 => ok += 1,
+                    Ok(r) => failed.push(r.status().to_string()),
+                    Err(e) => failed.push(e.to_string()),
+                }
+            }
+            (ok, failed)
+        }));
+    }
+    for i in 0..20 {
+        // Alternate between two valid versions (the summary changes), then reload.
+        let text = policy("").replace(
+            "summary = \"test app\"",
+            &format!("summary = \"test app v{i}\""),
+        );
+        std::fs::write(&file, text).unwrap();
+        gw.signal("HUP");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let reloads = gw.logs().matches("configuration reloaded").count();
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut total = 0;
+    for task in load {
+        let (ok, failed) = task.await.unwrap();
+        assert!(
+            failed.is_empty(),
+            "requests failed during reloads: {failed:?}"
+        );
+        total += ok;
+    }
+    assert!(
+        total > 100,
+        "too little load to mean anything: {total} requests"
+    );
+    assert!(
+        reloads >= 15,
+        "only {reloads} reloads happened:\n{}",
+        gw.logs()
+    );
 }
