@@ -56,6 +56,21 @@ enum PolicyCommand {
         /// Policy directory (default: the one the configuration names).
         dir: Option<PathBuf>,
     },
+    /// Show, per app, which users gain or lose access to which requests between two policy
+    /// directories (for change review).
+    Diff {
+        /// Gateway configuration file.
+        #[arg(short, long, default_value = "portcullis.toml")]
+        config: PathBuf,
+        /// The policies as they are.
+        old: PathBuf,
+        /// The policies as proposed.
+        new: PathBuf,
+        /// Users (`[[user]]`) and requests (`[[request]]`) to compare; every literal path the
+        /// rules name is probed too.
+        #[arg(long)]
+        fixtures: PathBuf,
+    },
     /// Show how an app's rules decide one request: the decision, the deciding rule, and each
     /// rule's conditions with whether they hold.
     Explain {
@@ -101,6 +116,15 @@ fn main() -> ExitCode {
         Command::Policy {
             command: PolicyCommand::Test { config, dir },
         } => policy_tool::test(&config, dir.as_deref()),
+        Command::Policy {
+            command:
+                PolicyCommand::Diff {
+                    config,
+                    old,
+                    new,
+                    fixtures,
+                },
+        } => policy_tool::diff(&config, &old, &new, &fixtures),
         Command::Policy {
             command:
                 PolicyCommand::Explain {

@@ -101,6 +101,12 @@ fn user_from(arg: &str) -> anyhow::Result<Identity> {
         .and_then(toml::Value::as_table)
         .cloned()
         .unwrap_or_default();
+    Ok(identity_from_table(&user))
+}
+
+/// An identity from a TOML table (`sub`, `email`, `name`, `groups`, `idp`, `acr`, `amr`,
+/// `claims`), signed in just now.
+fn identity_from_table(user: &toml::Table) -> Identity {
     let text_of = |k: &str| {
         user.get(k)
             .and_then(toml::Value::as_str)
@@ -135,19 +141,146 @@ fn user_from(arg: &str) -> anyhow::Result<Identity> {
                 .collect()
         })
         .unwrap_or_default();
-    Ok(Identity {
+    Identity {
         subject: text_of("sub")
             .or_else(|| text_of("email"))
-            .unwrap_or_else(|| "explain-user".into()),
+            .unwrap_or_else(|| "fixture-user".into()),
         email: text_of("email"),
         name: text_of("name"),
         groups: list_of("groups"),
         claims,
         acr: text_of("acr"),
         amr: list_of("amr"),
-        auth_time: None,
+        auth_time: Some(portcullis::clock::unix_now()),
         idp: text_of("idp").unwrap_or_else(|| "-".into()),
-    })
+    }
+}
+
+/// Compares two policy versions over fixture users and requests (plus every literal path the
+/// rules of either version name) and prints who gains or loses access to what.
+pub fn diff(
+    config_path: &Path,
+    old_dir: &Path,
+    new_dir: &Path,
+    fixtures: &Path,
+) -> anyhow::Result<ExitCode> {
+    let (Some(old), Some(new)) = (
+        load(config_path, Some(old_dir))?,
+        load(config_path, Some(new_dir))?,
+    ) else {
+        return Ok(ExitCode::from(1));
+    };
+    let text = std::fs::read_to_string(fixtures)
+        .with_context(|| format!("reading fixtures `{}`", fixtures.display()))?;
+    let table: toml::Table =
+        toml::from_str(&text).with_context(|| format!("fixtures `{}`", fixtures.display()))?;
+    let array = |key: &str| -> Vec<toml::Table> {
+        table
+            .get(key)
+            .and_then(toml::Value::as_array)
+            .map(|a| a.iter().filter_map(|v| v.as_table().cloned()).collect())
+            .unwrap_or_default()
+    };
+    let mut users: Vec<(String, Option<Identity>)> = vec![("anonymous".into(), None)];
+    for u in array("user") {
+        let who = identity_from_table(&u);
+        let name = u
+            .get("name")
+            .and_then(toml::Value::as_str)
+            .map_or_else(|| who.display().into_owned(), str::to_string);
+        users.push((name, Some(who)));
+    }
+    let fixture_requests: Vec<(Option<String>, String, String)> = array("request")
+        .iter()
+        .filter_map(|r| {
+            let line = r.get("request")?.as_str()?;
+            let (m, p) = line.split_once(' ')?;
+            let app = r
+                .get("app")
+                .and_then(toml::Value::as_str)
+                .map(str::to_string);
+            Some((app, m.to_string(), p.to_string()))
+        })
+        .collect();
+    let mut ids: Vec<&str> = old.iter().chain(&new).map(|a| a.id.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let now = portcullis::clock::unix_now();
+    let mut changes = 0usize;
+    for id in ids {
+        let (before, after) = match (
+            old.iter().find(|a| a.id == id),
+            new.iter().find(|a| a.id == id),
+        ) {
+            (Some(b), Some(a)) => (b, a),
+            (None, _) => {
+                println!("{id}: new app");
+                changes += 1;
+                continue;
+            }
+            (_, None) => {
+                println!("{id}: app removed");
+                changes += 1;
+                continue;
+            }
+        };
+        let mut probes: Vec<(String, String)> = fixture_requests
+            .iter()
+            .filter(|(app, _, _)| app.as_deref().is_none_or(|a| a == id))
+            .map(|(_, m, p)| (m.clone(), p.clone()))
+            .collect();
+        for rule in before.rules.rules().chain(after.rules.rules()) {
+            for pattern in rule.paths() {
+                if let Some(base) = pattern.literal_base() {
+                    let path = if base.is_empty() { "/" } else { base };
+                    probes.push(("GET".into(), path.to_string()));
+                }
+            }
+        }
+        if probes.is_empty() {
+            probes.push(("GET".into(), "/".into()));
+        }
+        probes.sort();
+        probes.dedup();
+        let mut lines = Vec::new();
+        for (method, path) in &probes {
+            let (Ok(method_value), Ok(normalised)) =
+                (Method::from_bytes(method.as_bytes()), normalise(path))
+            else {
+                continue;
+            };
+            let facts = RequestFacts {
+                method: &method_value,
+                path: &normalised,
+                client_ip: None,
+                now,
+            };
+            for (name, who) in &users {
+                let user = who.as_ref().map(Identity::facts);
+                let b = before.rules.decide(&facts, user.as_ref());
+                let a = after.rules.decide(&facts, user.as_ref());
+                if b.admits() != a.admits() {
+                    let verb = if a.admits() { "GAINS" } else { "LOSES" };
+                    lines.push(format!(
+                        "  {verb} {name}: {method} {path}  ({} -> {})",
+                        examples::describe(&b),
+                        examples::describe(&a)
+                    ));
+                }
+            }
+        }
+        if lines.is_empty() {
+            println!("{id}: no change for these users and requests");
+        } else {
+            changes += lines.len();
+            println!("{id}:");
+            for l in lines {
+                println!("{l}");
+            }
+        }
+    }
+    println!("{changes} change(s) in access");
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Prints the decision for one request and every rule's conditions.

@@ -560,3 +560,45 @@ fn explain_takes_one_decision_apart() {
         assert!(run.stdout.contains(want), "missing {want}\n{}", run.stdout);
     }
 }
+
+#[test]
+fn policy_diff_names_who_gains_and_loses_access() {
+    let old = "schema = 1\napp = \"ledger\"\nowner = \"o@corp.example\"\nsummary = \"s\"\nhosts = [\"ledger.example\"]\nupstreams = [{ url = \"http://127.0.0.1:9\" }]\nidp = \"corp\"\n\n[[allow]]\nid = \"finance\"\nwhy = \"s\"\ngroups = [\"finance\"]\n\n[[allow]]\nid = \"help\"\nwhy = \"s\"\npublic = true\npaths = [\"/help/**\"]\n\n[[deny]]\nid = \"no-contractors\"\nwhy = \"s\"\nemail_domain = [\"contractors.corp.example\"]\n";
+    let new = old
+        .replace("groups = [\"finance\"]", "groups = [\"finance\", \"sales\"]")
+        .replace("paths = [\"/help/**\"]", "paths = [\"/help/faq\"]")
+        .replace("[[deny]]\nid = \"no-contractors\"\nwhy = \"s\"\nemail_domain = [\"contractors.corp.example\"]\n", "");
+    let dir = config_dir(GATEWAY_WITH_IDP, &[("ledger.toml", old)]);
+    let new_dir = dir.path().join("proposed");
+    std::fs::create_dir(&new_dir).unwrap();
+    std::fs::write(new_dir.join("ledger.toml"), new).unwrap();
+    let fixtures = dir.path().join("fixtures.toml");
+    std::fs::write(
+        &fixtures,
+        "[[user]]\nname = \"sam (sales)\"\nemail = \"sam@corp.example\"\ngroups = [\"sales\"]\n\n\
+         [[user]]\nname = \"cleo (contractor in finance)\"\nemail = \"cleo@contractors.corp.example\"\ngroups = [\"finance\"]\n\n\
+         [[user]]\nname = \"fay (finance)\"\nemail = \"fay@corp.example\"\ngroups = [\"finance\"]\n\n\
+         [[request]]\nrequest = \"GET /books\"\n",
+    )
+    .unwrap();
+    let config = dir.path().join("portcullis.toml");
+    let run = portcullis(&[
+        "policy",
+        "diff",
+        "-c",
+        config.to_str().unwrap(),
+        dir.path().join("policies").to_str().unwrap(),
+        new_dir.to_str().unwrap(),
+        "--fixtures",
+        fixtures.to_str().unwrap(),
+    ]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    for want in [
+        "GAINS sam (sales): GET /books  (no_allow -> allow:finance)",
+        "GAINS cleo (contractor in finance): GET /books  (deny:no-contractors -> allow:finance)",
+        "LOSES anonymous: GET /help  (public:help -> login)",
+    ] {
+        assert!(run.stdout.contains(want), "missing {want}\n{}", run.stdout);
+    }
+    assert!(!run.stdout.contains("fay (finance): GET /books"), "{}", run.stdout);
+}
