@@ -600,5 +600,9 @@ fn policy_diff_names_who_gains_and_loses_access() {
     ] {
         assert!(run.stdout.contains(want), "missing {want}\n{}", run.stdout);
     }
-    assert!(!run.stdout.contains("fay (finance): GET /books"), "{}", run.stdout);
+    assert!(
+        !run.stdout.contains("fay (finance): GET /books"),
+        "{}",
+        run.stdout
+    );
 }

@@ -216,3 +216,60 @@ async fn glob_regex_and_shadow_rules_end_to_end() {
     let logs = gw.wait_for_log("shadow rule would deny this request").await;
     assert!(logs.contains("rule=\"future-lockdown\""), "{logs}");
 }
+
+#[tokio::test]
+async fn encoded_slashes_reach_only_an_app_that_opted_in() {
+    let files = echo_backend("files").await;
+    let strict = echo_backend("strict").await;
+    let gw = GatewaySpec::new()
+        .policy(
+            "files.toml",
+            open_policy(
+                "files",
+                &["files.portcullis.localhost"],
+                &[(&files.url(), 1)],
+                "allow_encoded_slash = true",
+            ),
+        )
+        .policy(
+            "strict.toml",
+            open_policy(
+                "strict",
+                &["strict.portcullis.localhost"],
+                &[(&strict.url(), 1)],
+                "",
+            ),
+        )
+        .start()
+        .await;
+    let get = |host: &'static str, target: &'static str| {
+        let addr = gw.http;
+        async move {
+            raw_exchange(
+                addr,
+                format!("GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")
+                    .as_bytes(),
+            )
+            .await
+        }
+    };
+    // The opted-in app gets the path with the slash still encoded (a package name, say).
+    let raw = get("files.portcullis.localhost", "/pkg/%40scope%2fname/./x").await;
+    assert_eq!(raw_status(&raw), 200, "{raw}");
+    assert_eq!(raw_json(&raw)["uri"], "/pkg/%40scope%2Fname/x");
+    // Everything else about the path stays strict there, and the other app refuses it.
+    assert_eq!(
+        raw_status(&get("files.portcullis.localhost", "/pkg/a%5Cb").await),
+        400
+    );
+    assert_eq!(
+        raw_status(&get("files.portcullis.localhost", "/pkg/..;/x%2fy").await),
+        400
+    );
+    assert_eq!(
+        raw_status(&get("strict.portcullis.localhost", "/pkg/a%2Fb").await),
+        400
+    );
+    assert_eq!(strict.hits(), 0);
+    assert_eq!(files.hits(), 1);
+}

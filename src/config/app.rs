@@ -82,6 +82,8 @@ struct FilePolicy {
     logout_path: Option<Spanned<String>>,
     allow_idp_initiated: Option<Spanned<bool>>,
     #[serde(default)]
+    allow_encoded_slash: bool,
+    #[serde(default)]
     session: FileAppSession,
     #[serde(default)]
     identity: FileIdentity,
@@ -273,6 +275,8 @@ pub struct AppConfig {
     pub logout_path: Option<String>,
     /// Accept IdP-initiated (unsolicited) SAML responses on this app's host.
     pub allow_idp_initiated: bool,
+    /// Pass `%2F` in paths through (kept encoded) instead of refusing it.
+    pub allow_encoded_slash: bool,
     /// SHA-256 (hex) of the policy file as loaded: which version decided, for the audit trail.
     pub policy_sha256: String,
     /// The file's `[[test]]` examples (run by `portcullis policy test`).
@@ -452,6 +456,7 @@ pub fn compile_app(
         idp: idp.map(str::to_string),
         logout_path,
         allow_idp_initiated,
+        allow_encoded_slash: file.allow_encoded_slash,
         examples,
         policy_sha256: openssl::sha::sha256(text.as_bytes())
             .iter()

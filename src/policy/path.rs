@@ -38,10 +38,20 @@ pub enum PathError {
 /// Normalises a request path (without query): percent-decodes unreserved characters, resolves
 /// `.` and `..` segments (never above the root), and collapses repeated slashes.
 pub fn normalise(raw: &str) -> Result<String, PathError> {
+    normalise_with(raw, false)
+}
+
+/// [`normalise`] for apps that opt in to encoded slashes (`allow_encoded_slash = true`):
+/// `%2F` stays `%2F` inside its segment instead of being refused. Everything else is as strict.
+pub fn normalise_keeping_encoded_slash(raw: &str) -> Result<String, PathError> {
+    normalise_with(raw, true)
+}
+
+fn normalise_with(raw: &str, keep_encoded_slash: bool) -> Result<String, PathError> {
     if !raw.starts_with('/') {
         return Err(PathError::NotAbsolute);
     }
-    let decoded = decode_unreserved(raw)?;
+    let decoded = decode_unreserved(raw, keep_encoded_slash)?;
     let mut segments: Vec<&str> = Vec::new();
     let ends_with_slash = decoded.ends_with('/');
     let mut last_was_dot = false;
@@ -73,7 +83,7 @@ pub fn normalise(raw: &str) -> Result<String, PathError> {
 
 /// Decodes `%XX` of unreserved characters (RFC 3986 §2.3), keeps other escapes (upper-cased),
 /// and refuses the ambiguous ones.
-fn decode_unreserved(raw: &str) -> Result<String, PathError> {
+fn decode_unreserved(raw: &str, keep_encoded_slash: bool) -> Result<String, PathError> {
     let mut out = String::with_capacity(raw.len());
     // Every escape's byte, to check that escapes form valid UTF-8 (refuses overlong forms).
     let mut escaped_bytes: Vec<u8> = Vec::new();
@@ -95,6 +105,7 @@ fn decode_unreserved(raw: &str) -> Result<String, PathError> {
                     }
                 }
                 match value {
+                    b'/' if keep_encoded_slash => push_escape(&mut out, value),
                     b'/' | b'\\' => return Err(PathError::EncodedSeparator),
                     0..=0x1f | 0x7f => return Err(PathError::ControlCharacter),
                     v if is_unreserved(v) => out.push(char::from(v)),

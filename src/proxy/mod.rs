@@ -15,7 +15,7 @@ use crate::gateway::{AppRuntime, Gateway, Route};
 use crate::hygiene::{request_authority, ConnectionFacts};
 use crate::inject::InjectError;
 use crate::pages::Page;
-use crate::policy::path::{normalise, PathError};
+use crate::policy::path::{normalise, normalise_keeping_encoded_slash, PathError};
 use crate::policy::{Decision, RequestFacts};
 use crate::reload::SharedGateway;
 use crate::routing::normalise_host;
@@ -248,7 +248,18 @@ impl Proxy {
             secure: ctx.secure,
             authority: authority.to_ascii_lowercase(),
         };
-        let path = normalise(req.uri.path())?;
+        let path = match normalise(req.uri.path()) {
+            Ok(p) => p,
+            // An encoded slash reaches only an app whose policy opted in to it.
+            Err(PathError::EncodedSeparator) => {
+                let lenient = normalise_keeping_encoded_slash(req.uri.path())?;
+                match gateway.route(&host, &lenient) {
+                    Some(Route::App(app)) if app.config.allow_encoded_slash => lenient,
+                    _ => return Err(PathError::EncodedSeparator.into()),
+                }
+            }
+            Err(e) => return Err(e.into()),
+        };
         ctx.path = path;
 
         if crate::routing::under_prefix(&ctx.path, RESERVED_PREFIX) {
