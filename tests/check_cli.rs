@@ -606,3 +606,34 @@ fn policy_diff_names_who_gains_and_loses_access() {
         run.stdout
     );
 }
+
+#[test]
+fn time_windows_are_checked_and_examples_can_set_the_clock() {
+    let policy = "schema = 1\napp = \"payroll\"\nowner = \"o@corp.example\"\nsummary = \"s\"\nhosts = [\"payroll.example\"]\nupstreams = [{ url = \"http://127.0.0.1:9\" }]\nidp = \"corp\"\n\n\
+[[allow]]\nid = \"finance\"\nwhy = \"s\"\ngroups = [\"finance\"]\n\n\
+[[require]]\nid = \"office-hours\"\nwhy = \"payroll runs are reviewed by day\"\npaths = [\"/run/**\"]\ntime = { days = [\"mon\", \"tue\", \"wed\", \"thu\", \"fri\"], from = \"08:00\", to = \"18:00\", tz = \"Europe/Berlin\" }\n\n\
+[[test]]\nname = \"a Monday morning in Berlin\"\nuser = { email = \"f@corp.example\", groups = [\"finance\"] }\nrequest = \"POST /run/november\"\nat = \"2026-11-30T09:00:00+01:00\"\nexpect = \"allow:finance\"\n\n\
+[[test]]\nname = \"a Sunday\"\nuser = { email = \"f@corp.example\", groups = [\"finance\"] }\nrequest = \"POST /run/november\"\nat = \"2026-11-29T09:00:00+01:00\"\nexpect = \"require:office-hours\"\n\n\
+[[test]]\nname = \"7:30 in Berlin is 6:30 UTC\"\nuser = { email = \"f@corp.example\", groups = [\"finance\"] }\nrequest = \"POST /run/november\"\nat = \"2026-11-30T06:30:00Z\"\nexpect = \"require:office-hours\"\n";
+    let dir = config_dir(GATEWAY_WITH_IDP, &[("payroll.toml", policy)]);
+    let config = dir.path().join("portcullis.toml");
+    let run = portcullis(&["policy", "test", "-c", config.to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("3 passed, 0 failed"), "{}", run.stdout);
+
+    let bad = policy
+        .replace("from = \"08:00\"", "from = \"8am\"")
+        .replace("at = \"2026-11-30T09:00:00+01:00\"", "at = \"monday\"");
+    let bad = bad + "\n[[deny]]\nid = \"x\"\nwhy = \"s\"\ntime = { days = [\"funday\"], from = \"01:00\", to = \"02:00\" }\n\n[[deny]]\nid = \"y\"\nwhy = \"s\"\ntime = { from = \"01:00\", to = \"02:00\", tz = \"Mars/Olympus\" }\n";
+    let dir = config_dir(GATEWAY_WITH_IDP, &[("payroll.toml", &bad)]);
+    let run = check(&dir.path().join("portcullis.toml"));
+    assert_eq!(run.code, 1);
+    for want in [
+        "time: `from` and `to` are 24-hour times",
+        "at `monday` is not a time",
+        "time: `funday` is not a day",
+        "time: `Mars/Olympus` is not an IANA time zone",
+    ] {
+        assert!(run.stderr.contains(want), "missing {want}\n{}", run.stderr);
+    }
+}

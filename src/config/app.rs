@@ -16,7 +16,7 @@ use crate::policy::examples::{Example, Expectation};
 use crate::policy::path::normalise;
 use crate::policy::{
     ClaimCondition, ClaimTest, IdentityConditions, Mode, PathPattern, PatternError, Rule, RuleKind,
-    RuleSet, Strength,
+    RuleSet, Strength, TimeWindow,
 };
 use crate::secret::Secret;
 use http::Method;
@@ -161,6 +161,18 @@ struct FileRule {
     #[serde(default)]
     amr: Vec<Spanned<String>>,
     max_age: Option<Spanned<ConfigDuration>>,
+    time: Option<Spanned<FileTime>>,
+}
+
+/// `time = { days = ["mon", …], from = "08:00", to = "18:00", tz = "Europe/Berlin" }`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileTime {
+    #[serde(default)]
+    days: Vec<String>,
+    from: String,
+    to: String,
+    tz: Option<String>,
 }
 
 /// One `[[test]]` example: a user, a request and the expected decision.
@@ -171,6 +183,7 @@ struct FileTest {
     user: Option<Spanned<FileTestUser>>,
     request: Spanned<String>,
     ip: Option<Spanned<String>>,
+    at: Option<Spanned<String>>,
     expect: Spanned<String>,
 }
 
@@ -773,6 +786,7 @@ impl Compiler<'_> {
         let paths = self.paths(&r.paths);
         let methods = self.methods(&r.methods);
         let networks = self.networks(&r.networks);
+        let time = r.time.as_ref().and_then(|t| self.time_window(t));
         let strength = Strength {
             acr: r.acr.iter().map(|a| a.get_ref().clone()).collect(),
             amr: r.amr.iter().map(|a| a.get_ref().clone()).collect(),
@@ -794,14 +808,19 @@ impl Compiler<'_> {
         if !strength.is_empty() && !has_idp {
             self.error(rule, format!("{table} rule `{id}` asks for a sign-in strength: the app needs `idp = \"...\"`"));
         }
-        if kind == RuleKind::Require && who.is_empty() && networks.is_empty() && strength.is_empty()
+        if kind == RuleKind::Require
+            && who.is_empty()
+            && networks.is_empty()
+            && strength.is_empty()
+            && time.is_none()
         {
-            self.error(rule, format!("require rule `{id}` requires nothing: name groups, emails, claims, networks, acr, amr or max_age"));
+            self.error(rule, format!("require rule `{id}` requires nothing: name groups, emails, claims, networks, time, acr, amr or max_age"));
         }
         Some(
             Rule::new(id.clone(), r.why.get_ref().clone(), kind, paths, methods)
                 .with_identity(who)
                 .with_strength(strength)
+                .with_time(time)
                 .with_networks(networks)
                 .with_mode(mode)
                 .with_adaptive(adaptive),
@@ -865,6 +884,25 @@ impl Compiler<'_> {
                     continue;
                 }
             }
+            let now = match &entry.at {
+                Some(at) => match chrono::DateTime::parse_from_rfc3339(at.get_ref())
+                    .ok()
+                    .and_then(|t| u64::try_from(t.timestamp()).ok())
+                {
+                    Some(t) => t,
+                    None => {
+                        self.error(
+                            at,
+                            format!(
+                                "at `{}` is not a time like `2026-11-30T09:00:00+01:00`",
+                                at.get_ref()
+                            ),
+                        );
+                        continue;
+                    }
+                },
+                None => EXAMPLE_NOW,
+            };
             let client_ip = match &entry.ip {
                 Some(ip) => match ip.get_ref().parse() {
                     Ok(addr) => Some(addr),
@@ -920,11 +958,60 @@ impl Compiler<'_> {
                 method,
                 path: path.to_string(),
                 client_ip,
-                now: EXAMPLE_NOW,
+                now,
                 expect,
             });
         }
         out
+    }
+
+    fn time_window(&mut self, spanned: &Spanned<FileTime>) -> Option<TimeWindow> {
+        let t = spanned.get_ref();
+        let minutes = |text: &str| -> Option<u32> {
+            let (h, m) = text.split_once(':')?;
+            let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
+            (h < 24 && m < 60 && text.len() == 5).then_some(h * 60 + m)
+        };
+        let (Some(from), Some(to)) = (minutes(&t.from), minutes(&t.to)) else {
+            self.error(
+                spanned,
+                "time: `from` and `to` are 24-hour times like \"08:00\" and \"18:00\"",
+            );
+            return None;
+        };
+        if from == to {
+            self.error(
+                spanned,
+                "time: `from` and `to` are the same: the window would be empty",
+            );
+            return None;
+        }
+        let mut days = Vec::new();
+        for d in &t.days {
+            match d
+                .to_ascii_lowercase()
+                .get(..3)
+                .and_then(|p| p.parse::<chrono::Weekday>().ok())
+            {
+                Some(day) if d.len() >= 3 => days.push(day),
+                _ => {
+                    self.error(
+                        spanned,
+                        format!("time: `{d}` is not a day (mon, tue, wed, thu, fri, sat, sun)"),
+                    );
+                    return None;
+                }
+            }
+        }
+        let tz_name = t.tz.as_deref().unwrap_or("UTC");
+        let Ok(tz) = tz_name.parse::<chrono_tz::Tz>() else {
+            self.error(
+                spanned,
+                format!("time: `{tz_name}` is not an IANA time zone like \"Europe/Berlin\""),
+            );
+            return None;
+        };
+        Some(TimeWindow { days, from, to, tz })
     }
 
     fn networks(&mut self, list: &[Spanned<String>]) -> Vec<IpNet> {

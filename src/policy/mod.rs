@@ -197,6 +197,62 @@ impl Strength {
     }
 }
 
+/// A weekly time window in a time zone: `days` (empty = every day) between `from` and `to`
+/// (minutes after midnight; `from > to` spans midnight).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimeWindow {
+    /// Days of the week (local), empty = all.
+    pub days: Vec<chrono::Weekday>,
+    /// Start, minutes after local midnight (inclusive).
+    pub from: u32,
+    /// End, minutes after local midnight (exclusive).
+    pub to: u32,
+    /// The time zone the window is written in.
+    pub tz: chrono_tz::Tz,
+}
+
+impl TimeWindow {
+    /// Is `now` (Unix seconds) inside the window?
+    pub fn contains(&self, now: u64) -> bool {
+        use chrono::{Datelike, TimeZone, Timelike};
+        let Ok(secs) = i64::try_from(now) else {
+            return false;
+        };
+        let Some(local) = chrono::Utc
+            .timestamp_opt(secs, 0)
+            .single()
+            .map(|t| t.with_timezone(&self.tz))
+        else {
+            return false;
+        };
+        let minute = local.hour() * 60 + local.minute();
+        let day_ok = self.days.is_empty() || self.days.contains(&local.weekday());
+        let time_ok = if self.from <= self.to {
+            self.from <= minute && minute < self.to
+        } else {
+            minute >= self.from || minute < self.to
+        };
+        day_ok && time_ok
+    }
+
+    fn describe(&self) -> String {
+        let days: Vec<String> = self.days.iter().map(ToString::to_string).collect();
+        format!(
+            "time within {} {:02}:{:02}-{:02}:{:02} {}",
+            if days.is_empty() {
+                "every day".to_string()
+            } else {
+                days.join(",")
+            },
+            self.from / 60,
+            self.from % 60,
+            self.to / 60,
+            self.to % 60,
+            self.tz
+        )
+    }
+}
+
 /// What the rules know about a signed-in user.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct UserFacts<'a> {
@@ -269,6 +325,7 @@ pub struct Rule {
     networks: Vec<IpNet>,
     who: IdentityConditions,
     strength: Strength,
+    time: Option<TimeWindow>,
 }
 
 impl Rule {
@@ -291,7 +348,14 @@ impl Rule {
             networks: Vec::new(),
             who: IdentityConditions::default(),
             strength: Strength::default(),
+            time: None,
         }
+    }
+
+    /// Adds a time-window condition.
+    pub fn with_time(mut self, time: Option<TimeWindow>) -> Self {
+        self.time = time;
+        self
     }
 
     /// Adds authentication-strength conditions (require rules).
@@ -366,12 +430,13 @@ impl Rule {
         path_ok && method_ok
     }
 
-    /// The client network condition holds (no network condition: every client).
+    /// The client network and time conditions hold (absent: always).
     fn network_ok(&self, request: &RequestFacts<'_>) -> bool {
-        self.networks.is_empty()
+        let net_ok = self.networks.is_empty()
             || request
                 .client_ip
-                .is_some_and(|ip| self.networks.iter().any(|n| n.contains(&ip)))
+                .is_some_and(|ip| self.networks.iter().any(|n| n.contains(&ip)));
+        net_ok && self.time.as_ref().is_none_or(|w| w.contains(request.now))
     }
 
     /// The identity conditions hold for this user (never for an anonymous request, unless the
@@ -415,8 +480,13 @@ impl Rule {
             let nets: Vec<String> = self.networks.iter().map(ToString::to_string).collect();
             out.push(Check::new(
                 format!("client network one of {nets:?}"),
-                self.network_ok(request),
+                request
+                    .client_ip
+                    .is_some_and(|ip| self.networks.iter().any(|n| n.contains(&ip))),
             ));
+        }
+        if let Some(window) = &self.time {
+            out.push(Check::new(window.describe(), window.contains(request.now)));
         }
         match user {
             Some(u) => {
@@ -1260,5 +1330,56 @@ mod tests {
             set.reason(&Decision::NoAllowMatched, &elsewhere, None),
             "no allow rule covers this path and method (default deny)"
         );
+    }
+
+    #[test]
+    fn time_windows_follow_their_time_zone_and_may_span_midnight() {
+        use chrono::Weekday::*;
+        let berlin: chrono_tz::Tz = "Europe/Berlin".parse().unwrap();
+        let office = TimeWindow {
+            days: vec![Mon, Tue, Wed, Thu, Fri],
+            from: 8 * 60,
+            to: 18 * 60,
+            tz: berlin,
+        };
+        let at = |text: &str| {
+            u64::try_from(
+                chrono::DateTime::parse_from_rfc3339(text)
+                    .unwrap()
+                    .timestamp(),
+            )
+            .unwrap()
+        };
+        // Monday 30 Nov 2026, 08:30 in Berlin is 07:30 UTC.
+        assert!(office.contains(at("2026-11-30T07:30:00Z")));
+        assert!(!office.contains(at("2026-11-30T06:59:00Z")), "07:59 Berlin");
+        assert!(
+            !office.contains(at("2026-11-30T17:00:00Z")),
+            "18:00 Berlin is outside"
+        );
+        assert!(!office.contains(at("2026-11-29T10:00:00Z")), "Sunday");
+        let night = TimeWindow {
+            days: vec![],
+            from: 22 * 60,
+            to: 6 * 60,
+            tz: chrono_tz::UTC,
+        };
+        assert!(night.contains(at("2026-11-30T23:00:00Z")));
+        assert!(night.contains(at("2026-11-30T05:59:00Z")));
+        assert!(!night.contains(at("2026-11-30T12:00:00Z")));
+        let set = RuleSet::new(vec![
+            rule("office-hours", RuleKind::AllowPublic, &[], &[]).with_time(Some(office))
+        ]);
+        let mut r = req("/", "10.0.0.1");
+        r.now = at("2026-11-30T07:30:00Z");
+        assert_eq!(
+            set.decide(&r, None),
+            Decision::Public {
+                rule: "office-hours",
+                adaptive: false
+            }
+        );
+        r.now = at("2026-11-29T07:30:00Z");
+        assert_eq!(set.decide(&r, None), Decision::NoAllowMatched);
     }
 }
