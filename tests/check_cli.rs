@@ -637,3 +637,22 @@ fn time_windows_are_checked_and_examples_can_set_the_clock() {
         assert!(run.stderr.contains(want), "missing {want}\n{}", run.stderr);
     }
 }
+
+#[test]
+fn an_allow_rule_a_deny_rule_always_overrides_is_a_warning() {
+    let policy = "schema = 1\napp = \"wiki\"\nowner = \"o@corp.example\"\nsummary = \"s\"\nhosts = [\"wiki.example\"]\nupstreams = [{ url = \"http://127.0.0.1:9\" }]\n\n\
+[[allow]]\nid = \"admin-tools\"\nwhy = \"s\"\npublic = true\npaths = [\"/admin/tools/**\"]\n\n\
+[[allow]]\nid = \"pages\"\nwhy = \"s\"\npublic = true\npaths = [\"/pages/**\"]\n\n\
+[[deny]]\nid = \"no-admin\"\nwhy = \"s\"\npaths = [\"/admin/**\"]\n";
+    let dir = config_dir(GATEWAY, &[("wiki.toml", policy)]);
+    let run = check(&dir.path().join("portcullis.toml"));
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let f = dir.path().join("policies/wiki.toml").display().to_string();
+    let want = format!("{f}:8:1: warning: allow rule `admin-tools` never admits anyone: deny rule `no-admin` always overrides it");
+    assert!(run.stderr.contains(&want), "missing {want}\n{}", run.stderr);
+    assert!(
+        !run.stderr.contains("`pages` never admits"),
+        "{}",
+        run.stderr
+    );
+}

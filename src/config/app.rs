@@ -717,6 +717,25 @@ impl Compiler<'_> {
                 }
             }
         }
+        // A rule that can never take effect is almost always a mistake worth a warning.
+        for allow in rules
+            .iter()
+            .filter(|r| matches!(r.kind(), RuleKind::AllowPublic | RuleKind::AllowSignedIn))
+        {
+            if let Some(deny) = rules.iter().find(|d| d.always_overrides(allow)) {
+                let at = file
+                    .allow
+                    .iter()
+                    .find(|a| a.get_ref().id.get_ref() == allow.id())
+                    .map(|a| a.span());
+                let message = format!(
+                    "allow rule `{}` never admits anyone: deny rule `{}` always overrides it",
+                    allow.id(),
+                    deny.id()
+                );
+                self.problems.push(self.src.warning(at, message));
+            }
+        }
         RuleSet::new(rules)
     }
 

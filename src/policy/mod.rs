@@ -423,6 +423,40 @@ impl Rule {
         &self.who
     }
 
+    /// Does this (deny) rule refuse every request `allow` could admit? True when it has no
+    /// condition on who, where from or when, and its paths and methods cover the allow rule's.
+    /// Used by `check` to warn about allow rules that can never take effect.
+    pub fn always_overrides(&self, allow: &Rule) -> bool {
+        if self.kind != RuleKind::Deny || self.mode != Mode::Enforce || allow.mode != Mode::Enforce
+        {
+            return false;
+        }
+        if !self.who.is_empty() || !self.networks.is_empty() || self.time.is_some() {
+            return false;
+        }
+        let methods_covered = self.methods.is_empty()
+            || (!allow.methods.is_empty()
+                && allow.methods.iter().all(|m| self.methods.contains(m)));
+        let covers = |path: &PathPattern| {
+            self.paths.iter().any(|d| match (d, path) {
+                (PathPattern::Under(dir), PathPattern::Exact(p) | PathPattern::Under(p)) => p
+                    .strip_prefix(dir.as_str())
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('/')),
+                (PathPattern::Exact(a), PathPattern::Exact(b)) => a == b,
+                _ => false,
+            })
+        };
+        let paths_covered = self.paths.is_empty()
+            || if allow.paths.is_empty() {
+                self.paths
+                    .iter()
+                    .any(|d| d == &PathPattern::Under(String::new()))
+            } else {
+                allow.paths.iter().all(covers)
+            };
+        methods_covered && paths_covered
+    }
+
     /// Where the rule applies: paths and methods (absent = everywhere).
     fn in_scope(&self, request: &RequestFacts<'_>) -> bool {
         let path_ok = self.paths.is_empty() || self.paths.iter().any(|p| p.matches(request.path));
@@ -1381,5 +1415,27 @@ mod tests {
         );
         r.now = at("2026-11-29T07:30:00Z");
         assert_eq!(set.decide(&r, None), Decision::NoAllowMatched);
+    }
+
+    #[test]
+    fn a_deny_rule_always_overrides_only_what_it_fully_covers() {
+        let allow =
+            |paths: &[&str], methods: &[Method]| rule("a", RuleKind::AllowPublic, paths, methods);
+        let deny = |paths: &[&str], methods: &[Method]| rule("d", RuleKind::Deny, paths, methods);
+        assert!(deny(&["/admin/**"], &[]).always_overrides(&allow(&["/admin/users"], &[])));
+        assert!(deny(&["/admin/**"], &[]).always_overrides(&allow(&["/admin/**"], &[Method::GET])));
+        assert!(deny(&[], &[]).always_overrides(&allow(&["/x"], &[])));
+        assert!(!deny(&["/admin/**"], &[]).always_overrides(&allow(&["/administrator"], &[])));
+        assert!(!deny(&["/admin/**"], &[]).always_overrides(&allow(&[], &[])));
+        assert!(!deny(&["/admin/**"], &[Method::POST]).always_overrides(&allow(&["/admin/x"], &[])));
+        assert!(!deny(&["/admin/**"], &[])
+            .with_identity(IdentityConditions {
+                groups: vec!["x".into()],
+                ..Default::default()
+            })
+            .always_overrides(&allow(&["/admin/x"], &[])));
+        assert!(!deny(&["/admin/**"], &[])
+            .with_mode(Mode::Shadow)
+            .always_overrides(&allow(&["/admin/x"], &[])));
     }
 }
