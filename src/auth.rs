@@ -362,6 +362,20 @@ impl Auth {
             .any(|(_, sealed)| self.cookies.open(&cookie_name, sealed).as_deref() == Some(state))
     }
 
+    /// Ends the session the browser's cookie names (a step-up replaces it with a new one, so
+    /// the weaker session cannot be replayed).
+    async fn end_session_named_in(&self, cookies: &[(String, String)], secure: bool) {
+        let name = session_cookie_name(secure);
+        if let Some(id) = cookies
+            .iter()
+            .filter(|(n, _)| *n == name)
+            .find_map(|(_, sealed)| self.cookies.open(&name, sealed))
+            .and_then(|text| SessionId::decode(&text))
+        {
+            self.sessions.remove(&id).await;
+        }
+    }
+
     /// A new session for a verified identity, and the cookies that carry it.
     async fn sign_in(
         &self,
@@ -440,6 +454,7 @@ impl Auth {
             .map_err(|e| fail(CallbackError::Login(e)))?;
         if let Some(step) = &pending.step_up {
             check_step_up(step, &done.identity, crate::clock::unix_now()).map_err(fail)?;
+            self.end_session_named_in(cookies, origin.secure).await;
         }
         let (session, cookie) = self
             .sign_in(
@@ -528,6 +543,7 @@ impl Auth {
         let step_up = pending.as_ref().and_then(|p| p.step_up.clone());
         if let Some(step) = &step_up {
             check_step_up(step, &login.identity, crate::clock::unix_now()).map_err(fail)?;
+            self.end_session_named_in(cookies, origin.secure).await;
         }
         let (session, cookie) = self
             .sign_in(

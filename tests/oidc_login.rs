@@ -1116,6 +1116,7 @@ async fn a_path_requiring_mfa_sends_a_password_session_back_for_a_second_factor(
         .to_str()
         .unwrap()
         .contains("insufficient_user_authentication"));
+    let weak_cookie = browser.cookies_for(&f.url(WIKI, "/"));
     let first = browser.get(&f.url(WIKI, "/payroll/slip?month=11")).await;
     assert_eq!(first.status(), 302);
     let to_idp = first.headers()["location"].to_str().unwrap().to_string();

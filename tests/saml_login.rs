@@ -1124,3 +1124,25 @@ async fn saml_step_up_asks_the_idp_for_a_stronger_class_and_checks_it_came_back(
         .await;
     assert_refused(&f, &trip, "step-up refused");
 }
+
+/// Claim conditions work on SAML attributes exactly as on OIDC claims.
+#[tokio::test]
+async fn rules_on_saml_attributes_decide_like_rules_on_claims() {
+    let rule = "\n[[require]]\nid = \"alices-corner\"\nwhy = \"only people called Alice\"\npaths = [\"/corner/**\"]\nclaims = { firstName = [\"Alice\", \"Alicia\"], idp = \"corp-saml\" }\n";
+    let f = fixture_full(json!({}), "", rule).await;
+    let alice = f.signed_in("alice").await;
+    let bob = f.signed_in("bob").await;
+    assert_eq!(alice.follow(&f.url(WIKI, "/corner/x")).await.status, 200);
+    let refused = bob.follow(&f.url(WIKI, "/corner/x")).await;
+    assert_eq!(refused.status, 403, "{refused:?}");
+    let logs = f.gw.logs();
+    let record = logs
+        .lines()
+        .rev()
+        .find(|l| l.contains("access decision") && l.contains("decision=\"require\""))
+        .unwrap_or_else(|| panic!("no require decision:\n{logs}"));
+    assert!(
+        record.contains("alices-corner") && record.contains("claim firstName one of"),
+        "{record}"
+    );
+}
