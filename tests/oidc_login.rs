@@ -1155,6 +1155,30 @@ async fn a_path_requiring_mfa_sends_a_password_session_back_for_a_second_factor(
         browser.follow(&f.url(WIKI, "/payroll/other")).await.status,
         200
     );
+    // The password-only session it replaced is gone: its cookie no longer signs anyone in.
+    let replay =
+        f.gw.client(&[WIKI])
+            .get(f.url(WIKI, "/pages"))
+            .header("cookie", weak_cookie)
+            .header("accept", "text/html")
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(replay.status(), 302, "the replaced session still works");
+    let strong_cookie = browser.cookies_for(&f.url(WIKI, "/"));
+    let control =
+        f.gw.client(&[WIKI])
+            .get(f.url(WIKI, "/pages"))
+            .header("cookie", strong_cookie)
+            .header("accept", "text/html")
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(
+        control.status(),
+        200,
+        "the same request with the new cookie must work"
+    );
 }
 
 #[tokio::test]
