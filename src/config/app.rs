@@ -717,9 +717,12 @@ impl Compiler<'_> {
                 }
             }
         }
-        // A rule that can never take effect is almost always a mistake worth a warning.
+        // A rule that can never take effect is almost always a mistake worth a warning (only
+        // worth saying about a file without errors: the errors come first).
+        let has_errors = self.problems.iter().any(Problem::is_error);
         for allow in rules
             .iter()
+            .filter(|_| !has_errors)
             .filter(|r| matches!(r.kind(), RuleKind::AllowPublic | RuleKind::AllowSignedIn))
         {
             if let Some(deny) = rules.iter().find(|d| d.always_overrides(allow)) {
