@@ -1,4 +1,5 @@
-//! Identity delivery to the backend: the headers an app's `[identity.headers]` asks for.
+//! Identity delivery to the backend: the headers an app's `[identity.headers]` asks for, and
+//! the cookies its `[identity.cookies]` asks for.
 //!
 //! Owns turning a signed-in [`Identity`] into header values, and refusing values that could
 //! split or smuggle a header (control characters) or bloat it (length cap). Header lines are
@@ -48,9 +49,15 @@ pub enum IdentitySource {
     Secret(Secret),
 }
 
-/// Why a request could not be given its identity headers.
+/// Why a request could not be given its identity headers or cookies.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum InjectError {
+    /// A cookie value with a character a `Cookie` header cannot carry unambiguously.
+    #[error("identity cookie {cookie}: value contains `;`, a quote, a backslash, a space or a control character")]
+    UnsafeCookieValue {
+        /// Cookie name.
+        cookie: String,
+    },
     /// The value holds CR, LF, NUL, TAB or another control character.
     #[error("identity header {header}: value contains a control character")]
     ControlCharacter {
@@ -67,6 +74,63 @@ pub enum InjectError {
         /// Its length.
         len: usize,
     },
+}
+
+/// An app's identity cookies (`[identity.cookies]`): sent to the backend in its `Cookie`
+/// header, never to the browser; every client copy of these names is removed first.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct IdentityCookies {
+    cookies: Vec<(String, IdentitySource)>,
+    /// Lenient spellings of the names, to strip client copies (see `cookie_name_key`).
+    keys: Vec<String>,
+}
+
+impl IdentityCookies {
+    /// Builds from validated names and sources.
+    pub fn new(cookies: Vec<(String, IdentitySource)>) -> Self {
+        let keys = cookies
+            .iter()
+            .map(|(n, _)| crate::session::cookies::cookie_name_key(n))
+            .collect();
+        Self { cookies, keys }
+    }
+
+    /// No cookies configured.
+    pub fn is_empty(&self) -> bool {
+        self.cookies.is_empty()
+    }
+
+    /// Name keys whose client copies must never reach the backend.
+    pub fn strip_keys(&self) -> &[String] {
+        &self.keys
+    }
+
+    /// Values for this user (a cookie whose source is absent is left out). Values that a
+    /// cookie cannot carry unambiguously (`;`, `"`, `\`, spaces, controls) are refused.
+    pub fn values(&self, user: &Identity) -> Result<Vec<(String, String)>, InjectError> {
+        let mut out = Vec::with_capacity(self.cookies.len());
+        for (name, source) in &self.cookies {
+            let Some(text) = value_of(source, user) else {
+                continue;
+            };
+            if text.len() > MAX_IDENTITY_VALUE {
+                return Err(InjectError::TooLong {
+                    header: format!("cookie {name}"),
+                    len: text.len(),
+                });
+            }
+            if text
+                .chars()
+                .any(|c| c.is_control() || c.is_whitespace() || matches!(c, ';' | '"' | '\\'))
+            {
+                return Err(InjectError::UnsafeCookieValue {
+                    cookie: name.clone(),
+                });
+            }
+            out.push((name.clone(), text));
+        }
+        Ok(out)
+    }
 }
 
 /// An app's identity headers, in the order the policy lists them.

@@ -656,3 +656,21 @@ fn an_allow_rule_a_deny_rule_always_overrides_is_a_warning() {
         run.stderr
     );
 }
+
+#[test]
+fn identity_cookie_names_are_checked() {
+    let policy = "schema = 1\napp = \"wiki\"\nowner = \"o@corp.example\"\nsummary = \"s\"\nhosts = [\"wiki.example\"]\nupstreams = [{ url = \"http://127.0.0.1:9\" }]\nidp = \"corp\"\n\n\
+[identity.cookies]\n\"bad name\" = \"email\"\nportcullis_session = \"email\"\nREMOTE_USER = \"email\"\n\"remote-user\" = \"sub\"\nDEPT = \"department\"\n\n\
+[[allow]]\nid = \"staff\"\nwhy = \"s\"\ngroups = [\"staff\"]\n";
+    let dir = config_dir(GATEWAY_WITH_IDP, &[("wiki.toml", policy)]);
+    let run = check(&dir.path().join("portcullis.toml"));
+    assert_eq!(run.code, 1);
+    for want in [
+        "`bad name` is not a valid cookie name",
+        "cookie `portcullis_session` is the gateway's own",
+        "cookie `remote-user` is listed twice",
+        "cookie `DEPT`: `department` is not a session attribute",
+    ] {
+        assert!(run.stderr.contains(want), "missing {want}\n{}", run.stderr);
+    }
+}

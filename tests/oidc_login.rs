@@ -1207,3 +1207,57 @@ async fn a_step_up_by_another_user_is_refused() {
     assert!(logs.contains("a different user signed in"), "{logs}");
     assert!(!trip.body.contains("payroll"), "{}", trip.body);
 }
+
+#[tokio::test]
+async fn identity_cookies_reach_the_backend_and_client_copies_never_do() {
+    let f = fixture("[identity.cookies]\nREMOTE_USER = \"email\"\nDEPT-GROUPS = { claim = \"groups\", join = \"|\" }\n").await;
+    let browser = f.signed_in(WIKI, "alice").await;
+    // The browser tries to smuggle its own copies, in other spellings too (next to its real
+    // session cookie, which a hand-written Cookie header must carry itself).
+    let smuggling = format!(
+        "{}; REMOTE_USER=admin@corp.example; remote-user=x; Dept_Groups=admins; theme=dark",
+        browser.cookies_for(&f.url(WIKI, "/"))
+    );
+    let r = browser
+        .get_with(
+            &f.url(WIKI, "/pages"),
+            &[("accept", "text/html"), ("cookie", smuggling.as_str())],
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    assert!(r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .all(|c| !c.to_str().unwrap().contains("REMOTE_USER")));
+    let echo: serde_json::Value = r.json().await.unwrap();
+    let cookie = header_values(&echo, "cookie").join("; ");
+    assert!(
+        cookie.contains("REMOTE_USER=alice@corp.example"),
+        "{cookie}"
+    );
+    assert!(cookie.contains("DEPT-GROUPS=staff|finance"), "{cookie}");
+    assert!(cookie.contains("theme=dark"), "{cookie}");
+    for smuggled in [
+        "admin@corp.example",
+        "remote-user=x",
+        "Dept_Groups=admins",
+        "portcullis",
+    ] {
+        assert!(
+            !cookie.contains(smuggled),
+            "{smuggled} reached the backend: {cookie}"
+        );
+    }
+    // Anonymous, on a public path: no identity cookie, and the client's copy is still removed.
+    let anon = f
+        .browser()
+        .get_with(
+            &f.url(WIKI, "/static/logo.png"),
+            &[("cookie", "REMOTE_USER=admin@corp.example")],
+        )
+        .await;
+    assert_eq!(anon.status(), 200);
+    let echo: serde_json::Value = anon.json().await.unwrap();
+    assert!(header_values(&echo, "cookie").is_empty(), "{echo}");
+}

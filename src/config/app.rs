@@ -11,7 +11,7 @@ use super::gateway::{
 use super::idp::IdpConfig;
 use super::problem::{Problem, SourceFile};
 use crate::idp::Identity;
-use crate::inject::{IdentityHeaders, IdentitySource};
+use crate::inject::{IdentityCookies, IdentityHeaders, IdentitySource};
 use crate::policy::examples::{Example, Expectation};
 use crate::policy::path::normalise;
 use crate::policy::{
@@ -101,6 +101,8 @@ struct FileAppSession {
 struct FileIdentity {
     #[serde(default)]
     headers: BTreeMap<String, Spanned<toml::Value>>,
+    #[serde(default)]
+    cookies: BTreeMap<String, Spanned<toml::Value>>,
 }
 
 fn default_true() -> bool {
@@ -300,6 +302,8 @@ pub struct AppConfig {
     pub session_absolute: Duration,
     /// Identity headers sent to the backend.
     pub identity: IdentityHeaders,
+    /// Identity cookies sent to the backend.
+    pub identity_cookies: IdentityCookies,
 }
 
 /// What little can be read from a policy file that failed to compile, so its hosts can be
@@ -391,6 +395,11 @@ pub fn compile_app(
         base,
         idp.and_then(|name| gateway.idps.iter().find(|i| i.name == name)),
     );
+    let identity_cookies = out.identity_cookies(
+        &file,
+        base,
+        idp.and_then(|name| gateway.idps.iter().find(|i| i.name == name)),
+    );
     let logout_path = file.logout_path.as_ref().and_then(|p| {
         if file.idp.is_none() {
             out.error(
@@ -478,6 +487,7 @@ pub fn compile_app(
         session_idle,
         session_absolute,
         identity,
+        identity_cookies,
     };
     (Some(app), problems)
 }
@@ -1232,11 +1242,59 @@ impl Compiler<'_> {
                 );
                 continue;
             }
-            if let Some(source) = self.identity_source(name, value, base, idp) {
+            if let Some(source) =
+                self.identity_source(&format!("header `{name}`"), value, base, idp)
+            {
                 headers.push((header, source));
             }
         }
         IdentityHeaders::new(headers)
+    }
+
+    /// `[identity.cookies]`: cookie names (RFC 6265 tokens, not the gateway's own) and the
+    /// same value sources as headers.
+    fn identity_cookies(
+        &mut self,
+        file: &FilePolicy,
+        base: &Path,
+        idp: Option<&IdpConfig>,
+    ) -> IdentityCookies {
+        let mut cookies: Vec<(String, IdentitySource)> = Vec::new();
+        for (name, value) in &file.identity.cookies {
+            if file.idp.is_none() {
+                self.error(
+                    value,
+                    "[identity.cookies] needs `idp`: identity comes from login",
+                );
+                continue;
+            }
+            let token = !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b));
+            if !token {
+                self.error(value, format!("`{name}` is not a valid cookie name"));
+                continue;
+            }
+            if crate::session::cookies::is_gateway_cookie(name) {
+                self.error(value, format!("cookie `{name}` is the gateway's own"));
+                continue;
+            }
+            let key = crate::session::cookies::cookie_name_key(name);
+            if cookies
+                .iter()
+                .any(|(n, _)| crate::session::cookies::cookie_name_key(n) == key)
+            {
+                self.error(value, format!("cookie `{name}` is listed twice (backends may not tell case, `-`, `_` and `.` apart)"));
+                continue;
+            }
+            if let Some(source) =
+                self.identity_source(&format!("cookie `{name}`"), value, base, idp)
+            {
+                cookies.push((name.clone(), source));
+            }
+        }
+        IdentityCookies::new(cookies)
     }
 
     fn identity_source(
@@ -1265,7 +1323,7 @@ impl Compiler<'_> {
             })
         };
         let unknown = |attr: &str| {
-            format!("header `{name}`: `{attr}` is not a session attribute (sub, email, name, groups, idp, acr, amr) nor a claim listed in the IdP's `claims` (OIDC) or `attributes` (SAML)")
+            format!("{name}: `{attr}` is not a session attribute (sub, email, name, groups, idp, acr, amr) nor a claim listed in the IdP's `claims` (OIDC) or `attributes` (SAML)")
         };
         match value.get_ref() {
             toml::Value::String(attr) => {
@@ -1285,7 +1343,7 @@ impl Compiler<'_> {
                     && !(keys.len() == 2 && keys.contains(&"claim") && keys.contains(&"join"))
                     || keys.iter().any(|k| !allowed.contains(k))
                 {
-                    self.error(value, format!("header `{name}`: use one of {{ claim = \"...\", join = \",\" }}, {{ value = \"...\" }}, {{ secret_env = \"...\" }}, {{ secret_file = \"...\" }}"));
+                    self.error(value, format!("{name}: use one of {{ claim = \"...\", join = \",\" }}, {{ value = \"...\" }}, {{ secret_env = \"...\" }}, {{ secret_file = \"...\" }}"));
                     return None;
                 }
                 let text = |key: &str| t.get(key).and_then(toml::Value::as_str).map(str::to_string);
@@ -1294,7 +1352,7 @@ impl Compiler<'_> {
                     if join.chars().any(char::is_control) {
                         self.error(
                             value,
-                            format!("header `{name}`: join must not hold control characters"),
+                            format!("{name}: join must not hold control characters"),
                         );
                         return None;
                     }
@@ -1317,7 +1375,7 @@ impl Compiler<'_> {
                     (None, Some(file)) => {
                         let path = resolve(base, &file);
                         if let Some(warning) = secret_file_exposure(&path) {
-                            self.warning(value, format!("header `{name}`: {warning}"));
+                            self.warning(value, format!("{name}: {warning}"));
                         }
                         Some(std::fs::read_to_string(&path).map_err(|e| {
                             format!("cannot read secret file `{}`: {e}", path.display())
@@ -1332,20 +1390,18 @@ impl Compiler<'_> {
                             .map(|v| IdentitySource::Secret(Secret::new(v)))
                     }
                     Some(Err(why)) => {
-                        self.error(value, format!("header `{name}`: {why}"));
+                        self.error(value, format!("{name}: {why}"));
                         return None;
                     }
                     None => {}
                 }
-                self.error(value, format!("header `{name}`: values must be strings"));
+                self.error(value, format!("{name}: values must be strings"));
                 None
             }
             _ => {
                 self.error(
                     value,
-                    format!(
-                        "header `{name}`: expected an attribute name like \"email\" or a table"
-                    ),
+                    format!("{name}: expected an attribute name like \"email\" or a table"),
                 );
                 None
             }

@@ -20,7 +20,7 @@ use crate::policy::{Decision, RequestFacts};
 use crate::reload::SharedGateway;
 use crate::routing::normalise_host;
 use crate::session::cookies::{
-    clear_session_cookie, mentions_gateway_cookie, request_cookies, without_gateway_cookies,
+    clear_session_cookie, mentions_gateway_cookie, request_cookies, upstream_cookies,
 };
 use crate::session::pending::StepUp;
 use crate::session::Session as UserSession;
@@ -137,6 +137,7 @@ pub struct RequestCtx {
     secure: bool,
     user: Option<Arc<UserSession>>,
     inject: Vec<(HeaderName, HeaderValue)>,
+    inject_cookies: Vec<(String, String)>,
     /// `Set-Cookie` that deletes a session cookie naming no usable session, so the browser
     /// stops sending it.
     clear_stale: Option<String>,
@@ -342,12 +343,14 @@ impl Proxy {
             Decision::Public { adaptive, .. } => {
                 if let (true, Some(user)) = (adaptive, &ctx.user) {
                     ctx.inject = config.identity.values(&user.identity)?;
+                    ctx.inject_cookies = config.identity_cookies.values(&user.identity)?;
                 }
                 Ok(Action::Proxy)
             }
             Decision::Allow { .. } => {
                 if let Some(user) = &ctx.user {
                     ctx.inject = config.identity.values(&user.identity)?;
+                    ctx.inject_cookies = config.identity_cookies.values(&user.identity)?;
                 }
                 Ok(Action::Proxy)
             }
@@ -455,6 +458,7 @@ impl ProxyHttp for Proxy {
             secure: false,
             user: None,
             inject: Vec::new(),
+            inject_cookies: Vec::new(),
             clear_stale: None,
         }
     }
@@ -607,13 +611,21 @@ impl ProxyHttp for Proxy {
                 }
             }
         }
-        // The gateway's own cookies (session, login binding) are never the backend's business.
+        // The gateway's own cookies (session, login binding) are never the backend's business;
+        // an app's identity cookies come only from the gateway.
+        let strip = ctx
+            .app
+            .as_ref()
+            .map_or(&[][..], |a| a.config.identity_cookies.strip_keys());
         let cookies = upstream.headers.get_all("cookie");
-        if cookies
-            .iter()
-            .any(|v| mentions_gateway_cookie(v.as_bytes()))
-        {
-            let kept = without_gateway_cookies(cookies.iter());
+        let rewrite = !strip.is_empty()
+            || !ctx.inject_cookies.is_empty()
+            || cookies
+                .iter()
+                .any(|v| mentions_gateway_cookie(v.as_bytes()));
+        if rewrite {
+            let add = std::mem::take(&mut ctx.inject_cookies);
+            let kept = upstream_cookies(cookies.iter(), strip, &add);
             upstream.remove_header("cookie");
             if let Some(kept) = kept {
                 upstream.insert_header("Cookie", kept)?;

@@ -152,17 +152,41 @@ pub fn mentions_gateway_cookie(value: &[u8]) -> bool {
 pub fn without_gateway_cookies<'a>(
     headers: impl Iterator<Item = &'a http::HeaderValue>,
 ) -> Option<String> {
-    let kept: Vec<String> = headers
+    upstream_cookies(headers, &[], &[])
+}
+
+/// A cookie name as lenient backends read it: letter case ignored, and `-`, `.` and space
+/// the same as `_` (PHP rewrites `.` and space to `_`). Identity cookies are stripped by it.
+pub fn cookie_name_key(name: &str) -> String {
+    name.trim()
+        .chars()
+        .map(|c| match c {
+            '-' | '.' | ' ' => '_',
+            c => c.to_ascii_lowercase(),
+        })
+        .collect()
+}
+
+/// The `Cookie` header to send upstream: the client's cookies minus the gateway's own and
+/// minus every spelling of the identity cookies in `identity` (keys from
+/// [`cookie_name_key`]), then the gateway's identity cookies `add`; `None` when empty.
+pub fn upstream_cookies<'a>(
+    headers: impl Iterator<Item = &'a http::HeaderValue>,
+    identity: &[String],
+    add: &[(String, String)],
+) -> Option<String> {
+    let mut kept: Vec<String> = headers
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .map(str::trim)
         .filter(|pair| !pair.is_empty())
         .filter(|pair| {
             let name = pair.split_once('=').map_or(*pair, |(n, _)| n).trim();
-            !is_gateway_cookie(name)
+            !is_gateway_cookie(name) && !identity.contains(&cookie_name_key(name))
         })
         .map(str::to_string)
         .collect();
+    kept.extend(add.iter().map(|(n, v)| format!("{n}={v}")));
     (!kept.is_empty()).then(|| kept.join("; "))
 }
 
