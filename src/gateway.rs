@@ -82,6 +82,8 @@ pub struct Gateway {
     pub hygiene: HeaderHygiene,
     /// Sessions, logins in progress and identity providers (kept across reloads).
     pub auth: Arc<Auth>,
+    /// Signs identity assertions (`[jwt]`), when configured.
+    pub assertions: Option<Arc<crate::assertion::AssertionSigner>>,
     routes: RouteTable<Route>,
     apps: Vec<Arc<AppRuntime>>,
     broken: Vec<Arc<BrokenApp>>,
@@ -95,7 +97,13 @@ impl Gateway {
         let identity_names: Vec<String> = policies
             .apps
             .iter()
-            .flat_map(|a| a.identity.names().map(str::to_string).collect::<Vec<_>>())
+            .flat_map(|a| {
+                a.identity
+                    .names()
+                    .map(str::to_string)
+                    .chain(a.jwt_header.as_ref().map(|h| h.as_str().to_string()))
+                    .collect::<Vec<_>>()
+            })
             .collect();
         let hygiene = HeaderHygiene::new(
             DEFAULT_STRIPPED_HEADERS
@@ -128,10 +136,21 @@ impl Gateway {
                 routes.insert(host, &app.config.path_prefix, Route::App(app.clone()));
             }
         }
+        let assertions = config.jwt.as_ref().and_then(|j| {
+            let pems: Vec<Vec<u8>> = j.keys.iter().map(|k| k.expose().to_vec()).collect();
+            match crate::assertion::AssertionSigner::new(&pems, &j.issuer, j.ttl) {
+                Ok(signer) => Some(Arc::new(signer)),
+                Err(e) => {
+                    tracing::error!(error = %e, "[jwt] keys unusable: identity assertions off");
+                    None
+                }
+            }
+        });
         Self {
             config,
             hygiene,
             auth,
+            assertions,
             routes,
             apps,
             broken,

@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod assertion;
 pub mod audit;
 pub mod auth;
 pub mod clock;

@@ -674,3 +674,33 @@ fn identity_cookie_names_are_checked() {
         assert!(run.stderr.contains(want), "missing {want}\n{}", run.stderr);
     }
 }
+
+#[test]
+fn jwt_keys_and_headers_are_checked() {
+    let (rsa_key, _) = support::saml_idp::key_and_cert("not ec");
+    let policy = "schema = 1\napp = \"wiki\"\nowner = \"o@corp.example\"\nsummary = \"s\"\nhosts = [\"wiki.example\"]\nupstreams = [{ url = \"http://127.0.0.1:9\" }]\nidp = \"corp\"\n\n[identity]\njwt_header = \"X-Portcullis-Jwt-Assertion\"\n\n[[allow]]\nid = \"staff\"\nwhy = \"s\"\ngroups = [\"staff\"]\n";
+    // No [jwt] in the gateway: the policy's header is an error.
+    let dir = config_dir(GATEWAY_WITH_IDP, &[("wiki.toml", policy)]);
+    let run = check(&dir.path().join("portcullis.toml"));
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr.contains("jwt_header needs signing keys"),
+        "{}",
+        run.stderr
+    );
+    // An RSA key cannot sign ES256.
+    let gateway = format!("{GATEWAY_WITH_IDP}\n[jwt]\nkey_files = [\"rsa.key\"]\n");
+    let dir = config_dir(&gateway, &[("wiki.toml", policy)]);
+    std::fs::write(dir.path().join("rsa.key"), rsa_key).unwrap();
+    let run = check(&dir.path().join("portcullis.toml"));
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("not an EC P-256 key"), "{}", run.stderr);
+    // The shipped test key works.
+    let gateway = format!(
+        "{GATEWAY_WITH_IDP}\n[jwt]\nkey_files = [\"{}\"]\n",
+        dev_cert("jwt-signing.key").display()
+    );
+    let dir = config_dir(&gateway, &[("wiki.toml", policy)]);
+    let run = check(&dir.path().join("portcullis.toml"));
+    assert_eq!(run.code, 0, "{}", run.stderr);
+}

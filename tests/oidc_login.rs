@@ -1261,3 +1261,109 @@ async fn identity_cookies_reach_the_backend_and_client_copies_never_do() {
     let echo: serde_json::Value = anon.json().await.unwrap();
     assert!(header_values(&echo, "cookie").is_empty(), "{echo}");
 }
+
+/// The signed identity assertion: verified with the key published at /.portcullis/jwks.json,
+/// naming the user and the app, short-lived, unique, and impossible for a client to supply.
+#[tokio::test]
+async fn a_signed_identity_assertion_reaches_the_backend_and_verifies() {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    use openssl::bn::BigNum;
+    use openssl::ec::{EcGroup, EcKey};
+    use openssl::ecdsa::EcdsaSig;
+    use openssl::nid::Nid;
+    let key = support::dev_cert("jwt-signing.key");
+    let f = fixture_with(
+        "[identity]\njwt_header = \"X-Portcullis-Jwt-Assertion\"\n",
+        &format!(
+            "[jwt]\nkey_files = [\"{}\"]\nissuer = \"portcullis-test\"\nttl = \"2m\"\n",
+            key.display()
+        ),
+    )
+    .await;
+    let browser = f.signed_in(WIKI, "alice").await;
+    let fetch = |path: &'static str| {
+        let browser = &browser;
+        let url = f.url(WIKI, path);
+        async move {
+            let r = browser
+                .get_with(
+                    &url,
+                    &[
+                        ("accept", "text/html"),
+                        ("x-portcullis-jwt-assertion", "forged.by.client"),
+                    ],
+                )
+                .await;
+            let echo: serde_json::Value = r.json().await.unwrap();
+            header_values(&echo, "x-portcullis-jwt-assertion")
+        }
+    };
+    let first = fetch("/pages").await;
+    let second = fetch("/pages").await;
+    assert_eq!(
+        first.len(),
+        1,
+        "exactly one assertion, the client's copy stripped: {first:?}"
+    );
+    let token = first[0].clone();
+    assert_ne!(token, "forged.by.client");
+    let parts: Vec<&str> = token.split('.').collect();
+    let claims: serde_json::Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
+    assert_eq!(claims["iss"], "portcullis-test");
+    assert_eq!(claims["aud"], "wiki");
+    assert_eq!(claims["sub"], "alice");
+    assert_eq!(claims["email"], "alice@corp.example");
+    assert_eq!(claims["groups"], serde_json::json!(["staff", "finance"]));
+    assert_eq!(
+        claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap(),
+        120
+    );
+    let second_claims: serde_json::Value = serde_json::from_slice(
+        &URL_SAFE_NO_PAD
+            .decode(second[0].split('.').nth(1).unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    assert_ne!(claims["jti"], second_claims["jti"], "jti must be unique");
+
+    // Verify with the published key, as a backend would.
+    let jwks: serde_json::Value = f
+        .browser()
+        .get_with(&f.url(WIKI, "/.portcullis/jwks.json"), &[])
+        .await
+        .json()
+        .await
+        .unwrap();
+    let header: serde_json::Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[0]).unwrap()).unwrap();
+    assert_eq!(header["alg"], "ES256");
+    let jwk = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kid"] == header["kid"])
+        .unwrap_or_else(|| panic!("kid not published: {jwks}"));
+    let coord = |k: &str| {
+        BigNum::from_slice(&URL_SAFE_NO_PAD.decode(jwk[k].as_str().unwrap()).unwrap()).unwrap()
+    };
+    let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
+    let public =
+        EcKey::from_public_key_affine_coordinates(&group, &coord("x"), &coord("y")).unwrap();
+    let raw = URL_SAFE_NO_PAD.decode(parts[2]).unwrap();
+    let sig = EcdsaSig::from_private_components(
+        BigNum::from_slice(&raw[..32]).unwrap(),
+        BigNum::from_slice(&raw[32..]).unwrap(),
+    )
+    .unwrap();
+    let digest = openssl::sha::sha256(format!("{}.{}", parts[0], parts[1]).as_bytes());
+    assert!(
+        sig.verify(&digest, &public).unwrap(),
+        "assertion does not verify"
+    );
+    // Anonymous public requests carry no assertion.
+    let anon = f.browser().get(&f.url(WIKI, "/static/logo.png")).await;
+    let echo: serde_json::Value = anon.json().await.unwrap();
+    assert!(header_values(&echo, "x-portcullis-jwt-assertion").is_empty());
+}

@@ -103,6 +103,7 @@ struct FileIdentity {
     headers: BTreeMap<String, Spanned<toml::Value>>,
     #[serde(default)]
     cookies: BTreeMap<String, Spanned<toml::Value>>,
+    jwt_header: Option<Spanned<String>>,
 }
 
 fn default_true() -> bool {
@@ -304,6 +305,8 @@ pub struct AppConfig {
     pub identity: IdentityHeaders,
     /// Identity cookies sent to the backend.
     pub identity_cookies: IdentityCookies,
+    /// Header carrying a signed identity assertion (JWT), if the app wants one.
+    pub jwt_header: Option<http::HeaderName>,
 }
 
 /// What little can be read from a policy file that failed to compile, so its hosts can be
@@ -400,6 +403,32 @@ pub fn compile_app(
         base,
         idp.and_then(|name| gateway.idps.iter().find(|i| i.name == name)),
     );
+    let jwt_header = file.identity.jwt_header.as_ref().and_then(|h| {
+        if file.idp.is_none() {
+            out.error(
+                h,
+                "jwt_header needs `idp`: the assertion says who signed in",
+            );
+            return None;
+        }
+        if gateway.jwt.is_none() {
+            out.error(
+                h,
+                "jwt_header needs signing keys: add [jwt] key_files to the gateway config",
+            );
+            return None;
+        }
+        match http::HeaderName::from_bytes(h.get_ref().as_bytes()) {
+            Ok(name) if !RESERVED_HEADERS.contains(&name.as_str()) => Some(name),
+            _ => {
+                out.error(
+                    h,
+                    format!("`{}` is not a header name the gateway may set", h.get_ref()),
+                );
+                None
+            }
+        }
+    });
     let logout_path = file.logout_path.as_ref().and_then(|p| {
         if file.idp.is_none() {
             out.error(
@@ -488,6 +517,7 @@ pub fn compile_app(
         session_absolute,
         identity,
         identity_cookies,
+        jwt_header,
     };
     (Some(app), problems)
 }

@@ -58,6 +58,26 @@ struct FileGateway {
     #[serde(default)]
     idp: BTreeMap<String, FileIdp>,
     audit: Option<FileAudit>,
+    jwt: Option<FileJwt>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileJwt {
+    key_files: Spanned<Vec<Spanned<String>>>,
+    issuer: Option<Spanned<String>>,
+    ttl: Option<ConfigDuration>,
+}
+
+/// Signing keys for identity assertions (`[jwt]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JwtSettings {
+    /// PEM EC P-256 private keys; the first signs, all are published.
+    pub keys: Vec<SecretBytes>,
+    /// The `iss` of every assertion.
+    pub issuer: String,
+    /// Lifetime of an assertion.
+    pub ttl: Duration,
 }
 
 #[derive(Deserialize)]
@@ -228,6 +248,8 @@ pub struct GatewayConfig {
     pub log_level: String,
     /// The hash-chained audit file, if configured.
     pub audit: Option<AuditSettings>,
+    /// Identity assertion keys, if configured.
+    pub jwt: Option<JwtSettings>,
     /// Worker threads for the proxy.
     pub threads: usize,
     /// After SIGTERM: how long to keep serving while load balancers notice.
@@ -372,6 +394,49 @@ pub fn compile_gateway(
         }
     });
 
+    let jwt = file.jwt.as_ref().map(|j| {
+        let mut keys = Vec::new();
+        if j.key_files.get_ref().is_empty() {
+            problems.push(src.error(
+                Some(j.key_files.span()),
+                "jwt.key_files must name at least one EC P-256 key (the first signs)",
+            ));
+        }
+        for f in j.key_files.get_ref() {
+            let path = resolve(base, f.get_ref());
+            if let Some(warning) = secret_file_exposure(&path) {
+                problems.push(src.warning(Some(f.span()), warning));
+            }
+            match std::fs::read(&path) {
+                Ok(pem) => match crate::assertion::key_id(&pem) {
+                    Ok(_) => keys.push(SecretBytes::new(pem)),
+                    Err(e) => problems.push(
+                        src.error(Some(f.span()), format!("jwt key `{}`: {e}", path.display())),
+                    ),
+                },
+                Err(e) => problems.push(src.error(
+                    Some(f.span()),
+                    format!("cannot read jwt key `{}`: {e}", path.display()),
+                )),
+            }
+        }
+        let ttl = j.ttl.map_or(Duration::from_secs(60), |d| d.0);
+        if ttl > Duration::from_secs(3600) {
+            problems.push(src.warning(
+                None,
+                "jwt.ttl over 1h: a stolen assertion stays valid that long",
+            ));
+        }
+        JwtSettings {
+            keys,
+            issuer: j
+                .issuer
+                .as_ref()
+                .map_or("portcullis".to_string(), |i| i.get_ref().clone()),
+            ttl,
+        }
+    });
+
     let threads = match &file.server.threads {
         Some(t) if *t.get_ref() == 0 || *t.get_ref() > 1024 => {
             problems.push(src.error(Some(t.span()), "server.threads must be between 1 and 1024"));
@@ -447,6 +512,7 @@ pub fn compile_gateway(
         log_format: file.log.format.unwrap_or_default(),
         log_level,
         audit,
+        jwt,
         threads,
         grace_period: file
             .server

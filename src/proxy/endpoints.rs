@@ -40,6 +40,13 @@ pub async fn serve(
     match ctx.path.as_str() {
         CALLBACK_PATH => callback(session, ctx, gateway, origin).await,
         saml::METADATA_PATH => super::saml::metadata(ctx, gateway, origin),
+        crate::assertion::JWKS_PATH => match &gateway.assertions {
+            Some(signer) => Ok(Action::Json {
+                status: 200,
+                body: signer.jwks(),
+            }),
+            None => Err(RequestError::UnknownEndpoint),
+        },
         saml::SLO_PATH => super::saml::slo(session, ctx, gateway, origin).await,
         LOGIN_PATH => {
             let query = query_pairs(session.req_header());

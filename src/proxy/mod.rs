@@ -341,16 +341,18 @@ impl Proxy {
         );
         match decision {
             Decision::Public { adaptive, .. } => {
-                if let (true, Some(user)) = (adaptive, &ctx.user) {
+                if let (true, Some(user)) = (adaptive, ctx.user.clone()) {
                     ctx.inject = config.identity.values(&user.identity)?;
                     ctx.inject_cookies = config.identity_cookies.values(&user.identity)?;
+                    Self::add_assertion(ctx, gateway, config, &user.identity);
                 }
                 Ok(Action::Proxy)
             }
             Decision::Allow { .. } => {
-                if let Some(user) = &ctx.user {
+                if let Some(user) = ctx.user.clone() {
                     ctx.inject = config.identity.values(&user.identity)?;
                     ctx.inject_cookies = config.identity_cookies.values(&user.identity)?;
+                    Self::add_assertion(ctx, gateway, config, &user.identity);
                 }
                 Ok(Action::Proxy)
             }
@@ -390,6 +392,30 @@ impl Proxy {
                 };
                 endpoints::start_login(ctx, gateway, &app, &origin, &return_to, None).await
             }
+        }
+    }
+
+    /// Adds the signed identity assertion header, when the app asks for one.
+    fn add_assertion(
+        ctx: &mut RequestCtx,
+        gateway: &Gateway,
+        config: &AppConfig,
+        user: &crate::idp::Identity,
+    ) {
+        let (Some(header), Some(signer)) = (&config.jwt_header, &gateway.assertions) else {
+            return;
+        };
+        match signer
+            .sign(user, &config.id, crate::clock::unix_now())
+            .map(HeaderValue::try_from)
+        {
+            Ok(Ok(value)) => ctx.inject.push((header.clone(), value)),
+            Ok(Err(e)) => ctx
+                .span
+                .in_scope(|| warn!(error = %e, "identity assertion is not a header value")),
+            Err(e) => ctx
+                .span
+                .in_scope(|| warn!(error = %e, "identity assertion not signed")),
         }
     }
 

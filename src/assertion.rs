@@ -1,0 +1,261 @@
+//! The signed identity assertion: a short-lived ES256 JWT saying who the user is, for backends
+//! that can verify a signature rather than trust the network (`[identity] jwt_header`).
+//!
+//! Keys come from PEM files (`[jwt] key_files`): the first signs, every one is published at
+//! `/.portcullis/jwks.json`, so a new key can be added first and an old one kept for overlap.
+
+use crate::idp::Identity;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use openssl::bn::{BigNum, BigNumContext};
+use openssl::ec::EcKey;
+use openssl::ecdsa::EcdsaSig;
+use openssl::nid::Nid;
+use openssl::pkey::{PKey, Private};
+use serde_json::json;
+use std::time::Duration;
+use thiserror::Error;
+
+/// Where the public keys are published, on every host.
+pub const JWKS_PATH: &str = "/.portcullis/jwks.json";
+
+/// Why a signing key cannot be used or a token made.
+#[derive(Debug, Error)]
+pub enum AssertionError {
+    /// Not a PEM private key.
+    #[error("not a PEM private key")]
+    NotAKey,
+    /// Not an EC P-256 key (ES256 needs one).
+    #[error("not an EC P-256 key (ES256 needs one; make one with `openssl ecparam -name prime256v1 -genkey -noout`)")]
+    NotP256,
+    /// Signing failed.
+    #[error("signing failed: {0}")]
+    Sign(String),
+}
+
+/// One key: its id and the key itself.
+struct SigningKey {
+    kid: String,
+    key: EcKey<Private>,
+}
+
+/// Signs assertions and publishes the public keys.
+pub struct AssertionSigner {
+    keys: Vec<SigningKey>,
+    issuer: String,
+    ttl: Duration,
+}
+
+impl std::fmt::Debug for AssertionSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kids: Vec<&str> = self.keys.iter().map(|k| k.kid.as_str()).collect();
+        f.debug_struct("AssertionSigner")
+            .field("kids", &kids)
+            .field("issuer", &self.issuer)
+            .finish()
+    }
+}
+
+/// Checks one PEM key and returns its key id (from the public key's SHA-256).
+pub fn key_id(pem: &[u8]) -> Result<String, AssertionError> {
+    let key = p256(pem)?;
+    kid_of(&key)
+}
+
+fn p256(pem: &[u8]) -> Result<EcKey<Private>, AssertionError> {
+    let pkey = PKey::private_key_from_pem(pem).map_err(|_| AssertionError::NotAKey)?;
+    let ec = pkey.ec_key().map_err(|_| AssertionError::NotP256)?;
+    if ec.group().curve_name() != Some(Nid::X9_62_PRIME256V1) {
+        return Err(AssertionError::NotP256);
+    }
+    Ok(ec)
+}
+
+fn kid_of(key: &EcKey<Private>) -> Result<String, AssertionError> {
+    let der = key
+        .public_key_to_der()
+        .map_err(|e| AssertionError::Sign(e.to_string()))?;
+    let digest = openssl::sha::sha256(&der);
+    Ok(URL_SAFE_NO_PAD.encode(digest.get(..12).unwrap_or(&digest)))
+}
+
+impl AssertionSigner {
+    /// A signer from PEM keys (the first signs), issuer name and token lifetime.
+    pub fn new(pems: &[Vec<u8>], issuer: &str, ttl: Duration) -> Result<Self, AssertionError> {
+        let mut keys = Vec::new();
+        for pem in pems {
+            let key = p256(pem)?;
+            keys.push(SigningKey {
+                kid: kid_of(&key)?,
+                key,
+            });
+        }
+        if keys.is_empty() {
+            return Err(AssertionError::NotAKey);
+        }
+        Ok(Self {
+            keys,
+            issuer: issuer.to_string(),
+            ttl,
+        })
+    }
+
+    /// A token for `user` addressed to `audience` (the app id), valid from `now` for the TTL.
+    pub fn sign(
+        &self,
+        user: &Identity,
+        audience: &str,
+        now: u64,
+    ) -> Result<String, AssertionError> {
+        let signing = self.keys.first().ok_or(AssertionError::NotAKey)?;
+        let mut jti = [0u8; 16];
+        openssl::rand::rand_bytes(&mut jti).map_err(|e| AssertionError::Sign(e.to_string()))?;
+        let header = json!({ "alg": "ES256", "typ": "JWT", "kid": signing.kid });
+        let claims = json!({
+            "iss": self.issuer,
+            "aud": audience,
+            "sub": user.subject,
+            "email": user.email,
+            "name": user.name,
+            "groups": user.groups,
+            "idp": user.idp,
+            "acr": user.acr,
+            "amr": user.amr,
+            "iat": now,
+            "nbf": now,
+            "exp": now + self.ttl.as_secs(),
+            "jti": URL_SAFE_NO_PAD.encode(jti),
+        });
+        let signing_input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header.to_string()),
+            URL_SAFE_NO_PAD.encode(claims.to_string())
+        );
+        let digest = openssl::sha::sha256(signing_input.as_bytes());
+        let sig = EcdsaSig::sign(&digest, &signing.key)
+            .map_err(|e| AssertionError::Sign(e.to_string()))?;
+        // JWS wants r and s as two 32-byte big-endian numbers, not DER.
+        let mut raw = Vec::with_capacity(64);
+        for n in [sig.r(), sig.s()] {
+            raw.extend(
+                n.to_vec_padded(32)
+                    .map_err(|e| AssertionError::Sign(e.to_string()))?,
+            );
+        }
+        Ok(format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(raw)))
+    }
+
+    /// The public keys as a JWK set.
+    pub fn jwks(&self) -> String {
+        let keys: Vec<serde_json::Value> = self
+            .keys
+            .iter()
+            .filter_map(|k| {
+                let mut ctx = BigNumContext::new().ok()?;
+                let (mut x, mut y) = (BigNum::new().ok()?, BigNum::new().ok()?);
+                k.key
+                    .public_key()
+                    .affine_coordinates(k.key.group(), &mut x, &mut y, &mut ctx)
+                    .ok()?;
+                Some(json!({
+                    "kty": "EC",
+                    "crv": "P-256",
+                    "use": "sig",
+                    "alg": "ES256",
+                    "kid": k.kid,
+                    "x": URL_SAFE_NO_PAD.encode(x.to_vec_padded(32).ok()?),
+                    "y": URL_SAFE_NO_PAD.encode(y.to_vec_padded(32).ok()?),
+                }))
+            })
+            .collect();
+        json!({ "keys": keys }).to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+    use super::*;
+    use openssl::ec::EcGroup;
+
+    fn pem() -> Vec<u8> {
+        let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
+        EcKey::generate(&group)
+            .unwrap()
+            .private_key_to_pem()
+            .unwrap()
+    }
+
+    #[test]
+    fn tokens_verify_with_the_published_key_and_say_who() {
+        let (new, old) = (pem(), pem());
+        let signer =
+            AssertionSigner::new(&[new, old], "portcullis", Duration::from_secs(60)).unwrap();
+        let user = Identity {
+            subject: "00u1".into(),
+            email: Some("ana@corp.example".into()),
+            groups: vec!["staff".into()],
+            idp: "okta".into(),
+            ..Identity::default()
+        };
+        let token = signer.sign(&user, "wiki", 1_800_000_000).unwrap();
+        let parts: Vec<&str> = token.split('.').collect();
+        assert_eq!(parts.len(), 3);
+        let claims: serde_json::Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
+        assert_eq!(claims["aud"], "wiki");
+        assert_eq!(claims["sub"], "00u1");
+        assert_eq!(claims["exp"], 1_800_000_060u64);
+        let jwks: serde_json::Value = serde_json::from_str(&signer.jwks()).unwrap();
+        assert_eq!(
+            jwks["keys"].as_array().unwrap().len(),
+            2,
+            "both keys published"
+        );
+        let header: serde_json::Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[0]).unwrap()).unwrap();
+        let jwk = jwks["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["kid"] == header["kid"])
+            .unwrap();
+        let coord = |k: &str| {
+            BigNum::from_slice(&URL_SAFE_NO_PAD.decode(jwk[k].as_str().unwrap()).unwrap()).unwrap()
+        };
+        let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
+        let public =
+            EcKey::from_public_key_affine_coordinates(&group, &coord("x"), &coord("y")).unwrap();
+        let raw = URL_SAFE_NO_PAD.decode(parts[2]).unwrap();
+        let sig = EcdsaSig::from_private_components(
+            BigNum::from_slice(&raw[..32]).unwrap(),
+            BigNum::from_slice(&raw[32..]).unwrap(),
+        )
+        .unwrap();
+        let digest = openssl::sha::sha256(format!("{}.{}", parts[0], parts[1]).as_bytes());
+        assert!(sig.verify(&digest, &public).unwrap());
+        // Another user's claims under the same signature do not verify.
+        let forged = openssl::sha::sha256(
+            format!(
+                "{}.{}",
+                parts[0],
+                URL_SAFE_NO_PAD.encode(r#"{"sub":"admin"}"#)
+            )
+            .as_bytes(),
+        );
+        assert!(!sig.verify(&forged, &public).unwrap());
+    }
+
+    #[test]
+    fn only_p256_keys_sign() {
+        let rsa = PKey::from_rsa(openssl::rsa::Rsa::generate(2048).unwrap()).unwrap();
+        assert!(matches!(
+            AssertionSigner::new(
+                &[rsa.private_key_to_pem_pkcs8().unwrap()],
+                "p",
+                Duration::from_secs(60)
+            ),
+            Err(AssertionError::NotP256)
+        ));
+    }
+}
