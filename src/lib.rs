@@ -28,3 +28,4 @@ pub mod secret;
 pub mod server;
 pub mod session;
 pub mod upstream;
+pub mod vault;
