@@ -84,6 +84,8 @@ pub struct Gateway {
     pub auth: Arc<Auth>,
     /// Signs identity assertions (`[jwt]`), when configured.
     pub assertions: Option<Arc<crate::assertion::AssertionSigner>>,
+    /// The credential vault (`[vault]`), when configured.
+    pub vault: Option<Arc<crate::vault::Vault>>,
     routes: RouteTable<Route>,
     apps: Vec<Arc<AppRuntime>>,
     broken: Vec<Arc<BrokenApp>>,
@@ -146,11 +148,21 @@ impl Gateway {
                 }
             }
         });
+        let vault = config.vault.as_ref().and_then(|v| {
+            match crate::vault::Vault::new(&v.file, v.keys.clone()) {
+                Ok(vault) => Some(Arc::new(vault)),
+                Err(e) => {
+                    tracing::error!(error = %e, "[vault] unusable: credential replay off");
+                    None
+                }
+            }
+        });
         Self {
             config,
             hygiene,
             auth,
             assertions,
+            vault,
             routes,
             apps,
             broken,

@@ -52,6 +52,9 @@ pub enum IdentitySource {
 /// Why a request could not be given its identity headers or cookies.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum InjectError {
+    /// No credential could be read for replay.
+    #[error("stored credential unavailable")]
+    NoCredential,
     /// A cookie value with a character a `Cookie` header cannot carry unambiguously.
     #[error("identity cookie {cookie}: value contains `;`, a quote, a backslash, a space or a control character")]
     UnsafeCookieValue {
@@ -169,7 +172,8 @@ impl IdentityHeaders {
     }
 }
 
-fn value_of(source: &IdentitySource, user: &Identity) -> Option<String> {
+/// The text a source gives for `user`, if it has one.
+pub fn value_of(source: &IdentitySource, user: &Identity) -> Option<String> {
     match source {
         IdentitySource::Subject => Some(user.subject.clone()),
         IdentitySource::Email => user.email.clone(),

@@ -120,7 +120,7 @@ h1{{font-size:1.4rem;margin:.2rem 0 1rem}}.brand{{color:#6b21a8;font-weight:700;
     }
 }
 
-fn escape_html(text: &str) -> String {
+pub(crate) fn escape_html(text: &str) -> String {
     text.chars()
         .map(|c| match c {
             '<' => "&lt;".to_string(),

@@ -237,6 +237,19 @@ impl Vault {
     }
 }
 
+/// The vault slot of a signed-in user: stable across logins (IdP name and subject).
+pub fn user_key(user: &crate::idp::Identity) -> String {
+    format!("{}:{}", user.idp, user.subject)
+}
+
+/// Where a user stores or updates their password for `app`.
+pub fn enrollment_path(app: &str) -> String {
+    format!("{ENROLL_PREFIX}{app}")
+}
+
+/// Prefix of the enrollment pages.
+pub const ENROLL_PREFIX: &str = "/.portcullis/credentials/";
+
 /// Associated data binding an entry to its slot.
 fn aad(app: &str, user: &str) -> String {
     format!("portcullis-vault-v1\u{0}{app}\u{0}{user}")

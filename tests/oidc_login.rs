@@ -1367,3 +1367,127 @@ async fn a_signed_identity_assertion_reaches_the_backend_and_verifies() {
     let echo: serde_json::Value = anon.json().await.unwrap();
     assert!(header_values(&echo, "x-portcullis-jwt-assertion").is_empty());
 }
+
+/// HTTP Basic replay from the vault: enrollment once, then the backend's Basic prompt never
+/// reaches the browser; a changed password sends the user back to update it; the vault file
+/// holds no plaintext.
+#[tokio::test]
+async fn basic_replay_from_the_vault_with_enrollment_and_recovery() {
+    let legacy = support::basic_backend("legacy-basic", "asmith", "Winter2026!").await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("vault.key");
+    std::fs::write(&key, [7u8; 32]).unwrap();
+    let vault_file = dir.path().join("vault.json");
+    let f = fixture_with(
+        "",
+        &format!(
+            "[vault]\nfile = \"{}\"\nkeys = [{{ id = \"k1\", file = \"{}\" }}]\n",
+            vault_file.display(),
+            key.display()
+        ),
+    )
+    .await;
+    // A third app on the timesheet host would need its own fixture; the wiki stays as is and
+    // the timesheet policy is swapped for one that replays Basic credentials.
+    let policy = format!(
+        "schema = 1\napp = \"timesheet\"\nowner = \"o@corp.example\"\nsummary = \"Legacy app behind HTTP Basic\"\nhosts = [\"{TIMESHEET}\"]\nupstreams = [{{ url = \"{}\" }}]\nidp = \"corp\"\n\n[identity.basic]\nusername = \"vault\"\n\n[[allow]]\nid = \"staff\"\nwhy = \"s\"\ngroups = [\"staff\"]\n",
+        legacy.backend.url()
+    );
+    std::fs::write(f.gw.dir.path().join("policies/timesheet.toml"), policy).unwrap();
+    f.gw.signal("HUP");
+    f.gw.wait_for_log("configuration reloaded").await;
+
+    let browser = f.signed_in(TIMESHEET, "alice").await;
+    // No stored credential yet: the enrollment page, not the backend's Basic prompt.
+    let trip = browser.follow(&f.url(TIMESHEET, "/reports?week=47")).await;
+    assert!(
+        trip.final_url()
+            .contains("/.portcullis/credentials/timesheet"),
+        "{trip:?}"
+    );
+    assert!(
+        trip.body.contains("name=\"password\"") && trip.body.contains("name=\"username\""),
+        "{}",
+        trip.body
+    );
+    let before = legacy.backend.hits();
+    // A cross-site post (the victim's browser, the attacker's form: no matching token) is
+    // refused and stores nothing.
+    let forged = browser
+        .submit(
+            &f.url(TIMESHEET, "/.portcullis/credentials/timesheet"),
+            &[
+                ("username", "asmith"),
+                ("password", "evil"),
+                ("csrf", "guess"),
+            ],
+        )
+        .await;
+    assert_eq!(forged.status, 400, "{forged:?}");
+    assert!(!vault_file.exists(), "a forged form stored a credential");
+    let csrf = support::browser::hidden_input(&trip.body, "csrf");
+    let return_to = support::browser::hidden_input(&trip.body, "return_to");
+    let back = browser
+        .submit(
+            &f.url(TIMESHEET, "/.portcullis/credentials/timesheet"),
+            &[
+                ("username", "asmith"),
+                ("password", "Winter2026!"),
+                ("csrf", &csrf),
+                ("return_to", &return_to),
+            ],
+        )
+        .await;
+    assert_eq!(back.status, 200, "{back:?}\n{}", f.gw.logs());
+    assert_eq!(back.final_url(), f.url(TIMESHEET, "/reports?week=47"));
+    let echo = back.json();
+    assert_eq!(echo["backend"], "legacy-basic");
+    assert!(legacy.backend.hits() > before);
+    // The browser's own Authorization header never reaches the backend.
+    let r = browser
+        .get_with(
+            &f.url(TIMESHEET, "/x"),
+            &[
+                ("accept", "text/html"),
+                ("authorization", "Basic ZXZlOmV2ZQ=="),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    // The vault holds no plaintext, and nothing of it is logged.
+    let stored = std::fs::read_to_string(&vault_file).unwrap();
+    assert!(
+        !stored.contains("Winter2026") && !stored.contains("asmith"),
+        "{stored}"
+    );
+    assert!(!f.gw.logs().contains("Winter2026"));
+
+    // The password changes at the app: the next page asks the user for the new one.
+    legacy.set_password("Spring2027!");
+    let trip = browser.follow(&f.url(TIMESHEET, "/reports")).await;
+    assert!(
+        trip.final_url()
+            .contains("/.portcullis/credentials/timesheet?failed=1"),
+        "{trip:?}"
+    );
+    assert!(
+        trip.body.contains("refused the stored password"),
+        "{}",
+        trip.body
+    );
+    let csrf = support::browser::hidden_input(&trip.body, "csrf");
+    let again = browser
+        .submit(
+            &f.url(TIMESHEET, "/.portcullis/credentials/timesheet"),
+            &[
+                ("username", "asmith"),
+                ("password", "Spring2027!"),
+                ("csrf", &csrf),
+                ("return_to", "/reports"),
+            ],
+        )
+        .await;
+    assert_eq!(again.status, 200, "{again:?}");
+    assert_eq!(again.json()["backend"], "legacy-basic");
+    assert!(!f.gw.logs().contains("Spring2027"));
+}

@@ -104,6 +104,14 @@ struct FileIdentity {
     #[serde(default)]
     cookies: BTreeMap<String, Spanned<toml::Value>>,
     jwt_header: Option<Spanned<String>>,
+    basic: Option<Spanned<FileBasic>>,
+}
+
+/// `[identity.basic]`: HTTP Basic credentials replayed from the vault.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileBasic {
+    username: Spanned<String>,
 }
 
 fn default_true() -> bool {
@@ -209,6 +217,13 @@ struct FileTestUser {
     auth_age: Option<ConfigDuration>,
 }
 
+/// HTTP Basic replay: the backend gets `Authorization: Basic` with the user's stored password.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BasicReplay {
+    /// Where the account name comes from: a session attribute, or (`None`) the vault entry.
+    pub username: Option<IdentitySource>,
+}
+
 /// The moment `[[test]]` examples are judged at (users' `auth_age` counts back from it).
 const EXAMPLE_NOW: u64 = 1_800_000_000;
 
@@ -307,6 +322,8 @@ pub struct AppConfig {
     pub identity_cookies: IdentityCookies,
     /// Header carrying a signed identity assertion (JWT), if the app wants one.
     pub jwt_header: Option<http::HeaderName>,
+    /// HTTP Basic replay from the vault, if the app wants it.
+    pub basic: Option<BasicReplay>,
 }
 
 /// What little can be read from a policy file that failed to compile, so its hosts can be
@@ -429,6 +446,39 @@ pub fn compile_app(
             }
         }
     });
+    let basic = file.identity.basic.as_ref().and_then(|b| {
+        if file.idp.is_none() {
+            out.error(
+                b,
+                "[identity.basic] needs `idp`: credentials are stored per signed-in user",
+            );
+            return None;
+        }
+        if gateway.vault.is_none() {
+            out.error(
+                b,
+                "[identity.basic] needs the credential vault: add [vault] to the gateway config",
+            );
+            return None;
+        }
+        let name = b.get_ref().username.get_ref();
+        if name == "vault" {
+            return Some(BasicReplay { username: None });
+        }
+        let idp_config = idp.and_then(|n| gateway.idps.iter().find(|i| i.name == n));
+        out.identity_source(
+            "[identity.basic] username",
+            &Spanned::new(
+                b.get_ref().username.span(),
+                toml::Value::String(name.clone()),
+            ),
+            base,
+            idp_config,
+        )
+        .map(|source| BasicReplay {
+            username: Some(source),
+        })
+    });
     let logout_path = file.logout_path.as_ref().and_then(|p| {
         if file.idp.is_none() {
             out.error(
@@ -518,6 +568,7 @@ pub fn compile_app(
         identity,
         identity_cookies,
         jwt_header,
+        basic,
     };
     (Some(app), problems)
 }

@@ -59,6 +59,50 @@ struct FileGateway {
     idp: BTreeMap<String, FileIdp>,
     audit: Option<FileAudit>,
     jwt: Option<FileJwt>,
+    vault: Option<FileVault>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileVault {
+    file: Spanned<String>,
+    keys: Spanned<Vec<Spanned<FileVaultKey>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileVaultKey {
+    id: String,
+    file: Option<String>,
+    env: Option<String>,
+}
+
+/// The credential vault (`[vault]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VaultSettings {
+    /// The encrypted store.
+    pub file: PathBuf,
+    /// Key id → 32-byte key; the first seals new entries.
+    pub keys: Vec<(String, SecretBytes)>,
+}
+
+/// A 32-byte vault key from raw bytes, or from 64 hex digits or base64 text.
+fn vault_key(bytes: &[u8]) -> Option<SecretBytes> {
+    use base64::Engine;
+    if bytes.len() == 32 {
+        return Some(SecretBytes::new(bytes.to_vec()));
+    }
+    let text = std::str::from_utf8(bytes).ok()?.trim();
+    let hex: Option<Vec<u8>> = (text.len() == 64)
+        .then(|| {
+            (0..32)
+                .map(|i| u8::from_str_radix(text.get(i * 2..i * 2 + 2)?, 16).ok())
+                .collect()
+        })
+        .flatten();
+    hex.or_else(|| base64::engine::general_purpose::STANDARD.decode(text).ok())
+        .filter(|k| k.len() == 32)
+        .map(SecretBytes::new)
 }
 
 #[derive(Deserialize)]
@@ -250,6 +294,8 @@ pub struct GatewayConfig {
     pub audit: Option<AuditSettings>,
     /// Identity assertion keys, if configured.
     pub jwt: Option<JwtSettings>,
+    /// The credential vault, if configured.
+    pub vault: Option<VaultSettings>,
     /// Worker threads for the proxy.
     pub threads: usize,
     /// After SIGTERM: how long to keep serving while load balancers notice.
@@ -437,6 +483,38 @@ pub fn compile_gateway(
         }
     });
 
+    let vault = file.vault.as_ref().map(|v| {
+        let mut keys = Vec::new();
+        if v.keys.get_ref().is_empty() {
+            problems.push(src.error(Some(v.keys.span()), "vault.keys must list at least one key (the first seals new entries)"));
+        }
+        for k in v.keys.get_ref() {
+            let entry = k.get_ref();
+            let raw = match (&entry.file, &entry.env) {
+                (Some(f), None) => {
+                    let path = resolve(base, f);
+                    if let Some(warning) = secret_file_exposure(&path) {
+                        problems.push(src.warning(Some(k.span()), warning));
+                    }
+                    std::fs::read(&path).map_err(|e| format!("cannot read vault key `{}`: {e}", path.display()))
+                }
+                (None, Some(var)) => std::env::var(var)
+                    .map(String::into_bytes)
+                    .map_err(|_| format!("environment variable `{var}` is not set")),
+                _ => Err(format!("vault key `{}`: set exactly one of `file` or `env`", entry.id)),
+            };
+            match raw.map(|bytes| vault_key(&bytes)) {
+                Ok(Some(key)) => keys.push((entry.id.clone(), key)),
+                Ok(None) => problems.push(src.error(Some(k.span()), format!("vault key `{}` must be 32 bytes (raw, 64 hex digits or base64; `openssl rand -out vault.key 32`)", entry.id))),
+                Err(message) => problems.push(src.error(Some(k.span()), message)),
+            }
+        }
+        VaultSettings {
+            file: resolve(base, v.file.get_ref()),
+            keys,
+        }
+    });
+
     let threads = match &file.server.threads {
         Some(t) if *t.get_ref() == 0 || *t.get_ref() > 1024 => {
             problems.push(src.error(Some(t.span()), "server.threads must be between 1 and 1024"));
@@ -513,6 +591,7 @@ pub fn compile_gateway(
         log_level,
         audit,
         jwt,
+        vault,
         threads,
         grace_period: file
             .server

@@ -34,6 +34,11 @@ pub async fn serve(
     if ctx.path == saml::SLO_PATH && method == http::Method::POST {
         return super::saml::slo(session, ctx, gateway, origin).await;
     }
+    if ctx.path.starts_with(crate::vault::ENROLL_PREFIX)
+        && matches!(method, http::Method::GET | http::Method::POST)
+    {
+        return super::credentials::serve(session, ctx, gateway, origin).await;
+    }
     if method != http::Method::GET && method != http::Method::HEAD {
         return Err(RequestError::MethodNotAllowed);
     }

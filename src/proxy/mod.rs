@@ -4,6 +4,7 @@
 //! normalise, reserved paths, decide, act — and turns their typed answers into responses.
 //! Nothing here decides policy or parses configuration.
 
+mod credentials;
 mod endpoints;
 mod respond;
 mod saml;
@@ -165,6 +166,13 @@ pub enum Action {
     Xml {
         /// The document.
         body: String,
+    },
+    /// Answer with a gateway HTML form (credential enrollment), setting cookies.
+    Html {
+        /// The page.
+        body: String,
+        /// `Set-Cookie` values.
+        cookies: Vec<String>,
     },
     /// Answer with a gateway page (e.g. signed out), setting cookies.
     Page {
@@ -353,6 +361,21 @@ impl Proxy {
                     ctx.inject = config.identity.values(&user.identity)?;
                     ctx.inject_cookies = config.identity_cookies.values(&user.identity)?;
                     Self::add_assertion(ctx, gateway, config, &user.identity);
+                    let here = match req.uri.query() {
+                        Some(q) => format!("{}?{q}", ctx.path),
+                        None => ctx.path.clone(),
+                    };
+                    if let Some(enroll) =
+                        Self::add_basic(ctx, gateway, config, &user.identity, &here)?
+                    {
+                        if !endpoints::is_navigation(req) {
+                            return Err(RequestError::LoginRequired);
+                        }
+                        return Ok(Action::Redirect {
+                            location: enroll,
+                            cookies: Vec::new(),
+                        });
+                    }
                 }
                 Ok(Action::Proxy)
             }
@@ -393,6 +416,47 @@ impl Proxy {
                 endpoints::start_login(ctx, gateway, &app, &origin, &return_to, None).await
             }
         }
+    }
+
+    /// HTTP Basic replay: adds `Authorization` from the vault. Returns the enrollment page to
+    /// send the user to when no credential is stored yet.
+    fn add_basic(
+        ctx: &mut RequestCtx,
+        gateway: &Gateway,
+        config: &AppConfig,
+        user: &crate::idp::Identity,
+        here: &str,
+    ) -> Result<Option<String>, RequestError> {
+        let Some(basic) = &config.basic else {
+            return Ok(None);
+        };
+        let Some(vault) = &gateway.vault else {
+            return Err(RequestError::Identity(InjectError::NoCredential));
+        };
+        let stored = vault
+            .get(&config.id, &crate::vault::user_key(user))
+            .map_err(|e| {
+                ctx.span.in_scope(|| warn!(error = %e, "vault read failed"));
+                RequestError::Identity(InjectError::NoCredential)
+            })?;
+        let Some(credential) = stored else {
+            return Ok(Some(format!(
+                "{}?return_to={}",
+                crate::vault::enrollment_path(&config.id),
+                url::form_urlencoded::byte_serialize(here.as_bytes()).collect::<String>()
+            )));
+        };
+        let username = match &basic.username {
+            None => credential.username.clone(),
+            Some(source) => crate::inject::value_of(source, user).unwrap_or_default(),
+        };
+        use base64::Engine;
+        let token = base64::engine::general_purpose::STANDARD
+            .encode(format!("{username}:{}", credential.password.expose()));
+        let value = HeaderValue::try_from(format!("Basic {token}"))
+            .map_err(|_| RequestError::Identity(InjectError::NoCredential))?;
+        ctx.inject.push((http::header::AUTHORIZATION, value));
+        Ok(None)
     }
 
     /// Adds the signed identity assertion header, when the app asks for one.
@@ -510,6 +574,19 @@ impl ProxyHttp for Proxy {
                     session,
                     status,
                     "application/json",
+                    body,
+                    &ctx.request_id,
+                    &cookies,
+                )
+                .await?;
+                Ok(true)
+            }
+            Ok(Action::Html { body, cookies }) => {
+                ctx.gateway_status = Some(200);
+                respond::document(
+                    session,
+                    200,
+                    "text/html; charset=utf-8",
                     body,
                     &ctx.request_id,
                     &cookies,
@@ -657,6 +734,10 @@ impl ProxyHttp for Proxy {
                 upstream.insert_header("Cookie", kept)?;
             }
         }
+        // An app that gets replayed credentials never sees the client's own Authorization.
+        if ctx.app.as_ref().is_some_and(|a| a.config.basic.is_some()) {
+            upstream.remove_header("authorization");
+        }
         // Identity last: hygiene already removed every client-sent copy of these names.
         for (name, value) in std::mem::take(&mut ctx.inject) {
             upstream.insert_header(name, value)?;
@@ -671,6 +752,17 @@ impl ProxyHttp for Proxy {
         ctx: &mut Self::CTX,
     ) -> Result<()> {
         response.insert_header("X-Request-Id", ctx.request_id.as_str())?;
+        // The backend refused the replayed password: send the user to update it.
+        if let Some(app) = ctx.app.as_ref().filter(|a| a.config.basic.is_some()) {
+            if response.status == http::StatusCode::UNAUTHORIZED && ctx.user.is_some() {
+                let location =
+                    format!("{}?failed=1", crate::vault::enrollment_path(&app.config.id));
+                response.set_status(302)?;
+                response.insert_header("Location", location)?;
+                response.remove_header("www-authenticate");
+                ctx.span.in_scope(|| info!(app = %app.config.id, "backend refused the replayed password: asking the user to update it"));
+            }
+        }
         if let Some(clear) = ctx.clear_stale.take() {
             response.append_header("Set-Cookie", clear)?;
         }

@@ -56,7 +56,7 @@ pub fn metadata(
 }
 
 /// Reads a form body, refusing more than `limit` bytes before reading them all.
-async fn read_form(
+pub(super) async fn read_form(
     session: &mut Session,
     limit: usize,
 ) -> Result<Vec<(String, String)>, RequestError> {

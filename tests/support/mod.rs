@@ -165,6 +165,77 @@ async fn serve(name: &str, tls: Option<Arc<openssl::ssl::SslAcceptor>>) -> Backe
     Backend { addr, hits, task }
 }
 
+/// A legacy app behind HTTP Basic: echoes (as [`echo_backend`]) only when the request carries
+/// `user:password`, else 401 with a challenge. The expected password can be changed (as when
+/// a user changes it at the app); `hits` counts every request.
+pub struct BasicBackend {
+    pub backend: Backend,
+    password: Arc<std::sync::Mutex<String>>,
+}
+
+impl BasicBackend {
+    /// The app's password changes.
+    pub fn set_password(&self, password: &str) {
+        *self.password.lock().unwrap() = password.to_string();
+    }
+}
+
+pub async fn basic_backend(name: &str, user: &str, password: &str) -> BasicBackend {
+    use base64::Engine;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let secret = Arc::new(std::sync::Mutex::new(password.to_string()));
+    let (name, user): (Arc<str>, Arc<str>) = (Arc::from(name), Arc::from(user));
+    let (counter, expected) = (hits.clone(), secret.clone());
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let (name, user, counter, expected) = (
+                name.clone(),
+                user.clone(),
+                counter.clone(),
+                expected.clone(),
+            );
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    let want = format!(
+                        "Basic {}",
+                        base64::engine::general_purpose::STANDARD
+                            .encode(format!("{user}:{}", expected.lock().unwrap()))
+                    );
+                    let ok = req
+                        .headers()
+                        .get("authorization")
+                        .is_some_and(|v| v.as_bytes() == want.as_bytes());
+                    let name = name.clone();
+                    async move {
+                        if ok {
+                            echo(req, name).await
+                        } else {
+                            Ok(Response::builder()
+                                .status(401)
+                                .header("WWW-Authenticate", "Basic realm=\"legacy\"")
+                                .body(Full::new(Bytes::from_static(b"login required")).boxed())
+                                .unwrap())
+                        }
+                    }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    BasicBackend {
+        backend: Backend { addr, hits, task },
+        password: secret,
+    }
+}
+
 async fn echo(req: Request<Incoming>, name: Arc<str>) -> Result<Response<Body>, Infallible> {
     if let Some(n) = req.uri().path().strip_prefix("/download/") {
         let len: usize = n.parse().unwrap_or(0);

@@ -1,0 +1,166 @@
+//! The credential enrollment page, `/.portcullis/credentials/<app>`: a signed-in user stores or
+//! updates the password the gateway replays to that app (HTTP Basic, form-fill). The form is
+//! CSRF-protected (a `SameSite=Strict` cookie that must match the form field, and a same-origin
+//! check); the password is written to the vault and never shown again.
+
+use super::{Action, RequestCtx, RequestError};
+use crate::auth::{safe_return_to, Origin};
+use crate::gateway::{Gateway, Route};
+use crate::pages::escape_html;
+use crate::routing::normalise_host;
+use crate::secret::Secret;
+use crate::session::cookies::request_cookies;
+use crate::vault::{enrollment_path, user_key, Credential, ENROLL_PREFIX};
+use pingora::proxy::Session;
+use std::sync::Arc;
+use tracing::info;
+
+const CSRF_COOKIE: &str = "portcullis_csrf";
+const MAX_FORM: usize = 16 * 1024;
+
+fn random_token() -> Option<String> {
+    crate::session::SessionId::random().map(|id| id.encode())
+}
+
+/// GET shows the form, POST stores the credential.
+pub async fn serve(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    gateway: &Arc<Gateway>,
+    origin: &Origin,
+) -> Result<Action, RequestError> {
+    let app_id = ctx
+        .path
+        .strip_prefix(ENROLL_PREFIX)
+        .unwrap_or("")
+        .to_string();
+    let host = normalise_host(&origin.authority).ok_or(RequestError::BadHost)?;
+    // The app must live on this host and replay credentials.
+    let app = gateway
+        .apps()
+        .iter()
+        .find(|a| a.config.id == app_id && a.config.basic.is_some())
+        .filter(|a| {
+            matches!(gateway.route(&host, &format!("{}/", a.config.path_prefix)), Some(Route::App(r)) if r.config.id == a.config.id)
+        })
+        .cloned()
+        .ok_or(RequestError::NoRoute)?;
+    let vault = gateway.vault.clone().ok_or(RequestError::NoRoute)?;
+    super::Proxy::attach_session(session, ctx, gateway, &app.config, origin).await;
+    ctx.app = Some(app.clone());
+    let query: Vec<(String, String)> = session
+        .req_header()
+        .uri
+        .query()
+        .map(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let param = |k: &str| query.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    let Some(user) = ctx.user.clone() else {
+        let here = format!(
+            "{}?return_to={}",
+            enrollment_path(&app_id),
+            url::form_urlencoded::byte_serialize(
+                param("return_to").unwrap_or_else(|| "/".into()).as_bytes()
+            )
+            .collect::<String>()
+        );
+        return super::endpoints::start_login(ctx, gateway, &app, origin, &here, None).await;
+    };
+    let asks_username = app
+        .config
+        .basic
+        .as_ref()
+        .is_some_and(|b| b.username.is_none());
+    if session.req_header().method == http::Method::POST {
+        let form = super::saml::read_form(session, MAX_FORM).await?;
+        let field = |k: &str| form.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        let cookies = request_cookies(session.req_header().headers.get_all("cookie").iter());
+        let cookie_token = cookies
+            .iter()
+            .find(|(n, _)| n == CSRF_COOKIE)
+            .map(|(_, v)| v.clone());
+        let same_origin = session
+            .req_header()
+            .headers
+            .get("origin")
+            .and_then(|o| o.to_str().ok())
+            .is_none_or(|o| o == origin.base());
+        let token_ok = cookie_token.is_some() && cookie_token == field("csrf");
+        if !token_ok || !same_origin {
+            ctx.span
+                .in_scope(|| info!(app = %app_id, "credential form refused: CSRF check failed"));
+            return Err(RequestError::BodyUnreadable(
+                "the form expired; reload the page".into(),
+            ));
+        }
+        let password = field("password").filter(|p| !p.is_empty() && p.len() <= 1024);
+        let username = if asks_username {
+            field("username").filter(|u| !u.is_empty() && u.len() <= 256 && !u.contains(':'))
+        } else {
+            Some(String::new())
+        };
+        let (Some(password), Some(username)) = (password, username) else {
+            return Err(RequestError::BodyUnreadable(
+                "user name and password are required".into(),
+            ));
+        };
+        vault
+            .put(
+                &app_id,
+                &user_key(&user.identity),
+                &Credential {
+                    username,
+                    password: Secret::new(password),
+                },
+            )
+            .map_err(|e| {
+                tracing::error!(error = %e, "vault write failed");
+                RequestError::SignInFailed("cannot store the credential".into())
+            })?;
+        ctx.span.in_scope(|| info!(target: "audit", event = "credential_stored", app = %app_id, user = %user.identity.display(), request_id = %ctx.request_id, "credential stored"));
+        return Ok(Action::Redirect {
+            location: safe_return_to(&field("return_to").unwrap_or_else(|| "/".into())),
+            cookies: vec![format!(
+                "{CSRF_COOKIE}=; Path={ENROLL_PREFIX}; HttpOnly; SameSite=Strict; Max-Age=0"
+            )],
+        });
+    }
+    let token = random_token().ok_or(RequestError::SignInFailed("no random bytes".into()))?;
+    let failed = param("failed").is_some();
+    let return_to = safe_return_to(&param("return_to").unwrap_or_else(|| "/".into()));
+    let username_field = if asks_username {
+        "<label>User name at the app <input name=\"username\" autocomplete=\"username\" required></label>"
+    } else {
+        ""
+    };
+    let message = if failed {
+        "<p role=\"alert\">The application refused the stored password. Enter your current password for it.</p>"
+    } else {
+        ""
+    };
+    let body = format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Password for {app} · Portcullis</title></head>\
+<body><main><h1>Password for {app}</h1>{message}<p>{summary}</p>\
+<p>This application has its own password. Store it once; the gateway signs you in to it from now on. It is kept encrypted and never shown again.</p>\
+<form method=\"post\" action=\"{action}\">{username_field}\
+<label>Password <input name=\"password\" type=\"password\" autocomplete=\"current-password\" required></label>\
+<input type=\"hidden\" name=\"csrf\" value=\"{token}\"><input type=\"hidden\" name=\"return_to\" value=\"{return_to}\">\
+<button type=\"submit\">Save</button></form><p><small>Signed in as {who}.</small></p></main></body></html>\n",
+        app = escape_html(&app_id),
+        summary = escape_html(&app.config.summary),
+        action = escape_html(&enrollment_path(&app_id)),
+        return_to = escape_html(&return_to),
+        who = escape_html(&user.identity.display()),
+    );
+    let secure = if origin.secure { "; Secure" } else { "" };
+    Ok(Action::Html {
+        body,
+        cookies: vec![format!(
+            "{CSRF_COOKIE}={token}; Path={ENROLL_PREFIX}; HttpOnly; SameSite=Strict{secure}"
+        )],
+    })
+}
