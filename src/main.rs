@@ -39,6 +39,11 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Work with the credential vault.
+    Vault {
+        #[command(subcommand)]
+        command: VaultCommand,
+    },
     /// Test and explain access policies.
     Policy {
         #[command(subcommand)]
@@ -95,6 +100,16 @@ enum PolicyCommand {
 }
 
 #[derive(Subcommand)]
+enum VaultCommand {
+    /// Re-seal every entry under the current (first) key, so older keys can be retired.
+    Rotate {
+        /// Gateway configuration file.
+        #[arg(short, long, default_value = "portcullis.toml")]
+        config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
 enum AuditCommand {
     /// Check that no record was edited, removed or reordered; exit 1 naming the first bad
     /// line. Give rotated files oldest first (`audit.jsonl.2 audit.jsonl.1 audit.jsonl`).
@@ -113,6 +128,9 @@ fn main() -> ExitCode {
         Command::Audit {
             command: AuditCommand::Verify { files },
         } => Ok(verify_audit(&files)),
+        Command::Vault {
+            command: VaultCommand::Rotate { config },
+        } => rotate_vault(&config),
         Command::Policy {
             command: PolicyCommand::Test { config, dir },
         } => policy_tool::test(&config, dir.as_deref()),
@@ -220,6 +238,27 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
         }
     }
     portcullis::server::run(path, gateway, policies).context("starting server")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn rotate_vault(path: &Path) -> anyhow::Result<ExitCode> {
+    let gateway = match config::load_gateway(path) {
+        Ok((g, _)) => g,
+        Err(problems) => {
+            print_problems(&problems);
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let Some(settings) = gateway.vault else {
+        eprintln!("no [vault] in {}", path.display());
+        return Ok(ExitCode::from(1));
+    };
+    let vault = portcullis::vault::Vault::new(&settings.file, settings.keys)?;
+    let count = vault.rotate()?;
+    println!(
+        "re-sealed {count} entr{} under the current key",
+        if count == 1 { "y" } else { "ies" }
+    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -704,3 +704,38 @@ fn jwt_keys_and_headers_are_checked() {
     let run = check(&dir.path().join("portcullis.toml"));
     assert_eq!(run.code, 0, "{}", run.stderr);
 }
+
+#[test]
+fn vault_rotate_reseals_every_entry_under_the_new_key() {
+    use portcullis::secret::{Secret, SecretBytes};
+    use portcullis::vault::{Credential, Vault};
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("old.key"), [1u8; 32]).unwrap();
+    std::fs::write(dir.path().join("new.key"), [2u8; 32]).unwrap();
+    let file = dir.path().join("vault.json");
+    let old = Vault::new(&file, vec![("old".into(), SecretBytes::new(vec![1u8; 32]))]).unwrap();
+    for user in ["okta:alice", "okta:bob"] {
+        let cred = Credential {
+            username: user.into(),
+            password: Secret::new(format!("pw-{user}")),
+        };
+        old.put("ledger", user, &cred).unwrap();
+    }
+    let gateway = format!(
+        "{GATEWAY}\n[vault]\nfile = \"vault.json\"\nkeys = [{{ id = \"new\", file = \"new.key\" }}, {{ id = \"old\", file = \"old.key\" }}]\n"
+    );
+    std::fs::write(dir.path().join("portcullis.toml"), gateway).unwrap();
+    std::fs::create_dir(dir.path().join("policies")).unwrap();
+    let config = dir.path().join("portcullis.toml");
+    let run = portcullis(&["vault", "rotate", "-c", config.to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("re-sealed 2 entries"), "{}", run.stdout);
+    let new_only =
+        Vault::new(&file, vec![("new".into(), SecretBytes::new(vec![2u8; 32]))]).unwrap();
+    for user in ["okta:alice", "okta:bob"] {
+        let got = new_only.get("ledger", user).unwrap().unwrap();
+        assert_eq!(got.password.expose(), format!("pw-{user}"));
+    }
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(!text.contains("pw-okta"), "{text}");
+}
