@@ -14,6 +14,7 @@ pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod discovery;
+pub mod formfill;
 pub mod gateway;
 pub mod hygiene;
 pub mod idp;

@@ -1491,3 +1491,221 @@ async fn basic_replay_from_the_vault_with_enrollment_and_recovery() {
     assert_eq!(again.json()["backend"], "legacy-basic");
     assert!(!f.gw.logs().contains("Spring2027"));
 }
+
+/// The sample form-login app (`deploy/sample-apps/form_app.py`) as a real process.
+struct FormApp {
+    port: u16,
+    users: std::path::PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl FormApp {
+    async fn start(port: u16, users: &std::path::Path) -> Self {
+        let mut app = Self {
+            port,
+            users: users.to_path_buf(),
+            child: None,
+        };
+        app.spawn().await;
+        app
+    }
+    async fn spawn(&mut self) {
+        let child = std::process::Command::new("python3")
+            .arg(support::repo_root().join("deploy/sample-apps/form_app.py"))
+            .arg("forms")
+            .arg(self.port.to_string())
+            .arg(&self.users)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("python3 runs the sample app");
+        self.child = Some(child);
+        for _ in 0..200 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+                .await
+                .is_ok()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("sample form app did not start");
+    }
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+    async fn restart(&mut self) {
+        self.stop();
+        self.spawn().await;
+    }
+    async fn stats(&self) -> serde_json::Value {
+        reqwest::get(format!("http://127.0.0.1:{}/_stats", self.port))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for FormApp {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[tokio::test]
+async fn form_fill_logs_in_server_side_and_the_browser_never_sees_the_form() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users.json");
+    std::fs::write(&users, r#"{"asmith": "Winter2026!"}"#).unwrap();
+    let port = support::free_addr().port();
+    let mut app = FormApp::start(port, &users).await;
+    let key = dir.path().join("vault.key");
+    std::fs::write(&key, [9u8; 32]).unwrap();
+    let vault_file = dir.path().join("vault.json");
+    let f = fixture_with(
+        "",
+        &format!(
+            "[vault]\nfile = \"{}\"\nkeys = [{{ id = \"k1\", file = \"{}\" }}]\n",
+            vault_file.display(),
+            key.display()
+        ),
+    )
+    .await;
+    let policy = format!(
+        "schema = 1\napp = \"timesheet\"\nowner = \"o@corp.example\"\nsummary = \"Legacy app with its own login form\"\nhosts = [\"{TIMESHEET}\"]\nupstreams = [{{ url = \"http://127.0.0.1:{port}\" }}]\nidp = \"corp\"\n\n[form_fill]\nlogin_url = \"/login\"\nusername_field = \"user\"\npassword_field = \"pass\"\ncsrf_field = \"csrf_token\"\n\n[[allow]]\nid = \"staff\"\nwhy = \"s\"\ngroups = [\"staff\"]\n"
+    );
+    std::fs::write(f.gw.dir.path().join("policies/timesheet.toml"), policy).unwrap();
+    f.gw.signal("HUP");
+    f.gw.wait_for_log("configuration reloaded").await;
+
+    let browser = f.signed_in(TIMESHEET, "alice").await;
+    let json = [("accept", "application/json, text/html")];
+    // First visit: the user stores the app password once.
+    let trip = browser.follow(&f.url(TIMESHEET, "/dashboard")).await;
+    assert!(
+        trip.final_url()
+            .contains("/.portcullis/credentials/timesheet"),
+        "{trip:?}"
+    );
+    let csrf = support::browser::hidden_input(&trip.body, "csrf");
+    let back = browser
+        .submit(
+            &f.url(TIMESHEET, "/.portcullis/credentials/timesheet"),
+            &[
+                ("username", "asmith"),
+                ("password", "Winter2026!"),
+                ("csrf", &csrf),
+                ("return_to", "/dashboard"),
+            ],
+        )
+        .await;
+    assert_eq!(back.status, 200, "{back:?}\n{}", f.gw.logs());
+    assert!(
+        back.body.contains("Welcome back, <b>asmith</b>"),
+        "{}",
+        back.body
+    );
+    assert_eq!(app.stats().await["logins"], 1);
+    // Nothing of the backend's session or the password ever reaches the browser.
+    let check = |r: &reqwest::Response, what: &str| {
+        for c in r.headers().get_all("set-cookie") {
+            assert!(
+                !c.to_str().unwrap().contains("APPSESSION"),
+                "{what}: backend cookie leaked"
+            );
+        }
+    };
+    for path in ["/dashboard", "/reports/1", "/login"] {
+        let r = browser.get_with(&f.url(TIMESHEET, path), &json).await;
+        check(&r, path);
+        let status = r.status();
+        let body = r.text().await.unwrap();
+        assert!(
+            !body.contains("Winter2026") && !body.contains("name=pass"),
+            "{path}: {body}"
+        );
+        if path == "/login" {
+            // Asking for the backend's own login page leads to the start page instead.
+            assert_eq!(status, 302, "{path}");
+        } else {
+            assert_eq!(status, 200, "{path}: {body}");
+        }
+    }
+    assert!(!browser
+        .cookies_for(&f.url(TIMESHEET, "/"))
+        .contains("APPSESSION"));
+    assert_eq!(
+        app.stats().await["logins"],
+        1,
+        "one login serves the whole session"
+    );
+
+    // The backend restarts and forgets its sessions: the next request logs in again, unseen.
+    app.restart().await;
+    let trip = browser.follow(&f.url(TIMESHEET, "/reports/2")).await;
+    assert_eq!(trip.status, 200, "{trip:?}\n{}", f.gw.logs());
+    assert!(trip.body.contains("asmith"), "{}", trip.body);
+    assert_eq!(
+        app.stats().await["logins"],
+        1,
+        "exactly one re-login after the restart"
+    );
+
+    // Twenty concurrent first requests in a new session: exactly one backend login.
+    app.restart().await;
+    let fresh = f.signed_in(TIMESHEET, "alice").await;
+    let requests = (0..20).map(|i| {
+        let url = f.url(TIMESHEET, &format!("/page/{i}"));
+        let fresh = &fresh;
+        async move { fresh.follow(&url).await.status }
+    });
+    let statuses = futures_util::future::join_all(requests).await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    assert_eq!(
+        app.stats().await["logins"],
+        1,
+        "concurrent first requests logged in more than once"
+    );
+
+    // The password changes at the app: the user is asked for the new one, then all is well.
+    std::fs::write(&users, r#"{"asmith": "Spring2027!"}"#).unwrap();
+    app.restart().await;
+    let trip = browser.follow(&f.url(TIMESHEET, "/dashboard")).await;
+    assert!(trip.final_url().contains("failed=1"), "{trip:?}");
+    assert!(
+        trip.body.contains("refused the stored password"),
+        "{}",
+        trip.body
+    );
+    let csrf = support::browser::hidden_input(&trip.body, "csrf");
+    let back = browser
+        .submit(
+            &f.url(TIMESHEET, "/.portcullis/credentials/timesheet"),
+            &[
+                ("username", "asmith"),
+                ("password", "Spring2027!"),
+                ("csrf", &csrf),
+                ("return_to", "/dashboard"),
+            ],
+        )
+        .await;
+    assert_eq!(back.status, 200, "{back:?}");
+    assert!(back.body.contains("asmith"));
+    // The vault file holds no plaintext; the logs never held the passwords.
+    let stored = std::fs::read_to_string(&vault_file).unwrap();
+    assert!(
+        !stored.contains("Winter2026")
+            && !stored.contains("Spring2027")
+            && !stored.contains("asmith")
+    );
+    let logs = f.gw.logs();
+    assert!(
+        !logs.contains("Winter2026") && !logs.contains("Spring2027"),
+        "password in logs"
+    );
+}

@@ -10,6 +10,7 @@ use super::gateway::{
 };
 use super::idp::IdpConfig;
 use super::problem::{Problem, SourceFile};
+use crate::formfill::FormFill;
 use crate::idp::Identity;
 use crate::inject::{IdentityCookies, IdentityHeaders, IdentitySource};
 use crate::policy::examples::{Example, Expectation};
@@ -83,6 +84,7 @@ struct FilePolicy {
     allow_idp_initiated: Option<Spanned<bool>>,
     #[serde(default)]
     allow_encoded_slash: bool,
+    form_fill: Option<Spanned<FileFormFill>>,
     #[serde(default)]
     session: FileAppSession,
     #[serde(default)]
@@ -105,6 +107,20 @@ struct FileIdentity {
     cookies: BTreeMap<String, Spanned<toml::Value>>,
     jwt_header: Option<Spanned<String>>,
     basic: Option<Spanned<FileBasic>>,
+}
+
+/// `[form_fill]`: log in to the backend's own form with the user's stored password.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileFormFill {
+    login_url: Spanned<String>,
+    username_field: Spanned<String>,
+    password_field: Spanned<String>,
+    csrf_field: Option<Spanned<String>>,
+    #[serde(default)]
+    extra_fields: BTreeMap<String, String>,
+    success_cookie: Option<Spanned<String>>,
+    username: Option<Spanned<String>>,
 }
 
 /// `[identity.basic]`: HTTP Basic credentials replayed from the vault.
@@ -324,6 +340,8 @@ pub struct AppConfig {
     pub jwt_header: Option<http::HeaderName>,
     /// HTTP Basic replay from the vault, if the app wants it.
     pub basic: Option<BasicReplay>,
+    /// Form-fill login to the backend's own form, if the app wants it.
+    pub form_fill: Option<FormFill>,
 }
 
 /// What little can be read from a policy file that failed to compile, so its hosts can be
@@ -479,6 +497,65 @@ pub fn compile_app(
             username: Some(source),
         })
     });
+    let form_fill = file.form_fill.as_ref().and_then(|f| {
+        let ff = f.get_ref();
+        if file.idp.is_none() {
+            out.error(
+                f,
+                "[form_fill] needs `idp`: credentials are stored per signed-in user",
+            );
+            return None;
+        }
+        if gateway.vault.is_none() {
+            out.error(
+                f,
+                "[form_fill] needs the credential vault: add [vault] to the gateway config",
+            );
+            return None;
+        }
+        if file.identity.basic.is_some() {
+            out.error(
+                f,
+                "[form_fill] and [identity.basic] both log in for the user: choose one",
+            );
+            return None;
+        }
+        let login_url = out.exact_path(&ff.login_url)?;
+        for field in [&ff.username_field, &ff.password_field]
+            .into_iter()
+            .chain(ff.csrf_field.as_ref())
+        {
+            if field.get_ref().is_empty() || field.get_ref().chars().any(char::is_control) {
+                out.error(field, "form field names must be non-empty");
+                return None;
+            }
+        }
+        let username = match ff.username.as_ref().map(|u| (u, u.get_ref().as_str())) {
+            None | Some((_, "vault")) => None,
+            Some((u, name)) => {
+                let idp_config = idp.and_then(|n| gateway.idps.iter().find(|i| i.name == n));
+                Some(out.identity_source(
+                    "[form_fill] username",
+                    &Spanned::new(u.span(), toml::Value::String(name.to_string())),
+                    base,
+                    idp_config,
+                )?)
+            }
+        };
+        Some(FormFill {
+            login_url,
+            username_field: ff.username_field.get_ref().clone(),
+            password_field: ff.password_field.get_ref().clone(),
+            csrf_field: ff.csrf_field.as_ref().map(|c| c.get_ref().clone()),
+            extra_fields: ff
+                .extra_fields
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            success_cookie: ff.success_cookie.as_ref().map(|c| c.get_ref().clone()),
+            username,
+        })
+    });
     let logout_path = file.logout_path.as_ref().and_then(|p| {
         if file.idp.is_none() {
             out.error(
@@ -569,6 +646,7 @@ pub fn compile_app(
         identity_cookies,
         jwt_header,
         basic,
+        form_fill,
     };
     (Some(app), problems)
 }

@@ -39,7 +39,7 @@ pub async fn serve(
     let app = gateway
         .apps()
         .iter()
-        .find(|a| a.config.id == app_id && a.config.basic.is_some())
+        .find(|a| a.config.id == app_id && (a.config.basic.is_some() || a.config.form_fill.is_some()))
         .filter(|a| {
             matches!(gateway.route(&host, &format!("{}/", a.config.path_prefix)), Some(Route::App(r)) if r.config.id == a.config.id)
         })
@@ -74,7 +74,12 @@ pub async fn serve(
         .config
         .basic
         .as_ref()
-        .is_some_and(|b| b.username.is_none());
+        .is_some_and(|b| b.username.is_none())
+        || app
+            .config
+            .form_fill
+            .as_ref()
+            .is_some_and(|f| f.username.is_none());
     if session.req_header().method == http::Method::POST {
         let form = super::saml::read_form(session, MAX_FORM).await?;
         let field = |k: &str| form.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());

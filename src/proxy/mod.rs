@@ -99,6 +99,9 @@ pub enum RequestError {
     /// The user's identity cannot be sent safely.
     #[error(transparent)]
     Identity(#[from] InjectError),
+    /// The gateway could not log in to the backend's own form.
+    #[error("backend login: {0}")]
+    BackendLogin(String),
 }
 
 impl RequestError {
@@ -119,6 +122,7 @@ impl RequestError {
             RequestError::SignInUnavailable(_) => Page::SignInUnavailable,
             RequestError::SignInFailed(_) => Page::SignInFailed,
             RequestError::Identity(_) => Page::Internal,
+            RequestError::BackendLogin(_) => Page::BadGateway,
         }
     }
 }
@@ -139,6 +143,12 @@ pub struct RequestCtx {
     user: Option<Arc<UserSession>>,
     inject: Vec<(HeaderName, HeaderValue)>,
     inject_cookies: Vec<(String, String)>,
+    /// Client cookies never passed on (names of the backend cookies the gateway holds).
+    strip_cookie_keys: Vec<String>,
+    /// The form-fill jar this request uses, to take the backend's `Set-Cookie`s into it.
+    form_fill_jar: Option<Arc<tokio::sync::Mutex<crate::session::backend::BackendJar>>>,
+    /// The request target as the browser sent it (to retry after a backend logout).
+    original_target: String,
     /// `Set-Cookie` that deletes a session cookie naming no usable session, so the browser
     /// stops sending it.
     clear_stale: Option<String>,
@@ -365,6 +375,11 @@ impl Proxy {
                         Some(q) => format!("{}?{q}", ctx.path),
                         None => ctx.path.clone(),
                     };
+                    if let Some(action) =
+                        Self::prepare_form_fill(ctx, gateway, config, &user, &here).await?
+                    {
+                        return Ok(action);
+                    }
                     if let Some(enroll) =
                         Self::add_basic(ctx, gateway, config, &user.identity, &here)?
                     {
@@ -416,6 +431,88 @@ impl Proxy {
                 endpoints::start_login(ctx, gateway, &app, &origin, &return_to, None).await
             }
         }
+    }
+
+    /// Form-fill: makes sure the gateway is logged in to the backend for this user (once, even
+    /// for concurrent first requests), and sends the backend's cookies. Returns where to send
+    /// the browser instead (the enrollment page, or the start page for the backend's own
+    /// login page).
+    async fn prepare_form_fill(
+        ctx: &mut RequestCtx,
+        gateway: &Gateway,
+        config: &AppConfig,
+        user: &Arc<UserSession>,
+        here: &str,
+    ) -> Result<Option<Action>, RequestError> {
+        let Some(form) = &config.form_fill else {
+            return Ok(None);
+        };
+        let enroll = |failed: bool| {
+            Some(Action::Redirect {
+                location: format!(
+                    "{}?{}return_to={}",
+                    crate::vault::enrollment_path(&config.id),
+                    if failed { "failed=1&" } else { "" },
+                    url::form_urlencoded::byte_serialize(here.as_bytes()).collect::<String>()
+                ),
+                cookies: Vec::new(),
+            })
+        };
+        let start_page = || {
+            Some(Action::Redirect {
+                location: "/".to_string(),
+                cookies: Vec::new(),
+            })
+        };
+        let jar = user.backends.for_app(&config.id);
+        let mut held = jar.lock().await;
+        if !held.logged_in {
+            let vault = gateway
+                .vault
+                .as_ref()
+                .ok_or(RequestError::Identity(InjectError::NoCredential))?;
+            let stored = vault
+                .get(&config.id, &crate::vault::user_key(&user.identity))
+                .map_err(|e| {
+                    ctx.span.in_scope(|| warn!(error = %e, "vault read failed"));
+                    RequestError::Identity(InjectError::NoCredential)
+                })?;
+            let Some(credential) = stored else {
+                return Ok(enroll(false));
+            };
+            let username = match &form.username {
+                None => credential.username.clone(),
+                Some(source) => crate::inject::value_of(source, &user.identity).unwrap_or_default(),
+            };
+            let target = config
+                .upstreams
+                .first()
+                .ok_or_else(|| RequestError::BackendLogin("no upstream".into()))?;
+            match crate::formfill::login(target, form, &username, &credential.password, &mut held).await {
+                Ok(()) => ctx.span.in_scope(|| {
+                    info!(target: "audit", event = "backend_login", app = %config.id, user = %user.identity.display(), request_id = %ctx.request_id, "form-fill login to the backend")
+                }),
+                Err(crate::formfill::FormFillError::Refused) => {
+                    ctx.span.in_scope(|| info!(app = %config.id, "backend refused the stored credentials"));
+                    return Ok(enroll(true));
+                }
+                Err(e) => return Err(RequestError::BackendLogin(e.to_string())),
+            }
+        }
+        // The browser never needs the backend's own login page once the gateway is logged in.
+        if ctx.path == form.login_url {
+            return Ok(start_page());
+        }
+        ctx.strip_cookie_keys.extend(
+            held.cookies
+                .iter()
+                .map(|(n, _)| crate::session::cookies::cookie_name_key(n)),
+        );
+        ctx.inject_cookies.extend(held.cookies.iter().cloned());
+        drop(held);
+        ctx.form_fill_jar = Some(jar);
+        ctx.original_target = here.to_string();
+        Ok(None)
     }
 
     /// HTTP Basic replay: adds `Authorization` from the vault. Returns the enrollment page to
@@ -549,6 +646,9 @@ impl ProxyHttp for Proxy {
             user: None,
             inject: Vec::new(),
             inject_cookies: Vec::new(),
+            strip_cookie_keys: Vec::new(),
+            form_fill_jar: None,
+            original_target: String::new(),
             clear_stale: None,
         }
     }
@@ -716,10 +816,10 @@ impl ProxyHttp for Proxy {
         }
         // The gateway's own cookies (session, login binding) are never the backend's business;
         // an app's identity cookies come only from the gateway.
-        let strip = ctx
-            .app
-            .as_ref()
-            .map_or(&[][..], |a| a.config.identity_cookies.strip_keys());
+        let mut strip: Vec<String> = ctx.app.as_ref().map_or(Vec::new(), |a| {
+            a.config.identity_cookies.strip_keys().to_vec()
+        });
+        strip.extend(std::mem::take(&mut ctx.strip_cookie_keys));
         let cookies = upstream.headers.get_all("cookie");
         let rewrite = !strip.is_empty()
             || !ctx.inject_cookies.is_empty()
@@ -728,7 +828,7 @@ impl ProxyHttp for Proxy {
                 .any(|v| mentions_gateway_cookie(v.as_bytes()));
         if rewrite {
             let add = std::mem::take(&mut ctx.inject_cookies);
-            let kept = upstream_cookies(cookies.iter(), strip, &add);
+            let kept = upstream_cookies(cookies.iter(), &strip, &add);
             upstream.remove_header("cookie");
             if let Some(kept) = kept {
                 upstream.insert_header("Cookie", kept)?;
@@ -752,6 +852,35 @@ impl ProxyHttp for Proxy {
         ctx: &mut Self::CTX,
     ) -> Result<()> {
         response.insert_header("X-Request-Id", ctx.request_id.as_str())?;
+        // Form-fill: the backend's cookies stay in the gateway's jar, never reach the browser; a
+        // redirect to its login page means it logged the user out: retry, and log in again.
+        if let (Some(jar), Some(app)) = (ctx.form_fill_jar.clone(), ctx.app.clone()) {
+            if let Some(form) = &app.config.form_fill {
+                let mut held = jar.lock().await;
+                for value in response.headers.get_all("set-cookie") {
+                    if let Ok(text) = value.to_str() {
+                        held.apply_set_cookie(text);
+                    }
+                }
+                response.remove_header("set-cookie");
+                let to_login = response.status.is_redirection()
+                    && response
+                        .headers
+                        .get("location")
+                        .and_then(|l| l.to_str().ok())
+                        .is_some_and(|l| crate::formfill::points_at_login(l, &form.login_url));
+                let just_logged_in = held
+                    .last_login
+                    .is_some_and(|t| t.elapsed() < std::time::Duration::from_secs(5));
+                if to_login {
+                    held.reset();
+                    if !just_logged_in {
+                        response.insert_header("Location", ctx.original_target.as_str())?;
+                        ctx.span.in_scope(|| info!(app = %app.config.id, "backend session ended: logging in again on the next request"));
+                    }
+                }
+            }
+        }
         // The backend refused the replayed password: send the user to update it.
         if let Some(app) = ctx.app.as_ref().filter(|a| a.config.basic.is_some()) {
             if response.status == http::StatusCode::UNAUTHORIZED && ctx.user.is_some() {

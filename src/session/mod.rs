@@ -4,6 +4,7 @@
 //! held, and the one-time pending-login records. It does not know how a login is proven (see
 //! `idp`) or what the backend receives (see `inject`).
 
+pub mod backend;
 pub mod cookies;
 pub mod pending;
 
@@ -65,6 +66,8 @@ pub struct Session {
     pub app: String,
     /// When the session began (Unix seconds), for audit.
     pub created_unix: u64,
+    /// Sessions the gateway holds at form-fill backends for this user.
+    pub backends: backend::BackendJars,
     created: Instant,
     last_seen_ms: AtomicU64,
     idle: Duration,
@@ -130,6 +133,7 @@ impl Session {
             logout,
             app: app.to_string(),
             created_unix: crate::clock::unix_now(),
+            backends: backend::BackendJars::default(),
             created: Instant::now(),
             last_seen_ms: AtomicU64::new(0),
             idle,

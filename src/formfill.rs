@@ -1,0 +1,206 @@
+//! Form-fill: logging a user in to a backend's own login form, server-side, with the password
+//! from the vault — so the browser never sees the form, the password or the backend's cookie.
+//!
+//! `login` does one login: GET the login page (keeping its cookies, scraping its CSRF token),
+//! POST the fields, and judge the answer (a redirect away from the login page, or the
+//! configured success cookie). The proxy decides when (first use, or after the backend logged
+//! the user out) and holds the per-session jar.
+
+use crate::config::UpstreamTarget;
+use crate::secret::Secret;
+use crate::session::backend::BackendJar;
+use std::time::{Duration, Instant};
+use thiserror::Error;
+
+/// How to log in to one app's form.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FormFill {
+    /// Path of the backend's login page (the form is fetched and posted there).
+    pub login_url: String,
+    /// Form field for the account name.
+    pub username_field: String,
+    /// Form field for the password.
+    pub password_field: String,
+    /// Hidden input holding the page's CSRF token, sent back with the form.
+    pub csrf_field: Option<String>,
+    /// Fixed extra fields.
+    pub extra_fields: Vec<(String, String)>,
+    /// A cookie whose appearance means success (else: a redirect away from the login page).
+    pub success_cookie: Option<String>,
+    /// Where the account name comes from: a session attribute, or (`None`) the vault entry.
+    pub username: Option<crate::inject::IdentitySource>,
+}
+
+/// Why a form login did not work.
+#[derive(Debug, Error)]
+pub enum FormFillError {
+    /// The backend could not be reached or answered strangely.
+    #[error("backend login failed: {0}")]
+    Backend(String),
+    /// The backend refused the credentials (it showed its form again).
+    #[error("the backend refused the stored credentials")]
+    Refused,
+}
+
+/// Is `location` (absolute or relative) the login page?
+pub fn points_at_login(location: &str, login_url: &str) -> bool {
+    let path = match url::Url::parse(location) {
+        Ok(u) => u.path().to_string(),
+        Err(_) => location.split(['?', '#']).next().unwrap_or("").to_string(),
+    };
+    path == login_url
+}
+
+/// The value of the hidden input `field` in `html` (attribute order and quoting vary).
+fn scrape(html: &str, field: &str) -> Option<String> {
+    let escaped = regex::escape(field);
+    let name = format!(r#"name\s*=\s*["']?{escaped}["']?(?:[\s/>]|$)"#);
+    let value = r#"value\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s>]+))"#;
+    for tag in html
+        .split('<')
+        .filter(|t| t.starts_with("input") || t.starts_with("INPUT"))
+    {
+        let tag = tag.split('>').next().unwrap_or("");
+        if regex::Regex::new(&name).ok()?.is_match(tag) {
+            let caps = regex::Regex::new(value).ok()?.captures(tag)?;
+            return caps
+                .get(1)
+                .or_else(|| caps.get(2))
+                .or_else(|| caps.get(3))
+                .map(|m| m.as_str().replace("&amp;", "&"));
+        }
+    }
+    None
+}
+
+/// Logs in to `target` with `username`/`password`, filling `jar` with the backend's cookies.
+pub async fn login(
+    target: &UpstreamTarget,
+    form: &FormFill,
+    username: &str,
+    password: &Secret,
+    jar: &mut BackendJar,
+) -> Result<(), FormFillError> {
+    let fail = |e: reqwest::Error| FormFillError::Backend(e.to_string());
+    let host = target
+        .host_header
+        .split(':')
+        .next()
+        .unwrap_or("")
+        .to_string();
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(15))
+        .resolve(&host, target.addr)
+        .build()
+        .map_err(fail)?;
+    let scheme = if target.tls { "https" } else { "http" };
+    let url = format!(
+        "{scheme}://{}:{}{}",
+        host,
+        target.addr.port(),
+        form.login_url
+    );
+    jar.reset();
+    let cookie_header = |jar: &BackendJar| {
+        jar.cookies
+            .iter()
+            .map(|(n, v)| format!("{n}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    let page = client
+        .get(&url)
+        .header("host", &target.host_header)
+        .send()
+        .await
+        .map_err(fail)?;
+    for c in page.headers().get_all("set-cookie") {
+        if let Ok(text) = c.to_str() {
+            jar.apply_set_cookie(text);
+        }
+    }
+    let html = page.text().await.map_err(fail)?;
+    let mut fields: Vec<(String, String)> = form.extra_fields.clone();
+    if let Some(csrf) = &form.csrf_field {
+        let token = scrape(&html, csrf).ok_or_else(|| {
+            FormFillError::Backend(format!("no `{csrf}` field on the login page"))
+        })?;
+        fields.push((csrf.clone(), token));
+    }
+    fields.push((form.username_field.clone(), username.to_string()));
+    fields.push((form.password_field.clone(), password.expose().to_string()));
+    let body: String = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(&fields)
+        .finish();
+    let answer = client
+        .post(&url)
+        .header("host", &target.host_header)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("cookie", cookie_header(jar))
+        .body(body)
+        .send()
+        .await
+        .map_err(fail)?;
+    let mut got_success_cookie = false;
+    for c in answer.headers().get_all("set-cookie") {
+        if let Ok(text) = c.to_str() {
+            if let Some(name) = &form.success_cookie {
+                got_success_cookie |= text.trim_start().starts_with(&format!("{name}="));
+            }
+            jar.apply_set_cookie(text);
+        }
+    }
+    let redirected_away = answer.status().is_redirection()
+        && answer
+            .headers()
+            .get("location")
+            .and_then(|l| l.to_str().ok())
+            .is_some_and(|l| !points_at_login(l, &form.login_url));
+    let ok = match &form.success_cookie {
+        Some(_) => got_success_cookie,
+        None => redirected_away,
+    };
+    if !ok {
+        jar.reset();
+        return Err(FormFillError::Refused);
+    }
+    jar.logged_in = true;
+    jar.last_login = Some(Instant::now());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csrf_tokens_are_found_however_the_tag_is_written() {
+        for html in [
+            r#"<form><input type=hidden name=csrf_token value="abc123"></form>"#,
+            r#"<input name="csrf_token" type="hidden" value='abc123'/>"#,
+            r#"<INPUT value="abc123" name="csrf_token">"#,
+            r#"<input type="hidden" name="csrf_token" value=abc123>"#,
+        ] {
+            assert_eq!(
+                scrape(html, "csrf_token").as_deref(),
+                Some("abc123"),
+                "{html}"
+            );
+        }
+        assert_eq!(
+            scrape(r#"<input name="csrf_token_2" value="x">"#, "csrf_token"),
+            None
+        );
+    }
+
+    #[test]
+    fn login_redirects_are_recognised() {
+        assert!(points_at_login("/login", "/login"));
+        assert!(points_at_login("/login?next=/x", "/login"));
+        assert!(points_at_login("http://app.internal:8080/login", "/login"));
+        assert!(!points_at_login("/", "/login"));
+        assert!(!points_at_login("/login/help", "/login"));
+    }
+}
