@@ -57,6 +57,7 @@ start() { # name, log, command...
 start idp idp.log node tests/idp/oidc-idp.mjs deploy/demo-idp.json
 start saml-idp saml-idp.log node tests/idp/saml-idp.mjs deploy/demo-saml-idp.json
 start hr hr.log python3 deploy/sample-apps/legacy_app.py hr 8084
+start forms forms.log python3 deploy/sample-apps/form_app.py forms 8085 deploy/demo-form-users.json
 start wiki wiki.log python3 deploy/sample-apps/legacy_app.py wiki 8081
 start timesheet-a timesheet-a.log python3 deploy/sample-apps/legacy_app.py timesheet-a 8082
 start timesheet-b timesheet-b.log python3 deploy/sample-apps/legacy_app.py timesheet-b 8083
@@ -77,6 +78,7 @@ wait_for() { # url
   return 1
 }
 for port in 8081 8082 8083 8084; do wait_for "http://127.0.0.1:$port/"; done
+wait_for http://127.0.0.1:8085/login
 wait_for http://127.0.0.1:9400/.well-known/openid-configuration
 wait_for http://127.0.0.1:9500/metadata
 wait_for http://127.0.0.1:9090/readyz
@@ -85,7 +87,7 @@ curl -fsS http://127.0.0.1:9090/readyz
 # Smoke test: each app through the gateway, by Host (curl resolves *.localhost to loopback;
 # --resolve makes that explicit for older curl).
 resolve=(--resolve wiki.localhost:8080:127.0.0.1 --resolve timesheet.localhost:8080:127.0.0.1
-         --resolve hr.localhost:8080:127.0.0.1
+         --resolve hr.localhost:8080:127.0.0.1 --resolve forms.localhost:8080:127.0.0.1
          --resolve wiki.localhost:8443:127.0.0.1 --resolve timesheet.localhost:8443:127.0.0.1)
 expect() { # status, url, extra curl args...
   local want=$1 url=$2 code
@@ -137,11 +139,32 @@ else
   exit 1
 fi
 
+# End to end with form-fill: alice opens the expense app, signs in at the IdP, stores her app
+# password once; the gateway then logs in to the app's own form for her.
+rm -f "$run_dir/vault.json"
+jar=$(mktemp)
+browse=(curl -s -c "$jar" -b "$jar" -H 'Accept: text/html' "${resolve[@]}")
+form=$("${browse[@]}" -L http://forms.localhost:8080/claims)
+action=$(grep -o 'action="[^"]*"' <<<"$form" | head -1 | cut -d'"' -f2)
+enroll=$("${browse[@]}" -L --data 'login=alice&password=alice-demo' "http://127.0.0.1:9400$action")
+csrf=$(grep -o 'name="csrf" value="[^"]*"' <<<"$enroll" | head -1 | sed 's/.*value="//; s/"$//')
+page=$("${browse[@]}" -L --data-urlencode "username=alice" --data-urlencode "password=alice-app-pw" \
+  --data-urlencode "csrf=$csrf" --data-urlencode "return_to=/claims" \
+  http://forms.localhost:8080/.portcullis/credentials/forms)
+rm -f "$jar"
+if grep -q 'Welcome back, <b>alice</b>' <<<"$page"; then
+  echo "    form-fill as alice -> the expense app's own login form was filled by the gateway"
+else
+  echo "demo smoke test failed: form-fill did not reach the expense app; see $run_dir/gateway.log" >&2
+  exit 1
+fi
+
 cat <<TXT
 
 Portcullis demo is running.
   Gateway (HTTP)   http://wiki.localhost:8080/        http://timesheet.localhost:8080/
                    http://hr.localhost:8080/          (HR portal: SAML sign-in)
+                   http://forms.localhost:8080/       (expense app with its own login form)
   Gateway (HTTPS)  https://wiki.localhost:8443/       (test-only CA: certs/dev/ca.crt)
   Identity provider http://127.0.0.1:9400/            users (password): alice (alice-demo),
                                                       bob (bob-demo), carol (carol-demo)
@@ -158,6 +181,9 @@ Try, in a browser:
   http://wiki.localhost:8080/logout     signs out of the gateway and the IdP
   http://hr.localhost:8080/             SAML: sign in at the SAML IdP; /logout ends both sessions
   http://hr.localhost:8080/.portcullis/saml/metadata   the SP metadata an admin gives the IdP
+  http://forms.localhost:8080/          form-fill: store your app password once (alice:
+                                        alice-app-pw, bob: bob-app-pw); the gateway then fills
+                                        the app's own login form for you
   carol (a contractor) is refused by the wiki's no-contractors rule.
 Or with curl:
   curl -i -H 'Accept: text/html' http://wiki.localhost:8080/    # 302 to the IdP

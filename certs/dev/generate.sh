@@ -34,6 +34,8 @@ saml_pair saml-sp "Portcullis SAML SP (TEST ONLY)"
 saml_pair demo-saml-idp "Portcullis demo SAML IdP (TEST ONLY)"
 # ES256 key signing the gateway's identity assertions (X-Portcullis-Jwt-Assertion).
 openssl ecparam -name prime256v1 -genkey -noout 2>/dev/null | openssl pkcs8 -topk8 -nocrypt -out jwt-signing.key
+# The demo's credential vault key (32 random bytes).
+openssl rand -out vault.key 32
 # Session cookie key (64 random bytes) and the demo IdP client secret.
 openssl rand -out cookie.key 64
 printf 'demo-client-secret-%s-TEST-ONLY\n' "$(openssl rand -hex 16)" > demo-oidc-client.secret
