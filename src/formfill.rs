@@ -29,6 +29,8 @@ pub struct FormFill {
     pub success_cookie: Option<String>,
     /// Where the account name comes from: a session attribute, or (`None`) the vault entry.
     pub username: Option<crate::inject::IdentitySource>,
+    /// One shared account for every user (apps with a single account), instead of the vault.
+    pub service: Option<crate::vault::Credential>,
 }
 
 /// Why a form login did not work.

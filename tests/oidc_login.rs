@@ -1709,3 +1709,29 @@ async fn form_fill_logs_in_server_side_and_the_browser_never_sees_the_form() {
         "password in logs"
     );
 }
+
+/// Apps with a single shared account: the service credential is replayed for every user, no
+/// vault and no enrollment; the client's own Authorization never passes.
+#[tokio::test]
+async fn a_service_account_is_replayed_for_every_user() {
+    let legacy = support::basic_backend("shared-basic", "svc-portal", "S3rvice!").await;
+    let f = fixture("").await;
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("svc.secret");
+    std::fs::write(&secret, "S3rvice!\n").unwrap();
+    let policy = format!(
+        "schema = 1\napp = \"timesheet\"\nowner = \"o@corp.example\"\nsummary = \"one shared account\"\nhosts = [\"{TIMESHEET}\"]\nupstreams = [{{ url = \"{}\" }}]\nidp = \"corp\"\n\n[identity.basic]\nservice_username = \"svc-portal\"\nservice_password_file = \"{}\"\n\n[[allow]]\nid = \"staff\"\nwhy = \"s\"\ngroups = [\"staff\"]\n",
+        legacy.backend.url(),
+        secret.display()
+    );
+    std::fs::write(f.gw.dir.path().join("policies/timesheet.toml"), policy).unwrap();
+    f.gw.signal("HUP");
+    f.gw.wait_for_log("configuration reloaded").await;
+    for user in ["alice", "bob"] {
+        let browser = f.signed_in(TIMESHEET, user).await;
+        let trip = browser.follow(&f.url(TIMESHEET, "/x")).await;
+        assert_eq!(trip.status, 200, "{user}: {trip:?}");
+        assert_eq!(trip.json()["backend"], "shared-basic");
+    }
+    assert!(!f.gw.logs().contains("S3rvice"));
+}

@@ -121,13 +121,19 @@ struct FileFormFill {
     extra_fields: BTreeMap<String, String>,
     success_cookie: Option<Spanned<String>>,
     username: Option<Spanned<String>>,
+    service_username: Option<Spanned<String>>,
+    service_password_file: Option<Spanned<String>>,
+    service_password_env: Option<Spanned<String>>,
 }
 
 /// `[identity.basic]`: HTTP Basic credentials replayed from the vault.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileBasic {
-    username: Spanned<String>,
+    username: Option<Spanned<String>>,
+    service_username: Option<Spanned<String>>,
+    service_password_file: Option<Spanned<String>>,
+    service_password_env: Option<Spanned<String>>,
 }
 
 fn default_true() -> bool {
@@ -238,6 +244,8 @@ struct FileTestUser {
 pub struct BasicReplay {
     /// Where the account name comes from: a session attribute, or (`None`) the vault entry.
     pub username: Option<IdentitySource>,
+    /// One shared account for every user (apps with a single account), instead of the vault.
+    pub service: Option<crate::vault::Credential>,
 }
 
 /// The moment `[[test]]` examples are judged at (users' `auth_age` counts back from it).
@@ -465,37 +473,40 @@ pub fn compile_app(
         }
     });
     let basic = file.identity.basic.as_ref().and_then(|b| {
+        let fb = b.get_ref();
         if file.idp.is_none() {
-            out.error(
-                b,
-                "[identity.basic] needs `idp`: credentials are stored per signed-in user",
-            );
+            out.error(b, "[identity.basic] needs `idp`: credentials are replayed for signed-in users");
             return None;
+        }
+        let service = out.service_credential(
+            fb.service_username.as_ref(),
+            fb.service_password_file.as_ref(),
+            fb.service_password_env.as_ref(),
+            base,
+        )?;
+        if service.is_some() {
+            if let Some(u) = &fb.username {
+                out.error(u, "`username` comes from the service account here: drop it or the service_* keys");
+            }
+            return Some(BasicReplay { username: None, service });
         }
         if gateway.vault.is_none() {
-            out.error(
-                b,
-                "[identity.basic] needs the credential vault: add [vault] to the gateway config",
-            );
+            out.error(b, "[identity.basic] needs the credential vault (add [vault] to the gateway config) or a service_username + service_password_file");
             return None;
         }
-        let name = b.get_ref().username.get_ref();
-        if name == "vault" {
-            return Some(BasicReplay { username: None });
-        }
-        let idp_config = idp.and_then(|n| gateway.idps.iter().find(|i| i.name == n));
-        out.identity_source(
-            "[identity.basic] username",
-            &Spanned::new(
-                b.get_ref().username.span(),
-                toml::Value::String(name.clone()),
-            ),
-            base,
-            idp_config,
-        )
-        .map(|source| BasicReplay {
-            username: Some(source),
-        })
+        let username = match fb.username.as_ref().map(|u| (u, u.get_ref().as_str())) {
+            None | Some((_, "vault")) => None,
+            Some((u, name)) => {
+                let idp_config = idp.and_then(|n| gateway.idps.iter().find(|i| i.name == n));
+                Some(out.identity_source(
+                    "[identity.basic] username",
+                    &Spanned::new(u.span(), toml::Value::String(name.to_string())),
+                    base,
+                    idp_config,
+                )?)
+            }
+        };
+        Some(BasicReplay { username, service: None })
     });
     let form_fill = file.form_fill.as_ref().and_then(|f| {
         let ff = f.get_ref();
@@ -506,11 +517,14 @@ pub fn compile_app(
             );
             return None;
         }
-        if gateway.vault.is_none() {
-            out.error(
-                f,
-                "[form_fill] needs the credential vault: add [vault] to the gateway config",
-            );
+        let service = out.service_credential(
+            ff.service_username.as_ref(),
+            ff.service_password_file.as_ref(),
+            ff.service_password_env.as_ref(),
+            base,
+        )?;
+        if service.is_none() && gateway.vault.is_none() {
+            out.error(f, "[form_fill] needs the credential vault (add [vault] to the gateway config) or a service_username + service_password_file");
             return None;
         }
         if file.identity.basic.is_some() {
@@ -554,6 +568,7 @@ pub fn compile_app(
                 .collect(),
             success_cookie: ff.success_cookie.as_ref().map(|c| c.get_ref().clone()),
             username,
+            service,
         })
     });
     let logout_path = file.logout_path.as_ref().and_then(|p| {
@@ -1203,6 +1218,70 @@ impl Compiler<'_> {
             return None;
         };
         Some(TimeWindow { days, from, to, tz })
+    }
+
+    /// A shared service account (`service_username` with `service_password_file` or
+    /// `service_password_env`). `Some(None)` when none is configured; `None` on an error.
+    fn service_credential(
+        &mut self,
+        username: Option<&Spanned<String>>,
+        file: Option<&Spanned<String>>,
+        env: Option<&Spanned<String>>,
+        base: &Path,
+    ) -> Option<Option<crate::vault::Credential>> {
+        let Some(user) = username else {
+            if let Some(stray) = file.or(env) {
+                self.error(stray, "a service password needs `service_username`");
+                return None;
+            }
+            return Some(None);
+        };
+        let password = match (file, env) {
+            (Some(f), None) => {
+                let path = crate::config::gateway::resolve(base, f.get_ref());
+                if let Some(warning) = crate::config::gateway::secret_file_exposure(&path) {
+                    self.warning(f, warning);
+                }
+                match std::fs::read_to_string(&path) {
+                    Ok(text) if !text.trim().is_empty() => text.trim().to_string(),
+                    Ok(_) => {
+                        self.error(
+                            f,
+                            format!("service password file `{}` is empty", path.display()),
+                        );
+                        return None;
+                    }
+                    Err(e) => {
+                        self.error(
+                            f,
+                            format!(
+                                "cannot read service password file `{}`: {e}",
+                                path.display()
+                            ),
+                        );
+                        return None;
+                    }
+                }
+            }
+            (None, Some(e)) => match std::env::var(e.get_ref()) {
+                Ok(v) if !v.is_empty() => v,
+                _ => {
+                    self.error(
+                        e,
+                        format!("environment variable `{}` is not set", e.get_ref()),
+                    );
+                    return None;
+                }
+            },
+            _ => {
+                self.error(user, "service_username needs exactly one of service_password_file or service_password_env");
+                return None;
+            }
+        };
+        Some(Some(crate::vault::Credential {
+            username: user.get_ref().clone(),
+            password: crate::secret::Secret::new(password),
+        }))
     }
 
     fn networks(&mut self, list: &[Spanned<String>]) -> Vec<IpNet> {

@@ -467,16 +467,17 @@ impl Proxy {
         let jar = user.backends.for_app(&config.id);
         let mut held = jar.lock().await;
         if !held.logged_in {
-            let vault = gateway
-                .vault
-                .as_ref()
-                .ok_or(RequestError::Identity(InjectError::NoCredential))?;
-            let stored = vault
-                .get(&config.id, &crate::vault::user_key(&user.identity))
-                .map_err(|e| {
-                    ctx.span.in_scope(|| warn!(error = %e, "vault read failed"));
-                    RequestError::Identity(InjectError::NoCredential)
-                })?;
+            let stored = match (&form.service, &gateway.vault) {
+                (Some(service), _) => Ok(Some(service.clone())),
+                (None, Some(vault)) => {
+                    vault.get(&config.id, &crate::vault::user_key(&user.identity))
+                }
+                (None, None) => return Err(RequestError::Identity(InjectError::NoCredential)),
+            };
+            let stored = stored.map_err(|e| {
+                ctx.span.in_scope(|| warn!(error = %e, "vault read failed"));
+                RequestError::Identity(InjectError::NoCredential)
+            })?;
             let Some(credential) = stored else {
                 return Ok(enroll(false));
             };
@@ -492,6 +493,11 @@ impl Proxy {
                 Ok(()) => ctx.span.in_scope(|| {
                     info!(target: "audit", event = "backend_login", app = %config.id, user = %user.identity.display(), request_id = %ctx.request_id, "form-fill login to the backend")
                 }),
+                Err(crate::formfill::FormFillError::Refused) if form.service.is_some() => {
+                    return Err(RequestError::BackendLogin(
+                        "the backend refused the service account".into(),
+                    ));
+                }
                 Err(crate::formfill::FormFillError::Refused) => {
                     ctx.span.in_scope(|| info!(app = %config.id, "backend refused the stored credentials"));
                     return Ok(enroll(true));
@@ -527,15 +533,15 @@ impl Proxy {
         let Some(basic) = &config.basic else {
             return Ok(None);
         };
-        let Some(vault) = &gateway.vault else {
-            return Err(RequestError::Identity(InjectError::NoCredential));
+        let stored = match (&basic.service, &gateway.vault) {
+            (Some(service), _) => Ok(Some(service.clone())),
+            (None, Some(vault)) => vault.get(&config.id, &crate::vault::user_key(user)),
+            (None, None) => return Err(RequestError::Identity(InjectError::NoCredential)),
         };
-        let stored = vault
-            .get(&config.id, &crate::vault::user_key(user))
-            .map_err(|e| {
-                ctx.span.in_scope(|| warn!(error = %e, "vault read failed"));
-                RequestError::Identity(InjectError::NoCredential)
-            })?;
+        let stored = stored.map_err(|e| {
+            ctx.span.in_scope(|| warn!(error = %e, "vault read failed"));
+            RequestError::Identity(InjectError::NoCredential)
+        })?;
         let Some(credential) = stored else {
             return Ok(Some(format!(
                 "{}?return_to={}",
@@ -882,7 +888,11 @@ impl ProxyHttp for Proxy {
             }
         }
         // The backend refused the replayed password: send the user to update it.
-        if let Some(app) = ctx.app.as_ref().filter(|a| a.config.basic.is_some()) {
+        if let Some(app) = ctx
+            .app
+            .as_ref()
+            .filter(|a| a.config.basic.as_ref().is_some_and(|b| b.service.is_none()))
+        {
             if response.status == http::StatusCode::UNAUTHORIZED && ctx.user.is_some() {
                 let location =
                     format!("{}?failed=1", crate::vault::enrollment_path(&app.config.id));
