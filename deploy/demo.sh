@@ -58,6 +58,9 @@ start idp idp.log node tests/idp/oidc-idp.mjs deploy/demo-idp.json
 start saml-idp saml-idp.log node tests/idp/saml-idp.mjs deploy/demo-saml-idp.json
 start hr hr.log python3 deploy/sample-apps/legacy_app.py hr 8084
 start forms forms.log python3 deploy/sample-apps/form_app.py forms 8085 deploy/demo-form-users.json
+start intranet intranet.log python3 deploy/sample-apps/legacy_app.py intranet 8086 --trust-cookie REMOTE_USER
+start reports reports.log python3 deploy/sample-apps/legacy_app.py reports 8087 \
+  --basic "reports-svc:$(tr -d '\n' < certs/dev/demo-basic-service.secret)"
 start wiki wiki.log python3 deploy/sample-apps/legacy_app.py wiki 8081
 start timesheet-a timesheet-a.log python3 deploy/sample-apps/legacy_app.py timesheet-a 8082
 start timesheet-b timesheet-b.log python3 deploy/sample-apps/legacy_app.py timesheet-b 8083
@@ -79,6 +82,7 @@ wait_for() { # url
 }
 for port in 8081 8082 8083 8084; do wait_for "http://127.0.0.1:$port/"; done
 wait_for http://127.0.0.1:8085/login
+wait_for http://127.0.0.1:8086/
 wait_for http://127.0.0.1:9400/.well-known/openid-configuration
 wait_for http://127.0.0.1:9500/metadata
 wait_for http://127.0.0.1:9090/readyz
@@ -88,6 +92,7 @@ curl -fsS http://127.0.0.1:9090/readyz
 # --resolve makes that explicit for older curl).
 resolve=(--resolve wiki.localhost:8080:127.0.0.1 --resolve timesheet.localhost:8080:127.0.0.1
          --resolve hr.localhost:8080:127.0.0.1 --resolve forms.localhost:8080:127.0.0.1
+         --resolve intranet.localhost:8080:127.0.0.1 --resolve reports.localhost:8080:127.0.0.1
          --resolve wiki.localhost:8443:127.0.0.1 --resolve timesheet.localhost:8443:127.0.0.1)
 expect() { # status, url, extra curl args...
   local want=$1 url=$2 code
@@ -139,6 +144,30 @@ else
   exit 1
 fi
 
+# A cookie-trusting app and an HTTP Basic app with one shared account, each after alice signs in.
+oidc_page() { # url: signs alice in at the demo IdP and prints the page the app returns
+  local jar form action page
+  jar=$(mktemp)
+  form=$(curl -s -L -c "$jar" -b "$jar" -H 'Accept: text/html' "${resolve[@]}" "$1")
+  action=$(grep -o 'action="[^"]*"' <<<"$form" | head -1 | cut -d'"' -f2)
+  page=$(curl -s -L -c "$jar" -b "$jar" -H 'Accept: text/html' "${resolve[@]}" \
+    --data 'login=alice&password=alice-demo' "http://127.0.0.1:9400$action")
+  rm -f "$jar"
+  printf '%s' "$page"
+}
+if grep -q '<b>alice@corp.example</b>' <<<"$(oidc_page http://intranet.localhost:8080/news)"; then
+  echo "    identity cookie -> the intranet read alice from its REMOTE_USER cookie"
+else
+  echo "demo smoke test failed: the intranet did not get the identity cookie" >&2
+  exit 1
+fi
+if grep -q 'reports-svc (HTTP Basic account)' <<<"$(oidc_page http://reports.localhost:8080/q3)"; then
+  echo "    Basic replay -> the reporting server accepted the shared service account"
+else
+  echo "demo smoke test failed: the reporting server did not get its Basic credentials" >&2
+  exit 1
+fi
+
 # End to end with form-fill: alice opens the expense app, signs in at the IdP, stores her app
 # password once; the gateway then logs in to the app's own form for her.
 rm -f "$run_dir/vault.json"
@@ -165,6 +194,8 @@ Portcullis demo is running.
   Gateway (HTTP)   http://wiki.localhost:8080/        http://timesheet.localhost:8080/
                    http://hr.localhost:8080/          (HR portal: SAML sign-in)
                    http://forms.localhost:8080/       (expense app with its own login form)
+                   http://intranet.localhost:8080/    (trusts a REMOTE_USER cookie)
+                   http://reports.localhost:8080/     (HTTP Basic, one shared account)
   Gateway (HTTPS)  https://wiki.localhost:8443/       (test-only CA: certs/dev/ca.crt)
   Identity provider http://127.0.0.1:9400/            users (password): alice (alice-demo),
                                                       bob (bob-demo), carol (carol-demo)

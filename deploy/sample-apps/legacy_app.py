@@ -5,8 +5,14 @@ It knows nothing about SSO: it trusts whatever X-Remote-User header reaches it, 
 unmodified apps Portcullis is meant to protect. Each page shows what the app received, so you can
 see the gateway's header hygiene at work (try sending X-Remote-User yourself: it never arrives).
 
-Usage: legacy_app.py NAME PORT
+Usage: legacy_app.py NAME PORT [--trust-cookie COOKIE] [--basic USER:PASSWORD]
+
+  --trust-cookie COOKIE   trust the user named in this cookie instead (e.g. REMOTE_USER), like
+                          apps behind an old SSO agent
+  --basic USER:PASSWORD   demand HTTP Basic with this account (401 otherwise), like apps with
+                          web-server authentication
 """
+import base64
 import html
 import json
 import sys
@@ -14,21 +20,43 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 NAME = sys.argv[1] if len(sys.argv) > 1 else "legacy"
 PORT = int(sys.argv[2]) if len(sys.argv) > 2 else 8081
+OPTIONS = dict(zip(sys.argv[3::2], sys.argv[4::2]))
+TRUST_COOKIE = OPTIONS.get("--trust-cookie")
+BASIC = OPTIONS.get("--basic")
 
 
 class Handler(BaseHTTPRequestHandler):
     server_version = "LegacyApp/1.0"
 
+    def _cookie(self, name):
+        for part in (self.headers.get("Cookie") or "").split(";"):
+            k, _, v = part.strip().partition("=")
+            if k == name:
+                return v
+        return None
+
     def _respond(self):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
-        user = self.headers.get("X-Remote-User", "(nobody: no X-Remote-User header)")
+        if BASIC:
+            want = "Basic " + base64.b64encode(BASIC.encode()).decode()
+            if self.headers.get("Authorization") != want:
+                self.send_response(401)
+                self.send_header("WWW-Authenticate", f'Basic realm="{NAME}"')
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            user = BASIC.split(":", 1)[0] + " (HTTP Basic account)"
+        elif TRUST_COOKIE:
+            user = self._cookie(TRUST_COOKIE) or f"(nobody: no {TRUST_COOKIE} cookie)"
+        else:
+            user = self.headers.get("X-Remote-User", "(nobody: no X-Remote-User header)")
         if "json" in (self.headers.get("Accept") or ""):
             payload = json.dumps({
                 "app": NAME,
                 "method": self.command,
                 "path": self.path,
-                "remote_user": self.headers.get("X-Remote-User"),
+                "remote_user": user,
                 "headers": dict(self.headers.items()),
                 "body_bytes": len(body),
             }, indent=2).encode()
