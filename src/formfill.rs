@@ -27,6 +27,11 @@ pub struct FormFill {
     pub extra_fields: Vec<(String, String)>,
     /// A cookie whose appearance means success (else: a redirect away from the login page).
     pub success_cookie: Option<String>,
+    /// A status of the login POST that means success (for apps that answer 200 on success).
+    pub success_status: Option<u16>,
+    /// Text in a backend page that means "you are logged out" (besides a redirect to the
+    /// login page): the next request logs in again.
+    pub logged_out_marker: Option<String>,
     /// Where the account name comes from: a session attribute, or (`None`) the vault entry.
     pub username: Option<crate::inject::IdentitySource>,
     /// One shared account for every user (apps with a single account), instead of the vault.
@@ -160,9 +165,10 @@ pub async fn login(
             .get("location")
             .and_then(|l| l.to_str().ok())
             .is_some_and(|l| !points_at_login(l, &form.login_url));
-    let ok = match &form.success_cookie {
-        Some(_) => got_success_cookie,
-        None => redirected_away,
+    let ok = match (&form.success_cookie, form.success_status) {
+        (Some(_), _) => got_success_cookie,
+        (None, Some(status)) => answer.status().as_u16() == status,
+        (None, None) => redirected_away,
     };
     if !ok {
         jar.reset();

@@ -1735,3 +1735,41 @@ async fn a_service_account_is_replayed_for_every_user() {
     }
     assert!(!f.gw.logs().contains("S3rvice"));
 }
+
+/// A backend that says "session expired" in a 200 page instead of redirecting: the configured
+/// marker makes the gateway log in again on the next request.
+#[tokio::test]
+async fn form_fill_logs_in_again_after_a_logged_out_marker() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users.json");
+    std::fs::write(&users, r#"{"svc": "Shared-2026"}"#).unwrap();
+    let secret = dir.path().join("svc.secret");
+    std::fs::write(&secret, "Shared-2026\n").unwrap();
+    let port = support::free_addr().port();
+    let mut app = FormApp::start(port, &users).await;
+    let f = fixture("").await;
+    let policy = format!(
+        "schema = 1\napp = \"timesheet\"\nowner = \"o@corp.example\"\nsummary = \"s\"\nhosts = [\"{TIMESHEET}\"]\nupstreams = [{{ url = \"http://127.0.0.1:{port}\" }}]\nidp = \"corp\"\n\n[form_fill]\nlogin_url = \"/login\"\nusername_field = \"user\"\npassword_field = \"pass\"\ncsrf_field = \"csrf_token\"\nlogged_out_marker = \"Your session has expired\"\nservice_username = \"svc\"\nservice_password_file = \"{}\"\n\n[[allow]]\nid = \"staff\"\nwhy = \"s\"\ngroups = [\"staff\"]\n",
+        secret.display()
+    );
+    std::fs::write(f.gw.dir.path().join("policies/timesheet.toml"), policy).unwrap();
+    f.gw.signal("HUP");
+    f.gw.wait_for_log("configuration reloaded").await;
+    let browser = f.signed_in(TIMESHEET, "bob").await;
+    assert!(browser
+        .follow(&f.url(TIMESHEET, "/soft/a"))
+        .await
+        .body
+        .contains("Welcome back, <b>svc</b>"));
+    assert_eq!(app.stats().await["logins"], 1);
+    app.restart().await;
+    let notice = browser.follow(&f.url(TIMESHEET, "/soft/b")).await;
+    assert!(notice.body.contains("session has expired"), "{notice:?}");
+    let again = browser.follow(&f.url(TIMESHEET, "/soft/c")).await;
+    assert!(
+        again.body.contains("Welcome back, <b>svc</b>"),
+        "{again:?}\n{}",
+        f.gw.logs()
+    );
+    assert_eq!(app.stats().await["logins"], 1, "one login after the marker");
+}

@@ -4,7 +4,9 @@
 It knows nothing about SSO: /login shows a form with a CSRF token, a correct user name and
 password set a session cookie (APPSESSION), every other page needs that cookie (else a redirect
 to /login), /logout ends the session. Sessions live in memory, so restarting the app logs
-everyone out (the gateway must then log in again by itself). GET /_stats tells how many logins
+everyone out (the gateway must then log in again by itself); pages under /soft/ answer a
+logged-out visitor with a 200 "session has expired" notice instead of a redirect, as some apps
+do. GET /_stats tells how many logins
 succeeded and failed, so tests can count them.
 
 Usage: form_app.py NAME PORT USERS_JSON   (USERS_JSON: {"asmith": "Winter2026!", ...}, a path)
@@ -82,6 +84,9 @@ class Handler(BaseHTTPRequestHandler):
             with lock:
                 sessions.pop(sid, None)
             return self._send(302, headers=[("Location", "/login"), ("Set-Cookie", "APPSESSION=; Max-Age=0; Path=/")])
+        if not user and path.startswith("/soft/"):
+            # Some apps answer 200 with a notice instead of redirecting to their login page.
+            return self._send(200, b"<!doctype html><p>Your session has expired. Please sign in again.</p>")
         if not user:
             return self._send(302, headers=[("Location", "/login")])
         if "json" in (self.headers.get("Accept") or ""):

@@ -120,6 +120,8 @@ struct FileFormFill {
     #[serde(default)]
     extra_fields: BTreeMap<String, String>,
     success_cookie: Option<Spanned<String>>,
+    success_status: Option<Spanned<u16>>,
+    logged_out_marker: Option<Spanned<String>>,
     username: Option<Spanned<String>>,
     service_username: Option<Spanned<String>>,
     service_password_file: Option<Spanned<String>>,
@@ -567,6 +569,12 @@ pub fn compile_app(
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             success_cookie: ff.success_cookie.as_ref().map(|c| c.get_ref().clone()),
+            success_status: ff.success_status.as_ref().map(|c| *c.get_ref()),
+            logged_out_marker: ff
+                .logged_out_marker
+                .as_ref()
+                .map(|m| m.get_ref().clone())
+                .filter(|m| !m.is_empty()),
             username,
             service,
         })

@@ -149,6 +149,8 @@ pub struct RequestCtx {
     form_fill_jar: Option<Arc<tokio::sync::Mutex<crate::session::backend::BackendJar>>>,
     /// The request target as the browser sent it (to retry after a backend logout).
     original_target: String,
+    /// The last bytes of the response body seen (marker search across chunks).
+    body_tail: Vec<u8>,
     /// `Set-Cookie` that deletes a session cookie naming no usable session, so the browser
     /// stops sending it.
     clear_stale: Option<String>,
@@ -655,6 +657,7 @@ impl ProxyHttp for Proxy {
             strip_cookie_keys: Vec::new(),
             form_fill_jar: None,
             original_target: String::new(),
+            body_tail: Vec::new(),
             clear_stale: None,
         }
     }
@@ -906,6 +909,36 @@ impl ProxyHttp for Proxy {
             response.append_header("Set-Cookie", clear)?;
         }
         Ok(())
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<bytes::Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Self::CTX,
+    ) -> Result<Option<std::time::Duration>> {
+        // Form-fill: a page saying "you are logged out" means the backend session is gone; the
+        // next request logs in again. (The marker may straddle two chunks: keep a short tail.)
+        let marker = ctx
+            .app
+            .as_ref()
+            .and_then(|a| a.config.form_fill.as_ref())
+            .and_then(|f| f.logged_out_marker.clone());
+        if let (Some(marker), Some(chunk), Some(jar)) = (marker, body.as_ref(), &ctx.form_fill_jar)
+        {
+            let mut window = std::mem::take(&mut ctx.body_tail);
+            window.extend_from_slice(chunk);
+            if window.windows(marker.len()).any(|w| w == marker.as_bytes()) {
+                if let Ok(mut held) = jar.try_lock() {
+                    held.reset();
+                }
+                ctx.span.in_scope(|| info!("backend page says the user is logged out: logging in again on the next request"));
+            }
+            let keep = marker.len().saturating_sub(1).min(window.len());
+            ctx.body_tail = window.split_off(window.len() - keep);
+        }
+        Ok(None)
     }
 
     async fn fail_to_proxy(
