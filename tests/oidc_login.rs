@@ -1393,9 +1393,7 @@ async fn basic_replay_from_the_vault_with_enrollment_and_recovery() {
         "schema = 1\napp = \"timesheet\"\nowner = \"o@corp.example\"\nsummary = \"Legacy app behind HTTP Basic\"\nhosts = [\"{TIMESHEET}\"]\nupstreams = [{{ url = \"{}\" }}]\nidp = \"corp\"\n\n[identity.basic]\nusername = \"vault\"\n\n[[allow]]\nid = \"staff\"\nwhy = \"s\"\ngroups = [\"staff\"]\n",
         legacy.backend.url()
     );
-    std::fs::write(f.gw.dir.path().join("policies/timesheet.toml"), policy).unwrap();
-    f.gw.signal("HUP");
-    f.gw.wait_for_log("configuration reloaded").await;
+    replace_timesheet_policy(&f, &policy).await;
 
     let browser = f.signed_in(TIMESHEET, "alice").await;
     // No stored credential yet: the enrollment page, not the backend's Basic prompt.
@@ -1475,21 +1473,40 @@ async fn basic_replay_from_the_vault_with_enrollment_and_recovery() {
         "{}",
         trip.body
     );
-    let csrf = support::browser::hidden_input(&trip.body, "csrf");
-    let again = browser
-        .submit(
-            &f.url(TIMESHEET, "/.portcullis/credentials/timesheet"),
-            &[
-                ("username", "asmith"),
-                ("password", "Spring2027!"),
-                ("csrf", &csrf),
-                ("return_to", "/reports"),
-            ],
-        )
-        .await;
+    let again = store_password(&f, &browser, &trip, "asmith", "Spring2027!", "/reports").await;
     assert_eq!(again.status, 200, "{again:?}");
     assert_eq!(again.json()["backend"], "legacy-basic");
     assert!(!f.gw.logs().contains("Spring2027"));
+}
+
+/// Swaps the timesheet's policy for `policy` and waits for the reload.
+async fn replace_timesheet_policy(f: &Fixture, policy: &str) {
+    std::fs::write(f.gw.dir.path().join("policies/timesheet.toml"), policy).unwrap();
+    f.gw.signal("HUP");
+    f.gw.wait_for_log("configuration reloaded").await;
+}
+
+/// Fills the enrollment page reached by `page` (its CSRF token included) and follows back.
+async fn store_password(
+    f: &Fixture,
+    browser: &Browser,
+    page: &support::browser::Trip,
+    username: &str,
+    password: &str,
+    return_to: &str,
+) -> support::browser::Trip {
+    let csrf = support::browser::hidden_input(&page.body, "csrf");
+    browser
+        .submit(
+            &f.url(TIMESHEET, "/.portcullis/credentials/timesheet"),
+            &[
+                ("username", username),
+                ("password", password),
+                ("csrf", &csrf),
+                ("return_to", return_to),
+            ],
+        )
+        .await
 }
 
 /// The sample form-login app (`deploy/sample-apps/form_app.py`) as a real process.
@@ -1579,9 +1596,7 @@ async fn form_fill_logs_in_server_side_and_the_browser_never_sees_the_form() {
     let policy = format!(
         "schema = 1\napp = \"timesheet\"\nowner = \"o@corp.example\"\nsummary = \"Legacy app with its own login form\"\nhosts = [\"{TIMESHEET}\"]\nupstreams = [{{ url = \"http://127.0.0.1:{port}\" }}]\nidp = \"corp\"\n\n[form_fill]\nlogin_url = \"/login\"\nusername_field = \"user\"\npassword_field = \"pass\"\ncsrf_field = \"csrf_token\"\n\n[[allow]]\nid = \"staff\"\nwhy = \"s\"\ngroups = [\"staff\"]\n"
     );
-    std::fs::write(f.gw.dir.path().join("policies/timesheet.toml"), policy).unwrap();
-    f.gw.signal("HUP");
-    f.gw.wait_for_log("configuration reloaded").await;
+    replace_timesheet_policy(&f, &policy).await;
 
     let browser = f.signed_in(TIMESHEET, "alice").await;
     let json = [("accept", "application/json, text/html")];
@@ -1592,18 +1607,7 @@ async fn form_fill_logs_in_server_side_and_the_browser_never_sees_the_form() {
             .contains("/.portcullis/credentials/timesheet"),
         "{trip:?}"
     );
-    let csrf = support::browser::hidden_input(&trip.body, "csrf");
-    let back = browser
-        .submit(
-            &f.url(TIMESHEET, "/.portcullis/credentials/timesheet"),
-            &[
-                ("username", "asmith"),
-                ("password", "Winter2026!"),
-                ("csrf", &csrf),
-                ("return_to", "/dashboard"),
-            ],
-        )
-        .await;
+    let back = store_password(&f, &browser, &trip, "asmith", "Winter2026!", "/dashboard").await;
     assert_eq!(back.status, 200, "{back:?}\n{}", f.gw.logs());
     assert!(
         back.body.contains("Welcome back, <b>asmith</b>"),
@@ -1682,18 +1686,7 @@ async fn form_fill_logs_in_server_side_and_the_browser_never_sees_the_form() {
         "{}",
         trip.body
     );
-    let csrf = support::browser::hidden_input(&trip.body, "csrf");
-    let back = browser
-        .submit(
-            &f.url(TIMESHEET, "/.portcullis/credentials/timesheet"),
-            &[
-                ("username", "asmith"),
-                ("password", "Spring2027!"),
-                ("csrf", &csrf),
-                ("return_to", "/dashboard"),
-            ],
-        )
-        .await;
+    let back = store_password(&f, &browser, &trip, "asmith", "Spring2027!", "/dashboard").await;
     assert_eq!(back.status, 200, "{back:?}");
     assert!(back.body.contains("asmith"));
     // The vault file holds no plaintext; the logs never held the passwords.
@@ -1724,9 +1717,7 @@ async fn a_service_account_is_replayed_for_every_user() {
         legacy.backend.url(),
         secret.display()
     );
-    std::fs::write(f.gw.dir.path().join("policies/timesheet.toml"), policy).unwrap();
-    f.gw.signal("HUP");
-    f.gw.wait_for_log("configuration reloaded").await;
+    replace_timesheet_policy(&f, &policy).await;
     for user in ["alice", "bob"] {
         let browser = f.signed_in(TIMESHEET, user).await;
         let trip = browser.follow(&f.url(TIMESHEET, "/x")).await;
@@ -1752,9 +1743,7 @@ async fn form_fill_logs_in_again_after_a_logged_out_marker() {
         "schema = 1\napp = \"timesheet\"\nowner = \"o@corp.example\"\nsummary = \"s\"\nhosts = [\"{TIMESHEET}\"]\nupstreams = [{{ url = \"http://127.0.0.1:{port}\" }}]\nidp = \"corp\"\n\n[form_fill]\nlogin_url = \"/login\"\nusername_field = \"user\"\npassword_field = \"pass\"\ncsrf_field = \"csrf_token\"\nlogged_out_marker = \"Your session has expired\"\nservice_username = \"svc\"\nservice_password_file = \"{}\"\n\n[[allow]]\nid = \"staff\"\nwhy = \"s\"\ngroups = [\"staff\"]\n",
         secret.display()
     );
-    std::fs::write(f.gw.dir.path().join("policies/timesheet.toml"), policy).unwrap();
-    f.gw.signal("HUP");
-    f.gw.wait_for_log("configuration reloaded").await;
+    replace_timesheet_policy(&f, &policy).await;
     let browser = f.signed_in(TIMESHEET, "bob").await;
     assert!(browser
         .follow(&f.url(TIMESHEET, "/soft/a"))

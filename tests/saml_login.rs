@@ -190,14 +190,9 @@ async fn sp_initiated_login_lands_on_the_deep_link_with_identity_headers() {
     assert!(logs.contains("idp=corp-saml"), "{logs}");
 }
 
-/// Starts a login in `browser` and returns (RelayState, AuthnRequest ID) without visiting the
-/// IdP.
-async fn started_login(f: &Fixture, browser: &Browser) -> (String, String) {
-    let first = browser.get(&f.url(WIKI, "/")).await;
-    assert_eq!(first.status(), 302);
-    let to_idp = first.headers()["location"].to_str().unwrap().to_string();
-    let relay = query_param(&to_idp, "RelayState").unwrap();
-    let request = query_param(&to_idp, "SAMLRequest").unwrap();
+/// The AuthnRequest carried by an IdP redirect URL, inflated.
+fn authn_request_xml(url: &str) -> String {
+    let request = query_param(url, "SAMLRequest").unwrap();
     let deflated =
         base64::Engine::decode(&base64::engine::general_purpose::STANDARD, request).unwrap();
     let mut xml = String::new();
@@ -206,6 +201,17 @@ async fn started_login(f: &Fixture, browser: &Browser) -> (String, String) {
         &mut xml,
     )
     .unwrap();
+    xml
+}
+
+/// Starts a login in `browser` and returns (RelayState, AuthnRequest ID) without visiting the
+/// IdP.
+async fn started_login(f: &Fixture, browser: &Browser) -> (String, String) {
+    let first = browser.get(&f.url(WIKI, "/")).await;
+    assert_eq!(first.status(), 302);
+    let to_idp = first.headers()["location"].to_str().unwrap().to_string();
+    let relay = query_param(&to_idp, "RelayState").unwrap();
+    let xml = authn_request_xml(&to_idp);
     let id_at = xml.find(" ID=\"").unwrap() + 5;
     let id = xml[id_at..xml[id_at..].find('"').unwrap() + id_at].to_string();
     (relay, id)
@@ -1063,15 +1069,7 @@ async fn saml_step_up_asks_the_idp_for_a_stronger_class_and_checks_it_came_back(
     assert_eq!(first.status(), 302);
     let to_idp = first.headers()["location"].to_str().unwrap().to_string();
     // The AuthnRequest asks for a fresh sign-in of the token class.
-    let request = query_param(&to_idp, "SAMLRequest").unwrap();
-    let deflated =
-        base64::Engine::decode(&base64::engine::general_purpose::STANDARD, request).unwrap();
-    let mut xml = String::new();
-    std::io::Read::read_to_string(
-        &mut flate2::read::DeflateDecoder::new(deflated.as_slice()),
-        &mut xml,
-    )
-    .unwrap();
+    let xml = authn_request_xml(&to_idp);
     assert!(xml.contains("ForceAuthn=\"true\""), "{xml}");
     assert!(
         xml.contains(OTP_CLASS) && xml.contains("RequestedAuthnContext"),
@@ -1107,15 +1105,7 @@ async fn saml_step_up_asks_the_idp_for_a_stronger_class_and_checks_it_came_back(
     let first = browser.get(&f.url(WIKI, "/payroll/slip")).await;
     let to_idp = first.headers()["location"].to_str().unwrap().to_string();
     let relay = query_param(&to_idp, "RelayState").unwrap();
-    let request = query_param(&to_idp, "SAMLRequest").unwrap();
-    let deflated =
-        base64::Engine::decode(&base64::engine::general_purpose::STANDARD, request).unwrap();
-    let mut xml = String::new();
-    std::io::Read::read_to_string(
-        &mut flate2::read::DeflateDecoder::new(deflated.as_slice()),
-        &mut xml,
-    )
-    .unwrap();
+    let xml = authn_request_xml(&to_idp);
     let id_at = xml.find(" ID=\"").unwrap() + 5;
     let id = &xml[id_at..xml[id_at..].find('"').unwrap() + id_at];
     let (_, weak) = f.forge(json!({ "in_response_to_request": id })).await;
