@@ -1,0 +1,298 @@
+#!/usr/bin/env bash
+# Load benchmark, side by side on one machine over loopback: the backend direct (the ceiling),
+# nginx as a plain reverse proxy (the proxying floor), Apache + mod_auth_openidc with a real
+# signed-in session, and Portcullis with a real signed-in session (identity headers injected).
+# Interleaved rounds (the order rotates each round), every response checked to be a 200 from
+# the backend, CPU per request read from /proc for the system under test, peak RSS.
+#
+# Usage: bench/run.sh            full run (5 rounds x 8 s per system), writes bench/results.md
+#        bench/run.sh --smoke    1 round x 1 s: proves the harness works (no results written)
+# Env:   ROUNDS, SECONDS_PER_RUN, CONNECTIONS override the defaults.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+smoke=false
+[[ "${1:-}" == "--smoke" ]] && smoke=true
+rounds=${ROUNDS:-5}
+duration=${SECONDS_PER_RUN:-8}
+connections=${CONNECTIONS:-32}
+if $smoke; then rounds=1; duration=1; fi
+
+# shellcheck source=deploy/packages.sh
+source deploy/packages.sh
+ensure_packages "${PORTCULLIS_PACKAGES[@]}" nginx wrk apache2 libapache2-mod-auth-openidc
+ensure_test_idp
+echo "==> building portcullis (release)"
+cargo build --release --locked --quiet
+bin="${CARGO_TARGET_DIR:-$root/target}/release/portcullis"
+
+work="$root/bench/work"
+rm -rf "$work"
+mkdir -p "$work"
+chmod 755 "$work"
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  [[ -f "$work/apache.pid" ]] && kill "$(cat "$work/apache.pid")" 2>/dev/null || true
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT
+
+cpus=$(nproc)
+sut_cpu=0
+load_cpu=$(( cpus > 1 ? 1 : 0 ))
+pin_sut=(taskset -c "$sut_cpu")
+pin_load=(taskset -c "$load_cpu")
+
+BACKEND=127.0.0.1:18080
+NGINX=127.0.0.1:18081
+PORTCULLIS=127.0.0.1:18082
+APACHE=127.0.0.1:18083
+IDP_PORT=18443
+
+wait_for() { # url [curl args]
+  local url=$1; shift
+  for _ in $(seq 1 200); do
+    curl -s -o /dev/null "$@" "$url" && return 0
+    sleep 0.05
+  done
+  echo "not answering: $url" >&2
+  return 1
+}
+
+# --- the backend: nginx returning a small static body -----------------------------------------
+cat > "$work/backend.conf" <<CONF
+worker_processes 1;
+daemon off;
+pid $work/backend.pid;
+error_log $work/backend-error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  server {
+    listen $BACKEND;
+    location / { return 200 "hello from the backend\n"; }
+  }
+}
+CONF
+"${pin_load[@]}" nginx -c "$work/backend.conf" -p "$work" & pids+=($!)
+
+# --- nginx as a plain reverse proxy -----------------------------------------------------------
+cat > "$work/proxy.conf" <<CONF
+worker_processes 1;
+daemon off;
+pid $work/proxy.pid;
+error_log $work/proxy-error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  upstream backend { server $BACKEND; keepalive 64; }
+  server {
+    listen $NGINX;
+    location / {
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header X-Remote-User "nobody";
+    }
+  }
+}
+CONF
+"${pin_sut[@]}" nginx -c "$work/proxy.conf" -p "$work" & pids+=($!)
+
+# --- the OpenID Provider (TLS: mod_auth_openidc refuses a plain-http one) ----------------------
+client_secret="bench-secret-TEST-ONLY"
+cat > "$work/idp.json" <<JSON
+{
+  "port": $IDP_PORT,
+  "tls": { "cert": "$root/certs/dev/backend.crt", "key": "$root/certs/dev/backend.key" },
+  "clients": [
+    { "client_id": "portcullis-bench", "client_secret": "$client_secret",
+      "redirect_uris": ["http://bench.localhost:18082/.portcullis/oidc/callback"],
+      "post_logout_redirect_uris": [], "grant_types": ["authorization_code"], "response_types": ["code"] },
+    { "client_id": "apache-bench", "client_secret": "$client_secret",
+      "redirect_uris": ["http://127.0.0.1:18083/redirect_uri"],
+      "post_logout_redirect_uris": [], "grant_types": ["authorization_code"], "response_types": ["code"] }
+  ],
+  "users": [ { "id": "alice", "password": "alice-bench", "email": "alice@corp.example", "name": "Alice", "groups": ["staff"] } ]
+}
+JSON
+"${pin_load[@]}" node tests/idp/oidc-idp.mjs "$work/idp.json" > "$work/idp.log" 2>&1 & pids+=($!)
+wait_for "https://localhost:$IDP_PORT/.well-known/openid-configuration" --cacert certs/dev/ca.crt
+
+# --- Portcullis -------------------------------------------------------------------------------
+mkdir -p "$work/policies"
+printf '%s\n' "$client_secret" > "$work/client.secret"
+chmod 600 "$work/client.secret"
+cat > "$work/portcullis.toml" <<CONF
+policies = "policies"
+[listen]
+http = "$PORTCULLIS"
+[server]
+threads = 1
+grace_period = "0s"
+shutdown_timeout = "1s"
+[log]
+level = "warn"
+[idp.bench]
+kind = "oidc"
+issuer = "https://localhost:$IDP_PORT"
+ca_file = "$root/certs/dev/ca.crt"
+client_id = "portcullis-bench"
+client_secret_file = "client.secret"
+groups_scope = "groups"
+CONF
+cat > "$work/policies/bench.toml" <<CONF
+schema = 1
+app = "bench"
+owner = "bench@corp.example"
+summary = "benchmark app"
+hosts = ["bench.localhost"]
+upstreams = [{ url = "http://$BACKEND" }]
+idp = "bench"
+[identity.headers]
+"X-Remote-User" = "email"
+"X-Groups" = { claim = "groups", join = "," }
+[[allow]]
+id = "staff"
+why = "benchmark"
+groups = ["staff"]
+CONF
+"${pin_sut[@]}" "$bin" run -c "$work/portcullis.toml" 2> "$work/portcullis.log" & pids+=($!)
+portcullis_pid=$!
+wait_for "http://$PORTCULLIS/" -H 'Host: bench.localhost'
+
+signin() { # jar, url: follows to the IdP, signs alice in, follows back
+  local jar=$1 url=$2 form action
+  form=$(curl -s -L -c "$jar" -b "$jar" --cacert certs/dev/ca.crt -H 'Accept: text/html' \
+    --resolve bench.localhost:18082:127.0.0.1 "$url")
+  action=$(grep -o 'action="[^"]*"' <<<"$form" | head -1 | cut -d'"' -f2)
+  curl -s -L -c "$jar" -b "$jar" --cacert certs/dev/ca.crt -H 'Accept: text/html' \
+    --resolve bench.localhost:18082:127.0.0.1 \
+    --data 'login=alice&password=alice-bench' "https://localhost:$IDP_PORT$action"
+}
+for _ in $(seq 1 100); do   # discovery runs in the background
+  [[ $(curl -s -o /dev/null -w '%{http_code}' -H 'Host: bench.localhost' -H 'Accept: text/html' "http://$PORTCULLIS/") == 302 ]] && break
+  sleep 0.1
+done
+page=$(signin "$work/portcullis.jar" "http://bench.localhost:18082/")
+grep -q "hello from the backend" <<<"$page" || { echo "Portcullis sign-in failed" >&2; exit 1; }
+portcullis_cookie=$(awk '$6 ~ /portcullis_session/ {print $6"="$7}' "$work/portcullis.jar")
+
+# --- Apache + mod_auth_openidc ----------------------------------------------------------------
+apache_mods=/usr/lib/apache2/modules
+cat > "$work/apache.conf" <<CONF
+ServerRoot "$work"
+Listen $APACHE
+PidFile $work/apache.pid
+ErrorLog $work/apache-error.log
+LogLevel warn
+User www-data
+Group www-data
+LoadModule mpm_event_module $apache_mods/mod_mpm_event.so
+LoadModule authz_core_module $apache_mods/mod_authz_core.so
+LoadModule authn_core_module $apache_mods/mod_authn_core.so
+LoadModule authz_user_module $apache_mods/mod_authz_user.so
+LoadModule headers_module $apache_mods/mod_headers.so
+LoadModule proxy_module $apache_mods/mod_proxy.so
+LoadModule proxy_http_module $apache_mods/mod_proxy_http.so
+LoadModule auth_openidc_module $apache_mods/mod_auth_openidc.so
+StartServers 1
+ServerLimit 1
+ThreadsPerChild 64
+MaxRequestWorkers 64
+OIDCProviderMetadataURL https://localhost:$IDP_PORT/.well-known/openid-configuration
+OIDCCABundlePath $root/certs/dev/ca.crt
+OIDCClientID apache-bench
+OIDCClientSecret $client_secret
+OIDCRedirectURI http://127.0.0.1:18083/redirect_uri
+OIDCCryptoPassphrase bench-passphrase-TEST-ONLY
+OIDCScope "openid email profile groups"
+OIDCRemoteUserClaim email
+<Location />
+  AuthType openid-connect
+  Require valid-user
+</Location>
+ProxyPass /redirect_uri !
+ProxyPass / http://$BACKEND/ keepalive=On
+RequestHeader set X-Remote-User "%{REMOTE_USER}s"
+CONF
+"${pin_sut[@]}" apache2 -f "$work/apache.conf" -DFOREGROUND 2> "$work/apache.log" & pids+=($!)
+wait_for "http://$APACHE/" 
+page=$(signin "$work/apache.jar" "http://$APACHE/")
+grep -q "hello from the backend" <<<"$page" || { echo "Apache sign-in failed; see $work/apache-error.log" >&2; exit 1; }
+apache_cookie=$(awk '$6 ~ /mod_auth_openidc_session/ {print $6"="$7}' "$work/apache.jar")
+
+# --- measurement ------------------------------------------------------------------------------
+cat > "$work/check.lua" <<'LUA'
+-- Counts every response that is not a 200 from the backend (a fast 302 is not a win).
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+function init(args) bad = 0 end
+function response(status, headers, body)
+  if status ~= 200 or not string.find(body, "hello from the backend", 1, true) then bad = bad + 1 end
+end
+function done(summary, latency, requests)
+  local total = 0
+  for _, t in ipairs(threads) do total = total + t:get("bad") end
+  io.write(string.format("BAD %d\n", total))
+end
+LUA
+
+ticks() { # pids...: utime+stime of every listed process and its threads, in clock ticks
+  local sum=0 p
+  for p in "$@"; do
+    [[ -r /proc/$p/stat ]] || continue
+    sum=$(( sum + $(awk '{print $14 + $15}' "/proc/$p/stat") ))
+  done
+  echo "$sum"
+}
+sut_pids() { # system name -> pids of its processes
+  case $1 in
+    direct) cat "$work/backend.pid"; pgrep -P "$(cat "$work/backend.pid")" ;;
+    nginx) cat "$work/proxy.pid"; pgrep -P "$(cat "$work/proxy.pid")" ;;
+    apache) cat "$work/apache.pid"; pgrep -P "$(cat "$work/apache.pid")" ;;
+    portcullis) echo "$portcullis_pid" ;;
+  esac
+}
+target() { # system -> url and headers for wrk
+  case $1 in
+    direct) echo "http://$BACKEND/" ;;
+    nginx) echo "http://$NGINX/" ;;
+    apache) echo "http://$APACHE/" ;;
+    portcullis) echo "http://$PORTCULLIS/" ;;
+  esac
+}
+rss_kb() { local sum=0 p; for p in "$@"; do [[ -r /proc/$p/status ]] && sum=$(( sum + $(awk '/VmHWM/ {print $2}' "/proc/$p/status") )); done; echo "$sum"; }
+
+systems=(direct nginx apache portcullis)
+: > "$work/raw.tsv"
+for round in $(seq 1 "$rounds"); do
+  shift_by=$(( (round - 1) % ${#systems[@]} ))
+  order=("${systems[@]:shift_by}" "${systems[@]:0:shift_by}")
+  for sys in "${order[@]}"; do
+    headers=()
+    case $sys in
+      portcullis) headers=(-H "Host: bench.localhost" -H "Cookie: $portcullis_cookie") ;;
+      apache) headers=(-H "Cookie: $apache_cookie") ;;
+    esac
+    mapfile -t ps < <(sut_pids "$sys")
+    before=$(ticks "${ps[@]}")
+    out=$("${pin_load[@]}" wrk -t1 -c"$connections" -d"${duration}s" --latency -s "$work/check.lua" "${headers[@]}" "$(target "$sys")")
+    after=$(ticks "${ps[@]}")
+    requests=$(awk '/requests in/ {print $1}' <<<"$out")
+    rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+    bad=$(awk '/^BAD/ {print $2}' <<<"$out")
+    p50=$(awk '$1=="50%" {print $2}' <<<"$out")
+    p99=$(awk '$1=="99%" {print $2}' <<<"$out")
+    rss=$(rss_kb "${ps[@]}")
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$sys" "$requests" "$rps" "$(( after - before ))" "$p50" "$p99" "$rss" >> "$work/raw.tsv"
+    printf '    round %s %-10s %10s req/s  bad=%s\n' "$round" "$sys" "$rps" "$bad"
+    if [[ "$bad" != "0" ]]; then
+      echo "benchmark invalid: $sys answered $bad responses that were not the backend's 200" >&2
+      exit 1
+    fi
+  done
+done
+
+python3 bench/report.py "$work/raw.tsv" "$(getconf CLK_TCK)" "$smoke" "$connections" "$duration"
