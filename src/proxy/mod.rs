@@ -340,25 +340,29 @@ impl Proxy {
                 )
             });
         }
-        let reason = config.rules.reason(&decision, &facts, user_facts.as_ref());
-        let shadow: Vec<String> = verdict
-            .shadow
-            .iter()
-            .map(|h| format!("{}:{}", h.would, h.rule))
-            .collect();
-        audit::access_decision(
-            &ctx.audit(&config.id),
-            &audit::AccessRecord {
-                decision: decision.name(),
-                rule: decision.rule().unwrap_or("-"),
-                reason: &reason,
-                shadow: &shadow.join(","),
-                user: ctx.user.as_ref().map(|u| &u.identity),
-                method: req.method.as_str(),
-                path: &ctx.path,
-                policy_sha256: &config.policy_sha256,
-            },
-        );
+        // The record (and the reason it spells out) is only built when someone listens: the
+        // log at info, or the audit file.
+        if tracing::enabled!(target: "audit", tracing::Level::INFO) {
+            let reason = config.rules.reason(&decision, &facts, user_facts.as_ref());
+            let shadow: Vec<String> = verdict
+                .shadow
+                .iter()
+                .map(|h| format!("{}:{}", h.would, h.rule))
+                .collect();
+            audit::access_decision(
+                &ctx.audit(&config.id),
+                &audit::AccessRecord {
+                    decision: decision.name(),
+                    rule: decision.rule().unwrap_or("-"),
+                    reason: &reason,
+                    shadow: &shadow.join(","),
+                    user: ctx.user.as_ref().map(|u| &u.identity),
+                    method: req.method.as_str(),
+                    path: &ctx.path,
+                    policy_sha256: &config.policy_sha256,
+                },
+            );
+        }
         match decision {
             Decision::Public { adaptive, .. } => {
                 if let (true, Some(user)) = (adaptive, ctx.user.clone()) {
