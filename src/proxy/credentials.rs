@@ -126,6 +126,8 @@ pub async fn serve(
                 tracing::error!(error = %e, "vault write failed");
                 RequestError::SignInFailed("cannot store the credential".into())
             })?;
+        // Credentials cached for this session were built from the old password.
+        user.backends.for_app(&app_id).lock().await.authorization = None;
         ctx.span.in_scope(|| info!(target: "audit", event = "credential_stored", app = %app_id, user = %user.identity.display(), request_id = %ctx.request_id, "credential stored"));
         return Ok(Action::Redirect {
             location: safe_return_to(&field("return_to").unwrap_or_else(|| "/".into())),

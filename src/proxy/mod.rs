@@ -145,8 +145,8 @@ pub struct RequestCtx {
     inject_cookies: Vec<(String, String)>,
     /// Client cookies never passed on (names of the backend cookies the gateway holds).
     strip_cookie_keys: Vec<String>,
-    /// The form-fill jar this request uses, to take the backend's `Set-Cookie`s into it.
-    form_fill_jar: Option<Arc<tokio::sync::Mutex<crate::session::backend::BackendJar>>>,
+    /// The backend jar this request uses (form-fill cookies, cached Basic credentials).
+    backend_jar: Option<Arc<tokio::sync::Mutex<crate::session::backend::BackendJar>>>,
     /// The request target as the browser sent it (to retry after a backend logout).
     original_target: String,
     /// The last bytes of the response body seen (marker search across chunks).
@@ -387,7 +387,7 @@ impl Proxy {
                         return Ok(action);
                     }
                     if let Some(enroll) =
-                        Self::add_basic(ctx, gateway, config, &user.identity, &here)?
+                        Self::add_basic(ctx, gateway, config, &user, &here).await?
                     {
                         if !endpoints::is_navigation(req) {
                             return Err(RequestError::LoginRequired);
@@ -522,26 +522,34 @@ impl Proxy {
         );
         ctx.inject_cookies.extend(held.cookies.iter().cloned());
         drop(held);
-        ctx.form_fill_jar = Some(jar);
+        ctx.backend_jar = Some(jar);
         ctx.original_target = here.to_string();
         Ok(None)
     }
 
     /// HTTP Basic replay: adds `Authorization` from the vault. Returns the enrollment page to
     /// send the user to when no credential is stored yet.
-    fn add_basic(
+    async fn add_basic(
         ctx: &mut RequestCtx,
         gateway: &Gateway,
         config: &AppConfig,
-        user: &crate::idp::Identity,
+        user: &Arc<UserSession>,
         here: &str,
     ) -> Result<Option<String>, RequestError> {
         let Some(basic) = &config.basic else {
             return Ok(None);
         };
+        let jar = user.backends.for_app(&config.id);
+        let mut held = jar.lock().await;
+        if let Some(value) = held.authorization.clone() {
+            drop(held);
+            ctx.inject.push((http::header::AUTHORIZATION, value));
+            ctx.backend_jar = Some(jar);
+            return Ok(None);
+        }
         let stored = match (&basic.service, &gateway.vault) {
             (Some(service), _) => Ok(Some(service.clone())),
-            (None, Some(vault)) => vault.get(&config.id, &crate::vault::user_key(user)),
+            (None, Some(vault)) => vault.get(&config.id, &crate::vault::user_key(&user.identity)),
             (None, None) => return Err(RequestError::Identity(InjectError::NoCredential)),
         };
         let stored = stored.map_err(|e| {
@@ -557,14 +565,18 @@ impl Proxy {
         };
         let username = match &basic.username {
             None => credential.username.clone(),
-            Some(source) => crate::inject::value_of(source, user).unwrap_or_default(),
+            Some(source) => crate::inject::value_of(source, &user.identity).unwrap_or_default(),
         };
         use base64::Engine;
         let token = base64::engine::general_purpose::STANDARD
             .encode(format!("{username}:{}", credential.password.expose()));
-        let value = HeaderValue::try_from(format!("Basic {token}"))
+        let mut value = HeaderValue::try_from(format!("Basic {token}"))
             .map_err(|_| RequestError::Identity(InjectError::NoCredential))?;
+        value.set_sensitive(true);
+        held.authorization = Some(value.clone());
+        drop(held);
         ctx.inject.push((http::header::AUTHORIZATION, value));
+        ctx.backend_jar = Some(jar);
         Ok(None)
     }
 
@@ -659,7 +671,7 @@ impl ProxyHttp for Proxy {
             inject: Vec::new(),
             inject_cookies: Vec::new(),
             strip_cookie_keys: Vec::new(),
-            form_fill_jar: None,
+            backend_jar: None,
             original_target: String::new(),
             body_tail: Vec::new(),
             clear_stale: None,
@@ -867,7 +879,7 @@ impl ProxyHttp for Proxy {
         response.insert_header("X-Request-Id", ctx.request_id.as_str())?;
         // Form-fill: the backend's cookies stay in the gateway's jar, never reach the browser; a
         // redirect to its login page means it logged the user out: retry, and log in again.
-        if let (Some(jar), Some(app)) = (ctx.form_fill_jar.clone(), ctx.app.clone()) {
+        if let (Some(jar), Some(app)) = (ctx.backend_jar.clone(), ctx.app.clone()) {
             if let Some(form) = &app.config.form_fill {
                 let mut held = jar.lock().await;
                 for value in response.headers.get_all("set-cookie") {
@@ -901,6 +913,9 @@ impl ProxyHttp for Proxy {
             .filter(|a| a.config.basic.as_ref().is_some_and(|b| b.service.is_none()))
         {
             if response.status == http::StatusCode::UNAUTHORIZED && ctx.user.is_some() {
+                if let Some(jar) = &ctx.backend_jar {
+                    jar.lock().await.authorization = None;
+                }
                 let location =
                     format!("{}?failed=1", crate::vault::enrollment_path(&app.config.id));
                 response.set_status(302)?;
@@ -929,8 +944,7 @@ impl ProxyHttp for Proxy {
             .as_ref()
             .and_then(|a| a.config.form_fill.as_ref())
             .and_then(|f| f.logged_out_marker.clone());
-        if let (Some(marker), Some(chunk), Some(jar)) = (marker, body.as_ref(), &ctx.form_fill_jar)
-        {
+        if let (Some(marker), Some(chunk), Some(jar)) = (marker, body.as_ref(), &ctx.backend_jar) {
             let mut window = std::mem::take(&mut ctx.body_tail);
             window.extend_from_slice(chunk);
             if window.windows(marker.len()).any(|w| w == marker.as_bytes()) {

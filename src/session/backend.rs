@@ -1,5 +1,5 @@
-//! What the gateway holds for a backend that has its own login (form-fill): the cookies that
-//! backend set, per user session and app. They go to the backend on every request and never
+//! What the gateway holds for a backend that has its own login, per user session and app: the
+//! cookies a form-fill backend set, or the Basic credentials replayed to it. They go to the backend on every request and never
 //! to the browser. One lock per (session, app), so concurrent first requests log in once.
 
 use std::collections::HashMap;
@@ -15,6 +15,9 @@ pub struct BackendJar {
     pub logged_in: bool,
     /// When the gateway last logged in (guards against a backend that never accepts it).
     pub last_login: Option<Instant>,
+    /// HTTP Basic replay: the `Authorization` value built from the vault, so the vault is
+    /// read once per session rather than per request (cleared when the backend refuses it).
+    pub authorization: Option<http::HeaderValue>,
 }
 
 impl BackendJar {
