@@ -111,13 +111,18 @@ expect 302 https://wiki.localhost:8443/ -H 'Accept: text/html'
 expect 401 http://wiki.localhost:8080/api -H 'Accept: application/json'
 expect 302 http://hr.localhost:8080/ -H 'Accept: text/html'
 
-# End to end: alice opens the wiki, signs in at the IdP, and the wiki sees her.
-jar=$(mktemp)
-browse=(curl -s -L -c "$jar" -b "$jar" -H 'Accept: text/html' "${resolve[@]}")
-form=$("${browse[@]}" http://wiki.localhost:8080/hello)
-action=$(grep -o 'action="[^"]*"' <<<"$form" | head -1 | cut -d'"' -f2)
-page=$("${browse[@]}" --data 'login=alice&password=alice-demo' "http://127.0.0.1:9400$action")
-rm -f "$jar"
+# End to end: alice opens an app, signs in at the IdP, and the app's page comes back.
+oidc_page() { # url: signs alice in at the demo IdP and prints the page the app returns
+  local jar form action page
+  jar=$(mktemp)
+  form=$(curl -s -L -c "$jar" -b "$jar" -H 'Accept: text/html' "${resolve[@]}" "$1")
+  action=$(grep -o 'action="[^"]*"' <<<"$form" | head -1 | cut -d'"' -f2)
+  page=$(curl -s -L -c "$jar" -b "$jar" -H 'Accept: text/html' "${resolve[@]}" \
+    --data 'login=alice&password=alice-demo' "http://127.0.0.1:9400$action")
+  rm -f "$jar"
+  printf '%s' "$page"
+}
+page=$(oidc_page http://wiki.localhost:8080/hello)
 if grep -q 'alice@corp.example' <<<"$page"; then
   echo "    sign-in as alice -> the wiki received X-Remote-User: alice@corp.example"
 else
@@ -145,16 +150,6 @@ else
 fi
 
 # A cookie-trusting app and an HTTP Basic app with one shared account, each after alice signs in.
-oidc_page() { # url: signs alice in at the demo IdP and prints the page the app returns
-  local jar form action page
-  jar=$(mktemp)
-  form=$(curl -s -L -c "$jar" -b "$jar" -H 'Accept: text/html' "${resolve[@]}" "$1")
-  action=$(grep -o 'action="[^"]*"' <<<"$form" | head -1 | cut -d'"' -f2)
-  page=$(curl -s -L -c "$jar" -b "$jar" -H 'Accept: text/html' "${resolve[@]}" \
-    --data 'login=alice&password=alice-demo' "http://127.0.0.1:9400$action")
-  rm -f "$jar"
-  printf '%s' "$page"
-}
 if grep -q '<b>alice@corp.example</b>' <<<"$(oidc_page http://intranet.localhost:8080/news)"; then
   echo "    identity cookie -> the intranet read alice from its REMOTE_USER cookie"
 else

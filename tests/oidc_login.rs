@@ -1375,18 +1375,8 @@ async fn a_signed_identity_assertion_reaches_the_backend_and_verifies() {
 async fn basic_replay_from_the_vault_with_enrollment_and_recovery() {
     let legacy = support::basic_backend("legacy-basic", "asmith", "Winter2026!").await;
     let dir = tempfile::tempdir().unwrap();
-    let key = dir.path().join("vault.key");
-    std::fs::write(&key, [7u8; 32]).unwrap();
-    let vault_file = dir.path().join("vault.json");
-    let f = fixture_with(
-        "",
-        &format!(
-            "[vault]\nfile = \"{}\"\nkeys = [{{ id = \"k1\", file = \"{}\" }}]\n",
-            vault_file.display(),
-            key.display()
-        ),
-    )
-    .await;
+    let (vault_toml, vault_file) = vault_in(dir.path(), 7);
+    let f = fixture_with("", &vault_toml).await;
     // A third app on the timesheet host would need its own fixture; the wiki stays as is and
     // the timesheet policy is swapped for one that replays Basic credentials.
     let policy = format!(
@@ -1477,6 +1467,20 @@ async fn basic_replay_from_the_vault_with_enrollment_and_recovery() {
     assert_eq!(again.status, 200, "{again:?}");
     assert_eq!(again.json()["backend"], "legacy-basic");
     assert!(!f.gw.logs().contains("Spring2027"));
+}
+
+/// A `[vault]` table over a fresh store in `dir` with a test key of `byte`s; returns it and
+/// the store's path.
+fn vault_in(dir: &std::path::Path, byte: u8) -> (String, std::path::PathBuf) {
+    let key = dir.join("vault.key");
+    std::fs::write(&key, [byte; 32]).unwrap();
+    let file = dir.join("vault.json");
+    let toml = format!(
+        "[vault]\nfile = \"{}\"\nkeys = [{{ id = \"k1\", file = \"{}\" }}]\n",
+        file.display(),
+        key.display()
+    );
+    (toml, file)
 }
 
 /// Swaps the timesheet's policy for `policy` and waits for the reload.
@@ -1581,18 +1585,8 @@ async fn form_fill_logs_in_server_side_and_the_browser_never_sees_the_form() {
     std::fs::write(&users, r#"{"asmith": "Winter2026!"}"#).unwrap();
     let port = support::free_addr().port();
     let mut app = FormApp::start(port, &users).await;
-    let key = dir.path().join("vault.key");
-    std::fs::write(&key, [9u8; 32]).unwrap();
-    let vault_file = dir.path().join("vault.json");
-    let f = fixture_with(
-        "",
-        &format!(
-            "[vault]\nfile = \"{}\"\nkeys = [{{ id = \"k1\", file = \"{}\" }}]\n",
-            vault_file.display(),
-            key.display()
-        ),
-    )
-    .await;
+    let (vault_toml, vault_file) = vault_in(dir.path(), 9);
+    let f = fixture_with("", &vault_toml).await;
     let policy = format!(
         "schema = 1\napp = \"timesheet\"\nowner = \"o@corp.example\"\nsummary = \"Legacy app with its own login form\"\nhosts = [\"{TIMESHEET}\"]\nupstreams = [{{ url = \"http://127.0.0.1:{port}\" }}]\nidp = \"corp\"\n\n[form_fill]\nlogin_url = \"/login\"\nusername_field = \"user\"\npassword_field = \"pass\"\ncsrf_field = \"csrf_token\"\n\n[[allow]]\nid = \"staff\"\nwhy = \"s\"\ngroups = [\"staff\"]\n"
     );
