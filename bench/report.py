@@ -1,46 +1,51 @@
 #!/usr/bin/env python3
-"""Turns bench/run.sh's raw measurements into bench/results.md and a short summary.
+"""bench/run.sh's arithmetic and its report.
 
-Input: raw.tsv rows (round, system, requests, req/s, cpu ticks, p50, p99, peak RSS KiB).
+  report.py oha FILE
+      Reads one oha JSON result; prints `p50_ms<TAB>p99_ms<TAB>responses`, or exits 1 naming
+      what was not a 200.
+  report.py report WORK CLK_TCK SMOKE CONNECTIONS DURATION RATE
+      Reads WORK/{raw,latency,logins,scale}.tsv and writes bench/results.md (not in smoke
+      mode), with bench/optimisations.md appended; prints a short summary.
 """
 import datetime
+import json
+import os
 import platform
 import statistics
 import subprocess
 import sys
 from collections import defaultdict
 
-raw, clk_tck, smoke, connections, duration = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "true", sys.argv[4], sys.argv[5]
-rows = [line.rstrip("\n").split("\t") for line in open(raw, encoding="utf-8") if line.strip()]
 ORDER = ["direct", "nginx", "apache", "portcullis"]
 LABEL = {"direct": "backend direct", "nginx": "nginx proxy", "apache": "Apache + mod_auth_openidc", "portcullis": "Portcullis"}
 
 
+def oha(path):
+    with open(path, encoding="utf-8") as f:
+        result = json.load(f)
+    statuses = result.get("statusCodeDistribution", {})
+    errors = result.get("errorDistribution", {})
+    others = {k: v for k, v in statuses.items() if k != "200"}
+    if others or errors or not statuses:
+        print(f"not all 200: statuses {statuses}, errors {errors}")
+        sys.exit(1)
+    p = result["latencyPercentiles"]
+    print(f"{p['p50'] * 1000:.3f}\t{p['p99'] * 1000:.3f}\t{statuses['200']}")
+
+
+def rows(path):
+    if not os.path.exists(path):
+        return []
+    with open(path, encoding="utf-8") as f:
+        return [line.split() for line in f if line.strip()]
+
+
 def latency_ms(text):
-    if text.endswith("us"):
-        return float(text[:-2]) / 1000
-    if text.endswith("ms"):
-        return float(text[:-2])
-    if text.endswith("s"):
-        return float(text[:-1]) * 1000
+    for suffix, scale in (("us", 0.001), ("ms", 1.0), ("s", 1000.0)):
+        if text.endswith(suffix):
+            return float(text[: -len(suffix)]) * scale
     return float("nan")
-
-
-per = defaultdict(dict)  # round -> system -> figures
-for rnd, system, requests, rps, ticks, p50, p99, rss in rows:
-    requests = int(requests)
-    per[int(rnd)][system] = {
-        "rps": float(rps),
-        "cpu_us": int(ticks) * 1_000_000 / clk_tck / max(requests, 1),
-        "p50": latency_ms(p50),
-        "p99": latency_ms(p99),
-        "rss_mb": int(rss) / 1024,
-    }
-
-
-def median(system, key):
-    values = [r[system][key] for r in per.values() if system in r]
-    return statistics.median(values) if values else float("nan")
 
 
 def version(cmd):
@@ -51,54 +56,155 @@ def version(cmd):
         return f"unknown ({e})"
 
 
-lines = []
-lines.append("# Load benchmark results\n")
-lines.append(f"Run: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC} with `bench/run.sh` "
-             f"({len(per)} interleaved rounds, {duration} s per system per round, {connections} connections, "
-             "system under test pinned to CPU 0, load generator and backend to CPU 1).\n")
-cpu_model = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "unknown")
-lines.append(f"Machine: {cpu_model}, {subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()} CPUs, "
-             f"Linux {platform.release()}.\n")
-lines.append("Versions: " + "; ".join([
-    version(["nginx", "-v"]), version(["apache2", "-v"]),
-    version(["dpkg-query", "-W", "-f=${Version}", "libapache2-mod-auth-openidc"]).join(["mod_auth_openidc ", ""]),
-    version(["wrk", "-v"]), version(["target/release/portcullis", "--version"]),
-]) + ".\n")
-lines.append("Every response was checked to be the backend's 200 (a redirect to a login page would count "
-             "as a failure and abort the run). CPU is user+system time of the system under test's "
-             "processes, from /proc, divided by the requests served. Latency is at saturation "
-             "(wrk, closed loop), not at a fixed rate.\n")
-lines.append("## Medians\n")
-lines.append("| system | req/s | CPU µs/request | p50 ms | p99 ms | peak RSS MiB |")
-lines.append("|---|---:|---:|---:|---:|---:|")
-for s in ORDER:
-    lines.append(f"| {LABEL[s]} | {median(s, 'rps'):,.0f} | {median(s, 'cpu_us'):.1f} | {median(s, 'p50'):.2f} | "
-                 f"{median(s, 'p99'):.2f} | {median(s, 'rss_mb'):.1f} |")
-lines.append("\n## Ratios per round (CPU µs per request; lower is better)\n")
-lines.append("| round | Portcullis / nginx | Portcullis / Apache+mod_auth_openidc | req/s Portcullis / nginx |")
-lines.append("|---:|---:|---:|---:|")
-ratios_nginx, ratios_apache = [], []
-for rnd in sorted(per):
-    r = per[rnd]
-    a = r["portcullis"]["cpu_us"] / r["nginx"]["cpu_us"]
-    b = r["portcullis"]["cpu_us"] / r["apache"]["cpu_us"]
-    c = r["portcullis"]["rps"] / r["nginx"]["rps"]
-    ratios_nginx.append(a)
-    ratios_apache.append(b)
-    lines.append(f"| {rnd} | {a:.2f} | {b:.2f} | {c:.2f} |")
-spread = lambda xs: f"{min(xs):.2f}–{max(xs):.2f}"
-summary = (f"Portcullis CPU per request: {statistics.median(ratios_nginx):.2f}x nginx (rounds {spread(ratios_nginx)}), "
-           f"{statistics.median(ratios_apache):.2f}x Apache + mod_auth_openidc (rounds {spread(ratios_apache)}); "
-           f"targets: <= 1.5x nginx, <= 0.4x mod_auth_openidc.")
-lines.append(f"\n{summary}\n")
-lines.append("Not measured yet (see issue 7): latency at a fixed rate, session-scale runs (10k-1M "
-             "sessions), login throughput; and the optimisations the issue lists.\n")
+def med(values):
+    return statistics.median(values) if values else float("nan")
 
-print("==> " + summary)
-for s in ORDER:
-    print(f"    {LABEL[s]:<28} {median(s, 'rps'):>10,.0f} req/s  {median(s, 'cpu_us'):>7.1f} µs CPU/req  "
-          f"p99 {median(s, 'p99'):.2f} ms  RSS {median(s, 'rss_mb'):.1f} MiB")
-if not smoke:
-    with open("bench/results.md", "w", encoding="utf-8") as f:
-        f.write("\n".join(lines) + "\n")
-    print("==> written bench/results.md")
+
+def spread(values):
+    return f"{min(values):.2f}–{max(values):.2f}" if values else "n/a"
+
+
+def report(work, clk_tck, smoke, connections, duration, rate):
+    clk_tck = int(clk_tck)
+    lines, summary = [], []
+
+    # Saturation: round, system, requests, req/s, ticks, p50, p99, peak RSS KiB.
+    sat = defaultdict(dict)
+    for rnd, system, requests, rps, ticks, p50, p99, rss in rows(f"{work}/raw.tsv"):
+        sat[int(rnd)][system] = {
+            "rps": float(rps),
+            "cpu_us": int(ticks) * 1e6 / clk_tck / max(int(requests), 1),
+            "p50": latency_ms(p50),
+            "p99": latency_ms(p99),
+            "rss_mb": int(rss) / 1024,
+        }
+
+    def sat_median(system, key):
+        return med([r[system][key] for r in sat.values() if system in r])
+
+    lines.append("# Load benchmark results\n")
+    lines.append(f"Run: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC} with `bench/run.sh` "
+                 f"({len(sat)} interleaved rounds, {duration} s per system per round, {connections} connections, "
+                 "system under test pinned to CPU 0, load generator and backend to CPU 1).\n")
+    cpu_model = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "unknown")
+    lines.append(f"Machine: {cpu_model}, {os.cpu_count()} CPUs, Linux {platform.release()}.\n")
+    target_dir = os.environ.get("CARGO_TARGET_DIR", "target")
+    lines.append("Versions: " + "; ".join([
+        version(["nginx", "-v"]), version(["apache2", "-v"]),
+        "mod_auth_openidc " + version(["dpkg-query", "-W", "-f=${Version}", "libapache2-mod-auth-openidc"]),
+        version(["wrk", "-v"]), version([f"{target_dir}/bench-tools/bin/oha", "--version"]),
+        version([f"{target_dir}/release/portcullis", "--version"]),
+    ]) + ".\n")
+    lines.append("Every response was checked to be the backend's 200 (a redirect to a login page would count "
+                 "as a failure and abort the run). CPU is user+system time of the system under test's "
+                 "processes, from /proc, divided by the requests served.\n")
+
+    lines.append("## Saturation (wrk, closed loop): medians\n")
+    lines.append("| system | req/s | CPU µs/request | p50 ms | p99 ms | peak RSS MiB |")
+    lines.append("|---|---:|---:|---:|---:|---:|")
+    for s in ORDER:
+        lines.append(f"| {LABEL[s]} | {sat_median(s, 'rps'):,.0f} | {sat_median(s, 'cpu_us'):.1f} | "
+                     f"{sat_median(s, 'p50'):.2f} | {sat_median(s, 'p99'):.2f} | {sat_median(s, 'rss_mb'):.1f} |")
+    lines.append("\n### Ratios per round (CPU µs per request; lower is better)\n")
+    lines.append("| round | Portcullis / nginx | Portcullis / Apache+mod_auth_openidc | req/s Portcullis / nginx |")
+    lines.append("|---:|---:|---:|---:|")
+    ratios_nginx, ratios_apache = [], []
+    for rnd in sorted(sat):
+        r = sat[rnd]
+        a = r["portcullis"]["cpu_us"] / r["nginx"]["cpu_us"]
+        b = r["portcullis"]["cpu_us"] / r["apache"]["cpu_us"]
+        ratios_nginx.append(a)
+        ratios_apache.append(b)
+        lines.append(f"| {rnd} | {a:.2f} | {b:.2f} | {r['portcullis']['rps'] / r['nginx']['rps']:.2f} |")
+    summary.append(f"CPU per signed-in request: {med(ratios_nginx):.2f}x nginx (rounds {spread(ratios_nginx)}; "
+                   f"target <= 1.5), {med(ratios_apache):.2f}x Apache + mod_auth_openidc "
+                   f"(rounds {spread(ratios_apache)}; target <= 0.4)")
+    lines.append(f"\n{summary[-1]}.\n")
+
+    # Latency at a fixed rate: round, system, p50 ms, p99 ms, responses.
+    lat = defaultdict(dict)
+    for rnd, system, p50, p99, _count in rows(f"{work}/latency.tsv"):
+        lat[int(rnd)][system] = (float(p50), float(p99))
+    if lat:
+        lines.append(f"## Latency at {rate} requests/s (oha, coordinated-omission corrected): medians\n")
+        lines.append("| system | p50 ms | p99 ms | p99 added over direct, ms |")
+        lines.append("|---|---:|---:|---:|")
+        for s in ORDER:
+            p50s = [r[s][0] for r in lat.values() if s in r]
+            p99s = [r[s][1] for r in lat.values() if s in r]
+            added = [r[s][1] - r["direct"][1] for r in lat.values() if s in r and "direct" in r]
+            lines.append(f"| {LABEL[s]} | {med(p50s):.3f} | {med(p99s):.3f} | {med(added):.3f} |")
+        added = [r["portcullis"][1] - r["direct"][1] for r in lat.values()]
+        summary.append(f"p99 added over direct at {rate} req/s: {med(added):.3f} ms "
+                       f"(rounds {min(added):.3f}–{max(added):.3f}; target <= 0.5)")
+        lines.append(f"\nPortcullis per round, p99 added over direct (ms): "
+                     + ", ".join(f"{a:.3f}" for a in added) + ".\n")
+
+    # Logins: round, kind, count, CPU µs per login, wall logins/s.
+    logins = defaultdict(list)
+    for rnd, kind, count, cpu_us, wall in rows(f"{work}/logins.tsv"):
+        logins[kind].append((float(cpu_us), float(wall), int(count)))
+    if logins:
+        lines.append("## Login throughput (single-use inputs made beforehand; Portcullis's CPU only)\n")
+        lines.append("| login | logins per round | CPU µs/login (median; rounds) | logins/s per core | wall logins/s with the IdP |")
+        lines.append("|---|---:|---:|---:|---:|")
+        names = {"oidc": "OIDC callback (code exchange over TLS, ID token RS256)",
+                 "saml": "SAML ACS post (signed response + assertion, RSA-SHA256)"}
+        for kind in ("oidc", "saml"):
+            if kind not in logins:
+                continue
+            cpu = [c for c, _, _ in logins[kind]]
+            wall = [w for _, w, _ in logins[kind]]
+            lines.append(f"| {names[kind]} | {logins[kind][0][2]} | {med(cpu):.0f} ({', '.join(f'{c:.0f}' for c in cpu)}) | "
+                         f"{1e6 / med(cpu):,.0f} | {med(wall):,.0f} |")
+            summary.append(f"{kind} logins: {1e6 / med(cpu):,.0f}/s per core")
+        lines.append("\nThe wall rate includes the IdP (for OIDC it answers every code exchange, on the other "
+                     "core) and is not the gateway's limit; CPU per login is.\n")
+
+    # Scale: round, sessions, requests, ticks, VmRSS KiB, bytes per session.
+    scale = defaultdict(list)
+    for rnd, size, requests, ticks, rss, per in rows(f"{work}/scale.tsv"):
+        scale[int(size)].append((int(ticks) * 1e6 / clk_tck / max(int(requests), 1), int(rss), int(per),
+                                 int(requests) / float(duration)))
+    if scale:
+        lines.append("## Session scale (requests spread over 20,000 of the live sessions)\n")
+        lines.append("| live sessions | bytes per session | process RSS MiB | CPU µs/request (median; rounds) | req/s |")
+        lines.append("|---:|---:|---:|---:|---:|")
+        for size in sorted(scale):
+            cpu = [c for c, _, _, _ in scale[size]]
+            lines.append(f"| {size:,} | {scale[size][0][2]:,} | {max(r for _, r, _, _ in scale[size]) / 1024:,.0f} | "
+                         f"{med(cpu):.1f} ({', '.join(f'{c:.1f}' for c in cpu)}) | "
+                         f"{med([q for _, _, _, q in scale[size]]):,.0f} |")
+        sizes = sorted(scale)
+        if len(sizes) >= 2:
+            small, big = sizes[-2], sizes[-1]
+            growth = med([c for c, *_ in scale[big]]) / med([c for c, *_ in scale[small]])
+            summary.append(f"{big:,} sessions: {scale[big][0][2]:,} bytes each (target <= 1024); "
+                           f"CPU/request {growth:.2f}x that at {small:,}")
+            lines.append(f"\nCPU per request at {big:,} sessions is {growth:.2f}x that at {small:,}. Bytes per "
+                         "session: resident memory added by loading them, divided by their number (each "
+                         "keeps a 1,000-byte ID token for logout, five groups, acr/amr; see "
+                         "bench/session_scale.rs).\n")
+
+    optimisations = os.path.join(os.path.dirname(os.path.abspath(__file__)), "optimisations.md")
+    if os.path.exists(optimisations):
+        with open(optimisations, encoding="utf-8") as f:
+            lines.append(f.read())
+
+    if not sat:  # a partial run (PHASES) without the saturation phase
+        summary = summary[1:]
+    print("==> " + "\n==> ".join(summary))
+    for s in ORDER if sat else []:
+        print(f"    {LABEL[s]:<28} {sat_median(s, 'rps'):>10,.0f} req/s  {sat_median(s, 'cpu_us'):>7.1f} µs CPU/req  "
+              f"RSS {sat_median(s, 'rss_mb'):.1f} MiB")
+    if smoke != "true":
+        with open("bench/results.md", "w", encoding="utf-8") as f:
+            f.write("\n".join(lines) + "\n")
+        print("==> written bench/results.md")
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "oha":
+        oha(sys.argv[2])
+    else:
+        report(*sys.argv[2:8])

@@ -3,11 +3,17 @@
 # nginx as a plain reverse proxy (the proxying floor), Apache + mod_auth_openidc with a real
 # signed-in session, and Portcullis with a real signed-in session (identity headers injected).
 # Interleaved rounds (the order rotates each round), every response checked to be a 200 from
-# the backend, CPU per request read from /proc for the system under test, peak RSS.
+# the backend, CPU per request read from /proc for the system under test, peak RSS. Then:
+#   latency     p50/p99 at a fixed rate (oha, coordinated-omission corrected), same rotation;
+#   scale       Portcullis holding 10k, 100k and 1M live sessions (bench/session_scale.rs),
+#               requests spread over 20k of them: memory per session and CPU per request;
+#   logins      OIDC callbacks and SAML ACS posts per core (bench/logins.py), single-use inputs
+#               made beforehand with the real IdPs.
 #
-# Usage: bench/run.sh            full run (5 rounds x 8 s per system), writes bench/results.md
-#        bench/run.sh --smoke    1 round x 1 s: proves the harness works (no results written)
-# Env:   ROUNDS, SECONDS_PER_RUN, CONNECTIONS override the defaults.
+# Usage: bench/run.sh            full run, writes bench/results.md
+#        bench/run.sh --smoke    seconds per phase: proves the harness works (no results written)
+# Env:   ROUNDS, SECONDS_PER_RUN, CONNECTIONS, RATE, SCALE_SIZES, LOGINS override the defaults;
+#        PHASES picks phases (default "saturation latency logins scale"; results.md only when all).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -16,15 +22,30 @@ smoke=false
 rounds=${ROUNDS:-5}
 duration=${SECONDS_PER_RUN:-8}
 connections=${CONNECTIONS:-32}
-if $smoke; then rounds=1; duration=1; fi
+rate=${RATE:-1500}                                  # requests/s for the latency phase
+scale_sizes=${SCALE_SIZES:-"10000 100000 1000000"}  # live sessions for the scale phase
+logins=${LOGINS:-1000}                              # logins per kind for the login phase
+phases=" ${PHASES:-saturation latency logins scale} "
+phase() { [[ "$phases" == *" $1 "* ]]; }
+if $smoke; then rounds=1; duration=1; scale_sizes="1000 5000"; logins=20; fi
 
 # shellcheck source=deploy/packages.sh
 source deploy/packages.sh
 ensure_packages "${PORTCULLIS_PACKAGES[@]}" nginx wrk apache2 libapache2-mod-auth-openidc
 ensure_test_idp
 echo "==> building portcullis (release)"
-cargo build --release --locked --quiet
-bin="${CARGO_TARGET_DIR:-$root/target}/release/portcullis"
+cargo build --release --locked --quiet --bin portcullis --example session_scale
+target_dir="${CARGO_TARGET_DIR:-$root/target}"
+bin="$target_dir/release/portcullis"
+scale_bin="$target_dir/release/examples/session_scale"
+# oha (latency at a fixed rate) is not packaged by Debian; built once into the target cache.
+tools="$target_dir/bench-tools"
+OHA_VERSION=1.16.0
+if [[ ! -x "$tools/bin/oha" ]] || ! "$tools/bin/oha" --version | grep -q "$OHA_VERSION"; then
+  echo "==> building oha $OHA_VERSION (once; cached in $tools)"
+  cargo install --locked --quiet oha --version "$OHA_VERSION" --root "$tools" --target-dir "$tools/build"
+fi
+oha="$tools/bin/oha"
 
 work="$root/bench/work"
 rm -rf "$work"
@@ -49,6 +70,7 @@ NGINX=127.0.0.1:18081
 PORTCULLIS=127.0.0.1:18082
 APACHE=127.0.0.1:18083
 IDP_PORT=18443
+SAML_IDP_PORT=18500
 
 wait_for() { # url [curl args]
   local url=$1; shift
@@ -120,6 +142,21 @@ JSON
 "${pin_load[@]}" node tests/idp/oidc-idp.mjs "$work/idp.json" > "$work/idp.log" 2>&1 & pids+=($!)
 wait_for "https://localhost:$IDP_PORT/.well-known/openid-configuration" --cacert certs/dev/ca.crt
 
+# --- the SAML IdP (samlify; its test hook mints signed responses for the login phase) ---------
+cat > "$work/saml-idp.json" <<JSON
+{
+  "port": $SAML_IDP_PORT,
+  "key_file": "$root/certs/dev/demo-saml-idp.key",
+  "cert_file": "$root/certs/dev/demo-saml-idp.crt",
+  "sps": ["http://saml-bench.localhost:18082/.portcullis/saml/metadata"],
+  "test_hooks": true,
+  "users": [ { "id": "alice", "password": "alice-bench", "email": "alice@corp.example", "name": "Alice", "groups": ["staff"] } ]
+}
+JSON
+"${pin_load[@]}" node tests/idp/saml-idp.mjs "$work/saml-idp.json" > "$work/saml-idp.log" 2>&1 & pids+=($!)
+wait_for "http://127.0.0.1:$SAML_IDP_PORT/metadata"
+curl -s -o "$work/saml-idp-metadata.xml" "http://127.0.0.1:$SAML_IDP_PORT/metadata"
+
 # --- Portcullis -------------------------------------------------------------------------------
 mkdir -p "$work/policies"
 printf '%s\n' "$client_secret" > "$work/client.secret"
@@ -141,6 +178,11 @@ ca_file = "$root/certs/dev/ca.crt"
 client_id = "portcullis-bench"
 client_secret_file = "client.secret"
 groups_scope = "groups"
+[idp.bench-saml]
+kind = "saml"
+metadata_file = "saml-idp-metadata.xml"
+sp_key_file = "$root/certs/dev/saml-sp.key"
+sp_cert_file = "$root/certs/dev/saml-sp.crt"
 CONF
 cat > "$work/policies/bench.toml" <<CONF
 schema = 1
@@ -153,6 +195,22 @@ idp = "bench"
 [identity.headers]
 "X-Remote-User" = "email"
 "X-Groups" = { claim = "groups", join = "," }
+[[allow]]
+id = "staff"
+why = "benchmark"
+groups = ["staff"]
+CONF
+cat > "$work/policies/saml-bench.toml" <<CONF
+schema = 1
+app = "saml-bench"
+owner = "bench@corp.example"
+summary = "benchmark app (SAML logins)"
+hosts = ["saml-bench.localhost"]
+upstreams = [{ url = "http://$BACKEND" }]
+idp = "bench-saml"
+allow_idp_initiated = true
+[identity.headers]
+"X-Remote-User" = "email"
 [[allow]]
 id = "staff"
 why = "benchmark"
@@ -267,7 +325,9 @@ rss_kb() { local sum=0 p; for p in "$@"; do [[ -r /proc/$p/status ]] && sum=$(( 
 
 systems=(direct nginx apache portcullis)
 : > "$work/raw.tsv"
+phase saturation && echo "==> saturation ($connections connections)"
 for round in $(seq 1 "$rounds"); do
+  phase saturation || break
   shift_by=$(( (round - 1) % ${#systems[@]} ))
   order=("${systems[@]:shift_by}" "${systems[@]:0:shift_by}")
   for sys in "${order[@]}"; do
@@ -295,4 +355,97 @@ for round in $(seq 1 "$rounds"); do
   done
 done
 
-python3 bench/report.py "$work/raw.tsv" "$(getconf CLK_TCK)" "$smoke" "$connections" "$duration"
+# --- latency at a fixed rate ------------------------------------------------------------------
+# oha sends on a schedule and, with --latency-correction, counts the time a request waited
+# behind a slow one (no coordinated omission). Every status must be 200.
+phase latency && echo "==> latency at $rate req/s"
+: > "$work/latency.tsv"
+for round in $(seq 1 "$rounds"); do
+  phase latency || break
+  shift_by=$(( (round - 1) % ${#systems[@]} ))
+  order=("${systems[@]:shift_by}" "${systems[@]:0:shift_by}")
+  for sys in "${order[@]}"; do
+    headers=()
+    case $sys in
+      portcullis) headers=(--host bench.localhost -H "Cookie: $portcullis_cookie") ;;
+      apache) headers=(-H "Cookie: $apache_cookie") ;;
+    esac
+    json="$work/oha-$sys-$round.json"
+    "${pin_load[@]}" "$oha" -z "${duration}s" -q "$rate" -c 16 --latency-correction --no-tui \
+      --output-format json "${headers[@]}" "$(target "$sys")" > "$json"
+    line=$(python3 bench/report.py oha "$json") || {
+      echo "benchmark invalid: $sys at $rate req/s: $line" >&2; exit 1; }
+    printf '%s\t%s\t%s\n' "$round" "$sys" "$line" >> "$work/latency.tsv"
+    printf '    round %s %-10s p50/p99 %s ms\n' "$round" "$sys" "$(cut -f1,2 <<<"$line" | tr '\t' /)"
+  done
+done
+
+# --- login throughput -------------------------------------------------------------------------
+phase logins && echo "==> login throughput ($logins of each, inputs made beforehand)"
+: > "$work/logins.tsv"
+for round in $(seq 1 "$(( rounds < 3 ? rounds : 3 ))"); do
+  phase logins || break
+  python3 bench/logins.py oidc "$logins" "$portcullis_pid" "$PORTCULLIS" bench.localhost:18082 \
+    "https://localhost:$IDP_PORT" "$root/certs/dev/ca.crt" | sed "s/^/$round /" >> "$work/logins.tsv"
+  python3 bench/logins.py saml "$logins" "$portcullis_pid" "$PORTCULLIS" saml-bench.localhost:18082 \
+    "http://127.0.0.1:$SAML_IDP_PORT" | sed "s/^/$round /" >> "$work/logins.tsv"
+done
+sed 's/^/    round /' "$work/logins.tsv"
+
+# --- session scale ----------------------------------------------------------------------------
+# One gateway per size, each loaded through Auth::sign_in (bench/session_scale.rs) and serving
+# like `portcullis run`; wrk spreads its requests over 20k of the sessions.
+phase scale || scale_sizes=""
+[[ -n $scale_sizes ]] && echo "==> session scale: $scale_sizes live sessions"
+cat "$work/check.lua" > "$work/scale.lua"
+cat >> "$work/scale.lua" <<'LUA'
+local cookies = {}
+for line in io.lines(os.getenv("BENCH_COOKIES")) do cookies[#cookies + 1] = line end
+function request()
+  return wrk.format("GET", "/", { ["Host"] = "bench.localhost", ["Cookie"] = cookies[math.random(#cookies)] })
+end
+LUA
+declare -A scale_pid
+port=18090
+for size in $scale_sizes; do
+  port=$(( port + 1 ))
+  sed "s/^http = .*/http = \"127.0.0.1:$port\"/" "$work/portcullis.toml" > "$work/scale-$size.toml"
+  "${pin_sut[@]}" "$scale_bin" -c "$work/scale-$size.toml" --app bench --host "bench.localhost:$port" \
+    --sessions "$size" --cookies-out "$work/cookies-$size.txt" --stats-out "$work/scale-$size.stats" \
+    2> "$work/scale-$size.log" & pids+=($!)
+  scale_pid[$size]=$!
+  for _ in $(seq 1 1200); do [[ -s "$work/scale-$size.stats" ]] && break; sleep 0.1; done
+  wait_for "http://127.0.0.1:$port/" -H 'Host: bench.localhost'
+  printf '    %8s sessions loaded in %ss, %s bytes each\n' "$size" \
+    "$(awk '/load_seconds/ {print $2}' "$work/scale-$size.stats")" "$(awk '/bytes_per_session/ {print $2}' "$work/scale-$size.stats")"
+done
+sizes=($scale_sizes)
+: > "$work/scale.tsv"
+for round in $(seq 1 "$rounds"); do
+  [[ ${#sizes[@]} -gt 0 ]] || break
+  shift_by=$(( (round - 1) % ${#sizes[@]} ))
+  order=("${sizes[@]:shift_by}" "${sizes[@]:0:shift_by}")
+  for size in "${order[@]}"; do
+    idx=0; for s in "${sizes[@]}"; do idx=$(( idx + 1 )); [[ $s == "$size" ]] && break; done
+    pid=${scale_pid[$size]}
+    before=$(ticks "$pid")
+    out=$(BENCH_COOKIES="$work/cookies-$size.txt" "${pin_load[@]}" wrk -t1 -c"$connections" -d"${duration}s" \
+      -s "$work/scale.lua" "http://127.0.0.1:$(( 18090 + idx ))/")
+    after=$(ticks "$pid")
+    requests=$(awk '/requests in/ {print $1}' <<<"$out")
+    bad=$(awk '/^BAD/ {print $2}' <<<"$out")
+    rss=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
+    per=$(awk '/bytes_per_session/ {print $2}' "$work/scale-$size.stats")
+    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$size" "$requests" "$(( after - before ))" "$rss" "$per" >> "$work/scale.tsv"
+    printf '    round %s %8s sessions %10s requests  bad=%s\n' "$round" "$size" "$requests" "$bad"
+    if [[ "$bad" != "0" ]]; then
+      echo "benchmark invalid: with $size sessions, $bad responses were not the backend's 200" >&2
+      exit 1
+    fi
+  done
+done
+
+all_phases=true
+for p in saturation latency logins scale; do phase $p || all_phases=false; done
+$all_phases || smoke=true   # a partial run prints its figures but does not replace results.md
+python3 bench/report.py report "$work" "$(getconf CLK_TCK)" "$smoke" "$connections" "$duration" "$rate"

@@ -376,8 +376,10 @@ impl Auth {
         }
     }
 
-    /// A new session for a verified identity, and the cookies that carry it.
-    async fn sign_in(
+    /// A new session for a verified identity, and the cookie that carries it. Every finished
+    /// login ends here; the session-scale benchmark (`bench/session_scale.rs`) loads its
+    /// sessions through it too, so what it measures is what a login stores.
+    pub async fn sign_in(
         &self,
         identity: Identity,
         logout: LogoutHint,

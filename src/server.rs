@@ -64,12 +64,37 @@ fn check_bindable(config: &GatewayConfig) -> Result<(), StartError> {
     Ok(())
 }
 
+/// A server ready to run, and the gateway state it serves.
+pub struct Assembled {
+    /// The Pingora server with every service added.
+    pub server: Server,
+    /// The live gateway state (the session-scale benchmark loads sessions into it).
+    pub gateway: SharedGateway,
+}
+
 /// Builds the server and runs it until SIGTERM (graceful) or SIGINT (fast).
 pub fn run(
     config_path: &Path,
     config: GatewayConfig,
     policies: PolicySet,
 ) -> Result<(), StartError> {
+    let assembled = assemble(config_path, config, policies)?;
+    serve(assembled.server);
+    Ok(())
+}
+
+/// Runs an assembled server until SIGTERM (graceful) or SIGINT (fast).
+pub fn serve(server: Server) {
+    server.run(RunArgs::default());
+    tracing::info!("portcullis stopped");
+}
+
+/// Builds the server and its services without starting them.
+pub fn assemble(
+    config_path: &Path,
+    config: GatewayConfig,
+    policies: PolicySet,
+) -> Result<Assembled, StartError> {
     check_bindable(&config)?;
     let conf = ServerConf {
         threads: config.threads,
@@ -140,7 +165,5 @@ pub fn run(
         unavailable = started.broken().len(),
         "portcullis starting"
     );
-    server.run(RunArgs::default());
-    tracing::info!("portcullis stopped");
-    Ok(())
+    Ok(Assembled { server, gateway })
 }
