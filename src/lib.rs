@@ -7,6 +7,11 @@
 
 #![forbid(unsafe_code)]
 
+/// jemalloc: per-thread caches and size classes without per-allocation headers; measured
+/// against glibc malloc in `bench/optimisations.md`.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 pub mod admin;
 pub mod assertion;
 pub mod audit;
