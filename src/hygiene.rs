@@ -143,18 +143,21 @@ impl HeaderHygiene {
     /// Cleans the request in place and sets the forwarding headers from the connection.
     pub fn apply(&self, req: &mut RequestHeader, conn: ConnectionFacts) -> Forwarding {
         let close_requested = self.strip_connection_nominated(req);
-        for name in HOP_BY_HOP.iter().chain(URL_OVERRIDES) {
-            req.remove_header(*name);
-        }
-        let spoofable: Vec<String> = req
+        // One pass over the headers the client actually sent (a handful), rather than a
+        // lookup per name on our lists (dozens): this runs for every request.
+        let mut forwarding_present = false;
+        let doomed: Vec<http::HeaderName> = req
             .headers
             .keys()
-            .map(|n| n.as_str())
-            .filter(|n| self.is_identity_header(n))
-            .map(str::to_string)
+            .filter(|name| {
+                let n = name.as_str();
+                forwarding_present |= FORWARDING.contains(&n);
+                HOP_BY_HOP.contains(&n) || URL_OVERRIDES.contains(&n) || self.is_identity_header(n)
+            })
+            .cloned()
             .collect();
-        for name in spoofable {
-            req.remove_header(&name);
+        for name in &doomed {
+            req.remove_header(name);
         }
 
         let trusted_peer = conn.peer.is_some_and(|ip| self.is_trusted(ip));
@@ -176,8 +179,10 @@ impl HeaderHygiene {
             None
         };
 
-        for name in FORWARDING {
-            req.remove_header(*name);
+        if forwarding_present {
+            for name in FORWARDING {
+                req.remove_header(*name);
+            }
         }
         let peer = conn.peer.map(|ip| ip.to_string());
         let xff = match (chain, peer) {
@@ -253,8 +258,9 @@ impl HeaderHygiene {
         } else {
             conn.peer
         };
-        let request_id = joined(req, "x-request-id")
-            .filter(|_| trusted_peer)
+        let request_id = trusted_peer
+            .then(|| joined(req, "x-request-id"))
+            .flatten()
             .filter(|id| is_well_formed_request_id(id))
             .unwrap_or_else(new_request_id);
         Forwarding {
@@ -319,18 +325,28 @@ fn is_well_formed_request_id(id: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
-/// 128 random bits as hex.
+/// A 128-bit id, unique across processes and requests, as 32 hex digits: 64 random bits drawn
+/// once per process, then a counter. Request ids are for correlation, not secrets, and this
+/// runs for every request (a CSPRNG call and per-byte formatting cost more than the rest of
+/// header hygiene together).
 pub fn new_request_id() -> String {
-    static FALLBACK_COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let mut bytes = [0u8; 16];
-    if openssl::rand::rand_bytes(&mut bytes).is_err() {
-        // Request ids are for correlation, not security: a unique but guessable id beats
-        // failing the request.
-        let n = FALLBACK_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let id = (u128::from(std::process::id()) << 64) | u128::from(n);
-        bytes = id.to_be_bytes();
-    }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::OnceLock;
+    static PROCESS: OnceLock<u64> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let prefix = *PROCESS.get_or_init(|| {
+        let mut bytes = [0u8; 8];
+        if openssl::rand::rand_bytes(&mut bytes).is_err() {
+            // Unique per process even without randomness: the pid and the start time.
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos());
+            bytes = ((u64::from(std::process::id()) << 32) | u64::from(nanos)).to_be_bytes();
+        }
+        u64::from_be_bytes(bytes)
+    });
+    let count = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix:016x}{count:016x}")
 }
 
 #[cfg(test)]
@@ -446,5 +462,14 @@ mod tests {
         let mut req = request(&[("X-Request-Id", "bad id\twith spaces")]);
         let fwd = h.apply(&mut req, conn("10.0.0.2"));
         assert_ne!(fwd.request_id, "bad id\twith spaces");
+    }
+
+    #[test]
+    fn request_ids_are_distinct_and_hex() {
+        let ids: HashSet<String> = (0..1000).map(|_| new_request_id()).collect();
+        assert_eq!(ids.len(), 1000);
+        assert!(ids
+            .iter()
+            .all(|id| id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())));
     }
 }
