@@ -5,7 +5,8 @@
 //!
 //! Used by `bench/run.sh` (session-scale phase). Each session looks like an Okta login: a
 //! 17-character subject, email, display name, five groups, acr/amr, auth_time, and an ID token
-//! of `--id-token-bytes` kept for RP-initiated logout.
+//! of `--id-token-bytes` for RP-initiated logout, kept where a real login keeps it (in the
+//! browser's sealed cookie when it fits, else in the session).
 //!
 //! Run: `cargo run --release --example session_scale -- -c portcullis.toml --app bench
 //!       --host bench.localhost:18082 --sessions 100000 --cookies-out cookies.txt`
@@ -15,6 +16,7 @@ use clap::Parser;
 use portcullis::auth::Origin;
 use portcullis::idp::Identity;
 use portcullis::secret::Secret;
+use portcullis::session::cookies::id_token_cookie_fits;
 use portcullis::session::LogoutHint;
 use std::io::Write;
 use std::path::PathBuf;
@@ -100,7 +102,12 @@ fn main() -> anyhow::Result<()> {
     };
     let limits = (Duration::from_secs(3600), Duration::from_secs(8 * 3600));
     let stride = (args.sessions / args.cookies.max(1)).max(1);
-    let token = "x".repeat(args.id_token_bytes);
+    // As a finished OIDC login does: a token that fits in a cookie is kept by the browser.
+    let hint = if id_token_cookie_fits(args.id_token_bytes) {
+        LogoutHint::IdTokenInCookie
+    } else {
+        LogoutHint::IdToken(Secret::new("x".repeat(args.id_token_bytes)))
+    };
 
     let runtime = tokio::runtime::Builder::new_current_thread().build()?;
     let before = rss_bytes();
@@ -108,15 +115,9 @@ fn main() -> anyhow::Result<()> {
     let mut cookies = Vec::with_capacity(args.cookies);
     runtime.block_on(async {
         for i in 0..args.sessions {
-            let (_session, set_cookie) = gateway
+            let (_session, _id, set_cookie) = gateway
                 .auth
-                .sign_in(
-                    identity(i, &idp),
-                    LogoutHint::IdToken(Secret::new(token.as_str())),
-                    &args.app,
-                    limits,
-                    &origin,
-                )
+                .sign_in(identity(i, &idp), hint.clone(), &args.app, limits, &origin)
                 .await
                 .map_err(|e| anyhow::anyhow!("sign-in {i}: {e}"))?;
             if i % stride == 0 && cookies.len() < args.cookies {

@@ -10,9 +10,11 @@ use crate::idp::http::{HttpError, IdpHttpClient};
 use crate::idp::oidc::{LoginError, OidcProvider};
 use crate::idp::saml::{IdpLogout, SamlError, SamlProvider};
 use crate::idp::Identity;
+use crate::secret::Secret;
 use crate::session::cookies::{
-    clear_cookie, is_gateway_cookie, login_cookie_name, session_cookie_name, set_cookie,
-    set_cross_site_cookie, CookieCodec,
+    clear_cookie, clear_id_token_cookie, id_token_cookie_fits, id_token_cookie_name,
+    is_gateway_cookie, login_cookie_name, session_cookie_name, set_cookie, set_cross_site_cookie,
+    set_id_token_cookie, CookieCodec,
 };
 use crate::session::pending::{PendingFlow, PendingLogin, PendingLogins, StepUp};
 use crate::session::{Expired, LogoutHint, Session, SessionId, SessionStore};
@@ -386,7 +388,7 @@ impl Auth {
         app: &str,
         limits: (Duration, Duration),
         origin: &Origin,
-    ) -> Result<(Arc<Session>, String), CallbackError> {
+    ) -> Result<(Arc<Session>, SessionId, String), CallbackError> {
         let (idle, absolute) = limits;
         let session = Arc::new(Session::new(identity, logout, app, idle, absolute));
         let id = SessionId::random().ok_or(CallbackError::NoRandom)?;
@@ -396,7 +398,37 @@ impl Auth {
             .cookies
             .seal(&name, &id.encode())
             .ok_or(CallbackError::NoRandom)?;
-        Ok((session, set_cookie(&name, &sealed, origin.secure, None)))
+        Ok((session, id, set_cookie(&name, &sealed, origin.secure, None)))
+    }
+
+    /// The ID-token cookie for session `id`: the token sealed together with the session id,
+    /// so it is used only to log out the session it came with.
+    fn id_token_cookie(&self, id: &SessionId, token: &Secret, secure: bool) -> Option<String> {
+        let name = id_token_cookie_name(secure);
+        let sealed = self
+            .cookies
+            .seal(&name, &format!("{}.{}", id.encode(), token.expose()))?;
+        Some(set_id_token_cookie(&sealed, secure))
+    }
+
+    /// The ID token the browser keeps for session `id`, if its cookie is genuine and was
+    /// issued with that session.
+    fn id_token_from_cookie(
+        &self,
+        cookies: &[(String, String)],
+        id: &SessionId,
+        secure: bool,
+    ) -> Option<Secret> {
+        let name = id_token_cookie_name(secure);
+        let expected = id.encode();
+        cookies
+            .iter()
+            .filter(|(n, _)| *n == name)
+            .filter_map(|(_, sealed)| self.cookies.open(&name, sealed))
+            .find_map(|text| {
+                let (sid, token) = text.split_once('.')?;
+                (sid == expected).then(|| Secret::new(token))
+            })
     }
 
     /// Finishes a login at the callback. `limits` gives an app's (idle, absolute) timeouts.
@@ -458,23 +490,38 @@ impl Auth {
             check_step_up(step, &done.identity, crate::clock::unix_now()).map_err(fail)?;
             self.end_session_named_in(cookies, origin.secure).await;
         }
-        let (session, cookie) = self
+        // The ID token (about 1 KB) is needed only to log out: the browser keeps it, sealed,
+        // unless it is too large for a cookie.
+        let token_in_cookie = id_token_cookie_fits(done.id_token.len());
+        let hint = if token_in_cookie {
+            LogoutHint::IdTokenInCookie
+        } else {
+            LogoutHint::IdToken(done.id_token.clone())
+        };
+        let (session, id, cookie) = self
             .sign_in(
                 done.identity,
-                LogoutHint::IdToken(done.id_token),
+                hint,
                 &pending.app,
                 limits(&pending.app),
                 origin,
             )
             .await
             .map_err(fail)?;
+        let mut set = vec![
+            cookie,
+            clear_cookie(&login_cookie_name(state, origin.secure), origin.secure),
+        ];
+        if token_in_cookie {
+            set.push(
+                self.id_token_cookie(&id, &done.id_token, origin.secure)
+                    .ok_or_else(|| fail(CallbackError::NoRandom))?,
+            );
+        }
         Ok(SignedIn {
             session,
             return_to: pending.return_to.clone(),
-            cookies: vec![
-                cookie,
-                clear_cookie(&login_cookie_name(state, origin.secure), origin.secure),
-            ],
+            cookies: set,
             stepped_up_for: pending.step_up.as_ref().map(|s| s.rule.clone()),
         })
     }
@@ -547,7 +594,7 @@ impl Auth {
             check_step_up(step, &login.identity, crate::clock::unix_now()).map_err(fail)?;
             self.end_session_named_in(cookies, origin.secure).await;
         }
-        let (session, cookie) = self
+        let (session, _id, cookie) = self
             .sign_in(
                 login.identity,
                 LogoutHint::Saml(login.subject),
@@ -599,6 +646,7 @@ impl Auth {
     ) -> (Option<Arc<Session>>, String, Vec<String>) {
         let name = session_cookie_name(origin.secure);
         let mut ended = None;
+        let mut kept_token = None;
         if let Some((_, sealed)) = cookies.iter().find(|(n, _)| *n == name) {
             if let Some(id) = self
                 .cookies
@@ -606,14 +654,19 @@ impl Auth {
                 .and_then(|t| SessionId::decode(&t))
             {
                 ended = self.sessions.remove(&id).await;
+                kept_token = self.id_token_from_cookie(cookies, &id, origin.secure);
             }
         }
-        let mut clear: Vec<String> = vec![clear_cookie(&name, origin.secure)];
+        let mut clear: Vec<String> = vec![
+            clear_cookie(&name, origin.secure),
+            clear_id_token_cookie(origin.secure),
+        ];
+        let id_token_cookie = id_token_cookie_name(origin.secure);
         // Leftover login cookies of abandoned logins go too.
         clear.extend(
             cookies
                 .iter()
-                .filter(|(n, _)| *n != name && is_gateway_cookie(n))
+                .filter(|(n, _)| *n != name && *n != id_token_cookie && is_gateway_cookie(n))
                 .map(|(n, _)| clear_cookie(n, origin.secure)),
         );
         let signed_out_page = format!("{}{LOGGED_OUT_PATH}", origin.base());
@@ -627,6 +680,7 @@ impl Auth {
                             .map_or(signed_out_page.clone(), str::to_string);
                         let token = match hint {
                             LogoutHint::IdToken(t) => Some(t),
+                            LogoutHint::IdTokenInCookie => kept_token.as_ref(),
                             _ => None,
                         };
                         p.logout_url(token, &after)

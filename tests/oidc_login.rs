@@ -689,7 +689,17 @@ async fn second_app_signs_in_silently_through_the_idp_session() {
 async fn logout_ends_the_session_here_and_at_the_idp() {
     let f = fixture("").await;
     let browser = f.signed_in(WIKI, "alice").await;
+    // The browser keeps the ID token for logout, sent only to the gateway's own endpoints.
+    assert!(browser
+        .cookies_for(&f.url(WIKI, "/.portcullis/logout"))
+        .contains("portcullis_idt="));
+    assert!(!browser
+        .cookies_for(&f.url(WIKI, "/reports"))
+        .contains("portcullis_idt"));
     let trip = browser.follow(&f.url(WIKI, "/.portcullis/logout")).await;
+    assert!(!browser
+        .cookies_for(&f.url(WIKI, "/.portcullis/logout"))
+        .contains("portcullis_idt"));
     let end_session = trip
         .hops
         .iter()
@@ -722,16 +732,78 @@ async fn logout_ends_the_session_here_and_at_the_idp() {
 }
 
 #[tokio::test]
+async fn id_token_cookie_of_another_session_is_not_used_at_logout() {
+    let f = fixture("").await;
+    let alice = f.signed_in(WIKI, "alice").await;
+    let bob = f.signed_in(WIKI, "bob").await;
+    let logout = f.url(WIKI, "/.portcullis/logout");
+    let bobs_token = bob
+        .cookies_for(&logout)
+        .split("; ")
+        .find(|c| c.starts_with("portcullis_idt="))
+        .unwrap()
+        .to_string();
+    let alices_session = alice
+        .cookies_for(&logout)
+        .split("; ")
+        .find(|c| c.starts_with("portcullis_session="))
+        .unwrap()
+        .to_string();
+    // Alice's session with Bob's (genuine, sealed) ID-token cookie: the token is not Alice's
+    // session's, so the IdP is not told whose session to end on its strength.
+    let stranger = Browser::new(f.gw.http, &[WIKI]);
+    let response = stranger
+        .get_with(
+            &logout,
+            &[("Cookie", &format!("{alices_session}; {bobs_token}"))],
+        )
+        .await;
+    assert_eq!(response.status(), 302);
+    let location = response.headers()["location"].to_str().unwrap().to_string();
+    assert!(location.contains("/session/end"), "{location}");
+    assert!(
+        query_param(&location, "id_token_hint").is_none(),
+        "{location}"
+    );
+    // A forged one is ignored too.
+    let bob_again = f.signed_in(WIKI, "bob").await;
+    let session = bob_again
+        .cookies_for(&logout)
+        .split("; ")
+        .find(|c| c.starts_with("portcullis_session="))
+        .unwrap()
+        .to_string();
+    let response = stranger
+        .get_with(
+            &logout,
+            &[("Cookie", &format!("{session}; portcullis_idt=forged"))],
+        )
+        .await;
+    let location = response.headers()["location"].to_str().unwrap().to_string();
+    assert!(
+        query_param(&location, "id_token_hint").is_none(),
+        "{location}"
+    );
+}
+
+#[tokio::test]
 async fn app_logout_path_is_intercepted() {
     let f = fixture("").await;
     let browser = f.signed_in(TIMESHEET, "bob").await;
     let hits = f.timesheet.hits();
     let response = browser.get(&f.url(TIMESHEET, "/logout")).await;
     assert_eq!(response.status(), 302);
-    assert!(response.headers()["location"]
-        .to_str()
-        .unwrap()
-        .contains("/session/end"));
+    assert_eq!(response.headers()["location"], "/.portcullis/logout");
+    let trip = browser.follow(&f.url(TIMESHEET, "/logout")).await;
+    let end_session = trip
+        .hops
+        .iter()
+        .find(|h| h.contains("/session/end"))
+        .unwrap();
+    assert!(
+        query_param(end_session, "id_token_hint").is_some(),
+        "{end_session}"
+    );
     assert_eq!(
         f.timesheet.hits(),
         hits,

@@ -310,7 +310,12 @@ impl Proxy {
     ) -> Result<Action, RequestError> {
         let config = &app.config;
         if config.logout_path.as_deref() == Some(ctx.path.as_str()) {
-            return Ok(endpoints::logout(session, ctx, gateway, &origin).await);
+            // The gateway's logout endpoint does it: the browser sends the ID-token cookie
+            // only there.
+            return Ok(Action::Redirect {
+                location: crate::auth::LOGOUT_PATH.to_string(),
+                cookies: Vec::new(),
+            });
         }
         if config.idp.is_some() {
             Self::attach_session(session, ctx, gateway, config, &origin).await;

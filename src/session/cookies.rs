@@ -13,6 +13,13 @@ use std::time::Duration;
 pub const COOKIE_PREFIX: &str = "portcullis_";
 const SESSION_COOKIE: &str = "portcullis_session";
 const LOGIN_COOKIE: &str = "portcullis_login_";
+const ID_TOKEN_COOKIE: &str = "portcullis_idt";
+/// Where the ID-token cookie is sent: the gateway's own endpoints (logout among them), never
+/// the app's pages, so ordinary requests do not carry it.
+pub const ID_TOKEN_COOKIE_PATH: &str = "/.portcullis/";
+/// Largest sealed ID-token cookie value set; browsers keep at most 4096 bytes per cookie with
+/// its name and attributes. A larger token stays in the session instead.
+const MAX_ID_TOKEN_COOKIE: usize = 3800;
 /// Characters of the state used to name its login cookie.
 const LOGIN_TAG_LEN: usize = 16;
 
@@ -67,6 +74,44 @@ pub fn login_cookie_name(state: &str, secure: bool) -> String {
         .take(LOGIN_TAG_LEN)
         .collect();
     prefixed(&format!("{LOGIN_COOKIE}{tag}"), secure)
+}
+
+/// The ID-token cookie's name: `__Secure-` prefixed on HTTPS (`__Host-` needs `Path=/`).
+pub fn id_token_cookie_name(secure: bool) -> String {
+    if secure {
+        format!("__Secure-{ID_TOKEN_COOKIE}")
+    } else {
+        ID_TOKEN_COOKIE.to_string()
+    }
+}
+
+/// Would an ID token of `token_len` bytes fit in the ID-token cookie? It holds the session id
+/// (43 characters), a dot and the token, sealed: AES-GCM adds a 12-byte nonce and a 16-byte
+/// tag, and the cookie carries it all base64-encoded.
+pub fn id_token_cookie_fits(token_len: usize) -> bool {
+    let plaintext = 43 + 1 + token_len;
+    (plaintext + 28).div_ceil(3) * 4 <= MAX_ID_TOKEN_COOKIE
+}
+
+/// A `Set-Cookie` value for the ID-token cookie (path-scoped, HttpOnly, `SameSite=Lax`).
+pub fn set_id_token_cookie(value: &str, secure: bool) -> String {
+    let name = id_token_cookie_name(secure);
+    let mut text = format!("{name}={value}; Path={ID_TOKEN_COOKIE_PATH}; HttpOnly; SameSite=Lax");
+    if secure {
+        text.push_str("; Secure");
+    }
+    text
+}
+
+/// A `Set-Cookie` value that deletes the ID-token cookie (the path must match to delete it).
+pub fn clear_id_token_cookie(secure: bool) -> String {
+    let name = id_token_cookie_name(secure);
+    let mut text =
+        format!("{name}=; Path={ID_TOKEN_COOKIE_PATH}; HttpOnly; SameSite=Lax; Max-Age=0");
+    if secure {
+        text.push_str("; Secure");
+    }
+    text
 }
 
 fn prefixed(name: &str, secure: bool) -> String {
@@ -193,6 +238,23 @@ pub fn upstream_cookies<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn id_token_cookie_size_is_predicted_exactly() {
+        let codec = CookieCodec::new(None);
+        for token_len in [0, 1, 2, 3, 1000, 2770, 2780, 2790, 4000] {
+            let plaintext = format!("{}.{}", "s".repeat(43), "t".repeat(token_len));
+            let sealed = codec.seal(ID_TOKEN_COOKIE, &plaintext).unwrap();
+            assert_eq!(
+                id_token_cookie_fits(token_len),
+                sealed.len() <= MAX_ID_TOKEN_COOKIE,
+                "token of {token_len} bytes sealed to {}",
+                sealed.len()
+            );
+        }
+        assert!(id_token_cookie_fits(1000));
+        assert!(!id_token_cookie_fits(4000));
+    }
 
     #[test]
     fn sealed_values_open_only_unchanged_and_under_their_own_name() {
