@@ -66,14 +66,19 @@ fn identity(i: usize, idp: &str) -> Identity {
         subject: format!("00u{i:017}"),
         email: Some(format!("user{i}@corp.example")),
         name: Some(format!("User Number {i}")),
-        groups: ["Everyone", "staff", "finance", "vpn-users", "wiki-editors"]
-            .map(String::from)
-            .to_vec(),
+        // Shared copies, as a real login interns them (see portcullis::intern).
+        groups: portcullis::intern::intern_all([
+            "Everyone",
+            "staff",
+            "finance",
+            "vpn-users",
+            "wiki-editors",
+        ]),
         claims: vec![],
-        acr: Some("urn:okta:loa:2fa:any".into()),
-        amr: vec!["pwd".into(), "mfa".into()],
+        acr: Some(portcullis::intern::intern("urn:okta:loa:2fa:any")),
+        amr: portcullis::intern::intern_all(["pwd", "mfa"]),
         auth_time: Some(1_800_000_000),
-        idp: idp.to_string(),
+        idp: portcullis::intern::intern(idp),
     }
 }
 

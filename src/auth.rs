@@ -597,7 +597,7 @@ impl Auth {
         let (session, _id, cookie) = self
             .sign_in(
                 login.identity,
-                LogoutHint::Saml(login.subject),
+                LogoutHint::Saml(Box::new(login.subject)),
                 &app,
                 limits(&app),
                 origin,
@@ -624,7 +624,7 @@ impl Auth {
         let idp = provider.name();
         self.sessions
             .remove_matching(|s| {
-                s.identity.idp == idp
+                *s.identity.idp == *idp
                     && match &s.logout {
                         LogoutHint::Saml(subject) => {
                             subject.name_id == logout.name_id
@@ -673,7 +673,7 @@ impl Auth {
         let location = ended
             .as_ref()
             .and_then(
-                |s| match (self.providers.get(&s.identity.idp)?, &s.logout) {
+                |s| match (self.providers.get(&*s.identity.idp)?, &s.logout) {
                     (Provider::Oidc(p), hint) => {
                         let after = p
                             .post_logout_redirect_uri()
@@ -724,14 +724,24 @@ fn check_step_up(step: &StepUp, who: &Identity, now: u64) -> Result<(), Callback
             "the authentication is too old".into(),
         ));
     }
-    if !step.acr.is_empty() && !who.acr.as_ref().is_some_and(|a| step.acr.contains(a)) {
+    if !step.acr.is_empty()
+        && !who
+            .acr
+            .as_ref()
+            .is_some_and(|a| step.acr.iter().any(|want| **want == **a))
+    {
         return Err(CallbackError::StepUp(format!(
             "the IdP returned acr {:?}, not one of {:?}",
             who.acr.as_deref().unwrap_or("(none)"),
             step.acr
         )));
     }
-    if !step.amr.is_empty() && !who.amr.iter().any(|m| step.amr.contains(m)) {
+    if !step.amr.is_empty()
+        && !who
+            .amr
+            .iter()
+            .any(|m| step.amr.iter().any(|want| **want == **m))
+    {
         return Err(CallbackError::StepUp(format!(
             "the IdP returned amr {:?}, none of {:?}",
             who.amr, step.amr

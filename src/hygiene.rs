@@ -338,10 +338,8 @@ pub fn new_request_id() -> String {
         let mut bytes = [0u8; 8];
         if openssl::rand::rand_bytes(&mut bytes).is_err() {
             // Unique per process even without randomness: the pid and the start time.
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.subsec_nanos());
-            bytes = ((u64::from(std::process::id()) << 32) | u64::from(nanos)).to_be_bytes();
+            let now = crate::clock::unix_now();
+            bytes = ((u64::from(std::process::id()) << 32) ^ now).to_be_bytes();
         }
         u64::from_be_bytes(bytes)
     });

@@ -179,8 +179,8 @@ pub fn value_of(source: &IdentitySource, user: &Identity) -> Option<String> {
         IdentitySource::Email => user.email.clone(),
         IdentitySource::Name => user.name.clone(),
         IdentitySource::Groups { join } => Some(user.groups.join(join)),
-        IdentitySource::Idp => Some(user.idp.clone()),
-        IdentitySource::Acr => user.acr.clone(),
+        IdentitySource::Idp => Some(user.idp.to_string()),
+        IdentitySource::Acr => user.acr.as_deref().map(str::to_string),
         IdentitySource::Amr { join } => (!user.amr.is_empty()).then(|| user.amr.join(join)),
         IdentitySource::Claim { name, join } => user
             .claims

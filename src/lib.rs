@@ -24,6 +24,7 @@ pub mod gateway;
 pub mod hygiene;
 pub mod idp;
 pub mod inject;
+pub mod intern;
 pub mod logging;
 pub mod pages;
 pub mod policy;

@@ -147,12 +147,12 @@ fn identity_from_table(user: &toml::Table) -> Identity {
             .unwrap_or_else(|| "fixture-user".into()),
         email: text_of("email"),
         name: text_of("name"),
-        groups: list_of("groups"),
+        groups: portcullis::intern::intern_all(list_of("groups")),
         claims,
-        acr: text_of("acr"),
-        amr: list_of("amr"),
+        acr: text_of("acr").map(Into::into),
+        amr: portcullis::intern::intern_all(list_of("amr")),
         auth_time: Some(portcullis::clock::unix_now()),
-        idp: text_of("idp").unwrap_or_else(|| "-".into()),
+        idp: text_of("idp").unwrap_or_else(|| "-".into()).into(),
     }
 }
 

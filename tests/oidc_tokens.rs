@@ -110,7 +110,7 @@ async fn id_token_for_another_audience_is_refused() {
         .unwrap();
     assert_eq!(identity.subject, "alice");
     assert_eq!(identity.email.as_deref(), Some("alice@corp.example"));
-    assert_eq!(identity.groups, ["staff", "finance"]);
+    assert_eq!(identity.groups, ["staff".into(), "finance".into()]);
     assert!(matches!(
         theirs.verify_id_token(&token, "another-nonce").await,
         Err(LoginError::IdToken(r)) if r.to_lowercase().contains("nonce")

@@ -1152,14 +1152,14 @@ impl Compiler<'_> {
                         .unwrap_or_else(|| "test-user".into()),
                     email: u.email.clone(),
                     name: u.name.clone(),
-                    groups: u.groups.clone(),
+                    groups: crate::intern::intern_all(&u.groups),
                     claims,
-                    acr: u.acr.clone(),
-                    amr: u.amr.clone(),
+                    acr: u.acr.as_deref().map(Into::into),
+                    amr: crate::intern::intern_all(&u.amr),
                     auth_time: Some(
                         EXAMPLE_NOW.saturating_sub(u.auth_age.map_or(0, |a| a.0.as_secs())),
                     ),
-                    idp: u.idp.clone().unwrap_or_else(|| idp.to_string()),
+                    idp: u.idp.as_deref().unwrap_or(idp).into(),
                 }
             });
             out.push(Example {

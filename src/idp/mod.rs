@@ -10,6 +10,7 @@ pub mod saml;
 
 use crate::policy::UserFacts;
 use std::borrow::Cow;
+use std::sync::Arc;
 
 /// `text` safe to put in a log line: control characters (a signed SAML NameID may hold a
 /// newline) are shown escaped, so no value can forge a log record.
@@ -40,18 +41,18 @@ pub struct Identity {
     pub email: Option<String>,
     /// Display name.
     pub name: Option<String>,
-    /// Group names from the `groups` claim.
-    pub groups: Vec<String>,
+    /// Group names from the `groups` claim (shared copies: see [`crate::intern`]).
+    pub groups: Vec<Arc<str>>,
     /// Extra claims the IdP's config asked to keep, as lists of strings.
     pub claims: Vec<(String, Vec<String>)>,
     /// Authentication context class reference (`acr`).
-    pub acr: Option<String>,
+    pub acr: Option<Arc<str>>,
     /// Authentication methods (`amr`).
-    pub amr: Vec<String>,
+    pub amr: Vec<Arc<str>>,
     /// When the user last authenticated at the IdP (Unix seconds).
     pub auth_time: Option<u64>,
     /// Name of the IdP (as configured).
-    pub idp: String,
+    pub idp: Arc<str>,
 }
 
 impl Identity {
@@ -79,17 +80,17 @@ impl Identity {
     /// Approximate heap bytes held (for the session memory budget).
     pub fn heap_bytes(&self) -> usize {
         let strings = |v: &[String]| v.iter().map(|s| s.capacity() + 24).sum::<usize>();
+        // Shared strings cost their pointer here; the text is counted once, in the table.
+        let shared = |v: &[Arc<str>]| v.len() * 16;
         self.subject.capacity()
             + self.email.as_ref().map_or(0, String::capacity)
             + self.name.as_ref().map_or(0, String::capacity)
-            + strings(&self.groups)
+            + shared(&self.groups)
             + self
                 .claims
                 .iter()
                 .map(|(n, v)| n.capacity() + 48 + strings(v))
                 .sum::<usize>()
-            + self.acr.as_ref().map_or(0, String::capacity)
-            + strings(&self.amr)
-            + self.idp.capacity()
+            + shared(&self.amr)
     }
 }

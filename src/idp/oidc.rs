@@ -376,7 +376,7 @@ impl OidcProvider {
         let claims =
             jwt_payload(raw).ok_or_else(|| LoginError::IdToken("unreadable payload".into()))?;
         let mut identity = Identity {
-            idp: self.name.clone(),
+            idp: crate::intern::intern(&self.name),
             ..Identity::default()
         };
         apply_claims(&mut identity, &claims, &self.config, true);
@@ -465,8 +465,8 @@ fn apply_claims(
     let text = |key: &str| claims.get(key).and_then(Value::as_str).map(str::to_string);
     if overwrite {
         identity.subject = text("sub").unwrap_or_default();
-        identity.acr = text("acr");
-        identity.amr = strings(claims.get("amr"));
+        identity.acr = text("acr").map(|a| crate::intern::intern(&a));
+        identity.amr = crate::intern::intern_all(strings(claims.get("amr")));
         identity.auth_time = claims.get("auth_time").and_then(Value::as_u64);
     }
     // An address the IdP marks unverified says nothing about who the user is.
@@ -484,7 +484,7 @@ fn apply_claims(
     if overwrite || identity.groups.is_empty() {
         let groups = strings(claims.get(config.groups_claim.as_str()));
         if !groups.is_empty() {
-            identity.groups = groups;
+            identity.groups = crate::intern::intern_all(groups);
         }
     }
     for name in &config.extra_claims {
@@ -567,8 +567,8 @@ mod tests {
             true,
         );
         assert_eq!(who.subject, "00u1");
-        assert_eq!(who.groups, ["Finance", "Staff"]);
-        assert_eq!(who.amr, ["pwd", "otp"]);
+        assert_eq!(who.groups, ["Finance".into(), "Staff".into()]);
+        assert_eq!(who.amr, ["pwd".into(), "otp".into()]);
         assert_eq!(who.auth_time, Some(1_800_000_000));
         assert_eq!(
             who.claims,
@@ -592,6 +592,6 @@ mod tests {
         who.name = Some("From Token".into());
         apply_claims(&mut who, &userinfo, &config("groups", &[]), false);
         assert_eq!(who.name.as_deref(), Some("From Token"));
-        assert_eq!(who.groups, ["g"]);
+        assert_eq!(who.groups, ["g".into()]);
     }
 }

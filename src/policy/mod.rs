@@ -116,13 +116,13 @@ impl IdentityConditions {
         if !self.groups.is_empty() {
             out.push(Check::new(
                 format!("groups any of {:?}", self.groups),
-                self.groups.iter().any(|g| user.groups.contains(g)),
+                self.groups.iter().any(|g| holds(user.groups, g)),
             ));
         }
         if !self.groups_all.is_empty() {
             out.push(Check::new(
                 format!("groups all of {:?}", self.groups_all),
-                self.groups_all.iter().all(|g| user.groups.contains(g)),
+                self.groups_all.iter().all(|g| holds(user.groups, g)),
             ));
         }
         if !self.emails.is_empty() {
@@ -176,7 +176,7 @@ impl Strength {
         if !self.amr.is_empty() {
             out.push(Check::new(
                 format!("amr any of {:?}", self.amr),
-                user.amr.iter().any(|m| self.amr.contains(m)),
+                self.amr.iter().any(|m| holds(user.amr, m)),
             ));
         }
         if let Some(max) = self.max_age {
@@ -253,6 +253,11 @@ impl TimeWindow {
     }
 }
 
+/// Does a user's list (groups, amr) hold `wanted`?
+fn holds(list: &[std::sync::Arc<str>], wanted: &str) -> bool {
+    list.iter().any(|have| **have == *wanted)
+}
+
 /// What the rules know about a signed-in user.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct UserFacts<'a> {
@@ -263,13 +268,13 @@ pub struct UserFacts<'a> {
     /// Display name.
     pub name: Option<&'a str>,
     /// Group names.
-    pub groups: &'a [String],
+    pub groups: &'a [std::sync::Arc<str>],
     /// The IdP that signed the user in.
     pub idp: &'a str,
     /// Authentication context (`acr`, SAML AuthnContextClassRef).
     pub acr: Option<&'a str>,
     /// Authentication methods (`amr`).
-    pub amr: &'a [String],
+    pub amr: &'a [std::sync::Arc<str>],
     /// Other kept claims or attributes.
     pub claims: &'a [(String, Vec<String>)],
     /// When the user authenticated at the IdP (Unix seconds).
@@ -285,8 +290,8 @@ impl<'a> UserFacts<'a> {
             "name" => self.name.into_iter().collect(),
             "idp" => vec![self.idp],
             "acr" => self.acr.into_iter().collect(),
-            "amr" => self.amr.iter().map(String::as_str).collect(),
-            "groups" => self.groups.iter().map(String::as_str).collect(),
+            "amr" => self.amr.iter().map(|m| &**m).collect(),
+            "groups" => self.groups.iter().map(|g| &**g).collect(),
             other => self
                 .claims
                 .iter()
@@ -903,7 +908,7 @@ mod tests {
                 adaptive: false
             }
         );
-        let staff = vec!["staff".to_string()];
+        let staff: Vec<std::sync::Arc<str>> = vec!["staff".into()];
         let alice = UserFacts {
             email: Some("alice@corp.example"),
             groups: &staff,
@@ -1109,7 +1114,10 @@ mod tests {
         }
     }
 
-    fn person<'a>(groups: &'a [String], claims: &'a [(String, Vec<String>)]) -> UserFacts<'a> {
+    fn person<'a>(
+        groups: &'a [std::sync::Arc<str>],
+        claims: &'a [(String, Vec<String>)],
+    ) -> UserFacts<'a> {
         UserFacts {
             subject: "00u1",
             email: Some("ana@corp.example"),
@@ -1123,8 +1131,8 @@ mod tests {
 
     #[test]
     fn table_of_identity_and_network_conditions() {
-        let finance_staff = vec!["staff".to_string(), "finance".to_string()];
-        let staff_only = vec!["staff".to_string()];
+        let finance_staff: Vec<std::sync::Arc<str>> = vec!["staff".into(), "finance".into()];
+        let staff_only: Vec<std::sync::Arc<str>> = vec!["staff".into()];
         let dept = vec![("department".to_string(), vec!["finance".to_string()])];
         let other_dept = vec![("department".to_string(), vec!["sales".to_string()])];
         let claim = |name: &str, test: ClaimTest| ClaimCondition {
@@ -1247,8 +1255,8 @@ mod tests {
 
     #[test]
     fn require_rules_must_hold_where_they_apply() {
-        let staff = vec!["staff".to_string()];
-        let admins = vec!["staff".to_string(), "admins".to_string()];
+        let staff: Vec<std::sync::Arc<str>> = vec!["staff".into()];
+        let admins: Vec<std::sync::Arc<str>> = vec!["staff".into(), "admins".into()];
         let set = RuleSet::new(vec![
             rule("staff", RuleKind::AllowSignedIn, &["/**"], &[]),
             rule("admin-area", RuleKind::Require, &["/admin/**"], &[]).with_identity(
@@ -1341,7 +1349,7 @@ mod tests {
 
     #[test]
     fn refusal_reasons_name_the_missing_conditions() {
-        let staff = vec!["staff".to_string()];
+        let staff: Vec<std::sync::Arc<str>> = vec!["staff".into()];
         let set = RuleSet::new(vec![rule(
             "finance",
             RuleKind::AllowSignedIn,

@@ -151,7 +151,7 @@ async fn callback(
     {
         Ok(signed_in) => {
             let app = signed_in.session.app.clone();
-            ctx.span.record("app", app.as_str());
+            ctx.span.record("app", &*app);
             audit::login_succeeded(&ctx.audit(&app), &signed_in.session.identity);
             if let Some(rule) = &signed_in.stepped_up_for {
                 audit::stepped_up(&ctx.audit(&app), &signed_in.session.identity, rule);
@@ -202,7 +202,7 @@ async fn userinfo(
         "acr": who.acr,
         "amr": who.amr,
         "auth_time": who.auth_time,
-        "app": user.app,
+        "app": &*user.app,
         "signed_in_at": user.created_unix,
     });
     Ok(Action::Json {
@@ -222,7 +222,7 @@ pub async fn logout(
     let (ended, location, clear) = gateway.auth.logout(&cookies, origin).await;
     let app = ended
         .as_ref()
-        .map(|s| s.app.clone())
+        .map(|s| s.app.to_string())
         .or_else(|| ctx.app.as_ref().map(|a| a.config.id.clone()))
         .unwrap_or_else(|| "-".to_string());
     audit::logged_out(&ctx.audit(&app), ended.as_ref().map(|s| &s.identity));

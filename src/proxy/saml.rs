@@ -129,7 +129,7 @@ pub async fn acs(
     {
         Ok(signed_in) => {
             let app_id = signed_in.session.app.clone();
-            ctx.span.record("app", app_id.as_str());
+            ctx.span.record("app", &*app_id);
             audit::login_succeeded(&ctx.audit(&app_id), &signed_in.session.identity);
             if let Some(rule) = &signed_in.stepped_up_for {
                 audit::stepped_up(&ctx.audit(&app_id), &signed_in.session.identity, rule);

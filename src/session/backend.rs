@@ -47,19 +47,37 @@ impl BackendJar {
 }
 
 /// The jars of one user session, by app id.
+/// One app's jar, locked across a login round trip.
+pub type SharedJar = Arc<tokio::sync::Mutex<BackendJar>>;
+
 #[derive(Debug, Default)]
 pub struct BackendJars {
-    jars: Mutex<HashMap<String, Arc<tokio::sync::Mutex<BackendJar>>>>,
+    // Made on first use: most sessions never meet a form-fill or Basic-replay app, and an
+    // empty map and its lock would cost every one of them 56 bytes.
+    jars: std::sync::OnceLock<Box<Mutex<HashMap<String, SharedJar>>>>,
 }
 
 impl BackendJars {
     /// The jar for `app`, created empty on first use.
-    pub fn for_app(&self, app: &str) -> Arc<tokio::sync::Mutex<BackendJar>> {
+    pub fn for_app(&self, app: &str) -> SharedJar {
         let mut jars = self
             .jars
+            .get_or_init(Box::default)
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         jars.entry(app.to_string()).or_default().clone()
+    }
+
+    /// Heap bytes held (approximate: the map, not the jars' cookies).
+    pub fn heap_bytes(&self) -> usize {
+        self.jars.get().map_or(0, |jars| {
+            let held = jars
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .len();
+            std::mem::size_of::<Mutex<HashMap<String, ()>>>()
+                + held * std::mem::size_of::<(String, Arc<()>)>()
+        })
     }
 }
 

@@ -62,16 +62,17 @@ pub struct Session {
     pub identity: Identity,
     /// What logging out at the IdP needs.
     pub logout: LogoutHint,
-    /// The app the login was made for.
-    pub app: String,
+    /// The app the login was made for (shared with every session of that app).
+    pub app: Arc<str>,
     /// When the session began (Unix seconds), for audit.
     pub created_unix: u64,
     /// Sessions the gateway holds at form-fill backends for this user.
     pub backends: backend::BackendJars,
     created: Instant,
     last_seen_ms: AtomicU64,
-    idle: Duration,
-    absolute: Duration,
+    // Milliseconds, not `Duration`s: a session is held a million times over.
+    idle_ms: u64,
+    absolute_ms: u64,
 }
 
 /// What the IdP needs to end its side of the session.
@@ -85,8 +86,9 @@ pub enum LogoutHint {
     /// OpenID Connect, with the ID token kept by the browser in a sealed cookie bound to this
     /// session and sent only to the gateway's endpoints (about 1 KB less held per session).
     IdTokenInCookie,
-    /// SAML: the NameID and session index for the LogoutRequest.
-    Saml(SamlSubject),
+    /// SAML: the NameID and session index for the LogoutRequest (boxed: the rarer, larger
+    /// variant should not size every session).
+    Saml(Box<SamlSubject>),
 }
 
 impl LogoutHint {
@@ -95,7 +97,8 @@ impl LogoutHint {
             LogoutHint::None | LogoutHint::IdTokenInCookie => 0,
             LogoutHint::IdToken(t) => t.len(),
             LogoutHint::Saml(s) => {
-                s.name_id.capacity()
+                std::mem::size_of::<SamlSubject>()
+                    + s.name_id.capacity()
                     + s.format.as_ref().map_or(0, String::capacity)
                     + s.session_index.as_ref().map_or(0, String::capacity)
             }
@@ -134,14 +137,22 @@ impl Session {
         Self {
             identity,
             logout,
-            app: app.to_string(),
+            app: crate::intern::intern(app),
             created_unix: crate::clock::unix_now(),
             backends: backend::BackendJars::default(),
             created: Instant::now(),
             last_seen_ms: AtomicU64::new(0),
-            idle,
-            absolute,
+            idle_ms: millis(idle),
+            absolute_ms: millis(absolute),
         }
+    }
+
+    fn idle(&self) -> Duration {
+        Duration::from_millis(self.idle_ms)
+    }
+
+    fn absolute(&self) -> Duration {
+        Duration::from_millis(self.absolute_ms)
     }
 
     fn since_created(&self, now: Instant) -> Duration {
@@ -152,19 +163,19 @@ impl Session {
     /// plus a grace period so the next use finds it and [`Session::touch`] can tell — and
     /// audit — *why* it ended. Entries nobody asks for again are evicted after the grace.
     fn remaining_after_use(&self, now: Instant) -> Duration {
-        let left = self.absolute.saturating_sub(self.since_created(now));
-        self.idle.min(left) + EXPIRY_GRACE
+        let left = self.absolute().saturating_sub(self.since_created(now));
+        self.idle().min(left) + EXPIRY_GRACE
     }
 
     /// Checks an app's (possibly stricter) limits and records the use.
     pub fn touch(&self, idle: Duration, absolute: Duration) -> Result<(), Expired> {
         let now = Instant::now();
         let age = self.since_created(now);
-        if age >= absolute.min(self.absolute) {
+        if age >= absolute.min(self.absolute()) {
             return Err(Expired::Absolute);
         }
         let last = Duration::from_millis(self.last_seen_ms.load(Ordering::Relaxed));
-        if age.saturating_sub(last) >= idle.min(self.idle) {
+        if age.saturating_sub(last) >= idle.min(self.idle()) {
             return Err(Expired::Idle);
         }
         let ms = u64::try_from(age.as_millis()).unwrap_or(u64::MAX);
@@ -177,9 +188,13 @@ impl Session {
         std::mem::size_of::<Self>()
             + self.identity.heap_bytes()
             + self.logout.heap_bytes()
-            + self.app.capacity()
+            + self.backends.heap_bytes()
             + 64
     }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Per-entry expiry: a read counts as a use (idle timer restarts), never past the absolute end.

@@ -170,7 +170,7 @@ pub fn identity(
         subject: subject.name_id.clone(),
         email,
         name,
-        groups: values(&config.groups_attribute),
+        groups: crate::intern::intern_all(values(&config.groups_attribute)),
         claims: config
             .extra_attributes
             .iter()
@@ -180,12 +180,13 @@ pub fn identity(
         acr: statement
             .and_then(|s| s.authn_context.as_ref())
             .and_then(|c| c.value.as_ref())
-            .and_then(|r| r.value.clone()),
+            .and_then(|r| r.value.as_deref())
+            .map(crate::intern::intern),
         amr: Vec::new(),
         auth_time: statement
             .and_then(|s| s.authn_instant)
             .and_then(|t| u64::try_from(t.timestamp()).ok()),
-        idp: idp.to_string(),
+        idp: crate::intern::intern(idp),
     };
     (identity, subject)
 }
