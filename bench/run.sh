@@ -72,6 +72,14 @@ APACHE=127.0.0.1:18083
 IDP_PORT=18443
 SAML_IDP_PORT=18500
 
+# A port already taken would measure someone else's server: refuse to start.
+for port in 18080 18081 18082 18083 18443 18500 18091 18092 18093; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    echo "port $port is already in use on 127.0.0.1; stop whatever listens there first" >&2
+    exit 1
+  fi
+done
+
 wait_for() { # url [curl args]
   local url=$1; shift
   for _ in $(seq 1 200); do

@@ -12,7 +12,7 @@ use crate::idp::saml::{IdpLogout, SamlError, SamlProvider};
 use crate::idp::Identity;
 use crate::secret::Secret;
 use crate::session::cookies::{
-    clear_cookie, clear_id_token_cookie, id_token_cookie_fits, id_token_cookie_name,
+    clear_cookie, clear_id_token_cookie, find_cookie, id_token_cookie_fits, id_token_cookie_name,
     is_gateway_cookie, login_cookie_name, session_cookie_name, set_cookie, set_cross_site_cookie,
     set_id_token_cookie, CookieCodec,
 };
@@ -257,20 +257,21 @@ impl Auth {
     }
 
     /// The browser's session, checked against the app's idle and absolute limits.
-    pub async fn lookup(
+    /// `cookie_headers` are the request's `Cookie` headers.
+    pub async fn lookup<'a>(
         &self,
-        cookies: &[(String, String)],
+        cookie_headers: impl Iterator<Item = &'a http::HeaderValue>,
         secure: bool,
         idle: Duration,
         absolute: Duration,
     ) -> SessionLookup {
         let name = session_cookie_name(secure);
-        let Some((_, sealed)) = cookies.iter().find(|(n, _)| *n == name) else {
+        let Some(sealed) = find_cookie(cookie_headers, name) else {
             return SessionLookup::None;
         };
         let Some(id) = self
             .cookies
-            .open(&name, sealed)
+            .open(name, sealed)
             .and_then(|text| SessionId::decode(&text))
         else {
             return SessionLookup::Rejected(
@@ -371,7 +372,7 @@ impl Auth {
         if let Some(id) = cookies
             .iter()
             .filter(|(n, _)| *n == name)
-            .find_map(|(_, sealed)| self.cookies.open(&name, sealed))
+            .find_map(|(_, sealed)| self.cookies.open(name, sealed))
             .and_then(|text| SessionId::decode(&text))
         {
             self.sessions.remove(&id).await;
@@ -396,9 +397,9 @@ impl Auth {
         let name = session_cookie_name(origin.secure);
         let sealed = self
             .cookies
-            .seal(&name, &id.encode())
+            .seal(name, &id.encode())
             .ok_or(CallbackError::NoRandom)?;
-        Ok((session, id, set_cookie(&name, &sealed, origin.secure, None)))
+        Ok((session, id, set_cookie(name, &sealed, origin.secure, None)))
     }
 
     /// The ID-token cookie for session `id`: the token sealed together with the session id,
@@ -650,7 +651,7 @@ impl Auth {
         if let Some((_, sealed)) = cookies.iter().find(|(n, _)| *n == name) {
             if let Some(id) = self
                 .cookies
-                .open(&name, sealed)
+                .open(name, sealed)
                 .and_then(|t| SessionId::decode(&t))
             {
                 ended = self.sessions.remove(&id).await;
@@ -658,7 +659,7 @@ impl Auth {
             }
         }
         let mut clear: Vec<String> = vec![
-            clear_cookie(&name, origin.secure),
+            clear_cookie(name, origin.secure),
             clear_id_token_cookie(origin.secure),
         ];
         let id_token_cookie = id_token_cookie_name(origin.secure);

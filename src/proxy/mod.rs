@@ -20,9 +20,7 @@ use crate::policy::path::{normalise, normalise_keeping_encoded_slash, PathError}
 use crate::policy::{Decision, RequestFacts};
 use crate::reload::SharedGateway;
 use crate::routing::normalise_host;
-use crate::session::cookies::{
-    clear_session_cookie, mentions_gateway_cookie, request_cookies, upstream_cookies,
-};
+use crate::session::cookies::{clear_session_cookie, mentions_gateway_cookie, upstream_cookies};
 use crate::session::pending::StepUp;
 use crate::session::Session as UserSession;
 use async_trait::async_trait;
@@ -618,11 +616,10 @@ impl Proxy {
         config: &AppConfig,
         origin: &Origin,
     ) {
-        let cookies = request_cookies(session.req_header().headers.get_all("cookie").iter());
         let lookup = gateway
             .auth
             .lookup(
-                &cookies,
+                session.req_header().headers.get_all("cookie").iter(),
                 origin.secure,
                 config.session_idle,
                 config.session_absolute,

@@ -61,8 +61,12 @@ impl CookieCodec {
 
 /// The session cookie's name: `__Host-` prefixed on HTTPS (host-only, path `/`, Secure —
 /// a sibling subdomain cannot plant it).
-pub fn session_cookie_name(secure: bool) -> String {
-    prefixed(SESSION_COOKIE, secure)
+pub fn session_cookie_name(secure: bool) -> &'static str {
+    if secure {
+        "__Host-portcullis_session"
+    } else {
+        SESSION_COOKIE
+    }
 }
 
 /// The login cookie's name for a given `state` (one per login, so many tabs can log in at
@@ -158,7 +162,7 @@ pub fn clear_cookie(name: &str, secure: bool) -> String {
 
 /// A `Set-Cookie` value that deletes the session cookie of this listener kind.
 pub fn clear_session_cookie(secure: bool) -> String {
-    clear_cookie(&session_cookie_name(secure), secure)
+    clear_cookie(session_cookie_name(secure), secure)
 }
 
 /// Cookies sent by the client, in order, from every `Cookie` header.
@@ -177,12 +181,30 @@ pub fn request_cookies<'a>(
 
 /// Is this one of the gateway's cookies (any prefix variant, any case of the prefix)?
 pub fn is_gateway_cookie(name: &str) -> bool {
-    let lower = name.to_ascii_lowercase();
-    let bare = lower
-        .strip_prefix("__host-")
-        .or_else(|| lower.strip_prefix("__secure-"))
-        .unwrap_or(&lower);
-    bare.starts_with(COOKIE_PREFIX)
+    // Runs for every cookie of every request: compares in place, no lower-cased copy.
+    let starts = |text: &str, prefix: &str| {
+        text.get(..prefix.len())
+            .is_some_and(|head| head.eq_ignore_ascii_case(prefix))
+    };
+    let bare = ["__host-", "__secure-"]
+        .iter()
+        .find(|p| starts(name, p))
+        .map_or(name, |p| name.get(p.len()..).unwrap_or_default());
+    starts(bare, COOKIE_PREFIX)
+}
+
+/// The value of the first cookie called exactly `name` in the `Cookie` headers, borrowed.
+pub fn find_cookie<'a>(
+    headers: impl Iterator<Item = &'a http::HeaderValue>,
+    name: &str,
+) -> Option<&'a str> {
+    headers
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|pair| {
+            let (n, value) = pair.trim().split_once('=')?;
+            (n.trim() == name).then(|| value.trim())
+        })
 }
 
 /// Might this `Cookie` header value hold a gateway cookie? (Cheap pre-check, any letter case.)
@@ -227,7 +249,8 @@ pub fn upstream_cookies<'a>(
         .filter(|pair| !pair.is_empty())
         .filter(|pair| {
             let name = pair.split_once('=').map_or(*pair, |(n, _)| n).trim();
-            !is_gateway_cookie(name) && !identity.contains(&cookie_name_key(name))
+            !is_gateway_cookie(name)
+                && (identity.is_empty() || !identity.contains(&cookie_name_key(name)))
         })
         .map(str::to_string)
         .collect();
@@ -287,12 +310,17 @@ mod tests {
             http::HeaderValue::from_static(
                 "a=1; portcullis_session=x; __Host-portcullis_login_ab=y",
             ),
-            http::HeaderValue::from_static("__HOST-PORTCULLIS_session=z; b=2"),
+            http::HeaderValue::from_static(
+                "__HOST-PORTCULLIS_session=z; b=2; __secure-portcullis_idt=w; portc=3; __Host-=4",
+            ),
         ];
         assert_eq!(
             without_gateway_cookies(headers.iter()).as_deref(),
-            Some("a=1; b=2")
+            Some("a=1; b=2; portc=3; __Host-=4")
         );
+        assert_eq!(find_cookie(headers.iter(), "portcullis_session"), Some("x"));
+        assert_eq!(find_cookie(headers.iter(), "b"), Some("2"));
+        assert_eq!(find_cookie(headers.iter(), "portcullis"), None);
         let only_ours = [http::HeaderValue::from_static("portcullis_session=x")];
         assert_eq!(without_gateway_cookies(only_ours.iter()), None);
     }
