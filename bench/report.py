@@ -25,7 +25,8 @@ def oha(path):
     with open(path, encoding="utf-8") as f:
         result = json.load(f)
     statuses = result.get("statusCodeDistribution", {})
-    errors = result.get("errorDistribution", {})
+    # Requests still in flight when the run's time is up are cut off by oha, not failed.
+    errors = {k: v for k, v in result.get("errorDistribution", {}).items() if k != "aborted due to deadline"}
     others = {k: v for k, v in statuses.items() if k != "200"}
     if others or errors or not statuses:
         print(f"not all 200: statuses {statuses}, errors {errors}")
@@ -182,9 +183,11 @@ def report(work, clk_tck, smoke, connections, duration, rate):
             summary.append(f"{big:,} sessions: {scale[big][0][2]:,} bytes each (target <= 1024); "
                            f"CPU/request {growth:.2f}x that at {small:,}")
             lines.append(f"\nCPU per request at {big:,} sessions is {growth:.2f}x that at {small:,}. Bytes per "
-                         "session: resident memory added by loading them, divided by their number (each "
-                         "keeps a 1,000-byte ID token for logout, five groups, acr/amr; see "
-                         "bench/session_scale.rs).\n")
+                         "session: resident memory added by loading them, divided by their number. Each is "
+                         "shaped like an Okta login (five groups, acr/amr, name, email); its 1,000-byte ID "
+                         "token is kept, as a real login's is, in the browser's sealed cookie "
+                         "(bench/session_scale.rs). Targets: <= 1,024 bytes per session at 1M, no CPU "
+                         "growth from 100k to 1M.\n")
 
     optimisations = os.path.join(os.path.dirname(os.path.abspath(__file__)), "optimisations.md")
     if os.path.exists(optimisations):

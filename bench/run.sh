@@ -192,14 +192,16 @@ metadata_file = "saml-idp-metadata.xml"
 sp_key_file = "$root/certs/dev/saml-sp.key"
 sp_cert_file = "$root/certs/dev/saml-sp.crt"
 CONF
-cat > "$work/policies/bench.toml" <<CONF
+bench_policy() { # app idp [extra line]: staff may use the app; identity headers injected
+  cat > "$work/policies/$1.toml" <<CONF
 schema = 1
-app = "bench"
+app = "$1"
 owner = "bench@corp.example"
 summary = "benchmark app"
-hosts = ["bench.localhost"]
+hosts = ["$1.localhost"]
 upstreams = [{ url = "http://$BACKEND" }]
-idp = "bench"
+idp = "$2"
+${3:-}
 [identity.headers]
 "X-Remote-User" = "email"
 "X-Groups" = { claim = "groups", join = "," }
@@ -208,22 +210,9 @@ id = "staff"
 why = "benchmark"
 groups = ["staff"]
 CONF
-cat > "$work/policies/saml-bench.toml" <<CONF
-schema = 1
-app = "saml-bench"
-owner = "bench@corp.example"
-summary = "benchmark app (SAML logins)"
-hosts = ["saml-bench.localhost"]
-upstreams = [{ url = "http://$BACKEND" }]
-idp = "bench-saml"
-allow_idp_initiated = true
-[identity.headers]
-"X-Remote-User" = "email"
-[[allow]]
-id = "staff"
-why = "benchmark"
-groups = ["staff"]
-CONF
+}
+bench_policy bench bench
+bench_policy saml-bench bench-saml "allow_idp_initiated = true"
 "${pin_sut[@]}" "$bin" run -c "$work/portcullis.toml" 2> "$work/portcullis.log" & pids+=($!)
 portcullis_pid=$!
 wait_for "http://$PORTCULLIS/" -H 'Host: bench.localhost'

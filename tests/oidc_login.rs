@@ -700,15 +700,7 @@ async fn logout_ends_the_session_here_and_at_the_idp() {
     assert!(!browser
         .cookies_for(&f.url(WIKI, "/.portcullis/logout"))
         .contains("portcullis_idt"));
-    let end_session = trip
-        .hops
-        .iter()
-        .find(|h| h.contains("/session/end"))
-        .unwrap();
-    assert!(
-        query_param(end_session, "id_token_hint").is_some(),
-        "{end_session}"
-    );
+    let end_session = idp_logout_with_hint(&trip);
     assert_eq!(
         query_param(end_session, "post_logout_redirect_uri").as_deref(),
         Some(f.url(WIKI, "/.portcullis/logged-out").as_str())
@@ -731,24 +723,38 @@ async fn logout_ends_the_session_here_and_at_the_idp() {
     );
 }
 
+/// The hop to the IdP's end-session endpoint, which must carry the ID token as a hint.
+fn idp_logout_with_hint(trip: &support::browser::Trip) -> &str {
+    let end_session = trip
+        .hops
+        .iter()
+        .find(|h| h.contains("/session/end"))
+        .unwrap();
+    assert!(
+        query_param(end_session, "id_token_hint").is_some(),
+        "{end_session}"
+    );
+    end_session
+}
+
+/// `name=value` of the cookie `browser` would send to `url`.
+fn cookie_pair(browser: &Browser, url: &str, name: &str) -> String {
+    browser
+        .cookies_for(url)
+        .split("; ")
+        .find(|c| c.starts_with(&format!("{name}=")))
+        .unwrap()
+        .to_string()
+}
+
 #[tokio::test]
 async fn id_token_cookie_of_another_session_is_not_used_at_logout() {
     let f = fixture("").await;
     let alice = f.signed_in(WIKI, "alice").await;
     let bob = f.signed_in(WIKI, "bob").await;
     let logout = f.url(WIKI, "/.portcullis/logout");
-    let bobs_token = bob
-        .cookies_for(&logout)
-        .split("; ")
-        .find(|c| c.starts_with("portcullis_idt="))
-        .unwrap()
-        .to_string();
-    let alices_session = alice
-        .cookies_for(&logout)
-        .split("; ")
-        .find(|c| c.starts_with("portcullis_session="))
-        .unwrap()
-        .to_string();
+    let bobs_token = cookie_pair(&bob, &logout, "portcullis_idt");
+    let alices_session = cookie_pair(&alice, &logout, "portcullis_session");
     // Alice's session with Bob's (genuine, sealed) ID-token cookie: the token is not Alice's
     // session's, so the IdP is not told whose session to end on its strength.
     let stranger = Browser::new(f.gw.http, &[WIKI]);
@@ -767,12 +773,7 @@ async fn id_token_cookie_of_another_session_is_not_used_at_logout() {
     );
     // A forged one is ignored too.
     let bob_again = f.signed_in(WIKI, "bob").await;
-    let session = bob_again
-        .cookies_for(&logout)
-        .split("; ")
-        .find(|c| c.starts_with("portcullis_session="))
-        .unwrap()
-        .to_string();
+    let session = cookie_pair(&bob_again, &logout, "portcullis_session");
     let response = stranger
         .get_with(
             &logout,
@@ -795,15 +796,7 @@ async fn app_logout_path_is_intercepted() {
     assert_eq!(response.status(), 302);
     assert_eq!(response.headers()["location"], "/.portcullis/logout");
     let trip = browser.follow(&f.url(TIMESHEET, "/logout")).await;
-    let end_session = trip
-        .hops
-        .iter()
-        .find(|h| h.contains("/session/end"))
-        .unwrap();
-    assert!(
-        query_param(end_session, "id_token_hint").is_some(),
-        "{end_session}"
-    );
+    idp_logout_with_hint(&trip);
     assert_eq!(
         f.timesheet.hits(),
         hits,
