@@ -320,13 +320,18 @@ target() { # system -> url and headers for wrk
 }
 rss_kb() { local sum=0 p; for p in "$@"; do [[ -r /proc/$p/status ]] && sum=$(( sum + $(awk '/VmHWM/ {print $2}' "/proc/$p/status") )); done; echo "$sum"; }
 
+rotated() { # round item...: the items, rotated by one place per round (interleaving)
+  local round=$1; shift
+  local items=("$@") by=$(( (round - 1) % $# ))
+  printf '%s\n' "${items[@]:by}" "${items[@]:0:by}"
+}
+
 systems=(direct nginx apache portcullis)
 : > "$work/raw.tsv"
 phase saturation && echo "==> saturation ($connections connections)"
 for round in $(seq 1 "$rounds"); do
   phase saturation || break
-  shift_by=$(( (round - 1) % ${#systems[@]} ))
-  order=("${systems[@]:shift_by}" "${systems[@]:0:shift_by}")
+  mapfile -t order < <(rotated "$round" "${systems[@]}")
   for sys in "${order[@]}"; do
     headers=()
     case $sys in
@@ -359,8 +364,7 @@ phase latency && echo "==> latency at $rate req/s"
 : > "$work/latency.tsv"
 for round in $(seq 1 "$rounds"); do
   phase latency || break
-  shift_by=$(( (round - 1) % ${#systems[@]} ))
-  order=("${systems[@]:shift_by}" "${systems[@]:0:shift_by}")
+  mapfile -t order < <(rotated "$round" "${systems[@]}")
   for sys in "${order[@]}"; do
     headers=()
     case $sys in
@@ -402,7 +406,7 @@ function request()
   return wrk.format("GET", "/", { ["Host"] = "bench.localhost", ["Cookie"] = cookies[math.random(#cookies)] })
 end
 LUA
-declare -A scale_pid
+declare -A scale_pid scale_port
 port=18090
 for size in $scale_sizes; do
   port=$(( port + 1 ))
@@ -411,6 +415,7 @@ for size in $scale_sizes; do
     --sessions "$size" --cookies-out "$work/cookies-$size.txt" --stats-out "$work/scale-$size.stats" \
     2> "$work/scale-$size.log" & pids+=($!)
   scale_pid[$size]=$!
+  scale_port[$size]=$port
   for _ in $(seq 1 1200); do [[ -s "$work/scale-$size.stats" ]] && break; sleep 0.1; done
   wait_for "http://127.0.0.1:$port/" -H 'Host: bench.localhost'
   printf '    %8s sessions loaded in %ss, %s bytes each\n' "$size" \
@@ -420,14 +425,12 @@ sizes=($scale_sizes)
 : > "$work/scale.tsv"
 for round in $(seq 1 "$rounds"); do
   [[ ${#sizes[@]} -gt 0 ]] || break
-  shift_by=$(( (round - 1) % ${#sizes[@]} ))
-  order=("${sizes[@]:shift_by}" "${sizes[@]:0:shift_by}")
+  mapfile -t order < <(rotated "$round" "${sizes[@]}")
   for size in "${order[@]}"; do
-    idx=0; for s in "${sizes[@]}"; do idx=$(( idx + 1 )); [[ $s == "$size" ]] && break; done
     pid=${scale_pid[$size]}
     before=$(ticks "$pid")
     out=$(BENCH_COOKIES="$work/cookies-$size.txt" "${pin_load[@]}" wrk -t1 -c"$connections" -d"${duration}s" \
-      -s "$work/scale.lua" "http://127.0.0.1:$(( 18090 + idx ))/")
+      -s "$work/scale.lua" "http://127.0.0.1:${scale_port[$size]}/")
     after=$(ticks "$pid")
     requests=$(awk '/requests in/ {print $1}' <<<"$out")
     bad=$(awk '/^BAD/ {print $2}' <<<"$out")
