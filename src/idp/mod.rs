@@ -76,21 +76,4 @@ impl Identity {
     pub fn display(&self) -> Cow<'_, str> {
         loggable(self.email.as_deref().unwrap_or(&self.subject))
     }
-
-    /// Approximate heap bytes held (for the session memory budget).
-    pub fn heap_bytes(&self) -> usize {
-        let strings = |v: &[String]| v.iter().map(|s| s.capacity() + 24).sum::<usize>();
-        // Shared strings cost their pointer here; the text is counted once, in the table.
-        let shared = |v: &[Arc<str>]| v.len() * 16;
-        self.subject.capacity()
-            + self.email.as_ref().map_or(0, String::capacity)
-            + self.name.as_ref().map_or(0, String::capacity)
-            + shared(&self.groups)
-            + self
-                .claims
-                .iter()
-                .map(|(n, v)| n.capacity() + 48 + strings(v))
-                .sum::<usize>()
-            + shared(&self.amr)
-    }
 }

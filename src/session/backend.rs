@@ -67,18 +67,6 @@ impl BackendJars {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         jars.entry(app.to_string()).or_default().clone()
     }
-
-    /// Heap bytes held (approximate: the map, not the jars' cookies).
-    pub fn heap_bytes(&self) -> usize {
-        self.jars.get().map_or(0, |jars| {
-            let held = jars
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .len();
-            std::mem::size_of::<Mutex<HashMap<String, ()>>>()
-                + held * std::mem::size_of::<(String, Arc<()>)>()
-        })
-    }
 }
 
 #[cfg(test)]

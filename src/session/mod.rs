@@ -91,21 +91,6 @@ pub enum LogoutHint {
     Saml(Box<SamlSubject>),
 }
 
-impl LogoutHint {
-    fn heap_bytes(&self) -> usize {
-        match self {
-            LogoutHint::None | LogoutHint::IdTokenInCookie => 0,
-            LogoutHint::IdToken(t) => t.len(),
-            LogoutHint::Saml(s) => {
-                std::mem::size_of::<SamlSubject>()
-                    + s.name_id.capacity()
-                    + s.format.as_ref().map_or(0, String::capacity)
-                    + s.session_index.as_ref().map_or(0, String::capacity)
-            }
-        }
-    }
-}
-
 /// Why a stored session no longer counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Expired {
@@ -181,15 +166,6 @@ impl Session {
         let ms = u64::try_from(age.as_millis()).unwrap_or(u64::MAX);
         self.last_seen_ms.fetch_max(ms, Ordering::Relaxed);
         Ok(())
-    }
-
-    /// Approximate bytes this session holds, including the cache entry.
-    pub fn approx_bytes(&self) -> usize {
-        std::mem::size_of::<Self>()
-            + self.identity.heap_bytes()
-            + self.logout.heap_bytes()
-            + self.backends.heap_bytes()
-            + 64
     }
 }
 
