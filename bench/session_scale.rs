@@ -158,6 +158,6 @@ fn main() -> anyhow::Result<()> {
         ),
     )?;
     drop(gateway);
-    portcullis::server::serve(assembled.server);
+    portcullis::server::serve(assembled);
     Ok(())
 }

@@ -1,12 +1,14 @@
 //! The admin listener: `/healthz` (the process answers) and `/readyz` (configuration loaded and
 //! every traffic listener accepting connections). Kept off the traffic listeners on purpose.
 
+use crate::lifecycle::Lifecycle;
 use crate::reload::SharedGateway;
 use async_trait::async_trait;
 use http::Response;
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How long `/readyz` waits for a listener to accept a probe connection.
@@ -15,12 +17,13 @@ const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 /// The admin HTTP app.
 pub struct AdminApp {
     gateway: SharedGateway,
+    lifecycle: Arc<Lifecycle>,
 }
 
 impl AdminApp {
     /// Admin endpoints over shared gateway state.
-    pub fn new(gateway: SharedGateway) -> Self {
-        Self { gateway }
+    pub fn new(gateway: SharedGateway, lifecycle: Arc<Lifecycle>) -> Self {
+        Self { gateway, lifecycle }
     }
 
     /// Traffic listeners, as addresses a local probe can connect to, and whether they speak TLS.
@@ -35,6 +38,11 @@ impl AdminApp {
     async fn readiness(&self) -> (u16, String) {
         let mut lines = Vec::new();
         let mut ready = true;
+        if self.lifecycle.is_draining() {
+            // Still serving, but a load balancer should send new traffic elsewhere.
+            ready = false;
+            lines.push("draining: shutting down after the grace period".to_string());
+        }
         for (addr, tls) in self.listener_probes() {
             let up = matches!(
                 tokio::time::timeout(PROBE_TIMEOUT, probe(addr, tls)).await,

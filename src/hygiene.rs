@@ -95,24 +95,20 @@ pub struct Forwarding {
     pub close_requested: bool,
 }
 
-/// Canonical spelling for comparing header names: lower case, `_` as `-`.
+/// Canonical spelling for comparing header names: lower-case letters and digits only. Backends
+/// read names loosely — letter case and `-`/`_` always, and CGI-style environments map every
+/// other character to `_` too — so `X.Remote.User`, `x_remote-user` and `X-Remote-User` are
+/// one name to them, and must be one name here.
 fn canonical(name: &str) -> String {
-    name.to_ascii_lowercase().replace('_', "-")
-}
-
-/// [`canonical`] without allocating when the name is already canonical, as nearly every header
-/// name is (the HTTP library lower-cases them): this runs for every header of every request.
-fn canonical_cow(name: &str) -> std::borrow::Cow<'_, str> {
-    if name.bytes().any(|b| b == b'_' || b.is_ascii_uppercase()) {
-        std::borrow::Cow::Owned(canonical(name))
-    } else {
-        std::borrow::Cow::Borrowed(name)
-    }
+    name.bytes()
+        .filter(u8::is_ascii_alphanumeric)
+        .map(|b| char::from(b.to_ascii_lowercase()))
+        .collect()
 }
 
 impl HeaderHygiene {
-    /// Builds hygiene rules: `identity_headers` and `identity_prefixes` are matched in any case
-    /// and with `-`/`_` interchangeable.
+    /// Builds hygiene rules: `identity_headers` and `identity_prefixes` are matched ignoring
+    /// letter case and every character that is not a letter or digit.
     pub fn new<'a>(
         identity_headers: impl IntoIterator<Item = &'a str>,
         identity_prefixes: impl IntoIterator<Item = &'a str>,
@@ -127,8 +123,26 @@ impl HeaderHygiene {
 
     /// Is this (client-sent) header one the gateway may inject, in any spelling?
     pub fn is_identity_header(&self, name: &str) -> bool {
-        let name = canonical_cow(name);
-        self.identity_exact.contains(name.as_ref())
+        // Runs for every header of every request: canonicalise into a stack buffer, allocating
+        // only for an unusually long name.
+        let mut buf = [0u8; 64];
+        let mut len = 0usize;
+        for b in name.bytes().filter(u8::is_ascii_alphanumeric) {
+            match buf.get_mut(len) {
+                Some(slot) => *slot = b.to_ascii_lowercase(),
+                None => return self.is_identity_canonical(&canonical(name)),
+            }
+            len += 1;
+        }
+        let key = buf
+            .get(..len)
+            .and_then(|k| std::str::from_utf8(k).ok())
+            .unwrap_or_default();
+        self.is_identity_canonical(key)
+    }
+
+    fn is_identity_canonical(&self, name: &str) -> bool {
+        self.identity_exact.contains(name)
             || self
                 .identity_prefixes
                 .iter()
@@ -393,6 +407,10 @@ mod tests {
             ("REMOTE_USER", "root"),
             ("x-portcullis-anything", "1"),
             ("X_Portcullis_Jwt_Assertion", "forged"),
+            ("X.Remote.User", "cgi-style"),
+            ("x~remote+user", "cgi-style"),
+            ("X!Remote!User", "cgi-style"),
+            ("X.Portcullis.Anything", "cgi-style"),
             ("X-Other", "kept"),
         ]);
         h.apply(&mut req, conn("192.0.2.7"));

@@ -4,6 +4,8 @@ use crate::admin::AdminApp;
 use crate::auth::Auth;
 use crate::config::{GatewayConfig, PolicySet};
 use crate::gateway::Gateway;
+use crate::lifecycle::{Lifecycle, TermWithGrace};
+use crate::proxy::head_deadline::HeadDeadline;
 use crate::proxy::Proxy;
 use crate::reload::{Reloader, SharedGateway};
 use arc_swap::ArcSwap;
@@ -70,6 +72,10 @@ pub struct Assembled {
     pub server: Server,
     /// The live gateway state (the session-scale benchmark loads sessions into it).
     pub gateway: SharedGateway,
+    /// Draining state, shared with the proxy and the admin listener.
+    pub lifecycle: Arc<Lifecycle>,
+    /// How long SIGTERM keeps the gateway serving before the listeners close.
+    pub grace_period: std::time::Duration,
 }
 
 /// Builds the server and runs it until SIGTERM (graceful) or SIGINT (fast).
@@ -79,13 +85,17 @@ pub fn run(
     policies: PolicySet,
 ) -> Result<(), StartError> {
     let assembled = assemble(config_path, config, policies)?;
-    serve(assembled.server);
+    serve(assembled);
     Ok(())
 }
 
-/// Runs an assembled server until SIGTERM (graceful) or SIGINT (fast).
-pub fn serve(server: Server) {
-    server.run(RunArgs::default());
+/// Runs an assembled server until SIGTERM (drain for the grace period, then close the listeners
+/// and finish requests in flight) or SIGINT (at once).
+pub fn serve(assembled: Assembled) {
+    let signals = TermWithGrace::new(assembled.lifecycle, assembled.grace_period);
+    assembled.server.run(RunArgs {
+        shutdown_signal: Box::new(signals),
+    });
     tracing::info!("portcullis stopped");
 }
 
@@ -96,11 +106,13 @@ pub fn assemble(
     policies: PolicySet,
 ) -> Result<Assembled, StartError> {
     check_bindable(&config)?;
+    // Pingora closes the listeners first and then waits its "grace period" before stopping the
+    // runtimes, so that wait is our drain of requests in flight (`shutdown_timeout`); our own
+    // grace period — serving on, /readyz at 503 — runs before it (see `lifecycle`).
     let conf = ServerConf {
         threads: config.threads,
-        // Pingora's default drain is 5 minutes; operators (and tests) need it bounded.
-        grace_period_seconds: Some(config.grace_period.as_secs()),
-        graceful_shutdown_timeout_seconds: Some(config.shutdown_timeout.as_secs()),
+        grace_period_seconds: Some(config.shutdown_timeout.as_secs_f64().ceil() as u64),
+        graceful_shutdown_timeout_seconds: Some(1),
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
@@ -114,10 +126,19 @@ pub fn assemble(
     )));
     let started = gateway.load_full();
     let cfg = &started.config;
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(
+    let lifecycle = Lifecycle::new();
+    let mut app = pingora::proxy::http_proxy(
         &server.configuration,
-        Proxy::new(gateway.clone()),
-        "portcullis",
+        Proxy::new(gateway.clone(), lifecycle.clone()),
+    );
+    if cfg.h2c {
+        let mut options = HttpServerOptions::default();
+        options.h2c = true;
+        app.server_options = Some(options);
+    }
+    let mut proxy = Service::new(
+        "portcullis".to_string(),
+        HeadDeadline::new(app, cfg.request_head_timeout),
     );
     if let Some(addr) = cfg.http {
         proxy.add_tcp(&addr.to_string());
@@ -133,19 +154,12 @@ pub fn assemble(
         tls.enable_h2();
         proxy.add_tls_with_settings(&https.addr.to_string(), None, tls);
     }
-    if cfg.h2c {
-        if let Some(app) = proxy.app_logic_mut() {
-            let mut options = HttpServerOptions::default();
-            options.h2c = true;
-            app.server_options = Some(options);
-        }
-    }
     server.add_service(proxy);
 
     if let Some(admin_addr) = cfg.admin {
         let mut admin = Service::new(
             "portcullis admin".to_string(),
-            AdminApp::new(gateway.clone()),
+            AdminApp::new(gateway.clone(), lifecycle.clone()),
         );
         admin.add_tcp(&admin_addr.to_string());
         server.add_service(admin);
@@ -165,5 +179,11 @@ pub fn assemble(
         unavailable = started.broken().len(),
         "portcullis starting"
     );
-    Ok(Assembled { server, gateway })
+    let grace_period = cfg.grace_period;
+    Ok(Assembled {
+        server,
+        gateway,
+        lifecycle,
+        grace_period,
+    })
 }

@@ -83,6 +83,35 @@ async fn client_identity_headers_never_reach_the_backend_in_any_spelling() {
     assert_eq!(app.hits(), spoofs.len());
 }
 
+/// CGI-style environments (and some frameworks) map every character that is not a letter or
+/// digit to `_`: `X.Remote.User` reaches them as `X_REMOTE_USER`, so it must be stripped too.
+#[tokio::test]
+async fn identity_headers_spelled_with_any_punctuation_are_stripped() {
+    let (app, gw) = gateway_with("").await;
+    let spoofs = [
+        "X.Remote.User: admin\r\n",
+        "x~remote~user: admin\r\n",
+        "X!Remote!User: admin\r\n",
+        "X+Remote.User: admin\r\n",
+        "Remote.User: admin\r\n",
+        "X.Forwarded.Groups: admins\r\n",
+        "X.Portcullis.Jwt.Assertion: forged\r\n",
+        "x-remote-user-: admin\r\n",
+    ];
+    for spoof in spoofs {
+        let echo = through(&gw, spoof).await;
+        let leaked: Vec<(String, String)> = received_headers(&echo)
+            .into_iter()
+            .filter(|(_, v)| v.contains("admin") || v == "forged")
+            .collect();
+        assert!(leaked.is_empty(), "{spoof:?} leaked {leaked:?}");
+    }
+    assert_eq!(app.hits(), spoofs.len());
+    // Names that merely contain a protected one are the backend's business.
+    let echo = through(&gw, "X-Remote-User-Agent-Hint: kept\r\n").await;
+    assert_eq!(header_values(&echo, "x-remote-user-agent-hint"), ["kept"]);
+}
+
 #[tokio::test]
 async fn configured_extra_identity_headers_are_stripped_too() {
     let (_app, gw) =

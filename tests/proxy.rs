@@ -475,6 +475,57 @@ async fn sigterm_drains_and_exits_within_the_grace_period() {
     assert!(status.success(), "{status:?}");
 }
 
+/// A systemd-style restart: SIGTERM while traffic flows. During the grace period every request
+/// is still served (new connections too) while `/readyz` says 503 so load balancers move
+/// away; then the listeners close and the process exits.
+#[tokio::test]
+async fn sigterm_keeps_serving_through_the_grace_period_while_readyz_says_draining() {
+    let (app, mut gw) = echo_app(
+        GatewaySpec::new()
+            .server_setting("grace_period = \"2s\"")
+            .server_setting("shutdown_timeout = \"1s\""),
+    )
+    .await;
+    let http = gw.http;
+    let request =
+        format!("GET /during-drain HTTP/1.1\r\nHost: {APP_HOST}\r\nConnection: close\r\n\r\n");
+    let admin = reqwest::Client::builder().no_proxy().build().unwrap();
+    let readyz = format!("http://{}/readyz", gw.admin);
+    assert_eq!(admin.get(&readyz).send().await.unwrap().status(), 200);
+    gw.signal("TERM");
+    let started = Instant::now();
+    let mut served = 0;
+    while started.elapsed() < Duration::from_millis(1500) {
+        let raw = raw_exchange(http, request.as_bytes()).await;
+        assert_eq!(
+            raw_status(&raw),
+            200,
+            "request {served} refused {:?} after SIGTERM: {raw}\n{}",
+            started.elapsed(),
+            gw.logs()
+        );
+        served += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(served > 20, "only {served} requests in the grace period");
+    let ready = admin.get(&readyz).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    assert!(ready.text().await.unwrap().contains("draining"));
+    assert!(app.hits() >= served);
+    let status = gw
+        .wait_exit(Duration::from_secs(10))
+        .expect("gateway still running 10 s after SIGTERM");
+    assert!(status.success(), "{status:?}");
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "exited before the grace period ended"
+    );
+    assert!(
+        tokio::net::TcpStream::connect(http).await.is_err(),
+        "still accepting after exit"
+    );
+}
+
 #[tokio::test]
 async fn admin_listener_reports_health_and_readiness() {
     let gw = GatewaySpec::new().start().await;

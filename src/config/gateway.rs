@@ -190,6 +190,7 @@ struct FileServer {
     threads: Option<Spanned<usize>>,
     grace_period: Option<ConfigDuration>,
     shutdown_timeout: Option<ConfigDuration>,
+    request_head_timeout: Option<Spanned<ConfigDuration>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -264,6 +265,10 @@ pub struct SessionSettings {
     pub max_pending_logins: u64,
 }
 
+/// Default deadline for a request head: generous for a human on a slow link (a head is a few
+/// KiB), short enough that a slowloris client holds a connection for seconds, not for ever.
+pub const DEFAULT_REQUEST_HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Shortest cookie key accepted: 256 bits, stretched to the cookie crate's 512 by HKDF.
 pub const MIN_COOKIE_KEY_BYTES: usize = 32;
 
@@ -302,6 +307,9 @@ pub struct GatewayConfig {
     pub grace_period: Duration,
     /// After the grace period: how long in-flight requests may take to finish.
     pub shutdown_timeout: Duration,
+    /// Longest wait for a request's line and headers (slowloris); also bounds how long an idle
+    /// kept-alive connection waits for its next request.
+    pub request_head_timeout: Duration,
     /// Default upstream timeouts.
     pub upstream_timeouts: UpstreamTimeouts,
     /// Extra identity headers to strip (on top of [`DEFAULT_STRIPPED_HEADERS`]).
@@ -524,6 +532,21 @@ pub fn compile_gateway(
         None => std::thread::available_parallelism().map_or(2, |n| n.get()),
     };
 
+    let request_head_timeout = match &file.server.request_head_timeout {
+        Some(t)
+            if t.get_ref().0 < Duration::from_millis(100)
+                || t.get_ref().0 > Duration::from_secs(3600) =>
+        {
+            problems.push(src.error(
+                Some(t.span()),
+                "server.request_head_timeout must be between 100ms and 1h",
+            ));
+            DEFAULT_REQUEST_HEAD_TIMEOUT
+        }
+        Some(t) => t.get_ref().0,
+        None => DEFAULT_REQUEST_HEAD_TIMEOUT,
+    };
+
     let sessions = compile_sessions(&src, base, &file.sessions, &mut problems);
     let idps = compile_idps(&src, base, &file.idp, &mut problems);
 
@@ -601,6 +624,7 @@ pub fn compile_gateway(
             .server
             .shutdown_timeout
             .map_or(Duration::from_secs(10), |d| d.0),
+        request_head_timeout,
         upstream_timeouts: UpstreamTimeouts {
             connect: defaults
                 .connect_timeout

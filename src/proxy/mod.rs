@@ -6,15 +6,18 @@
 
 mod credentials;
 mod endpoints;
+pub mod head_deadline;
 mod respond;
 mod saml;
 
 use crate::audit::{self, AuditContext};
 use crate::auth::{Origin, SessionLookup};
 use crate::config::AppConfig;
+use crate::framing::{self, FramingError, Upgrade};
 use crate::gateway::{AppRuntime, Gateway, Route};
 use crate::hygiene::{request_authority, ConnectionFacts};
 use crate::inject::InjectError;
+use crate::lifecycle::Lifecycle;
 use crate::pages::Page;
 use crate::policy::path::{normalise, normalise_keeping_encoded_slash, PathError};
 use crate::policy::{Decision, RequestFacts};
@@ -58,6 +61,9 @@ pub enum RequestError {
     /// The path is ambiguous or malformed.
     #[error("refused path: {0}")]
     BadPath(#[from] PathError),
+    /// The request's framing could be read two ways (RFC 9112 §6.3).
+    #[error("refused framing: {0}")]
+    BadFraming(#[from] FramingError),
     /// A `/.portcullis/` path with no endpoint behind it (yet).
     #[error("unknown gateway endpoint")]
     UnknownEndpoint,
@@ -106,9 +112,10 @@ impl RequestError {
     /// The page shown for this refusal.
     pub fn page(&self) -> Page {
         match self {
-            RequestError::BadHost | RequestError::DuplicateHost | RequestError::BadPath(_) => {
-                Page::BadRequest
-            }
+            RequestError::BadHost
+            | RequestError::DuplicateHost
+            | RequestError::BadPath(_)
+            | RequestError::BadFraming(_) => Page::BadRequest,
             RequestError::HeadersTooLarge => Page::HeadersTooLarge,
             RequestError::UnknownEndpoint | RequestError::NoRoute => Page::NotFound,
             RequestError::MethodNotAllowed => Page::MethodNotAllowed,
@@ -152,6 +159,9 @@ pub struct RequestCtx {
     /// `Set-Cookie` that deletes a session cookie naming no usable session, so the browser
     /// stops sending it.
     clear_stale: Option<String>,
+    /// The protocol switch the request genuinely asked for (a WebSocket handshake), which a
+    /// backend's `101` must answer.
+    upgrade: Upgrade,
 }
 
 /// What the gateway does with a request it has admitted.
@@ -204,12 +214,13 @@ enum Admitted {
 /// The proxy service.
 pub struct Proxy {
     gateway: SharedGateway,
+    lifecycle: Arc<Lifecycle>,
 }
 
 impl Proxy {
     /// A proxy over shared gateway state (swapped as a whole on reload).
-    pub fn new(gateway: SharedGateway) -> Self {
-        Self { gateway }
+    pub fn new(gateway: SharedGateway, lifecycle: Arc<Lifecycle>) -> Self {
+        Self { gateway, lifecycle }
     }
 
     /// The journey for one request: admit, then the endpoint or the app's decision.
@@ -239,11 +250,14 @@ impl Proxy {
             .map(|a| a.ip());
         let req = session.req_header_mut();
         let forwarding = gateway.hygiene.apply(req, ConnectionFacts { peer, tls });
-        if forwarding.close_requested {
-            // Pingora reads only the first `Connection` header when deciding keep-alive.
+        // Pingora reads only the first `Connection` header when deciding keep-alive; a
+        // draining gateway asks every client to reconnect (to another node).
+        if forwarding.close_requested || self.lifecycle.is_draining() {
             session.set_keepalive(None);
         }
         let req = session.req_header_mut();
+        framing::single_content_length(req)?;
+        ctx.upgrade = framing::screen_upgrade(req);
         ctx.request_id = forwarding.request_id;
         ctx.secure = forwarding.proto == "https";
         ctx.client_ip = forwarding.client_ip;
@@ -677,7 +691,17 @@ impl ProxyHttp for Proxy {
             original_target: String::new(),
             body_tail: Vec::new(),
             clear_stale: None,
+            upgrade: Upgrade::None,
         }
+    }
+
+    async fn early_request_filter(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        head_deadline::mark_head_arrived();
+        Ok(())
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
@@ -879,6 +903,17 @@ impl ProxyHttp for Proxy {
         ctx: &mut Self::CTX,
     ) -> Result<()> {
         response.insert_header("X-Request-Id", ctx.request_id.as_str())?;
+        // A 101 turns the connection into a tunnel the rules never see again: only a genuine
+        // answer to this request's own WebSocket handshake may do that.
+        if response.status == http::StatusCode::SWITCHING_PROTOCOLS {
+            if let Err(refused) = framing::check_switch(response, &ctx.upgrade) {
+                ctx.span
+                    .in_scope(|| warn!(reason = %refused, "protocol switch refused"));
+                return Err(
+                    Error::explain(ErrorType::InvalidHTTPHeader, refused.to_string()).into_up(),
+                );
+            }
+        }
         // Form-fill: the backend's cookies stay in the gateway's jar, never reach the browser; a
         // redirect to its login page means it logged the user out: retry, and log in again.
         if let (Some(jar), Some(app)) = (ctx.backend_jar.clone(), ctx.app.clone()) {

@@ -341,6 +341,74 @@ where
     Backend { addr, hits, task }
 }
 
+/// A backend that keeps every byte it receives (to see exactly what the gateway sent), answers
+/// each connection's first request head with `answer`, then keeps reading until the client
+/// closes (so whatever follows on the connection is recorded too).
+pub struct RecordingBackend {
+    pub backend: Backend,
+    received: Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl RecordingBackend {
+    /// Everything received so far, on every connection, as text.
+    pub fn received(&self) -> String {
+        String::from_utf8_lossy(&self.received.lock().unwrap()).into_owned()
+    }
+}
+
+/// A [`RecordingBackend`] that answers `200 ok` and closes.
+pub async fn recording_backend() -> RecordingBackend {
+    answering_backend(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+        false,
+    )
+    .await
+}
+
+/// A [`RecordingBackend`] that answers every request with `answer` and then, when
+/// `keep_reading`, records what else arrives on the connection (like a tunnel would).
+pub async fn answering_backend(answer: &'static [u8], keep_reading: bool) -> RecordingBackend {
+    let received = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = received.clone();
+    let backend = raw_backend(move |mut stream| {
+        let sink = sink.clone();
+        async move {
+            let mut head = Vec::new();
+            let mut buf = [0u8; 4096];
+            let mut answered = false;
+            loop {
+                let read =
+                    tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await;
+                let n = match read {
+                    Ok(Ok(n)) if n > 0 => n,
+                    _ => break,
+                };
+                sink.lock().unwrap().extend_from_slice(&buf[..n]);
+                head.extend_from_slice(&buf[..n]);
+                if !answered && head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    // Let a request body (if any) arrive before answering.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    while let Ok(Ok(n)) =
+                        tokio::time::timeout(Duration::from_millis(50), stream.read(&mut buf)).await
+                    {
+                        if n == 0 {
+                            break;
+                        }
+                        sink.lock().unwrap().extend_from_slice(&buf[..n]);
+                    }
+                    let _ = stream.write_all(answer).await;
+                    answered = true;
+                    if !keep_reading {
+                        break;
+                    }
+                }
+            }
+        }
+    })
+    .await;
+    RecordingBackend { backend, received }
+}
+
 /// Headers the echo backend received, as (name, value) pairs.
 pub fn received_headers(echo: &Value) -> Vec<(String, String)> {
     echo["headers"]
@@ -367,6 +435,15 @@ pub fn header_values(echo: &Value, name: &str) -> Vec<String> {
 
 // ---- the gateway -----------------------------------------------------------------------------
 
+/// The gateway binary under test: this build's, or `PORTCULLIS_TEST_BINARY` (to run the same
+/// tests against another build, e.g. to show that a new test fails on an older release).
+pub fn gateway_binary() -> PathBuf {
+    std::env::var_os("PORTCULLIS_TEST_BINARY").map_or_else(
+        || PathBuf::from(env!("CARGO_BIN_EXE_portcullis")),
+        PathBuf::from,
+    )
+}
+
 /// Describes a gateway to start: its config extras and policy files.
 #[derive(Default)]
 pub struct GatewaySpec {
@@ -377,6 +454,7 @@ pub struct GatewaySpec {
     gateway_extra: String,
     http_addr: Option<SocketAddr>,
     https_addr: Option<SocketAddr>,
+    server_extra: String,
 }
 
 impl GatewaySpec {
@@ -414,6 +492,13 @@ impl GatewaySpec {
         self.json_logs = true;
         self
     }
+    /// Extra `key = value` lines in the `[server]` table (e.g. `grace_period = "2s"`), replacing
+    /// the harness's own value for the same key.
+    pub fn server_setting(mut self, line: &str) -> Self {
+        self.server_extra.push_str(line);
+        self.server_extra.push('\n');
+        self
+    }
     /// Extra TOML appended to `portcullis.toml` (whole tables, e.g. `[headers]`).
     pub fn gateway_toml(mut self, extra: &str) -> Self {
         self.gateway_extra.push_str(extra);
@@ -441,11 +526,22 @@ impl GatewaySpec {
                 dev_cert("gateway.key").display()
             )
         });
+        let mut server = vec![
+            "threads = 2".to_string(),
+            "grace_period = \"0s\"".to_string(),
+            "shutdown_timeout = \"1s\"".to_string(),
+        ];
+        for line in self.server_extra.lines() {
+            let key = line.split('=').next().unwrap_or("").trim();
+            server.retain(|l| l.split('=').next().unwrap_or("").trim() != key);
+            server.push(line.to_string());
+        }
         let config = format!(
             "policies = \"policies\"\n[listen]\nhttp = \"{http}\"\nh2c = {}\n{https_line}\
-             [admin]\nlisten = \"{admin}\"\n[server]\nthreads = 2\ngrace_period = \"0s\"\nshutdown_timeout = \"1s\"\n\
+             [admin]\nlisten = \"{admin}\"\n[server]\n{}\n\
              [log]\nlevel = \"info\"\nformat = \"{}\"\n{}",
             self.h2c,
+            server.join("\n"),
             if self.json_logs { "json" } else { "text" },
             self.gateway_extra
         );
@@ -453,7 +549,7 @@ impl GatewaySpec {
         std::fs::write(&config_path, config).unwrap();
         let log_path = dir.path().join("gateway.log");
         let log = std::fs::File::create(&log_path).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        let child = Command::new(gateway_binary())
             .args(["run", "-c"])
             .arg(&config_path)
             .env_remove("RUST_LOG")
