@@ -6,7 +6,8 @@
 //! configured success cookie). The proxy decides when (first use, or after the backend logged
 //! the user out) and holds the per-session jar.
 
-use crate::config::UpstreamTarget;
+use crate::config::app::UpstreamTls;
+use crate::config::{UpstreamTarget, UpstreamTimeouts};
 use crate::secret::Secret;
 use crate::session::backend::BackendJar;
 use std::time::{Duration, Instant};
@@ -80,35 +81,73 @@ fn scrape(html: &str, field: &str) -> Option<String> {
     None
 }
 
+/// The client for one app's backend, with exactly the proxy's upstream settings: the resolved
+/// address (no DNS), the TLS server name, the app's CA (instead of the system store) or no
+/// verification when the app turned it off, its timeouts, and no redirects. Returns the client
+/// and the URL of `path` on that backend.
+fn backend_client(
+    target: &UpstreamTarget,
+    tls: &UpstreamTls,
+    timeouts: &UpstreamTimeouts,
+    path: &str,
+) -> Result<(reqwest::Client, String), FormFillError> {
+    let fail = |e: reqwest::Error| FormFillError::Backend(e.to_string());
+    // Over TLS the URL names the certificate's host (SNI and verification); in clear, the
+    // host of the upstream URL.
+    let host = if target.tls {
+        target.sni.clone()
+    } else {
+        target
+            .host_header
+            .rsplit_once(':')
+            .map_or(target.host_header.as_str(), |(h, _)| h)
+            .to_string()
+    };
+    let mut builder = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(timeouts.connect)
+        .timeout(
+            timeouts
+                .read
+                .min(Duration::from_secs(60))
+                .max(timeouts.connect),
+        )
+        .resolve(&host, target.addr);
+    if target.tls {
+        if !tls.verify {
+            builder = builder
+                .danger_accept_invalid_certs(true)
+                .danger_accept_invalid_hostnames(true);
+        } else if let Some(cas) = &tls.ca {
+            let mut certs = Vec::new();
+            for ca in cas {
+                let pem = ca
+                    .to_pem()
+                    .map_err(|e| FormFillError::Backend(format!("upstream CA: {e}")))?;
+                certs.push(reqwest::Certificate::from_pem(&pem).map_err(fail)?);
+            }
+            builder = builder.tls_certs_only(certs);
+        }
+    }
+    let client = builder.build().map_err(fail)?;
+    let scheme = if target.tls { "https" } else { "http" };
+    let url = format!("{scheme}://{host}:{}{path}", target.addr.port());
+    Ok((client, url))
+}
+
 /// Logs in to `target` with `username`/`password`, filling `jar` with the backend's cookies.
+/// `tls` and `timeouts` are the app's upstream settings, the same the proxy uses.
 pub async fn login(
     target: &UpstreamTarget,
+    tls: &UpstreamTls,
+    timeouts: &UpstreamTimeouts,
     form: &FormFill,
     username: &str,
     password: &Secret,
     jar: &mut BackendJar,
 ) -> Result<(), FormFillError> {
-    let fail = |e: reqwest::Error| FormFillError::Backend(e.to_string());
-    let host = target
-        .host_header
-        .split(':')
-        .next()
-        .unwrap_or("")
-        .to_string();
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(15))
-        .resolve(&host, target.addr)
-        .build()
-        .map_err(fail)?;
-    let scheme = if target.tls { "https" } else { "http" };
-    let url = format!(
-        "{scheme}://{}:{}{}",
-        host,
-        target.addr.port(),
-        form.login_url
-    );
+    let fail = |e: reqwest::Error| FormFillError::Backend(crate::idp::error_chain(&e));
+    let (client, url) = backend_client(target, tls, timeouts, &form.login_url)?;
     jar.reset();
     let cookie_header = |jar: &BackendJar| {
         jar.cookies

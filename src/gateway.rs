@@ -8,7 +8,7 @@ use crate::config::gateway::{DEFAULT_STRIPPED_HEADERS, DEFAULT_STRIPPED_PREFIXES
 use crate::config::{AppConfig, BrokenApp, GatewayConfig, PolicySet};
 use crate::hygiene::HeaderHygiene;
 use crate::routing::RouteTable;
-use crate::upstream::WeightedRoundRobin;
+use crate::upstream::{Standing, UpstreamSet};
 use pingora::upstreams::peer::HttpPeer;
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,7 +28,7 @@ pub struct AppRuntime {
     /// The compiled policy.
     pub config: AppConfig,
     peers: Vec<HttpPeer>,
-    balancer: WeightedRoundRobin,
+    upstreams: UpstreamSet,
 }
 
 impl AppRuntime {
@@ -40,16 +40,27 @@ impl AppRuntime {
             .collect();
         let weights: Vec<u32> = config.upstreams.iter().map(|u| u.weight).collect();
         Self {
-            balancer: WeightedRoundRobin::new(&weights),
+            upstreams: UpstreamSet::new(&weights, config.passive_health),
             peers,
             config,
         }
     }
 
-    /// Next upstream by weighted round-robin: its index and a peer to connect to.
-    pub fn next_peer(&self) -> Option<(usize, HttpPeer)> {
-        let i = self.balancer.pick();
+    /// Next upstream by weighted round-robin among the healthy ones this request has not
+    /// tried yet: its index and a peer to connect to.
+    pub fn next_peer(&self, tried: &[usize]) -> Option<(usize, HttpPeer)> {
+        let i = self.upstreams.pick(tried)?;
         self.peers.get(i).map(|p| (i, p.clone()))
+    }
+
+    /// Upstream `i` refused a connection (passive health).
+    pub fn connect_failed(&self, i: usize) -> Standing {
+        self.upstreams.connect_failed(i)
+    }
+
+    /// Upstream `i` accepted a connection.
+    pub fn connected(&self, i: usize) {
+        self.upstreams.connected(i);
     }
 
     /// Number of upstreams (bounds connection retries).

@@ -1,9 +1,126 @@
-//! Choosing a backend: smooth weighted round-robin over an app's upstreams.
+//! Choosing a backend: smooth weighted round-robin over an app's upstreams, skipping the ones
+//! a request already tried and the ones passive health checks have ejected.
 //!
 //! The schedule is computed once when the policy loads; each pick is one atomic increment,
-//! so choosing a backend never takes a lock on the request path.
+//! so choosing a backend never takes a lock on the request path. Passive health: an upstream
+//! that refuses `eject_after` connections in a row is left out for `eject_for`, then tried
+//! again (one more failure ejects it again at once; one success restores it).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::LazyLock;
+use std::time::{Duration, Instant};
+
+/// Passive health settings of one app (`[health]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PassiveHealth {
+    /// Consecutive connect failures that eject an upstream.
+    pub eject_after: u32,
+    /// How long an ejected upstream is left out.
+    pub eject_for: Duration,
+}
+
+impl Default for PassiveHealth {
+    fn default() -> Self {
+        Self {
+            eject_after: 3,
+            eject_for: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Monotonic milliseconds since the process's first use of this module.
+fn now_ms() -> u64 {
+    static START: LazyLock<Instant> = LazyLock::new(Instant::now);
+    u64::try_from(START.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// One upstream's recent connect record.
+#[derive(Debug, Default)]
+struct Health {
+    failures: AtomicU32,
+    ejected_until_ms: AtomicU64,
+}
+
+/// The upstreams of one app: who is next, and who is left out for now.
+#[derive(Debug)]
+pub struct UpstreamSet {
+    balancer: WeightedRoundRobin,
+    health: Vec<Health>,
+    settings: PassiveHealth,
+}
+
+/// What a connect failure did to an upstream's standing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    /// Still in the rotation.
+    InRotation,
+    /// Just ejected, for this long.
+    Ejected(Duration),
+}
+
+impl UpstreamSet {
+    /// Upstreams with these weights, all healthy.
+    pub fn new(weights: &[u32], settings: PassiveHealth) -> Self {
+        Self {
+            balancer: WeightedRoundRobin::new(weights),
+            health: weights.iter().map(|_| Health::default()).collect(),
+            settings,
+        }
+    }
+
+    fn is_ejected(&self, i: usize, now: u64) -> bool {
+        self.health
+            .get(i)
+            .is_some_and(|h| h.ejected_until_ms.load(Ordering::Relaxed) > now)
+    }
+
+    /// The next upstream for a request that already tried `tried`: by weight among those in
+    /// the rotation; when every untried one is ejected, the untried one whose ejection ends
+    /// first (a request is never refused while some upstream might answer); `None` when all
+    /// were tried.
+    pub fn pick(&self, tried: &[usize]) -> Option<usize> {
+        let now = now_ms();
+        let count = self.health.len();
+        for _ in 0..self.balancer.len().max(1) {
+            let i = self.balancer.pick();
+            if i < count && !tried.contains(&i) && !self.is_ejected(i, now) {
+                return Some(i);
+            }
+        }
+        (0..count).filter(|i| !tried.contains(i)).min_by_key(|i| {
+            self.health
+                .get(*i)
+                .map_or(0, |h| h.ejected_until_ms.load(Ordering::Relaxed))
+        })
+    }
+
+    /// A connection to upstream `i` failed.
+    pub fn connect_failed(&self, i: usize) -> Standing {
+        let Some(h) = self.health.get(i) else {
+            return Standing::InRotation;
+        };
+        let failures = h.failures.fetch_add(1, Ordering::Relaxed).saturating_add(1);
+        if failures >= self.settings.eject_after {
+            let until = now_ms().saturating_add(
+                u64::try_from(self.settings.eject_for.as_millis()).unwrap_or(u64::MAX),
+            );
+            h.ejected_until_ms.store(until, Ordering::Relaxed);
+            return Standing::Ejected(self.settings.eject_for);
+        }
+        Standing::InRotation
+    }
+
+    /// A connection to upstream `i` succeeded: it is healthy again.
+    pub fn connected(&self, i: usize) {
+        if let Some(h) = self.health.get(i) {
+            // Most requests land here: write only when there is something to reset.
+            if h.failures.load(Ordering::Relaxed) != 0 {
+                h.failures.store(0, Ordering::Relaxed);
+                h.ejected_until_ms.store(0, Ordering::Relaxed);
+            }
+        }
+    }
+}
 
 /// A precomputed, interleaved order of upstream indices honouring their weights.
 #[derive(Debug)]
@@ -41,6 +158,16 @@ impl WeightedRoundRobin {
         }
     }
 
+    /// Length of one full round of the schedule (the sum of the weights).
+    pub fn len(&self) -> usize {
+        self.schedule.len()
+    }
+
+    /// An empty schedule (no upstreams).
+    pub fn is_empty(&self) -> bool {
+        self.schedule.is_empty()
+    }
+
     /// The next upstream index (0 when there are none, which config validation prevents).
     pub fn pick(&self) -> usize {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
@@ -60,6 +187,42 @@ mod tests {
         let rr = WeightedRoundRobin::new(&[3, 1]);
         let picks: Vec<usize> = (0..8).map(|_| rr.pick()).collect();
         assert_eq!(picks, vec![0, 0, 1, 0, 0, 0, 1, 0]);
+    }
+
+    #[test]
+    fn a_retry_never_returns_to_an_upstream_it_tried() {
+        let set = UpstreamSet::new(&[3, 1], PassiveHealth::default());
+        for _ in 0..20 {
+            let first = set.pick(&[]).unwrap();
+            let second = set.pick(&[first]).unwrap();
+            assert_ne!(first, second);
+            assert_eq!(set.pick(&[first, second]), None);
+        }
+    }
+
+    #[test]
+    fn consecutive_failures_eject_until_the_cooldown_and_a_success_restores() {
+        let set = UpstreamSet::new(
+            &[1, 1],
+            PassiveHealth {
+                eject_after: 2,
+                eject_for: Duration::from_millis(80),
+            },
+        );
+        assert_eq!(set.connect_failed(0), Standing::InRotation);
+        assert!(matches!(set.connect_failed(0), Standing::Ejected(_)));
+        assert!(
+            (0..10).all(|_| set.pick(&[]) == Some(1)),
+            "ejected upstream picked"
+        );
+        // Only the ejected one left untried: it is still tried rather than refusing.
+        assert_eq!(set.pick(&[1]), Some(0));
+        std::thread::sleep(Duration::from_millis(120));
+        assert!((0..4).any(|_| set.pick(&[]) == Some(0)), "never came back");
+        // Back on probation: one more failure ejects it again; a success clears the record.
+        assert!(matches!(set.connect_failed(0), Standing::Ejected(_)));
+        set.connected(0);
+        assert!((0..4).any(|_| set.pick(&[]) == Some(0)));
     }
 
     #[test]

@@ -1582,25 +1582,43 @@ async fn store_password(
 struct FormApp {
     port: u16,
     users: std::path::PathBuf,
+    tls: bool,
     child: Option<std::process::Child>,
 }
 
 impl FormApp {
     async fn start(port: u16, users: &std::path::Path) -> Self {
+        Self::launch(port, users, false).await
+    }
+    /// The app over HTTPS with the test-only `backend.crt` (issued by the test-only CA, which
+    /// no system store trusts).
+    async fn start_tls(port: u16, users: &std::path::Path) -> Self {
+        Self::launch(port, users, true).await
+    }
+    async fn launch(port: u16, users: &std::path::Path, tls: bool) -> Self {
         let mut app = Self {
             port,
             users: users.to_path_buf(),
+            tls,
             child: None,
         };
         app.spawn().await;
         app
     }
     async fn spawn(&mut self) {
-        let child = std::process::Command::new("python3")
+        let mut command = std::process::Command::new("python3");
+        command
             .arg(support::repo_root().join("deploy/sample-apps/form_app.py"))
             .arg("forms")
             .arg(self.port.to_string())
-            .arg(&self.users)
+            .arg(&self.users);
+        if self.tls {
+            command
+                .arg("--tls")
+                .arg(support::dev_cert("backend.crt"))
+                .arg(support::dev_cert("backend.key"));
+        }
+        let child = command
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -1760,6 +1778,47 @@ async fn form_fill_logs_in_server_side_and_the_browser_never_sees_the_form() {
         !logs.contains("Winter2026") && !logs.contains("Spring2027"),
         "password in logs"
     );
+}
+
+/// A form-login app behind a private CA: the gateway's own login to the form must trust exactly
+/// what the proxy trusts (`[upstream_tls] ca_file`), or the app cannot be signed in to at all.
+#[tokio::test]
+async fn form_fill_reaches_an_https_backend_through_the_apps_upstream_tls_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users.json");
+    std::fs::write(&users, r#"{"svc": "Shared-2026"}"#).unwrap();
+    let secret = dir.path().join("svc.secret");
+    std::fs::write(&secret, "Shared-2026\n").unwrap();
+    let port = support::free_addr().port();
+    let _app = FormApp::start_tls(port, &users).await;
+    let f = fixture("").await;
+    let policy = |tls: &str| {
+        format!(
+            "schema = 1\napp = \"timesheet\"\nowner = \"o@corp.example\"\nsummary = \"s\"\nhosts = [\"{TIMESHEET}\"]\nupstreams = [{{ url = \"https://localhost:{port}\" }}]\nidp = \"corp\"\n{tls}\n\n[form_fill]\nlogin_url = \"/login\"\nusername_field = \"user\"\npassword_field = \"pass\"\ncsrf_field = \"csrf_token\"\nservice_username = \"svc\"\nservice_password_file = \"{}\"\n\n[[allow]]\nid = \"staff\"\nwhy = \"s\"\ngroups = [\"staff\"]\n",
+            secret.display()
+        )
+    };
+    let with_ca = format!(
+        "[upstream_tls]\nca_file = \"{}\"",
+        support::dev_cert("ca.crt").display()
+    );
+    replace_timesheet_policy(&f, &policy(&with_ca)).await;
+    let browser = f.signed_in(TIMESHEET, "bob").await;
+    let trip = browser.follow(&f.url(TIMESHEET, "/week")).await;
+    assert_eq!(trip.status, 200, "{trip:?}\n{}", f.gw.logs());
+    assert!(
+        trip.body.contains("Welcome back, <b>svc</b>"),
+        "{}",
+        trip.body
+    );
+    // Without the CA, neither the proxy nor the form login may trust the backend.
+    replace_timesheet_policy(&f, &policy("")).await;
+    let fresh = f.browser();
+    let trip = fresh
+        .login(&f.url(TIMESHEET, "/week"), "alice", "alice-pw")
+        .await;
+    assert_eq!(trip.status, 502, "{trip:?}");
+    assert!(f.gw.logs().contains("backend login"), "{}", f.gw.logs());
 }
 
 /// Apps with a single shared account: the service credential is replayed for every user, no

@@ -205,6 +205,45 @@ async fn connect_failure_fails_over_to_the_next_upstream() {
     assert_eq!(live.hits(), 6);
 }
 
+/// Weighted upstreams with the heavier one down: a retry must go to another upstream (not the
+/// same dead one the schedule offers again), and after `eject_after` refusals in a row the
+/// dead one is left out, so later requests do not even try it.
+#[tokio::test]
+async fn a_dead_weighted_upstream_is_skipped_on_retry_and_ejected() {
+    let live = echo_backend("live").await;
+    let dead = free_addr();
+    let gw = app_gateway(
+        &[(&format!("http://{dead}"), 3), (&live.url(), 1)],
+        "[health]\neject_after = 2\neject_for = \"60s\"",
+    )
+    .await;
+    let client = gw.client(&[APP_HOST]);
+    let requests = (0..24).map(|_| {
+        let client = &client;
+        let url = format!("http://{APP_HOST}:{}/", gw.http.port());
+        async move { client.get(url).send().await.unwrap().status().as_u16() }
+    });
+    // Concurrent requests move the shared schedule under each other's retries.
+    let statuses = futures_util::future::join_all(requests).await;
+    assert!(
+        statuses.iter().all(|s| *s == 200),
+        "{statuses:?}\n{}",
+        gw.logs()
+    );
+    let logs = gw.wait_for_log("upstream ejected").await;
+    assert!(logs.contains("upstream ejected"), "{logs}");
+    let failures_before = logs.matches("upstream connect failed").count();
+    for _ in 0..10 {
+        assert_eq!(gw.get(APP_HOST, "/").await.status(), 200);
+    }
+    let failures_after = gw.logs().matches("upstream connect failed").count();
+    assert_eq!(
+        failures_before, failures_after,
+        "the ejected upstream was tried again during its cool-down"
+    );
+    assert_eq!(live.hits(), 34);
+}
+
 #[tokio::test]
 async fn hung_upstream_gives_504_after_the_read_timeout() {
     let hung = stalling_backend().await;

@@ -9,11 +9,14 @@ logged-out visitor with a 200 "session has expired" notice instead of a redirect
 do. GET /_stats tells how many logins
 succeeded and failed, so tests can count them.
 
-Usage: form_app.py NAME PORT USERS_JSON   (USERS_JSON: {"asmith": "Winter2026!", ...}, a path)
+Usage: form_app.py NAME PORT USERS_JSON [--tls CERT KEY]
+  (USERS_JSON: {"asmith": "Winter2026!", ...}, a path; --tls serves HTTPS with that PEM
+  certificate and key, like a backend behind a private CA)
 """
 import html
 import json
 import secrets
+import ssl
 import sys
 import threading
 import urllib.parse
@@ -21,7 +24,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 NAME = sys.argv[1] if len(sys.argv) > 1 else "forms"
 PORT = int(sys.argv[2]) if len(sys.argv) > 2 else 8085
-USERS_FILE = sys.argv[3] if len(sys.argv) > 3 else None
+USERS_FILE = sys.argv[3] if len(sys.argv) > 3 and not sys.argv[3].startswith("--") else None
+TLS = sys.argv[sys.argv.index("--tls") + 1:sys.argv.index("--tls") + 3] if "--tls" in sys.argv else None
 
 lock = threading.Lock()
 sessions = {}      # session id -> user name
@@ -131,5 +135,10 @@ class Handler(BaseHTTPRequestHandler):
 
 if __name__ == "__main__":
     server = ThreadingHTTPServer(("127.0.0.1", PORT), Handler)
-    print(f"{NAME} listening on 127.0.0.1:{PORT}", flush=True)
+    if TLS:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(TLS[0], TLS[1])
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+    scheme = "https" if TLS else "http"
+    print(f"{NAME} listening on {scheme}://127.0.0.1:{PORT}", flush=True)
     server.serve_forever()

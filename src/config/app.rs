@@ -84,11 +84,22 @@ struct FilePolicy {
     allow_idp_initiated: Option<Spanned<bool>>,
     #[serde(default)]
     allow_encoded_slash: bool,
+    case_insensitive_paths: Option<Spanned<bool>>,
+    #[serde(default)]
+    health: FileHealth,
     form_fill: Option<Spanned<FileFormFill>>,
     #[serde(default)]
     session: FileAppSession,
     #[serde(default)]
     identity: FileIdentity,
+}
+
+/// `[health]`: passive health of the app's upstreams.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileHealth {
+    eject_after: Option<Spanned<u32>>,
+    eject_for: Option<Spanned<ConfigDuration>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -334,6 +345,11 @@ pub struct AppConfig {
     pub allow_idp_initiated: bool,
     /// Pass `%2F` in paths through (kept encoded) instead of refusing it.
     pub allow_encoded_slash: bool,
+    /// Routing and rules compare paths without letter case (IIS and most Windows backends
+    /// serve `/ADMIN` and `/admin` alike).
+    pub case_insensitive_paths: bool,
+    /// When an upstream is left out after refusing connections.
+    pub passive_health: crate::upstream::PassiveHealth,
     /// SHA-256 (hex) of the policy file as loaded: which version decided, for the audit trail.
     pub policy_sha256: String,
     /// The file's `[[test]]` examples (run by `portcullis policy test`).
@@ -630,6 +646,27 @@ pub fn compile_app(
         }
     }
 
+    let case_insensitive_paths = file
+        .case_insensitive_paths
+        .as_ref()
+        .is_some_and(|f| *f.get_ref());
+    let mut passive_health = crate::upstream::PassiveHealth::default();
+    if let Some(n) = &file.health.eject_after {
+        if !(1..=100).contains(n.get_ref()) {
+            out.error(
+                n,
+                "[health] eject_after must be between 1 and 100 connect failures",
+            );
+        }
+        passive_health.eject_after = *n.get_ref();
+    }
+    if let Some(d) = &file.health.eject_for {
+        if d.get_ref().0.is_zero() || d.get_ref().0 > Duration::from_secs(3600) {
+            out.error(d, "[health] eject_for must be above zero and at most 1h");
+        }
+        passive_health.eject_for = d.get_ref().0;
+    }
+
     let timeouts = UpstreamTimeouts {
         connect: file.timeouts.connect.map_or(defaults.connect, |d| d.0),
         read: file.timeouts.read.map_or(defaults.read, |d| d.0),
@@ -658,6 +695,8 @@ pub fn compile_app(
         logout_path,
         allow_idp_initiated,
         allow_encoded_slash: file.allow_encoded_slash,
+        case_insensitive_paths,
+        passive_health,
         examples,
         policy_sha256: openssl::sha::sha256(text.as_bytes())
             .iter()

@@ -32,6 +32,18 @@ pub fn loggable(text: &str) -> Cow<'_, str> {
     }
 }
 
+/// An error and its causes on one line (openidconnect nests the useful part).
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 /// A signed-in user, as the IdP vouched for them at login.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Identity {

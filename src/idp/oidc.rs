@@ -7,7 +7,7 @@
 //! URL. It knows nothing of cookies or sessions.
 
 use super::http::IdpHttpClient;
-use super::Identity;
+use super::{error_chain, Identity};
 use crate::config::{OidcIdpConfig, TokenAuth};
 use crate::secret::Secret;
 use crate::session::pending::StepUp;
@@ -511,18 +511,6 @@ fn strings(value: Option<&Value>) -> Vec<String> {
         Some(v) => scalar(v).into_iter().collect(),
         None => Vec::new(),
     }
-}
-
-/// An error and its causes on one line (openidconnect nests the useful part).
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -142,7 +142,8 @@ pub struct RequestCtx {
     app: Option<Arc<AppRuntime>>,
     rule: Option<String>,
     upstream: Option<usize>,
-    connect_failures: usize,
+    /// Upstreams this request could not connect to (a retry goes elsewhere).
+    tried: Vec<usize>,
     gateway_status: Option<u16>,
     secure: bool,
     user: Option<Arc<UserSession>>,
@@ -512,7 +513,7 @@ impl Proxy {
                 .upstreams
                 .first()
                 .ok_or_else(|| RequestError::BackendLogin("no upstream".into()))?;
-            match crate::formfill::login(target, form, &username, &credential.password, &mut held).await {
+            match crate::formfill::login(target, &config.upstream_tls, &config.timeouts, form, &username, &credential.password, &mut held).await {
                 Ok(()) => ctx.span.in_scope(|| {
                     info!(target: "audit", event = "backend_login", app = %config.id, user = %user.identity.display(), request_id = %ctx.request_id, "form-fill login to the backend")
                 }),
@@ -680,7 +681,7 @@ impl ProxyHttp for Proxy {
             app: None,
             rule: None,
             upstream: None,
-            connect_failures: 0,
+            tried: Vec::new(),
             gateway_status: None,
             secure: false,
             user: None,
@@ -814,11 +815,29 @@ impl ProxyHttp for Proxy {
                 "no app chosen before upstream_peer",
             );
         };
-        let Some((index, peer)) = app.next_peer() else {
-            return Error::e_explain(ErrorType::InternalError, "app has no upstreams");
+        let Some((index, peer)) = app.next_peer(&ctx.tried) else {
+            return Err(
+                Error::explain(ErrorType::ConnectError, "no upstream left to try").into_up(),
+            );
         };
         ctx.upstream = Some(index);
         Ok(Box::new(peer))
+    }
+
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        _reused: bool,
+        _peer: &HttpPeer,
+        #[cfg(unix)] _fd: std::os::unix::io::RawFd,
+        #[cfg(windows)] _sock: std::os::windows::io::RawSocket,
+        _digest: Option<&pingora::protocols::Digest>,
+        ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        if let (Some(app), Some(i)) = (&ctx.app, ctx.upstream) {
+            app.connected(i);
+        }
+        Ok(())
     }
 
     fn fail_to_connect(
@@ -828,14 +847,21 @@ impl ProxyHttp for Proxy {
         ctx: &mut Self::CTX,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        ctx.connect_failures += 1;
-        let upstream = upstream_url(ctx).unwrap_or_default();
+        let upstream = upstream_url(ctx).unwrap_or_default().to_string();
         ctx.span
             .in_scope(|| warn!(%upstream, peer = %peer, error = %e, "upstream connect failed"));
-        // Try the next upstream (round-robin moves on) until each has been tried once.
-        let upstreams = ctx.app.as_ref().map_or(0, |a| a.upstream_count());
-        if ctx.connect_failures < upstreams {
-            e.set_retry(true);
+        if let (Some(app), Some(i)) = (ctx.app.clone(), ctx.upstream) {
+            ctx.tried.push(i);
+            if let crate::upstream::Standing::Ejected(cooldown) = app.connect_failed(i) {
+                ctx.span.in_scope(|| {
+                    warn!(%upstream, cooldown_ms = u64::try_from(cooldown.as_millis()).unwrap_or(u64::MAX), "upstream ejected after consecutive connect failures")
+                });
+            }
+            // Try another upstream (never one this request already tried) until each has had
+            // its chance.
+            if ctx.tried.len() < app.upstream_count() {
+                e.set_retry(true);
+            }
         }
         e
     }
