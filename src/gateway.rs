@@ -136,7 +136,7 @@ impl Gateway {
         let broken: Vec<Arc<BrokenApp>> = policies.broken.into_iter().map(Arc::new).collect();
         for b in &broken {
             for host in &b.hosts {
-                routes.insert(host, &b.path_prefix, Route::Unavailable(b.clone()));
+                routes.insert(host, &b.path_prefix, false, Route::Unavailable(b.clone()));
             }
         }
         let apps: Vec<Arc<AppRuntime>> = policies
@@ -146,7 +146,12 @@ impl Gateway {
             .collect();
         for app in &apps {
             for host in &app.config.hosts {
-                routes.insert(host, &app.config.path_prefix, Route::App(app.clone()));
+                routes.insert(
+                    host,
+                    &app.config.path_prefix,
+                    app.config.case_insensitive_paths,
+                    Route::App(app.clone()),
+                );
             }
         }
         let assertions = config.jwt.as_ref().and_then(|j| {
@@ -178,6 +183,11 @@ impl Gateway {
             apps,
             broken,
         }
+    }
+
+    /// Does any app (working or not) serve this normalised host?
+    pub fn serves_host(&self, host: &str) -> bool {
+        self.routes.has_host(host)
     }
 
     /// The route for a normalised host and path.

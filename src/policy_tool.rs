@@ -342,8 +342,14 @@ pub fn explain(
         println!("shadow:   rule `{}` would {}", hit.rule, hit.would);
     }
     println!("rules:");
+    // The rules compare the path as the app does (lower-cased with case_insensitive_paths).
+    let rule_path = app.rules.rule_path(&normalised);
+    let rule_facts = RequestFacts {
+        path: &rule_path,
+        ..facts
+    };
     for rule in app.rules.rules() {
-        let checks = rule.checks(&facts, user_facts.as_ref());
+        let checks = rule.checks(&rule_facts, user_facts.as_ref());
         let all = checks.iter().all(|c| c.held);
         println!(
             "  {} {:?} `{}`{}: {}",

@@ -9,8 +9,16 @@ use std::collections::HashMap;
 /// Host + path prefix → target, for any target type.
 #[derive(Debug, Clone)]
 pub struct RouteTable<T> {
-    exact: HashMap<String, Vec<(String, T)>>,
-    wildcard: HashMap<String, Vec<(String, T)>>,
+    exact: HashMap<String, Vec<Prefixed<T>>>,
+    wildcard: HashMap<String, Vec<Prefixed<T>>>,
+}
+
+/// One route on a host: its path prefix, whether it compares without letter case, its target.
+#[derive(Debug, Clone)]
+struct Prefixed<T> {
+    prefix: String,
+    fold_case: bool,
+    target: T,
 }
 
 impl<T> Default for RouteTable<T> {
@@ -24,17 +32,31 @@ impl<T> Default for RouteTable<T> {
 
 impl<T> RouteTable<T> {
     /// Adds a route; `prefix` is normalised without trailing slash (`""` = whole host).
-    /// Cross-file checks guarantee one target per host and prefix; a repeat replaces.
-    pub fn insert(&mut self, host: &HostPattern, prefix: &str, target: T) {
+    /// With `fold_case` the prefix matches paths in any ASCII letter case (an app with
+    /// `case_insensitive_paths`). Cross-file checks guarantee one target per host and prefix;
+    /// a repeat replaces.
+    pub fn insert(&mut self, host: &HostPattern, prefix: &str, fold_case: bool, target: T) {
         let (map, key) = match host {
             HostPattern::Exact(h) => (&mut self.exact, h),
             HostPattern::Wildcard(s) => (&mut self.wildcard, s),
         };
         let routes = map.entry(key.clone()).or_default();
-        routes.retain(|(p, _)| p != prefix);
-        routes.push((prefix.to_string(), target));
+        routes.retain(|r| r.prefix != prefix);
+        routes.push(Prefixed {
+            prefix: prefix.to_string(),
+            fold_case,
+            target,
+        });
         // Longest prefix first, so the first match is the most specific.
-        routes.sort_by_key(|r| std::cmp::Reverse(r.0.len()));
+        routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
+    }
+
+    /// Is some route on this exact or wildcard host (whatever the path)?
+    pub fn has_host(&self, host: &str) -> bool {
+        self.exact.contains_key(host)
+            || host
+                .split_once('.')
+                .is_some_and(|(_, parent)| self.wildcard.contains_key(parent))
     }
 
     /// The target for a normalised host (see [`normalise_host`]) and normalised path.
@@ -50,11 +72,28 @@ impl<T> RouteTable<T> {
     }
 }
 
-fn longest_prefix<'a, T>(routes: &'a [(String, T)], path: &str) -> Option<&'a T> {
+fn longest_prefix<'a, T>(routes: &'a [Prefixed<T>], path: &str) -> Option<&'a T> {
     routes
         .iter()
-        .find(|(prefix, _)| under_prefix(path, prefix))
-        .map(|(_, t)| t)
+        .find(|r| {
+            if r.fold_case {
+                under_prefix_any_case(path, &r.prefix)
+            } else {
+                under_prefix(path, &r.prefix)
+            }
+        })
+        .map(|r| &r.target)
+}
+
+/// [`under_prefix`], ignoring ASCII letter case.
+fn under_prefix_any_case(path: &str, prefix: &str) -> bool {
+    let head_matches = path
+        .get(..prefix.len())
+        .is_some_and(|head| head.eq_ignore_ascii_case(prefix));
+    head_matches
+        && path
+            .get(prefix.len()..)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 /// Is `path` the prefix itself or below it (on a segment boundary: `/wiki` ≠ `/wikis`)?
@@ -97,18 +136,36 @@ mod tests {
 
     fn table() -> RouteTable<&'static str> {
         let mut t = RouteTable::default();
-        t.insert(&HostPattern::Exact("intranet.example".into()), "", "portal");
+        t.insert(
+            &HostPattern::Exact("intranet.example".into()),
+            "",
+            false,
+            "portal",
+        );
         t.insert(
             &HostPattern::Exact("intranet.example".into()),
             "/wiki",
+            false,
             "wiki",
         );
         t.insert(
             &HostPattern::Exact("intranet.example".into()),
             "/wiki/admin",
+            false,
             "wiki-admin",
         );
-        t.insert(&HostPattern::Wildcard("apps.example".into()), "", "any-app");
+        t.insert(
+            &HostPattern::Exact("intranet.example".into()),
+            "/Legacy",
+            true,
+            "iis-app",
+        );
+        t.insert(
+            &HostPattern::Wildcard("apps.example".into()),
+            "",
+            false,
+            "any-app",
+        );
         t
     }
 
@@ -123,6 +180,22 @@ mod tests {
             Some(&"wiki-admin")
         );
         assert_eq!(t.lookup("intranet.example", "/wikis"), Some(&"portal"));
+        assert_eq!(t.lookup("intranet.example", "/WIKI/page"), Some(&"portal"));
+    }
+
+    #[test]
+    fn a_case_folding_route_matches_any_letter_case_on_segment_boundaries() {
+        let t = table();
+        for path in ["/Legacy", "/legacy/x", "/LEGACY/Admin"] {
+            assert_eq!(
+                t.lookup("intranet.example", path),
+                Some(&"iis-app"),
+                "{path}"
+            );
+        }
+        assert_eq!(t.lookup("intranet.example", "/legacyx"), Some(&"portal"));
+        assert!(t.has_host("intranet.example") && t.has_host("x.apps.example"));
+        assert!(!t.has_host("other.example"));
     }
 
     #[test]

@@ -273,3 +273,55 @@ async fn encoded_slashes_reach_only_an_app_that_opted_in() {
     assert_eq!(strict.hits(), 0);
     assert_eq!(files.hits(), 1);
 }
+
+/// IIS and most Windows backends serve `/ADMIN/x` as `/admin/x`: an app that says so
+/// (`case_insensitive_paths = true`) has its routing and rules compare paths in any letter case.
+#[tokio::test]
+async fn case_insensitive_apps_deny_every_letter_case_of_a_denied_path() {
+    let iis = echo_backend("iis").await;
+    let portal = echo_backend("portal").await;
+    let rules = "[[deny]]\nid = \"no-admin\"\nwhy = \"admin closed\"\npaths = [\"/Legacy/admin/**\", \"~^/Legacy/api/V[0-9]+/secret$\"]\n\n\
+                 [[allow]]\nid = \"read\"\nwhy = \"public\"\npublic = true\npaths = [\"/Legacy/**\"]\n";
+    let iis_policy = format!(
+        "schema = 1\napp = \"iis\"\nowner = \"o@corp.example\"\nsummary = \"IIS app\"\nhosts = [\"{HOST}\"]\n\
+         path_prefix = \"/Legacy\"\ncase_insensitive_paths = true\nupstreams = [{{ url = \"{}\" }}]\n\n{rules}",
+        iis.url()
+    );
+    let gw = GatewaySpec::new()
+        .policy("iis.toml", iis_policy)
+        .policy(
+            "portal.toml",
+            open_policy("portal", &[HOST], &[(&portal.url(), 1)], ""),
+        )
+        .start()
+        .await;
+    for target in [
+        "/Legacy/admin/x",
+        "/LEGACY/ADMIN/x",
+        "/legacy/Admin",
+        "/Legacy/%41dmin/x",
+        "/legacy/API/v2/SECRET",
+    ] {
+        let (code, raw) = status(&gw, "GET", target).await;
+        assert_eq!(code, 403, "{target}: {raw}");
+    }
+    assert_eq!(
+        iis.hits() + portal.hits(),
+        0,
+        "a denied spelling reached a backend"
+    );
+    // Every spelling routes to the IIS app (not the portal at the host root), with the path
+    // as the client wrote it.
+    let raw = raw_exchange(
+        gw.http,
+        format!("GET /LEGACY/Reports HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .await;
+    assert_eq!(raw_status(&raw), 200, "{raw}");
+    assert_eq!(raw_json(&raw)["backend"], "iis");
+    assert_eq!(raw_json(&raw)["uri"], "/LEGACY/Reports");
+    // Apps that do not say so keep comparing exactly (the portal's paths are its own).
+    assert_eq!(status(&gw, "GET", "/legacyx").await.0, 200);
+    assert_eq!(portal.hits(), 1);
+}

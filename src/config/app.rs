@@ -970,7 +970,21 @@ impl Compiler<'_> {
                 self.problems.push(self.src.warning(at, message));
             }
         }
-        RuleSet::new(rules)
+        let fold_case = file
+            .case_insensitive_paths
+            .as_ref()
+            .is_some_and(|f| *f.get_ref());
+        let rules = rules
+            .into_iter()
+            .map(|r| {
+                if fold_case {
+                    r.with_case_folded_paths()
+                } else {
+                    r
+                }
+            })
+            .collect();
+        RuleSet::new(rules).with_case_folding(fold_case)
     }
 
     fn rule(

@@ -334,6 +334,16 @@ pub struct Rule {
 }
 
 impl Rule {
+    /// The same rule for an app whose paths compare without letter case.
+    pub fn with_case_folded_paths(mut self) -> Self {
+        self.paths = self
+            .paths
+            .into_iter()
+            .map(PathPattern::case_folded)
+            .collect();
+        self
+    }
+
     /// Builds a rule; `config::app` validates the pieces first.
     pub fn new(
         id: String,
@@ -650,6 +660,8 @@ pub struct RuleSet {
     allow: Vec<Rule>,
     deny: Vec<Rule>,
     require: Vec<Rule>,
+    /// Paths compare without ASCII letter case (the patterns were folded when compiled).
+    fold_case: bool,
 }
 
 impl RuleSet {
@@ -669,6 +681,22 @@ impl RuleSet {
             list.sort_by(|a, b| a.id.cmp(&b.id));
         }
         set
+    }
+
+    /// Compares paths without ASCII letter case: the rules' patterns must have been folded
+    /// ([`PathPattern::case_folded`]); request paths are lowered before matching.
+    pub fn with_case_folding(mut self, fold_case: bool) -> Self {
+        self.fold_case = fold_case;
+        self
+    }
+
+    /// The path as this set's rules compare it (lower-cased when folding case).
+    pub fn rule_path<'p>(&self, path: &'p str) -> std::borrow::Cow<'p, str> {
+        if self.fold_case && path.bytes().any(|b| b.is_ascii_uppercase()) {
+            std::borrow::Cow::Owned(path.to_ascii_lowercase())
+        } else {
+            std::borrow::Cow::Borrowed(path)
+        }
     }
 
     /// Number of rules.
@@ -711,6 +739,11 @@ impl RuleSet {
         request: &RequestFacts<'_>,
         user: Option<&UserFacts<'_>>,
     ) -> Verdict<'_> {
+        let path = self.rule_path(request.path);
+        let request = &RequestFacts {
+            path: &path,
+            ..*request
+        };
         let enforced = |r: &&Rule| r.mode == Mode::Enforce;
         let shadowed = |r: &&Rule| r.mode == Mode::Shadow;
         let mut shadow: Vec<ShadowHit<'_>> = self
@@ -757,6 +790,11 @@ impl RuleSet {
         request: &RequestFacts<'_>,
         user: Option<&UserFacts<'_>>,
     ) -> String {
+        let path = self.rule_path(request.path);
+        let request = &RequestFacts {
+            path: &path,
+            ..*request
+        };
         let failed = |r: &Rule| -> String {
             let missing: Vec<String> = r
                 .checks(request, user)

@@ -85,6 +85,24 @@ impl PathPattern {
         }
     }
 
+    /// The same condition for an app whose paths compare without ASCII letter case
+    /// (`case_insensitive_paths`): literal text lower-cased, regexes matched case-insensitively.
+    /// Such an app's rules then see lower-cased request paths (see `RuleSet`).
+    pub fn case_folded(self) -> Self {
+        match self {
+            PathPattern::Exact(p) => PathPattern::Exact(p.to_ascii_lowercase()),
+            PathPattern::Under(p) => PathPattern::Under(p.to_ascii_lowercase()),
+            PathPattern::Glob(segments) => {
+                PathPattern::Glob(segments.iter().map(|s| s.to_ascii_lowercase()).collect())
+            }
+            PathPattern::Regex(re) => match Regex::new(&format!("(?i){}", re.as_str())) {
+                Ok(folded) => PathPattern::Regex(folded),
+                // It compiled without the flag; it compiles with it.
+                Err(_) => PathPattern::Regex(re),
+            },
+        }
+    }
+
     /// The text of a plain path (for checks on literal prefixes), if the pattern is one.
     pub fn literal_base(&self) -> Option<&str> {
         match self {
@@ -166,6 +184,22 @@ mod tests {
         ];
         for (pattern, path, want) in table {
             assert_eq!(m(pattern, path), *want, "{pattern} vs {path}");
+        }
+    }
+
+    #[test]
+    fn folded_patterns_match_any_letter_case_of_a_lowered_path() {
+        for (pattern, path) in [
+            ("/Admin/**", "/ADMIN/users"),
+            ("/login", "/LogIn"),
+            ("/files/*.PDF", "/FILES/x.pdf"),
+            ("~^/api/v[0-9]+/Users$", "/API/V2/users"),
+        ] {
+            let folded = PathPattern::parse(pattern).unwrap().case_folded();
+            assert!(
+                folded.matches(&path.to_ascii_lowercase()),
+                "{pattern} vs {path}"
+            );
         }
     }
 

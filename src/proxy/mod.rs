@@ -322,7 +322,12 @@ impl Proxy {
         origin: Origin,
     ) -> Result<Action, RequestError> {
         let config = &app.config;
-        if config.logout_path.as_deref() == Some(ctx.path.as_str()) {
+        let rule_path = config.rules.rule_path(&ctx.path);
+        if config
+            .logout_path
+            .as_deref()
+            .is_some_and(|p| config.rules.rule_path(p) == rule_path)
+        {
             // The gateway's logout endpoint does it: the browser sends the ID-token cookie
             // only there.
             return Ok(Action::Redirect {
@@ -530,7 +535,7 @@ impl Proxy {
             }
         }
         // The browser never needs the backend's own login page once the gateway is logged in.
-        if ctx.path == form.login_url {
+        if config.rules.rule_path(&ctx.path) == config.rules.rule_path(&form.login_url) {
             return Ok(start_page());
         }
         ctx.strip_cookie_keys.extend(
