@@ -120,9 +120,13 @@ fn main() -> anyhow::Result<()> {
     let mut cookies = Vec::with_capacity(args.cookies);
     runtime.block_on(async {
         for i in 0..args.sessions {
+            // As a login does: one sign-in family per user (each session its own sign-in here).
+            let who = identity(i, &idp);
+            let family = portcullis::session::SignInFamily::of(&who, None, Some(i as u64))
+                .context("no random bytes")?;
             let (_session, _id, set_cookie) = gateway
                 .auth
-                .sign_in(identity(i, &idp), hint.clone(), &args.app, limits, &origin)
+                .sign_in(who, hint.clone(), &args.app, limits, &origin, family)
                 .await
                 .map_err(|e| anyhow::anyhow!("sign-in {i}: {e}"))?;
             if i % stride == 0 && cookies.len() < args.cookies {

@@ -17,7 +17,9 @@ use crate::session::cookies::{
     set_id_token_cookie, CookieCodec,
 };
 use crate::session::pending::{PendingFlow, PendingLogin, PendingLogins, StepUp};
-use crate::session::{Expired, LogoutHint, Session, SessionId, SessionStore};
+use crate::session::{
+    Expired, LogoutHint, NotValid, Scope, Session, SessionId, SessionStore, SignInFamily,
+};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,8 +57,16 @@ impl Origin {
 pub enum SessionLookup {
     /// No session cookie.
     None,
-    /// A live session.
-    Found(Arc<Session>),
+    /// A live session, valid here.
+    Found {
+        /// Its id (for values bound to the session, such as form tokens).
+        id: SessionId,
+        /// The session.
+        session: Arc<Session>,
+    },
+    /// A live session that does not count here — another host's, another IdP's, or past this
+    /// app's stricter limits — and is left as it is: the request is treated as anonymous.
+    NotHere(&'static str),
     /// The cookie was present but names no usable session (tampered, unknown, logged out).
     Rejected(&'static str),
     /// The session existed but its time is up; it has been removed.
@@ -169,6 +179,18 @@ pub struct UnsolicitedTarget {
     pub allowed: bool,
 }
 
+/// What a logout ended and where the browser goes next.
+pub struct LoggedOut {
+    /// The browser's own session, if it had one.
+    pub session: Option<Arc<Session>>,
+    /// The other sessions of the same sign-in (other app hosts), ended with it.
+    pub family: Vec<Arc<Session>>,
+    /// The IdP's logout URL, or the signed-out page.
+    pub location: String,
+    /// `Set-Cookie` values clearing the gateway's cookies.
+    pub cookies: Vec<String>,
+}
+
 /// A started login.
 pub struct LoginRedirect {
     /// Authorization URL.
@@ -256,12 +278,18 @@ impl Auth {
         self.providers.values()
     }
 
-    /// The browser's session, checked against the app's idle and absolute limits.
-    /// `cookie_headers` are the request's `Cookie` headers.
+    /// The browser's session for an app in `scope` (this host, the app's IdP), checked against
+    /// the app's idle and absolute limits. `cookie_headers` are the request's `Cookie` headers.
+    ///
+    /// A session is valid only on the host its cookie was issued for and only at apps that
+    /// sign in with the IdP that proved it: a cookie carried by hand to another host, or to an
+    /// app that trusts another IdP, counts as no session there. Apps sharing a host (path
+    /// prefixes) and an IdP share its session, each applying its own limits and rules.
     pub async fn lookup<'a>(
         &self,
         cookie_headers: impl Iterator<Item = &'a http::HeaderValue>,
         secure: bool,
+        scope: Scope<'_>,
         idle: Duration,
         absolute: Duration,
     ) -> SessionLookup {
@@ -283,9 +311,19 @@ impl Auth {
                 "session cookie names no live session (expired or logged out)",
             );
         };
+        if !session.is_scoped_to(scope) {
+            return SessionLookup::NotHere(if *session.identity.idp != *scope.idp {
+                "the session was signed in through another identity provider than this app's"
+            } else {
+                "the session belongs to another host"
+            });
+        }
         match session.touch(idle, absolute) {
-            Ok(()) => SessionLookup::Found(session),
-            Err(why) => {
+            Ok(()) => SessionLookup::Found { id, session },
+            Err(NotValid::TooOldHere(_)) => {
+                SessionLookup::NotHere("the session is older than this app's limits allow")
+            }
+            Err(NotValid::Ended(why)) => {
                 self.sessions.remove(&id).await;
                 SessionLookup::Expired(session, why)
             }
@@ -366,17 +404,47 @@ impl Auth {
     }
 
     /// Ends the session the browser's cookie names (a step-up replaces it with a new one, so
-    /// the weaker session cannot be replayed).
-    async fn end_session_named_in(&self, cookies: &[(String, String)], secure: bool) {
+    /// the weaker session cannot be replayed) and returns it.
+    async fn end_session_named_in(
+        &self,
+        cookies: &[(String, String)],
+        secure: bool,
+    ) -> Option<Arc<Session>> {
         let name = session_cookie_name(secure);
-        if let Some(id) = cookies
+        let id = cookies
             .iter()
             .filter(|(n, _)| *n == name)
             .find_map(|(_, sealed)| self.cookies.open(name, sealed))
-            .and_then(|text| SessionId::decode(&text))
-        {
-            self.sessions.remove(&id).await;
+            .and_then(|text| SessionId::decode(&text))?;
+        self.sessions.remove(&id).await
+    }
+
+    /// The family of a finished login: a step-up stays in the family of the session it
+    /// replaces (the same IdP sign-in, authenticated again); otherwise the IdP's session id or
+    /// the authentication time decides.
+    async fn family_for(
+        &self,
+        identity: &Identity,
+        idp_session: Option<&str>,
+        authenticated_ms: Option<u64>,
+        step_up: bool,
+        cookies: &[(String, String)],
+        secure: bool,
+    ) -> Result<SignInFamily, CallbackError> {
+        if step_up {
+            if let Some(replaced) = self.end_session_named_in(cookies, secure).await {
+                return Ok(replaced.family);
+            }
         }
+        SignInFamily::of(identity, idp_session, authenticated_ms).ok_or(CallbackError::NoRandom)
+    }
+
+    /// Random bytes keyed to a session, for a value the browser must echo (form tokens): the
+    /// same for as long as the session lives, different for every other session and purpose,
+    /// unguessable without the cookie key.
+    pub fn session_token(&self, id: &SessionId, purpose: &str) -> Option<String> {
+        self.cookies
+            .keyed_token(&[b"session-token", purpose.as_bytes(), id.as_bytes()])
     }
 
     /// A new session for a verified identity, and the cookie that carries it. Every finished
@@ -389,9 +457,14 @@ impl Auth {
         app: &str,
         limits: (Duration, Duration),
         origin: &Origin,
+        family: SignInFamily,
     ) -> Result<(Arc<Session>, SessionId, String), CallbackError> {
         let (idle, absolute) = limits;
-        let session = Arc::new(Session::new(identity, logout, app, idle, absolute));
+        let host =
+            crate::routing::normalise_host(&origin.authority).ok_or(CallbackError::WrongHost)?;
+        let session = Arc::new(Session::new(
+            identity, logout, app, &host, family, idle, absolute,
+        ));
         let id = SessionId::random().ok_or(CallbackError::NoRandom)?;
         self.sessions.insert(id, session.clone()).await;
         let name = session_cookie_name(origin.secure);
@@ -489,8 +562,18 @@ impl Auth {
             .map_err(|e| fail(CallbackError::Login(e)))?;
         if let Some(step) = &pending.step_up {
             check_step_up(step, &done.identity, crate::clock::unix_now()).map_err(fail)?;
-            self.end_session_named_in(cookies, origin.secure).await;
         }
+        let family = self
+            .family_for(
+                &done.identity,
+                done.idp_session.as_deref(),
+                done.identity.auth_time.map(|t| t.saturating_mul(1000)),
+                pending.step_up.is_some(),
+                cookies,
+                origin.secure,
+            )
+            .await
+            .map_err(fail)?;
         // The ID token (about 1 KB) is needed only to log out: the browser keeps it, sealed,
         // unless it is too large for a cookie.
         let token_in_cookie = id_token_cookie_fits(done.id_token.len());
@@ -506,6 +589,7 @@ impl Auth {
                 &pending.app,
                 limits(&pending.app),
                 origin,
+                family,
             )
             .await
             .map_err(fail)?;
@@ -593,8 +677,18 @@ impl Auth {
         let step_up = pending.as_ref().and_then(|p| p.step_up.clone());
         if let Some(step) = &step_up {
             check_step_up(step, &login.identity, crate::clock::unix_now()).map_err(fail)?;
-            self.end_session_named_in(cookies, origin.secure).await;
         }
+        let family = self
+            .family_for(
+                &login.identity,
+                None,
+                login.authenticated_ms,
+                step_up.is_some(),
+                cookies,
+                origin.secure,
+            )
+            .await
+            .map_err(fail)?;
         let (session, _id, cookie) = self
             .sign_in(
                 login.identity,
@@ -602,6 +696,7 @@ impl Auth {
                 &app,
                 limits(&app),
                 origin,
+                family,
             )
             .await
             .map_err(fail)?;
@@ -616,35 +711,41 @@ impl Auth {
     }
 
     /// An IdP-initiated SAML logout (already verified): ends the subject's sessions with this
-    /// IdP — only the named IdP session when a SessionIndex is given — and returns them.
+    /// IdP — only those of the named IdP sessions when SessionIndex elements are given — and
+    /// every other session their sign-ins created; returns them all.
     pub async fn end_saml_sessions(
         &self,
         provider: &SamlProvider,
         logout: &IdpLogout,
     ) -> Vec<Arc<Session>> {
         let idp = provider.name();
-        self.sessions
+        let mut ended = self
+            .sessions
             .remove_matching(|s| {
                 *s.identity.idp == *idp
                     && match &s.logout {
                         LogoutHint::Saml(subject) => {
                             subject.name_id == logout.name_id
-                                && (logout.session_index.is_none()
-                                    || subject.session_index == logout.session_index)
+                                && (logout.session_indexes.is_empty()
+                                    || subject
+                                        .session_index
+                                        .as_ref()
+                                        .is_some_and(|i| logout.session_indexes.contains(i)))
                         }
                         _ => false,
                     }
             })
-            .await
+            .await;
+        let families: Vec<SignInFamily> = ended.iter().map(|s| s.family).collect();
+        ended.extend(self.sessions.remove_families(&families).await);
+        ended
     }
 
-    /// Ends the browser's session. Returns the session that ended (if any), where to send
-    /// the browser (the IdP's logout, or the signed-out page) and cookies to clear.
-    pub async fn logout(
-        &self,
-        cookies: &[(String, String)],
-        origin: &Origin,
-    ) -> (Option<Arc<Session>>, String, Vec<String>) {
+    /// Ends the browser's session and every other session its sign-in created (the same user's
+    /// sessions at other app hosts, made by single sign-on). Returns the browser's own session
+    /// (if any), the others that ended, where to send the browser (the IdP's logout, or the
+    /// signed-out page) and cookies to clear.
+    pub async fn logout(&self, cookies: &[(String, String)], origin: &Origin) -> LoggedOut {
         let name = session_cookie_name(origin.secure);
         let mut ended = None;
         let mut kept_token = None;
@@ -693,7 +794,16 @@ impl Auth {
                 },
             )
             .unwrap_or(signed_out_page);
-        (ended, location, clear)
+        let family_ended = match &ended {
+            Some(s) => self.sessions.remove_families(&[s.family]).await,
+            None => Vec::new(),
+        };
+        LoggedOut {
+            session: ended,
+            family: family_ended,
+            location,
+            cookies: clear,
+        }
     }
 }
 

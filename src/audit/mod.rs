@@ -134,6 +134,39 @@ pub fn logged_out(ctx: &AuditContext<'_>, user: Option<&Identity>) {
     );
 }
 
+/// A session ended because another one of its sign-in did: a logout at another app host
+/// (`reason = "logout_elsewhere"`), or the IdP ending the sign-in (`"idp_logout"`).
+pub fn session_ended(ctx: &AuditContext<'_>, session: &Session, reason: &'static str) {
+    let user = &session.identity;
+    tracing::info!(
+        target: "audit",
+        event = "session_end",
+        reason,
+        user = %user.display(),
+        subject = %loggable(&user.subject),
+        idp = %user.idp,
+        app = %session.app,
+        host = %session.host,
+        client = %client(ctx),
+        request_id = ctx.request_id,
+        "session ended with its sign-in"
+    );
+}
+
+/// The local session ended, but the IdP did not confirm its side of the logout.
+pub fn logout_unconfirmed(ctx: &AuditContext<'_>, idp: &str, reason: &dyn Display) {
+    tracing::warn!(
+        target: "audit",
+        event = "logout_failure",
+        reason = %reason,
+        idp,
+        app = ctx.app,
+        client = %client(ctx),
+        request_id = ctx.request_id,
+        "identity provider did not confirm the logout"
+    );
+}
+
 /// A session was found past its idle or absolute limit on use, and ended.
 pub fn session_expired(ctx: &AuditContext<'_>, session: &Session, why: Expired) {
     let user = &session.identity;

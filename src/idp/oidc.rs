@@ -113,6 +113,8 @@ pub struct LoginDone {
     pub identity: Identity,
     /// The raw ID token, kept only as `id_token_hint` for logout.
     pub id_token: Secret,
+    /// The IdP's session id (`sid`, OpenID Connect Front-/Back-Channel Logout), when sent.
+    pub idp_session: Option<String>,
 }
 
 struct Discovered {
@@ -281,9 +283,13 @@ impl OidcProvider {
             self.merge_userinfo(&discovered, token.access_token().secret(), &mut identity)
                 .await?;
         }
+        let idp_session = jwt_payload(&raw)
+            .and_then(|claims| claims.get("sid")?.as_str().map(str::to_string))
+            .filter(|sid| !sid.is_empty() && sid.len() <= 256);
         Ok(LoginDone {
             identity,
             id_token: Secret::new(raw),
+            idp_session,
         })
     }
 

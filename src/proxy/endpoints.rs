@@ -219,16 +219,20 @@ pub async fn logout(
     origin: &Origin,
 ) -> Action {
     let cookies = request_cookies(session.req_header().headers.get_all("cookie").iter());
-    let (ended, location, clear) = gateway.auth.logout(&cookies, origin).await;
-    let app = ended
+    let out = gateway.auth.logout(&cookies, origin).await;
+    let app = out
+        .session
         .as_ref()
         .map(|s| s.app.to_string())
         .or_else(|| ctx.app.as_ref().map(|a| a.config.id.clone()))
         .unwrap_or_else(|| "-".to_string());
-    audit::logged_out(&ctx.audit(&app), ended.as_ref().map(|s| &s.identity));
+    audit::logged_out(&ctx.audit(&app), out.session.as_ref().map(|s| &s.identity));
+    for other in &out.family {
+        audit::session_ended(&ctx.audit(&app), other, "logout_elsewhere");
+    }
     Action::Redirect {
-        location,
-        cookies: clear,
+        location: out.location,
+        cookies: out.cookies,
     }
 }
 

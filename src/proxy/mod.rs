@@ -25,7 +25,7 @@ use crate::reload::SharedGateway;
 use crate::routing::normalise_host;
 use crate::session::cookies::{clear_session_cookie, mentions_gateway_cookie, upstream_cookies};
 use crate::session::pending::StepUp;
-use crate::session::Session as UserSession;
+use crate::session::{Scope, Session as UserSession, SessionId};
 use async_trait::async_trait;
 use http::{HeaderName, HeaderValue};
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -139,6 +139,8 @@ pub struct RequestCtx {
     request_id: String,
     client_ip: Option<IpAddr>,
     path: String,
+    /// The normalised host (no port).
+    host: String,
     app: Option<Arc<AppRuntime>>,
     rule: Option<String>,
     upstream: Option<usize>,
@@ -147,6 +149,8 @@ pub struct RequestCtx {
     gateway_status: Option<u16>,
     secure: bool,
     user: Option<Arc<UserSession>>,
+    /// The id of `user`'s session (for values bound to it, like form tokens).
+    session_id: Option<SessionId>,
     inject: Vec<(HeaderName, HeaderValue)>,
     inject_cookies: Vec<(String, String)>,
     /// Client cookies never passed on (names of the backend cookies the gateway holds).
@@ -278,6 +282,7 @@ impl Proxy {
         }
         let authority = request_authority(req).ok_or(RequestError::BadHost)?;
         let host = normalise_host(&authority).ok_or(RequestError::BadHost)?;
+        ctx.host.clone_from(&host);
         let origin = Origin {
             secure: ctx.secure,
             authority: authority.to_ascii_lowercase(),
@@ -636,18 +641,35 @@ impl Proxy {
         config: &AppConfig,
         origin: &Origin,
     ) {
+        let Some(idp) = config.idp.as_deref() else {
+            return;
+        };
+        let scope = Scope {
+            host: &ctx.host,
+            idp,
+        };
         let lookup = gateway
             .auth
             .lookup(
                 session.req_header().headers.get_all("cookie").iter(),
                 origin.secure,
+                scope,
                 config.session_idle,
                 config.session_absolute,
             )
             .await;
         match lookup {
-            SessionLookup::Found(user) => ctx.user = Some(user),
+            SessionLookup::Found { id, session } => {
+                ctx.user = Some(session);
+                ctx.session_id = Some(id);
+            }
             SessionLookup::None => {}
+            // Valid elsewhere, not here: the request is anonymous for this app, and the
+            // cookie stays (the app's own login replaces it).
+            SessionLookup::NotHere(reason) => {
+                ctx.span
+                    .in_scope(|| info!(reason, "session not valid for this app"));
+            }
             SessionLookup::Rejected(reason) => {
                 ctx.span
                     .in_scope(|| info!(reason, "session cookie ignored"));
@@ -683,6 +705,7 @@ impl ProxyHttp for Proxy {
             request_id: String::new(),
             client_ip: None,
             path: String::new(),
+            host: String::new(),
             app: None,
             rule: None,
             upstream: None,
@@ -690,6 +713,7 @@ impl ProxyHttp for Proxy {
             gateway_status: None,
             secure: false,
             user: None,
+            session_id: None,
             inject: Vec::new(),
             inject_cookies: Vec::new(),
             strip_cookie_keys: Vec::new(),

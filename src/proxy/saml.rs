@@ -202,7 +202,7 @@ pub async fn slo(
         };
         let ended = gateway.auth.end_saml_sessions(&provider, &logout).await;
         for s in &ended {
-            audit::logged_out(&ctx.audit(&s.app), Some(&s.identity));
+            audit::session_ended(&ctx.audit(&s.app), s, "idp_logout");
         }
         ctx.span.in_scope(|| {
             info!(

@@ -33,6 +33,11 @@ impl SessionId {
         Some(Self(bytes))
     }
 
+    /// The raw bits (never sent anywhere; for keyed derivations).
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
     /// Text form for the (encrypted) cookie.
     pub fn encode(&self) -> String {
         use base64::Engine;
@@ -55,6 +60,59 @@ impl std::fmt::Debug for SessionId {
     }
 }
 
+/// The IdP sign-in a session came from: every session one sign-in created (the first app's,
+/// and those made silently by single sign-on at other app hosts) carries the same value, so
+/// one logout can end them all. 128 bits of a hash of the IdP and its own session id (OIDC
+/// `sid`), else of the subject and the time they authenticated (OIDC `auth_time`, SAML
+/// `AuthnInstant`, which single sign-on repeats); a random value when the IdP says neither.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SignInFamily([u8; 16]);
+
+impl SignInFamily {
+    /// The family of `identity`'s sign-in: `idp_session` is the IdP's own session id when it
+    /// sent one, `authenticated_ms` when the user authenticated (Unix milliseconds, as precise
+    /// as the IdP says).
+    pub fn of(
+        identity: &Identity,
+        idp_session: Option<&str>,
+        authenticated_ms: Option<u64>,
+    ) -> Option<Self> {
+        let key = match (idp_session, authenticated_ms) {
+            (Some(sid), _) if !sid.is_empty() => format!("sid\0{}\0{sid}", identity.idp),
+            (_, Some(at)) => format!("at\0{}\0{}\0{at}", identity.idp, identity.subject),
+            _ => return Self::random(),
+        };
+        let digest = openssl::sha::sha256(key.as_bytes());
+        let mut out = [0u8; 16];
+        out.copy_from_slice(digest.get(..16)?);
+        Some(Self(out))
+    }
+
+    /// A family of one (an IdP that names neither its session nor the authentication time).
+    pub fn random() -> Option<Self> {
+        let mut out = [0u8; 16];
+        openssl::rand::rand_bytes(&mut out).ok()?;
+        Some(Self(out))
+    }
+}
+
+impl std::fmt::Debug for SignInFamily {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SignInFamily(..)")
+    }
+}
+
+/// Where a session may be used: the host its cookie was issued on and the IdP that proved it.
+/// A session is honoured only by apps on that host that sign in with that IdP (see
+/// `Auth::lookup`).
+#[derive(Debug, Clone, Copy)]
+pub struct Scope<'a> {
+    /// The normalised host (no port) the request came to.
+    pub host: &'a str,
+    /// The IdP the app signs in with.
+    pub idp: &'a str,
+}
+
 /// One signed-in browser.
 #[derive(Debug)]
 pub struct Session {
@@ -64,6 +122,10 @@ pub struct Session {
     pub logout: LogoutHint,
     /// The app the login was made for (shared with every session of that app).
     pub app: Arc<str>,
+    /// The host the session's cookie was issued on (normalised, shared).
+    pub host: Arc<str>,
+    /// The IdP sign-in this session belongs to.
+    pub family: SignInFamily,
     /// When the session began (Unix seconds), for audit.
     pub created_unix: u64,
     /// Sessions the gateway holds at form-fill backends for this user.
@@ -91,6 +153,16 @@ pub enum LogoutHint {
     Saml(Box<SamlSubject>),
 }
 
+/// Why a session does not count for the app it was shown to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotValid {
+    /// Its own time is up: it has ended, for every app.
+    Ended(Expired),
+    /// This app's stricter limit is exceeded: the session stays valid for apps whose limits
+    /// it still meets, but this app asks for a new sign-in.
+    TooOldHere(Expired),
+}
+
 /// Why a stored session no longer counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Expired {
@@ -111,11 +183,13 @@ impl Expired {
 }
 
 impl Session {
-    /// A new session with the creating app's limits.
+    /// A new session for `app` on `host`, with the creating app's limits.
     pub fn new(
         identity: Identity,
         logout: LogoutHint,
         app: &str,
+        host: &str,
+        family: SignInFamily,
         idle: Duration,
         absolute: Duration,
     ) -> Self {
@@ -123,6 +197,8 @@ impl Session {
             identity,
             logout,
             app: crate::intern::intern(app),
+            host: crate::intern::intern(host),
+            family,
             created_unix: crate::clock::unix_now(),
             backends: backend::BackendJars::default(),
             created: Instant::now(),
@@ -152,20 +228,35 @@ impl Session {
         self.idle().min(left) + EXPIRY_GRACE
     }
 
-    /// Checks an app's (possibly stricter) limits and records the use.
-    pub fn touch(&self, idle: Duration, absolute: Duration) -> Result<(), Expired> {
+    /// Checks the session's own limits and an app's (possibly stricter) ones, and records the
+    /// use when both hold. A session past only the app's limit is left as it is.
+    pub fn touch(&self, idle: Duration, absolute: Duration) -> Result<(), NotValid> {
         let now = Instant::now();
         let age = self.since_created(now);
-        if age >= absolute.min(self.absolute()) {
-            return Err(Expired::Absolute);
+        let unused = age.saturating_sub(Duration::from_millis(
+            self.last_seen_ms.load(Ordering::Relaxed),
+        ));
+        if age >= self.absolute() {
+            return Err(NotValid::Ended(Expired::Absolute));
         }
-        let last = Duration::from_millis(self.last_seen_ms.load(Ordering::Relaxed));
-        if age.saturating_sub(last) >= idle.min(self.idle()) {
-            return Err(Expired::Idle);
+        if unused >= self.idle() {
+            return Err(NotValid::Ended(Expired::Idle));
+        }
+        if age >= absolute {
+            return Err(NotValid::TooOldHere(Expired::Absolute));
+        }
+        if unused >= idle {
+            return Err(NotValid::TooOldHere(Expired::Idle));
         }
         let ms = u64::try_from(age.as_millis()).unwrap_or(u64::MAX);
         self.last_seen_ms.fetch_max(ms, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// May this session be used here: the host its cookie was issued on, and an app that signs
+    /// in with the IdP that proved it?
+    pub fn is_scoped_to(&self, scope: Scope<'_>) -> bool {
+        *self.host == *scope.host && *self.identity.idp == *scope.idp
     }
 }
 
@@ -265,6 +356,15 @@ impl SessionStore {
         self.cache.remove(id).await
     }
 
+    /// Ends every session of these sign-in families (one logout ends all the sessions a sign-in
+    /// created); returns them.
+    pub async fn remove_families(&self, families: &[SignInFamily]) -> Vec<Arc<Session>> {
+        if families.is_empty() {
+            return Vec::new();
+        }
+        self.remove_matching(|s| families.contains(&s.family)).await
+    }
+
     /// Removes every session `matches` selects (an IdP-initiated logout); returns them.
     /// Walks the whole store: logouts are rare, and no second index has to stay in step.
     pub async fn remove_matching(&self, matches: impl Fn(&Session) -> bool) -> Vec<Arc<Session>> {
@@ -311,6 +411,8 @@ mod tests {
             },
             LogoutHint::None,
             "app",
+            "app.example",
+            SignInFamily::random().unwrap(),
             Duration::from_millis(idle_ms),
             Duration::from_millis(absolute_ms),
         )
@@ -333,14 +435,61 @@ mod tests {
             s.touch(Duration::from_secs(60), Duration::from_secs(120)),
             Ok(())
         );
+        // Past only the app's limit: not valid there, but not ended.
         assert_eq!(
             s.touch(Duration::ZERO, Duration::from_secs(120)),
-            Err(Expired::Idle)
+            Err(NotValid::TooOldHere(Expired::Idle))
         );
         assert_eq!(
             s.touch(Duration::from_secs(60), Duration::ZERO),
-            Err(Expired::Absolute)
+            Err(NotValid::TooOldHere(Expired::Absolute))
         );
+        let short = session(0, 120_000);
+        assert_eq!(
+            short.touch(Duration::from_secs(60), Duration::from_secs(120)),
+            Err(NotValid::Ended(Expired::Idle))
+        );
+    }
+
+    #[test]
+    fn sessions_are_scoped_to_their_host_and_idp() {
+        let mut s = session(60_000, 60_000);
+        s.identity.idp = "corp".into();
+        let here = Scope {
+            host: "app.example",
+            idp: "corp",
+        };
+        assert!(s.is_scoped_to(here));
+        assert!(!s.is_scoped_to(Scope {
+            host: "other.example",
+            ..here
+        }));
+        assert!(!s.is_scoped_to(Scope {
+            idp: "partner",
+            ..here
+        }));
+    }
+
+    #[test]
+    fn one_sign_in_is_one_family_and_other_sign_ins_are_not() {
+        let who = |sub: &str| Identity {
+            subject: sub.into(),
+            idp: "corp".into(),
+            ..Identity::default()
+        };
+        let of = |sub: &str, sid: Option<&str>, at: Option<u64>| {
+            SignInFamily::of(&who(sub), sid, at).unwrap()
+        };
+        let a = of("alice", None, Some(1_000));
+        assert_eq!(a, of("alice", None, Some(1_000)));
+        assert_ne!(a, of("alice", None, Some(1_001)));
+        assert_ne!(a, of("bob", None, Some(1_000)));
+        // The IdP's session id wins over the time, whatever the time says.
+        let s1 = of("alice", Some("sid-1"), Some(1_000));
+        assert_eq!(s1, of("alice", Some("sid-1"), Some(9_000)));
+        assert_ne!(s1, of("alice", Some("sid-2"), Some(1_000)));
+        // Nothing to go by: every sign-in is its own family.
+        assert_ne!(of("alice", None, None), of("alice", None, None));
     }
 
     #[tokio::test]
@@ -356,7 +505,7 @@ mod tests {
         let found = store.get(&id).await.unwrap();
         assert_eq!(
             found.touch(Duration::from_secs(60), Duration::from_secs(60)),
-            Err(Expired::Idle),
+            Err(NotValid::Ended(Expired::Idle)),
             "idle session must expire"
         );
 

@@ -112,6 +112,9 @@ impl TestIdp {
                 "post_logout_redirect_uris": c.post_logout_redirect_uris,
                 "token_endpoint_auth_method": c.auth_method,
                 "grant_types": ["authorization_code"],
+                // As Okta does: every ID token says when the user authenticated (single
+                // sign-on repeats it, which links one sign-in's sessions for logout).
+                "require_auth_time": true,
                 "response_types": ["code"],
             })).collect::<Vec<_>>(),
             "users": USERS.iter().map(|(id, pw, email, name, groups)| json!({

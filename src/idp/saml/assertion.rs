@@ -119,6 +119,10 @@ pub struct SamlSubject {
     pub name_id: String,
     /// NameID format.
     pub format: Option<String>,
+    /// NameID `NameQualifier`, as received.
+    pub name_qualifier: Option<String>,
+    /// NameID `SPNameQualifier`, as received.
+    pub sp_name_qualifier: Option<String>,
     /// `SessionIndex` of the first AuthnStatement.
     pub session_index: Option<String>,
 }
@@ -135,6 +139,8 @@ pub fn identity(
             .map(|n| n.value.trim().to_string())
             .unwrap_or_default(),
         format: name_id.and_then(|n| n.format.clone()),
+        name_qualifier: None,
+        sp_name_qualifier: None,
         session_index: assertion
             .authn_statements
             .iter()

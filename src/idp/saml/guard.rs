@@ -9,6 +9,14 @@
 //! algorithms, and no DOCTYPE, comments, processing instructions, CDATA, custom entities,
 //! encrypted parts or duplicate IDs. That shape alone also defeats the signature-wrapping
 //! family (XSW1-8 all need a second copy of the signed element or a moved signature).
+//!
+//! The pass must read exactly the document libxml2 will read, or it vouches for a different
+//! one: libxml2 switches encoding on the XML declaration (UTF-7, UTF-16, EBCDIC, ...) and
+//! recovers from malformed markup, so markup hidden in another encoding or in a construct
+//! the two parsers read differently would reach xmlsec unseen. [`prepare`] therefore admits
+//! only UTF-8 documents of XML 1.0 characters and hands on the text *without* its
+//! declaration (nothing left to switch on), and the pass refuses what the two could disagree
+//! on (odd names, `<` in attribute values, `]]>` in text).
 
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::name::ResolveResult;
@@ -125,6 +133,15 @@ pub enum GuardError {
     /// Two elements with the same ID.
     #[error("duplicate ID `{0}`")]
     DuplicateId(String),
+    /// A declared encoding other than UTF-8 (libxml2 would decode the bytes differently).
+    #[error("declared encoding `{0}` is not allowed (UTF-8 only)")]
+    Encoding(String),
+    /// An XML version other than 1.0.
+    #[error("XML version `{0}` is not allowed (1.0 only)")]
+    Version(String),
+    /// A character XML 1.0 does not allow (NUL, other controls, U+FFFE/U+FFFF).
+    #[error("character U+{0:04X} is not allowed in XML")]
+    Character(u32),
     /// An element that can make the verifier fetch or include something.
     #[error("element `{0}` is not allowed")]
     Forbidden(String),
@@ -171,6 +188,32 @@ pub struct GuardFacts {
     pub assertion_in_response_to: bool,
     /// The top-level status code (and a second-level one, if any), as sent.
     pub status: Vec<String>,
+    /// The text of the root's own `Issuer`, if it has one.
+    pub root_issuer: Option<String>,
+    /// The text of the assertion's `Issuer`.
+    pub assertion_issuer: Option<String>,
+    /// The assertion's subject `NameID` attributes `NameQualifier` and `SPNameQualifier`
+    /// (samael keeps neither; a logout must send them back as received).
+    pub name_qualifiers: NameQualifiers,
+    /// A `LogoutRequest`'s `SessionIndex` elements, in order.
+    pub session_indexes: Vec<String>,
+}
+
+/// The qualifiers of a NameID, as the IdP sent them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NameQualifiers {
+    /// `NameQualifier`.
+    pub name_qualifier: Option<String>,
+    /// `SPNameQualifier`.
+    pub sp_name_qualifier: Option<String>,
+}
+
+/// Text the pass collects on the way (from elements at fixed places only).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Capture {
+    RootIssuer,
+    AssertionIssuer,
+    SessionIndex,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -188,6 +231,7 @@ struct Frame {
     kind: Kind,
     id: Option<String>,
     has_signature: bool,
+    capture: Option<(Capture, String)>,
 }
 
 struct SignatureState {
@@ -210,7 +254,9 @@ pub fn reject_unsafe_constructs(xml: &str) -> Result<(), GuardError> {
             Ok(Event::Decl(_)) if seen_root => {
                 return Err(GuardError::Malformed("misplaced XML declaration".into()))
             }
-            Ok(Event::GeneralRef(r)) => check_entity(&r)?,
+            Ok(Event::GeneralRef(r)) => {
+                check_entity(&r)?;
+            }
             Ok(Event::Start(_) | Event::Empty(_)) => seen_root = true,
             Ok(_) => {}
             Err(e) => return Err(GuardError::Malformed(e.to_string())),
@@ -218,8 +264,104 @@ pub fn reject_unsafe_constructs(xml: &str) -> Result<(), GuardError> {
     }
 }
 
-/// Checks a decoded SAML protocol message; see the module docs for what passes.
+/// The document as both parsers must read it: only XML 1.0 characters, a declaration (if any)
+/// saying version 1.0 and UTF-8, a UTF-8 byte-order mark at most. Returns the text after the
+/// declaration — what [`check_message`] checks and what may be handed to libxml2, which then
+/// has no declaration to switch encoding on and sees the same characters.
+pub fn prepare(xml: &str) -> Result<&str, GuardError> {
+    if let Some(bad) = xml.chars().find(|c| !is_xml_char(*c)) {
+        return Err(GuardError::Character(u32::from(bad)));
+    }
+    let text = xml.strip_prefix('\u{feff}').unwrap_or(xml);
+    let Some(rest) = text.strip_prefix("<?xml") else {
+        return Ok(text);
+    };
+    if !rest.starts_with(|c: char| c.is_ascii_whitespace()) {
+        // `<?xml-stylesheet …?>` and friends: a processing instruction, refused by the pass.
+        return Ok(text);
+    }
+    let end = rest
+        .find("?>")
+        .ok_or_else(|| GuardError::Malformed("unterminated XML declaration".into()))?;
+    let declaration = rest.get(..end).unwrap_or("");
+    let mut version = None;
+    for (name, value) in pseudo_attributes(declaration)? {
+        match name {
+            "version" => version = Some(value),
+            "encoding" if value.eq_ignore_ascii_case("utf-8") => {}
+            "encoding" => return Err(GuardError::Encoding(value.to_string())),
+            "standalone" if matches!(value, "yes" | "no") => {}
+            other => {
+                return Err(GuardError::Malformed(format!(
+                    "unexpected `{other}` in the XML declaration"
+                )))
+            }
+        }
+    }
+    match version {
+        Some("1.0") => {}
+        Some(v) => return Err(GuardError::Version(v.to_string())),
+        None => {
+            return Err(GuardError::Malformed(
+                "XML declaration without version".into(),
+            ))
+        }
+    }
+    Ok(rest.get(end + 2..).unwrap_or("").trim_start())
+}
+
+/// The `name="value"` pairs of an XML declaration, strictly.
+fn pseudo_attributes(text: &str) -> Result<Vec<(&str, &str)>, GuardError> {
+    let bad = || GuardError::Malformed("unreadable XML declaration".into());
+    let mut out = Vec::new();
+    let mut rest = text.trim_start();
+    while !rest.is_empty() {
+        let (name, after) = rest.split_once('=').ok_or_else(bad)?;
+        let after = after.trim_start();
+        let quote = after
+            .chars()
+            .next()
+            .filter(|q| *q == '"' || *q == '\'')
+            .ok_or_else(bad)?;
+        let body = after.get(1..).ok_or_else(bad)?;
+        let close = body.find(quote).ok_or_else(bad)?;
+        out.push((name.trim(), body.get(..close).ok_or_else(bad)?));
+        rest = body.get(close + 1..).ok_or_else(bad)?;
+        if !rest.is_empty() && !rest.starts_with(|c: char| c.is_ascii_whitespace()) {
+            return Err(bad());
+        }
+        rest = rest.trim_start();
+    }
+    Ok(out)
+}
+
+/// XML 1.0 `Char`: tab, line feed, carriage return, and everything from U+0020 except the
+/// non-characters U+FFFE and U+FFFF (Rust strings hold no surrogates).
+fn is_xml_char(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r') || (c >= ' ' && c != '\u{fffe}' && c != '\u{ffff}')
+}
+
+/// A conservative XML name (with at most one prefix): ASCII letters, digits, `_`, `-`, `.`.
+/// SAML, XML-DSig and XML-Enc use nothing else, and libxml2 reads such names like the pass.
+fn is_plain_name(name: &[u8]) -> bool {
+    let part = |p: &[u8]| {
+        p.first()
+            .is_some_and(|b| b.is_ascii_alphabetic() || *b == b'_')
+            && p.iter()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+    };
+    let mut pieces = name.splitn(2, |b| *b == b':');
+    match (pieces.next(), pieces.next()) {
+        (Some(local), None) => part(local),
+        (Some(prefix), Some(local)) => part(prefix) && part(local),
+        _ => false,
+    }
+}
+
+/// Checks a decoded SAML protocol message (as returned by [`prepare`]); see the module docs
+/// for what passes.
 pub fn check_message(xml: &str, expected: Root) -> Result<GuardFacts, GuardError> {
+    let xml = prepare(xml)?;
     let mut reader = NsReader::from_str(xml);
     let mut stack: Vec<Frame> = Vec::new();
     let mut signatures: Vec<SignatureState> = Vec::new();
@@ -249,17 +391,34 @@ pub fn check_message(xml: &str, expected: Root) -> Result<GuardFacts, GuardError
             Event::PI(_) => return Err(GuardError::ProcessingInstruction),
             Event::CData(_) => return Err(GuardError::Cdata),
             Event::GeneralRef(r) => {
-                check_entity(&r)?;
-                continue;
-            }
-            Event::Decl(_) => {
-                if elements > 0 {
-                    return Err(GuardError::Malformed("misplaced XML declaration".into()));
+                let resolved = check_entity(&r)?;
+                if let Some((_, text)) = stack.last_mut().and_then(|f| f.capture.as_mut()) {
+                    text.push(resolved);
                 }
                 continue;
             }
-            Event::Text(_) => continue,
+            // `prepare` took the declaration off: another one is misplaced wherever it is.
+            Event::Decl(_) => {
+                return Err(GuardError::Malformed("misplaced XML declaration".into()))
+            }
+            Event::Text(t) => {
+                let text = t
+                    .decode()
+                    .map_err(|e| GuardError::Malformed(e.to_string()))?;
+                if text.contains("]]>") {
+                    return Err(GuardError::Malformed("`]]>` in text".into()));
+                }
+                if let Some((_, captured)) = stack.last_mut().and_then(|f| f.capture.as_mut()) {
+                    captured.push_str(&text);
+                }
+                continue;
+            }
             Event::End(_) => {
+                if let Some(frame) = stack.last_mut() {
+                    if let Some((what, text)) = frame.capture.take() {
+                        store_capture(&mut facts, what, text);
+                    }
+                }
                 pop(&mut stack, &mut signatures)?;
                 if stack.is_empty() {
                     root_done = true;
@@ -279,6 +438,12 @@ pub fn check_message(xml: &str, expected: Root) -> Result<GuardFacts, GuardError
             return Err(GuardError::Malformed(
                 "document too large or too deep".into(),
             ));
+        }
+        if !is_plain_name(start.name().as_ref()) {
+            return Err(GuardError::Malformed(format!(
+                "element name `{}` is not allowed",
+                String::from_utf8_lossy(start.name().as_ref())
+            )));
         }
         let local = String::from_utf8_lossy(start.local_name().as_ref()).into_owned();
         let attrs = attributes(&start)?;
@@ -421,12 +586,38 @@ pub fn check_message(xml: &str, expected: Root) -> Result<GuardFacts, GuardError
         } else {
             Kind::Other
         };
+        let capture = match (parent, ns, local.as_str()) {
+            (Some(Kind::Root), Some(ASSERTION_NS), "Issuer") => Some(Capture::RootIssuer),
+            (Some(Kind::Assertion), Some(ASSERTION_NS), "Issuer") => Some(Capture::AssertionIssuer),
+            (Some(Kind::Root), Some(PROTOCOL_NS), "SessionIndex")
+                if expected == Root::LogoutRequest =>
+            {
+                Some(Capture::SessionIndex)
+            }
+            _ => None,
+        };
+        // The subject's NameID: Response > Assertion > Subject > NameID.
+        if ns == Some(ASSERTION_NS)
+            && local == "NameID"
+            && stack.len() == 3
+            && parent == Some(Kind::Other)
+            && stack.get(1).is_some_and(|f| f.kind == Kind::Assertion)
+        {
+            facts.name_qualifiers = NameQualifiers {
+                name_qualifier: attr("NameQualifier"),
+                sp_name_qualifier: attr("SPNameQualifier"),
+            };
+        }
         stack.push(Frame {
             kind,
             id: attr("ID"),
             has_signature: false,
+            capture: capture.map(|c| (c, String::new())),
         });
         if empty {
+            if let Some((what, text)) = stack.last_mut().and_then(|f| f.capture.take()) {
+                store_capture(&mut facts, what, text);
+            }
             pop(&mut stack, &mut signatures)?;
             if stack.is_empty() {
                 root_done = true;
@@ -449,6 +640,15 @@ pub fn check_message(xml: &str, expected: Root) -> Result<GuardFacts, GuardError
     Ok(facts)
 }
 
+fn store_capture(facts: &mut GuardFacts, what: Capture, text: String) {
+    let text = text.trim().to_string();
+    match what {
+        Capture::RootIssuer => facts.root_issuer = Some(text),
+        Capture::AssertionIssuer => facts.assertion_issuer = Some(text),
+        Capture::SessionIndex => facts.session_indexes.push(text),
+    }
+}
+
 fn pop(stack: &mut Vec<Frame>, signatures: &mut Vec<SignatureState>) -> Result<(), GuardError> {
     let frame = stack
         .pop()
@@ -468,6 +668,16 @@ fn attributes(start: &BytesStart<'_>) -> Result<Vec<(String, String)>, GuardErro
     let mut out = Vec::new();
     for attr in start.attributes() {
         let attr = attr.map_err(|e| GuardError::Malformed(e.to_string()))?;
+        if !is_plain_name(attr.key.as_ref()) {
+            return Err(GuardError::Malformed(format!(
+                "attribute name `{}` is not allowed",
+                String::from_utf8_lossy(attr.key.as_ref())
+            )));
+        }
+        // Not well-formed XML; libxml2 would "recover" from it in its own way.
+        if attr.value.contains(&b'<') {
+            return Err(GuardError::Malformed("`<` in an attribute value".into()));
+        }
         let key = String::from_utf8_lossy(attr.key.as_ref()).into_owned();
         let value = attr
             .normalized_value(quick_xml::XmlVersion::Implicit1_0)
@@ -481,16 +691,26 @@ fn attributes(start: &BytesStart<'_>) -> Result<Vec<(String, String)>, GuardErro
     Ok(out)
 }
 
-fn check_entity(r: &quick_xml::events::BytesRef<'_>) -> Result<(), GuardError> {
+/// The character a reference stands for: a character reference to an XML character, or one
+/// of the five predefined entities; anything else is refused.
+fn check_entity(r: &quick_xml::events::BytesRef<'_>) -> Result<char, GuardError> {
     if r.is_char_ref() {
-        return r
+        let c = r
             .resolve_char_ref()
-            .map(|_| ())
-            .map_err(|e| GuardError::Malformed(e.to_string()));
+            .map_err(|e| GuardError::Malformed(e.to_string()))?
+            .ok_or_else(|| GuardError::Malformed("empty character reference".into()))?;
+        if !is_xml_char(c) {
+            return Err(GuardError::Character(u32::from(c)));
+        }
+        return Ok(c);
     }
     let name = String::from_utf8_lossy(r.as_ref()).into_owned();
     match name.as_str() {
-        "lt" | "gt" | "amp" | "apos" | "quot" => Ok(()),
+        "lt" => Ok('<'),
+        "gt" => Ok('>'),
+        "amp" => Ok('&'),
+        "apos" => Ok('\''),
+        "quot" => Ok('"'),
         _ => Err(GuardError::Entity(name)),
     }
 }

@@ -60,6 +60,8 @@ const VERIFY_QUEUE_WAIT: Duration = Duration::from_secs(5);
 const MESSAGE_MAX_AGE: Duration = Duration::from_secs(300);
 /// Assertion IDs remembered at most (beyond that the oldest go; see the README).
 const REPLAY_CACHE_ENTRIES: u64 = 1_000_000;
+/// Outstanding LogoutRequests remembered at most.
+const SENT_LOGOUTS: u64 = 100_000;
 
 /// Signature algorithms accepted by xmlsec (the guard checks the same list first).
 const STRONG_ALGORITHMS: &[AllowedSignatureAlgorithm] = &[
@@ -108,6 +110,15 @@ pub enum SamlError {
     /// A solicited response answering another request.
     #[error("InResponseTo does not match this login's request")]
     WrongInResponseTo,
+    /// A signed response that names no destination.
+    #[error("signed Response has no Destination (SAML Profiles 4.1.4.5)")]
+    NoDestination,
+    /// The response's own status is not Success.
+    #[error("the Response's status is `{0}`, not Success")]
+    ResponseStatus(String),
+    /// The response's or the assertion's Issuer is not this IdP (or they differ).
+    #[error("Issuer `{0}` is not this IdP's, or differs between Response and Assertion")]
+    IssuerMismatch(String),
     /// `IssueInstant` of the message in the future.
     #[error("message IssueInstant is in the future or not a time")]
     IssueInstant,
@@ -159,6 +170,9 @@ pub struct SamlLogin {
     pub identity: Identity,
     /// NameID and session index, for single logout.
     pub subject: SamlSubject,
+    /// When the user authenticated at the IdP (`AuthnInstant`, Unix milliseconds): the same
+    /// for every login single sign-on makes from that authentication.
+    pub authenticated_ms: Option<u64>,
 }
 
 /// A verified IdP-initiated logout request.
@@ -168,10 +182,24 @@ pub struct IdpLogout {
     pub id: String,
     /// Whose sessions end.
     pub name_id: String,
-    /// Which IdP session, if named.
-    pub session_index: Option<String>,
+    /// Which IdP sessions (`SessionIndex` elements); none named means all of the NameID's.
+    pub session_indexes: Vec<String>,
     /// RelayState to echo.
     pub relay_state: Option<String>,
+}
+
+/// Why the IdP did not confirm our logout (the local session has ended either way).
+#[derive(Debug, Error)]
+pub enum LogoutResponseError {
+    /// The message or its signature failed.
+    #[error(transparent)]
+    Refused(#[from] SamlError),
+    /// It answers no LogoutRequest this gateway sent (or one already answered).
+    #[error("LogoutResponse answers no logout this gateway started")]
+    UnknownRequest,
+    /// The IdP says the logout did not (fully) happen.
+    #[error("the IdP answered the logout with status `{0}`")]
+    Status(String),
 }
 
 /// Metadata load state, for readiness and logs.
@@ -199,6 +227,8 @@ pub struct SamlProvider {
     metadata: ArcSwapOption<IdpMetadata>,
     last_error: Mutex<Option<String>>,
     replay: Cache<String, Duration>,
+    /// IDs of the LogoutRequests sent, so each LogoutResponse must answer one of ours, once.
+    sent_logouts: moka::sync::Cache<String, ()>,
     sp_key: Option<PKey<Private>>,
     sp_cert_der: Option<Vec<u8>>,
 }
@@ -226,6 +256,10 @@ impl SamlProvider {
             replay: Cache::builder()
                 .max_capacity(REPLAY_CACHE_ENTRIES)
                 .expire_after(ReplayExpiry)
+                .build(),
+            sent_logouts: moka::sync::Cache::builder()
+                .max_capacity(SENT_LOGOUTS)
+                .time_to_live(MESSAGE_MAX_AGE * 2)
                 .build(),
             sp_key,
             sp_cert_der,
@@ -469,14 +503,32 @@ impl SamlProvider {
         let md = self.metadata.load_full().ok_or(SamlError::NotReady)?;
         let bytes =
             redirect::decode_base64(saml_response).map_err(|_| SamlError::Encoding("base64"))?;
-        let xml = String::from_utf8(bytes).map_err(|_| SamlError::Encoding("UTF-8"))?;
+        let decoded = String::from_utf8(bytes).map_err(|_| SamlError::Encoding("UTF-8"))?;
+        // From here on, the guard and libxml2 read the same characters: no declaration left
+        // to switch encodings on.
+        let xml = guard::prepare(&decoded)?.to_string();
         let facts = guard::check_message(&xml, Root::Response)?;
         if self.config.want_assertions_signed && !facts.assertion_signed {
             return Err(SamlError::AssertionUnsigned);
         }
-        if let Some(destination) = &facts.destination {
-            if *destination != sp.acs_url {
+        match &facts.destination {
+            Some(destination) if *destination != sp.acs_url => {
                 return Err(SamlError::Destination(destination.clone()));
+            }
+            // SAML Profiles §4.1.4.5: a signed Response must say where it is going, or it
+            // could be replayed at any SP that trusts this IdP.
+            None if facts.root_signed => return Err(SamlError::NoDestination),
+            _ => {}
+        }
+        // The outer status is part of what the IdP said, signed or not: a failure status
+        // around a valid assertion (pasted from another response) signs no one in.
+        if facts.status.first().map(String::as_str) != Some(STATUS_SUCCESS) {
+            return Err(SamlError::ResponseStatus(facts.status.join(" / ")));
+        }
+        // The envelope's Issuer, when present, must be the assertion's — and the IdP's.
+        if let Some(outer) = &facts.root_issuer {
+            if facts.assertion_issuer.as_deref() != Some(outer.as_str()) || *outer != md.entity_id {
+                return Err(SamlError::IssuerMismatch(outer.clone()));
             }
         }
         match request_id {
@@ -535,13 +587,32 @@ impl SamlProvider {
             }
         };
         let ttl = assertion::check(&assertion, &sp.entity_id, skew, now)?;
+        if assertion.issuer.value.as_deref() != Some(md.entity_id.as_str()) {
+            return Err(SamlError::IssuerMismatch(
+                assertion.issuer.value.clone().unwrap_or_default(),
+            ));
+        }
         let key = format!("{}\u{0}{}", md.entity_id, assertion.id);
         let entry = self.replay.entry(key).or_insert(ttl).await;
         if !entry.is_fresh() {
             return Err(SamlError::Replay(assertion.id.clone()));
         }
-        let (identity, subject) = assertion::identity(&assertion, &self.name, &self.config);
-        Ok(SamlLogin { identity, subject })
+        let (identity, mut subject) = assertion::identity(&assertion, &self.name, &self.config);
+        // samael drops the NameID's qualifiers; the guard read them from the one (signed)
+        // assertion so a logout can send the NameID back exactly as received.
+        subject.name_qualifier = facts.name_qualifiers.name_qualifier.clone();
+        subject.sp_name_qualifier = facts.name_qualifiers.sp_name_qualifier.clone();
+        let authenticated_ms = assertion
+            .authn_statements
+            .iter()
+            .flatten()
+            .find_map(|s| s.authn_instant)
+            .and_then(|t| u64::try_from(t.timestamp_millis()).ok());
+        Ok(SamlLogin {
+            identity,
+            subject,
+            authenticated_ms,
+        })
     }
 
     /// SP-initiated single logout: the IdP's SLO URL with a LogoutRequest for this subject,
@@ -551,9 +622,13 @@ impl SamlProvider {
         let slo = md.slo_url.clone()?;
         // Written here: samael 0.0.22 puts SessionIndex before NameID, which the schema (and
         // strict IdPs) refuse.
-        let xml = logout_request_xml(&random_id()?, &slo, &sp.entity_id, subject);
+        let id = random_id()?;
+        let xml = logout_request_xml(&id, &slo, &sp.entity_id, subject);
         match redirect::encode(&slo, "SAMLRequest", &xml, None, self.signing_key()) {
-            Ok(url) => Some(url),
+            Ok(url) => {
+                self.sent_logouts.insert(id, ());
+                Some(url)
+            }
             Err(e) => {
                 tracing::warn!(idp = %self.name, error = %e, "cannot build LogoutRequest");
                 None
@@ -569,7 +644,6 @@ impl SamlProvider {
     ) -> Result<IdpLogout, SamlError> {
         let md = self.metadata.load_full().ok_or(SamlError::NotReady)?;
         let received = redirect::verify(raw_query, "SAMLRequest", &md.signing_certs)?;
-        guard::check_message(&received.xml, Root::LogoutRequest)?;
         self.check_logout_request(&received.xml, received.relay_state, &md, sp)
     }
 
@@ -587,7 +661,8 @@ impl SamlProvider {
         }
         let bytes =
             redirect::decode_base64(saml_request).map_err(|_| SamlError::Encoding("base64"))?;
-        let xml = String::from_utf8(bytes).map_err(|_| SamlError::Encoding("UTF-8"))?;
+        let decoded = String::from_utf8(bytes).map_err(|_| SamlError::Encoding("UTF-8"))?;
+        let xml = guard::prepare(&decoded)?.to_string();
         let facts = guard::check_message(&xml, Root::LogoutRequest)?;
         if !facts.root_signed {
             return Err(SamlError::Logout("LogoutRequest is not signed".into()));
@@ -624,6 +699,10 @@ impl SamlProvider {
         md: &IdpMetadata,
         sp: &SpEndpoints,
     ) -> Result<IdpLogout, SamlError> {
+        let xml = guard::prepare(xml)?;
+        // samael reads SessionIndex as an attribute, but SAML sends elements (Core §3.7.1):
+        // the guard collects them.
+        let facts = guard::check_message(xml, Root::LogoutRequest)?;
         let request = xml
             .parse::<LogoutRequest>()
             .map_err(|e| SamlError::Logout(e.to_string()))?;
@@ -658,10 +737,13 @@ impl SamlProvider {
             .map(|n| n.value.trim().to_string())
             .filter(|n| !n.is_empty())
             .ok_or_else(|| SamlError::Logout("no NameID".into()))?;
+        if facts.session_indexes.iter().any(String::is_empty) {
+            return Err(SamlError::Logout("empty SessionIndex".into()));
+        }
         Ok(IdpLogout {
             id,
             name_id,
-            session_index: request.session_index,
+            session_indexes: facts.session_indexes,
             relay_state,
         })
     }
@@ -699,14 +781,22 @@ impl SamlProvider {
     }
 }
 
-/// A `LogoutRequest` in schema order: Issuer, NameID, SessionIndex.
+/// A `LogoutRequest` in schema order: Issuer, NameID (exactly as received: format and
+/// qualifiers, which strict IdPs compare), SessionIndex.
 fn logout_request_xml(id: &str, destination: &str, issuer: &str, subject: &SamlSubject) -> String {
     use quick_xml::escape::escape;
-    let format = subject
-        .format
-        .as_deref()
-        .map(|f| format!(" Format=\"{}\"", escape(f)))
-        .unwrap_or_default();
+    let attribute = |name: &str, value: &Option<String>| {
+        value
+            .as_deref()
+            .map(|v| format!(" {name}=\"{}\"", escape(v)))
+            .unwrap_or_default()
+    };
+    let format = format!(
+        "{}{}{}",
+        attribute("NameQualifier", &subject.name_qualifier),
+        attribute("SPNameQualifier", &subject.sp_name_qualifier),
+        attribute("Format", &subject.format)
+    );
     let session_index = subject
         .session_index
         .as_deref()
