@@ -30,6 +30,8 @@ pub enum Page {
     SignInFailed,
     /// 200: the user has signed out.
     SignedOut,
+    /// 200: signed out here, but the identity provider did not confirm its logout.
+    SignedOutUnconfirmed,
     /// 413: the request body is larger than the endpoint accepts.
     PayloadTooLarge,
     /// 405: this gateway endpoint does not take this method.
@@ -51,7 +53,7 @@ impl Page {
             Page::LoginRequired => 401,
             Page::SignInUnavailable => 503,
             Page::SignInFailed => 400,
-            Page::SignedOut => 200,
+            Page::SignedOut | Page::SignedOutUnconfirmed => 200,
             Page::PayloadTooLarge => 413,
             Page::MethodNotAllowed => 405,
         }
@@ -71,6 +73,7 @@ impl Page {
             Page::SignInUnavailable => "Sign-in temporarily unavailable",
             Page::SignInFailed => "Sign-in failed",
             Page::SignedOut => "Signed out",
+            Page::SignedOutUnconfirmed => "Signed out here only",
             Page::PayloadTooLarge => "Request too large",
             Page::MethodNotAllowed => "Method not allowed",
         }
@@ -90,6 +93,7 @@ impl Page {
             Page::SignInUnavailable => "The sign-in service cannot be reached right now. Please try again in a few minutes.",
             Page::SignInFailed => "The sign-in could not be completed (it may have expired or been opened twice). Go back to the application and try again.",
             Page::SignedOut => "You have signed out. Close this window, or open the application again to sign back in.",
+            Page::SignedOutUnconfirmed => "You are signed out of this application, but the sign-in service did not confirm that it signed you out too. Close your browser to end that session, or sign out at the sign-in service.",
             Page::PayloadTooLarge => "The request carried more data than the gateway accepts here.",
             Page::MethodNotAllowed => "This gateway address does not accept this kind of request.",
         }

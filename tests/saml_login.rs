@@ -1136,3 +1136,255 @@ async fn rules_on_saml_attributes_decide_like_rules_on_claims() {
         "{record}"
     );
 }
+
+/// `text` as UTF-7 would carry it with `<` and `>` hidden in shift sequences (and `+` written
+/// `+-`): the same markup to a UTF-7 decoder, plain text to one that reads UTF-8.
+fn utf7_hidden(text: &str) -> String {
+    text.replace('+', "+-")
+        .replace('<', "+ADw-")
+        .replace('>', "+AD4-")
+}
+
+/// libxml2 honours the declared encoding; the guard must read exactly what libxml2 reads, so
+/// any declared encoding but UTF-8 (and anything not XML 1.0 text) is refused before either
+/// parser sees the message — and the external reference such a message hides is never fetched.
+#[tokio::test]
+async fn messages_in_another_encoding_are_refused_and_their_hidden_references_never_fetched() {
+    let f = fixture().await;
+    let listener = echo_backend("encoding-reference-listener").await;
+    let external = format!("{}/stolen", listener.url());
+    let (xml, _) = f
+        .idp
+        .forge(json!({ "sp": f.sp_entity(LEGACY), "user": "alice" }))
+        .await;
+    let body = xml.replace("<?xml version=\"1.0\"?>", "");
+    let hidden_signature = format!(
+        "<ds:Signature xmlns:ds=\"http://www.w3.org/2000/09/xmldsig#\"><ds:SignedInfo>\
+         <ds:CanonicalizationMethod Algorithm=\"http://www.w3.org/2001/10/xml-exc-c14n#\"/>\
+         <ds:SignatureMethod Algorithm=\"http://www.w3.org/2001/04/xmldsig-more#rsa-sha256\"/>\
+         <ds:Reference URI=\"{external}\"><ds:DigestMethod Algorithm=\"http://www.w3.org/2001/04/xmlenc#sha256\"/>\
+         <ds:DigestValue>AAAA</ds:DigestValue></ds:Reference></ds:SignedInfo>\
+         <ds:SignatureValue>AAAA</ds:SignatureValue></ds:Signature>"
+    );
+    // The hidden signature comes first, so a verifier reaches its reference before any other.
+    let open_end = body.find('>').unwrap() + 1;
+    let utf7 = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-7\"?>{}{}{}",
+        &body[..open_end],
+        utf7_hidden(&hidden_signature),
+        body[open_end..].replace('+', "+-")
+    );
+    let utf16: Vec<u8> = format!("<?xml version=\"1.0\" encoding=\"UTF-16\"?>{body}")
+        .encode_utf16()
+        .flat_map(u16::to_le_bytes)
+        .collect();
+    let latin1 = format!("<?xml version=\"1.0\" encoding=\"ISO-8859-1\"?>{body}");
+    let xml11 = format!("<?xml version=\"1.1\"?>{body}");
+    let nul = body.replacen("alice@corp.example", "alice@corp.example\u{0}", 1);
+    let attacks: Vec<(&str, String, &str)> = vec![
+        (
+            "UTF-7 with a hidden external reference",
+            b64(&utf7),
+            "encoding `UTF-7`",
+        ),
+        (
+            "UTF-16 without a byte-order mark",
+            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &utf16),
+            "U+0000",
+        ),
+        ("ISO-8859-1", b64(&latin1), "encoding `ISO-8859-1`"),
+        ("XML 1.1", b64(&xml11), "version `1.1`"),
+        ("a NUL character", b64(&nul), "U+0000"),
+    ];
+    for (name, message, reason) in attacks {
+        let trip = f
+            .browser()
+            .post_saml_response(&f.acs(LEGACY), &message, None)
+            .await;
+        assert_eq!(trip.status, 400, "{name} was not refused: {trip:?}");
+        assert_refused(&f, &trip, reason);
+    }
+    // Give a fetch, had one started, time to arrive.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(
+        listener.hits(),
+        0,
+        "a reference hidden in another encoding was fetched"
+    );
+    assert_eq!(
+        f.legacy.hits(),
+        0,
+        "a re-encoded response reached the backend"
+    );
+    // A genuine UTF-8 declaration is fine.
+    let declared = format!("<?xml version=\"1.0\" encoding=\"utf-8\"?>{body}");
+    let trip = f
+        .browser()
+        .post_saml_response(&f.acs(LEGACY), &b64(&declared), None)
+        .await;
+    assert_eq!(trip.status, 200, "{trip:?}\n{}", f.gw.logs());
+}
+
+/// What samael leaves unchecked on the Response around a valid signed assertion: a signed
+/// Response must name its Destination, its own status must be Success, and its Issuer must be
+/// the assertion's (the IdP's).
+#[tokio::test]
+async fn the_response_around_a_valid_assertion_must_say_where_it_goes_success_and_who_sent_it() {
+    let f = fixture().await;
+    let cases = [
+        (json!({ "omit_destination": true }), "no Destination"),
+        (
+            json!({ "status_code": "urn:oasis:names:tc:SAML:2.0:status:Requester" }),
+            "status:Requester",
+        ),
+        (
+            json!({ "response_issuer": "https://evil.example/idp" }),
+            "https://evil.example/idp",
+        ),
+    ];
+    for (overrides, reason) in cases {
+        let mut o = overrides.clone();
+        o["sp"] = json!(f.sp_entity(LEGACY));
+        let (_, response) = f.idp.forge(o).await;
+        let trip = f
+            .browser()
+            .post_saml_response(&f.acs(LEGACY), &response, None)
+            .await;
+        assert_refused(&f, &trip, reason);
+    }
+    assert_eq!(f.legacy.hits(), 0);
+    let (_, good) = f.idp.forge(json!({ "sp": f.sp_entity(LEGACY) })).await;
+    let trip = f
+        .browser()
+        .post_saml_response(&f.acs(LEGACY), &good, None)
+        .await;
+    assert_eq!(trip.status, 200, "{trip:?}");
+}
+
+/// samael read `SessionIndex` as an attribute, so every IdP logout ended all of a user's
+/// sessions. One user, two browsers: a logout naming the first browser's IdP session ends only
+/// that one.
+#[tokio::test]
+async fn an_idp_logout_naming_one_session_index_ends_only_that_session() {
+    let f = fixture().await;
+    let first = f.signed_in("alice").await;
+    let second = f.signed_in("alice").await;
+    let sessions = f.idp.sessions().await;
+    let first_index = sessions
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["user"] == "alice")
+        .unwrap()["session_index"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let logout = f
+        .idp
+        .idp_logout_url_for_session(&f.sp_entity(WIKI), "alice", Some(&first_index))
+        .await;
+    let trip = first.follow(&logout).await;
+    assert!(trip.visited(&f.idp.url("/slo?SAMLResponse=")), "{trip:?}");
+    assert_eq!(
+        first.get(&f.url(WIKI, "/")).await.status(),
+        302,
+        "first still signed in"
+    );
+    let page = second.get(&f.url(WIKI, "/")).await;
+    assert_eq!(page.status(), 200, "the other browser's session ended too");
+    let echo: serde_json::Value = page.json().await.unwrap();
+    assert_eq!(
+        header_values(&echo, "x-remote-user"),
+        ["alice@corp.example"]
+    );
+}
+
+/// The end of our own logout: the LogoutResponse must be signed by the IdP, answer a
+/// LogoutRequest we sent (once), and say Success. The local session ends either way; a
+/// failed confirmation says so and is audited.
+#[tokio::test]
+async fn logout_responses_are_verified_and_a_failed_one_says_so() {
+    let f = fixture().await;
+    let browser = f.signed_in("alice").await;
+    let trip = browser.follow(&f.url(WIKI, "/logout")).await;
+    assert_eq!(trip.status, 200, "{trip:?}");
+    assert!(trip.body.contains("Signed out"), "{}", trip.body);
+    assert!(!trip.body.contains("did not confirm"), "{}", trip.body);
+    let genuine = trip
+        .hops
+        .iter()
+        .find(|h| h.contains("/.portcullis/saml/slo?SAMLResponse="))
+        .unwrap()
+        .clone();
+    let unsigned_failure = {
+        let xml = format!(
+            "<samlp:LogoutResponse xmlns:samlp=\"urn:oasis:names:tc:SAML:2.0:protocol\" xmlns:saml=\"urn:oasis:names:tc:SAML:2.0:assertion\" ID=\"_r1\" Version=\"2.0\" IssueInstant=\"2026-01-01T00:00:00Z\" InResponseTo=\"_x\"><saml:Issuer>{}</saml:Issuer><samlp:Status><samlp:StatusCode Value=\"urn:oasis:names:tc:SAML:2.0:status:Requester\"/></samlp:Status></samlp:LogoutResponse>",
+            f.idp.url("/metadata")
+        );
+        let mut deflater =
+            flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+        std::io::Write::write_all(&mut deflater, xml.as_bytes()).unwrap();
+        let encoded = base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            deflater.finish().unwrap(),
+        );
+        f.url(
+            WIKI,
+            &format!(
+                "/.portcullis/saml/slo?SAMLResponse={}",
+                url::form_urlencoded::byte_serialize(encoded.as_bytes()).collect::<String>()
+            ),
+        )
+    };
+    for (name, url) in [
+        (
+            "not base64",
+            f.url(WIKI, "/.portcullis/saml/slo?SAMLResponse=not-base64"),
+        ),
+        ("unsigned, status Requester", unsigned_failure),
+        ("the genuine response again (already answered)", genuine),
+    ] {
+        let r = browser.follow(&url).await;
+        assert_eq!(r.status, 200, "{name}: {r:?}");
+        assert!(r.body.contains("did not confirm"), "{name}: {}", r.body);
+    }
+    let logs = f.gw.logs();
+    assert!(
+        logs.matches("event=\"logout_failure\"").count()
+            + logs.matches("event=logout_failure").count()
+            >= 3,
+        "{logs}"
+    );
+}
+
+/// Strict IdPs compare the NameID of a LogoutRequest with the one they issued, qualifiers
+/// included: it goes back exactly as received.
+#[tokio::test]
+async fn our_logout_request_sends_the_name_id_back_with_its_qualifiers() {
+    let f = fixture().await;
+    let (_, response) = f
+        .idp
+        .forge(json!({
+            "sp": f.sp_entity(LEGACY),
+            "name_qualifier": "https://idp.corp.example",
+            "sp_name_qualifier": f.sp_entity(LEGACY),
+        }))
+        .await;
+    let browser = f.browser();
+    let trip = browser
+        .post_saml_response(&f.acs(LEGACY), &response, None)
+        .await;
+    assert_eq!(trip.status, 200, "{trip:?}");
+    let out = browser.follow(&f.url(LEGACY, "/logout")).await;
+    assert!(out.visited(&f.idp.url("/slo?SAMLRequest=")), "{out:?}");
+    let logouts = f.idp.logouts().await;
+    let xml = logouts["requests"][0]["xml"].as_str().unwrap();
+    assert!(
+        xml.contains("NameQualifier=\"https://idp.corp.example\""),
+        "{xml}"
+    );
+    assert!(
+        xml.contains(&format!("SPNameQualifier=\"{}\"", f.sp_entity(LEGACY))),
+        "{xml}"
+    );
+}

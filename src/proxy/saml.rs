@@ -7,6 +7,7 @@ use crate::audit;
 use crate::auth::{CallbackError, Origin, UnsolicitedTarget, LOGGED_OUT_PATH};
 use crate::gateway::{AppRuntime, Gateway, Route};
 use crate::idp::saml::{SamlError, SamlProvider};
+use crate::pages::Page;
 use crate::routing::normalise_host;
 use crate::session::cookies::{clear_session_cookie, request_cookies};
 use pingora::proxy::Session;
@@ -168,11 +169,13 @@ pub async fn slo(
     ctx.app = Some(app.clone());
     let sp = provider.endpoints(&origin.base());
     let posted = session.req_header().method == http::Method::POST;
+    // A LogoutResponse as it came: the posted value, or the raw query (the redirect binding
+    // signs the query octets).
     let (request, response) = if posted {
         let form = read_form(session, provider.max_response_bytes() * 3 / 2 + 4096).await?;
         let field = |k: &str| form.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
         let request = field("SAMLRequest").map(|r| (r, field("RelayState")));
-        (request, field("SAMLResponse").is_some())
+        (request, field("SAMLResponse"))
     } else {
         let raw_query = session.req_header().uri.query().unwrap_or("").to_string();
         let has = |name: &str| {
@@ -181,7 +184,7 @@ pub async fn slo(
                 .any(|p| p.split('=').next() == Some(name))
         };
         let request = has("SAMLRequest").then(|| (raw_query.clone(), None));
-        (request, has("SAMLResponse"))
+        (request, has("SAMLResponse").then(|| raw_query.clone()))
     };
     if let Some((message, relay)) = request {
         let verified = if posted {
@@ -219,7 +222,23 @@ pub async fn slo(
             cookies: vec![clear_session_cookie(origin.secure)],
         });
     }
-    if response {
+    if let Some(message) = response {
+        // The gateway session already ended when the logout started; this says whether the
+        // IdP ended its side too.
+        let verified = if posted {
+            provider.verify_posted_logout_response(&message, &sp).await
+        } else {
+            provider.verify_logout_response(&message, &sp)
+        };
+        if let Err(e) = verified {
+            audit::logout_unconfirmed(&ctx.audit(&app.config.id), provider.name(), &e);
+            return Ok(Action::Page {
+                page: Page::SignedOutUnconfirmed,
+                cookies: vec![clear_session_cookie(origin.secure)],
+            });
+        }
+        ctx.span
+            .in_scope(|| info!(idp = provider.name(), "the IdP confirmed the logout"));
         let location = provider.post_logout_redirect_uri().map_or_else(
             || format!("{}{LOGGED_OUT_PATH}", origin.base()),
             str::to_string,

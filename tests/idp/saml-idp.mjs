@@ -126,6 +126,7 @@ function octetString(rawQuery, messageParam) {
 const iso = (ms) => new Date(ms).toISOString();
 const idOf = () => `_${randomUUID().replace(/-/g, '')}`;
 const sessions = new Map(); // user id -> session index of their latest login
+const issued = []; // every login's { user, session_index }, in order (for tests)
 const logouts = []; // LogoutRequests received from SPs (for tests)
 const logoutResponses = []; // LogoutResponses received from SPs (for tests)
 
@@ -139,17 +140,22 @@ function responseXml(sp, user, inResponseTo, o = {}) {
   const notOnOrAfter = iso(now + (o.lifetime_seconds ?? 300) * 1000);
   const irt = (o.in_response_to ?? inResponseTo) ? ` InResponseTo="${esc(o.in_response_to ?? inResponseTo)}"` : '';
   const nameId = o.name_id_raw ?? esc(o.name_id ?? user.email);
+  const qualifiers = `${o.name_qualifier ? ` NameQualifier="${esc(o.name_qualifier)}"` : ''}${o.sp_name_qualifier ? ` SPNameQualifier="${esc(o.sp_name_qualifier)}"` : ''}`;
+  const responseIssuer = o.response_issuer ?? entityID;
+  const statusCode = o.status_code ?? 'urn:oasis:names:tc:SAML:2.0:status:Success';
+  const destinationAttr = o.omit_destination ? '' : ` Destination="${esc(destination)}"`;
   const sessionIndex = o.session_index ?? idOf();
   sessions.set(user.id, sessionIndex);
+  issued.push({ user: user.id, session_index: sessionIndex });
   const attr = (name, values) => `<saml:Attribute Name="${esc(name)}" NameFormat="urn:oasis:names:tc:SAML:2.0:attrname-format:basic">${values.map((v) => `<saml:AttributeValue xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xsi:type="xs:string" xmlns:xs="http://www.w3.org/2001/XMLSchema">${esc(v)}</saml:AttributeValue>`).join('')}</saml:Attribute>`;
   const conditions = o.omit_conditions ? '' : `<saml:Conditions NotBefore="${iso(now - 5000)}" NotOnOrAfter="${notOnOrAfter}">${o.omit_audience ? '' : `<saml:AudienceRestriction><saml:Audience>${esc(audience)}</saml:Audience></saml:AudienceRestriction>`}</saml:Conditions>`;
   const authnClass = o.authn_context ?? 'urn:oasis:names:tc:SAML:2.0:ac:classes:PasswordProtectedTransport';
   const authn = o.omit_authn_statement ? '' : `<saml:AuthnStatement AuthnInstant="${iso(now)}" SessionIndex="${esc(sessionIndex)}"><saml:AuthnContext><saml:AuthnContextClassRef>${esc(authnClass)}</saml:AuthnContextClassRef></saml:AuthnContext></saml:AuthnStatement>`;
   const issueInstant = iso(now + (o.issue_in_future_seconds ?? 0) * 1000);
-  return `<samlp:Response xmlns:samlp="urn:oasis:names:tc:SAML:2.0:protocol" xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion" ID="${o.response_id ?? idOf()}" Version="2.0" IssueInstant="${issueInstant}" Destination="${esc(destination)}"${irt}>`
-    + `<saml:Issuer>${esc(entityID)}</saml:Issuer><samlp:Status><samlp:StatusCode Value="urn:oasis:names:tc:SAML:2.0:status:Success"/></samlp:Status>`
+  return `<samlp:Response xmlns:samlp="urn:oasis:names:tc:SAML:2.0:protocol" xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion" ID="${o.response_id ?? idOf()}" Version="2.0" IssueInstant="${issueInstant}"${destinationAttr}${irt}>`
+    + `<saml:Issuer>${esc(responseIssuer)}</saml:Issuer><samlp:Status><samlp:StatusCode Value="${esc(statusCode)}"/></samlp:Status>`
     + `<saml:Assertion ID="${o.assertion_id ?? idOf()}" Version="2.0" IssueInstant="${issueInstant}"><saml:Issuer>${esc(entityID)}</saml:Issuer>`
-    + `<saml:Subject><saml:NameID Format="urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress">${nameId}</saml:NameID>`
+    + `<saml:Subject><saml:NameID Format="urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress"${qualifiers}>${nameId}</saml:NameID>`
     + `<saml:SubjectConfirmation Method="urn:oasis:names:tc:SAML:2.0:cm:bearer"><saml:SubjectConfirmationData NotOnOrAfter="${notOnOrAfter}" Recipient="${esc(recipient)}"${irt}/></saml:SubjectConfirmation></saml:Subject>`
     + conditions + authn
     + `<saml:AttributeStatement>${attr('email', [user.email])}${attr('firstName', [user.first_name ?? user.name.split(' ')[0]])}${attr('displayName', [user.name])}${user.groups.length ? attr('groups', user.groups) : ''}</saml:AttributeStatement>`
@@ -310,9 +316,12 @@ async function handler(req, res) {
         query: Object.fromEntries(url.searchParams),
         octetString: octetString(rawQuery, 'SAMLRequest'),
       });
-      logouts.push({ name_id: info.extract.nameID, session_index: info.extract.sessionIndex?.sessionIndex ?? info.extract.sessionIndex, sp: spId.trim() });
+      logouts.push({ name_id: info.extract.nameID, session_index: info.extract.sessionIndex?.sessionIndex ?? info.extract.sessionIndex, sp: spId.trim(), xml });
       const { context } = idp.createLogoutResponse(sp, info, 'redirect', { relayState: url.searchParams.get('RelayState') ?? '' });
       return send(302, '', 'text/plain', { location: context });
+    }
+    if (config.test_hooks && url.pathname === '/test/sessions') {
+      return send(200, JSON.stringify(issued), 'application/json');
     }
     if (config.test_hooks && url.pathname === '/test/logouts') {
       return send(200, JSON.stringify({ requests: logouts, responses: logoutResponses }), 'application/json');

@@ -174,15 +174,21 @@ impl TestSamlIdp {
 
     /// The IdP's signed LogoutRequest URL ending `user`'s session at `sp`.
     pub async fn idp_logout_url(&self, sp: &str, user: &str) -> String {
+        self.idp_logout_url_for_session(sp, user, None).await
+    }
+
+    /// [`Self::idp_logout_url`] naming one IdP session (`SessionIndex`), or the user's latest.
+    pub async fn idp_logout_url_for_session(
+        &self,
+        sp: &str,
+        user: &str,
+        session_index: Option<&str>,
+    ) -> String {
+        let mut params = vec![("sp", sp), ("user", user)];
+        params.extend(session_index.map(|s| ("session_index", s)));
         let response: Value = self
             .http
-            .get(
-                url::Url::parse_with_params(
-                    &self.url("/test/idp-logout"),
-                    &[("sp", sp), ("user", user)],
-                )
-                .unwrap(),
-            )
+            .get(url::Url::parse_with_params(&self.url("/test/idp-logout"), &params).unwrap())
             .send()
             .await
             .unwrap()
@@ -213,6 +219,18 @@ impl TestSamlIdp {
             response["url"].as_str().unwrap().to_string(),
             response["SAMLRequest"].as_str().unwrap().to_string(),
         )
+    }
+
+    /// Every login the IdP answered: `{ user, session_index }`, in order.
+    pub async fn sessions(&self) -> Value {
+        self.http
+            .get(self.url("/test/sessions"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
     }
 
     /// LogoutRequests the IdP received from SPs.

@@ -647,6 +647,109 @@ impl SamlProvider {
         self.check_logout_request(&received.xml, received.relay_state, &md, sp)
     }
 
+    /// Checks the IdP's answer to our LogoutRequest (HTTP-Redirect, signature required):
+    /// signed by the IdP, answering a LogoutRequest this gateway sent (once), issued by the
+    /// IdP, sent to this SLO endpoint, with status Success.
+    pub fn verify_logout_response(
+        &self,
+        raw_query: &str,
+        sp: &SpEndpoints,
+    ) -> Result<(), LogoutResponseError> {
+        let md = self.metadata.load_full().ok_or(SamlError::NotReady)?;
+        let received = redirect::verify(raw_query, "SAMLResponse", &md.signing_certs)
+            .map_err(SamlError::from)?;
+        self.check_logout_response(&received.xml, &md, sp)
+    }
+
+    /// [`Self::verify_logout_response`] for the HTTP-POST binding (an enveloped signature).
+    pub async fn verify_posted_logout_response(
+        &self,
+        saml_response: &str,
+        sp: &SpEndpoints,
+    ) -> Result<(), LogoutResponseError> {
+        let md = self.metadata.load_full().ok_or(SamlError::NotReady)?;
+        if saml_response.len() > self.config.max_response_bytes {
+            return Err(SamlError::TooLarge(self.config.max_response_bytes).into());
+        }
+        let bytes =
+            redirect::decode_base64(saml_response).map_err(|_| SamlError::Encoding("base64"))?;
+        let decoded = String::from_utf8(bytes).map_err(|_| SamlError::Encoding("UTF-8"))?;
+        let xml = guard::prepare(&decoded)
+            .map_err(SamlError::from)?
+            .to_string();
+        let facts = guard::check_message(&xml, Root::LogoutResponse).map_err(SamlError::from)?;
+        if !facts.root_signed {
+            return Err(SamlError::Logout("LogoutResponse is not signed".into()).into());
+        }
+        let signed_xml = self.reduce_to_signed(xml, md.signing_certs.clone()).await?;
+        self.check_logout_response(&signed_xml, &md, sp)
+    }
+
+    fn check_logout_response(
+        &self,
+        xml: &str,
+        md: &IdpMetadata,
+        sp: &SpEndpoints,
+    ) -> Result<(), LogoutResponseError> {
+        let xml = guard::prepare(xml).map_err(SamlError::from)?;
+        let facts = guard::check_message(xml, Root::LogoutResponse).map_err(SamlError::from)?;
+        let response = xml
+            .parse::<LogoutResponse>()
+            .map_err(|e| SamlError::Logout(e.to_string()))?;
+        let issuer = response.issuer.as_ref().and_then(|i| i.value.as_deref());
+        if issuer != Some(md.entity_id.as_str()) {
+            return Err(SamlError::Logout("issuer is not the IdP".into()).into());
+        }
+        if response
+            .destination
+            .as_deref()
+            .is_some_and(|d| d != sp.slo_url)
+        {
+            return Err(SamlError::Logout("destination is not this SLO endpoint".into()).into());
+        }
+        let answered = response
+            .in_response_to
+            .as_deref()
+            .and_then(|id| self.sent_logouts.remove(id));
+        if answered.is_none() {
+            return Err(LogoutResponseError::UnknownRequest);
+        }
+        match facts.status.first().map(String::as_str) {
+            Some(STATUS_SUCCESS) => Ok(()),
+            _ => Err(LogoutResponseError::Status(facts.status.join(" / "))),
+        }
+    }
+
+    /// Verifies enveloped signatures with the IdP's keys on the bounded pool and returns the
+    /// signed part of the document.
+    async fn reduce_to_signed(
+        &self,
+        xml: String,
+        certs: Vec<samael::crypto::CertificateDer>,
+    ) -> Result<String, SamlError> {
+        let permit = tokio::time::timeout(VERIFY_QUEUE_WAIT, VERIFY_SLOTS.acquire())
+            .await
+            .map_err(|_| SamlError::Busy)?
+            .map_err(|_| SamlError::Busy)?;
+        let reduced = tokio::task::spawn_blocking(move || {
+            use samael::crypto::{Crypto, CryptoProvider, ReduceMode};
+            Crypto::reduce_xml_to_signed_with_allowed_algorithms(
+                &xml,
+                &certs,
+                ReduceMode::ValidateAndMarkNoAncestors,
+                Some(STRONG_ALGORITHMS),
+            )
+            .map_err(|e| e.to_string())
+        })
+        .await;
+        drop(permit);
+        match reduced {
+            Ok(Ok(x)) => Ok(x),
+            Ok(Err(e)) => Err(SamlError::Verify(e)),
+            Err(_) => Err(SamlError::Verify("verifier crashed".into())),
+        }
+    }
+
     /// Verifies an IdP-initiated LogoutRequest sent with the HTTP-POST binding (an enveloped
     /// XML signature, required), on the same bounded pool as logins.
     pub async fn verify_posted_logout_request(
@@ -667,28 +770,7 @@ impl SamlProvider {
         if !facts.root_signed {
             return Err(SamlError::Logout("LogoutRequest is not signed".into()));
         }
-        let certs = md.signing_certs.clone();
-        let permit = tokio::time::timeout(VERIFY_QUEUE_WAIT, VERIFY_SLOTS.acquire())
-            .await
-            .map_err(|_| SamlError::Busy)?
-            .map_err(|_| SamlError::Busy)?;
-        let reduced = tokio::task::spawn_blocking(move || {
-            use samael::crypto::{Crypto, CryptoProvider, ReduceMode};
-            Crypto::reduce_xml_to_signed_with_allowed_algorithms(
-                &xml,
-                &certs,
-                ReduceMode::ValidateAndMarkNoAncestors,
-                Some(STRONG_ALGORITHMS),
-            )
-            .map_err(|e| e.to_string())
-        })
-        .await;
-        drop(permit);
-        let signed_xml = match reduced {
-            Ok(Ok(x)) => x,
-            Ok(Err(e)) => return Err(SamlError::Verify(e)),
-            Err(_) => return Err(SamlError::Verify("verifier crashed".into())),
-        };
+        let signed_xml = self.reduce_to_signed(xml, md.signing_certs.clone()).await?;
         self.check_logout_request(&signed_xml, relay_state, &md, sp)
     }
 
