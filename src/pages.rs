@@ -12,8 +12,10 @@ pub enum Page {
     HeadersTooLarge,
     /// 403: policy refuses the request.
     Forbidden,
-    /// 404: no app on this host/path, or an unknown gateway endpoint.
+    /// 404: no app on this host, or an unknown gateway endpoint.
     NotFound,
+    /// 404: the host has apps, but none at this path.
+    NoSuchPage,
     /// 502: the backend could not be reached.
     BadGateway,
     /// 503: the app is switched off (e.g. its policy failed to load).
@@ -24,10 +26,15 @@ pub enum Page {
     Internal,
     /// 401: sign-in needed, but this request is not a page navigation (XHR, API call).
     LoginRequired,
+    /// 401: the app needs the user's password for it stored first, and this request is not a
+    /// page navigation (so it is not sent to the enrollment page).
+    CredentialRequired,
     /// 503: the identity provider cannot be reached yet.
     SignInUnavailable,
     /// 400: the return from the identity provider could not be accepted.
     SignInFailed,
+    /// 503: the identity provider could not be reached to finish the sign-in.
+    IdpUnreachable,
     /// 200: the user has signed out.
     SignedOut,
     /// 200: signed out here, but the identity provider did not confirm its logout.
@@ -36,6 +43,8 @@ pub enum Page {
     PayloadTooLarge,
     /// 405: this gateway endpoint does not take this method.
     MethodNotAllowed,
+    /// 400: a gateway form was submitted with a token that is no longer valid.
+    FormExpired,
 }
 
 impl Page {
@@ -45,14 +54,15 @@ impl Page {
             Page::BadRequest => 400,
             Page::HeadersTooLarge => 431,
             Page::Forbidden => 403,
-            Page::NotFound => 404,
+            Page::NotFound | Page::NoSuchPage => 404,
             Page::BadGateway => 502,
             Page::Unavailable => 503,
             Page::GatewayTimeout => 504,
             Page::Internal => 500,
-            Page::LoginRequired => 401,
+            Page::LoginRequired | Page::CredentialRequired => 401,
             Page::SignInUnavailable => 503,
-            Page::SignInFailed => 400,
+            Page::SignInFailed | Page::FormExpired => 400,
+            Page::IdpUnreachable => 503,
             Page::SignedOut | Page::SignedOutUnconfirmed => 200,
             Page::PayloadTooLarge => 413,
             Page::MethodNotAllowed => 405,
@@ -64,12 +74,15 @@ impl Page {
             Page::BadRequest => "Bad request",
             Page::HeadersTooLarge => "Request headers too large",
             Page::Forbidden => "Access denied",
-            Page::NotFound => "Not found",
+            Page::NotFound | Page::NoSuchPage => "Not found",
             Page::BadGateway => "Application unreachable",
             Page::Unavailable => "Application unavailable",
             Page::GatewayTimeout => "Application did not respond",
             Page::Internal => "Gateway error",
             Page::LoginRequired => "Sign-in required",
+            Page::CredentialRequired => "Password for this application needed",
+            Page::IdpUnreachable => "Sign-in temporarily unavailable",
+            Page::FormExpired => "This form expired",
             Page::SignInUnavailable => "Sign-in temporarily unavailable",
             Page::SignInFailed => "Sign-in failed",
             Page::SignedOut => "Signed out",
@@ -85,6 +98,10 @@ impl Page {
             Page::HeadersTooLarge => "The request carried more header data than the gateway accepts. Clearing this site's cookies usually helps.",
             Page::Forbidden => "Your access policy does not allow this request. If you need access, ask the application's owner.",
             Page::NotFound => "There is no application at this address.",
+            Page::NoSuchPage => "This application has no page at this address. Check the link, or start again from the application's home page.",
+            Page::CredentialRequired => "This application needs your password for it, stored once with the gateway. Open the application in your browser to store it.",
+            Page::IdpUnreachable => "The sign-in service could not be reached to finish signing you in. Please try again in a few minutes.",
+            Page::FormExpired => "This form expired; reload the page and submit it again.",
             Page::BadGateway => "The application behind this gateway could not be reached. Please try again in a moment.",
             Page::Unavailable => "This application is temporarily unavailable. The IT team has been notified through the gateway logs.",
             Page::GatewayTimeout => "The application took too long to answer. Please try again in a moment.",
@@ -101,27 +118,87 @@ impl Page {
 
     /// The full HTML document, with the request id for support.
     pub fn render(self, request_id: &str) -> String {
+        self.render_for(request_id, None)
+    }
+
+    /// [`Self::render`], naming who is signed in (`signed_in_as`, on refusals: so a user with
+    /// the wrong account sees it, and can sign out and switch).
+    pub fn render_for(self, request_id: &str, signed_in_as: Option<&str>) -> String {
         let status = self.status();
         let title = self.title();
-        let message = self.message();
-        let request_id = escape_html(request_id);
         let code = if status >= 400 {
             format!("<p class=\"code\">Error {status}</p>")
         } else {
             String::new()
         };
-        format!(
-            "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+        let who = match signed_in_as {
+            Some(user) => format!(
+                "<p class=\"who\">Signed in as <b>{}</b>. <a href=\"/.portcullis/logout\">Sign out or switch user</a></p>",
+                escape_html(user)
+            ),
+            None => String::new(),
+        };
+        let body = format!("<p>{}</p>{who}{code}", self.message());
+        shell(&format!("{status} {title}"), title, &body, request_id)
+    }
+
+    /// A short machine-readable name, for JSON answers to API clients.
+    pub fn slug(self) -> &'static str {
+        match self {
+            Page::BadRequest => "bad_request",
+            Page::HeadersTooLarge => "headers_too_large",
+            Page::Forbidden => "forbidden",
+            Page::NotFound => "not_found",
+            Page::NoSuchPage => "not_found",
+            Page::BadGateway => "bad_gateway",
+            Page::Unavailable => "app_unavailable",
+            Page::GatewayTimeout => "gateway_timeout",
+            Page::Internal => "internal_error",
+            Page::LoginRequired => "login_required",
+            Page::CredentialRequired => "credential_required",
+            Page::SignInUnavailable => "sign_in_unavailable",
+            Page::SignInFailed => "sign_in_failed",
+            Page::IdpUnreachable => "sign_in_unavailable",
+            Page::SignedOut => "signed_out",
+            Page::SignedOutUnconfirmed => "signed_out_here_only",
+            Page::PayloadTooLarge => "payload_too_large",
+            Page::MethodNotAllowed => "method_not_allowed",
+            Page::FormExpired => "form_expired",
+        }
+    }
+
+    /// The page as JSON, for clients that asked for JSON (`Accept: application/json`).
+    pub fn render_json(self, request_id: &str) -> String {
+        serde_json::json!({
+            "error": self.slug(),
+            "status": self.status(),
+            "message": self.message(),
+            "request_id": request_id,
+        })
+        .to_string()
+    }
+}
+
+/// Every gateway page's frame: the brand, a heading, `body_html` (already escaped) and the
+/// request id for the help desk.
+pub fn shell(title: &str, heading: &str, body_html: &str, request_id: &str) -> String {
+    format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
 <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-<title>{status} {title} · Portcullis</title>\
+<title>{} · Portcullis</title>\
 <style>body{{font-family:system-ui,sans-serif;background:#f4f5f7;color:#1d2330;margin:0}}\
 main{{max-width:36rem;margin:12vh auto;background:#fff;border-radius:10px;padding:2rem 2.5rem;box-shadow:0 2px 12px #0002}}\
 h1{{font-size:1.4rem;margin:.2rem 0 1rem}}.brand{{color:#6b21a8;font-weight:700;letter-spacing:.05em}}\
-.code{{color:#667;font-size:.9rem}}footer{{margin-top:1.5rem;color:#667;font-size:.8rem}}</style></head>\
-<body><main><div class=\"brand\">PORTCULLIS</div><h1>{title}</h1><p>{message}</p>\
-{code}<footer>Request id: <code>{request_id}</code></footer></main></body></html>\n"
-        )
-    }
+.code,.who{{color:#667;font-size:.9rem}}footer{{margin-top:1.5rem;color:#667;font-size:.8rem}}\
+label{{display:block;margin:.8rem 0}}input{{display:block;width:100%;box-sizing:border-box;padding:.5rem;margin-top:.3rem;border:1px solid #ccd;border-radius:6px}}\
+button{{margin-top:1rem;padding:.55rem 1.2rem;border:0;border-radius:6px;background:#6b21a8;color:#fff;font-weight:600}}\
+[role=alert]{{background:#fdecec;color:#8a1c1c;padding:.6rem .8rem;border-radius:6px}}</style></head>\
+<body><main><div class=\"brand\">PORTCULLIS</div><h1>{}</h1>{body_html}\
+<footer>Request id: <code>{}</code></footer></main></body></html>\n",
+        escape_html(title),
+        escape_html(heading),
+        escape_html(request_id)
+    )
 }
 
 pub(crate) fn escape_html(text: &str) -> String {

@@ -595,6 +595,18 @@ async fn rules_use_groups_and_email_domain() {
     let carol = f.browser();
     let trip = carol.login(&f.url(WIKI, "/"), "carol", "carol-pw").await;
     assert_eq!(trip.status, 403, "{trip:?}");
+    // The deny page says who is signed in and offers to switch.
+    assert!(
+        trip.body
+            .contains("Signed in as <b>carol@contractors.corp.example</b>"),
+        "{}",
+        trip.body
+    );
+    assert!(
+        trip.body.contains("href=\"/.portcullis/logout\""),
+        "{}",
+        trip.body
+    );
     // Public assets need no login at all.
     let anonymous = f.browser();
     let asset = anonymous.get(&f.url(WIKI, "/static/logo.png")).await;
@@ -624,6 +636,13 @@ async fn api_calls_get_401_instead_of_a_redirect() {
             response.headers().get("set-cookie").is_none(),
             "no pending login made"
         );
+        // A client that asked for JSON gets JSON, not a page.
+        if headers[0].1 == "application/json" {
+            assert_eq!(response.headers()["content-type"], "application/json");
+            let body: serde_json::Value = response.json().await.unwrap();
+            assert_eq!(body["error"], "login_required", "{body}");
+            assert_eq!(body["status"], 401);
+        }
     }
     // POST without a session is not a navigation either.
     let post = reqwest::Client::builder()
@@ -1879,4 +1898,76 @@ async fn form_fill_logs_in_again_after_a_logged_out_marker() {
         f.gw.logs()
     );
     assert_eq!(app.stats().await["logins"], 1, "one login after the marker");
+}
+
+/// What a real browser does around the enrollment form: it asks for `/favicon.ico` (and other
+/// sub-resources) on its own. Those never get the enrollment redirect, and nothing but a new
+/// session changes the form's token; a token from another session is "expired".
+#[tokio::test]
+async fn enrollment_survives_the_browsers_own_requests_and_refuses_other_sessions_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users.json");
+    std::fs::write(&users, r#"{"asmith": "Winter2026!"}"#).unwrap();
+    let port = support::free_addr().port();
+    let _app = FormApp::start(port, &users).await;
+    let (vault_toml, _) = vault_in(dir.path(), 5);
+    let f = fixture_with("", &vault_toml).await;
+    let policy = format!(
+        "schema = 1\napp = \"timesheet\"\nowner = \"o@corp.example\"\nsummary = \"Legacy app with its own login form\"\nhosts = [\"{TIMESHEET}\"]\nupstreams = [{{ url = \"http://127.0.0.1:{port}\" }}]\nidp = \"corp\"\n\n[form_fill]\nlogin_url = \"/login\"\nusername_field = \"user\"\npassword_field = \"pass\"\ncsrf_field = \"csrf_token\"\n\n[[allow]]\nid = \"staff\"\nwhy = \"s\"\ngroups = [\"staff\"]\n"
+    );
+    replace_timesheet_policy(&f, &policy).await;
+    let alice = f.signed_in(TIMESHEET, "alice").await;
+    let page = alice.follow(&f.url(TIMESHEET, "/dashboard")).await;
+    assert!(
+        page.final_url()
+            .contains("/.portcullis/credentials/timesheet"),
+        "{page:?}"
+    );
+    assert!(
+        page.body.contains("PORTCULLIS"),
+        "the enrollment page is unstyled"
+    );
+    let token = support::browser::hidden_input(&page.body, "csrf");
+    // The browser's own favicon request while the form is shown: no redirect to the form.
+    let favicon = alice
+        .get_with(
+            &f.url(TIMESHEET, "/favicon.ico"),
+            &[
+                ("accept", "image/avif,image/webp,*/*"),
+                ("sec-fetch-mode", "no-cors"),
+            ],
+        )
+        .await;
+    assert_eq!(favicon.status(), 401, "{:?}", favicon.headers());
+    assert!(favicon.headers().get("location").is_none());
+    assert!(favicon.headers().get("set-cookie").is_none());
+    // The form shown again (another tab): the same token.
+    let again = alice.follow(&f.url(TIMESHEET, "/dashboard")).await;
+    assert_eq!(support::browser::hidden_input(&again.body, "csrf"), token);
+    // bob's token in alice's post: refused as an expired form, nothing stored.
+    let bob = f.signed_in(TIMESHEET, "bob").await;
+    let bobs_page = bob.follow(&f.url(TIMESHEET, "/dashboard")).await;
+    let bobs_token = support::browser::hidden_input(&bobs_page.body, "csrf");
+    assert_ne!(bobs_token, token);
+    let forged = alice
+        .submit(
+            &f.url(TIMESHEET, "/.portcullis/credentials/timesheet"),
+            &[
+                ("username", "asmith"),
+                ("password", "Winter2026!"),
+                ("csrf", &bobs_token),
+                ("return_to", "/dashboard"),
+            ],
+        )
+        .await;
+    assert_eq!(forged.status, 400, "{forged:?}");
+    assert!(forged.body.contains("This form expired"), "{}", forged.body);
+    // With her own token (taken before the favicon request), alice's post works.
+    let back = store_password(&f, &alice, &page, "asmith", "Winter2026!", "/dashboard").await;
+    assert_eq!(back.status, 200, "{back:?}\n{}", f.gw.logs());
+    assert!(
+        back.body.contains("Welcome back, <b>asmith</b>"),
+        "{}",
+        back.body
+    );
 }

@@ -1,26 +1,22 @@
 //! The credential enrollment page, `/.portcullis/credentials/<app>`: a signed-in user stores or
 //! updates the password the gateway replays to that app (HTTP Basic, form-fill). The form is
-//! CSRF-protected (a `SameSite=Strict` cookie that must match the form field, and a same-origin
-//! check); the password is written to the vault and never shown again.
+//! CSRF-protected by a token derived from the user's session (the same for as long as the
+//! session lives, so no other request — a favicon, a second tab — can rotate it under the
+//! visible form) and a same-origin check; the password is written to the vault and never shown
+//! again.
 
 use super::{Action, RequestCtx, RequestError};
 use crate::auth::{safe_return_to, Origin};
 use crate::gateway::{Gateway, Route};
-use crate::pages::escape_html;
+use crate::pages::{escape_html, shell};
 use crate::routing::normalise_host;
 use crate::secret::Secret;
-use crate::session::cookies::request_cookies;
 use crate::vault::{enrollment_path, user_key, Credential, ENROLL_PREFIX};
 use pingora::proxy::Session;
 use std::sync::Arc;
 use tracing::info;
 
-const CSRF_COOKIE: &str = "portcullis_csrf";
 const MAX_FORM: usize = 16 * 1024;
-
-fn random_token() -> Option<String> {
-    crate::session::SessionId::random().map(|id| id.encode())
-}
 
 /// GET shows the form, POST stores the credential.
 pub async fn serve(
@@ -60,6 +56,9 @@ pub async fn serve(
         .unwrap_or_default();
     let param = |k: &str| query.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
     let Some(user) = ctx.user.clone() else {
+        if !super::endpoints::is_navigation(session.req_header()) {
+            return Err(RequestError::LoginRequired);
+        }
         let here = format!(
             "{}?return_to={}",
             enrollment_path(&app_id),
@@ -80,27 +79,36 @@ pub async fn serve(
             .form_fill
             .as_ref()
             .is_some_and(|f| f.username.is_none());
+    let token = ctx
+        .session_id
+        .and_then(|id| {
+            gateway
+                .auth
+                .session_token(&id, &format!("credentials:{app_id}"))
+        })
+        .ok_or_else(|| RequestError::SignInFailed("no form token".into()))?;
     if session.req_header().method == http::Method::POST {
         let form = super::saml::read_form(session, MAX_FORM).await?;
         let field = |k: &str| form.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-        let cookies = request_cookies(session.req_header().headers.get_all("cookie").iter());
-        let cookie_token = cookies
-            .iter()
-            .find(|(n, _)| n == CSRF_COOKIE)
-            .map(|(_, v)| v.clone());
         let same_origin = session
             .req_header()
             .headers
             .get("origin")
             .and_then(|o| o.to_str().ok())
             .is_none_or(|o| o == origin.base());
-        let token_ok = cookie_token.is_some() && cookie_token == field("csrf");
-        if !token_ok || !same_origin {
-            ctx.span
-                .in_scope(|| info!(app = %app_id, "credential form refused: CSRF check failed"));
-            return Err(RequestError::BodyUnreadable(
-                "the form expired; reload the page".into(),
-            ));
+        if !same_origin {
+            ctx.span.in_scope(
+                || info!(app = %app_id, "credential form refused: posted from another origin"),
+            );
+            return Err(RequestError::FormExpired);
+        }
+        let sent = field("csrf").unwrap_or_default();
+        // Compared in constant time (openssl::memcmp::eq needs equal lengths).
+        if sent.len() != token.len() || !openssl::memcmp::eq(sent.as_bytes(), token.as_bytes()) {
+            ctx.span.in_scope(
+                || info!(app = %app_id, "credential form refused: token not of this session"),
+            );
+            return Err(RequestError::FormExpired);
         }
         let password = field("password").filter(|p| !p.is_empty() && p.len() <= 1024);
         let username = if asks_username {
@@ -131,12 +139,9 @@ pub async fn serve(
         ctx.span.in_scope(|| info!(target: "audit", event = "credential_stored", app = %app_id, user = %user.identity.display(), request_id = %ctx.request_id, "credential stored"));
         return Ok(Action::Redirect {
             location: safe_return_to(&field("return_to").unwrap_or_else(|| "/".into())),
-            cookies: vec![format!(
-                "{CSRF_COOKIE}=; Path={ENROLL_PREFIX}; HttpOnly; SameSite=Strict; Max-Age=0"
-            )],
+            cookies: Vec::new(),
         });
     }
-    let token = random_token().ok_or(RequestError::SignInFailed("no random bytes".into()))?;
     let failed = param("failed").is_some();
     let return_to = safe_return_to(&param("return_to").unwrap_or_else(|| "/".into()));
     let username_field = if asks_username {
@@ -149,25 +154,22 @@ pub async fn serve(
     } else {
         ""
     };
-    let body = format!(
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Password for {app} · Portcullis</title></head>\
-<body><main><h1>Password for {app}</h1>{message}<p>{summary}</p>\
+    let inner = format!(
+        "{message}<p>{summary}</p>\
 <p>This application has its own password. Store it once; the gateway signs you in to it from now on. It is kept encrypted and never shown again.</p>\
 <form method=\"post\" action=\"{action}\">{username_field}\
 <label>Password <input name=\"password\" type=\"password\" autocomplete=\"current-password\" required></label>\
 <input type=\"hidden\" name=\"csrf\" value=\"{token}\"><input type=\"hidden\" name=\"return_to\" value=\"{return_to}\">\
-<button type=\"submit\">Save</button></form><p><small>Signed in as {who}.</small></p></main></body></html>\n",
-        app = escape_html(&app_id),
+<button type=\"submit\">Save</button></form><p class=\"who\">Signed in as <b>{who}</b>.</p>",
         summary = escape_html(&app.config.summary),
         action = escape_html(&enrollment_path(&app_id)),
+        token = escape_html(&token),
         return_to = escape_html(&return_to),
         who = escape_html(&user.identity.display()),
     );
-    let secure = if origin.secure { "; Secure" } else { "" };
+    let heading = format!("Password for {app_id}");
     Ok(Action::Html {
-        body,
-        cookies: vec![format!(
-            "{CSRF_COOKIE}={token}; Path={ENROLL_PREFIX}; HttpOnly; SameSite=Strict{secure}"
-        )],
+        body: shell(&heading, &heading, &inner, &ctx.request_id),
+        cookies: Vec::new(),
     })
 }

@@ -76,9 +76,12 @@ pub enum RequestError {
     /// The request body could not be read.
     #[error("cannot read request body: {0}")]
     BodyUnreadable(String),
-    /// No app serves this host and path.
-    #[error("no app for this host and path")]
+    /// No app serves this host.
+    #[error("no app for this host")]
     NoRoute,
+    /// The host has apps, but none at this path.
+    #[error("no app at this path on this host")]
+    NoAppAtPath,
     /// The app's policy failed to load.
     #[error("app unavailable: policy failed to load")]
     AppUnavailable,
@@ -91,6 +94,13 @@ pub enum RequestError {
     /// Sign-in needed, but the request is not a page navigation.
     #[error("sign-in required (not a page navigation, so no redirect)")]
     LoginRequired,
+    /// The app's password must be stored first, but the request is not a page navigation
+    /// (a favicon, an XHR): it gets no enrollment redirect.
+    #[error("the app's password is not stored yet (not a page navigation, so no redirect)")]
+    CredentialRequired,
+    /// A gateway form came back with a token that does not belong to this session.
+    #[error("form token does not match this session (expired form or forged post)")]
+    FormExpired,
     /// A stronger sign-in is needed, but the request is not a page navigation.
     #[error("stronger sign-in required (not a page navigation, so no redirect)")]
     StepUpRequired,
@@ -100,6 +110,9 @@ pub enum RequestError {
     /// A login could not start or finish.
     #[error("sign-in failed: {0}")]
     SignInFailed(String),
+    /// A login could not finish because the IdP could not be reached.
+    #[error("sign-in failed, identity provider unreachable: {0}")]
+    IdpUnreachable(String),
     /// The user's identity cannot be sent safely.
     #[error(transparent)]
     Identity(#[from] InjectError),
@@ -118,12 +131,16 @@ impl RequestError {
             | RequestError::BadFraming(_) => Page::BadRequest,
             RequestError::HeadersTooLarge => Page::HeadersTooLarge,
             RequestError::UnknownEndpoint | RequestError::NoRoute => Page::NotFound,
+            RequestError::NoAppAtPath => Page::NoSuchPage,
             RequestError::MethodNotAllowed => Page::MethodNotAllowed,
             RequestError::BodyTooLarge(_) => Page::PayloadTooLarge,
             RequestError::BodyUnreadable(_) => Page::BadRequest,
             RequestError::AppUnavailable => Page::Unavailable,
             RequestError::Denied(_) | RequestError::NoAllowRule => Page::Forbidden,
             RequestError::LoginRequired | RequestError::StepUpRequired => Page::LoginRequired,
+            RequestError::CredentialRequired => Page::CredentialRequired,
+            RequestError::FormExpired => Page::FormExpired,
+            RequestError::IdpUnreachable(_) => Page::IdpUnreachable,
             RequestError::SignInUnavailable(_) => Page::SignInUnavailable,
             RequestError::SignInFailed(_) => Page::SignInFailed,
             RequestError::Identity(_) => Page::Internal,
@@ -305,6 +322,7 @@ impl Proxy {
             return Ok(Admitted::Endpoint(origin));
         }
         let app = match gateway.route(&host, &ctx.path) {
+            None if gateway.serves_host(&host) => return Err(RequestError::NoAppAtPath),
             None => return Err(RequestError::NoRoute),
             Some(Route::Unavailable(broken)) => {
                 ctx.span.record("app", broken.id.as_deref().unwrap_or("?"));
@@ -409,8 +427,15 @@ impl Proxy {
                         Some(q) => format!("{}?{q}", ctx.path),
                         None => ctx.path.clone(),
                     };
-                    if let Some(action) =
-                        Self::prepare_form_fill(ctx, gateway, config, &user, &here).await?
+                    if let Some(action) = Self::prepare_form_fill(
+                        endpoints::is_navigation(req),
+                        ctx,
+                        gateway,
+                        config,
+                        &user,
+                        &here,
+                    )
+                    .await?
                     {
                         return Ok(action);
                     }
@@ -418,7 +443,7 @@ impl Proxy {
                         Self::add_basic(ctx, gateway, config, &user, &here).await?
                     {
                         if !endpoints::is_navigation(req) {
-                            return Err(RequestError::LoginRequired);
+                            return Err(RequestError::CredentialRequired);
                         }
                         return Ok(Action::Redirect {
                             location: enroll,
@@ -472,6 +497,7 @@ impl Proxy {
     /// the browser instead (the enrollment page, or the start page for the backend's own
     /// login page).
     async fn prepare_form_fill(
+        navigation: bool,
         ctx: &mut RequestCtx,
         gateway: &Gateway,
         config: &AppConfig,
@@ -481,8 +507,13 @@ impl Proxy {
         let Some(form) = &config.form_fill else {
             return Ok(None);
         };
+        // Only a page the user opened is sent to the enrollment form: a browser's own requests
+        // (favicon, prefetch, XHR) are refused instead, or they would race the visible form.
         let enroll = |failed: bool| {
-            Some(Action::Redirect {
+            if !navigation {
+                return Err(RequestError::CredentialRequired);
+            }
+            Ok(Some(Action::Redirect {
                 location: format!(
                     "{}?{}return_to={}",
                     crate::vault::enrollment_path(&config.id),
@@ -490,7 +521,7 @@ impl Proxy {
                     url::form_urlencoded::byte_serialize(here.as_bytes()).collect::<String>()
                 ),
                 cookies: Vec::new(),
-            })
+            }))
         };
         let start_page = || {
             Some(Action::Redirect {
@@ -513,7 +544,7 @@ impl Proxy {
                 RequestError::Identity(InjectError::NoCredential)
             })?;
             let Some(credential) = stored else {
-                return Ok(enroll(false));
+                return enroll(false);
             };
             let username = match &form.username {
                 None => credential.username.clone(),
@@ -534,7 +565,7 @@ impl Proxy {
                 }
                 Err(crate::formfill::FormFillError::Refused) => {
                     ctx.span.in_scope(|| info!(app = %config.id, "backend refused the stored credentials"));
-                    return Ok(enroll(true));
+                    return enroll(true);
                 }
                 Err(e) => return Err(RequestError::BackendLogin(e.to_string())),
             }
@@ -827,7 +858,13 @@ impl ProxyHttp for Proxy {
                         ),
                     ));
                 }
-                respond::page_with(session, page, &ctx.request_id, true, &extra).await?;
+                // Refusals tell a signed-in user who they are signed in as, so they can see a
+                // wrong account and switch.
+                let who = matches!(page, Page::Forbidden)
+                    .then(|| ctx.user.as_ref().map(|u| u.identity.display().into_owned()))
+                    .flatten();
+                respond::page_for(session, page, &ctx.request_id, who.as_deref(), true, &extra)
+                    .await?;
                 Ok(true)
             }
         }
@@ -953,7 +990,7 @@ impl ProxyHttp for Proxy {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         response: &mut ResponseHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
@@ -1008,12 +1045,18 @@ impl ProxyHttp for Proxy {
                 if let Some(jar) = &ctx.backend_jar {
                     jar.lock().await.authorization = None;
                 }
-                let location =
-                    format!("{}?failed=1", crate::vault::enrollment_path(&app.config.id));
-                response.set_status(302)?;
-                response.insert_header("Location", location)?;
-                response.remove_header("www-authenticate");
-                ctx.span.in_scope(|| info!(app = %app.config.id, "backend refused the replayed password: asking the user to update it"));
+                // A browser's own sub-requests keep the 401 (without the backend's Basic
+                // challenge); only pages go to the form.
+                if !endpoints::is_navigation(session.req_header()) {
+                    response.remove_header("www-authenticate");
+                } else {
+                    let location =
+                        format!("{}?failed=1", crate::vault::enrollment_path(&app.config.id));
+                    response.set_status(302)?;
+                    response.insert_header("Location", location)?;
+                    response.remove_header("www-authenticate");
+                    ctx.span.in_scope(|| info!(app = %app.config.id, "backend refused the replayed password: asking the user to update it"));
+                }
             }
         }
         if let Some(clear) = ctx.clear_stale.take() {

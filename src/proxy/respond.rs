@@ -25,12 +25,51 @@ pub async fn page_with(
     keepalive: bool,
     extra: &[(&'static str, String)],
 ) -> Result<()> {
-    let body = Bytes::from(page.render(request_id));
-    let mut resp = own_response(page.status(), "text/html; charset=utf-8", &body, request_id)?;
-    resp.insert_header(
-        "Content-Security-Policy",
-        "default-src 'none'; style-src 'unsafe-inline'",
-    )?;
+    page_for(session, page, request_id, None, keepalive, extra).await
+}
+
+/// Does the client want JSON rather than a page (an API call: `Accept` names JSON, not HTML)?
+pub fn prefers_json(session: &Session) -> bool {
+    let accept = session
+        .req_header()
+        .headers
+        .get("accept")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    accept.contains("application/json") && !accept.contains("text/html")
+}
+
+/// Sends a branded page — or, to a client that asked for JSON, the same answer as JSON —
+/// naming who is signed in when `signed_in_as` is given (refusals: "signed in as …, sign out
+/// or switch user").
+pub async fn page_for(
+    session: &mut Session,
+    page: Page,
+    request_id: &str,
+    signed_in_as: Option<&str>,
+    keepalive: bool,
+    extra: &[(&'static str, String)],
+) -> Result<()> {
+    let json = prefers_json(session);
+    let (body, content_type) = if json {
+        (
+            Bytes::from(page.render_json(request_id)),
+            "application/json",
+        )
+    } else {
+        (
+            Bytes::from(page.render_for(request_id, signed_in_as)),
+            "text/html; charset=utf-8",
+        )
+    };
+    let mut resp = own_response(page.status(), content_type, &body, request_id)?;
+    if !json {
+        resp.insert_header(
+            "Content-Security-Policy",
+            "default-src 'none'; style-src 'unsafe-inline'",
+        )?;
+    }
     for (name, value) in extra {
         resp.append_header(*name, value.as_str())?;
     }
