@@ -60,15 +60,30 @@ impl AdminApp {
             "apps unavailable (policy errors): {}",
             gateway.broken().len()
         ));
-        // Informational, not a readiness condition: public rules serve without the IdP.
+        // Not ready until every IdP has answered once: a node that cannot sign anyone in
+        // should not take new traffic. Losing an IdP later does not make it unready (signed-in
+        // users keep working); the line says so, and sign-in answers 503 meanwhile.
         let mut idps: Vec<_> = gateway.auth.providers().collect();
         idps.sort_by(|a, b| a.name().cmp(b.name()));
         for idp in idps {
-            let state = match (idp.kind(), idp.is_ready()) {
-                ("saml", true) => "metadata loaded",
-                ("saml", false) => "metadata pending (sign-in unavailable)",
-                (_, true) => "discovered",
-                (_, false) => "discovery pending (sign-in unavailable)",
+            let health = idp.health();
+            let loaded = match idp.kind() {
+                "saml" => "metadata loaded",
+                _ => "discovered",
+            };
+            let state = if !health.was_loaded() {
+                ready = false;
+                match idp.kind() {
+                    "saml" => "metadata pending (sign-in unavailable)".to_string(),
+                    _ => "discovery pending (sign-in unavailable)".to_string(),
+                }
+            } else if health.is_reachable() {
+                format!("{loaded}, reachable")
+            } else {
+                format!(
+                    "{loaded}, unreachable (sign-in unavailable): {}",
+                    health.last_error().unwrap_or_default()
+                )
             };
             lines.push(format!("idp {} ({}): {state}", idp.name(), idp.kind()));
         }

@@ -144,11 +144,28 @@ impl Provider {
         }
     }
 
-    /// Discovered / metadata loaded.
-    pub fn is_ready(&self) -> bool {
-        match self {
+    /// Discovered / metadata loaded, and answering: a login may be sent there now.
+    pub fn is_available(&self) -> bool {
+        let loaded = match self {
             Provider::Oidc(p) => p.is_ready(),
             Provider::Saml(p) => p.is_ready(),
+        };
+        loaded && self.health().is_reachable()
+    }
+
+    /// What the gateway knows about reaching it.
+    pub fn health(&self) -> &crate::idp::health::Reachability {
+        match self {
+            Provider::Oidc(p) => &p.health,
+            Provider::Saml(p) => &p.health,
+        }
+    }
+
+    /// One reachability check.
+    pub async fn probe(&self) -> Result<(), String> {
+        match self {
+            Provider::Oidc(p) => p.probe().await,
+            Provider::Saml(p) => p.probe().await,
         }
     }
 
@@ -276,6 +293,16 @@ impl Auth {
     /// Every provider (for discovery).
     pub fn providers(&self) -> impl Iterator<Item = &Provider> {
         self.providers.values()
+    }
+
+    /// How often the provider called `name` is checked while it answers.
+    pub fn health_check_interval(&self, name: &str) -> Duration {
+        self.idp_configs
+            .iter()
+            .find(|i| i.name == name)
+            .map_or(crate::config::idp::DEFAULT_HEALTH_CHECK_INTERVAL, |i| {
+                i.health_check_interval
+            })
     }
 
     /// The browser's session for an app in `scope` (this host, the app's IdP), checked against

@@ -842,6 +842,7 @@ async fn unreachable_idp_serves_public_paths_and_says_sign_in_is_unavailable() {
             secret.path().display()
         ))
         .policy("wiki.toml", app_policy("wiki", WIKI, &wiki.url(), ""))
+        .idps_may_be_down()
         .start()
         .await;
     let browser = Browser::new(gw.http, &[WIKI]);
@@ -861,8 +862,8 @@ async fn unreachable_idp_serves_public_paths_and_says_sign_in_is_unavailable() {
         .unwrap();
     assert_eq!(
         readyz.status(),
-        200,
-        "public rules serve: the gateway is ready"
+        503,
+        "a gateway that cannot sign anyone in yet is not ready for new traffic"
     );
     let body = readyz.text().await.unwrap();
     assert!(
@@ -877,11 +878,12 @@ async fn unreachable_idp_serves_public_paths_and_says_sign_in_is_unavailable() {
             let body = reqwest::get(format!("http://{}/readyz", gw.admin))
                 .await
                 .unwrap();
+            assert_eq!(body.status(), 200);
             assert!(body
                 .text()
                 .await
                 .unwrap()
-                .contains("idp corp (oidc): discovered"));
+                .contains("idp corp (oidc): discovered, reachable"));
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -890,6 +892,88 @@ async fn unreachable_idp_serves_public_paths_and_says_sign_in_is_unavailable() {
         "sign-in did not recover after the IdP came up:\n{}",
         gw.logs()
     );
+}
+
+/// An IdP that goes away after start: protected pages say sign-in is unavailable (503) instead
+/// of sending browsers into a dead address, a callback that cannot reach the token endpoint
+/// says the IdP was unreachable, and all is well again once it is back.
+#[tokio::test]
+async fn an_idp_that_goes_down_later_makes_sign_in_unavailable_until_it_is_back() {
+    let http = free_addr();
+    let origins = [format!("http://{WIKI}:{}", http.port())];
+    let client = IdpClient::gateway("portcullis", &origins);
+    let idp = TestIdp::start(std::slice::from_ref(&client)).await;
+    let idp_addr = idp.addr;
+    let wiki = echo_backend("wiki").await;
+    let gw = GatewaySpec::new()
+        .http_addr(http)
+        .gateway_toml(&idp.gateway_toml(
+            "corp",
+            &client,
+            "claims = [\"department\"]\nhealth_check_interval = \"1s\"\n",
+        ))
+        .policy("wiki.toml", app_policy("wiki", WIKI, &wiki.url(), ""))
+        .start()
+        .await;
+    let url = |p: &str| format!("http://{WIKI}:{}{p}", http.port());
+    let signed_in = Browser::new(gw.http, &[WIKI]);
+    assert_eq!(
+        signed_in.login(&url("/"), "alice", "alice-pw").await.status,
+        200
+    );
+    // A login under way when the IdP dies: the browser is at the IdP's password form.
+    let pending = Browser::new(gw.http, &[WIKI]);
+    let form = pending.follow(&url("/pending")).await;
+    assert!(form.is_login_form(), "{form:?}");
+    let callback = pending.sign_in_stop_at_callback(&form).await;
+    drop(idp);
+    // The callback cannot exchange its code: the page says the IdP could not be reached.
+    let r = pending.get(&callback).await;
+    assert_eq!(r.status(), 503);
+    let body = r.text().await.unwrap();
+    assert!(body.contains("could not be reached"), "{body}");
+    assert!(!body.contains("opened twice"), "{body}");
+    // New logins get the 503 page, not a redirect into the dead IdP.
+    let anonymous = Browser::new(gw.http, &[WIKI]);
+    let mut unavailable = false;
+    for _ in 0..100 {
+        let r = anonymous.get(&url("/")).await;
+        if r.status() == 503 {
+            assert!(r
+                .text()
+                .await
+                .unwrap()
+                .contains("Sign-in temporarily unavailable"));
+            unavailable = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        unavailable,
+        "logins still sent into a dead IdP:\n{}",
+        gw.logs()
+    );
+    // Signed-in users keep working.
+    assert_eq!(signed_in.get(&url("/docs")).await.status(), 200);
+    let readyz = reqwest::get(format!("http://{}/readyz", gw.admin))
+        .await
+        .unwrap();
+    assert_eq!(readyz.status(), 200, "signed-in users are still served");
+    assert!(readyz
+        .text()
+        .await
+        .unwrap()
+        .contains("unreachable (sign-in unavailable)"));
+    // The IdP returns (same address): sign-in works again by itself.
+    let _back = TestIdp::start_on(idp_addr, &[client]).await;
+    for _ in 0..200 {
+        if anonymous.get(&url("/")).await.status() == 302 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("sign-in did not come back:\n{}", gw.logs());
 }
 
 #[tokio::test]
@@ -1138,6 +1222,7 @@ async fn https_idp_with_an_internal_ca_is_trusted_only_when_configured() {
     let gw = GatewaySpec::new()
         .gateway_toml(&untrusting)
         .policy("wiki.toml", app_policy("wiki", WIKI, &wiki.url(), ""))
+        .idps_may_be_down()
         .start()
         .await;
     let logs = gw.wait_for_log("discovery failed").await;

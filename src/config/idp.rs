@@ -58,6 +58,7 @@ pub(super) struct FileIdp {
     allow_insecure_issuer: bool,
     post_logout_redirect_uri: Option<Spanned<String>>,
     ca_file: Option<Spanned<String>>,
+    health_check_interval: Option<Spanned<ConfigDuration>>,
     // SAML (kind = "saml"); see `saml.rs`.
     metadata_file: Option<Spanned<String>>,
     metadata_url: Option<Spanned<String>>,
@@ -127,7 +128,13 @@ pub struct IdpConfig {
     pub name: String,
     /// Protocol settings.
     pub protocol: IdpProtocol,
+    /// How often the IdP's reachability is checked while it answers (faster, with backoff,
+    /// while it does not).
+    pub health_check_interval: Duration,
 }
+
+/// Default [`IdpConfig::health_check_interval`]: one small GET per IdP every half minute.
+pub const DEFAULT_HEALTH_CHECK_INTERVAL: Duration = Duration::from_secs(30);
 
 /// The protocol an IdP speaks, with its settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -187,12 +194,24 @@ pub(super) fn compile_idps(
             problems: Vec::new(),
         };
         let compiled = c.compile(file, base);
+        let health_check_interval = match &file.health_check_interval {
+            Some(d)
+                if d.get_ref().0 < Duration::from_secs(1)
+                    || d.get_ref().0 > Duration::from_secs(3600) =>
+            {
+                c.error(d, "health_check_interval must be between 1s and 1h");
+                DEFAULT_HEALTH_CHECK_INTERVAL
+            }
+            Some(d) => d.get_ref().0,
+            None => DEFAULT_HEALTH_CHECK_INTERVAL,
+        };
         let failed = c.problems.iter().any(Problem::is_error);
         problems.extend(c.problems);
         if let (Some(protocol), false) = (compiled, failed) {
             out.push(IdpConfig {
                 name: name.clone(),
                 protocol,
+                health_check_interval,
             });
         }
     }

@@ -4,6 +4,7 @@
 //! IdP), finish it (a verified [`Identity`]), and end it (the IdP's logout URL). The proxy
 //! never sees tokens or protocol details; sessions store the [`Identity`] this returns.
 
+pub mod health;
 pub mod http;
 pub mod oidc;
 pub mod saml;

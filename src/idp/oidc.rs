@@ -84,6 +84,9 @@ pub enum LoginError {
     /// The token endpoint refused the code (reused, expired, wrong PKCE verifier, ...).
     #[error("code exchange failed: {0}")]
     Exchange(String),
+    /// The token endpoint could not be reached (connection refused, timeout, TLS).
+    #[error("token endpoint unreachable: {0}")]
+    Unreachable(String),
     /// The token response had no ID token.
     #[error("token response has no id_token")]
     NoIdToken,
@@ -129,6 +132,8 @@ pub struct OidcProvider {
     http: IdpHttpClient,
     discovered: ArcSwapOption<Discovered>,
     last_jwks_fetch: Mutex<Option<Instant>>,
+    /// Whether the provider answers (watched in the background, marked by failed calls).
+    pub health: super::health::Reachability,
 }
 
 impl OidcProvider {
@@ -140,6 +145,20 @@ impl OidcProvider {
             http,
             discovered: ArcSwapOption::empty(),
             last_jwks_fetch: Mutex::new(None),
+            health: super::health::Reachability::default(),
+        }
+    }
+
+    /// One reachability check: does the discovery document answer 200?
+    pub async fn probe(&self) -> Result<(), String> {
+        let url = format!(
+            "{}/.well-known/openid-configuration",
+            self.config.issuer.trim_end_matches('/')
+        );
+        match self.http.get(&url).await {
+            Ok((200, _)) => Ok(()),
+            Ok((status, _)) => Err(format!("discovery document answered HTTP {status}")),
+            Err(e) => Err(error_chain(&e)),
         }
     }
 
@@ -171,6 +190,7 @@ impl OidcProvider {
             .await
             .map_err(|e| LoginError::Discovery(error_chain(&e)))?;
         self.install(metadata);
+        self.health.loaded();
         Ok(())
     }
 
@@ -276,7 +296,14 @@ impl OidcProvider {
             .set_redirect_uri(Cow::Owned(redirect))
             .request_async(&self.http)
             .await
-            .map_err(|e| LoginError::Exchange(error_chain(&e)))?;
+            .map_err(|e| match &e {
+                openidconnect::RequestTokenError::Request(_) => {
+                    let why = error_chain(&e);
+                    self.health.reachable(false, Some(why.clone()));
+                    LoginError::Unreachable(why)
+                }
+                _ => LoginError::Exchange(error_chain(&e)),
+            })?;
         let raw = token.id_token().ok_or(LoginError::NoIdToken)?.to_string();
         let mut identity = self.verify_id_token(&raw, nonce.expose()).await?;
         if self.config.userinfo {

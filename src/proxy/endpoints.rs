@@ -4,9 +4,11 @@
 use super::{Action, RequestCtx, RequestError};
 use crate::audit;
 use crate::auth::{
-    safe_return_to, Origin, CALLBACK_PATH, LOGGED_OUT_PATH, LOGIN_PATH, LOGOUT_PATH, USERINFO_PATH,
+    safe_return_to, CallbackError, Origin, CALLBACK_PATH, LOGGED_OUT_PATH, LOGIN_PATH, LOGOUT_PATH,
+    USERINFO_PATH,
 };
 use crate::gateway::{AppRuntime, Gateway, Route};
+use crate::idp::oidc::LoginError;
 use crate::idp::saml;
 use crate::pages::Page;
 use crate::routing::normalise_host;
@@ -109,7 +111,7 @@ pub async fn start_login(
     let provider = gateway
         .auth
         .provider(idp)
-        .filter(|p| p.is_ready())
+        .filter(|p| p.is_available())
         .ok_or_else(|| RequestError::SignInUnavailable(idp.to_string()))?;
     let redirect = gateway
         .auth
@@ -166,6 +168,9 @@ async fn callback(
             let app = pending.as_ref().map_or("-", |p| p.app.as_str());
             let idp = pending.as_ref().map_or("-", |p| p.idp.as_str());
             audit::login_failed(&ctx.audit(app), idp, &error);
+            if let CallbackError::Login(LoginError::Unreachable(_) | LoginError::NotReady) = error {
+                return Err(RequestError::IdpUnreachable(error.to_string()));
+            }
             Err(RequestError::SignInFailed(error.to_string()))
         }
     }

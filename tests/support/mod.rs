@@ -455,6 +455,7 @@ pub struct GatewaySpec {
     http_addr: Option<SocketAddr>,
     https_addr: Option<SocketAddr>,
     server_extra: String,
+    idps_may_be_down: bool,
 }
 
 impl GatewaySpec {
@@ -490,6 +491,12 @@ impl GatewaySpec {
     /// Log in JSON instead of text.
     pub fn json_logs(mut self) -> Self {
         self.json_logs = true;
+        self
+    }
+    /// Start returns once the listeners accept, even while an IdP has not answered yet
+    /// (`/readyz` stays 503 until every IdP has).
+    pub fn idps_may_be_down(mut self) -> Self {
+        self.idps_may_be_down = true;
         self
     }
     /// Extra `key = value` lines in the `[server]` table (e.g. `grace_period = "2s"`), replacing
@@ -565,7 +572,7 @@ impl GatewaySpec {
             dir,
             log_path,
         };
-        gw.wait_ready().await;
+        gw.wait_ready(self.idps_may_be_down).await;
         gw
     }
 }
@@ -581,13 +588,18 @@ pub struct RunningGateway {
 }
 
 impl RunningGateway {
-    async fn wait_ready(&mut self) {
+    async fn wait_ready(&mut self, idps_may_be_down: bool) {
         let deadline = Instant::now() + Duration::from_secs(30);
         let client = reqwest::Client::builder().no_proxy().build().unwrap();
         loop {
             let url = format!("http://{}/readyz", self.admin);
             if let Ok(r) = client.get(&url).send().await {
                 if r.status() == 200 {
+                    return;
+                }
+                let body = r.text().await.unwrap_or_default();
+                let listeners_up = body.contains("listener") && !body.contains(": down");
+                if idps_may_be_down && listeners_up {
                     return;
                 }
             }

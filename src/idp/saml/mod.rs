@@ -229,6 +229,8 @@ pub struct SamlProvider {
     replay: Cache<String, Duration>,
     /// IDs of the LogoutRequests sent, so each LogoutResponse must answer one of ours, once.
     sent_logouts: moka::sync::Cache<String, ()>,
+    /// Whether the IdP answers (watched in the background).
+    pub health: crate::idp::health::Reachability,
     sp_key: Option<PKey<Private>>,
     sp_cert_der: Option<Vec<u8>>,
 }
@@ -261,6 +263,7 @@ impl SamlProvider {
                 .max_capacity(SENT_LOGOUTS)
                 .time_to_live(MESSAGE_MAX_AGE * 2)
                 .build(),
+            health: crate::idp::health::Reachability::default(),
             sp_key,
             sp_cert_der,
             config,
@@ -313,6 +316,26 @@ impl SamlProvider {
             tracing::warn!(idp = %self.name, "IdP metadata: ignoring {why}");
         }
         self.metadata.store(Some(Arc::new(md)));
+        self.health.loaded();
+    }
+
+    /// One reachability check: the metadata URL (when metadata comes from one) or the SSO
+    /// endpoint answers with anything but a server error.
+    pub async fn probe(&self) -> Result<(), String> {
+        let url = match &self.config.metadata {
+            MetadataSource::Url(url) => url.clone(),
+            _ => self
+                .metadata
+                .load()
+                .as_ref()
+                .map(|m| m.sso_url.clone())
+                .ok_or_else(|| "metadata not loaded".to_string())?,
+        };
+        match self.http.get(&url).await {
+            Ok((status, _)) if status < 500 => Ok(()),
+            Ok((status, _)) => Err(format!("{url} answered HTTP {status}")),
+            Err(e) => Err(crate::idp::error_chain(&e)),
+        }
     }
 
     /// One metadata fetch from the configured URL; the current copy stays on failure.
