@@ -62,7 +62,7 @@ enum PolicyCommand {
         dir: Option<PathBuf>,
     },
     /// Show, per app, which users gain or lose access to which requests between two policy
-    /// directories (for change review).
+    /// directories (for change review); exit 1 when access changes, like `diff`.
     Diff {
         /// Gateway configuration file.
         #[arg(short, long, default_value = "portcullis.toml")]

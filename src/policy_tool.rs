@@ -84,7 +84,8 @@ pub fn test(config_path: &Path, dir: Option<&Path>) -> anyhow::Result<ExitCode> 
     })
 }
 
-/// Reads `--user`: an inline TOML table or a file holding one.
+/// Reads `--user`: an inline TOML table or a file holding one, with exactly the keys a
+/// `[[test]]` user takes (an unknown key is an error here too, not silently ignored).
 fn user_from(arg: &str) -> anyhow::Result<Identity> {
     let text = if arg.trim_start().starts_with('{') {
         format!("user = {arg}")
@@ -93,15 +94,51 @@ fn user_from(arg: &str) -> anyhow::Result<Identity> {
             .with_context(|| format!("reading user fixture `{arg}`"))?;
         format!("[user]\n{body}")
     };
-    let value: toml::Table = toml::from_str(&text).context(
-        "the user must be a TOML table like { email = \"a@corp.example\", groups = [\"staff\"] }",
-    )?;
-    let user = value
-        .get("user")
-        .and_then(toml::Value::as_table)
-        .cloned()
-        .unwrap_or_default();
-    Ok(identity_from_table(&user))
+    config::app::example_user(&text, "-", portcullis::clock::unix_now())
+        .map_err(|e| anyhow::anyhow!("--user (the keys of a [[test]] user): {e}"))
+}
+
+/// An identity as an inline TOML table in `[[test]]` notation.
+fn as_test_user(who: &Identity) -> String {
+    let quote = |s: &str| toml::Value::String(s.to_string()).to_string();
+    let list = |items: &[std::sync::Arc<str>]| {
+        let inner: Vec<String> = items.iter().map(|i| quote(i)).collect();
+        format!("[{}]", inner.join(", "))
+    };
+    let mut parts = Vec::new();
+    if who.email.as_deref() != Some(who.subject.as_str()) {
+        parts.push(format!("sub = {}", quote(&who.subject)));
+    }
+    if let Some(email) = &who.email {
+        parts.push(format!("email = {}", quote(email)));
+    }
+    if let Some(name) = &who.name {
+        parts.push(format!("name = {}", quote(name)));
+    }
+    if !who.groups.is_empty() {
+        parts.push(format!("groups = {}", list(&who.groups)));
+    }
+    if &*who.idp != "-" {
+        parts.push(format!("idp = {}", quote(&who.idp)));
+    }
+    if let Some(acr) = &who.acr {
+        parts.push(format!("acr = {}", quote(acr)));
+    }
+    if !who.amr.is_empty() {
+        parts.push(format!("amr = {}", list(&who.amr)));
+    }
+    if !who.claims.is_empty() {
+        let claims: Vec<String> = who
+            .claims
+            .iter()
+            .map(|(k, v)| {
+                let values: Vec<String> = v.iter().map(|x| quote(x)).collect();
+                format!("{} = [{}]", quote(k), values.join(", "))
+            })
+            .collect();
+        parts.push(format!("claims = {{ {} }}", claims.join(", ")));
+    }
+    format!("{{ {} }}", parts.join(", "))
 }
 
 /// An identity from a TOML table (`sub`, `email`, `name`, `groups`, `idp`, `acr`, `amr`,
@@ -280,7 +317,12 @@ pub fn diff(
         }
     }
     println!("{changes} change(s) in access");
-    Ok(ExitCode::SUCCESS)
+    // Like `diff`: 1 when something changed, so CI can gate a policy change on review.
+    Ok(if changes == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 /// Prints the decision for one request and every rule's conditions.
@@ -376,6 +418,9 @@ pub fn explain(
         decision: verdict.decision.name().to_string(),
         rule: verdict.decision.rule().map(str::to_string),
     };
-    println!("as a test: request = \"{method} {path}\", expect = \"{expect}\"");
+    let user_part = identity
+        .as_ref()
+        .map_or_else(String::new, |u| format!("user = {}, ", as_test_user(u)));
+    println!("as a test: {user_part}request = \"{method} {path}\", expect = \"{expect}\"");
     Ok(ExitCode::SUCCESS)
 }

@@ -555,10 +555,30 @@ fn explain_takes_one_decision_apart() {
         "request:  GET /admin/x  (normalised from //%61dmin/x)",
         "decision: deny:no-admin",
         "yes email domain one of [\"contractors.corp.example\"]",
-        "as a test: request = \"GET //%61dmin/x\", expect = \"deny:no-admin\"",
+        "as a test: user = { email = \"carol@contractors.corp.example\", groups = [\"staff\"] }, request = \"GET //%61dmin/x\", expect = \"deny:no-admin\"",
     ] {
         assert!(run.stdout.contains(want), "missing {want}\n{}", run.stdout);
     }
+}
+
+#[test]
+fn explain_refuses_user_keys_that_tests_refuse() {
+    let config = repo_root().join("deploy/portcullis.toml");
+    let run = portcullis(&[
+        "policy",
+        "explain",
+        "-c",
+        config.to_str().unwrap(),
+        "--app",
+        "wiki",
+        "--user",
+        "{ email = \"ana@corp.example\", group = [\"staff\"] }",
+        "GET",
+        "/",
+    ]);
+    assert_ne!(run.code, 0, "a misspelt key was ignored:\n{}", run.stdout);
+    assert!(run.stderr.contains("group"), "{}", run.stderr);
+    assert!(!run.stdout.contains("decision:"), "{}", run.stdout);
 }
 
 #[test]
@@ -592,7 +612,8 @@ fn policy_diff_names_who_gains_and_loses_access() {
         "--fixtures",
         fixtures.to_str().unwrap(),
     ]);
-    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    // Like `diff`: exit 1 when access changes, so CI can gate on it.
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
     for want in [
         "GAINS sam (sales): GET /books  (no_allow -> allow:finance)",
         "GAINS cleo (contractor in finance): GET /books  (deny:no-contractors -> allow:finance)",
@@ -605,6 +626,18 @@ fn policy_diff_names_who_gains_and_loses_access() {
         "{}",
         run.stdout
     );
+    // Comparing a version with itself: no change, exit 0.
+    let same = portcullis(&[
+        "policy",
+        "diff",
+        "-c",
+        config.to_str().unwrap(),
+        new_dir.to_str().unwrap(),
+        new_dir.to_str().unwrap(),
+        "--fixtures",
+        fixtures.to_str().unwrap(),
+    ]);
+    assert_eq!(same.code, 0, "{}{}", same.stdout, same.stderr);
 }
 
 #[test]

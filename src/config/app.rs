@@ -252,6 +252,56 @@ struct FileTestUser {
     auth_age: Option<ConfigDuration>,
 }
 
+impl FileTestUser {
+    /// The signed-in identity this example user stands for, authenticated `auth_age` before
+    /// `now` at `idp` (unless it names its own).
+    fn identity(&self, idp: &str, now: u64) -> Identity {
+        let claims = self
+            .claims
+            .iter()
+            .map(|(k, v)| {
+                let values = match v {
+                    toml::Value::Array(items) => items
+                        .iter()
+                        .map(|i| i.as_str().map_or_else(|| i.to_string(), str::to_string))
+                        .collect(),
+                    toml::Value::String(s) => vec![s.clone()],
+                    other => vec![other.to_string()],
+                };
+                (k.clone(), values)
+            })
+            .collect();
+        Identity {
+            subject: self
+                .sub
+                .clone()
+                .or_else(|| self.email.clone())
+                .unwrap_or_else(|| "test-user".into()),
+            email: self.email.clone(),
+            name: self.name.clone(),
+            groups: crate::intern::intern_all(&self.groups),
+            claims,
+            acr: self.acr.as_deref().map(Into::into),
+            amr: crate::intern::intern_all(&self.amr),
+            auth_time: Some(now.saturating_sub(self.auth_age.map_or(0, |a| a.0.as_secs()))),
+            idp: self.idp.as_deref().unwrap_or(idp).into(),
+        }
+    }
+}
+
+/// A user as `[[test]]` examples write one (`{ email = "…", groups = [...] }`, the same keys,
+/// unknown ones refused), given as the value of `user` in the TOML document `doc`, signed in
+/// at `now` unless `auth_age` says earlier. For `portcullis policy explain --user`.
+pub fn example_user(doc: &str, idp: &str, now: u64) -> Result<Identity, String> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Doc {
+        user: FileTestUser,
+    }
+    let parsed: Doc = toml::from_str(doc).map_err(|e| e.message().to_string())?;
+    Ok(parsed.user.identity(idp, now))
+}
+
 /// HTTP Basic replay: the backend gets `Authorization: Basic` with the user's stored password.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BasicReplay {
@@ -1180,41 +1230,10 @@ impl Compiler<'_> {
                 },
                 None => None,
             };
-            let user = entry.user.as_ref().map(|u| {
-                let u = u.get_ref();
-                let claims = u
-                    .claims
-                    .iter()
-                    .map(|(k, v)| {
-                        let values = match v {
-                            toml::Value::Array(items) => items
-                                .iter()
-                                .map(|i| i.as_str().map_or_else(|| i.to_string(), str::to_string))
-                                .collect(),
-                            toml::Value::String(s) => vec![s.clone()],
-                            other => vec![other.to_string()],
-                        };
-                        (k.clone(), values)
-                    })
-                    .collect();
-                Identity {
-                    subject: u
-                        .sub
-                        .clone()
-                        .or_else(|| u.email.clone())
-                        .unwrap_or_else(|| "test-user".into()),
-                    email: u.email.clone(),
-                    name: u.name.clone(),
-                    groups: crate::intern::intern_all(&u.groups),
-                    claims,
-                    acr: u.acr.as_deref().map(Into::into),
-                    amr: crate::intern::intern_all(&u.amr),
-                    auth_time: Some(
-                        EXAMPLE_NOW.saturating_sub(u.auth_age.map_or(0, |a| a.0.as_secs())),
-                    ),
-                    idp: u.idp.as_deref().unwrap_or(idp).into(),
-                }
-            });
+            let user = entry
+                .user
+                .as_ref()
+                .map(|u| u.get_ref().identity(idp, EXAMPLE_NOW));
             out.push(Example {
                 name: entry
                     .name
