@@ -37,3 +37,14 @@ ensure_test_idp() {
     npm ci --prefix tests/idp --no-audit --no-fund --loglevel=error >/dev/null
   fi
 }
+
+# Headless Chromium (Debian's) and playwright-core, pinned by tests/browser/package-lock.json,
+# for the browser tests (tests/browser.rs runs tests/browser/e2e.mjs). playwright-core never
+# downloads a browser of its own: the tests launch /usr/bin/chromium.
+ensure_browser_tests() {
+  ensure_packages chromium fonts-dejavu-core
+  if [[ ! -d tests/browser/node_modules/playwright-core ]] || [[ tests/browser/package-lock.json -nt tests/browser/node_modules/.package-lock.json ]]; then
+    echo "==> installing playwright-core (npm ci in tests/browser)"
+    npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error >/dev/null
+  fi
+}

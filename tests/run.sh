@@ -15,6 +15,7 @@ ensure_packages "${PORTCULLIS_PACKAGES[@]}"
 ensure_test_idp
 # A real WebSocket backend for tests/websocket.rs (run with Debian's /usr/bin/python3).
 ensure_packages python3-websockets
+ensure_browser_tests
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt >/dev/null 2>&1 || true
 
 # --- checks ------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@
 )]
 
 pub mod browser;
+pub mod form_app;
 pub mod idp;
 pub mod node;
 pub mod saml_idp;
