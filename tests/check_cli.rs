@@ -772,3 +772,39 @@ fn vault_rotate_reseals_every_entry_under_the_new_key() {
     let text = std::fs::read_to_string(&file).unwrap();
     assert!(!text.contains("pw-okta"), "{text}");
 }
+
+#[test]
+fn this_rounds_settings_are_checked_at_their_line() {
+    let gateway = "[listen]\nhttp = \"127.0.0.1:18080\"\n\n[server]\nrequest_head_timeout = \"10ms\"\n\n\
+                   [idp.corp]\nkind = \"oidc\"\nissuer = \"https://idp.corp.example\"\nclient_id = \"portcullis\"\nclient_secret = \"TEST-ONLY\"\nhealth_check_interval = \"2h\"\n";
+    let dir = config_dir(gateway, &[("good.toml", GOOD)]);
+    let run = check(&dir.path().join("portcullis.toml"));
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr.contains("portcullis.toml:5:") && run.stderr.contains("request_head_timeout"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("portcullis.toml:12:") && run.stderr.contains("health_check_interval"),
+        "{}",
+        run.stderr
+    );
+
+    let bad_app = "schema = 1\napp = \"iis\"\nowner = \"o@corp.example\"\nsummary = \"s\"\nhosts = [\"iis.example\"]\n\
+                   case_insensitive_paths = \"yes\"\nupstreams = [{ url = \"http://127.0.0.1:9\" }]\n\n\
+                   [health]\neject_after = 0\neject_for = \"0s\"\n\n[[allow]]\nid = \"all\"\nwhy = \"t\"\npublic = true\n";
+    let dir = config_dir(GATEWAY, &[("iis.toml", bad_app)]);
+    let run = check(&dir.path().join("portcullis.toml"));
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert!(run.stderr.contains("iis.toml:6:"), "{}", run.stderr);
+    let health = "schema = 1\napp = \"iis\"\nowner = \"o@corp.example\"\nsummary = \"s\"\nhosts = [\"iis.example\"]\n\
+                  case_insensitive_paths = true\nupstreams = [{ url = \"http://127.0.0.1:9\" }]\n\n\
+                  [health]\neject_after = 0\neject_for = \"0s\"\n\n[[allow]]\nid = \"all\"\nwhy = \"t\"\npublic = true\n";
+    let dir = config_dir(GATEWAY, &[("iis.toml", health)]);
+    let run = check(&dir.path().join("portcullis.toml"));
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    for want in ["iis.toml:10:", "eject_after", "iis.toml:11:", "eject_for"] {
+        assert!(run.stderr.contains(want), "missing {want}: {}", run.stderr);
+    }
+}
