@@ -204,7 +204,7 @@ Try, in a browser:
   http://timesheet.localhost:8080/week  no second password (single sign-on); bob gets 403 here
   http://timesheet.localhost:8080/approve/week-47   step-up: the IdP asks again, then for a
                                         one-time code (246810), before approving
-  http://wiki.localhost:8080/logout     signs out of the gateway and the IdP
+  http://wiki.localhost:8080/logout     signs out of every app of that sign-in and of the IdP
   http://hr.localhost:8080/             SAML: sign in at the SAML IdP; /logout ends both sessions
   http://hr.localhost:8080/.portcullis/saml/metadata   the SP metadata an admin gives the IdP
   http://forms.localhost:8080/          form-fill: store your app password once (alice:
