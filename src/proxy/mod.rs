@@ -299,7 +299,7 @@ impl Proxy {
         }
         let authority = request_authority(req).ok_or(RequestError::BadHost)?;
         let host = normalise_host(&authority).ok_or(RequestError::BadHost)?;
-        ctx.host.clone_from(&host);
+        ctx.host = host;
         let origin = Origin {
             secure: ctx.secure,
             authority: authority.to_ascii_lowercase(),
@@ -309,7 +309,7 @@ impl Proxy {
             // An encoded slash reaches only an app whose policy opted in to it.
             Err(PathError::EncodedSeparator) => {
                 let lenient = normalise_keeping_encoded_slash(req.uri.path())?;
-                match gateway.route(&host, &lenient) {
+                match gateway.route(&ctx.host, &lenient) {
                     Some(Route::App(app)) if app.config.allow_encoded_slash => lenient,
                     _ => return Err(PathError::EncodedSeparator.into()),
                 }
@@ -321,8 +321,8 @@ impl Proxy {
         if crate::routing::under_prefix(&ctx.path, RESERVED_PREFIX) {
             return Ok(Admitted::Endpoint(origin));
         }
-        let app = match gateway.route(&host, &ctx.path) {
-            None if gateway.serves_host(&host) => return Err(RequestError::NoAppAtPath),
+        let app = match gateway.route(&ctx.host, &ctx.path) {
+            None if gateway.serves_host(&ctx.host) => return Err(RequestError::NoAppAtPath),
             None => return Err(RequestError::NoRoute),
             Some(Route::Unavailable(broken)) => {
                 ctx.span.record("app", broken.id.as_deref().unwrap_or("?"));
