@@ -141,58 +141,6 @@ fn as_test_user(who: &Identity) -> String {
     format!("{{ {} }}", parts.join(", "))
 }
 
-/// An identity from a TOML table (`sub`, `email`, `name`, `groups`, `idp`, `acr`, `amr`,
-/// `claims`), signed in just now.
-fn identity_from_table(user: &toml::Table) -> Identity {
-    let text_of = |k: &str| {
-        user.get(k)
-            .and_then(toml::Value::as_str)
-            .map(str::to_string)
-    };
-    let list_of = |k: &str| -> Vec<String> {
-        user.get(k)
-            .and_then(toml::Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let claims = user
-        .get("claims")
-        .and_then(toml::Value::as_table)
-        .map(|t| {
-            t.iter()
-                .map(|(k, v)| {
-                    let values = match v {
-                        toml::Value::Array(a) => a
-                            .iter()
-                            .filter_map(|i| i.as_str().map(str::to_string))
-                            .collect(),
-                        toml::Value::String(s) => vec![s.clone()],
-                        other => vec![other.to_string()],
-                    };
-                    (k.clone(), values)
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    Identity {
-        subject: text_of("sub")
-            .or_else(|| text_of("email"))
-            .unwrap_or_else(|| "fixture-user".into()),
-        email: text_of("email"),
-        name: text_of("name"),
-        groups: portcullis::intern::intern_all(list_of("groups")),
-        claims,
-        acr: text_of("acr").map(Into::into),
-        amr: portcullis::intern::intern_all(list_of("amr")),
-        auth_time: Some(portcullis::clock::unix_now()),
-        idp: text_of("idp").unwrap_or_else(|| "-".into()).into(),
-    }
-}
-
 /// Compares two policy versions over fixture users and requests (plus every literal path the
 /// rules of either version name) and prints who gains or loses access to what.
 pub fn diff(
@@ -219,12 +167,22 @@ pub fn diff(
             .unwrap_or_default()
     };
     let mut users: Vec<(String, Option<Identity>)> = vec![("anonymous".into(), None)];
-    for u in array("user") {
-        let who = identity_from_table(&u);
-        let name = u
-            .get("name")
-            .and_then(toml::Value::as_str)
-            .map_or_else(|| who.display().into_owned(), str::to_string);
+    let now = portcullis::clock::unix_now();
+    for mut u in array("user") {
+        // `name` labels the fixture; the rest is a `[[test]]` user, read by the same code.
+        let label = u
+            .remove("name")
+            .and_then(|n| n.as_str().map(str::to_string));
+        let mut doc = toml::Table::new();
+        doc.insert("user".into(), toml::Value::Table(u));
+        let who = config::app::example_user(&doc.to_string(), "-", now).map_err(|e| {
+            anyhow::anyhow!(
+                "fixtures `{}`: user {}: {e}",
+                fixtures.display(),
+                label.as_deref().unwrap_or("(unnamed)")
+            )
+        })?;
+        let name = label.unwrap_or_else(|| who.display().into_owned());
         users.push((name, Some(who)));
     }
     let fixture_requests: Vec<(Option<String>, String, String)> = array("request")
@@ -242,7 +200,6 @@ pub fn diff(
     let mut ids: Vec<&str> = old.iter().chain(&new).map(|a| a.id.as_str()).collect();
     ids.sort_unstable();
     ids.dedup();
-    let now = portcullis::clock::unix_now();
     let mut changes = 0usize;
     for id in ids {
         let (before, after) = match (

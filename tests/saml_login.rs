@@ -132,15 +132,7 @@ async fn fixture_full(
         )
         .start()
         .await;
-    // Metadata loads in the background: wait until a protected page redirects to the IdP.
-    let browser = Browser::new(gw.http, &[WIKI]);
-    let url = format!("http://{WIKI}:{}/", gw.http.port());
-    for _ in 0..200 {
-        if browser.get(&url).await.status() == 302 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    // `start` returned after /readyz said ready, which waits for the IdP's metadata.
     Fixture {
         idp,
         gw,
