@@ -80,13 +80,14 @@ for port in 18080 18081 18082 18083 18443 18500 18091 18092 18093; do
   fi
 done
 
-wait_for() { # url [curl args]
-  local url=$1; shift
-  for _ in $(seq 1 200); do
-    curl -s -o /dev/null "$@" "$url" && return 0
-    sleep 0.05
+wait_for() { # log url [curl args]: a node IdP's first start on a cold disk can take many seconds
+  local log=$1 url=$2; shift 2
+  for _ in $(seq 1 600); do
+    curl -s -o /dev/null --max-time 2 "$@" "$url" && return 0
+    sleep 0.1
   done
-  echo "not answering: $url" >&2
+  echo "not answering after 60 s: $url; the end of $log:" >&2
+  tail -n 20 "$log" >&2 || true
   return 1
 }
 
@@ -148,7 +149,7 @@ cat > "$work/idp.json" <<JSON
 }
 JSON
 "${pin_load[@]}" node tests/idp/oidc-idp.mjs "$work/idp.json" > "$work/idp.log" 2>&1 & pids+=($!)
-wait_for "https://localhost:$IDP_PORT/.well-known/openid-configuration" --cacert certs/dev/ca.crt
+wait_for "$work/idp.log" "https://localhost:$IDP_PORT/.well-known/openid-configuration" --cacert certs/dev/ca.crt
 
 # --- the SAML IdP (samlify; its test hook mints signed responses for the login phase) ---------
 cat > "$work/saml-idp.json" <<JSON
@@ -162,7 +163,7 @@ cat > "$work/saml-idp.json" <<JSON
 }
 JSON
 "${pin_load[@]}" node tests/idp/saml-idp.mjs "$work/saml-idp.json" > "$work/saml-idp.log" 2>&1 & pids+=($!)
-wait_for "http://127.0.0.1:$SAML_IDP_PORT/metadata"
+wait_for "$work/saml-idp.log" "http://127.0.0.1:$SAML_IDP_PORT/metadata"
 curl -s -o "$work/saml-idp-metadata.xml" "http://127.0.0.1:$SAML_IDP_PORT/metadata"
 
 # --- Portcullis -------------------------------------------------------------------------------
@@ -215,7 +216,7 @@ bench_policy bench bench
 bench_policy saml-bench bench-saml "allow_idp_initiated = true"
 "${pin_sut[@]}" "$bin" run -c "$work/portcullis.toml" 2> "$work/portcullis.log" & pids+=($!)
 portcullis_pid=$!
-wait_for "http://$PORTCULLIS/" -H 'Host: bench.localhost'
+wait_for "$work/portcullis.log" "http://$PORTCULLIS/" -H 'Host: bench.localhost'
 
 signin() { # jar, url: follows to the IdP, signs alice in, follows back
   local jar=$1 url=$2 form action
@@ -273,7 +274,7 @@ ProxyPass / http://$BACKEND/ keepalive=On
 RequestHeader set X-Remote-User "%{REMOTE_USER}s"
 CONF
 "${pin_sut[@]}" apache2 -f "$work/apache.conf" -DFOREGROUND 2> "$work/apache.log" & pids+=($!)
-wait_for "http://$APACHE/" 
+wait_for "$work/apache.log" "http://$APACHE/"
 page=$(signin "$work/apache.jar" "http://$APACHE/")
 grep -q "hello from the backend" <<<"$page" || { echo "Apache sign-in failed; see $work/apache-error.log" >&2; exit 1; }
 apache_cookie=$(awk '$6 ~ /mod_auth_openidc_session/ {print $6"="$7}' "$work/apache.jar")
@@ -417,7 +418,7 @@ for size in $scale_sizes; do
   scale_pid[$size]=$!
   scale_port[$size]=$port
   for _ in $(seq 1 1200); do [[ -s "$work/scale-$size.stats" ]] && break; sleep 0.1; done
-  wait_for "http://127.0.0.1:$port/" -H 'Host: bench.localhost'
+  wait_for "$work/scale-$size.log" "http://127.0.0.1:$port/" -H 'Host: bench.localhost'
   printf '    %8s sessions loaded in %ss, %s bytes each\n' "$size" \
     "$(awk '/load_seconds/ {print $2}' "$work/scale-$size.stats")" "$(awk '/bytes_per_session/ {print $2}' "$work/scale-$size.stats")"
 done
