@@ -5,6 +5,7 @@
 //! a login, finish it at the callback — plus logout. They take and return plain values
 //! (cookies, URLs, typed errors); the proxy turns those into HTTP responses.
 
+use crate::clock::SharedClock;
 use crate::config::{GatewayConfig, IdpConfig, IdpProtocol, SessionSettings};
 use crate::idp::http::{HttpError, IdpHttpClient};
 use crate::idp::oidc::{LoginError, OidcProvider};
@@ -225,6 +226,7 @@ pub struct Auth {
     providers: HashMap<String, Provider>,
     settings: SessionSettings,
     idp_configs: Vec<IdpConfig>,
+    clock: SharedClock,
 }
 
 /// Building the shared sign-in state failed.
@@ -239,8 +241,9 @@ pub enum AuthError {
 }
 
 impl Auth {
-    /// Sign-in state for this configuration (providers start undiscovered).
-    pub fn new(config: &GatewayConfig) -> Result<Self, AuthError> {
+    /// Sign-in state for this configuration (providers start undiscovered), keeping time by
+    /// `clock`.
+    pub fn new(config: &GatewayConfig, clock: SharedClock) -> Result<Self, AuthError> {
         let mut providers = HashMap::new();
         for idp in &config.idps {
             let ca = match &idp.protocol {
@@ -249,9 +252,12 @@ impl Auth {
             };
             let http = IdpHttpClient::new(Duration::from_secs(5), Duration::from_secs(15), ca)?;
             let provider = match &idp.protocol {
-                IdpProtocol::Oidc(o) => {
-                    Provider::Oidc(Arc::new(OidcProvider::new(&idp.name, o.clone(), http)))
-                }
+                IdpProtocol::Oidc(o) => Provider::Oidc(Arc::new(OidcProvider::new(
+                    &idp.name,
+                    o.clone(),
+                    http,
+                    clock.clone(),
+                ))),
                 IdpProtocol::Saml(s) => Provider::Saml(Arc::new(
                     SamlProvider::new(&idp.name, s.clone(), http)
                         .map_err(|e| AuthError::Saml(idp.name.clone(), e))?,
@@ -260,16 +266,23 @@ impl Auth {
             providers.insert(idp.name.clone(), provider);
         }
         Ok(Self {
-            sessions: SessionStore::new(config.sessions.max_sessions),
+            sessions: SessionStore::new(config.sessions.max_sessions, clock.clone()),
             pending: PendingLogins::new(
                 config.sessions.login_timeout,
                 config.sessions.max_pending_logins,
+                clock.clone(),
             ),
             cookies: CookieCodec::new(config.sessions.cookie_key.as_ref()),
             providers,
             settings: config.sessions.clone(),
             idp_configs: config.idps.clone(),
+            clock,
         })
+    }
+
+    /// The clock sessions, logins and token checks are reckoned by.
+    pub fn clock(&self) -> &SharedClock {
+        &self.clock
     }
 
     /// Settings this state was built with (a reload keeps them; see `reload`).
@@ -345,7 +358,7 @@ impl Auth {
                 "the session belongs to another host"
             });
         }
-        match session.touch(idle, absolute) {
+        match session.touch(self.clock.now_ms(), idle, absolute) {
             Ok(()) => SessionLookup::Found { id, session },
             Err(NotValid::TooOldHere(_)) => {
                 SessionLookup::NotHere("the session is older than this app's limits allow")
@@ -486,11 +499,16 @@ impl Auth {
         origin: &Origin,
         family: SignInFamily,
     ) -> Result<(Arc<Session>, SessionId, String), CallbackError> {
-        let (idle, absolute) = limits;
         let host =
             crate::routing::normalise_host(&origin.authority).ok_or(CallbackError::WrongHost)?;
         let session = Arc::new(Session::new(
-            identity, logout, app, &host, family, idle, absolute,
+            identity,
+            logout,
+            app,
+            &host,
+            family,
+            limits,
+            self.clock.now_ms(),
         ));
         let id = SessionId::random().ok_or(CallbackError::NoRandom)?;
         self.sessions.insert(id, session.clone()).await;
@@ -588,7 +606,7 @@ impl Auth {
             .await
             .map_err(|e| fail(CallbackError::Login(e)))?;
         if let Some(step) = &pending.step_up {
-            check_step_up(step, &done.identity, crate::clock::unix_now()).map_err(fail)?;
+            check_step_up(step, &done.identity, self.clock.now_unix()).map_err(fail)?;
         }
         let family = self
             .family_for(
@@ -703,7 +721,7 @@ impl Auth {
             .map_err(|e| fail(e.into()))?;
         let step_up = pending.as_ref().and_then(|p| p.step_up.clone());
         if let Some(step) = &step_up {
-            check_step_up(step, &login.identity, crate::clock::unix_now()).map_err(fail)?;
+            check_step_up(step, &login.identity, self.clock.now_unix()).map_err(fail)?;
         }
         let family = self
             .family_for(

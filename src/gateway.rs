@@ -3,9 +3,11 @@
 //! Built once at start from compiled configuration; shared by every request as `Arc<Gateway>`.
 //! It holds no per-request state.
 
-use crate::auth::Auth;
+use crate::auth::{Auth, AuthError};
+use crate::clock::SharedClock;
 use crate::config::gateway::{DEFAULT_STRIPPED_HEADERS, DEFAULT_STRIPPED_PREFIXES};
 use crate::config::{AppConfig, BrokenApp, GatewayConfig, PolicySet};
+use crate::delivery::jars::BackendJars;
 use crate::hygiene::HeaderHygiene;
 use crate::routing::RouteTable;
 use crate::upstream::{Standing, UpstreamSet};
@@ -70,7 +72,7 @@ impl AppRuntime {
 }
 
 /// Prepares the connection settings for one upstream.
-fn peer_for(app: &AppConfig, target: &crate::config::UpstreamTarget) -> HttpPeer {
+fn peer_for(app: &AppConfig, target: &crate::upstream::UpstreamTarget) -> HttpPeer {
     let mut peer = HttpPeer::new(target.addr, target.tls, target.sni.clone());
     let opts = &mut peer.options;
     opts.connection_timeout = Some(app.timeouts.connect);
@@ -85,6 +87,31 @@ fn peer_for(app: &AppConfig, target: &crate::config::UpstreamTarget) -> HttpPeer
     peer
 }
 
+/// What a reload keeps: sign-in state, this node's backend jars, and the clock.
+#[derive(Clone)]
+pub struct Lasting {
+    /// Sessions, logins in progress and identity providers.
+    pub auth: Arc<Auth>,
+    /// Backend jars (form-fill cookies, replayed Basic credentials) of this node's sessions.
+    pub jars: Arc<BackendJars>,
+    /// The clock everything stored is reckoned by.
+    pub clock: SharedClock,
+}
+
+impl Lasting {
+    /// Sign-in state and empty jars for `config`, on `clock`.
+    pub fn new(config: &GatewayConfig, clock: SharedClock) -> Result<Self, AuthError> {
+        let auth = Arc::new(Auth::new(config, clock.clone())?);
+        // A jar lives as long as the longest a session may stay unused; an app with a longer
+        // limit than the gateway's only makes its backend log in again.
+        let jars = Arc::new(BackendJars::new(
+            config.sessions.max_sessions,
+            config.sessions.idle,
+        ));
+        Ok(Self { auth, jars, clock })
+    }
+}
+
 /// Shared state of a running gateway.
 pub struct Gateway {
     /// Gateway settings.
@@ -93,10 +120,14 @@ pub struct Gateway {
     pub hygiene: HeaderHygiene,
     /// Sessions, logins in progress and identity providers (kept across reloads).
     pub auth: Arc<Auth>,
+    /// Backend jars of this node's sessions (kept across reloads).
+    pub jars: Arc<BackendJars>,
+    /// The clock (kept across reloads).
+    pub clock: SharedClock,
     /// Signs identity assertions (`[jwt]`), when configured.
-    pub assertions: Option<Arc<crate::assertion::AssertionSigner>>,
+    pub assertions: Option<Arc<crate::delivery::assertion::AssertionSigner>>,
     /// The credential vault (`[vault]`), when configured.
-    pub vault: Option<Arc<crate::vault::Vault>>,
+    pub vault: Option<Arc<crate::delivery::vault::Vault>>,
     routes: RouteTable<Route>,
     apps: Vec<Arc<AppRuntime>>,
     broken: Vec<Arc<BrokenApp>>,
@@ -104,19 +135,14 @@ pub struct Gateway {
 
 impl Gateway {
     /// Compiles routes and peers from loaded configuration.
-    pub fn new(config: GatewayConfig, policies: PolicySet, auth: Arc<Auth>) -> Self {
+    pub fn new(config: GatewayConfig, policies: PolicySet, lasting: Lasting) -> Self {
+        let Lasting { auth, jars, clock } = lasting;
         // Every identity header any app injects is stripped from every client request, on
         // every host: a name one app trusts must not be spoofable through another.
         let identity_names: Vec<String> = policies
             .apps
             .iter()
-            .flat_map(|a| {
-                a.identity
-                    .names()
-                    .map(str::to_string)
-                    .chain(a.jwt_header.as_ref().map(|h| h.as_str().to_string()))
-                    .collect::<Vec<_>>()
-            })
+            .flat_map(|a| a.delivery.header_names().map(str::to_string))
             .collect();
         let hygiene = HeaderHygiene::new(
             DEFAULT_STRIPPED_HEADERS
@@ -156,7 +182,7 @@ impl Gateway {
         }
         let assertions = config.jwt.as_ref().and_then(|j| {
             let pems: Vec<Vec<u8>> = j.keys.iter().map(|k| k.expose().to_vec()).collect();
-            match crate::assertion::AssertionSigner::new(&pems, &j.issuer, j.ttl) {
+            match crate::delivery::assertion::AssertionSigner::new(&pems, &j.issuer, j.ttl) {
                 Ok(signer) => Some(Arc::new(signer)),
                 Err(e) => {
                     tracing::error!(error = %e, "[jwt] keys unusable: identity assertions off");
@@ -165,7 +191,7 @@ impl Gateway {
             }
         });
         let vault = config.vault.as_ref().and_then(|v| {
-            match crate::vault::Vault::new(&v.file, v.keys.clone()) {
+            match crate::delivery::vault::Vault::new(&v.file, v.keys.clone()) {
                 Ok(vault) => Some(Arc::new(vault)),
                 Err(e) => {
                     tracing::error!(error = %e, "[vault] unusable: credential replay off");
@@ -177,6 +203,8 @@ impl Gateway {
             config,
             hygiene,
             auth,
+            jars,
+            clock,
             assertions,
             vault,
             routes,
@@ -201,6 +229,25 @@ impl Gateway {
             (self.config.sessions.idle, self.config.sessions.absolute),
             |a| (a.config.session_idle, a.config.session_absolute),
         )
+    }
+
+    /// What a reload carries over to the next state.
+    pub fn lasting(&self) -> Lasting {
+        Lasting {
+            auth: self.auth.clone(),
+            jars: self.jars.clone(),
+            clock: self.clock.clone(),
+        }
+    }
+
+    /// The parts identity delivery uses.
+    pub fn delivery_services(&self) -> crate::delivery::Services<'_> {
+        crate::delivery::Services {
+            vault: self.vault.as_deref(),
+            assertions: self.assertions.as_deref(),
+            jars: &self.jars,
+            now_unix: self.clock.now_unix(),
+        }
     }
 
     /// Apps serving traffic.

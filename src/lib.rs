@@ -13,18 +13,16 @@
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 pub mod admin;
-pub mod assertion;
 pub mod audit;
 pub mod auth;
 pub mod clock;
 pub mod config;
+pub mod delivery;
 pub mod discovery;
-pub mod formfill;
 pub mod framing;
 pub mod gateway;
 pub mod hygiene;
 pub mod idp;
-pub mod inject;
 pub mod intern;
 pub mod lifecycle;
 pub mod logging;
@@ -37,4 +35,3 @@ pub mod secret;
 pub mod server;
 pub mod session;
 pub mod upstream;
-pub mod vault;

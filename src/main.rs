@@ -253,7 +253,7 @@ fn rotate_vault(path: &Path) -> anyhow::Result<ExitCode> {
         eprintln!("no [vault] in {}", path.display());
         return Ok(ExitCode::from(1));
     };
-    let vault = portcullis::vault::Vault::new(&settings.file, settings.keys)?;
+    let vault = portcullis::delivery::vault::Vault::new(&settings.file, settings.keys)?;
     let count = vault.rotate()?;
     println!(
         "re-sealed {count} entr{} under the current key",

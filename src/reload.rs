@@ -68,7 +68,7 @@ impl Reloader {
         });
         let kept_count = kept.len();
         policies.apps.extend(kept);
-        let next = Gateway::new(fresh, policies, running.auth.clone());
+        let next = Gateway::new(fresh, policies, running.lasting());
         let outcome = ReloadOutcome {
             apps: next.apps().len(),
             unavailable: next.broken().len(),

@@ -1,9 +1,8 @@
 //! Assembling and running the Pingora server from loaded configuration.
 
 use crate::admin::AdminApp;
-use crate::auth::Auth;
 use crate::config::{GatewayConfig, PolicySet};
-use crate::gateway::Gateway;
+use crate::gateway::{Gateway, Lasting};
 use crate::lifecycle::{Lifecycle, TermWithGrace};
 use crate::proxy::head_deadline::HeadDeadline;
 use crate::proxy::Proxy;
@@ -118,11 +117,10 @@ pub fn assemble(
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
-    let auth = Arc::new(Auth::new(&config)?);
+    let lasting = Lasting::new(&config, crate::clock::system())?;
+    let auth = lasting.auth.clone();
     let gateway: SharedGateway = Arc::new(ArcSwap::from_pointee(Gateway::new(
-        config,
-        policies,
-        auth.clone(),
+        config, policies, lasting,
     )));
     let started = gateway.load_full();
     let cfg = &started.config;

@@ -6,9 +6,49 @@
 //! that refuses `eject_after` connections in a row is left out for `eject_for`, then tried
 //! again (one more failure ejects it again at once; one success restores it).
 
+use openssl::x509::X509;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::LazyLock;
 use std::time::{Duration, Instant};
+
+/// One backend server of an app.
+#[derive(Debug, Clone)]
+pub struct UpstreamTarget {
+    /// The URL as written, for logs.
+    pub url: String,
+    /// Resolved when the policy is loaded (no DNS on the request path).
+    pub addr: SocketAddr,
+    /// Speak TLS to it.
+    pub tls: bool,
+    /// Server name for SNI and certificate checks.
+    pub sni: String,
+    /// `Host` sent upstream when the app does not preserve the client's (host and any
+    /// non-default port from the URL).
+    pub host_header: String,
+    /// Share of requests relative to the app's other upstreams.
+    pub weight: u32,
+}
+
+/// TLS settings towards an app's upstreams.
+#[derive(Debug, Clone)]
+pub struct UpstreamTls {
+    /// Verify the upstream certificate and host name (default true).
+    pub verify: bool,
+    /// Trust these CAs instead of the system store.
+    pub ca: Option<Vec<X509>>,
+}
+
+/// Timeouts towards upstreams; each app may override them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpstreamTimeouts {
+    /// TCP (and TLS) connect.
+    pub connect: Duration,
+    /// Wait for each read from the upstream, including the response header.
+    pub read: Duration,
+    /// Wait for each write to the upstream.
+    pub write: Duration,
+}
 
 /// Passive health settings of one app (`[health]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -740,8 +740,8 @@ fn jwt_keys_and_headers_are_checked() {
 
 #[test]
 fn vault_rotate_reseals_every_entry_under_the_new_key() {
+    use portcullis::delivery::vault::{Credential, Vault};
     use portcullis::secret::{Secret, SecretBytes};
-    use portcullis::vault::{Credential, Vault};
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("old.key"), [1u8; 32]).unwrap();
     std::fs::write(dir.path().join("new.key"), [2u8; 32]).unwrap();

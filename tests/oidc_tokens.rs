@@ -42,7 +42,7 @@ fn provider_with_skew(idp: &TestIdp, client: &IdpClient, clock_skew: Duration) -
         ca_pem: None,
     };
     let http = IdpHttpClient::new(Duration::from_secs(5), Duration::from_secs(10), None).unwrap();
-    OidcProvider::new("corp", config, http)
+    OidcProvider::new("corp", config, http, portcullis::clock::system())
 }
 
 /// Runs a code flow at the IdP as `client` (no gateway involved) and returns its ID token.

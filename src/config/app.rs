@@ -5,14 +5,15 @@
 //! `policy`; cross-file checks (duplicate hosts, ids) live in `config::mod`.
 
 use super::duration::ConfigDuration;
-use super::gateway::{
-    load_ca_file, resolve, secret_file_exposure, GatewayConfig, UpstreamTimeouts,
-};
+use super::files::{load_ca_file, resolve, secret_file_exposure};
+use super::gateway::GatewayConfig;
 use super::idp::IdpConfig;
 use super::problem::{Problem, SourceFile};
-use crate::formfill::FormFill;
+use crate::delivery::basic::BasicReplay;
+use crate::delivery::form_fill::FormFill;
+use crate::delivery::identity::{IdentityCookies, IdentityHeaders, IdentitySource};
+use crate::delivery::{Delivery, Step};
 use crate::idp::Identity;
-use crate::inject::{IdentityCookies, IdentityHeaders, IdentitySource};
 use crate::policy::examples::{Example, Expectation};
 use crate::policy::path::normalise;
 use crate::policy::{
@@ -20,12 +21,12 @@ use crate::policy::{
     RuleSet, Strength, TimeWindow,
 };
 use crate::secret::Secret;
+use crate::upstream::{UpstreamTarget, UpstreamTimeouts, UpstreamTls};
 use http::Method;
 use ipnet::IpNet;
-use openssl::x509::X509;
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::ToSocketAddrs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use toml::Spanned;
@@ -302,15 +303,6 @@ pub fn example_user(doc: &str, idp: &str, now: u64) -> Result<Identity, String> 
     Ok(parsed.user.identity(idp, now))
 }
 
-/// HTTP Basic replay: the backend gets `Authorization: Basic` with the user's stored password.
-#[derive(Debug, Clone, PartialEq)]
-pub struct BasicReplay {
-    /// Where the account name comes from: a session attribute, or (`None`) the vault entry.
-    pub username: Option<IdentitySource>,
-    /// One shared account for every user (apps with a single account), instead of the vault.
-    pub service: Option<crate::vault::Credential>,
-}
-
 /// The moment `[[test]]` examples are judged at (users' `auth_age` counts back from it).
 const EXAMPLE_NOW: u64 = 1_800_000_000;
 
@@ -333,33 +325,6 @@ impl std::fmt::Display for HostPattern {
             HostPattern::Wildcard(s) => write!(f, "*.{s}"),
         }
     }
-}
-
-/// One backend server of an app.
-#[derive(Debug, Clone)]
-pub struct UpstreamTarget {
-    /// The URL as written, for logs.
-    pub url: String,
-    /// Resolved when the policy is loaded (no DNS on the request path).
-    pub addr: SocketAddr,
-    /// Speak TLS to it.
-    pub tls: bool,
-    /// Server name for SNI and certificate checks.
-    pub sni: String,
-    /// `Host` sent upstream when the app does not preserve the client's (host and any
-    /// non-default port from the URL).
-    pub host_header: String,
-    /// Share of requests relative to the app's other upstreams.
-    pub weight: u32,
-}
-
-/// TLS settings towards an app's upstreams.
-#[derive(Debug, Clone)]
-pub struct UpstreamTls {
-    /// Verify the upstream certificate and host name (default true).
-    pub verify: bool,
-    /// Trust these CAs instead of the system store.
-    pub ca: Option<Vec<X509>>,
 }
 
 /// A validated app policy.
@@ -408,16 +373,9 @@ pub struct AppConfig {
     pub session_idle: Duration,
     /// Session absolute lifetime for this app.
     pub session_absolute: Duration,
-    /// Identity headers sent to the backend.
-    pub identity: IdentityHeaders,
-    /// Identity cookies sent to the backend.
-    pub identity_cookies: IdentityCookies,
-    /// Header carrying a signed identity assertion (JWT), if the app wants one.
-    pub jwt_header: Option<http::HeaderName>,
-    /// HTTP Basic replay from the vault, if the app wants it.
-    pub basic: Option<BasicReplay>,
-    /// Form-fill login to the backend's own form, if the app wants it.
-    pub form_fill: Option<FormFill>,
+    /// How the backend learns who the user is (headers, cookies, assertion, form-fill,
+    /// Basic), in the order the steps run.
+    pub delivery: Delivery,
 }
 
 /// What little can be read from a policy file that failed to compile, so its hosts can be
@@ -754,11 +712,18 @@ pub fn compile_app(
             .collect(),
         session_idle,
         session_absolute,
-        identity,
-        identity_cookies,
-        jwt_header,
-        basic,
-        form_fill,
+        delivery: Delivery::new(
+            [
+                (!identity.is_empty()).then_some(Step::Headers(identity)),
+                (!identity_cookies.is_empty()).then_some(Step::Cookies(identity_cookies)),
+                jwt_header.map(Step::Assertion),
+                form_fill.map(Step::FormFill),
+                basic.map(Step::Basic),
+            ]
+            .into_iter()
+            .flatten()
+            .collect(),
+        ),
     };
     (Some(app), problems)
 }
@@ -1308,7 +1273,7 @@ impl Compiler<'_> {
         file: Option<&Spanned<String>>,
         env: Option<&Spanned<String>>,
         base: &Path,
-    ) -> Option<Option<crate::vault::Credential>> {
+    ) -> Option<Option<crate::delivery::vault::Credential>> {
         let Some(user) = username else {
             if let Some(stray) = file.or(env) {
                 self.error(stray, "a service password needs `service_username`");
@@ -1318,8 +1283,8 @@ impl Compiler<'_> {
         };
         let password = match (file, env) {
             (Some(f), None) => {
-                let path = crate::config::gateway::resolve(base, f.get_ref());
-                if let Some(warning) = crate::config::gateway::secret_file_exposure(&path) {
+                let path = crate::config::files::resolve(base, f.get_ref());
+                if let Some(warning) = crate::config::files::secret_file_exposure(&path) {
                     self.warning(f, warning);
                 }
                 match std::fs::read_to_string(&path) {
@@ -1358,7 +1323,7 @@ impl Compiler<'_> {
                 return None;
             }
         };
-        Some(Some(crate::vault::Credential {
+        Some(Some(crate::delivery::vault::Credential {
             username: user.get_ref().clone(),
             password: crate::secret::Secret::new(password),
         }))
@@ -1728,14 +1693,14 @@ impl Compiler<'_> {
 
     fn static_value(&mut self, name: &str, at: &Spanned<toml::Value>, v: String) -> Option<String> {
         if v.is_empty()
-            || v.len() > crate::inject::MAX_IDENTITY_VALUE
+            || v.len() > crate::delivery::identity::MAX_IDENTITY_VALUE
             || v.chars().any(char::is_control)
         {
             self.error(
                 at,
                 format!(
                     "header `{name}`: value must be 1-{} characters without control characters",
-                    crate::inject::MAX_IDENTITY_VALUE
+                    crate::delivery::identity::MAX_IDENTITY_VALUE
                 ),
             );
             return None;

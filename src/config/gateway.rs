@@ -4,9 +4,11 @@
 //! Per-app settings live in policy files (see `config::app`), not here.
 
 use super::duration::ConfigDuration;
+use super::files::{resolve, secret_file_exposure};
 use super::idp::{compile_idps, FileIdp, IdpConfig};
 use super::problem::{file_problem, Problem, SourceFile};
 use crate::secret::SecretBytes;
+use crate::upstream::UpstreamTimeouts;
 use ipnet::IpNet;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -236,17 +238,6 @@ pub struct HttpsListener {
     pub key: PathBuf,
 }
 
-/// Timeouts towards upstreams; each app may override them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct UpstreamTimeouts {
-    /// TCP (and TLS) connect.
-    pub connect: Duration,
-    /// Wait for each read from the upstream, including the response header.
-    pub read: Duration,
-    /// Wait for each write to the upstream.
-    pub write: Duration,
-}
-
 /// Sessions and pending logins: limits and the cookie key.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SessionSettings {
@@ -462,7 +453,7 @@ pub fn compile_gateway(
                 problems.push(src.warning(Some(f.span()), warning));
             }
             match std::fs::read(&path) {
-                Ok(pem) => match crate::assertion::key_id(&pem) {
+                Ok(pem) => match crate::delivery::assertion::key_id(&pem) {
                     Ok(_) => keys.push(SecretBytes::new(pem)),
                     Err(e) => problems.push(
                         src.error(Some(f.span()), format!("jwt key `{}`: {e}", path.display())),
@@ -734,46 +725,6 @@ fn check_key_pair(cert: &Path, key: &Path) -> Result<(), String> {
             cert.display()
         ))
     }
-}
-
-/// Resolves a configured path against the config file's directory.
-pub fn resolve(base: &Path, configured: &str) -> PathBuf {
-    let p = Path::new(configured);
-    if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        base.join(p)
-    }
-}
-
-/// Reads a PEM file of CA certificates (`ca_file` of upstreams and IdPs): the PEM bytes and
-/// the parsed certificates, or the message `check` shows.
-pub fn load_ca_file(path: &Path) -> Result<(Vec<u8>, Vec<openssl::x509::X509>), String> {
-    let cannot = |e: &dyn std::fmt::Display| {
-        format!(
-            "ca_file `{}` cannot be read as PEM certificates: {e}",
-            path.display()
-        )
-    };
-    let pem = std::fs::read(path).map_err(|e| cannot(&e))?;
-    let certs = openssl::x509::X509::stack_from_pem(&pem).map_err(|e| cannot(&e))?;
-    if certs.is_empty() {
-        return Err(format!("ca_file `{}` holds no certificate", path.display()));
-    }
-    Ok((pem, certs))
-}
-
-/// A warning when a secret file (key, client secret) can be read by other users.
-pub fn secret_file_exposure(path: &Path) -> Option<String> {
-    use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(path).ok()?.permissions().mode();
-    (mode & 0o077 != 0).then(|| {
-        format!(
-            "secret file `{}` is readable by other users (mode {:o}); `chmod 600` it",
-            path.display(),
-            mode & 0o777
-        )
-    })
 }
 
 /// Parses `10.0.0.0/8` or a bare address (treated as a single host).

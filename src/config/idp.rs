@@ -5,7 +5,7 @@
 //! from a file or the environment. Talking to the provider lives in `idp`.
 
 use super::duration::ConfigDuration;
-use super::gateway::{load_ca_file, resolve, secret_file_exposure};
+use super::files::{load_ca_file, resolve, secret_file_exposure};
 use super::problem::{Problem, SourceFile};
 use crate::secret::Secret;
 use serde::Deserialize;

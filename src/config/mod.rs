@@ -6,14 +6,13 @@
 
 pub mod app;
 pub mod duration;
+pub mod files;
 pub mod gateway;
 pub mod idp;
 pub mod problem;
 
-pub use app::{AppConfig, BrokenApp, HostPattern, UpstreamTarget};
-pub use gateway::{
-    load_gateway, AuditSettings, GatewayConfig, LogFormat, SessionSettings, UpstreamTimeouts,
-};
+pub use app::{AppConfig, BrokenApp, HostPattern};
+pub use gateway::{load_gateway, AuditSettings, GatewayConfig, LogFormat, SessionSettings};
 pub use idp::{IdpConfig, IdpProtocol, MetadataSource, OidcIdpConfig, SamlIdpConfig, TokenAuth};
 pub use problem::{Problem, Severity};
 

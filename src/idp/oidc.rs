@@ -132,19 +132,26 @@ pub struct OidcProvider {
     http: IdpHttpClient,
     discovered: ArcSwapOption<Discovered>,
     last_jwks_fetch: Mutex<Option<Instant>>,
+    clock: crate::clock::SharedClock,
     /// Whether the provider answers (watched in the background, marked by failed calls).
     pub health: super::health::Reachability,
 }
 
 impl OidcProvider {
     /// A provider that is not discovered yet.
-    pub fn new(name: &str, config: OidcIdpConfig, http: IdpHttpClient) -> Self {
+    pub fn new(
+        name: &str,
+        config: OidcIdpConfig,
+        http: IdpHttpClient,
+        clock: crate::clock::SharedClock,
+    ) -> Self {
         Self {
             name: name.to_string(),
             config,
             http,
             discovered: ArcSwapOption::empty(),
             last_jwks_fetch: Mutex::new(None),
+            clock,
             health: super::health::Reachability::default(),
         }
     }
@@ -349,13 +356,14 @@ impl OidcProvider {
             ));
         };
         let skew = i64::try_from(self.config.clock_skew.as_secs()).unwrap_or(i64::MAX);
+        let (exp_clock, iat_clock) = (self.clock.clone(), self.clock.clone());
         let verifier = discovered
             .client
             .id_token_verifier()
             // `exp` gets the configured leeway; `iat` may not lie further in the future.
-            .set_time_fn(move || crate::clock::utc_now_shifted(-skew))
+            .set_time_fn(move || crate::clock::utc_now_shifted(&*exp_clock, -skew))
             .set_issue_time_verifier_fn(move |iat| {
-                if iat > crate::clock::utc_now_shifted(skew) {
+                if iat > crate::clock::utc_now_shifted(&*iat_clock, skew) {
                     Err(format!("issued in the future ({iat})"))
                 } else {
                     Ok(())

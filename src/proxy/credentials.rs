@@ -5,13 +5,14 @@
 //! visible form) and a same-origin check; the password is written to the vault and never shown
 //! again.
 
-use super::{Action, RequestCtx, RequestError};
+use super::ctx::{Action, RequestCtx, RequestError};
+use super::login::{is_navigation, start_login};
 use crate::auth::{safe_return_to, Origin};
+use crate::delivery::vault::{enrollment_path, user_key, Credential, ENROLL_PREFIX};
 use crate::gateway::{Gateway, Route};
 use crate::pages::{escape_html, shell};
 use crate::routing::normalise_host;
 use crate::secret::Secret;
-use crate::vault::{enrollment_path, user_key, Credential, ENROLL_PREFIX};
 use pingora::proxy::Session;
 use std::sync::Arc;
 use tracing::info;
@@ -35,14 +36,14 @@ pub async fn serve(
     let app = gateway
         .apps()
         .iter()
-        .find(|a| a.config.id == app_id && (a.config.basic.is_some() || a.config.form_fill.is_some()))
+        .find(|a| a.config.id == app_id && a.config.delivery.replays_credentials())
         .filter(|a| {
             matches!(gateway.route(&host, &format!("{}/", a.config.path_prefix)), Some(Route::App(r)) if r.config.id == a.config.id)
         })
         .cloned()
         .ok_or(RequestError::NoRoute)?;
     let vault = gateway.vault.clone().ok_or(RequestError::NoRoute)?;
-    super::Proxy::attach_session(session, ctx, gateway, &app.config, origin).await;
+    super::decide::attach_session(session, ctx, gateway, &app.config, origin).await;
     ctx.app = Some(app.clone());
     let query: Vec<(String, String)> = session
         .req_header()
@@ -56,7 +57,7 @@ pub async fn serve(
         .unwrap_or_default();
     let param = |k: &str| query.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
     let Some(user) = ctx.user.clone() else {
-        if !super::endpoints::is_navigation(session.req_header()) {
+        if !is_navigation(session.req_header()) {
             return Err(RequestError::LoginRequired);
         }
         let here = format!(
@@ -67,26 +68,16 @@ pub async fn serve(
             )
             .collect::<String>()
         );
-        return super::endpoints::start_login(ctx, gateway, &app, origin, &here, None).await;
+        return start_login(ctx, gateway, &app, origin, &here, None).await;
     };
-    let asks_username = app
-        .config
-        .basic
-        .as_ref()
-        .is_some_and(|b| b.username.is_none())
-        || app
-            .config
-            .form_fill
-            .as_ref()
-            .is_some_and(|f| f.username.is_none());
-    let token = ctx
-        .session_id
-        .and_then(|id| {
-            gateway
-                .auth
-                .session_token(&id, &format!("credentials:{app_id}"))
-        })
-        .ok_or_else(|| RequestError::SignInFailed("no form token".into()))?;
+    let asks_username = app.config.delivery.asks_username();
+    let session_id = ctx.session_id.ok_or(RequestError::Internal(
+        "a signed-in request without its session id",
+    ))?;
+    let token = gateway
+        .auth
+        .session_token(&session_id, &format!("credentials:{app_id}"))
+        .ok_or(RequestError::Internal("no form token (no randomness)"))?;
     if session.req_header().method == http::Method::POST {
         let form = super::saml::read_form(session, MAX_FORM).await?;
         let field = |k: &str| form.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
@@ -117,8 +108,8 @@ pub async fn serve(
             Some(String::new())
         };
         let (Some(password), Some(username)) = (password, username) else {
-            return Err(RequestError::BodyUnreadable(
-                "user name and password are required".into(),
+            return Err(RequestError::FormIncomplete(
+                "user name and password are required",
             ));
         };
         vault
@@ -130,12 +121,11 @@ pub async fn serve(
                     password: Secret::new(password),
                 },
             )
-            .map_err(|e| {
-                tracing::error!(error = %e, "vault write failed");
-                RequestError::SignInFailed("cannot store the credential".into())
-            })?;
+            .map_err(RequestError::CredentialNotStored)?;
         // Credentials cached for this session were built from the old password.
-        user.backends.for_app(&app_id).lock().await.authorization = None;
+        if let Some(jar) = gateway.jars.existing(&session_id, &app_id) {
+            jar.lock().await.authorization = None;
+        }
         ctx.span.in_scope(|| info!(target: "audit", event = "credential_stored", app = %app_id, user = %user.identity.display(), request_id = %ctx.request_id, "credential stored"));
         return Ok(Action::Redirect {
             location: safe_return_to(&field("return_to").unwrap_or_else(|| "/".into())),

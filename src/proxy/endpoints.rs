@@ -1,138 +1,195 @@
-//! The gateway's own endpoints under `/.portcullis/` and the login redirect: wiring between
-//! the request and `auth`, plus the audit records of each outcome.
+//! The gateway's own endpoints under `/.portcullis/`: one table of (path, methods, handler),
+//! then the handlers — wiring between the request and `auth`, plus the audit records of each
+//! outcome. A new endpoint (a POST from an IdP, say) is one row.
 
-use super::{Action, RequestCtx, RequestError};
+use super::ctx::{Action, RequestCtx, RequestError};
+use super::login::start_login;
 use crate::audit;
 use crate::auth::{
     safe_return_to, CallbackError, Origin, CALLBACK_PATH, LOGGED_OUT_PATH, LOGIN_PATH, LOGOUT_PATH,
     USERINFO_PATH,
 };
-use crate::gateway::{AppRuntime, Gateway, Route};
+use crate::delivery::assertion::JWKS_PATH;
+use crate::delivery::vault::ENROLL_PREFIX;
+use crate::gateway::{Gateway, Route};
 use crate::idp::oidc::LoginError;
-use crate::idp::saml;
+use crate::idp::saml::{ACS_PATH, METADATA_PATH, SLO_PATH};
 use crate::pages::Page;
 use crate::routing::normalise_host;
 use crate::session::cookies::request_cookies;
-use crate::session::pending::StepUp;
+use http::Method;
 use pingora::http::RequestHeader;
 use pingora::proxy::Session;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
-use tracing::info;
 
-/// Answers a `/.portcullis/*` request.
+/// What a handler returns: its answer, later.
+type Reply<'a> = Pin<Box<dyn Future<Output = Result<Action, RequestError>> + Send + 'a>>;
+
+/// One endpoint's handler.
+type Handler =
+    for<'a> fn(&'a mut Session, &'a mut RequestCtx, &'a Arc<Gateway>, &'a Origin) -> Reply<'a>;
+
+/// Which paths an endpoint answers.
+enum Paths {
+    /// Exactly this path.
+    Exact(&'static str),
+    /// This prefix and anything below it.
+    Under(&'static str),
+}
+
+/// One row of the table.
+struct Endpoint {
+    paths: Paths,
+    methods: &'static [Method],
+    handler: Handler,
+}
+
+const READ: &[Method] = &[Method::GET, Method::HEAD];
+const READ_OR_POST: &[Method] = &[Method::GET, Method::HEAD, Method::POST];
+const POST: &[Method] = &[Method::POST];
+
+/// Turns an `async fn(session, ctx, gateway, origin)` into a table [`Handler`].
+macro_rules! handler {
+    ($f:path) => {{
+        fn boxed<'a>(
+            session: &'a mut Session,
+            ctx: &'a mut RequestCtx,
+            gateway: &'a Arc<Gateway>,
+            origin: &'a Origin,
+        ) -> Reply<'a> {
+            Box::pin($f(session, ctx, gateway, origin))
+        }
+        boxed as Handler
+    }};
+}
+
+/// Every endpoint of the gateway, on every app host.
+const ENDPOINTS: &[Endpoint] = &[
+    Endpoint {
+        paths: Paths::Exact(CALLBACK_PATH),
+        methods: READ,
+        handler: handler!(callback),
+    },
+    Endpoint {
+        paths: Paths::Exact(LOGIN_PATH),
+        methods: READ,
+        handler: handler!(login),
+    },
+    Endpoint {
+        paths: Paths::Exact(LOGOUT_PATH),
+        methods: READ,
+        handler: handler!(logout),
+    },
+    Endpoint {
+        paths: Paths::Exact(LOGGED_OUT_PATH),
+        methods: READ,
+        handler: handler!(signed_out),
+    },
+    Endpoint {
+        paths: Paths::Exact(USERINFO_PATH),
+        methods: READ,
+        handler: handler!(userinfo),
+    },
+    Endpoint {
+        paths: Paths::Exact(JWKS_PATH),
+        methods: READ,
+        handler: handler!(jwks),
+    },
+    Endpoint {
+        paths: Paths::Exact(METADATA_PATH),
+        methods: READ,
+        handler: handler!(super::saml::metadata),
+    },
+    Endpoint {
+        paths: Paths::Exact(ACS_PATH),
+        methods: POST,
+        handler: handler!(super::saml::acs),
+    },
+    Endpoint {
+        paths: Paths::Exact(SLO_PATH),
+        methods: READ_OR_POST,
+        handler: handler!(super::saml::slo),
+    },
+    Endpoint {
+        paths: Paths::Under(ENROLL_PREFIX),
+        methods: READ_OR_POST,
+        handler: handler!(super::credentials::serve),
+    },
+];
+
+/// Answers a `/.portcullis/*` request from the table: an unknown path is 404, a known one
+/// with a method it does not take 405.
 pub async fn serve(
     session: &mut Session,
     ctx: &mut RequestCtx,
     gateway: &Arc<Gateway>,
     origin: &Origin,
 ) -> Result<Action, RequestError> {
-    let method = session.req_header().method.clone();
-    if ctx.path == saml::ACS_PATH {
-        if method != http::Method::POST {
-            return Err(RequestError::MethodNotAllowed);
-        }
-        return super::saml::acs(session, ctx, gateway, origin).await;
-    }
-    if ctx.path == saml::SLO_PATH && method == http::Method::POST {
-        return super::saml::slo(session, ctx, gateway, origin).await;
-    }
-    if ctx.path.starts_with(crate::vault::ENROLL_PREFIX)
-        && matches!(method, http::Method::GET | http::Method::POST)
-    {
-        return super::credentials::serve(session, ctx, gateway, origin).await;
-    }
-    if method != http::Method::GET && method != http::Method::HEAD {
+    let endpoint = ENDPOINTS
+        .iter()
+        .find(|e| match e.paths {
+            Paths::Exact(path) => ctx.path == path,
+            Paths::Under(prefix) => ctx.path.starts_with(prefix),
+        })
+        .ok_or(RequestError::UnknownEndpoint)?;
+    if !endpoint.methods.contains(&session.req_header().method) {
         return Err(RequestError::MethodNotAllowed);
     }
-    match ctx.path.as_str() {
-        CALLBACK_PATH => callback(session, ctx, gateway, origin).await,
-        saml::METADATA_PATH => super::saml::metadata(ctx, gateway, origin),
-        crate::assertion::JWKS_PATH => match &gateway.assertions {
-            Some(signer) => Ok(Action::Json {
-                status: 200,
-                body: signer.jwks(),
-            }),
-            None => Err(RequestError::UnknownEndpoint),
-        },
-        saml::SLO_PATH => super::saml::slo(session, ctx, gateway, origin).await,
-        LOGIN_PATH => {
-            let query = query_pairs(session.req_header());
-            let wanted = query
-                .iter()
-                .find(|(k, _)| k == "return_to")
-                .map_or("/", |(_, v)| v.as_str());
-            let return_to = safe_return_to(wanted);
-            let path = return_to.split(['?', '#']).next().unwrap_or("/");
-            let host = normalise_host(&origin.authority).ok_or(RequestError::BadHost)?;
-            let app = match gateway.route(&host, path) {
-                Some(Route::App(app)) if app.config.idp.is_some() => app.clone(),
-                _ => return Err(RequestError::NoRoute),
-            };
-            ctx.app = Some(app.clone());
-            start_login(ctx, gateway, &app, origin, &return_to, None).await
-        }
-        LOGOUT_PATH => Ok(logout(session, ctx, gateway, origin).await),
-        USERINFO_PATH => userinfo(session, ctx, gateway, origin).await,
-        LOGGED_OUT_PATH => Ok(Action::Page {
-            page: Page::SignedOut,
-            cookies: Vec::new(),
-        }),
-        _ => Err(RequestError::UnknownEndpoint),
-    }
+    (endpoint.handler)(session, ctx, gateway, origin).await
 }
 
-/// Is this a top-level page load, which may be redirected to the IdP? API calls and XHR get
-/// 401 instead, so single-page apps don't pile up pending logins.
-pub fn is_navigation(req: &RequestHeader) -> bool {
-    let header = |name: &str| {
-        req.headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_ascii_lowercase)
-    };
-    let method_ok = req.method == http::Method::GET || req.method == http::Method::HEAD;
-    let accept_ok = header("accept").is_none_or(|a| a.contains("text/html"));
-    let mode_ok = header("sec-fetch-mode").is_none_or(|m| m == "navigate");
-    let not_xhr = req.headers.get("x-requested-with").is_none();
-    method_ok && accept_ok && mode_ok && not_xhr
-}
-
-/// Starts a login for `app` (a step-up when `step_up` says what it needs), returning to
-/// `return_to` afterwards.
-pub async fn start_login(
+/// `/.portcullis/login?return_to=…`: starts a login for the app at `return_to` on this host.
+async fn login(
+    session: &mut Session,
     ctx: &mut RequestCtx,
     gateway: &Arc<Gateway>,
-    app: &AppRuntime,
     origin: &Origin,
-    return_to: &str,
-    step_up: Option<StepUp>,
 ) -> Result<Action, RequestError> {
-    let idp = app.config.idp.as_deref().unwrap_or("-");
-    let provider = gateway
-        .auth
-        .provider(idp)
-        .filter(|p| p.is_available())
-        .ok_or_else(|| RequestError::SignInUnavailable(idp.to_string()))?;
-    let redirect = gateway
-        .auth
-        .start_login(
-            provider,
-            &app.config.id,
-            origin,
-            &safe_return_to(return_to),
-            step_up.clone(),
-        )
-        .await
-        .map_err(|e| RequestError::SignInFailed(e.to_string()))?;
-    match &step_up {
-        Some(s) => ctx
-            .span
-            .in_scope(|| info!(idp, rule = %s.rule, "step-up sign-in started")),
-        None => ctx.span.in_scope(|| info!(idp, "login started")),
-    }
-    Ok(Action::Redirect {
-        location: redirect.location,
-        cookies: vec![redirect.cookie],
+    let query = query_pairs(session.req_header());
+    let wanted = query
+        .iter()
+        .find(|(k, _)| k == "return_to")
+        .map_or("/", |(_, v)| v.as_str());
+    let return_to = safe_return_to(wanted);
+    let path = return_to.split(['?', '#']).next().unwrap_or("/");
+    let host = normalise_host(&origin.authority).ok_or(RequestError::BadHost)?;
+    let app = match gateway.route(&host, path) {
+        Some(Route::App(app)) if app.config.idp.is_some() => app.clone(),
+        _ => return Err(RequestError::NoRoute),
+    };
+    ctx.app = Some(app.clone());
+    start_login(ctx, gateway, &app, origin, &return_to, None).await
+}
+
+/// The signed-out page.
+async fn signed_out(
+    _session: &mut Session,
+    _ctx: &mut RequestCtx,
+    _gateway: &Arc<Gateway>,
+    _origin: &Origin,
+) -> Result<Action, RequestError> {
+    Ok(Action::Page {
+        page: Page::SignedOut,
+        cookies: Vec::new(),
+    })
+}
+
+/// The public keys identity assertions are signed with (only when `[jwt]` is configured).
+async fn jwks(
+    _session: &mut Session,
+    _ctx: &mut RequestCtx,
+    gateway: &Arc<Gateway>,
+    _origin: &Origin,
+) -> Result<Action, RequestError> {
+    let signer = gateway
+        .assertions
+        .as_ref()
+        .ok_or(RequestError::UnknownEndpoint)?;
+    Ok(Action::Json {
+        status: 200,
+        body: signer.jwks(),
     })
 }
 
@@ -169,9 +226,9 @@ async fn callback(
             let idp = pending.as_ref().map_or("-", |p| p.idp.as_str());
             audit::login_failed(&ctx.audit(app), idp, &error);
             if let CallbackError::Login(LoginError::Unreachable(_) | LoginError::NotReady) = error {
-                return Err(RequestError::IdpUnreachable(error.to_string()));
+                return Err(RequestError::IdpUnreachable(error));
             }
-            Err(RequestError::SignInFailed(error.to_string()))
+            Err(RequestError::LoginFailed(error))
         }
     }
 }
@@ -188,7 +245,7 @@ async fn userinfo(
         Some(Route::App(app)) if app.config.idp.is_some() => app.clone(),
         _ => return Err(RequestError::NoRoute),
     };
-    super::Proxy::attach_session(session, ctx, gateway, &app.config, origin).await;
+    super::decide::attach_session(session, ctx, gateway, &app.config, origin).await;
     ctx.app = Some(app);
     let Some(user) = &ctx.user else {
         return Ok(Action::Json {
@@ -208,7 +265,7 @@ async fn userinfo(
         "amr": who.amr,
         "auth_time": who.auth_time,
         "app": &*user.app,
-        "signed_in_at": user.created_unix,
+        "signed_in_at": user.created_unix(),
     });
     Ok(Action::Json {
         status: 200,
@@ -217,12 +274,12 @@ async fn userinfo(
 }
 
 /// Ends the session here and sends the browser to the IdP's logout.
-pub async fn logout(
+async fn logout(
     session: &mut Session,
     ctx: &mut RequestCtx,
     gateway: &Arc<Gateway>,
     origin: &Origin,
-) -> Action {
+) -> Result<Action, RequestError> {
     let cookies = request_cookies(session.req_header().headers.get_all("cookie").iter());
     let out = gateway.auth.logout(&cookies, origin).await;
     let app = out
@@ -235,10 +292,10 @@ pub async fn logout(
     for other in &out.family {
         audit::session_ended(&ctx.audit(&app), other, "logout_elsewhere");
     }
-    Action::Redirect {
+    Ok(Action::Redirect {
         location: out.location,
         cookies: out.cookies,
-    }
+    })
 }
 
 fn query_pairs(req: &RequestHeader) -> Vec<(String, String)> {

@@ -1,10 +1,92 @@
-//! Writing the gateway's own responses to the client.
+//! Writing the gateway's own responses to the client: actions, refusals and error pages.
 
+use super::ctx::{Action, RequestCtx, RequestError};
 use crate::pages::Page;
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 use pingora::Result;
+
+/// Answers with `action` (anything but [`Action::Proxy`], which sends nothing).
+pub async fn action(session: &mut Session, ctx: &mut RequestCtx, action: Action) -> Result<()> {
+    let stale: Vec<String> = ctx.clear_stale.take().into_iter().collect();
+    match action {
+        Action::Proxy => Ok(()),
+        Action::Redirect {
+            location,
+            mut cookies,
+        } => {
+            cookies.extend(stale);
+            ctx.gateway_status = Some(302);
+            redirect(session, &location, &cookies, &ctx.request_id).await
+        }
+        Action::Json { status, body } => {
+            ctx.gateway_status = Some(status);
+            let doc = (status, "application/json", body);
+            document(session, doc, &ctx.request_id, &stale).await
+        }
+        Action::Html { body, cookies } => {
+            ctx.gateway_status = Some(200);
+            let doc = (200, "text/html; charset=utf-8", body);
+            document(session, doc, &ctx.request_id, &cookies).await
+        }
+        Action::Xml { body } => {
+            ctx.gateway_status = Some(200);
+            let doc = (200, "application/samlmetadata+xml", body);
+            document(session, doc, &ctx.request_id, &[]).await
+        }
+        Action::Page { page, cookies } => {
+            ctx.gateway_status = Some(page.status());
+            let extra: Vec<(&'static str, String)> = cookies
+                .into_iter()
+                .chain(stale)
+                .map(|c| ("Set-Cookie", c))
+                .collect();
+            page_with(session, page, &ctx.request_id, true, &extra).await
+        }
+    }
+}
+
+/// Answers a refused request with its page (JSON to API clients), logged with its reason.
+pub async fn refusal(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    refusal: &RequestError,
+) -> Result<()> {
+    let page = refusal.page();
+    let reason = crate::idp::error_chain(refusal);
+    ctx.span
+        .in_scope(|| tracing::info!(%reason, status = page.status(), "refused"));
+    ctx.gateway_status = Some(page.status());
+    let mut extra: Vec<(&'static str, String)> = Vec::new();
+    extra.extend(ctx.clear_stale.take().map(|c| ("Set-Cookie", c)));
+    let login_url = crate::auth::LOGIN_PATH;
+    match refusal {
+        RequestError::StepUpRequired => extra.push((
+            "WWW-Authenticate",
+            format!(
+                "Portcullis error=\"insufficient_user_authentication\", login_url=\"{login_url}\""
+            ),
+        )),
+        RequestError::LoginRequired => {
+            let realm = ctx
+                .app
+                .as_ref()
+                .map_or("portcullis", |a| a.config.id.as_str());
+            extra.push((
+                "WWW-Authenticate",
+                format!("Portcullis realm=\"{realm}\", login_url=\"{login_url}\""),
+            ));
+        }
+        _ => {}
+    }
+    // Refusals tell a signed-in user who they are signed in as, so they can see a wrong
+    // account and switch.
+    let who = matches!(page, Page::Forbidden)
+        .then(|| ctx.user.as_ref().map(|u| u.identity.display().into_owned()))
+        .flatten();
+    page_for(session, page, &ctx.request_id, who.as_deref(), true, &extra).await
+}
 
 /// Sends a branded page. `keepalive` is false after proxy errors, where the connection state
 /// is uncertain.
@@ -99,12 +181,11 @@ pub async fn redirect(
     session.write_response_header(Box::new(resp), true).await
 }
 
-/// Sends a document (JSON, XML) that must not be cached or sniffed.
+/// Sends a document (status, content type, body: JSON, XML, a form) that must not be cached
+/// or sniffed.
 pub async fn document(
     session: &mut Session,
-    status: u16,
-    content_type: &str,
-    body: String,
+    (status, content_type, body): (u16, &str, String),
     request_id: &str,
     cookies: &[String],
 ) -> Result<()> {

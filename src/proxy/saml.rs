@@ -2,7 +2,7 @@
 //! (HTTP-POST) and single logout (HTTP-Redirect, and HTTP-POST from the IdP). Wiring between the
 //! request and `auth`.
 
-use super::{Action, RequestCtx, RequestError};
+use super::ctx::{Action, RequestCtx, RequestError};
 use crate::audit;
 use crate::auth::{CallbackError, Origin, UnsolicitedTarget, LOGGED_OUT_PATH};
 use crate::gateway::{AppRuntime, Gateway, Route};
@@ -43,9 +43,10 @@ fn saml_app(
 }
 
 /// `GET /.portcullis/saml/metadata`: this SP as the host's SAML IdP should know it.
-pub fn metadata(
+pub async fn metadata(
+    _session: &mut Session,
     ctx: &mut RequestCtx,
-    gateway: &Gateway,
+    gateway: &Arc<Gateway>,
     origin: &Origin,
 ) -> Result<Action, RequestError> {
     let (app, provider) = saml_app(gateway, origin)?;

@@ -4,10 +4,10 @@
 //! held, and the one-time pending-login records. It does not know how a login is proven (see
 //! `idp`) or what the backend receives (see `inject`).
 
-pub mod backend;
 pub mod cookies;
 pub mod pending;
 
+use crate::clock::{millis, SharedClock};
 use crate::idp::saml::assertion::SamlSubject;
 use crate::idp::Identity;
 use crate::secret::Secret;
@@ -113,7 +113,9 @@ pub struct Scope<'a> {
     pub idp: &'a str,
 }
 
-/// One signed-in browser.
+/// One signed-in browser. Plain data: every time in it is Unix milliseconds of the gateway's
+/// clock, and nothing in it belongs to one node (the backend jars of form-fill and Basic
+/// replay live beside it, in `delivery::jars`).
 #[derive(Debug)]
 pub struct Session {
     /// Who signed in.
@@ -126,11 +128,9 @@ pub struct Session {
     pub host: Arc<str>,
     /// The IdP sign-in this session belongs to.
     pub family: SignInFamily,
-    /// When the session began (Unix seconds), for audit.
-    pub created_unix: u64,
-    /// Sessions the gateway holds at form-fill backends for this user.
-    pub backends: backend::BackendJars,
-    created: Instant,
+    /// When the session began (Unix milliseconds).
+    pub created_ms: u64,
+    /// When it was last used (Unix milliseconds).
     last_seen_ms: AtomicU64,
     // Milliseconds, not `Duration`s: a session is held a million times over.
     idle_ms: u64,
@@ -183,15 +183,16 @@ impl Expired {
 }
 
 impl Session {
-    /// A new session for `app` on `host`, with the creating app's limits.
+    /// A new session for `app` on `host`, begun at `now_ms`, with the creating app's limits.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         identity: Identity,
         logout: LogoutHint,
         app: &str,
         host: &str,
         family: SignInFamily,
-        idle: Duration,
-        absolute: Duration,
+        (idle, absolute): (Duration, Duration),
+        now_ms: u64,
     ) -> Self {
         Self {
             identity,
@@ -199,57 +200,51 @@ impl Session {
             app: crate::intern::intern(app),
             host: crate::intern::intern(host),
             family,
-            created_unix: crate::clock::unix_now(),
-            backends: backend::BackendJars::default(),
-            created: Instant::now(),
-            last_seen_ms: AtomicU64::new(0),
+            created_ms: now_ms,
+            last_seen_ms: AtomicU64::new(now_ms),
             idle_ms: millis(idle),
             absolute_ms: millis(absolute),
         }
     }
 
-    fn idle(&self) -> Duration {
-        Duration::from_millis(self.idle_ms)
+    /// When the session began, in Unix seconds (audit, userinfo).
+    pub fn created_unix(&self) -> u64 {
+        self.created_ms / 1000
     }
 
-    fn absolute(&self) -> Duration {
-        Duration::from_millis(self.absolute_ms)
+    /// When it was last used (Unix milliseconds).
+    pub fn last_seen_ms(&self) -> u64 {
+        self.last_seen_ms.load(Ordering::Relaxed)
     }
 
-    fn since_created(&self, now: Instant) -> Duration {
-        now.saturating_duration_since(self.created)
+    /// How long the cache keeps the entry after a use at `now_ms`: the time left before
+    /// expiry, plus a grace period so the next use finds it and [`Session::touch`] can tell —
+    /// and audit — *why* it ended. Entries nobody asks for again are evicted after the grace.
+    fn remaining_after_use(&self, now_ms: u64) -> Duration {
+        let age = now_ms.saturating_sub(self.created_ms);
+        let left = self.absolute_ms.saturating_sub(age);
+        Duration::from_millis(self.idle_ms.min(left)) + EXPIRY_GRACE
     }
 
-    /// How long the cache keeps the entry after a use at `now`: the time left before expiry,
-    /// plus a grace period so the next use finds it and [`Session::touch`] can tell — and
-    /// audit — *why* it ended. Entries nobody asks for again are evicted after the grace.
-    fn remaining_after_use(&self, now: Instant) -> Duration {
-        let left = self.absolute().saturating_sub(self.since_created(now));
-        self.idle().min(left) + EXPIRY_GRACE
-    }
-
-    /// Checks the session's own limits and an app's (possibly stricter) ones, and records the
-    /// use when both hold. A session past only the app's limit is left as it is.
-    pub fn touch(&self, idle: Duration, absolute: Duration) -> Result<(), NotValid> {
-        let now = Instant::now();
-        let age = self.since_created(now);
-        let unused = age.saturating_sub(Duration::from_millis(
-            self.last_seen_ms.load(Ordering::Relaxed),
-        ));
-        if age >= self.absolute() {
+    /// Checks, at `now_ms`, the session's own limits and an app's (possibly stricter) ones,
+    /// and records the use when both hold. A session past only the app's limit is left as it
+    /// is.
+    pub fn touch(&self, now_ms: u64, idle: Duration, absolute: Duration) -> Result<(), NotValid> {
+        let age = now_ms.saturating_sub(self.created_ms);
+        let unused = now_ms.saturating_sub(self.last_seen_ms());
+        if age >= self.absolute_ms {
             return Err(NotValid::Ended(Expired::Absolute));
         }
-        if unused >= self.idle() {
+        if unused >= self.idle_ms {
             return Err(NotValid::Ended(Expired::Idle));
         }
-        if age >= absolute {
+        if age >= millis(absolute) {
             return Err(NotValid::TooOldHere(Expired::Absolute));
         }
-        if unused >= idle {
+        if unused >= millis(idle) {
             return Err(NotValid::TooOldHere(Expired::Idle));
         }
-        let ms = u64::try_from(age.as_millis()).unwrap_or(u64::MAX);
-        self.last_seen_ms.fetch_max(ms, Ordering::Relaxed);
+        self.last_seen_ms.fetch_max(now_ms, Ordering::Relaxed);
         Ok(())
     }
 
@@ -260,42 +255,41 @@ impl Session {
     }
 }
 
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
 /// Per-entry expiry: a read counts as a use (idle timer restarts), never past the absolute end.
-struct SessionExpiry;
+/// Reckoned on the gateway's clock; moka's own `Instant`s only schedule the eviction.
+struct SessionExpiry {
+    clock: SharedClock,
+}
 
 impl Expiry<SessionId, Arc<Session>> for SessionExpiry {
     fn expire_after_create(
         &self,
         _key: &SessionId,
         value: &Arc<Session>,
-        created_at: Instant,
+        _created_at: Instant,
     ) -> Option<Duration> {
-        Some(value.remaining_after_use(created_at))
+        Some(value.remaining_after_use(self.clock.now_ms()))
     }
 
     fn expire_after_read(
         &self,
         _key: &SessionId,
         value: &Arc<Session>,
-        read_at: Instant,
+        _read_at: Instant,
         _current: Option<Duration>,
         _last_modified_at: Instant,
     ) -> Option<Duration> {
-        Some(value.remaining_after_use(read_at))
+        Some(value.remaining_after_use(self.clock.now_ms()))
     }
 
     fn expire_after_update(
         &self,
         _key: &SessionId,
         value: &Arc<Session>,
-        updated_at: Instant,
+        _updated_at: Instant,
         _current: Option<Duration>,
     ) -> Option<Duration> {
-        Some(value.remaining_after_use(updated_at))
+        Some(value.remaining_after_use(self.clock.now_ms()))
     }
 }
 
@@ -303,15 +297,19 @@ impl Expiry<SessionId, Arc<Session>> for SessionExpiry {
 #[derive(Clone)]
 pub struct SessionStore {
     cache: Cache<SessionId, Arc<Session>>,
+    clock: SharedClock,
 }
 
 impl SessionStore {
-    /// A store holding at most `max_sessions`, least recently used evicted first.
-    pub fn new(max_sessions: u64) -> Self {
+    /// A store holding at most `max_sessions`, least recently used evicted first, keeping
+    /// time by `clock`.
+    pub fn new(max_sessions: u64, clock: SharedClock) -> Self {
         let cache = Cache::builder()
             .max_capacity(max_sessions)
             .eviction_policy(moka::policy::EvictionPolicy::lru())
-            .expire_after(SessionExpiry)
+            .expire_after(SessionExpiry {
+                clock: clock.clone(),
+            })
             .eviction_listener(|_id, session: Arc<Session>, cause| {
                 let reason = match cause {
                     RemovalCause::Expired => "expired",
@@ -331,7 +329,12 @@ impl SessionStore {
                 );
             })
             .build();
-        Self { cache }
+        Self { cache, clock }
+    }
+
+    /// The clock sessions are reckoned by.
+    pub fn clock(&self) -> &SharedClock {
+        &self.clock
     }
 
     /// Stores a new session and returns its id.
@@ -402,8 +405,11 @@ impl SessionStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::Clock;
 
-    fn session(idle_ms: u64, absolute_ms: u64) -> Session {
+    const T0: u64 = 1_800_000_000_000;
+
+    fn session_at(now_ms: u64, idle_ms: u64, absolute_ms: u64) -> Session {
         Session::new(
             Identity {
                 subject: "s".into(),
@@ -413,9 +419,16 @@ mod tests {
             "app",
             "app.example",
             SignInFamily::random().unwrap(),
-            Duration::from_millis(idle_ms),
-            Duration::from_millis(absolute_ms),
+            (
+                Duration::from_millis(idle_ms),
+                Duration::from_millis(absolute_ms),
+            ),
+            now_ms,
         )
+    }
+
+    fn session(idle_ms: u64, absolute_ms: u64) -> Session {
+        session_at(T0, idle_ms, absolute_ms)
     }
 
     #[test]
@@ -431,24 +444,35 @@ mod tests {
     #[test]
     fn touch_enforces_the_stricter_of_session_and_app_limits() {
         let s = session(60_000, 120_000);
-        assert_eq!(
-            s.touch(Duration::from_secs(60), Duration::from_secs(120)),
-            Ok(())
-        );
+        let (minute, two) = (Duration::from_secs(60), Duration::from_secs(120));
+        assert_eq!(s.touch(T0 + 1_000, minute, two), Ok(()));
         // Past only the app's limit: not valid there, but not ended.
         assert_eq!(
-            s.touch(Duration::ZERO, Duration::from_secs(120)),
+            s.touch(T0 + 1_000, Duration::ZERO, two),
             Err(NotValid::TooOldHere(Expired::Idle))
         );
         assert_eq!(
-            s.touch(Duration::from_secs(60), Duration::ZERO),
+            s.touch(T0 + 1_000, minute, Duration::ZERO),
             Err(NotValid::TooOldHere(Expired::Absolute))
         );
-        let short = session(0, 120_000);
+        // Used every 50 s, the session lives to its absolute end and not a moment longer.
+        for step in 1..=2 {
+            assert_eq!(s.touch(T0 + 1_000 + step * 50_000, minute, two), Ok(()));
+        }
         assert_eq!(
-            short.touch(Duration::from_secs(60), Duration::from_secs(120)),
+            s.touch(T0 + 120_000, minute, two),
+            Err(NotValid::Ended(Expired::Absolute))
+        );
+        // Unused for its idle time: ended, for every app.
+        let idle = session(60_000, 600_000);
+        assert_eq!(
+            idle.touch(T0 + 60_000, minute, Duration::from_secs(600)),
             Err(NotValid::Ended(Expired::Idle))
         );
+        // A clock that steps back never moves the last use back.
+        let back = session(60_000, 600_000);
+        assert_eq!(back.touch(T0 - 5_000, minute, two), Ok(()));
+        assert_eq!(back.last_seen_ms(), T0);
     }
 
     #[test]
@@ -493,23 +517,23 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn store_expires_idle_sessions_and_caps_the_count() {
-        let store = SessionStore::new(1000);
-        let id = store.create(session(50, 10_000)).await.unwrap();
+    async fn store_expires_idle_sessions_by_its_clock_and_caps_the_count() {
+        let clock = crate::clock::ManualClock::new(T0);
+        let store = SessionStore::new(1000, clock.clone());
+        let id = store.create(session(50_000, 600_000)).await.unwrap();
+        let limits = (Duration::from_secs(60), Duration::from_secs(600));
+        let found = store.get(&id).await.unwrap();
+        assert_eq!(found.touch(clock.now_ms(), limits.0, limits.1), Ok(()));
+        clock.advance(Duration::from_secs(51));
+        // Still held (the grace lets the next use tell why it ended), no longer valid.
         let found = store.get(&id).await.unwrap();
         assert_eq!(
-            found.touch(Duration::from_secs(60), Duration::from_secs(60)),
-            Ok(())
-        );
-        tokio::time::sleep(Duration::from_millis(120)).await;
-        let found = store.get(&id).await.unwrap();
-        assert_eq!(
-            found.touch(Duration::from_secs(60), Duration::from_secs(60)),
+            found.touch(clock.now_ms(), limits.0, limits.1),
             Err(NotValid::Ended(Expired::Idle)),
             "idle session must expire"
         );
 
-        let store = SessionStore::new(10);
+        let store = SessionStore::new(10, crate::clock::system());
         for _ in 0..50 {
             store.create(session(60_000, 60_000)).await.unwrap();
         }

@@ -1,9 +1,10 @@
 //! Logins in progress: what the callback needs, keyed by the random `state`, used once.
 
+use crate::clock::{millis, SharedClock};
 use crate::secret::Secret;
 use moka::future::Cache;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// One started login, waiting for the IdP to send the browser back.
 #[derive(Debug)]
@@ -62,31 +63,35 @@ pub enum PendingFlow {
 /// Pending logins, forgotten after the login timeout.
 #[derive(Clone)]
 pub struct PendingLogins {
-    cache: Cache<String, (Instant, Arc<PendingLogin>)>,
+    /// Each login with when it started (Unix milliseconds of `clock`).
+    cache: Cache<String, (u64, Arc<PendingLogin>)>,
     ttl: Duration,
+    clock: SharedClock,
 }
 
 impl PendingLogins {
-    /// A store whose entries live `ttl` and number at most `max`.
-    pub fn new(ttl: Duration, max: u64) -> Self {
+    /// A store whose entries live `ttl` on `clock` and number at most `max`.
+    pub fn new(ttl: Duration, max: u64, clock: SharedClock) -> Self {
         Self {
             cache: Cache::builder().time_to_live(ttl).max_capacity(max).build(),
             ttl,
+            clock,
         }
     }
 
     /// Remembers a login under its state.
     pub async fn insert(&self, state: String, login: PendingLogin) {
         self.cache
-            .insert(state, (Instant::now(), Arc::new(login)))
+            .insert(state, (self.clock.now_ms(), Arc::new(login)))
             .await;
     }
 
     /// Takes the login for this state: a second call with the same state finds nothing.
     pub async fn take(&self, state: &str) -> Option<Arc<PendingLogin>> {
         // `remove` may hand back an entry that expired but was not evicted yet.
-        let (created, login) = self.cache.remove(state).await?;
-        (created.elapsed() < self.ttl).then_some(login)
+        let (started_ms, login) = self.cache.remove(state).await?;
+        let age = self.clock.now_ms().saturating_sub(started_ms);
+        (age < millis(self.ttl)).then_some(login)
     }
 }
 
@@ -111,7 +116,8 @@ mod tests {
 
     #[tokio::test]
     async fn state_is_one_time_and_expires() {
-        let store = PendingLogins::new(Duration::from_millis(80), 100);
+        let clock = crate::clock::ManualClock::new(1_800_000_000_000);
+        let store = PendingLogins::new(Duration::from_secs(300), 100, clock.clone());
         store.insert("s1".into(), login()).await;
         assert!(store.take("s1").await.is_some());
         assert!(
@@ -119,7 +125,10 @@ mod tests {
             "reused state must be refused"
         );
         store.insert("s2".into(), login()).await;
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        store.insert("s3".into(), login()).await;
+        clock.advance(Duration::from_secs(299));
+        assert!(store.take("s3").await.is_some(), "a login within its time");
+        clock.advance(Duration::from_secs(1));
         assert!(
             store.take("s2").await.is_none(),
             "expired login must be gone"

@@ -5,7 +5,7 @@
 //! refuse at start (no strong signing certificate, no redirect SSO endpoint, DOCTYPE…).
 
 use super::{FileIdp, IdpCompiler};
-use crate::config::gateway::{resolve, secret_file_exposure};
+use crate::config::files::{resolve, secret_file_exposure};
 use crate::idp::saml::metadata::IdpMetadata;
 use crate::secret::SecretBytes;
 use std::path::{Path, PathBuf};

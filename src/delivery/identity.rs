@@ -52,9 +52,6 @@ pub enum IdentitySource {
 /// Why a request could not be given its identity headers or cookies.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum InjectError {
-    /// No credential could be read for replay.
-    #[error("stored credential unavailable")]
-    NoCredential,
     /// A cookie value with a character a `Cookie` header cannot carry unambiguously.
     #[error("identity cookie {cookie}: value contains `;`, a quote, a backslash, a space or a control character")]
     UnsafeCookieValue {

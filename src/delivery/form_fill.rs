@@ -3,15 +3,17 @@
 //!
 //! `login` does one login: GET the login page (keeping its cookies, scraping its CSRF token),
 //! POST the fields, and judge the answer (a redirect away from the login page, or the
-//! configured success cookie). The proxy decides when (first use, or after the backend logged
-//! the user out) and holds the per-session jar.
+//! configured success cookie). [`prepare`] decides when (first use, or after the backend logged
+//! the user out); the per-session jar lives in `jars`.
 
-use crate::config::app::UpstreamTls;
-use crate::config::{UpstreamTarget, UpstreamTimeouts};
+use super::jars::BackendJar;
+use super::{Backend, DeliveryError, Outgoing, Prepared, Recipient, ResponseEdits, Services};
 use crate::secret::Secret;
-use crate::session::backend::BackendJar;
+use crate::upstream::{UpstreamTarget, UpstreamTimeouts, UpstreamTls};
+use http::{HeaderMap, StatusCode};
 use std::time::{Duration, Instant};
 use thiserror::Error;
+use tracing::info;
 
 /// How to log in to one app's form.
 #[derive(Debug, Clone, PartialEq)]
@@ -34,9 +36,9 @@ pub struct FormFill {
     /// login page): the next request logs in again.
     pub logged_out_marker: Option<String>,
     /// Where the account name comes from: a session attribute, or (`None`) the vault entry.
-    pub username: Option<crate::inject::IdentitySource>,
+    pub username: Option<super::identity::IdentitySource>,
     /// One shared account for every user (apps with a single account), instead of the vault.
-    pub service: Option<crate::vault::Credential>,
+    pub service: Option<super::vault::Credential>,
 }
 
 /// Why a form login did not work.
@@ -216,6 +218,126 @@ pub async fn login(
     jar.logged_in = true;
     jar.last_login = Some(Instant::now());
     Ok(())
+}
+
+/// Makes sure the gateway is logged in to the backend for this user (once, even for
+/// concurrent first requests: the jar's lock is held across the login) and sends the
+/// backend's cookies. Answers instead with the enrollment form (no password stored, or the
+/// backend refused it) or with the start page (the backend's own login page is never needed
+/// once the gateway is logged in).
+pub async fn prepare(
+    form: &FormFill,
+    backend: &Backend<'_>,
+    who: &Recipient<'_>,
+    services: &Services<'_>,
+    out: &mut Outgoing,
+) -> Result<Prepared, DeliveryError> {
+    let jar = services.jars.for_session(&who.session, backend.app);
+    let mut held = jar.lock().await;
+    if !held.logged_in {
+        let Some(credential) =
+            super::stored_credential(form.service.as_ref(), backend.app, who, services)?
+        else {
+            return super::enroll(backend.app, who, false);
+        };
+        let username = match &form.username {
+            None => credential.username.clone(),
+            Some(source) => super::identity::value_of(source, who.identity).unwrap_or_default(),
+        };
+        let target = backend.target.ok_or(DeliveryError::NoUpstream)?;
+        match login(
+            target,
+            backend.tls,
+            backend.timeouts,
+            form,
+            &username,
+            &credential.password,
+            &mut held,
+        )
+        .await
+        {
+            Ok(()) => {
+                info!(target: "audit", event = "backend_login", app = %backend.app, user = %who.identity.display(), request_id = %who.request_id, "form-fill login to the backend")
+            }
+            Err(FormFillError::Refused) if form.service.is_some() => {
+                return Err(DeliveryError::ServiceAccountRefused);
+            }
+            Err(FormFillError::Refused) => {
+                info!(app = %backend.app, "backend refused the stored credentials");
+                return super::enroll(backend.app, who, true);
+            }
+            Err(e) => return Err(DeliveryError::BackendLogin(e)),
+        }
+    }
+    if backend.same_path(who.path, &form.login_url) {
+        return Ok(Prepared::Redirect("/".to_string()));
+    }
+    out.strip_cookie_keys.extend(
+        held.cookies
+            .iter()
+            .map(|(n, _)| crate::session::cookies::cookie_name_key(n)),
+    );
+    out.cookies.extend(held.cookies.iter().cloned());
+    drop(held);
+    out.jar = Some(jar);
+    out.retry_target = who.here.to_string();
+    Ok(Prepared::Send)
+}
+
+/// The backend's cookies stay in the gateway's jar and never reach the browser; a redirect to
+/// its login page means it logged the user out: the browser retries where it was, and the
+/// gateway logs in again (unless it just did, so a backend that never accepts the login
+/// cannot loop).
+pub async fn upstream_response(
+    form: &FormFill,
+    out: &Outgoing,
+    status: StatusCode,
+    headers: &HeaderMap,
+    edits: &mut ResponseEdits,
+) {
+    let Some(jar) = &out.jar else {
+        return;
+    };
+    let mut held = jar.lock().await;
+    for value in headers.get_all("set-cookie") {
+        if let Ok(text) = value.to_str() {
+            held.apply_set_cookie(text);
+        }
+    }
+    edits.drop_set_cookie = true;
+    let to_login = status.is_redirection()
+        && headers
+            .get("location")
+            .and_then(|l| l.to_str().ok())
+            .is_some_and(|l| points_at_login(l, &form.login_url));
+    if to_login {
+        let just_logged_in = held
+            .last_login
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(5));
+        held.reset();
+        if !just_logged_in {
+            edits.location = Some(out.retry_target.clone());
+            info!("backend session ended: logging in again on the next request");
+        }
+    }
+}
+
+/// A page saying "you are logged out" means the backend session is gone; the next request
+/// logs in again. The marker may straddle two chunks, so a short tail is kept.
+pub fn response_body(form: &FormFill, out: &mut Outgoing, chunk: &[u8]) {
+    let (Some(marker), Some(jar)) = (&form.logged_out_marker, &out.jar) else {
+        return;
+    };
+    let mut window = std::mem::take(&mut out.body_tail);
+    window.extend_from_slice(chunk);
+    if window.windows(marker.len()).any(|w| w == marker.as_bytes()) {
+        if let Ok(mut held) = jar.try_lock() {
+            held.reset();
+        }
+        info!("backend page says the user is logged out: logging in again on the next request");
+    }
+    let keep = marker.len().saturating_sub(1).min(window.len());
+    out.body_tail = window.split_off(window.len() - keep);
 }
 
 #[cfg(test)]

@@ -1,10 +1,11 @@
 //! What the gateway holds for a backend that has its own login, per user session and app: the
-//! cookies a form-fill backend set, or the Basic credentials replayed to it. They go to the backend on every request and never
-//! to the browser. One lock per (session, app), so concurrent first requests log in once.
+//! cookies a form-fill backend set, or the Basic credentials replayed to it. They go to the
+//! backend on every request and never to the browser. One lock per (session, app), so
+//! concurrent first requests log in once.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use crate::session::SessionId;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// One backend's session state for one user.
 #[derive(Debug, Default)]
@@ -46,32 +47,63 @@ impl BackendJar {
     }
 }
 
-/// The jars of one user session, by app id.
 /// One app's jar, locked across a login round trip.
 pub type SharedJar = Arc<tokio::sync::Mutex<BackendJar>>;
 
-#[derive(Debug, Default)]
+/// Every backend jar of this node, by session and app. Node-local by design: a jar holds the
+/// backend's own session cookies, which another node can rebuild by logging in once more. It
+/// lives beside the session store, not inside sessions, so a session stays plain data. A jar
+/// unused for `idle` is forgotten (the session it served has ended or gone idle; a session
+/// still alive just logs in to the backend again).
+#[derive(Clone)]
 pub struct BackendJars {
-    // Made on first use: most sessions never meet a form-fill or Basic-replay app, and an
-    // empty map and its lock would cost every one of them 56 bytes.
-    jars: std::sync::OnceLock<Box<Mutex<HashMap<String, SharedJar>>>>,
+    jars: moka::sync::Cache<(SessionId, Arc<str>), SharedJar>,
 }
 
 impl BackendJars {
-    /// The jar for `app`, created empty on first use.
-    pub fn for_app(&self, app: &str) -> SharedJar {
-        let mut jars = self
-            .jars
-            .get_or_init(Box::default)
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        jars.entry(app.to_string()).or_default().clone()
+    /// Jars for at most `max` (session, app) pairs, each forgotten after `idle` unused.
+    pub fn new(max: u64, idle: Duration) -> Self {
+        Self {
+            jars: moka::sync::Cache::builder()
+                .max_capacity(max)
+                .time_to_idle(idle)
+                .build(),
+        }
+    }
+
+    /// The jar of `session` at `app`, created empty on first use.
+    pub fn for_session(&self, session: &SessionId, app: &str) -> SharedJar {
+        self.jars
+            .get_with((*session, crate::intern::intern(app)), SharedJar::default)
+    }
+
+    /// The jar of `session` at `app`, if it has one.
+    pub fn existing(&self, session: &SessionId, app: &str) -> Option<SharedJar> {
+        self.jars.get(&(*session, crate::intern::intern(app)))
+    }
+}
+
+impl std::fmt::Debug for BackendJars {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "BackendJars({} held)", self.jars.entry_count())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_session_and_app_has_its_own_jar() {
+        let jars = BackendJars::new(100, Duration::from_secs(60));
+        let (a, b) = (SessionId::random().unwrap(), SessionId::random().unwrap());
+        assert!(jars.existing(&a, "forms").is_none());
+        let first = jars.for_session(&a, "forms");
+        assert!(Arc::ptr_eq(&first, &jars.for_session(&a, "forms")));
+        assert!(!Arc::ptr_eq(&first, &jars.for_session(&b, "forms")));
+        assert!(!Arc::ptr_eq(&first, &jars.for_session(&a, "hr")));
+        assert!(jars.existing(&a, "forms").is_some());
+    }
 
     #[test]
     fn set_cookie_headers_update_and_delete() {

@@ -1,0 +1,246 @@
+//! Steps 5–7 of a request's journey: the browser's session, the rules' decision and what
+//! follows from it (proxy with identity, redirect to sign in, refuse), with its audit record.
+
+use super::ctx::{Action, Outcome, RequestCtx, RequestError};
+use super::login::{here, is_navigation, start_login};
+use crate::audit;
+use crate::auth::{Origin, SessionLookup};
+use crate::config::AppConfig;
+use crate::delivery::{Backend, Outgoing, Prepared, Reach, Recipient};
+use crate::gateway::{AppRuntime, Gateway};
+use crate::policy::{Decision, RequestFacts};
+use crate::session::cookies::clear_session_cookie;
+use crate::session::pending::StepUp;
+use crate::session::Scope;
+use pingora::proxy::Session;
+use std::sync::Arc;
+use tracing::{info, Instrument};
+
+/// Session, decision, action for a request to `app`.
+pub async fn decide(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    gateway: &Arc<Gateway>,
+    app: Arc<AppRuntime>,
+    origin: Origin,
+) -> Result<Action, RequestError> {
+    let config = &app.config;
+    let rule_path = config.rules.rule_path(&ctx.path);
+    if config
+        .logout_path
+        .as_deref()
+        .is_some_and(|p| config.rules.rule_path(p) == rule_path)
+    {
+        // The gateway's logout endpoint does it: the browser sends the ID-token cookie only
+        // there.
+        return Ok(Action::redirect(crate::auth::LOGOUT_PATH));
+    }
+    if config.idp.is_some() {
+        attach_session(session, ctx, gateway, config, &origin).await;
+    }
+    let req = session.req_header();
+    let facts = RequestFacts {
+        method: &req.method,
+        path: &ctx.path,
+        client_ip: ctx.client_ip,
+        now: gateway.clock.now_unix(),
+    };
+    let user_facts = ctx.user.as_ref().map(|u| u.identity.facts());
+    let verdict = config.rules.evaluate(&facts, user_facts.as_ref());
+    let decision = verdict.decision;
+    ctx.outcome = Some(Outcome::of(&decision));
+    if let Some(rule) = decision.rule() {
+        ctx.span.record("rule", rule);
+        ctx.rule = Some(rule.to_string());
+    }
+    for hit in &verdict.shadow {
+        ctx.span.in_scope(|| {
+            info!(
+                rule = hit.rule,
+                would = hit.would,
+                decided = decision.name(),
+                "shadow rule would {} this request",
+                hit.would
+            )
+        });
+    }
+    // The record (and the reason it spells out) is only built when someone listens: the log
+    // at info, or the audit file.
+    if tracing::enabled!(target: "audit", tracing::Level::INFO) {
+        let reason = config.rules.reason(&decision, &facts, user_facts.as_ref());
+        let shadow: Vec<String> = verdict
+            .shadow
+            .iter()
+            .map(|h| format!("{}:{}", h.would, h.rule))
+            .collect();
+        audit::access_decision(
+            &ctx.audit(&config.id),
+            &audit::AccessRecord {
+                decision: decision.name(),
+                rule: decision.rule().unwrap_or("-"),
+                reason: &reason,
+                shadow: &shadow.join(","),
+                user: ctx.user.as_ref().map(|u| &u.identity),
+                method: req.method.as_str(),
+                path: &ctx.path,
+                policy_sha256: &config.policy_sha256,
+            },
+        );
+    }
+    let navigation = is_navigation(req);
+    let return_to = here(req, &ctx.path);
+    match decision {
+        Decision::Public { adaptive, .. } => {
+            if adaptive {
+                deliver(
+                    ctx,
+                    gateway,
+                    config,
+                    Reach::IdentityOnly,
+                    navigation,
+                    &return_to,
+                )
+                .await
+            } else {
+                Ok(Action::Proxy)
+            }
+        }
+        Decision::Allow { .. } => {
+            deliver(ctx, gateway, config, Reach::Full, navigation, &return_to).await
+        }
+        Decision::Deny { rule } | Decision::Unmet { rule } => Err(RequestError::Denied {
+            outcome: Outcome::of(&decision),
+            rule: rule.to_string(),
+        }),
+        Decision::StepUp { rule } => {
+            let (Some(user), Some(required)) = (&ctx.user, config.rules.rule(rule)) else {
+                ctx.outcome = Some(Outcome::StepUpRefused);
+                return Err(RequestError::Denied {
+                    outcome: Outcome::StepUpRefused,
+                    rule: rule.to_string(),
+                });
+            };
+            if !navigation {
+                return Err(RequestError::StepUpRequired);
+            }
+            let strength = required.strength();
+            let step_up = StepUp {
+                rule: rule.to_string(),
+                subject: user.identity.subject.clone(),
+                acr: strength.acr.clone(),
+                amr: strength.amr.clone(),
+                max_age: strength.max_age,
+                started_unix: gateway.clock.now_unix(),
+            };
+            start_login(ctx, gateway, &app, &origin, &return_to, Some(step_up)).await
+        }
+        Decision::NoAllowMatched => Err(RequestError::NoAllowRule),
+        Decision::LoginNeeded => {
+            if !navigation {
+                return Err(RequestError::LoginRequired);
+            }
+            start_login(ctx, gateway, &app, &origin, &return_to, None).await
+        }
+    }
+}
+
+/// Runs the app's delivery steps for the signed-in user, if any: the request goes on to the
+/// backend, or a step answers (the enrollment form, the app's start page).
+async fn deliver(
+    ctx: &mut RequestCtx,
+    gateway: &Gateway,
+    config: &AppConfig,
+    reach: Reach,
+    navigation: bool,
+    return_to: &str,
+) -> Result<Action, RequestError> {
+    let (Some(user), Some(session)) = (ctx.user.clone(), ctx.session_id) else {
+        return Ok(Action::Proxy);
+    };
+    let backend = Backend {
+        app: &config.id,
+        target: config.upstreams.first(),
+        tls: &config.upstream_tls,
+        timeouts: &config.timeouts,
+        fold_case: config.case_insensitive_paths,
+    };
+    let who = Recipient {
+        identity: &user.identity,
+        session,
+        path: &ctx.path,
+        here: return_to,
+        navigation,
+        request_id: &ctx.request_id,
+    };
+    let mut out = Outgoing::signed_in(navigation);
+    let prepared = config
+        .delivery
+        .prepare(
+            reach,
+            &backend,
+            &who,
+            &gateway.delivery_services(),
+            &mut out,
+        )
+        .instrument(ctx.span.clone())
+        .await?;
+    ctx.delivery = out;
+    match prepared {
+        Prepared::Send => Ok(Action::Proxy),
+        Prepared::Redirect(location) => Ok(Action::redirect(location)),
+    }
+}
+
+/// Step 5: the browser's session for this app, if any. A cookie that names no usable session
+/// counts as none (logged, and deleted in the response); expiry is audited.
+pub async fn attach_session(
+    session: &Session,
+    ctx: &mut RequestCtx,
+    gateway: &Gateway,
+    config: &AppConfig,
+    origin: &Origin,
+) {
+    let Some(idp) = config.idp.as_deref() else {
+        return;
+    };
+    let scope = Scope {
+        host: &ctx.host,
+        idp,
+    };
+    let navigation = is_navigation(session.req_header());
+    let lookup = gateway
+        .auth
+        .lookup(
+            session.req_header().headers.get_all("cookie").iter(),
+            origin.secure,
+            scope,
+            config.session_idle,
+            config.session_absolute,
+        )
+        .await;
+    match lookup {
+        SessionLookup::Found { id, session } => {
+            ctx.user = Some(session);
+            ctx.session_id = Some(id);
+            // Signed in, even where nothing is delivered: a backend's answer may still concern
+            // the user (a refused Basic password).
+            ctx.delivery = Outgoing::signed_in(navigation);
+        }
+        SessionLookup::None => {}
+        // Valid elsewhere, not here: the request is anonymous for this app, and the cookie
+        // stays (the app's own login replaces it).
+        SessionLookup::NotHere(reason) => {
+            ctx.span
+                .in_scope(|| info!(reason, "session not valid for this app"));
+        }
+        SessionLookup::Rejected(reason) => {
+            ctx.span
+                .in_scope(|| info!(reason, "session cookie ignored"));
+            ctx.clear_stale = Some(clear_session_cookie(origin.secure));
+        }
+        SessionLookup::Expired(ended, why) => {
+            ctx.clear_stale = Some(clear_session_cookie(origin.secure));
+            audit::session_expired(&ctx.audit(&config.id), &ended, why);
+        }
+    }
+}

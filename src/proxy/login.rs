@@ -1,0 +1,73 @@
+//! Sending a browser to sign in: whether a request may be redirected at all, and starting the
+//! login at the app's IdP.
+
+use super::ctx::{Action, RequestCtx, RequestError};
+use crate::auth::{safe_return_to, Origin};
+use crate::gateway::{AppRuntime, Gateway};
+use crate::session::pending::StepUp;
+use pingora::http::RequestHeader;
+use std::sync::Arc;
+use tracing::info;
+
+/// Is this a top-level page load, which may be redirected to the IdP? API calls and XHR get
+/// 401 instead, so single-page apps don't pile up pending logins.
+pub fn is_navigation(req: &RequestHeader) -> bool {
+    let header = |name: &str| {
+        req.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_ascii_lowercase)
+    };
+    let method_ok = req.method == http::Method::GET || req.method == http::Method::HEAD;
+    let accept_ok = header("accept").is_none_or(|a| a.contains("text/html"));
+    let mode_ok = header("sec-fetch-mode").is_none_or(|m| m == "navigate");
+    let not_xhr = req.headers.get("x-requested-with").is_none();
+    method_ok && accept_ok && mode_ok && not_xhr
+}
+
+/// Path and query of the request, to come back to after a login or a form.
+pub fn here(req: &RequestHeader, path: &str) -> String {
+    match req.uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_string(),
+    }
+}
+
+/// Starts a login for `app` (a step-up when `step_up` says what it needs), returning to
+/// `return_to` afterwards.
+pub async fn start_login(
+    ctx: &mut RequestCtx,
+    gateway: &Arc<Gateway>,
+    app: &AppRuntime,
+    origin: &Origin,
+    return_to: &str,
+    step_up: Option<StepUp>,
+) -> Result<Action, RequestError> {
+    let idp = app.config.idp.as_deref().unwrap_or("-");
+    let provider = gateway
+        .auth
+        .provider(idp)
+        .filter(|p| p.is_available())
+        .ok_or_else(|| RequestError::SignInUnavailable(idp.to_string()))?;
+    let redirect = gateway
+        .auth
+        .start_login(
+            provider,
+            &app.config.id,
+            origin,
+            &safe_return_to(return_to),
+            step_up.clone(),
+        )
+        .await
+        .map_err(RequestError::LoginNotStarted)?;
+    match &step_up {
+        Some(s) => ctx
+            .span
+            .in_scope(|| info!(idp, rule = %s.rule, "step-up sign-in started")),
+        None => ctx.span.in_scope(|| info!(idp, "login started")),
+    }
+    Ok(Action::Redirect {
+        location: redirect.location,
+        cookies: vec![redirect.cookie],
+    })
+}
