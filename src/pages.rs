@@ -1,7 +1,10 @@
 //! The gateway's own pages: branded, self-contained HTML for errors and notices.
 //!
 //! Owns wording and markup only. Pages name no backend, rule internals or secrets; they carry
-//! the request id so a user can quote it to the help desk.
+//! the request id so a user can quote it to the help desk. Markup is written with `maud`: it
+//! is checked when the gateway is compiled and every value is escaped unless marked otherwise.
+
+use maud::{html, Markup, PreEscaped, DOCTYPE};
 
 /// A page the gateway answers with instead of a backend response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,20 +129,19 @@ impl Page {
     pub fn render_for(self, request_id: &str, signed_in_as: Option<&str>) -> String {
         let status = self.status();
         let title = self.title();
-        let code = if status >= 400 {
-            format!("<p class=\"code\">Error {status}</p>")
-        } else {
-            String::new()
+        let body = html! {
+            p { (self.message()) }
+            @if let Some(user) = signed_in_as {
+                p.who {
+                    "Signed in as " b { (user) } ". "
+                    a href="/.portcullis/logout" { "Sign out or switch user" }
+                }
+            }
+            @if status >= 400 {
+                p.code { "Error " (status) }
+            }
         };
-        let who = match signed_in_as {
-            Some(user) => format!(
-                "<p class=\"who\">Signed in as <b>{}</b>. <a href=\"/.portcullis/logout\">Sign out or switch user</a></p>",
-                escape_html(user)
-            ),
-            None => String::new(),
-        };
-        let body = format!("<p>{}</p>{who}{code}", self.message());
-        shell(&format!("{status} {title}"), title, &body, request_id)
+        shell(&format!("{status} {title}"), title, body, request_id)
     }
 
     /// A short machine-readable name, for JSON answers to API clients.
@@ -179,39 +181,83 @@ impl Page {
     }
 }
 
-/// Every gateway page's frame: the brand, a heading, `body_html` (already escaped) and the
-/// request id for the help desk.
-pub fn shell(title: &str, heading: &str, body_html: &str, request_id: &str) -> String {
-    format!(
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-<title>{} · Portcullis</title>\
-<style>body{{font-family:system-ui,sans-serif;background:#f4f5f7;color:#1d2330;margin:0}}\
-main{{max-width:36rem;margin:12vh auto;background:#fff;border-radius:10px;padding:2rem 2.5rem;box-shadow:0 2px 12px #0002}}\
-h1{{font-size:1.4rem;margin:.2rem 0 1rem}}.brand{{color:#6b21a8;font-weight:700;letter-spacing:.05em}}\
-.code,.who{{color:#667;font-size:.9rem}}footer{{margin-top:1.5rem;color:#667;font-size:.8rem}}\
-label{{display:block;margin:.8rem 0}}input{{display:block;width:100%;box-sizing:border-box;padding:.5rem;margin-top:.3rem;border:1px solid #ccd;border-radius:6px}}\
-button{{margin-top:1rem;padding:.55rem 1.2rem;border:0;border-radius:6px;background:#6b21a8;color:#fff;font-weight:600}}\
-[role=alert]{{background:#fdecec;color:#8a1c1c;padding:.6rem .8rem;border-radius:6px}}</style></head>\
-<body><main><div class=\"brand\">PORTCULLIS</div><h1>{}</h1>{body_html}\
-<footer>Request id: <code>{}</code></footer></main></body></html>\n",
-        escape_html(title),
-        escape_html(heading),
-        escape_html(request_id)
-    )
+/// The credential enrollment form (`/.portcullis/credentials/<app>`).
+pub struct CredentialForm<'a> {
+    /// The app id.
+    pub app: &'a str,
+    /// The app's one-line summary from its policy.
+    pub summary: &'a str,
+    /// Where the form posts.
+    pub action: &'a str,
+    /// The user types the account name too.
+    pub asks_username: bool,
+    /// The backend refused the stored password.
+    pub failed: bool,
+    /// The session's form token.
+    pub csrf: &'a str,
+    /// Where to go once stored.
+    pub return_to: &'a str,
+    /// Who is signed in.
+    pub signed_in_as: &'a str,
 }
 
-pub(crate) fn escape_html(text: &str) -> String {
-    text.chars()
-        .map(|c| match c {
-            '<' => "&lt;".to_string(),
-            '>' => "&gt;".to_string(),
-            '&' => "&amp;".to_string(),
-            '"' => "&quot;".to_string(),
-            '\'' => "&#39;".to_string(),
-            c => c.to_string(),
-        })
-        .collect()
+impl CredentialForm<'_> {
+    /// The full HTML document.
+    pub fn render(&self, request_id: &str) -> String {
+        let heading = format!("Password for {}", self.app);
+        let body = html! {
+            @if self.failed {
+                p role="alert" { "The application refused the stored password. Enter your current password for it." }
+            }
+            p { (self.summary) }
+            p { "This application has its own password. Store it once; the gateway signs you in to it from now on. It is kept encrypted and never shown again." }
+            form method="post" action=(self.action) {
+                @if self.asks_username {
+                    label { "User name at the app " input name="username" autocomplete="username" required; }
+                }
+                label { "Password " input name="password" type="password" autocomplete="current-password" required; }
+                input type="hidden" name="csrf" value=(self.csrf);
+                input type="hidden" name="return_to" value=(self.return_to);
+                button type="submit" { "Save" }
+            }
+            p.who { "Signed in as " b { (self.signed_in_as) } "." }
+        };
+        shell(&heading, &heading, body, request_id)
+    }
+}
+
+/// The look shared by every gateway page (inline: pages load nothing from anywhere).
+const STYLE: &str = "body{font-family:system-ui,sans-serif;background:#f4f5f7;color:#1d2330;margin:0}\
+main{max-width:36rem;margin:12vh auto;background:#fff;border-radius:10px;padding:2rem 2.5rem;box-shadow:0 2px 12px #0002}\
+h1{font-size:1.4rem;margin:.2rem 0 1rem}.brand{color:#6b21a8;font-weight:700;letter-spacing:.05em}\
+.code,.who{color:#667;font-size:.9rem}footer{margin-top:1.5rem;color:#667;font-size:.8rem}\
+label{display:block;margin:.8rem 0}input{display:block;width:100%;box-sizing:border-box;padding:.5rem;margin-top:.3rem;border:1px solid #ccd;border-radius:6px}\
+button{margin-top:1rem;padding:.55rem 1.2rem;border:0;border-radius:6px;background:#6b21a8;color:#fff;font-weight:600}\
+[role=alert]{background:#fdecec;color:#8a1c1c;padding:.6rem .8rem;border-radius:6px}";
+
+/// Every gateway page's frame: the brand, a heading, the page's own `body` and the request id
+/// for the help desk.
+pub fn shell(title: &str, heading: &str, body: Markup, request_id: &str) -> String {
+    let page = html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · Portcullis" }
+                style { (PreEscaped(STYLE)) }
+            }
+            body {
+                main {
+                    div.brand { "PORTCULLIS" }
+                    h1 { (heading) }
+                    (body)
+                    footer { "Request id: " code { (request_id) } }
+                }
+            }
+        }
+    };
+    page.into_string()
 }
 
 #[cfg(test)]
@@ -221,9 +267,47 @@ mod tests {
     #[test]
     fn page_names_status_and_request_id_and_escapes_it() {
         let html = Page::BadGateway.render("<id>");
-        assert!(html.contains("502"));
+        assert!(html.starts_with("<!DOCTYPE html>"));
+        assert!(html.contains("Error 502"));
+        assert!(html.contains("<title>502 Application unreachable · Portcullis</title>"));
         assert!(html.contains("PORTCULLIS"));
         assert!(html.contains("&lt;id&gt;"));
         assert!(!html.contains("<id>"));
+    }
+
+    #[test]
+    fn the_credential_form_escapes_what_it_shows() {
+        let form = CredentialForm {
+            app: "forms",
+            summary: "Forms & <things>",
+            action: "/.portcullis/credentials/forms",
+            asks_username: true,
+            failed: true,
+            csrf: "tok\"en",
+            return_to: "/a?b=1&c=2",
+            signed_in_as: "ana@corp.example",
+        };
+        let html = form.render("r1");
+        assert!(html.contains("<p>Forms &amp; &lt;things&gt;</p>"));
+        assert!(html.contains("name=\"csrf\" value=\"tok&quot;en\""));
+        assert!(html.contains("value=\"/a?b=1&amp;c=2\""));
+        assert!(html.contains("name=\"username\""));
+        assert!(html.contains("role=\"alert\""));
+        let plain = CredentialForm {
+            asks_username: false,
+            failed: false,
+            ..form
+        }
+        .render("r1");
+        assert!(!plain.contains("name=\"username\""));
+        assert!(!plain.contains("role=\"alert\""));
+    }
+
+    #[test]
+    fn the_signed_in_user_is_named_and_escaped() {
+        let html = Page::Forbidden.render_for("r1", Some("<script>x</script>@corp.example"));
+        assert!(html.contains("Signed in as <b>&lt;script&gt;x&lt;/script&gt;@corp.example</b>"));
+        assert!(html.contains("href=\"/.portcullis/logout\""));
+        assert!(!Page::SignedOut.render("r1").contains("Error 200"));
     }
 }

@@ -3,15 +3,17 @@
 //!
 //! Keys come from PEM files (`[jwt] key_files`): the first signs, every one is published at
 //! `/.portcullis/jwks.json`, so a new key can be added first and an old one kept for overlap.
+//! Tokens are made by `jsonwebtoken`; openssl reads the key files and the public coordinates.
 
 use crate::idp::Identity;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use openssl::bn::{BigNum, BigNumContext};
 use openssl::ec::EcKey;
-use openssl::ecdsa::EcdsaSig;
 use openssl::nid::Nid;
 use openssl::pkey::{PKey, Private};
+use serde::Serialize;
 use serde_json::json;
 use std::time::Duration;
 use thiserror::Error;
@@ -33,10 +35,29 @@ pub enum AssertionError {
     Sign(String),
 }
 
-/// One key: its id and the key itself.
+/// One key: its id, the key (for its public half) and the same key for `jsonwebtoken`.
 struct SigningKey {
     kid: String,
     key: EcKey<Private>,
+    encoding: EncodingKey,
+}
+
+/// The claims of an identity assertion.
+#[derive(Serialize)]
+struct Claims<'a> {
+    iss: &'a str,
+    aud: &'a str,
+    sub: &'a str,
+    email: Option<&'a str>,
+    name: Option<&'a str>,
+    groups: &'a [std::sync::Arc<str>],
+    idp: &'a str,
+    acr: Option<&'a str>,
+    amr: &'a [std::sync::Arc<str>],
+    iat: u64,
+    nbf: u64,
+    exp: u64,
+    jti: String,
 }
 
 /// Signs assertions and publishes the public keys.
@@ -85,9 +106,13 @@ impl AssertionSigner {
         let mut keys = Vec::new();
         for pem in pems {
             let key = p256(pem)?;
+            let pkcs8 = PKey::from_ec_key(key.clone())
+                .and_then(|k| k.private_key_to_pkcs8())
+                .map_err(|e| AssertionError::Sign(e.to_string()))?;
             keys.push(SigningKey {
                 kid: kid_of(&key)?,
                 key,
+                encoding: EncodingKey::from_ec_der(&pkcs8),
             });
         }
         if keys.is_empty() {
@@ -110,39 +135,25 @@ impl AssertionSigner {
         let signing = self.keys.first().ok_or(AssertionError::NotAKey)?;
         let mut jti = [0u8; 16];
         openssl::rand::rand_bytes(&mut jti).map_err(|e| AssertionError::Sign(e.to_string()))?;
-        let header = json!({ "alg": "ES256", "typ": "JWT", "kid": signing.kid });
-        let claims = json!({
-            "iss": self.issuer,
-            "aud": audience,
-            "sub": user.subject,
-            "email": user.email,
-            "name": user.name,
-            "groups": user.groups,
-            "idp": user.idp,
-            "acr": user.acr,
-            "amr": user.amr,
-            "iat": now,
-            "nbf": now,
-            "exp": now + self.ttl.as_secs(),
-            "jti": URL_SAFE_NO_PAD.encode(jti),
-        });
-        let signing_input = format!(
-            "{}.{}",
-            URL_SAFE_NO_PAD.encode(header.to_string()),
-            URL_SAFE_NO_PAD.encode(claims.to_string())
-        );
-        let digest = openssl::sha::sha256(signing_input.as_bytes());
-        let sig = EcdsaSig::sign(&digest, &signing.key)
-            .map_err(|e| AssertionError::Sign(e.to_string()))?;
-        // JWS wants r and s as two 32-byte big-endian numbers, not DER.
-        let mut raw = Vec::with_capacity(64);
-        for n in [sig.r(), sig.s()] {
-            raw.extend(
-                n.to_vec_padded(32)
-                    .map_err(|e| AssertionError::Sign(e.to_string()))?,
-            );
-        }
-        Ok(format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(raw)))
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(signing.kid.clone());
+        let claims = Claims {
+            iss: &self.issuer,
+            aud: audience,
+            sub: &user.subject,
+            email: user.email.as_deref(),
+            name: user.name.as_deref(),
+            groups: &user.groups,
+            idp: &user.idp,
+            acr: user.acr.as_deref(),
+            amr: &user.amr,
+            iat: now,
+            nbf: now,
+            exp: now + self.ttl.as_secs(),
+            jti: URL_SAFE_NO_PAD.encode(jti),
+        };
+        jsonwebtoken::encode(&header, &claims, &signing.encoding)
+            .map_err(|e| AssertionError::Sign(e.to_string()))
     }
 
     /// The public keys as a JWK set.
@@ -176,6 +187,8 @@ impl AssertionSigner {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
     use super::*;
+    use jsonwebtoken::jwk::JwkSet;
+    use jsonwebtoken::{decode, decode_header, DecodingKey, Validation};
     use openssl::ec::EcGroup;
 
     fn pem() -> Vec<u8> {
@@ -184,6 +197,13 @@ mod tests {
             .unwrap()
             .private_key_to_pem()
             .unwrap()
+    }
+
+    fn validation(audience: &str) -> Validation {
+        let mut v = Validation::new(Algorithm::ES256);
+        v.set_audience(&[audience]);
+        v.set_issuer(&["portcullis"]);
+        v
     }
 
     #[test]
@@ -198,52 +218,39 @@ mod tests {
             idp: "okta".into(),
             ..Identity::default()
         };
-        let token = signer.sign(&user, "wiki", 1_800_000_000).unwrap();
-        let parts: Vec<&str> = token.split('.').collect();
-        assert_eq!(parts.len(), 3);
-        let claims: serde_json::Value =
-            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
-        assert_eq!(claims["aud"], "wiki");
-        assert_eq!(claims["sub"], "00u1");
-        assert_eq!(claims["exp"], 1_800_000_060u64);
-        let jwks: serde_json::Value = serde_json::from_str(&signer.jwks()).unwrap();
-        assert_eq!(
-            jwks["keys"].as_array().unwrap().len(),
-            2,
-            "both keys published"
-        );
-        let header: serde_json::Value =
-            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[0]).unwrap()).unwrap();
-        let jwk = jwks["keys"]
-            .as_array()
+        let now = crate::clock::unix_now();
+        let token = signer.sign(&user, "wiki", now).unwrap();
+        let jwks: JwkSet = serde_json::from_str(&signer.jwks()).unwrap();
+        assert_eq!(jwks.keys.len(), 2, "both keys published");
+        let kid = decode_header(&token).unwrap().kid.unwrap();
+        let jwk = jwks.find(&kid).unwrap();
+        let key = DecodingKey::from_jwk(jwk).unwrap();
+        let claims = decode::<serde_json::Value>(&token, &key, &validation("wiki"))
             .unwrap()
+            .claims;
+        assert_eq!(claims["sub"], "00u1");
+        assert_eq!(claims["email"], "ana@corp.example");
+        assert_eq!(claims["groups"], json!(["staff"]));
+        assert_eq!(claims["exp"], now + 60);
+        // Addressed to one app only.
+        assert!(decode::<serde_json::Value>(&token, &key, &validation("hr")).is_err());
+        // The other published key did not sign it.
+        let other = jwks
+            .keys
             .iter()
-            .find(|k| k["kid"] == header["kid"])
-            .unwrap();
-        let coord = |k: &str| {
-            BigNum::from_slice(&URL_SAFE_NO_PAD.decode(jwk[k].as_str().unwrap()).unwrap()).unwrap()
-        };
-        let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
-        let public =
-            EcKey::from_public_key_affine_coordinates(&group, &coord("x"), &coord("y")).unwrap();
-        let raw = URL_SAFE_NO_PAD.decode(parts[2]).unwrap();
-        let sig = EcdsaSig::from_private_components(
-            BigNum::from_slice(&raw[..32]).unwrap(),
-            BigNum::from_slice(&raw[32..]).unwrap(),
-        )
-        .unwrap();
-        let digest = openssl::sha::sha256(format!("{}.{}", parts[0], parts[1]).as_bytes());
-        assert!(sig.verify(&digest, &public).unwrap());
+            .find(|k| k.common.key_id.as_deref() != Some(&kid));
+        let other = DecodingKey::from_jwk(other.unwrap()).unwrap();
+        assert!(decode::<serde_json::Value>(&token, &other, &validation("wiki")).is_err());
         // Another user's claims under the same signature do not verify.
-        let forged = openssl::sha::sha256(
-            format!(
-                "{}.{}",
-                parts[0],
-                URL_SAFE_NO_PAD.encode(r#"{"sub":"admin"}"#)
-            )
-            .as_bytes(),
+        let parts: Vec<&str> = token.split('.').collect();
+        let forged = format!(
+            "{}.{}.{}",
+            parts[0],
+            URL_SAFE_NO_PAD
+                .encode(r#"{"sub":"admin","aud":"wiki","iss":"portcullis","exp":9999999999}"#),
+            parts[2]
         );
-        assert!(!sig.verify(&forged, &public).unwrap());
+        assert!(decode::<serde_json::Value>(&forged, &key, &validation("wiki")).is_err());
     }
 
     #[test]

@@ -10,7 +10,6 @@ use super::login::{is_navigation, start_login};
 use crate::auth::{safe_return_to, Origin};
 use crate::delivery::vault::{enrollment_path, user_key, Credential, ENROLL_PREFIX};
 use crate::gateway::{Gateway, Route};
-use crate::pages::{escape_html, shell};
 use crate::routing::normalise_host;
 use crate::secret::Secret;
 use pingora::proxy::Session;
@@ -134,32 +133,18 @@ pub async fn serve(
     }
     let failed = param("failed").is_some();
     let return_to = safe_return_to(&param("return_to").unwrap_or_else(|| "/".into()));
-    let username_field = if asks_username {
-        "<label>User name at the app <input name=\"username\" autocomplete=\"username\" required></label>"
-    } else {
-        ""
+    let form = crate::pages::CredentialForm {
+        app: &app_id,
+        summary: &app.config.summary,
+        action: &enrollment_path(&app_id),
+        asks_username,
+        failed,
+        csrf: &token,
+        return_to: &return_to,
+        signed_in_as: &user.identity.display(),
     };
-    let message = if failed {
-        "<p role=\"alert\">The application refused the stored password. Enter your current password for it.</p>"
-    } else {
-        ""
-    };
-    let inner = format!(
-        "{message}<p>{summary}</p>\
-<p>This application has its own password. Store it once; the gateway signs you in to it from now on. It is kept encrypted and never shown again.</p>\
-<form method=\"post\" action=\"{action}\">{username_field}\
-<label>Password <input name=\"password\" type=\"password\" autocomplete=\"current-password\" required></label>\
-<input type=\"hidden\" name=\"csrf\" value=\"{token}\"><input type=\"hidden\" name=\"return_to\" value=\"{return_to}\">\
-<button type=\"submit\">Save</button></form><p class=\"who\">Signed in as <b>{who}</b>.</p>",
-        summary = escape_html(&app.config.summary),
-        action = escape_html(&enrollment_path(&app_id)),
-        token = escape_html(&token),
-        return_to = escape_html(&return_to),
-        who = escape_html(&user.identity.display()),
-    );
-    let heading = format!("Password for {app_id}");
     Ok(Action::Html {
-        body: shell(&heading, &heading, &inner, &ctx.request_id),
+        body: form.render(&ctx.request_id),
         cookies: Vec::new(),
     })
 }
