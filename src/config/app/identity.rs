@@ -1,0 +1,291 @@
+//! Compiling what an app's backend is told about the user (`[identity]`, `[form_fill]`) into
+//! its delivery steps.
+
+#[allow(clippy::wildcard_imports)]
+use super::*;
+
+impl Compiler<'_> {
+    /// `[identity.headers]`: header name → attribute, claim, static value or shared secret.
+    pub(super) fn identity(
+        &mut self,
+        file: &FilePolicy,
+        base: &Path,
+        idp: Option<&IdpConfig>,
+    ) -> IdentityHeaders {
+        let mut headers: Vec<(http::HeaderName, IdentitySource)> = Vec::new();
+        for (name, value) in &file.identity.headers {
+            if file.idp.is_none() {
+                self.error(
+                    value,
+                    "[identity.headers] needs `idp`: identity comes from login",
+                );
+                continue;
+            }
+            let Ok(header) = http::HeaderName::from_bytes(name.as_bytes()) else {
+                self.error(value, format!("`{name}` is not a valid header name"));
+                continue;
+            };
+            if RESERVED_HEADERS.contains(&header.as_str()) || header.as_str().starts_with("proxy-")
+            {
+                self.error(value, format!("header `{name}` is managed by the gateway or HTTP itself and cannot carry identity"));
+                continue;
+            }
+            if headers.iter().any(|(h, _)| *h == header) {
+                self.error(
+                    value,
+                    format!("header `{name}` is listed twice (names are case-insensitive)"),
+                );
+                continue;
+            }
+            if let Some(source) =
+                self.identity_source(&format!("header `{name}`"), value, base, idp)
+            {
+                headers.push((header, source));
+            }
+        }
+        IdentityHeaders::new(headers)
+    }
+
+    /// `[identity.cookies]`: cookie names (RFC 6265 tokens, not the gateway's own) and the
+    /// same value sources as headers.
+    pub(super) fn identity_cookies(
+        &mut self,
+        file: &FilePolicy,
+        base: &Path,
+        idp: Option<&IdpConfig>,
+    ) -> IdentityCookies {
+        let mut cookies: Vec<(String, IdentitySource)> = Vec::new();
+        for (name, value) in &file.identity.cookies {
+            if file.idp.is_none() {
+                self.error(
+                    value,
+                    "[identity.cookies] needs `idp`: identity comes from login",
+                );
+                continue;
+            }
+            let token = !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b));
+            if !token {
+                self.error(value, format!("`{name}` is not a valid cookie name"));
+                continue;
+            }
+            if crate::session::cookies::is_gateway_cookie(name) {
+                self.error(value, format!("cookie `{name}` is the gateway's own"));
+                continue;
+            }
+            let key = crate::session::cookies::cookie_name_key(name);
+            if cookies
+                .iter()
+                .any(|(n, _)| crate::session::cookies::cookie_name_key(n) == key)
+            {
+                self.error(value, format!("cookie `{name}` is listed twice (backends may not tell case, `-`, `_` and `.` apart)"));
+                continue;
+            }
+            if let Some(source) =
+                self.identity_source(&format!("cookie `{name}`"), value, base, idp)
+            {
+                cookies.push((name.clone(), source));
+            }
+        }
+        IdentityCookies::new(cookies)
+    }
+
+    pub(super) fn identity_source(
+        &mut self,
+        name: &str,
+        value: &Spanned<toml::Value>,
+        base: &Path,
+        idp: Option<&IdpConfig>,
+    ) -> Option<IdentitySource> {
+        let attribute = |attr: &str, join: String| -> Option<IdentitySource> {
+            Some(match attr {
+                "sub" => IdentitySource::Subject,
+                "email" => IdentitySource::Email,
+                "name" => IdentitySource::Name,
+                "groups" => IdentitySource::Groups { join },
+                "idp" => IdentitySource::Idp,
+                "acr" => IdentitySource::Acr,
+                "amr" => IdentitySource::Amr { join },
+                other if idp.is_some_and(|i| i.extra_claims().iter().any(|c| c == other)) => {
+                    IdentitySource::Claim {
+                        name: other.to_string(),
+                        join,
+                    }
+                }
+                _ => return None,
+            })
+        };
+        let unknown = |attr: &str| {
+            format!("{name}: `{attr}` is not a session attribute (sub, email, name, groups, idp, acr, amr) nor a claim listed in the IdP's `claims` (OIDC) or `attributes` (SAML)")
+        };
+        match value.get_ref() {
+            toml::Value::String(attr) => {
+                let found = attribute(attr, ",".to_string());
+                if found.is_none() {
+                    self.error(value, unknown(attr));
+                }
+                found
+            }
+            toml::Value::Table(t) => {
+                let keys: Vec<&str> = t.keys().map(String::as_str).collect();
+                let allowed: &[&str] = match keys.first() {
+                    Some(&"claim") | Some(&"join") => &["claim", "join"],
+                    _ => &["value", "secret_env", "secret_file"],
+                };
+                if keys.len() != 1
+                    && !(keys.len() == 2 && keys.contains(&"claim") && keys.contains(&"join"))
+                    || keys.iter().any(|k| !allowed.contains(k))
+                {
+                    self.error(value, format!("{name}: use one of {{ claim = \"...\", join = \",\" }}, {{ value = \"...\" }}, {{ secret_env = \"...\" }}, {{ secret_file = \"...\" }}"));
+                    return None;
+                }
+                let text = |key: &str| t.get(key).and_then(toml::Value::as_str).map(str::to_string);
+                if let Some(claim) = text("claim") {
+                    let join = text("join").unwrap_or_else(|| ",".to_string());
+                    if join.chars().any(char::is_control) {
+                        self.error(
+                            value,
+                            format!("{name}: join must not hold control characters"),
+                        );
+                        return None;
+                    }
+                    let found = attribute(&claim, join);
+                    if found.is_none() {
+                        self.error(value, unknown(&claim));
+                    }
+                    return found;
+                }
+                if let Some(v) = text("value") {
+                    return self
+                        .static_value(name, value, v)
+                        .map(IdentitySource::Static);
+                }
+                let secret = match (text("secret_env"), text("secret_file")) {
+                    (Some(var), _) => Some(
+                        std::env::var(&var)
+                            .map_err(|_| format!("environment variable `{var}` is not set")),
+                    ),
+                    (None, Some(file)) => {
+                        let path = resolve(base, &file);
+                        if let Some(warning) = secret_file_exposure(&path) {
+                            self.warning(value, format!("{name}: {warning}"));
+                        }
+                        Some(std::fs::read_to_string(&path).map_err(|e| {
+                            format!("cannot read secret file `{}`: {e}", path.display())
+                        }))
+                    }
+                    (None, None) => None,
+                };
+                match secret {
+                    Some(Ok(v)) => {
+                        return self
+                            .static_value(name, value, v.trim().to_string())
+                            .map(|v| IdentitySource::Secret(Secret::new(v)))
+                    }
+                    Some(Err(why)) => {
+                        self.error(value, format!("{name}: {why}"));
+                        return None;
+                    }
+                    None => {}
+                }
+                self.error(value, format!("{name}: values must be strings"));
+                None
+            }
+            _ => {
+                self.error(
+                    value,
+                    format!("{name}: expected an attribute name like \"email\" or a table"),
+                );
+                None
+            }
+        }
+    }
+
+    pub(super) fn static_value(
+        &mut self,
+        name: &str,
+        at: &Spanned<toml::Value>,
+        v: String,
+    ) -> Option<String> {
+        if v.is_empty()
+            || v.len() > crate::delivery::identity::MAX_IDENTITY_VALUE
+            || v.chars().any(char::is_control)
+        {
+            self.error(
+                at,
+                format!(
+                    "header `{name}`: value must be 1-{} characters without control characters",
+                    crate::delivery::identity::MAX_IDENTITY_VALUE
+                ),
+            );
+            return None;
+        }
+        Some(v)
+    }
+
+    /// A shared service account (`service_username` with `service_password_file` or
+    /// `service_password_env`). `Some(None)` when none is configured; `None` on an error.
+    pub(super) fn service_credential(
+        &mut self,
+        username: Option<&Spanned<String>>,
+        file: Option<&Spanned<String>>,
+        env: Option<&Spanned<String>>,
+        base: &Path,
+    ) -> Option<Option<crate::delivery::vault::Credential>> {
+        let Some(user) = username else {
+            if let Some(stray) = file.or(env) {
+                self.error(stray, "a service password needs `service_username`");
+                return None;
+            }
+            return Some(None);
+        };
+        let password = match (file, env) {
+            (Some(f), None) => {
+                let path = crate::config::files::resolve(base, f.get_ref());
+                if let Some(warning) = crate::config::files::secret_file_exposure(&path) {
+                    self.warning(f, warning);
+                }
+                match std::fs::read_to_string(&path) {
+                    Ok(text) if !text.trim().is_empty() => text.trim().to_string(),
+                    Ok(_) => {
+                        self.error(
+                            f,
+                            format!("service password file `{}` is empty", path.display()),
+                        );
+                        return None;
+                    }
+                    Err(e) => {
+                        self.error(
+                            f,
+                            format!(
+                                "cannot read service password file `{}`: {e}",
+                                path.display()
+                            ),
+                        );
+                        return None;
+                    }
+                }
+            }
+            (None, Some(e)) => match std::env::var(e.get_ref()) {
+                Ok(v) if !v.is_empty() => v,
+                _ => {
+                    self.error(
+                        e,
+                        format!("environment variable `{}` is not set", e.get_ref()),
+                    );
+                    return None;
+                }
+            },
+            _ => {
+                self.error(user, "service_username needs exactly one of service_password_file or service_password_env");
+                return None;
+            }
+        };
+        Some(Some(crate::delivery::vault::Credential {
+            username: user.get_ref().clone(),
+            password: crate::secret::Secret::new(password),
+        }))
+    }
+}
