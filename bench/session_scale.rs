@@ -95,10 +95,10 @@ fn main() -> anyhow::Result<()> {
     })?;
     portcullis::logging::init(config.log_format, &config.log_level, None)?;
     let policies = portcullis::config::load_policies(&config);
-    let Some(app) = policies.apps.iter().find(|a| a.id == args.app) else {
+    let Some(app) = policies.apps.iter().find(|a| a.id() == args.app) else {
         bail!("no app {} in the policies", args.app);
     };
-    let idp = app.idp.clone().context("the app has no idp")?;
+    let idp = app.idp().context("the app has no idp")?.to_string();
     let assembled = portcullis::server::assemble(&args.config, config, policies)?;
     let gateway = assembled.gateway.load_full();
     let origin = Origin {

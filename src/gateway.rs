@@ -36,13 +36,13 @@ pub struct AppRuntime {
 impl AppRuntime {
     fn new(config: AppConfig) -> Self {
         let peers = config
-            .upstreams
+            .upstreams()
             .iter()
             .map(|u| peer_for(&config, u))
             .collect();
-        let weights: Vec<u32> = config.upstreams.iter().map(|u| u.weight).collect();
+        let weights: Vec<u32> = config.upstreams().iter().map(|u| u.weight).collect();
         Self {
-            upstreams: UpstreamSet::new(&weights, config.passive_health),
+            upstreams: UpstreamSet::new(&weights, config.passive_health()),
             peers,
             config,
         }
@@ -75,13 +75,13 @@ impl AppRuntime {
 fn peer_for(app: &AppConfig, target: &crate::upstream::UpstreamTarget) -> HttpPeer {
     let mut peer = HttpPeer::new(target.addr, target.tls, target.sni.clone());
     let opts = &mut peer.options;
-    opts.connection_timeout = Some(app.timeouts.connect);
-    opts.total_connection_timeout = Some(app.timeouts.connect);
-    opts.read_timeout = Some(app.timeouts.read);
-    opts.write_timeout = Some(app.timeouts.write);
-    opts.verify_cert = app.upstream_tls.verify;
-    opts.verify_hostname = app.upstream_tls.verify;
-    if let Some(ca) = &app.upstream_tls.ca {
+    opts.connection_timeout = Some(app.timeouts().connect);
+    opts.total_connection_timeout = Some(app.timeouts().connect);
+    opts.read_timeout = Some(app.timeouts().read);
+    opts.write_timeout = Some(app.timeouts().write);
+    opts.verify_cert = app.upstream_tls().verify;
+    opts.verify_hostname = app.upstream_tls().verify;
+    if let Some(ca) = &app.upstream_tls().ca {
         opts.ca = Some(Arc::new(ca.clone().into_boxed_slice()));
     }
     peer
@@ -142,7 +142,7 @@ impl Gateway {
         let identity_names: Vec<String> = policies
             .apps
             .iter()
-            .flat_map(|a| a.delivery.header_names().map(str::to_string))
+            .flat_map(|a| a.delivery().header_names().map(str::to_string))
             .collect();
         let hygiene = HeaderHygiene::new(
             DEFAULT_STRIPPED_HEADERS
@@ -171,11 +171,11 @@ impl Gateway {
             .map(|a| Arc::new(AppRuntime::new(a)))
             .collect();
         for app in &apps {
-            for host in &app.config.hosts {
+            for host in app.config.hosts() {
                 routes.insert(
                     host,
-                    &app.config.path_prefix,
-                    app.config.case_insensitive_paths,
+                    app.config.path_prefix(),
+                    app.config.case_insensitive_paths(),
                     Route::App(app.clone()),
                 );
             }
@@ -225,9 +225,9 @@ impl Gateway {
 
     /// An app's session (idle, absolute) timeouts; the gateway's for an app no longer loaded.
     pub fn session_limits(&self, app_id: &str) -> (Duration, Duration) {
-        self.apps.iter().find(|a| a.config.id == app_id).map_or(
+        self.apps.iter().find(|a| a.config.id() == app_id).map_or(
             (self.config.sessions.idle, self.config.sessions.absolute),
-            |a| (a.config.session_idle, a.config.session_absolute),
+            |a| (a.config.session_idle(), a.config.session_absolute()),
         )
     }
 

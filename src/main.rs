@@ -177,24 +177,23 @@ fn check(path: &Path) -> anyhow::Result<ExitCode> {
     print_problems(&policies.problems);
     let failed = policies.problems.iter().any(Problem::is_error);
     for app in &policies.apps {
-        let hosts: Vec<String> = app.hosts.iter().map(ToString::to_string).collect();
-        let prefix = if app.path_prefix.is_empty() {
+        let hosts: Vec<String> = app.hosts().iter().map(ToString::to_string).collect();
+        let prefix = if app.path_prefix().is_empty() {
             "/"
         } else {
-            app.path_prefix.as_str()
+            app.path_prefix()
         };
         println!(
             "ok   {}: {} {} -> {} upstream(s), {} rule(s), {}; owner {}; {}",
-            app.id,
+            app.id(),
             hosts.join(","),
             prefix,
-            app.upstreams.len(),
-            app.rules.len(),
-            app.idp
-                .as_deref()
+            app.upstreams().len(),
+            app.rules().len(),
+            app.idp()
                 .map_or_else(|| "no login".to_string(), |i| format!("login via {i}")),
-            app.owner,
-            app.summary
+            app.owner(),
+            app.summary()
         );
     }
     for broken in &policies.broken {

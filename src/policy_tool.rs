@@ -46,19 +46,19 @@ pub fn test(config_path: &Path, dir: Option<&Path>) -> anyhow::Result<ExitCode> 
     };
     let (mut passed, mut failed) = (0usize, 0usize);
     for app in &apps {
-        for example in &app.examples {
-            match examples::run(&app.rules, example) {
+        for example in app.examples() {
+            match examples::run(app.rules(), example) {
                 Ok(()) => {
                     passed += 1;
-                    println!("ok   {}: {}", app.id, example.name);
+                    println!("ok   {}: {}", app.id(), example.name);
                 }
                 Err(mismatch) => {
                     failed += 1;
                     println!(
                         "FAIL {}:{}: {}: {}\n       expected {}\n       got      {}\n       because  {}",
-                        app.file.display(),
+                        app.file().display(),
                         example.line,
-                        app.id,
+                        app.id(),
                         example.name,
                         example.expect,
                         mismatch.got,
@@ -70,8 +70,8 @@ pub fn test(config_path: &Path, dir: Option<&Path>) -> anyhow::Result<ExitCode> 
     }
     let without: Vec<&str> = apps
         .iter()
-        .filter(|a| a.examples.is_empty())
-        .map(|a| a.id.as_str())
+        .filter(|a| a.examples().is_empty())
+        .map(|a| a.id())
         .collect();
     if !without.is_empty() {
         println!("note: no [[test]] examples in: {}", without.join(", "));
@@ -197,14 +197,14 @@ pub fn diff(
             Some((app, m.to_string(), p.to_string()))
         })
         .collect();
-    let mut ids: Vec<&str> = old.iter().chain(&new).map(|a| a.id.as_str()).collect();
+    let mut ids: Vec<&str> = old.iter().chain(&new).map(|a| a.id()).collect();
     ids.sort_unstable();
     ids.dedup();
     let mut changes = 0usize;
     for id in ids {
         let (before, after) = match (
-            old.iter().find(|a| a.id == id),
-            new.iter().find(|a| a.id == id),
+            old.iter().find(|a| a.id() == id),
+            new.iter().find(|a| a.id() == id),
         ) {
             (Some(b), Some(a)) => (b, a),
             (None, _) => {
@@ -223,7 +223,7 @@ pub fn diff(
             .filter(|(app, _, _)| app.as_deref().is_none_or(|a| a == id))
             .map(|(_, m, p)| (m.clone(), p.clone()))
             .collect();
-        for rule in before.rules.rules().chain(after.rules.rules()) {
+        for rule in before.rules().rules().chain(after.rules().rules()) {
             for pattern in rule.paths() {
                 if let Some(base) = pattern.literal_base() {
                     let path = if base.is_empty() { "/" } else { base };
@@ -251,8 +251,8 @@ pub fn diff(
             };
             for (name, who) in &users {
                 let user = who.as_ref().map(Identity::facts);
-                let b = before.rules.decide(&facts, user.as_ref());
-                let a = after.rules.decide(&facts, user.as_ref());
+                let b = before.rules().decide(&facts, user.as_ref());
+                let a = after.rules().decide(&facts, user.as_ref());
                 if b.admits() != a.admits() {
                     let verb = if a.admits() { "GAINS" } else { "LOSES" };
                     lines.push(format!(
@@ -294,8 +294,8 @@ pub fn explain(
     let Some(apps) = load(config_path, None)? else {
         return Ok(ExitCode::from(1));
     };
-    let Some(app) = apps.iter().find(|a| a.id == app_id) else {
-        let known: Vec<&str> = apps.iter().map(|a| a.id.as_str()).collect();
+    let Some(app) = apps.iter().find(|a| a.id() == app_id) else {
+        let known: Vec<&str> = apps.iter().map(|a| a.id()).collect();
         eprintln!("no app `{app_id}` (apps: {})", known.join(", "));
         return Ok(ExitCode::from(1));
     };
@@ -315,8 +315,8 @@ pub fn explain(
         now: portcullis::clock::unix_now(),
     };
     let user_facts = identity.as_ref().map(Identity::facts);
-    let verdict = app.rules.evaluate(&facts, user_facts.as_ref());
-    println!("app:      {} ({})", app.id, app.file.display());
+    let verdict = app.rules().evaluate(&facts, user_facts.as_ref());
+    println!("app:      {} ({})", app.id(), app.file().display());
     println!(
         "request:  {method} {normalised}{}",
         if normalised == path {
@@ -334,7 +334,7 @@ pub fn explain(
     println!("decision: {}", examples::describe(&verdict.decision));
     println!(
         "reason:   {}",
-        app.rules
+        app.rules()
             .reason(&verdict.decision, &facts, user_facts.as_ref())
     );
     for hit in &verdict.shadow {
@@ -342,12 +342,12 @@ pub fn explain(
     }
     println!("rules:");
     // The rules compare the path as the app does (lower-cased with case_insensitive_paths).
-    let rule_path = app.rules.rule_path(&normalised);
+    let rule_path = app.rules().rule_path(&normalised);
     let rule_facts = RequestFacts {
         path: &rule_path,
         ..facts
     };
-    for rule in app.rules.rules() {
+    for rule in app.rules().rules() {
         let checks = rule.checks(&rule_facts, user_facts.as_ref());
         let all = checks.iter().all(|c| c.held);
         println!(

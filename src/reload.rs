@@ -57,9 +57,9 @@ impl Reloader {
         // app that never loaded is switched off.
         let mut kept = Vec::new();
         policies.broken.retain(|broken| {
-            match running.apps().iter().find(|a| a.config.file == broken.file) {
+            match running.apps().iter().find(|a| a.config.file() == broken.file) {
                 Some(last_good) => {
-                    warn!(file = %broken.file.display(), app = %last_good.config.id, "policy file has errors: keeping the last good version of the app");
+                    warn!(file = %broken.file.display(), app = %last_good.config.id(), "policy file has errors: keeping the last good version of the app");
                     kept.push(last_good.config.clone());
                     false
                 }

@@ -75,20 +75,24 @@ fn cross_file_checks(compiled: Vec<(AppConfig, String)>, set: &mut PolicySet) {
     let mut claims: HashMap<(HostPattern, &str), Vec<usize>> = HashMap::new();
     let mut bad: Vec<(usize, Problem)> = Vec::new();
     for (i, (app, _)) in compiled.iter().enumerate() {
-        if let Some(first) = id_owner.get(app.id.as_str()) {
+        if let Some(first) = id_owner.get(app.id()) {
             bad.push((
                 i,
                 file_problem(
-                    &app.file,
-                    format!("app id `{}` is already used by {}", app.id, first.display()),
+                    app.file(),
+                    format!(
+                        "app id `{}` is already used by {}",
+                        app.id(),
+                        first.display()
+                    ),
                 ),
             ));
         } else {
-            id_owner.insert(&app.id, &app.file);
+            id_owner.insert(app.id(), app.file());
         }
-        for host in &app.hosts {
+        for host in app.hosts() {
             claims
-                .entry((host.clone(), app.path_prefix.as_str()))
+                .entry((host.clone(), app.path_prefix()))
                 .or_default()
                 .push(i);
         }
@@ -103,7 +107,7 @@ fn cross_file_checks(compiled: Vec<(AppConfig, String)>, set: &mut PolicySet) {
             let others: Vec<String> = owners
                 .iter()
                 .filter(|&&j| j != i)
-                .filter_map(|&j| compiled.get(j).map(|(a, _)| a.file.display().to_string()))
+                .filter_map(|&j| compiled.get(j).map(|(a, _)| a.file().display().to_string()))
                 .collect();
             if let Some((app, text)) = compiled.get(i) {
                 let at = position_of(text, &host.to_string());
@@ -111,7 +115,7 @@ fn cross_file_checks(compiled: Vec<(AppConfig, String)>, set: &mut PolicySet) {
                 let problem = Problem {
                     position: at,
                     ..file_problem(
-                        &app.file,
+                        app.file(),
                         format!(
                             "host `{host}` with path prefix `{prefix}` is also claimed by {}",
                             others.join(", ")
@@ -126,7 +130,7 @@ fn cross_file_checks(compiled: Vec<(AppConfig, String)>, set: &mut PolicySet) {
     set.problems.extend(bad.into_iter().map(|(_, p)| p));
     for (i, (app, text)) in compiled.into_iter().enumerate() {
         if disabled.contains(&i) {
-            set.broken.push(app::salvage_broken(&app.file, &text));
+            set.broken.push(app::salvage_broken(app.file(), &text));
         } else {
             set.apps.push(app);
         }

@@ -78,7 +78,7 @@ pub fn admit(
         Err(PathError::EncodedSeparator) => {
             let lenient = normalise_keeping_encoded_slash(req.uri.path())?;
             match gateway.route(&ctx.host, &lenient) {
-                Some(Route::App(app)) if app.config.allow_encoded_slash => lenient,
+                Some(Route::App(app)) if app.config.allow_encoded_slash() => lenient,
                 _ => return Err(PathError::EncodedSeparator.into()),
             }
         }
@@ -97,7 +97,7 @@ pub fn admit(
         }
         Some(Route::App(app)) => app.clone(),
     };
-    ctx.span.record("app", app.config.id.as_str());
+    ctx.span.record("app", app.config.id());
     ctx.app = Some(app.clone());
     Ok(Admitted::App(app, origin))
 }

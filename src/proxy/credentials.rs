@@ -35,9 +35,9 @@ pub async fn serve(
     let app = gateway
         .apps()
         .iter()
-        .find(|a| a.config.id == app_id && a.config.delivery.replays_credentials())
+        .find(|a| a.config.id() == app_id && a.config.delivery().replays_credentials())
         .filter(|a| {
-            matches!(gateway.route(&host, &format!("{}/", a.config.path_prefix)), Some(Route::App(r)) if r.config.id == a.config.id)
+            matches!(gateway.route(&host, &format!("{}/", a.config.path_prefix())), Some(Route::App(r)) if r.config.id() == a.config.id())
         })
         .cloned()
         .ok_or(RequestError::NoRoute)?;
@@ -69,7 +69,7 @@ pub async fn serve(
         );
         return start_login(ctx, gateway, &app, origin, &here, None).await;
     };
-    let asks_username = app.config.delivery.asks_username();
+    let asks_username = app.config.delivery().asks_username();
     let session_id = ctx.session_id.ok_or(RequestError::Internal(
         "a signed-in request without its session id",
     ))?;
@@ -135,7 +135,7 @@ pub async fn serve(
     let return_to = safe_return_to(&param("return_to").unwrap_or_else(|| "/".into()));
     let form = crate::pages::CredentialForm {
         app: &app_id,
-        summary: &app.config.summary,
+        summary: app.config.summary(),
         action: &enrollment_path(&app_id),
         asks_username,
         failed,

@@ -86,7 +86,7 @@ impl RequestCtx {
     pub(crate) fn upstream_url(&self) -> Option<&str> {
         let app = self.app.as_ref()?;
         app.config
-            .upstreams
+            .upstreams()
             .get(self.upstream?)
             .map(|u| u.url.as_str())
     }

@@ -25,17 +25,16 @@ pub async fn decide(
     origin: Origin,
 ) -> Result<Action, RequestError> {
     let config = &app.config;
-    let rule_path = config.rules.rule_path(&ctx.path);
+    let rule_path = config.rules().rule_path(&ctx.path);
     if config
-        .logout_path
-        .as_deref()
-        .is_some_and(|p| config.rules.rule_path(p) == rule_path)
+        .logout_path()
+        .is_some_and(|p| config.rules().rule_path(p) == rule_path)
     {
         // The gateway's logout endpoint does it: the browser sends the ID-token cookie only
         // there.
         return Ok(Action::redirect(crate::auth::LOGOUT_PATH));
     }
-    if config.idp.is_some() {
+    if config.idp().is_some() {
         attach_session(session, ctx, gateway, config, &origin).await;
     }
     let req = session.req_header();
@@ -46,7 +45,7 @@ pub async fn decide(
         now: gateway.clock.now_unix(),
     };
     let user_facts = ctx.user.as_ref().map(|u| u.identity.facts());
-    let verdict = config.rules.evaluate(&facts, user_facts.as_ref());
+    let verdict = config.rules().evaluate(&facts, user_facts.as_ref());
     let decision = verdict.decision;
     ctx.outcome = Some(Outcome::of(&decision));
     if let Some(rule) = decision.rule() {
@@ -67,14 +66,16 @@ pub async fn decide(
     // The record (and the reason it spells out) is only built when someone listens: the log
     // at info, or the audit file.
     if tracing::enabled!(target: "audit", tracing::Level::INFO) {
-        let reason = config.rules.reason(&decision, &facts, user_facts.as_ref());
+        let reason = config
+            .rules()
+            .reason(&decision, &facts, user_facts.as_ref());
         let shadow: Vec<String> = verdict
             .shadow
             .iter()
             .map(|h| format!("{}:{}", h.would, h.rule))
             .collect();
         audit::access_decision(
-            &ctx.audit(&config.id),
+            &ctx.audit(config.id()),
             &audit::AccessRecord {
                 decision: decision.name(),
                 rule: decision.rule().unwrap_or("-"),
@@ -83,7 +84,7 @@ pub async fn decide(
                 user: ctx.user.as_ref().map(|u| &u.identity),
                 method: req.method.as_str(),
                 path: &ctx.path,
-                policy_sha256: &config.policy_sha256,
+                policy_sha256: config.policy_sha256(),
             },
         );
     }
@@ -113,7 +114,7 @@ pub async fn decide(
             rule: rule.to_string(),
         }),
         Decision::StepUp { rule } => {
-            let (Some(user), Some(required)) = (&ctx.user, config.rules.rule(rule)) else {
+            let (Some(user), Some(required)) = (&ctx.user, config.rules().rule(rule)) else {
                 ctx.outcome = Some(Outcome::StepUpRefused);
                 return Err(RequestError::Denied {
                     outcome: Outcome::StepUpRefused,
@@ -158,11 +159,11 @@ async fn deliver(
         return Ok(Action::Proxy);
     };
     let backend = Backend {
-        app: &config.id,
-        target: config.upstreams.first(),
-        tls: &config.upstream_tls,
-        timeouts: &config.timeouts,
-        fold_case: config.case_insensitive_paths,
+        app: config.id(),
+        target: config.upstreams().first(),
+        tls: config.upstream_tls(),
+        timeouts: &config.timeouts(),
+        fold_case: config.case_insensitive_paths(),
     };
     let who = Recipient {
         identity: &user.identity,
@@ -174,7 +175,7 @@ async fn deliver(
     };
     let mut out = Outgoing::signed_in(navigation);
     let prepared = config
-        .delivery
+        .delivery()
         .prepare(
             reach,
             &backend,
@@ -200,7 +201,7 @@ pub async fn attach_session(
     config: &AppConfig,
     origin: &Origin,
 ) {
-    let Some(idp) = config.idp.as_deref() else {
+    let Some(idp) = config.idp() else {
         return;
     };
     let scope = Scope {
@@ -214,8 +215,8 @@ pub async fn attach_session(
             session.req_header().headers.get_all("cookie").iter(),
             origin.secure,
             scope,
-            config.session_idle,
-            config.session_absolute,
+            config.session_idle(),
+            config.session_absolute(),
         )
         .await;
     match lookup {
@@ -240,7 +241,7 @@ pub async fn attach_session(
         }
         SessionLookup::Expired(ended, why) => {
             ctx.clear_stale = Some(clear_session_cookie(origin.secure));
-            audit::session_expired(&ctx.audit(&config.id), &ended, why);
+            audit::session_expired(&ctx.audit(config.id()), &ended, why);
         }
     }
 }

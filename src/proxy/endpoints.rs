@@ -156,7 +156,7 @@ async fn login(
     let path = return_to.split(['?', '#']).next().unwrap_or("/");
     let host = normalise_host(&origin.authority).ok_or(RequestError::BadHost)?;
     let app = match gateway.route(&host, path) {
-        Some(Route::App(app)) if app.config.idp.is_some() => app.clone(),
+        Some(Route::App(app)) if app.config.idp().is_some() => app.clone(),
         _ => return Err(RequestError::NoRoute),
     };
     ctx.app = Some(app.clone());
@@ -242,7 +242,7 @@ async fn userinfo(
 ) -> Result<Action, RequestError> {
     let host = normalise_host(&origin.authority).ok_or(RequestError::BadHost)?;
     let app = match gateway.route(&host, "/") {
-        Some(Route::App(app)) if app.config.idp.is_some() => app.clone(),
+        Some(Route::App(app)) if app.config.idp().is_some() => app.clone(),
         _ => return Err(RequestError::NoRoute),
     };
     super::decide::attach_session(session, ctx, gateway, &app.config, origin).await;
@@ -286,7 +286,7 @@ async fn logout(
         .session
         .as_ref()
         .map(|s| s.app.to_string())
-        .or_else(|| ctx.app.as_ref().map(|a| a.config.id.clone()))
+        .or_else(|| ctx.app.as_ref().map(|a| a.config.id().to_string()))
         .unwrap_or_else(|| "-".to_string());
     audit::logged_out(&ctx.audit(&app), out.session.as_ref().map(|s| &s.identity));
     for other in &out.family {

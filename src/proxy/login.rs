@@ -43,7 +43,7 @@ pub async fn start_login(
     return_to: &str,
     step_up: Option<StepUp>,
 ) -> Result<Action, RequestError> {
-    let idp = app.config.idp.as_deref().unwrap_or("-");
+    let idp = app.config.idp().unwrap_or("-");
     let provider = gateway
         .auth
         .provider(idp)
@@ -53,7 +53,7 @@ pub async fn start_login(
         .auth
         .start_login(
             provider,
-            &app.config.id,
+            app.config.id(),
             origin,
             &safe_return_to(return_to),
             step_up.clone(),

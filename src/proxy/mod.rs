@@ -169,14 +169,14 @@ impl ProxyHttp for Proxy {
         let Some(app) = ctx.app.clone() else {
             return Ok(());
         };
-        if !app.config.preserve_host {
-            if let Some(target) = ctx.upstream.and_then(|i| app.config.upstreams.get(i)) {
+        if !app.config.preserve_host() {
+            if let Some(target) = ctx.upstream.and_then(|i| app.config.upstreams().get(i)) {
                 upstream.insert_header("Host", target.host_header.as_str())?;
             }
         }
         let edits = app
             .config
-            .delivery
+            .delivery()
             .upstream_request(&mut ctx.delivery, &upstream.headers);
         if let Some(cookie) = edits.cookie {
             upstream.remove_header("cookie");
@@ -214,9 +214,9 @@ impl ProxyHttp for Proxy {
         if let Some(app) = ctx.app.clone() {
             let edits = app
                 .config
-                .delivery
+                .delivery()
                 .upstream_response(
-                    &app.config.id,
+                    app.config.id(),
                     &ctx.delivery,
                     response.status,
                     &response.headers,
@@ -251,7 +251,9 @@ impl ProxyHttp for Proxy {
     ) -> Result<Option<std::time::Duration>> {
         if let (Some(app), Some(chunk)) = (&ctx.app, body.as_ref()) {
             let _in_request = ctx.span.enter();
-            app.config.delivery.response_body(&mut ctx.delivery, chunk);
+            app.config
+                .delivery()
+                .response_body(&mut ctx.delivery, chunk);
         }
         Ok(None)
     }
@@ -299,7 +301,7 @@ impl ProxyHttp for Proxy {
             .response_written()
             .map_or(ctx.gateway_status.unwrap_or(0), |r| r.status.as_u16());
         let req = session.req_header();
-        let app = ctx.app.as_ref().map_or("-", |a| a.config.id.as_str());
+        let app = ctx.app.as_ref().map_or("-", |a| a.config.id());
         let upstream = ctx.upstream_url().unwrap_or("-");
         let path = ctx.logged_path(req.uri.path());
         info!(

@@ -69,10 +69,7 @@ pub async fn refusal(
             ),
         )),
         RequestError::LoginRequired => {
-            let realm = ctx
-                .app
-                .as_ref()
-                .map_or("portcullis", |a| a.config.id.as_str());
+            let realm = ctx.app.as_ref().map_or("portcullis", |a| a.config.id());
             extra.push((
                 "WWW-Authenticate",
                 format!("Portcullis realm=\"{realm}\", login_url=\"{login_url}\""),

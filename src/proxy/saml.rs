@@ -25,14 +25,13 @@ fn saml_app(
         gateway
             .apps()
             .iter()
-            .map(|a| format!("{}/", a.config.path_prefix)),
+            .map(|a| format!("{}/", a.config.path_prefix())),
     );
     for path in candidates {
         if let Some(Route::App(app)) = gateway.route(&host, &path) {
             let provider = app
                 .config
-                .idp
-                .as_deref()
+                .idp()
                 .and_then(|idp| gateway.auth.saml_provider(idp));
             if let Some(provider) = provider {
                 return Ok((app.clone(), provider.clone()));
@@ -113,15 +112,15 @@ pub async fn acs(
     let form = match read_form(session, limit).await {
         Ok(form) => form,
         Err(e) => {
-            audit::login_failed(&ctx.audit(&app.config.id), provider.name(), &e);
+            audit::login_failed(&ctx.audit(app.config.id()), provider.name(), &e);
             return Err(e);
         }
     };
     let cookies = request_cookies(session.req_header().headers.get_all("cookie").iter());
     let target = UnsolicitedTarget {
-        app: app.config.id.clone(),
+        app: app.config.id().to_string(),
         idp: provider.name().to_string(),
-        allowed: app.config.allow_idp_initiated,
+        allowed: app.config.allow_idp_initiated(),
     };
     let limits = |app_id: &str| gateway.session_limits(app_id);
     match gateway
@@ -144,9 +143,7 @@ pub async fn acs(
             })
         }
         Err((error, pending)) => {
-            let app_id = pending
-                .as_ref()
-                .map_or(app.config.id.as_str(), |p| p.app.as_str());
+            let app_id = pending.as_ref().map_or(app.config.id(), |p| p.app.as_str());
             audit::login_failed(&ctx.audit(app_id), provider.name(), &error);
             ctx.app = Some(app.clone());
             if let CallbackError::Saml(SamlError::Busy | SamlError::NotReady) = error {
@@ -232,7 +229,7 @@ pub async fn slo(
             provider.verify_logout_response(&message, &sp)
         };
         if let Err(e) = verified {
-            audit::logout_unconfirmed(&ctx.audit(&app.config.id), provider.name(), &e);
+            audit::logout_unconfirmed(&ctx.audit(app.config.id()), provider.name(), &e);
             return Ok(Action::Page {
                 page: Page::SignedOutUnconfirmed,
                 cookies: vec![clear_session_cookie(origin.secure)],

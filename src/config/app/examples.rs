@@ -111,3 +111,47 @@ impl Compiler<'_> {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{assert_mentions, Fixture, HEAD, STAFF};
+
+    fn with_tests(tests: &str) -> String {
+        format!("{HEAD}idp = \"corp\"\n{STAFF}{tests}")
+    }
+
+    #[test]
+    fn examples_compile_with_their_user_and_expectation() {
+        let fx = Fixture::new();
+        let (app, _) = fx
+            .compile(&with_tests(
+                "[[test]]\nname = \"staff read\"\nuser = { email = \"a@corp.example\", groups = [\"staff\"] }\nrequest = \"GET /x\"\nexpect = \"allow:staff\"\n\
+                 [[test]]\nname = \"anonymous\"\nrequest = \"GET /x\"\nexpect = \"login\"\n",
+            ))
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(app.examples().len(), 2);
+    }
+
+    #[test]
+    fn malformed_examples_are_refused() {
+        let fx = Fixture::new();
+        for (test, needle) in [
+            (
+                "request = \"/x\"\nexpect = \"login\"",
+                "must be `METHOD /path`",
+            ),
+            (
+                "request = \"G@T /x\"\nexpect = \"login\"",
+                "not an HTTP method",
+            ),
+            (
+                "request = \"GET x\"\nexpect = \"login\"",
+                "must start with `/`",
+            ),
+            ("request = \"GET /x\"\nexpect = \"maybe\"", "is not one of"),
+        ] {
+            let policy = with_tests(&format!("[[test]]\nname = \"t\"\n{test}\n"));
+            assert_mentions(&fx.errors(&policy), needle);
+        }
+    }
+}

@@ -5,6 +5,161 @@
 use super::*;
 
 impl Compiler<'_> {
+    /// The app's delivery steps, in the order they run: headers, cookies, the signed
+    /// assertion, form-fill, Basic.
+    pub(super) fn delivery(
+        &mut self,
+        file: &FilePolicy,
+        base: &Path,
+        gateway: &GatewayConfig,
+        idp: Option<&str>,
+    ) -> Delivery {
+        let idp_config = idp.and_then(|name| gateway.idps.iter().find(|i| i.name == name));
+        let identity = self.identity(file, base, idp_config);
+        let identity_cookies = self.identity_cookies(file, base, idp_config);
+        let jwt_header = file.identity.jwt_header.as_ref().and_then(|h| {
+            if file.idp.is_none() {
+                self.error(
+                    h,
+                    "jwt_header needs `idp`: the assertion says who signed in",
+                );
+                return None;
+            }
+            if gateway.jwt.is_none() {
+                self.error(
+                    h,
+                    "jwt_header needs signing keys: add [jwt] key_files to the gateway config",
+                );
+                return None;
+            }
+            match http::HeaderName::from_bytes(h.get_ref().as_bytes()) {
+                Ok(name) if !RESERVED_HEADERS.contains(&name.as_str()) => Some(name),
+                _ => {
+                    self.error(
+                        h,
+                        format!("`{}` is not a header name the gateway may set", h.get_ref()),
+                    );
+                    None
+                }
+            }
+        });
+        let basic = file.identity.basic.as_ref().and_then(|b| {
+            let fb = b.get_ref();
+            if file.idp.is_none() {
+                self.error(b, "[identity.basic] needs `idp`: credentials are replayed for signed-in users");
+                return None;
+            }
+            let service = self.service_credential(
+                fb.service_username.as_ref(),
+                fb.service_password_file.as_ref(),
+                fb.service_password_env.as_ref(),
+                base,
+            )?;
+            if service.is_some() {
+                if let Some(u) = &fb.username {
+                    self.error(u, "`username` comes from the service account here: drop it or the service_* keys");
+                }
+                return Some(BasicReplay { username: None, service });
+            }
+            if gateway.vault.is_none() {
+                self.error(b, "[identity.basic] needs the credential vault (add [vault] to the gateway config) or a service_username + service_password_file");
+                return None;
+            }
+            let username = match fb.username.as_ref().map(|u| (u, u.get_ref().as_str())) {
+                None | Some((_, "vault")) => None,
+                Some((u, name)) => {
+                    Some(self.identity_source(
+                        "[identity.basic] username",
+                        &Spanned::new(u.span(), toml::Value::String(name.to_string())),
+                        base,
+                        idp_config,
+                    )?)
+                }
+            };
+            Some(BasicReplay { username, service: None })
+        });
+        let form_fill = file.form_fill.as_ref().and_then(|f| {
+            let ff = f.get_ref();
+            if file.idp.is_none() {
+                self.error(
+                    f,
+                    "[form_fill] needs `idp`: credentials are stored per signed-in user",
+                );
+                return None;
+            }
+            let service = self.service_credential(
+                ff.service_username.as_ref(),
+                ff.service_password_file.as_ref(),
+                ff.service_password_env.as_ref(),
+                base,
+            )?;
+            if service.is_none() && gateway.vault.is_none() {
+                self.error(f, "[form_fill] needs the credential vault (add [vault] to the gateway config) or a service_username + service_password_file");
+                return None;
+            }
+            if file.identity.basic.is_some() {
+                self.error(
+                    f,
+                    "[form_fill] and [identity.basic] both log in for the user: choose one",
+                );
+                return None;
+            }
+            let login_url = self.exact_path(&ff.login_url)?;
+            for field in [&ff.username_field, &ff.password_field]
+                .into_iter()
+                .chain(ff.csrf_field.as_ref())
+            {
+                if field.get_ref().is_empty() || field.get_ref().chars().any(char::is_control) {
+                    self.error(field, "form field names must be non-empty");
+                    return None;
+                }
+            }
+            let username = match ff.username.as_ref().map(|u| (u, u.get_ref().as_str())) {
+                None | Some((_, "vault")) => None,
+                Some((u, name)) => {
+                    Some(self.identity_source(
+                        "[form_fill] username",
+                        &Spanned::new(u.span(), toml::Value::String(name.to_string())),
+                        base,
+                        idp_config,
+                    )?)
+                }
+            };
+            Some(FormFill {
+                login_url,
+                username_field: ff.username_field.get_ref().clone(),
+                password_field: ff.password_field.get_ref().clone(),
+                csrf_field: ff.csrf_field.as_ref().map(|c| c.get_ref().clone()),
+                extra_fields: ff
+                    .extra_fields
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+                success_cookie: ff.success_cookie.as_ref().map(|c| c.get_ref().clone()),
+                success_status: ff.success_status.as_ref().map(|c| *c.get_ref()),
+                logged_out_marker: ff
+                    .logged_out_marker
+                    .as_ref()
+                    .map(|m| m.get_ref().clone())
+                    .filter(|m| !m.is_empty()),
+                username,
+                service,
+            })
+        });
+        Delivery::new(
+            [
+                (!identity.is_empty()).then_some(Step::Headers(identity)),
+                (!identity_cookies.is_empty()).then_some(Step::Cookies(identity_cookies)),
+                jwt_header.map(Step::Assertion),
+                form_fill.map(Step::FormFill),
+                basic.map(Step::Basic),
+            ]
+            .into_iter()
+            .flatten()
+            .collect(),
+        )
+    }
+
     /// `[identity.headers]`: header name → attribute, claim, static value or shared secret.
     pub(super) fn identity(
         &mut self,
@@ -287,5 +442,82 @@ impl Compiler<'_> {
             username: user.get_ref().clone(),
             password: crate::secret::Secret::new(password),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{assert_mentions, Fixture, HEAD, STAFF};
+    use crate::delivery::Step;
+
+    fn with_idp(rest: &str) -> String {
+        format!("{HEAD}idp = \"corp\"\n{STAFF}{rest}")
+    }
+
+    fn kinds(steps: &[Step]) -> Vec<&'static str> {
+        steps
+            .iter()
+            .map(|s| match s {
+                Step::Headers(_) => "headers",
+                Step::Cookies(_) => "cookies",
+                Step::Assertion(_) => "assertion",
+                Step::FormFill(_) => "form-fill",
+                Step::Basic(_) => "basic",
+            })
+            .collect()
+    }
+
+    #[test]
+    fn delivery_steps_run_in_a_fixed_order() {
+        let fx = Fixture::new();
+        let (app, _) = fx
+            .compile(&with_idp(
+                "[identity]\njwt_header = \"X-Identity\"\n[identity.headers]\n\"X-Remote-User\" = \"email\"\n\
+                 [identity.cookies]\nwho = \"sub\"\n[identity.basic]\nusername = \"vault\"\n",
+            ))
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        let delivery = app.delivery();
+        assert_eq!(
+            kinds(delivery.steps()),
+            ["headers", "cookies", "assertion", "basic"]
+        );
+        let names: Vec<&str> = delivery.header_names().collect();
+        assert_eq!(names, ["x-remote-user", "x-identity"]);
+        assert!(delivery.replays_credentials() && delivery.asks_username());
+    }
+
+    #[test]
+    fn identity_that_cannot_be_sent_safely_is_refused() {
+        let fx = Fixture::new();
+        for (identity, needle) in [
+            ("[identity.headers]\n\"Host\" = \"email\"\n", "Host"),
+            ("[identity]\njwt_header = \"Content-Length\"\n", "not a header name the gateway may set"),
+            ("[identity.basic]\nusername = \"vault\"\n[form_fill]\nlogin_url = \"/login\"\nusername_field = \"u\"\npassword_field = \"p\"\n", "choose one"),
+        ] {
+            assert_mentions(&fx.errors(&with_idp(identity)), needle);
+        }
+        // Identity for signed-in users needs an IdP.
+        assert_mentions(
+            &fx.errors(&format!("{HEAD}[identity]\njwt_header = \"X-Identity\"\n")),
+            "jwt_header needs `idp`",
+        );
+    }
+
+    #[test]
+    fn form_fill_compiles_its_login_form() {
+        let fx = Fixture::new();
+        let (app, _) = fx
+            .compile(&with_idp(
+                "[form_fill]\nlogin_url = \"/login\"\nusername_field = \"user\"\npassword_field = \"pass\"\ncsrf_field = \"token\"\nlogged_out_marker = \"Please log in\"\n",
+            ))
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        let form = app
+            .delivery()
+            .form_fill()
+            .unwrap_or_else(|| panic!("no form-fill step"));
+        assert_eq!(form.login_url, "/login");
+        assert_eq!(form.csrf_field.as_deref(), Some("token"));
+        assert_eq!(form.logged_out_marker.as_deref(), Some("Please log in"));
+        assert!(app.delivery().asks_username());
     }
 }

@@ -88,51 +88,167 @@ impl std::fmt::Display for HostPattern {
 #[derive(Debug, Clone)]
 pub struct AppConfig {
     /// App id used in logs and audit.
-    pub id: String,
+    id: String,
     /// Who answers for this app.
-    pub owner: String,
+    owner: String,
     /// One line saying what the app is.
-    pub summary: String,
+    summary: String,
     /// The policy file.
-    pub file: PathBuf,
+    file: PathBuf,
     /// Host names served.
-    pub hosts: Vec<HostPattern>,
+    hosts: Vec<HostPattern>,
     /// Path prefix on those hosts, normalised, without trailing slash (`""` = whole host).
-    pub path_prefix: String,
+    path_prefix: String,
     /// Send the client's Host header upstream (legacy apps build links from it).
-    pub preserve_host: bool,
+    preserve_host: bool,
     /// Backends.
-    pub upstreams: Vec<UpstreamTarget>,
+    upstreams: Vec<UpstreamTarget>,
     /// TLS towards backends.
-    pub upstream_tls: UpstreamTls,
+    upstream_tls: UpstreamTls,
     /// Timeouts towards backends.
-    pub timeouts: UpstreamTimeouts,
+    timeouts: UpstreamTimeouts,
     /// Access rules.
-    pub rules: RuleSet,
+    rules: RuleSet,
     /// The identity provider users of this app sign in with.
-    pub idp: Option<String>,
+    idp: Option<String>,
     /// A backend path that means "log out" (intercepted: ends the gateway and IdP sessions).
-    pub logout_path: Option<String>,
+    logout_path: Option<String>,
     /// Accept IdP-initiated (unsolicited) SAML responses on this app's host.
-    pub allow_idp_initiated: bool,
+    allow_idp_initiated: bool,
     /// Pass `%2F` in paths through (kept encoded) instead of refusing it.
-    pub allow_encoded_slash: bool,
+    allow_encoded_slash: bool,
     /// Routing and rules compare paths without letter case (IIS and most Windows backends
     /// serve `/ADMIN` and `/admin` alike).
-    pub case_insensitive_paths: bool,
+    case_insensitive_paths: bool,
     /// When an upstream is left out after refusing connections.
-    pub passive_health: crate::upstream::PassiveHealth,
+    passive_health: crate::upstream::PassiveHealth,
     /// SHA-256 (hex) of the policy file as loaded: which version decided, for the audit trail.
-    pub policy_sha256: String,
+    policy_sha256: String,
     /// The file's `[[test]]` examples (run by `portcullis policy test`).
-    pub examples: Vec<Example>,
+    examples: Vec<Example>,
     /// Session idle timeout for this app.
-    pub session_idle: Duration,
+    session_idle: Duration,
     /// Session absolute lifetime for this app.
-    pub session_absolute: Duration,
+    session_absolute: Duration,
     /// How the backend learns who the user is (headers, cookies, assertion, form-fill,
     /// Basic), in the order the steps run.
-    pub delivery: Delivery,
+    delivery: Delivery,
+}
+
+/// Read-only: an `AppConfig` is made only by [`compile_app`], so one that exists passed every
+/// check.
+impl AppConfig {
+    /// App id used in logs and audit.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Who answers for this app.
+    pub fn owner(&self) -> &str {
+        &self.owner
+    }
+
+    /// One line saying what the app is.
+    pub fn summary(&self) -> &str {
+        &self.summary
+    }
+
+    /// The policy file.
+    pub fn file(&self) -> &Path {
+        &self.file
+    }
+
+    /// Host names served.
+    pub fn hosts(&self) -> &[HostPattern] {
+        &self.hosts
+    }
+
+    /// Path prefix on those hosts, normalised, without trailing slash (`""` = whole host).
+    pub fn path_prefix(&self) -> &str {
+        &self.path_prefix
+    }
+
+    /// Send the client's Host header upstream (legacy apps build links from it).
+    pub fn preserve_host(&self) -> bool {
+        self.preserve_host
+    }
+
+    /// Backends.
+    pub fn upstreams(&self) -> &[UpstreamTarget] {
+        &self.upstreams
+    }
+
+    /// TLS towards backends.
+    pub fn upstream_tls(&self) -> &UpstreamTls {
+        &self.upstream_tls
+    }
+
+    /// Timeouts towards backends.
+    pub fn timeouts(&self) -> UpstreamTimeouts {
+        self.timeouts
+    }
+
+    /// Access rules.
+    pub fn rules(&self) -> &RuleSet {
+        &self.rules
+    }
+
+    /// The identity provider users of this app sign in with.
+    pub fn idp(&self) -> Option<&str> {
+        self.idp.as_deref()
+    }
+
+    /// A backend path that means "log out" (intercepted: ends the gateway and IdP sessions).
+    pub fn logout_path(&self) -> Option<&str> {
+        self.logout_path.as_deref()
+    }
+
+    /// Accept IdP-initiated (unsolicited) SAML responses on this app's host.
+    pub fn allow_idp_initiated(&self) -> bool {
+        self.allow_idp_initiated
+    }
+
+    /// Pass `%2F` in paths through (kept encoded) instead of refusing it.
+    pub fn allow_encoded_slash(&self) -> bool {
+        self.allow_encoded_slash
+    }
+
+    /// Routing and rules compare paths without letter case (IIS and most Windows backends
+    /// serve `/ADMIN` and `/admin` alike).
+    pub fn case_insensitive_paths(&self) -> bool {
+        self.case_insensitive_paths
+    }
+
+    /// When an upstream is left out after refusing connections.
+    pub fn passive_health(&self) -> crate::upstream::PassiveHealth {
+        self.passive_health
+    }
+
+    /// SHA-256 (hex) of the policy file as loaded: which version decided, for the audit trail.
+    pub fn policy_sha256(&self) -> &str {
+        &self.policy_sha256
+    }
+
+    /// The file's `[[test]]` examples (run by `portcullis policy test`).
+    pub fn examples(&self) -> &[Example] {
+        &self.examples
+    }
+
+    /// Session idle timeout for this app.
+    pub fn session_idle(&self) -> Duration {
+        self.session_idle
+    }
+
+    /// Session absolute lifetime for this app.
+    pub fn session_absolute(&self) -> Duration {
+        self.session_absolute
+    }
+
+    /// How the backend learns who the user is (headers, cookies, assertion, form-fill,
+    /// Basic), in the order the steps run.
+    pub fn delivery(&self) -> &Delivery {
+        &self.delivery
+    }
 }
 
 /// What little can be read from a policy file that failed to compile, so its hosts can be
@@ -156,7 +272,6 @@ pub fn compile_app(
     gateway: &GatewayConfig,
 ) -> (Option<AppConfig>, Vec<Problem>) {
     let base = gateway.base_dir();
-    let defaults: UpstreamTimeouts = gateway.upstream_timeouts;
     let src = SourceFile::new(path, text);
     let file: FilePolicy = match toml::from_str(text) {
         Ok(f) => f,
@@ -219,147 +334,7 @@ pub fn compile_app(
     let idp_config = idp.and_then(|name| gateway.idps.iter().find(|i| i.name == name));
     let rules = out.rules(&file, file.idp.is_some(), idp_config);
     let examples = out.examples(&file, &rules, text, idp.unwrap_or("test"));
-    let identity = out.identity(
-        &file,
-        base,
-        idp.and_then(|name| gateway.idps.iter().find(|i| i.name == name)),
-    );
-    let identity_cookies = out.identity_cookies(
-        &file,
-        base,
-        idp.and_then(|name| gateway.idps.iter().find(|i| i.name == name)),
-    );
-    let jwt_header = file.identity.jwt_header.as_ref().and_then(|h| {
-        if file.idp.is_none() {
-            out.error(
-                h,
-                "jwt_header needs `idp`: the assertion says who signed in",
-            );
-            return None;
-        }
-        if gateway.jwt.is_none() {
-            out.error(
-                h,
-                "jwt_header needs signing keys: add [jwt] key_files to the gateway config",
-            );
-            return None;
-        }
-        match http::HeaderName::from_bytes(h.get_ref().as_bytes()) {
-            Ok(name) if !RESERVED_HEADERS.contains(&name.as_str()) => Some(name),
-            _ => {
-                out.error(
-                    h,
-                    format!("`{}` is not a header name the gateway may set", h.get_ref()),
-                );
-                None
-            }
-        }
-    });
-    let basic = file.identity.basic.as_ref().and_then(|b| {
-        let fb = b.get_ref();
-        if file.idp.is_none() {
-            out.error(b, "[identity.basic] needs `idp`: credentials are replayed for signed-in users");
-            return None;
-        }
-        let service = out.service_credential(
-            fb.service_username.as_ref(),
-            fb.service_password_file.as_ref(),
-            fb.service_password_env.as_ref(),
-            base,
-        )?;
-        if service.is_some() {
-            if let Some(u) = &fb.username {
-                out.error(u, "`username` comes from the service account here: drop it or the service_* keys");
-            }
-            return Some(BasicReplay { username: None, service });
-        }
-        if gateway.vault.is_none() {
-            out.error(b, "[identity.basic] needs the credential vault (add [vault] to the gateway config) or a service_username + service_password_file");
-            return None;
-        }
-        let username = match fb.username.as_ref().map(|u| (u, u.get_ref().as_str())) {
-            None | Some((_, "vault")) => None,
-            Some((u, name)) => {
-                let idp_config = idp.and_then(|n| gateway.idps.iter().find(|i| i.name == n));
-                Some(out.identity_source(
-                    "[identity.basic] username",
-                    &Spanned::new(u.span(), toml::Value::String(name.to_string())),
-                    base,
-                    idp_config,
-                )?)
-            }
-        };
-        Some(BasicReplay { username, service: None })
-    });
-    let form_fill = file.form_fill.as_ref().and_then(|f| {
-        let ff = f.get_ref();
-        if file.idp.is_none() {
-            out.error(
-                f,
-                "[form_fill] needs `idp`: credentials are stored per signed-in user",
-            );
-            return None;
-        }
-        let service = out.service_credential(
-            ff.service_username.as_ref(),
-            ff.service_password_file.as_ref(),
-            ff.service_password_env.as_ref(),
-            base,
-        )?;
-        if service.is_none() && gateway.vault.is_none() {
-            out.error(f, "[form_fill] needs the credential vault (add [vault] to the gateway config) or a service_username + service_password_file");
-            return None;
-        }
-        if file.identity.basic.is_some() {
-            out.error(
-                f,
-                "[form_fill] and [identity.basic] both log in for the user: choose one",
-            );
-            return None;
-        }
-        let login_url = out.exact_path(&ff.login_url)?;
-        for field in [&ff.username_field, &ff.password_field]
-            .into_iter()
-            .chain(ff.csrf_field.as_ref())
-        {
-            if field.get_ref().is_empty() || field.get_ref().chars().any(char::is_control) {
-                out.error(field, "form field names must be non-empty");
-                return None;
-            }
-        }
-        let username = match ff.username.as_ref().map(|u| (u, u.get_ref().as_str())) {
-            None | Some((_, "vault")) => None,
-            Some((u, name)) => {
-                let idp_config = idp.and_then(|n| gateway.idps.iter().find(|i| i.name == n));
-                Some(out.identity_source(
-                    "[form_fill] username",
-                    &Spanned::new(u.span(), toml::Value::String(name.to_string())),
-                    base,
-                    idp_config,
-                )?)
-            }
-        };
-        Some(FormFill {
-            login_url,
-            username_field: ff.username_field.get_ref().clone(),
-            password_field: ff.password_field.get_ref().clone(),
-            csrf_field: ff.csrf_field.as_ref().map(|c| c.get_ref().clone()),
-            extra_fields: ff
-                .extra_fields
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-            success_cookie: ff.success_cookie.as_ref().map(|c| c.get_ref().clone()),
-            success_status: ff.success_status.as_ref().map(|c| *c.get_ref()),
-            logged_out_marker: ff
-                .logged_out_marker
-                .as_ref()
-                .map(|m| m.get_ref().clone())
-                .filter(|m| !m.is_empty()),
-            username,
-            service,
-        })
-    });
+    let delivery = out.delivery(&file, base, gateway, idp);
     let logout_path = file.logout_path.as_ref().and_then(|p| {
         if file.idp.is_none() {
             out.error(
@@ -415,28 +390,8 @@ pub fn compile_app(
         .case_insensitive_paths
         .as_ref()
         .is_some_and(|f| *f.get_ref());
-    let mut passive_health = crate::upstream::PassiveHealth::default();
-    if let Some(n) = &file.health.eject_after {
-        if !(1..=100).contains(n.get_ref()) {
-            out.error(
-                n,
-                "[health] eject_after must be between 1 and 100 connect failures",
-            );
-        }
-        passive_health.eject_after = *n.get_ref();
-    }
-    if let Some(d) = &file.health.eject_for {
-        if d.get_ref().0.is_zero() || d.get_ref().0 > Duration::from_secs(3600) {
-            out.error(d, "[health] eject_for must be above zero and at most 1h");
-        }
-        passive_health.eject_for = d.get_ref().0;
-    }
-
-    let timeouts = UpstreamTimeouts {
-        connect: file.timeouts.connect.map_or(defaults.connect, |d| d.0),
-        read: file.timeouts.read.map_or(defaults.read, |d| d.0),
-        write: file.timeouts.write.map_or(defaults.write, |d| d.0),
-    };
+    let passive_health = out.passive_health(&file.health);
+    let timeouts = upstreams::timeouts(&file.timeouts, gateway.upstream_timeouts);
 
     let mut problems = out.problems;
     // Report in reading order, whatever order the checks ran in.
@@ -469,18 +424,7 @@ pub fn compile_app(
             .collect(),
         session_idle,
         session_absolute,
-        delivery: Delivery::new(
-            [
-                (!identity.is_empty()).then_some(Step::Headers(identity)),
-                (!identity_cookies.is_empty()).then_some(Step::Cookies(identity_cookies)),
-                jwt_header.map(Step::Assertion),
-                form_fill.map(Step::FormFill),
-                basic.map(Step::Basic),
-            ]
-            .into_iter()
-            .flatten()
-            .collect(),
-        ),
+        delivery,
     };
     (Some(app), problems)
 }
@@ -627,5 +571,169 @@ impl Compiler<'_> {
                 None
             }
         }
+    }
+}
+
+/// A gateway to compile policies against in unit tests: an OIDC IdP `corp` (with a
+/// `department` claim), signing keys and a vault from `certs/dev`, in a temporary directory.
+#[cfg(test)]
+pub(super) mod testing {
+    use super::*;
+
+    /// The gateway and the directory its relative paths resolve against.
+    pub struct Fixture {
+        pub dir: tempfile::TempDir,
+        pub gateway: GatewayConfig,
+    }
+
+    /// What compiling one policy gave: the app, or the problems (position and message).
+    pub type Compiled = Result<(AppConfig, Vec<String>), Vec<(Option<(usize, usize)>, String)>>;
+
+    impl Fixture {
+        pub fn new() -> Self {
+            let dir = tempfile::tempdir().expect("temp dir");
+            std::fs::create_dir(dir.path().join("policies")).expect("policies dir");
+            std::fs::write(dir.path().join("secret"), "s3cret\n").expect("secret");
+            let certs = concat!(env!("CARGO_MANIFEST_DIR"), "/certs/dev");
+            let text = format!(
+                "[listen]\nhttp = \"127.0.0.1:8080\"\n\
+                 [idp.corp]\nkind = \"oidc\"\nissuer = \"https://idp.example\"\nclient_id = \"c\"\n\
+                 client_secret_file = \"secret\"\nclaims = [\"department\"]\n\
+                 [jwt]\nkey_files = [\"{certs}/jwt-signing.key\"]\n\
+                 [vault]\nfile = \"vault.json\"\nkeys = [{{ id = \"t\", file = \"{certs}/vault.key\" }}]\n"
+            );
+            let path = dir.path().join("portcullis.toml");
+            let (gateway, _) = crate::config::gateway::compile_gateway(&path, &text)
+                .unwrap_or_else(|p| panic!("test gateway: {p:?}"));
+            Self { dir, gateway }
+        }
+
+        /// Compiles `policy` as `policies/app.toml`.
+        pub fn compile(&self, policy: &str) -> Compiled {
+            let path = self.dir.path().join("policies/app.toml");
+            let (app, problems) = compile_app(&path, policy, &self.gateway);
+            match app {
+                Some(app) => Ok((app, problems.into_iter().map(|p| p.message).collect())),
+                None => Err(problems
+                    .into_iter()
+                    .filter(Problem::is_error)
+                    .map(|p| (p.position, p.message))
+                    .collect()),
+            }
+        }
+
+        /// The error messages compiling `policy` gives (none when it compiles).
+        pub fn errors(&self, policy: &str) -> Vec<String> {
+            match self.compile(policy) {
+                Ok(_) => Vec::new(),
+                Err(problems) => problems.into_iter().map(|(_, m)| m).collect(),
+            }
+        }
+    }
+
+    /// A policy's required top, for `hosts = ["app.example"]` and a loopback upstream.
+    pub const HEAD: &str = "schema = 1\napp = \"app\"\nowner = \"o@corp.example\"\nsummary = \"s\"\nhosts = [\"app.example\"]\nupstreams = [{ url = \"http://127.0.0.1:9\" }]\n";
+
+    /// One allow rule for signed-in staff.
+    pub const STAFF: &str = "[[allow]]\nid = \"staff\"\nwhy = \"w\"\ngroups = [\"staff\"]\n";
+
+    /// Asserts some message contains `needle`.
+    pub fn assert_mentions(messages: &[String], needle: &str) {
+        assert!(
+            messages.iter().any(|m| m.contains(needle)),
+            "no message mentions `{needle}`: {messages:?}"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::{assert_mentions, Fixture, HEAD, STAFF};
+
+    #[test]
+    fn a_minimal_app_gets_the_gateways_defaults() {
+        let fx = Fixture::new();
+        let (app, warnings) = fx
+            .compile(&format!("{HEAD}idp = \"corp\"\n{STAFF}"))
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(app.id(), "app");
+        assert_eq!(app.path_prefix(), "");
+        assert_eq!(app.idp(), Some("corp"));
+        assert_eq!(app.session_idle(), fx.gateway.sessions.idle);
+        assert_eq!(app.session_absolute(), fx.gateway.sessions.absolute);
+        assert_eq!(app.timeouts(), fx.gateway.upstream_timeouts);
+        assert_eq!(
+            app.passive_health(),
+            crate::upstream::PassiveHealth::default()
+        );
+        assert_eq!(app.policy_sha256().len(), 64);
+        assert!(
+            app.preserve_host(),
+            "the client's Host is passed on by default"
+        );
+        assert!(!app.case_insensitive_paths());
+        assert!(app.delivery().steps().is_empty());
+    }
+
+    #[test]
+    fn every_top_level_mistake_is_named_with_its_line() {
+        let fx = Fixture::new();
+        let problems = fx
+            .compile(
+                "schema = 2\napp = \"Bad App\"\nowner = \"\"\nsummary = \"s\"\nhosts = []\nupstreams = [{ url = \"http://127.0.0.1:9\" }]\nidp = \"nobody\"\n",
+            )
+            .err()
+            .unwrap_or_default();
+        let at = |needle: &str| {
+            problems
+                .iter()
+                .find(|(_, m)| m.contains(needle))
+                .and_then(|(p, _)| *p)
+                .map(|(line, _)| line)
+        };
+        assert_eq!(at("schema 2 is not supported"), Some(1));
+        assert_eq!(at("app id must be"), Some(2));
+        assert_eq!(at("owner"), Some(3));
+        assert_eq!(at("hosts must list at least one"), Some(5));
+        assert_eq!(at("nobody"), Some(7), "{problems:?}");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_hosts_are_refused() {
+        let fx = Fixture::new();
+        assert_mentions(&fx.errors(&format!("{HEAD}hots = []\n")), "hots");
+        let bad_host = HEAD.replace("app.example", "app example");
+        assert!(!fx.errors(&bad_host).is_empty());
+        let (app, _) = fx
+            .compile(&HEAD.replace("\"app.example\"", "\"app.example\", \"*.apps.example\""))
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(app.hosts().len(), 2);
+    }
+
+    #[test]
+    fn session_limits_and_the_logout_path_need_an_idp_and_sense() {
+        let fx = Fixture::new();
+        assert_mentions(
+            &fx.errors(&format!("{HEAD}[session]\nidle = \"1h\"\n")),
+            "[session] needs `idp`",
+        );
+        assert_mentions(
+            &fx.errors(&format!(
+                "{HEAD}idp = \"corp\"\n[session]\nidle = \"9h\"\nabsolute = \"1h\"\n{STAFF}"
+            )),
+            "idle must be above zero and not longer than absolute",
+        );
+        assert_mentions(
+            &fx.errors(&format!("{HEAD}logout_path = \"/logout\"\n")),
+            "logout_path needs `idp`",
+        );
+        let (app, _) = fx
+            .compile(&format!(
+                "{HEAD}idp = \"corp\"\nlogout_path = \"/bye\"\n[session]\nidle = \"10m\"\n{STAFF}"
+            ))
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(app.session_idle(), std::time::Duration::from_secs(600));
+        assert_eq!(app.logout_path(), Some("/bye"));
     }
 }

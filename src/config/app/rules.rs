@@ -422,3 +422,68 @@ impl Compiler<'_> {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{assert_mentions, Fixture, HEAD, STAFF};
+    use crate::policy::RuleKind;
+
+    fn with_idp(rest: &str) -> String {
+        format!("{HEAD}idp = \"corp\"\n{rest}")
+    }
+
+    #[test]
+    fn rules_of_each_kind_compile_with_their_conditions() {
+        let fx = Fixture::new();
+        let (app, _) = fx
+            .compile(&with_idp(&format!(
+                "{STAFF}[[allow]]\nid = \"logos\"\nwhy = \"w\"\npaths = [\"/static/\"]\npublic = true\n\
+                 [[deny]]\nid = \"no-contractors\"\nwhy = \"w\"\nemail_domain = [\"contractors.example\"]\n\
+                 [[require]]\nid = \"admin-mfa\"\nwhy = \"w\"\npaths = [\"/admin/\"]\nmethods = [\"POST\"]\nacr = [\"mfa\"]\nmax_age = \"15m\"\n"
+            )))
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        let rules = app.rules();
+        assert_eq!(rules.len(), 4);
+        let kind = |id: &str| rules.rule(id).map(crate::policy::Rule::kind);
+        assert_eq!(kind("staff"), Some(RuleKind::AllowSignedIn));
+        assert_eq!(kind("logos"), Some(RuleKind::AllowPublic));
+        assert_eq!(kind("no-contractors"), Some(RuleKind::Deny));
+        assert_eq!(kind("admin-mfa"), Some(RuleKind::Require));
+        assert!(rules
+            .rule("admin-mfa")
+            .is_some_and(|r| !r.strength().acr.is_empty()));
+    }
+
+    #[test]
+    fn rules_that_could_be_misread_are_refused() {
+        let fx = Fixture::new();
+        for (rules, needle) in [
+            (format!("{STAFF}{STAFF}"), "used twice"),
+            ("[[allow]]\nid = \"p\"\nwhy = \"w\"\npublic = true\ngroups = [\"staff\"]\n".to_string(), "is public"),
+            ("[[deny]]\nid = \"d\"\nwhy = \"w\"\nacr = [\"mfa\"]\n".to_string(), "belong to require rules"),
+            ("[[require]]\nid = \"r\"\nwhy = \"w\"\n".to_string(), "requires nothing"),
+            ("[[allow]]\nid = \"m\"\nwhy = \"w\"\ngroups = [\"staff\"]\nmethods = [\"get\"]\n".to_string(), "methods are upper-case"),
+            ("[[allow]]\nid = \"p\"\nwhy = \"w\"\ngroups = [\"staff\"]\npaths = [\"/a/../b\"]\n".to_string(), "normal form"),
+            ("[[allow]]\nid = \"p\"\nwhy = \"w\"\ngroups = [\"staff\"]\npaths = [\"~/a.*\"]\n".to_string(), "must be anchored"),
+            ("[[allow]]\nid = \"n\"\nwhy = \"w\"\ngroups = [\"staff\"]\nnetworks = [\"10.0.0.0/33\"]\n".to_string(), "not a CIDR"),
+            ("[[allow]]\nid = \"c\"\nwhy = \"w\"\nclaims = { cost_centre = \"x\" }\n".to_string(), "not kept in the session"),
+            ("[[allow]]\nid = \"t\"\nwhy = \"w\"\ngroups = [\"staff\"]\ntime = { from = \"25:00\", to = \"18:00\" }\n".to_string(), "24-hour times"),
+        ] {
+            assert_mentions(&fx.errors(&with_idp(&rules)), needle);
+        }
+        // Signed-in conditions without an IdP.
+        assert_mentions(
+            &fx.errors(&format!("{HEAD}{STAFF}")),
+            "name the app's identity provider",
+        );
+    }
+
+    #[test]
+    fn kept_claims_may_be_tested() {
+        let fx = Fixture::new();
+        let policy = with_idp(
+            "[[allow]]\nid = \"c\"\nwhy = \"w\"\nclaims = { department = [\"finance\", \"hr\"] }\n",
+        );
+        assert!(fx.compile(&policy).is_ok(), "{:?}", fx.errors(&policy));
+    }
+}

@@ -3,8 +3,30 @@
 
 #[allow(clippy::wildcard_imports)]
 use super::*;
+use crate::upstream::PassiveHealth;
 
 impl Compiler<'_> {
+    /// `[health]`: passive ejection of upstreams that refuse connections.
+    pub(super) fn passive_health(&mut self, health: &FileHealth) -> PassiveHealth {
+        let mut passive_health = PassiveHealth::default();
+        if let Some(n) = &health.eject_after {
+            if !(1..=100).contains(n.get_ref()) {
+                self.error(
+                    n,
+                    "[health] eject_after must be between 1 and 100 connect failures",
+                );
+            }
+            passive_health.eject_after = *n.get_ref();
+        }
+        if let Some(d) = &health.eject_for {
+            if d.get_ref().0.is_zero() || d.get_ref().0 > Duration::from_secs(3600) {
+                self.error(d, "[health] eject_for must be above zero and at most 1h");
+            }
+            passive_health.eject_for = d.get_ref().0;
+        }
+        passive_health
+    }
+
     pub(super) fn upstreams(&mut self, file: &FilePolicy) -> Vec<UpstreamTarget> {
         if file.upstreams.get_ref().is_empty() {
             self.error(&file.upstreams, "upstreams must list at least one backend");
@@ -124,5 +146,96 @@ impl Compiler<'_> {
                     }
                 });
         UpstreamTls { verify, ca }
+    }
+}
+
+/// `[timeouts]`, each falling back to the gateway's.
+pub(super) fn timeouts(file: &FileTimeouts, defaults: UpstreamTimeouts) -> UpstreamTimeouts {
+    UpstreamTimeouts {
+        connect: file.connect.map_or(defaults.connect, |d| d.0),
+        read: file.read.map_or(defaults.read, |d| d.0),
+        write: file.write.map_or(defaults.write, |d| d.0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{assert_mentions, Fixture, HEAD};
+    use std::time::Duration;
+
+    fn with_upstreams(list: &str) -> String {
+        HEAD.replace("[{ url = \"http://127.0.0.1:9\" }]", list)
+    }
+
+    #[test]
+    fn upstream_urls_become_targets_resolved_once() {
+        let fx = Fixture::new();
+        let (app, _) = fx
+            .compile(&with_upstreams(
+                "[{ url = \"http://127.0.0.1:8081\", weight = 3 }, { url = \"https://localhost:8443\" }]",
+            ))
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        let [plain, tls] = app.upstreams() else {
+            panic!("two upstreams expected");
+        };
+        assert_eq!(
+            (plain.addr.port(), plain.tls, plain.weight),
+            (8081, false, 3)
+        );
+        assert_eq!(plain.host_header, "127.0.0.1:8081");
+        assert!(tls.tls);
+        assert_eq!(tls.sni, "localhost");
+        assert_eq!(tls.weight, 1);
+        assert!(app.upstream_tls().verify, "verification is on by default");
+    }
+
+    #[test]
+    fn upstream_urls_that_could_mean_two_things_are_refused() {
+        let fx = Fixture::new();
+        for (list, needle) in [
+            ("[]", "at least one backend"),
+            ("[{ url = \"ftp://127.0.0.1\" }]", "scheme `ftp`"),
+            ("[{ url = \"http://u:p@127.0.0.1\" }]", "credentials"),
+            ("[{ url = \"http://127.0.0.1/app\" }]", "no path or query"),
+            ("[{ url = \"https://127.0.0.1\" }]", "is an IP address"),
+            (
+                "[{ url = \"http://127.0.0.1\", weight = 0 }]",
+                "weight must be between",
+            ),
+        ] {
+            assert_mentions(&fx.errors(&with_upstreams(list)), needle);
+        }
+    }
+
+    #[test]
+    fn health_and_timeouts_override_the_defaults_within_bounds() {
+        let fx = Fixture::new();
+        let (app, _) = fx
+            .compile(&format!(
+                "{HEAD}[health]\neject_after = 5\neject_for = \"30s\"\n[timeouts]\nread = \"2m\"\n"
+            ))
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(app.passive_health().eject_after, 5);
+        assert_eq!(app.passive_health().eject_for, Duration::from_secs(30));
+        assert_eq!(app.timeouts().read, Duration::from_secs(120));
+        assert_eq!(app.timeouts().connect, fx.gateway.upstream_timeouts.connect);
+        assert_mentions(
+            &fx.errors(&format!("{HEAD}[health]\neject_after = 0\n")),
+            "eject_after must be between 1 and 100",
+        );
+        assert_mentions(
+            &fx.errors(&format!("{HEAD}[health]\neject_for = \"2h\"\n")),
+            "eject_for must be above zero and at most 1h",
+        );
+    }
+
+    #[test]
+    fn turning_verification_off_is_allowed_but_warned_about() {
+        let fx = Fixture::new();
+        let (app, warnings) = fx
+            .compile(&format!("{HEAD}[upstream_tls]\nverify = false\n"))
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        assert!(!app.upstream_tls().verify);
+        assert_mentions(&warnings, "verification is off");
     }
 }
