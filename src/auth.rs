@@ -104,9 +104,9 @@ pub enum CallbackError {
     /// The SAML response was refused.
     #[error("SAML: {0}")]
     Saml(#[from] SamlError),
-    /// A step-up came back without what was asked for, or for another user.
+    /// The step-up sign-in did not bring what the rule asked for.
     #[error("step-up refused: {0}")]
-    StepUp(String),
+    StepUp(#[from] StepUpRefused),
     /// The login was started for another protocol than the endpoint it came back to.
     #[error("login came back on the wrong protocol endpoint")]
     WrongProtocol,
@@ -606,7 +606,8 @@ impl Auth {
             .await
             .map_err(|e| fail(CallbackError::Login(e)))?;
         if let Some(step) = &pending.step_up {
-            check_step_up(step, &done.identity, self.clock.now_unix()).map_err(fail)?;
+            check_step_up(step, &done.identity, self.clock.now_unix())
+                .map_err(|e| fail(e.into()))?;
         }
         let family = self
             .family_for(
@@ -721,7 +722,8 @@ impl Auth {
             .map_err(|e| fail(e.into()))?;
         let step_up = pending.as_ref().and_then(|p| p.step_up.clone());
         if let Some(step) = &step_up {
-            check_step_up(step, &login.identity, self.clock.now_unix()).map_err(fail)?;
+            check_step_up(step, &login.identity, self.clock.now_unix())
+                .map_err(|e| fail(e.into()))?;
         }
         let family = self
             .family_for(
@@ -852,33 +854,58 @@ impl Auth {
     }
 }
 
+/// Why a step-up sign-in does not count.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum StepUpRefused {
+    /// Someone else signed in at the IdP.
+    #[error("a different user signed in than the one stepping up")]
+    OtherUser,
+    /// No `auth_time` / `AuthnInstant`.
+    #[error("the IdP did not say when the user authenticated")]
+    NoAuthTime,
+    /// The IdP reused the earlier authentication.
+    #[error("the IdP did not authenticate the user again")]
+    NotAgain,
+    /// The authentication is older than the rule's `max_age`.
+    #[error("the authentication is too old")]
+    TooOld,
+    /// The `acr` is not one the rule accepts.
+    #[error("the IdP returned acr {got:?}, not one of {wanted:?}")]
+    Acr {
+        /// What came back.
+        got: Option<String>,
+        /// What the rule accepts.
+        wanted: Vec<String>,
+    },
+    /// No `amr` the rule accepts.
+    #[error("the IdP returned amr {got:?}, none of {wanted:?}")]
+    Amr {
+        /// What came back.
+        got: Vec<String>,
+        /// What the rule accepts.
+        wanted: Vec<String>,
+    },
+}
+
+/// Clock skew granted between the gateway and the IdP, in seconds.
+const STEP_UP_SKEW: u64 = 60;
+
 /// What a step-up must bring back: the same subject, a fresh authentication (after the
 /// step-up began, within `max_age`), an acceptable `acr` and `amr`. The IdP's word alone
 /// ("I asked for MFA") is not enough: the verified token or assertion must say so.
-fn check_step_up(step: &StepUp, who: &Identity, now: u64) -> Result<(), CallbackError> {
-    const SKEW: u64 = 60;
+fn check_step_up(step: &StepUp, who: &Identity, now: u64) -> Result<(), StepUpRefused> {
     if who.subject != step.subject {
-        return Err(CallbackError::StepUp(
-            "a different user signed in than the one stepping up".into(),
-        ));
+        return Err(StepUpRefused::OtherUser);
     }
-    let Some(at) = who.auth_time else {
-        return Err(CallbackError::StepUp(
-            "the IdP did not say when the user authenticated".into(),
-        ));
-    };
-    if at + SKEW < step.started_unix {
-        return Err(CallbackError::StepUp(
-            "the IdP did not authenticate the user again".into(),
-        ));
+    let at = who.auth_time.ok_or(StepUpRefused::NoAuthTime)?;
+    if at + STEP_UP_SKEW < step.started_unix {
+        return Err(StepUpRefused::NotAgain);
     }
     if step
         .max_age
-        .is_some_and(|max| now.saturating_sub(at) > max.as_secs() + SKEW)
+        .is_some_and(|max| now.saturating_sub(at) > max.as_secs() + STEP_UP_SKEW)
     {
-        return Err(CallbackError::StepUp(
-            "the authentication is too old".into(),
-        ));
+        return Err(StepUpRefused::TooOld);
     }
     if !step.acr.is_empty()
         && !who
@@ -886,11 +913,10 @@ fn check_step_up(step: &StepUp, who: &Identity, now: u64) -> Result<(), Callback
             .as_ref()
             .is_some_and(|a| step.acr.iter().any(|want| **want == **a))
     {
-        return Err(CallbackError::StepUp(format!(
-            "the IdP returned acr {:?}, not one of {:?}",
-            who.acr.as_deref().unwrap_or("(none)"),
-            step.acr
-        )));
+        return Err(StepUpRefused::Acr {
+            got: who.acr.as_deref().map(str::to_string),
+            wanted: step.acr.clone(),
+        });
     }
     if !step.amr.is_empty()
         && !who
@@ -898,10 +924,10 @@ fn check_step_up(step: &StepUp, who: &Identity, now: u64) -> Result<(), Callback
             .iter()
             .any(|m| step.amr.iter().any(|want| **want == **m))
     {
-        return Err(CallbackError::StepUp(format!(
-            "the IdP returned amr {:?}, none of {:?}",
-            who.amr, step.amr
-        )));
+        return Err(StepUpRefused::Amr {
+            got: who.amr.iter().map(|m| m.to_string()).collect(),
+            wanted: step.amr.clone(),
+        });
     }
     Ok(())
 }
@@ -931,7 +957,111 @@ pub fn safe_return_to(candidate: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::safe_return_to;
+    use super::{check_step_up, safe_return_to, StepUpRefused};
+    use crate::idp::Identity;
+    use crate::session::pending::StepUp;
+    use std::time::Duration;
+
+    const STARTED: u64 = 1_800_000_000;
+
+    fn step(acr: &[&str], amr: &[&str], max_age: Option<u64>) -> StepUp {
+        StepUp {
+            rule: "admin-mfa".into(),
+            subject: "00u1".into(),
+            acr: acr.iter().map(|a| a.to_string()).collect(),
+            amr: amr.iter().map(|a| a.to_string()).collect(),
+            max_age: max_age.map(Duration::from_secs),
+            started_unix: STARTED,
+        }
+    }
+
+    fn who(subject: &str, auth_time: Option<u64>, acr: Option<&str>, amr: &[&str]) -> Identity {
+        Identity {
+            subject: subject.into(),
+            auth_time,
+            acr: acr.map(Into::into),
+            amr: amr.iter().map(|&m| m.into()).collect(),
+            ..Identity::default()
+        }
+    }
+
+    #[test]
+    fn a_fresh_strong_sign_in_of_the_same_user_counts() {
+        let fresh = who("00u1", Some(STARTED + 5), Some("mfa"), &["pwd", "otp"]);
+        let now = STARTED + 10;
+        assert_eq!(
+            check_step_up(&step(&["mfa"], &["otp"], Some(300)), &fresh, now),
+            Ok(())
+        );
+        // Nothing asked beyond a fresh sign-in.
+        assert_eq!(check_step_up(&step(&[], &[], None), &fresh, now), Ok(()));
+        // Clock skew: an IdP clock a little behind is forgiven.
+        let behind = who("00u1", Some(STARTED - 50), Some("mfa"), &[]);
+        assert_eq!(
+            check_step_up(&step(&["mfa"], &[], None), &behind, now),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn every_shortfall_is_refused_with_its_reason() {
+        let now = STARTED + 10;
+        let strong = |subject, at| who(subject, at, Some("mfa"), &["otp"]);
+        let cases = [
+            (
+                step(&[], &[], None),
+                strong("00u2", Some(STARTED)),
+                StepUpRefused::OtherUser,
+            ),
+            (
+                step(&[], &[], None),
+                strong("00u1", None),
+                StepUpRefused::NoAuthTime,
+            ),
+            (
+                step(&[], &[], None),
+                strong("00u1", Some(STARTED - 61)),
+                StepUpRefused::NotAgain,
+            ),
+            (
+                step(&["mfa"], &[], None),
+                who("00u1", Some(STARTED), Some("pwd"), &[]),
+                StepUpRefused::Acr {
+                    got: Some("pwd".into()),
+                    wanted: vec!["mfa".into()],
+                },
+            ),
+            (
+                step(&["mfa"], &[], None),
+                who("00u1", Some(STARTED), None, &[]),
+                StepUpRefused::Acr {
+                    got: None,
+                    wanted: vec!["mfa".into()],
+                },
+            ),
+            (
+                step(&[], &["hwk"], None),
+                who("00u1", Some(STARTED), None, &["pwd", "otp"]),
+                StepUpRefused::Amr {
+                    got: vec!["pwd".into(), "otp".into()],
+                    wanted: vec!["hwk".into()],
+                },
+            ),
+        ];
+        for (step, identity, refusal) in cases {
+            assert_eq!(check_step_up(&step, &identity, now), Err(refusal));
+        }
+        // Within the step-up's own window, but older than max_age by the time it comes back.
+        let slow = strong("00u1", Some(STARTED));
+        assert_eq!(
+            check_step_up(&step(&[], &[], Some(60)), &slow, STARTED + 121),
+            Err(StepUpRefused::TooOld)
+        );
+        assert_eq!(
+            check_step_up(&step(&[], &[], Some(60)), &slow, STARTED + 120),
+            Ok(())
+        );
+    }
 
     #[test]
     fn return_to_never_leaves_the_host() {

@@ -325,16 +325,7 @@ fn saml_metadata(cert_pems: &[&str]) -> String {
 }
 
 fn weak_cert_pem() -> String {
-    use openssl::{asn1::Asn1Time, hash::MessageDigest, pkey::PKey, rsa::Rsa, x509::X509};
-    let key = PKey::from_rsa(Rsa::generate(1024).unwrap()).unwrap();
-    let mut b = X509::builder().unwrap();
-    b.set_pubkey(&key).unwrap();
-    b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
-        .unwrap();
-    b.set_not_after(&Asn1Time::days_from_now(1).unwrap())
-        .unwrap();
-    b.sign(&key, MessageDigest::sha256()).unwrap();
-    String::from_utf8(b.build().to_pem().unwrap()).unwrap()
+    support::saml_idp::rsa_key_and_cert("weak", 1024).1
 }
 
 #[test]

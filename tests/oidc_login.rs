@@ -32,7 +32,7 @@ struct Fixture {
 
 impl Fixture {
     fn url(&self, host: &str, path: &str) -> String {
-        format!("http://{host}:{}{path}", self.gw.http.port())
+        self.gw.app_url(host, path)
     }
     fn browser(&self) -> Browser {
         Browser::new(self.gw.http, &[WIKI, TIMESHEET])
@@ -62,15 +62,9 @@ fn shared_secret_file() -> std::path::PathBuf {
 
 fn app_policy(app: &str, host: &str, upstream: &str, extra: &str) -> String {
     let secret = shared_secret_file();
+    let head = support::policy_head(app, host, upstream, Some("corp"));
     format!(
-        r#"schema = 1
-app = "{app}"
-owner = "it@corp.example"
-summary = "test app behind OIDC"
-hosts = ["{host}"]
-upstreams = [{{ url = "{upstream}" }}]
-idp = "corp"
-logout_path = "/logout"
+        r#"{head}logout_path = "/logout"
 {extra}
 [identity.headers]
 "X-Remote-User" = "email"
@@ -205,11 +199,9 @@ async fn full_login_returns_to_the_deep_link_with_identity_headers() {
     let again = browser.get(&f.url(WIKI, "/other")).await;
     assert_eq!(again.status(), 200);
 
-    let logs = f.gw.wait_for_log("login_success").await;
-    assert!(
-        logs.contains("login_success") && logs.contains("alice@corp.example"),
-        "{logs}"
-    );
+    f.gw.wait_for_log("login_success").await;
+    let logs = f.gw.settled_logs().await;
+    assert!(logs.contains("alice@corp.example"), "{logs}");
     // Codes, states, tokens and the client secret never reach the logs.
     let callback = callback_hop(&trip);
     for secret in [
@@ -1603,7 +1595,7 @@ async fn basic_replay_from_the_vault_with_enrollment_and_recovery() {
         !stored.contains("Winter2026") && !stored.contains("asmith"),
         "{stored}"
     );
-    assert!(!f.gw.logs().contains("Winter2026"));
+    assert!(!f.gw.settled_logs().await.contains("Winter2026"));
 
     // The password changes at the app: the next page asks the user for the new one.
     legacy.set_password("Spring2027!");
@@ -1621,7 +1613,7 @@ async fn basic_replay_from_the_vault_with_enrollment_and_recovery() {
     let again = store_password(&f, &browser, &trip, "asmith", "Spring2027!", "/reports").await;
     assert_eq!(again.status, 200, "{again:?}");
     assert_eq!(again.json()["backend"], "legacy-basic");
-    assert!(!f.gw.logs().contains("Spring2027"));
+    assert!(!f.gw.settled_logs().await.contains("Spring2027"));
 }
 
 /// A `[vault]` table over a fresh store in `dir` with a test key of `byte`s; returns it and
@@ -1780,7 +1772,7 @@ async fn form_fill_logs_in_server_side_and_the_browser_never_sees_the_form() {
             && !stored.contains("Spring2027")
             && !stored.contains("asmith")
     );
-    let logs = f.gw.logs();
+    let logs = f.gw.settled_logs().await;
     assert!(
         !logs.contains("Winter2026") && !logs.contains("Spring2027"),
         "password in logs"
@@ -1849,7 +1841,7 @@ async fn a_service_account_is_replayed_for_every_user() {
         assert_eq!(trip.status, 200, "{user}: {trip:?}");
         assert_eq!(trip.json()["backend"], "shared-basic");
     }
-    assert!(!f.gw.logs().contains("S3rvice"));
+    assert!(!f.gw.settled_logs().await.contains("S3rvice"));
 }
 
 /// A backend that says "session expired" in a 200 page instead of redirecting: the configured

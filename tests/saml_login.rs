@@ -27,7 +27,7 @@ struct Fixture {
 
 impl Fixture {
     fn url(&self, host: &str, path: &str) -> String {
-        format!("http://{host}:{}{path}", self.gw.http.port())
+        self.gw.app_url(host, path)
     }
     fn acs(&self, host: &str) -> String {
         self.url(host, "/.portcullis/saml/acs")
@@ -58,15 +58,9 @@ impl Fixture {
 }
 
 fn policy(app: &str, host: &str, upstream: &str, extra: &str) -> String {
+    let head = support::policy_head(app, host, upstream, Some("corp-saml"));
     format!(
-        r#"schema = 1
-app = "{app}"
-owner = "it@corp.example"
-summary = "test app behind SAML"
-hosts = ["{host}"]
-upstreams = [{{ url = "{upstream}" }}]
-idp = "corp-saml"
-logout_path = "/logout"
+        r#"{head}logout_path = "/logout"
 {extra}
 [identity.headers]
 "X-Remote-User" = "email"
@@ -687,7 +681,7 @@ async fn a_signed_name_id_with_a_newline_never_becomes_a_header_or_a_log_line() 
     // is refused with an error page rather than sent.
     assert_eq!(trip.status, 500, "{trip:?}\n{}", f.gw.logs());
     assert_eq!(f.legacy.hits(), 0);
-    let logs = f.gw.logs();
+    let logs = f.gw.settled_logs().await;
     assert!(!logs.contains("\nX-Evil"), "log injection: {logs}");
     assert_still_serving(&f).await;
 }

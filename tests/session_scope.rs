@@ -40,9 +40,9 @@ fn policy(app: &str, host: &str, prefix: &str, idp: &str, upstream: &str, extra:
     } else {
         format!("path_prefix = \"{prefix}\"\n")
     };
+    let head = support::policy_head(app, host, upstream, Some(idp));
     format!(
-        "schema = 1\napp = \"{app}\"\nowner = \"it@corp.example\"\nsummary = \"test\"\nhosts = [\"{host}\"]\n{prefix}\
-         upstreams = [{{ url = \"{upstream}\" }}]\nidp = \"{idp}\"\n{extra}\n\
+        "{head}{prefix}{extra}\n\
          [identity.headers]\n\"X-Remote-User\" = \"email\"\n\"X-Remote-Idp\" = \"idp\"\n\n\
          [[allow]]\nid = \"staff\"\nwhy = \"staff\"\ngroups = [\"staff\"]\n"
     )
@@ -109,7 +109,7 @@ async fn fixture() -> Fixture {
 
 impl Fixture {
     fn url(&self, host: &str, path: &str) -> String {
-        format!("http://{host}:{}{path}", self.gw.http.port())
+        self.gw.app_url(host, path)
     }
     fn browser(&self) -> Browser {
         Browser::new(self.gw.http, HOSTS)

@@ -621,21 +621,58 @@ impl RunningGateway {
         }
     }
 
-    /// Everything the gateway logged so far.
+    /// Everything the gateway logged so far (a log that cannot be read fails the test: an
+    /// empty string would make every "never logged" check pass).
     pub fn logs(&self) -> String {
-        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+        std::fs::read_to_string(&self.log_path).unwrap_or_else(|e| {
+            panic!(
+                "cannot read the gateway log {}: {e}",
+                self.log_path.display()
+            )
+        })
     }
 
-    /// Waits until the log contains `needle` (access lines are written after the response).
+    /// Waits until the log contains `needle` (access lines are written after the response),
+    /// failing the test after 5 s.
     pub async fn wait_for_log(&self, needle: &str) -> String {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
             let logs = self.logs();
-            if logs.contains(needle) || Instant::now() > deadline {
+            if logs.contains(needle) {
                 return logs;
+            }
+            if Instant::now() > deadline {
+                panic!("the gateway never logged `{needle}`; log:\n{logs}");
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// The log once every request made so far has been logged: sends a marker request of
+    /// its own and waits for the marker's access line, which is written after those of the
+    /// requests answered before it. For "never logged" checks, which would pass on a log
+    /// read too early.
+    pub async fn settled_logs(&self) -> String {
+        static MARKERS: AtomicUsize = AtomicUsize::new(0);
+        let marker = format!(
+            "/.portcullis/log-marker-{}-{}",
+            std::process::id(),
+            MARKERS.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut stream = TcpStream::connect(self.http)
+            .await
+            .expect("connect for the marker");
+        let request = format!(
+            "GET {marker} HTTP/1.1\r\nHost: log-marker.invalid\r\nConnection: close\r\n\r\n"
+        );
+        stream
+            .write_all(request.as_bytes())
+            .await
+            .expect("send the marker");
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer).await;
+        // The marker appears in its access line only.
+        self.wait_for_log(&marker).await
     }
 
     /// Process id, to send signals.
@@ -672,6 +709,12 @@ impl RunningGateway {
     /// `http://<host>/...` through the plain listener, with the Host header set.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.http)
+    }
+
+    /// `http://<host>:<port>/...` on the plain listener, as a browser addresses an app (the
+    /// test browsers resolve every app host to loopback).
+    pub fn app_url(&self, host: &str, path: &str) -> String {
+        format!("http://{host}:{}{path}", self.http.port())
     }
 
     /// `GET path` on `host` through the plain listener (a fresh HTTP/1.1 client).
@@ -771,6 +814,16 @@ pub async fn app_gateway(upstreams: &[(&str, u32)], extra: &str) -> RunningGatew
 }
 
 /// A policy file text with one public allow-all rule, for tests about proxying itself.
+/// The top of a test policy: its id, owner, one host, one upstream and (when given) the IdP
+/// it signs in with. Every test's policy starts here.
+pub fn policy_head(app: &str, host: &str, upstream: &str, idp: Option<&str>) -> String {
+    let idp = idp.map_or(String::new(), |i| format!("idp = \"{i}\"\n"));
+    format!(
+        "schema = 1\napp = \"{app}\"\nowner = \"it@corp.example\"\nsummary = \"test app\"\n\
+         hosts = [\"{host}\"]\nupstreams = [{{ url = \"{upstream}\" }}]\n{idp}"
+    )
+}
+
 pub fn open_policy(app: &str, hosts: &[&str], upstreams: &[(&str, u32)], extra: &str) -> String {
     let hosts: Vec<String> = hosts.iter().map(|h| format!("\"{h}\"")).collect();
     let ups: Vec<String> = upstreams

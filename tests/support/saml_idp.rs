@@ -17,7 +17,13 @@ use std::path::PathBuf;
 
 /// A PEM key and self-signed certificate (RSA 2048, SHA-256).
 pub fn key_and_cert(cn: &str) -> (String, String) {
-    let key = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
+    rsa_key_and_cert(cn, 2048)
+}
+
+/// A PEM key and self-signed certificate with an RSA key of `bits` (SHA-256, 30 days): the
+/// one certificate maker of the tests.
+pub fn rsa_key_and_cert(cn: &str, bits: u32) -> (String, String) {
+    let key = PKey::from_rsa(Rsa::generate(bits).unwrap()).unwrap();
     let mut name = X509NameBuilder::new().unwrap();
     name.append_entry_by_text("CN", cn).unwrap();
     let name = name.build();
