@@ -259,7 +259,7 @@ impl Auth {
                     clock.clone(),
                 ))),
                 IdpProtocol::Saml(s) => Provider::Saml(Arc::new(
-                    SamlProvider::new(&idp.name, s.clone(), http)
+                    SamlProvider::new(&idp.name, s.clone(), http, clock.clone())
                         .map_err(|e| AuthError::Saml(idp.name.clone(), e))?,
                 )),
             };

@@ -82,6 +82,12 @@ pub fn utc_now_shifted(clock: &dyn Clock, offset_secs: i64) -> chrono::DateTime<
     chrono::DateTime::from_timestamp(now.saturating_add(offset_secs), 0).unwrap_or_default()
 }
 
+/// Now on `clock` as chrono's UTC type, to the millisecond (SAML message times).
+pub fn utc_now(clock: &dyn Clock) -> chrono::DateTime<chrono::Utc> {
+    let ms = i64::try_from(clock.now_ms()).unwrap_or(i64::MAX);
+    chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
 /// Milliseconds in `d`, saturating.
 pub fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)

@@ -80,15 +80,34 @@ pub struct ConnectionFacts {
     pub tls: bool,
 }
 
+/// The scheme the client used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    /// Plain HTTP.
+    Http,
+    /// HTTP over TLS.
+    Https,
+}
+
+impl Scheme {
+    /// As written in URLs and `X-Forwarded-Proto`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
+    }
+}
+
 /// What the gateway believes about the request's origin, after hygiene.
 #[derive(Debug, Clone)]
 pub struct Forwarding {
     /// The client's address: the socket peer, or, behind trusted proxies, the nearest
     /// untrusted address in `X-Forwarded-For`.
     pub client_ip: Option<IpAddr>,
-    /// `http` or `https` as seen by the client: the connection's, or a trusted proxy's
+    /// The scheme as seen by the client: the connection's, or a trusted proxy's
     /// `X-Forwarded-Proto`.
-    pub proto: &'static str,
+    pub proto: Scheme,
     /// Request id for logs and the backend.
     pub request_id: String,
     /// Some `Connection` header (not necessarily the first) asked to close the connection.
@@ -216,11 +235,11 @@ impl HeaderHygiene {
             .and_then(|p| p.split(',').next())
             .map(str::trim)
         {
-            Some("https") => forwarding.proto = "https",
-            Some("http") => forwarding.proto = "http",
+            Some("https") => forwarding.proto = Scheme::Https,
+            Some("http") => forwarding.proto = Scheme::Http,
             _ => {}
         }
-        let _ = req.insert_header("X-Forwarded-Proto", forwarding.proto);
+        let _ = req.insert_header("X-Forwarded-Proto", forwarding.proto.as_str());
         let host = client_host
             .filter(|h| crate::routing::normalise_host(h).is_some())
             .or_else(|| request_authority(req));
@@ -279,7 +298,11 @@ impl HeaderHygiene {
             .unwrap_or_else(new_request_id);
         Forwarding {
             client_ip,
-            proto: if conn.tls { "https" } else { "http" },
+            proto: if conn.tls {
+                Scheme::Https
+            } else {
+                Scheme::Http
+            },
             request_id,
             close_requested: false,
         }

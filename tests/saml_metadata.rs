@@ -62,7 +62,7 @@ fn provider(url: &str) -> SamlProvider {
         post_logout_redirect_uri: None,
     };
     let http = IdpHttpClient::new(Duration::from_secs(2), Duration::from_secs(5), None).unwrap();
-    SamlProvider::new("corp-saml", config, http).unwrap()
+    SamlProvider::new("corp-saml", config, http, portcullis::clock::system()).unwrap()
 }
 
 #[tokio::test]

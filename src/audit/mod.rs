@@ -9,6 +9,7 @@ pub mod chain;
 pub mod sink;
 
 use crate::idp::{loggable, Identity};
+use crate::policy::{Outcome, ShadowHit};
 use crate::session::{Expired, Session};
 use std::fmt::Display;
 use std::net::IpAddr;
@@ -20,25 +21,32 @@ pub struct AuditContext<'a> {
     pub request_id: &'a str,
     /// The client, as the gateway saw it.
     pub client_ip: Option<IpAddr>,
-    /// The app the request was for (`-` when none).
-    pub app: &'a str,
+    /// The app the request was for, when known.
+    pub app: Option<&'a str>,
 }
+
+/// How an absent value is written in a record.
+const NONE: &str = "-";
 
 fn client(ctx: &AuditContext<'_>) -> String {
     ctx.client_ip
-        .map_or_else(|| "-".to_string(), |ip| ip.to_string())
+        .map_or_else(|| NONE.to_string(), |ip| ip.to_string())
+}
+
+fn app<'a>(ctx: &AuditContext<'a>) -> &'a str {
+    ctx.app.unwrap_or(NONE)
 }
 
 /// What the rules decided for one request to an app.
 pub struct AccessRecord<'a> {
-    /// `allow`, `public`, `deny`, `require` (a require rule unmet), `no_allow`, `login`.
-    pub decision: &'a str,
-    /// The deciding rule's id (`-` when none decided).
-    pub rule: &'a str,
+    /// The decision's kind.
+    pub decision: Outcome,
+    /// The deciding rule's id (none for default deny and "sign in first").
+    pub rule: Option<&'a str>,
     /// Why, in words (which rule or which missing condition).
     pub reason: &'a str,
-    /// Shadow rules that would have decided otherwise (`would:rule,…`; empty when none).
-    pub shadow: &'a str,
+    /// Shadow rules that would have decided otherwise.
+    pub shadow: &'a [ShadowHit<'a>],
     /// The signed-in user, if any.
     pub user: Option<&'a Identity>,
     /// Request method.
@@ -54,13 +62,18 @@ pub fn access_decision(ctx: &AuditContext<'_>, record: &AccessRecord<'_>) {
     tracing::info!(
         target: "audit",
         event = "access",
-        decision = record.decision,
-        rule = record.rule,
+        decision = record.decision.as_str(),
+        rule = record.rule.unwrap_or(NONE),
         reason = %loggable(record.reason),
-        shadow = record.shadow,
-        user = %record.user.map_or(std::borrow::Cow::Borrowed("-"), Identity::display),
-        idp = record.user.map_or("-", |u| &*u.idp),
-        app = ctx.app,
+        shadow = %record
+            .shadow
+            .iter()
+            .map(|h| format!("{}:{}", h.would, h.rule))
+            .collect::<Vec<_>>()
+            .join(","),
+        user = %record.user.map_or(std::borrow::Cow::Borrowed(NONE), Identity::display),
+        idp = record.user.map_or(NONE, |u| &*u.idp),
+        app = app(ctx),
         client = %client(ctx),
         method = record.method,
         path = %loggable(record.path),
@@ -78,9 +91,9 @@ pub fn login_succeeded(ctx: &AuditContext<'_>, user: &Identity) {
         user = %user.display(),
         subject = %loggable(&user.subject),
         groups = %loggable(&user.groups.join(",")),
-        acr = %loggable(user.acr.as_deref().unwrap_or("-")),
+        acr = %loggable(user.acr.as_deref().unwrap_or(NONE)),
         idp = %user.idp,
-        app = ctx.app,
+        app = app(ctx),
         client = %client(ctx),
         request_id = ctx.request_id,
         "login succeeded"
@@ -95,10 +108,10 @@ pub fn stepped_up(ctx: &AuditContext<'_>, user: &Identity, rule: &str) {
         user = %user.display(),
         subject = %loggable(&user.subject),
         rule,
-        acr = %loggable(user.acr.as_deref().unwrap_or("-")),
+        acr = %loggable(user.acr.as_deref().unwrap_or(NONE)),
         amr = %loggable(&user.amr.join(",")),
         idp = %user.idp,
-        app = ctx.app,
+        app = app(ctx),
         client = %client(ctx),
         request_id = ctx.request_id,
         "step-up sign-in succeeded"
@@ -106,13 +119,13 @@ pub fn stepped_up(ctx: &AuditContext<'_>, user: &Identity, rule: &str) {
 }
 
 /// A login did not finish.
-pub fn login_failed(ctx: &AuditContext<'_>, idp: &str, reason: &dyn Display) {
+pub fn login_failed(ctx: &AuditContext<'_>, idp: Option<&str>, reason: &dyn Display) {
     tracing::warn!(
         target: "audit",
         event = "login_failure",
         reason = %reason,
-        idp,
-        app = ctx.app,
+        idp = idp.unwrap_or(NONE),
+        app = app(ctx),
         client = %client(ctx),
         request_id = ctx.request_id,
         "login failed"
@@ -124,24 +137,42 @@ pub fn logged_out(ctx: &AuditContext<'_>, user: Option<&Identity>) {
     tracing::info!(
         target: "audit",
         event = "logout",
-        user = %user.map_or(std::borrow::Cow::Borrowed("-"), Identity::display),
-        subject = %user.map_or(std::borrow::Cow::Borrowed("-"), |u| loggable(&u.subject)),
-        idp = user.map_or("-", |u| &*u.idp),
-        app = ctx.app,
+        user = %user.map_or(std::borrow::Cow::Borrowed(NONE), Identity::display),
+        subject = %user.map_or(std::borrow::Cow::Borrowed(NONE), |u| loggable(&u.subject)),
+        idp = user.map_or(NONE, |u| &*u.idp),
+        app = app(ctx),
         client = %client(ctx),
         request_id = ctx.request_id,
         "logout"
     );
 }
 
-/// A session ended because another one of its sign-in did: a logout at another app host
-/// (`reason = "logout_elsewhere"`), or the IdP ending the sign-in (`"idp_logout"`).
-pub fn session_ended(ctx: &AuditContext<'_>, session: &Session, reason: &'static str) {
+/// Why a session ended with its sign-in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignInEnded {
+    /// The user logged out at another app host of the same sign-in.
+    LogoutElsewhere,
+    /// The IdP ended the sign-in (single logout).
+    IdpLogout,
+}
+
+impl SignInEnded {
+    /// Name in records.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SignInEnded::LogoutElsewhere => "logout_elsewhere",
+            SignInEnded::IdpLogout => "idp_logout",
+        }
+    }
+}
+
+/// A session ended because another one of its sign-in did.
+pub fn session_ended(ctx: &AuditContext<'_>, session: &Session, reason: SignInEnded) {
     let user = &session.identity;
     tracing::info!(
         target: "audit",
         event = "session_end",
-        reason,
+        reason = reason.as_str(),
         user = %user.display(),
         subject = %loggable(&user.subject),
         idp = %user.idp,
@@ -160,7 +191,7 @@ pub fn logout_unconfirmed(ctx: &AuditContext<'_>, idp: &str, reason: &dyn Displa
         event = "logout_failure",
         reason = %reason,
         idp,
-        app = ctx.app,
+        app = app(ctx),
         client = %client(ctx),
         request_id = ctx.request_id,
         "identity provider did not confirm the logout"
@@ -177,7 +208,7 @@ pub fn session_expired(ctx: &AuditContext<'_>, session: &Session, why: Expired) 
         user = %user.display(),
         subject = %loggable(&user.subject),
         idp = %user.idp,
-        app = ctx.app,
+        app = app(ctx),
         session_app = %session.app,
         client = %client(ctx),
         request_id = ctx.request_id,

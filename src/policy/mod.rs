@@ -645,6 +645,57 @@ pub struct ShadowHit<'a> {
     pub would: &'static str,
 }
 
+/// What the rules made of a request, kept to the end of it (logs, audit, metrics), so nothing
+/// downstream has to match strings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// A public rule let it through.
+    Public,
+    /// An allow rule let a signed-in user through.
+    Allowed,
+    /// A deny rule matched.
+    Denied,
+    /// A require rule's conditions do not hold.
+    Unmet,
+    /// A stronger sign-in was asked for.
+    StepUp,
+    /// A stronger sign-in would be needed but cannot be asked for (no session, unknown rule).
+    StepUpRefused,
+    /// Sign-in needed first.
+    LoginNeeded,
+    /// No allow rule matched (default deny).
+    NoAllowRule,
+}
+
+impl Outcome {
+    /// The outcome of a decision.
+    pub fn of(decision: &Decision<'_>) -> Self {
+        match decision {
+            Decision::Public { .. } => Outcome::Public,
+            Decision::Allow { .. } => Outcome::Allowed,
+            Decision::Deny { .. } => Outcome::Denied,
+            Decision::Unmet { .. } => Outcome::Unmet,
+            Decision::StepUp { .. } => Outcome::StepUp,
+            Decision::LoginNeeded => Outcome::LoginNeeded,
+            Decision::NoAllowMatched => Outcome::NoAllowRule,
+        }
+    }
+
+    /// Name in logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Public => "public",
+            Outcome::Allowed => "allow",
+            Outcome::Denied => "deny",
+            Outcome::Unmet => "require",
+            Outcome::StepUp => "step-up",
+            Outcome::StepUpRefused => "step-up-refused",
+            Outcome::LoginNeeded => "login",
+            Outcome::NoAllowRule => "no_allow",
+        }
+    }
+}
+
 /// The decision and any shadow rules that would have decided otherwise.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verdict<'a> {

@@ -5,7 +5,7 @@ use super::ctx::{RequestCtx, RequestError};
 use crate::auth::Origin;
 use crate::framing;
 use crate::gateway::{AppRuntime, Gateway, Route};
-use crate::hygiene::{request_authority, ConnectionFacts};
+use crate::hygiene::{request_authority, ConnectionFacts, Scheme};
 use crate::lifecycle::Lifecycle;
 use crate::policy::path::{normalise, normalise_keeping_encoded_slash, PathError};
 use crate::routing::{normalise_host, under_prefix};
@@ -51,7 +51,7 @@ pub fn admit(
     framing::single_content_length(req)?;
     ctx.upgrade = framing::screen_upgrade(req);
     ctx.request_id = forwarding.request_id;
-    ctx.secure = forwarding.proto == "https";
+    ctx.secure = forwarding.proto == Scheme::Https;
     ctx.client_ip = forwarding.client_ip;
     ctx.span = info_span!("request", request_id = %ctx.request_id, app = tracing::field::Empty, rule = tracing::field::Empty);
 

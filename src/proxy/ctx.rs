@@ -8,7 +8,7 @@ use crate::framing::{FramingError, Upgrade};
 use crate::gateway::AppRuntime;
 use crate::pages::Page;
 use crate::policy::path::PathError;
-use crate::policy::Decision;
+pub use crate::policy::Outcome;
 use crate::session::{Session as UserSession, SessionId};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -75,6 +75,11 @@ impl RequestCtx {
 
     /// This request's context for an audit record about `app`.
     pub(crate) fn audit<'a>(&'a self, app: &'a str) -> AuditContext<'a> {
+        self.audit_maybe(Some(app))
+    }
+
+    /// This request's context for an audit record about `app`, when one is known.
+    pub(crate) fn audit_maybe<'a>(&'a self, app: Option<&'a str>) -> AuditContext<'a> {
         AuditContext {
             request_id: &self.request_id,
             client_ip: self.client_ip,
@@ -105,57 +110,6 @@ impl RequestCtx {
 impl Default for RequestCtx {
     fn default() -> Self {
         Self::new()
-    }
-}
-
-/// What the rules made of a request, kept to the end of it (logs, audit, metrics), so nothing
-/// downstream has to match strings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// A public rule let it through.
-    Public,
-    /// An allow rule let a signed-in user through.
-    Allowed,
-    /// A deny rule matched.
-    Denied,
-    /// A require rule's conditions do not hold.
-    Unmet,
-    /// A stronger sign-in was asked for.
-    StepUp,
-    /// A stronger sign-in would be needed but cannot be asked for (no session, unknown rule).
-    StepUpRefused,
-    /// Sign-in needed first.
-    LoginNeeded,
-    /// No allow rule matched (default deny).
-    NoAllowRule,
-}
-
-impl Outcome {
-    /// The outcome of a decision.
-    pub fn of(decision: &Decision<'_>) -> Self {
-        match decision {
-            Decision::Public { .. } => Outcome::Public,
-            Decision::Allow { .. } => Outcome::Allowed,
-            Decision::Deny { .. } => Outcome::Denied,
-            Decision::Unmet { .. } => Outcome::Unmet,
-            Decision::StepUp { .. } => Outcome::StepUp,
-            Decision::LoginNeeded => Outcome::LoginNeeded,
-            Decision::NoAllowMatched => Outcome::NoAllowRule,
-        }
-    }
-
-    /// Name in logs.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Public => "public",
-            Outcome::Allowed => "allow",
-            Outcome::Denied => "deny",
-            Outcome::Unmet => "require",
-            Outcome::StepUp => "step-up",
-            Outcome::StepUpRefused => "step-up-refused",
-            Outcome::LoginNeeded => "login",
-            Outcome::NoAllowRule => "no_allow",
-        }
     }
 }
 

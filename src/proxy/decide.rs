@@ -69,18 +69,13 @@ pub async fn decide(
         let reason = config
             .rules()
             .reason(&decision, &facts, user_facts.as_ref());
-        let shadow: Vec<String> = verdict
-            .shadow
-            .iter()
-            .map(|h| format!("{}:{}", h.would, h.rule))
-            .collect();
         audit::access_decision(
             &ctx.audit(config.id()),
             &audit::AccessRecord {
-                decision: decision.name(),
-                rule: decision.rule().unwrap_or("-"),
+                decision: Outcome::of(&decision),
+                rule: decision.rule(),
                 reason: &reason,
-                shadow: &shadow.join(","),
+                shadow: &verdict.shadow,
                 user: ctx.user.as_ref().map(|u| &u.identity),
                 method: req.method.as_str(),
                 path: &ctx.path,

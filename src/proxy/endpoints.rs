@@ -222,9 +222,9 @@ async fn callback(
             })
         }
         Err((error, pending)) => {
-            let app = pending.as_ref().map_or("-", |p| p.app.as_str());
-            let idp = pending.as_ref().map_or("-", |p| p.idp.as_str());
-            audit::login_failed(&ctx.audit(app), idp, &error);
+            let app = pending.as_ref().map(|p| p.app.as_str());
+            let idp = pending.as_ref().map(|p| p.idp.as_str());
+            audit::login_failed(&ctx.audit_maybe(app), idp, &error);
             if let CallbackError::Login(LoginError::Unreachable(_) | LoginError::NotReady) = error {
                 return Err(RequestError::IdpUnreachable(error));
             }
@@ -286,11 +286,11 @@ async fn logout(
         .session
         .as_ref()
         .map(|s| s.app.to_string())
-        .or_else(|| ctx.app.as_ref().map(|a| a.config.id().to_string()))
-        .unwrap_or_else(|| "-".to_string());
-    audit::logged_out(&ctx.audit(&app), out.session.as_ref().map(|s| &s.identity));
+        .or_else(|| ctx.app.as_ref().map(|a| a.config.id().to_string()));
+    let record = ctx.audit_maybe(app.as_deref());
+    audit::logged_out(&record, out.session.as_ref().map(|s| &s.identity));
     for other in &out.family {
-        audit::session_ended(&ctx.audit(&app), other, "logout_elsewhere");
+        audit::session_ended(&record, other, audit::SignInEnded::LogoutElsewhere);
     }
     Ok(Action::Redirect {
         location: out.location,

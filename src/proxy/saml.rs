@@ -112,7 +112,7 @@ pub async fn acs(
     let form = match read_form(session, limit).await {
         Ok(form) => form,
         Err(e) => {
-            audit::login_failed(&ctx.audit(app.config.id()), provider.name(), &e);
+            audit::login_failed(&ctx.audit(app.config.id()), Some(provider.name()), &e);
             return Err(e);
         }
     };
@@ -144,7 +144,7 @@ pub async fn acs(
         }
         Err((error, pending)) => {
             let app_id = pending.as_ref().map_or(app.config.id(), |p| p.app.as_str());
-            audit::login_failed(&ctx.audit(app_id), provider.name(), &error);
+            audit::login_failed(&ctx.audit(app_id), Some(provider.name()), &error);
             ctx.app = Some(app.clone());
             if let CallbackError::Saml(SamlError::Busy | SamlError::NotReady) = error {
                 return Err(RequestError::SignInUnavailable(provider.name().to_string()));
@@ -203,7 +203,7 @@ pub async fn slo(
         };
         let ended = gateway.auth.end_saml_sessions(&provider, &logout).await;
         for s in &ended {
-            audit::session_ended(&ctx.audit(&s.app), s, "idp_logout");
+            audit::session_ended(&ctx.audit(&s.app), s, audit::SignInEnded::IdpLogout);
         }
         ctx.span.in_scope(|| {
             info!(

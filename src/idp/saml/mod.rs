@@ -233,11 +233,22 @@ pub struct SamlProvider {
     pub health: crate::idp::health::Reachability,
     sp_key: Option<PKey<Private>>,
     sp_cert_der: Option<Vec<u8>>,
+    clock: crate::clock::SharedClock,
 }
 
 impl SamlProvider {
+    /// Now, on the gateway's clock (message times and their checks).
+    fn now(&self) -> chrono::DateTime<Utc> {
+        crate::clock::utc_now(&*self.clock)
+    }
+
     /// A provider; metadata from a file is loaded now, from a URL by [`Self::load_until_ready`].
-    pub fn new(name: &str, config: SamlIdpConfig, http: IdpHttpClient) -> Result<Self, SamlError> {
+    pub fn new(
+        name: &str,
+        config: SamlIdpConfig,
+        http: IdpHttpClient,
+        clock: crate::clock::SharedClock,
+    ) -> Result<Self, SamlError> {
         let sp_key = config
             .sp_key
             .as_ref()
@@ -252,6 +263,7 @@ impl SamlProvider {
             .map_err(|e| SamlError::Build(format!("sp certificate: {e}")))?;
         let provider = Self {
             name: name.to_string(),
+            clock,
             http,
             metadata: ArcSwapOption::empty(),
             last_error: Mutex::new(None),
@@ -470,7 +482,7 @@ impl SamlProvider {
         let request = AuthnRequest {
             id: request_id.clone(),
             version: "2.0".to_string(),
-            issue_instant: Utc::now(),
+            issue_instant: self.now(),
             destination: Some(md.sso_url.clone()),
             issuer: Some(issuer(&sp.entity_id)),
             assertion_consumer_service_url: Some(sp.acs_url.clone()),
@@ -567,7 +579,7 @@ impl SamlProvider {
             }
         }
         let skew = self.config.clock_skew;
-        let now = Utc::now();
+        let now = self.now();
         let skew_c = chrono::Duration::from_std(skew).unwrap_or(chrono::Duration::seconds(60));
         let issued = facts
             .issue_instant
@@ -646,7 +658,7 @@ impl SamlProvider {
         // Written here: samael 0.0.22 puts SessionIndex before NameID, which the schema (and
         // strict IdPs) refuse.
         let id = random_id()?;
-        let xml = logout_request_xml(&id, &slo, &sp.entity_id, subject);
+        let xml = logout_request_xml(&id, &slo, &sp.entity_id, subject, self.now());
         match redirect::encode(&slo, "SAMLRequest", &xml, None, self.signing_key()) {
             Ok(url) => {
                 self.sent_logouts.insert(id, ());
@@ -830,7 +842,7 @@ impl SamlProvider {
             .unwrap_or(chrono::Duration::seconds(60));
         let max_age =
             chrono::Duration::from_std(MESSAGE_MAX_AGE).unwrap_or(chrono::Duration::seconds(300));
-        let now = Utc::now();
+        let now = self.now();
         if issued > now + skew || issued + max_age + skew < now {
             return Err(SamlError::IssueInstant);
         }
@@ -861,7 +873,7 @@ impl SamlProvider {
             id: random_id(),
             in_response_to: Some(logout.id.clone()),
             version: Some("2.0".to_string()),
-            issue_instant: Some(Utc::now()),
+            issue_instant: Some(self.now()),
             destination: Some(target.clone()),
             consent: None,
             issuer: Some(issuer(&sp.entity_id)),
@@ -888,7 +900,13 @@ impl SamlProvider {
 
 /// A `LogoutRequest` in schema order: Issuer, NameID (exactly as received: format and
 /// qualifiers, which strict IdPs compare), SessionIndex.
-fn logout_request_xml(id: &str, destination: &str, issuer: &str, subject: &SamlSubject) -> String {
+fn logout_request_xml(
+    id: &str,
+    destination: &str,
+    issuer: &str,
+    subject: &SamlSubject,
+    now: chrono::DateTime<Utc>,
+) -> String {
     use quick_xml::escape::escape;
     let attribute = |name: &str, value: &Option<String>| {
         value
@@ -911,7 +929,7 @@ fn logout_request_xml(id: &str, destination: &str, issuer: &str, subject: &SamlS
         "<samlp:LogoutRequest xmlns:samlp=\"{PROTOCOL_NS}\" xmlns:saml=\"urn:oasis:names:tc:SAML:2.0:assertion\" \
          ID=\"{id}\" Version=\"2.0\" IssueInstant=\"{}\" Destination=\"{}\">\
          <saml:Issuer>{}</saml:Issuer><saml:NameID{format}>{}</saml:NameID>{session_index}</samlp:LogoutRequest>",
-        Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         escape(destination),
         escape(issuer),
         escape(&subject.name_id),
