@@ -1415,10 +1415,7 @@ async fn identity_cookies_reach_the_backend_and_client_copies_never_do() {
 async fn a_signed_identity_assertion_reaches_the_backend_and_verifies() {
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use base64::Engine;
-    use openssl::bn::BigNum;
-    use openssl::ec::{EcGroup, EcKey};
-    use openssl::ecdsa::EcdsaSig;
-    use openssl::nid::Nid;
+    use jsonwebtoken::{decode, decode_header, jwk::JwkSet, Algorithm, DecodingKey, Validation};
     let key = support::dev_cert("jwt-signing.key");
     let f = fixture_with(
         "[identity]\njwt_header = \"X-Portcullis-Jwt-Assertion\"\n",
@@ -1475,40 +1472,30 @@ async fn a_signed_identity_assertion_reaches_the_backend_and_verifies() {
     .unwrap();
     assert_ne!(claims["jti"], second_claims["jti"], "jti must be unique");
 
-    // Verify with the published key, as a backend would.
-    let jwks: serde_json::Value = f
+    // Verify with the published key, as a backend would: signature, issuer, audience, expiry.
+    let jwks: JwkSet = f
         .browser()
         .get_with(&f.url(WIKI, "/.portcullis/jwks.json"), &[])
         .await
         .json()
         .await
         .unwrap();
-    let header: serde_json::Value =
-        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[0]).unwrap()).unwrap();
-    assert_eq!(header["alg"], "ES256");
-    let jwk = jwks["keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|k| k["kid"] == header["kid"])
-        .unwrap_or_else(|| panic!("kid not published: {jwks}"));
-    let coord = |k: &str| {
-        BigNum::from_slice(&URL_SAFE_NO_PAD.decode(jwk[k].as_str().unwrap()).unwrap()).unwrap()
-    };
-    let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
-    let public =
-        EcKey::from_public_key_affine_coordinates(&group, &coord("x"), &coord("y")).unwrap();
-    let raw = URL_SAFE_NO_PAD.decode(parts[2]).unwrap();
-    let sig = EcdsaSig::from_private_components(
-        BigNum::from_slice(&raw[..32]).unwrap(),
-        BigNum::from_slice(&raw[32..]).unwrap(),
-    )
-    .unwrap();
-    let digest = openssl::sha::sha256(format!("{}.{}", parts[0], parts[1]).as_bytes());
-    assert!(
-        sig.verify(&digest, &public).unwrap(),
-        "assertion does not verify"
-    );
+    let header = decode_header(&token).unwrap();
+    assert_eq!(header.alg, Algorithm::ES256);
+    let kid = header.kid.unwrap();
+    let jwk = jwks
+        .find(&kid)
+        .unwrap_or_else(|| panic!("kid {kid} not published"));
+    let public = DecodingKey::from_jwk(jwk).unwrap();
+    let mut validation = Validation::new(Algorithm::ES256);
+    validation.set_issuer(&["portcullis-test"]);
+    validation.set_audience(&["wiki"]);
+    let verified = decode::<serde_json::Value>(&token, &public, &validation)
+        .unwrap_or_else(|e| panic!("assertion does not verify: {e}"));
+    assert_eq!(verified.claims["sub"], "alice");
+    // Addressed to the wiki only: another app refuses it.
+    validation.set_audience(&["timesheet"]);
+    assert!(decode::<serde_json::Value>(&token, &public, &validation).is_err());
     // Anonymous public requests carry no assertion.
     let anon = f.browser().get(&f.url(WIKI, "/static/logo.png")).await;
     let echo: serde_json::Value = anon.json().await.unwrap();

@@ -6,6 +6,7 @@ use crate::delivery::vault::VaultError;
 use crate::delivery::{DeliveryError, Outgoing};
 use crate::framing::{FramingError, Upgrade};
 use crate::gateway::AppRuntime;
+use crate::idp::saml::SamlError;
 use crate::pages::Page;
 use crate::policy::path::PathError;
 pub use crate::policy::Outcome;
@@ -234,9 +235,12 @@ pub enum RequestError {
     /// A login could not finish.
     #[error("sign-in failed")]
     LoginFailed(#[source] CallbackError),
-    /// A SAML exchange failed.
-    #[error("sign-in failed: {0}")]
-    SignInFailed(String),
+    /// The SAML service provider could not answer (its metadata).
+    #[error("SAML")]
+    Saml(#[source] SamlError),
+    /// An IdP-initiated logout was refused.
+    #[error("IdP-initiated logout refused")]
+    LogoutRefused(#[source] SamlError),
     /// A login could not finish because the IdP could not be reached.
     #[error("sign-in failed, identity provider unreachable")]
     IdpUnreachable(#[source] CallbackError),
@@ -274,7 +278,8 @@ impl RequestError {
             RequestError::SignInUnavailable(_) => Page::SignInUnavailable,
             RequestError::LoginNotStarted(_)
             | RequestError::LoginFailed(_)
-            | RequestError::SignInFailed(_) => Page::SignInFailed,
+            | RequestError::Saml(_)
+            | RequestError::LogoutRefused(_) => Page::SignInFailed,
             RequestError::Delivery(e) => match e {
                 DeliveryError::CredentialRequired => Page::CredentialRequired,
                 DeliveryError::ServiceAccountRefused

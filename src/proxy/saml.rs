@@ -52,7 +52,7 @@ pub async fn metadata(
     ctx.app = Some(app);
     let body = provider
         .sp_metadata(&provider.endpoints(&origin.base()))
-        .map_err(|e| RequestError::SignInFailed(e.to_string()))?;
+        .map_err(RequestError::Saml)?;
     Ok(Action::Xml { body })
 }
 
@@ -149,7 +149,7 @@ pub async fn acs(
             if let CallbackError::Saml(SamlError::Busy | SamlError::NotReady) = error {
                 return Err(RequestError::SignInUnavailable(provider.name().to_string()));
             }
-            Err(RequestError::SignInFailed(error.to_string()))
+            Err(RequestError::LoginFailed(error))
         }
     }
 }
@@ -198,7 +198,7 @@ pub async fn slo(
                 ctx.span.in_scope(
                     || info!(idp = provider.name(), reason = %e, "IdP-initiated logout refused"),
                 );
-                return Err(RequestError::SignInFailed(format!("logout refused: {e}")));
+                return Err(RequestError::LogoutRefused(e));
             }
         };
         let ended = gateway.auth.end_saml_sessions(&provider, &logout).await;
