@@ -432,3 +432,329 @@ fn enroll(app: &str, who: &Recipient<'_>, failed: bool) -> Result<Prepared, Deli
         url::form_urlencoded::byte_serialize(who.here.as_bytes()).collect::<String>()
     )))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::delivery::identity::IdentitySource;
+    use crate::secret::Secret;
+    use std::time::Duration;
+
+    fn user() -> Identity {
+        Identity {
+            subject: "00u1".into(),
+            email: Some("ana@corp.example".into()),
+            idp: "corp".into(),
+            ..Identity::default()
+        }
+    }
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        map
+    }
+
+    fn service_basic() -> Step {
+        Step::Basic(BasicReplay {
+            username: None,
+            service: Some(Credential {
+                username: "svc".into(),
+                password: Secret::new("S3rvice"),
+            }),
+        })
+    }
+
+    struct Setup {
+        jars: BackendJars,
+        tls: UpstreamTls,
+        timeouts: UpstreamTimeouts,
+        session: SessionId,
+    }
+
+    impl Setup {
+        fn new() -> Self {
+            Self {
+                jars: BackendJars::new(100, Duration::from_secs(60)),
+                tls: UpstreamTls {
+                    verify: true,
+                    ca: None,
+                },
+                timeouts: UpstreamTimeouts {
+                    connect: Duration::from_secs(1),
+                    read: Duration::from_secs(1),
+                    write: Duration::from_secs(1),
+                },
+                session: SessionId::random().unwrap(),
+            }
+        }
+
+        async fn prepare(
+            &self,
+            delivery: &Delivery,
+            reach: Reach,
+            navigation: bool,
+            who: &Identity,
+        ) -> (Result<Prepared, DeliveryError>, Outgoing) {
+            let backend = Backend {
+                app: "app",
+                target: None,
+                tls: &self.tls,
+                timeouts: &self.timeouts,
+                fold_case: false,
+            };
+            let recipient = Recipient {
+                identity: who,
+                session: self.session,
+                path: "/x",
+                here: "/x?y=1",
+                navigation,
+                request_id: "r1",
+            };
+            let services = Services {
+                vault: None,
+                assertions: None,
+                jars: &self.jars,
+                now_unix: 1_800_000_000,
+            };
+            let mut out = Outgoing::signed_in(navigation);
+            let prepared = delivery
+                .prepare(reach, &backend, &recipient, &services, &mut out)
+                .await;
+            (prepared, out)
+        }
+    }
+
+    #[tokio::test]
+    async fn the_upstream_request_gets_identity_and_never_the_clients_copies() {
+        let delivery = Delivery::new(vec![
+            Step::Headers(IdentityHeaders::new(vec![(
+                HeaderName::from_static("x-remote-user"),
+                IdentitySource::Email,
+            )])),
+            Step::Cookies(IdentityCookies::new(vec![(
+                "who".into(),
+                IdentitySource::Subject,
+            )])),
+        ]);
+        let setup = Setup::new();
+        let (prepared, mut out) = setup.prepare(&delivery, Reach::Full, true, &user()).await;
+        assert_eq!(prepared.unwrap(), Prepared::Send);
+        let sent = headers(&[(
+            "cookie",
+            "theme=dark; who=admin; portcullis_session=sealed; WHO=admin",
+        )]);
+        let edits = delivery.upstream_request(&mut out, &sent);
+        assert_eq!(edits.cookie, Some(Some("theme=dark; who=00u1".into())));
+        assert!(
+            !edits.drop_authorization,
+            "no Basic step, the client's own stays"
+        );
+        assert_eq!(edits.set.len(), 1);
+        assert_eq!(edits.set[0].0, "x-remote-user");
+        assert_eq!(edits.set[0].1, "ana@corp.example");
+        // A second phase call sends nothing twice.
+        assert!(delivery.upstream_request(&mut out, &sent).set.is_empty());
+    }
+
+    #[tokio::test]
+    async fn requests_without_delivery_still_lose_the_gateways_cookies() {
+        let delivery = Delivery::default();
+        let mut out = Outgoing::default();
+        let plain = headers(&[("cookie", "a=1")]);
+        assert_eq!(delivery.upstream_request(&mut out, &plain).cookie, None);
+        let ours = headers(&[("cookie", "portcullis_session=x")]);
+        assert_eq!(
+            delivery.upstream_request(&mut out, &ours).cookie,
+            Some(None),
+            "the Cookie header goes when only the gateway's cookies were in it"
+        );
+    }
+
+    #[tokio::test]
+    async fn basic_replay_replaces_authorization_and_caches_it_per_session() {
+        let delivery = Delivery::new(vec![service_basic()]);
+        let setup = Setup::new();
+        let (prepared, mut out) = setup.prepare(&delivery, Reach::Full, true, &user()).await;
+        assert_eq!(prepared.unwrap(), Prepared::Send);
+        let edits =
+            delivery.upstream_request(&mut out, &headers(&[("authorization", "Basic Zm9yZ2Vk")]));
+        assert!(edits.drop_authorization);
+        let (name, value) = &edits.set[0];
+        assert_eq!(name, http::header::AUTHORIZATION);
+        assert_eq!(value, "Basic c3ZjOlMzcnZpY2U=");
+        assert!(value.is_sensitive(), "never logged by http");
+        let cached = setup.jars.existing(&setup.session, "app").unwrap();
+        assert!(cached.lock().await.authorization.is_some());
+        // Public adaptive paths get identity only: no credentials replayed there.
+        let (_, mut public) = setup
+            .prepare(&delivery, Reach::IdentityOnly, true, &user())
+            .await;
+        assert!(delivery
+            .upstream_request(&mut public, &HeaderMap::new())
+            .set
+            .is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_user_without_a_stored_password_is_sent_to_enroll_only_from_a_page() {
+        let delivery = Delivery::new(vec![Step::Basic(BasicReplay {
+            username: None,
+            service: None,
+        })]);
+        let setup = Setup::new();
+        // No vault configured at all: an error, never an anonymous pass.
+        let (prepared, _) = setup.prepare(&delivery, Reach::Full, true, &user()).await;
+        assert!(matches!(prepared, Err(DeliveryError::NoCredentialStore)));
+        // A vault without this user's password: a page goes to the form, anything else is
+        // refused (a favicon must not race the visible form).
+        let dir = tempfile::tempdir().unwrap();
+        let key = crate::secret::SecretBytes::new(vec![7; 32]);
+        let vault = Vault::new(&dir.path().join("vault.json"), vec![("k".into(), key)]).unwrap();
+        let services = Services {
+            vault: Some(&vault),
+            assertions: None,
+            jars: &setup.jars,
+            now_unix: 1_800_000_000,
+        };
+        let backend = Backend {
+            app: "app",
+            target: None,
+            tls: &setup.tls,
+            timeouts: &setup.timeouts,
+            fold_case: false,
+        };
+        let who = user();
+        for (navigation, expected) in [
+            (
+                true,
+                Some("/.portcullis/credentials/app?return_to=%2Fx%3Fy%3D1"),
+            ),
+            (false, None),
+        ] {
+            let recipient = Recipient {
+                identity: &who,
+                session: setup.session,
+                path: "/x",
+                here: "/x?y=1",
+                navigation,
+                request_id: "r1",
+            };
+            let mut out = Outgoing::signed_in(navigation);
+            let prepared = delivery
+                .prepare(Reach::Full, &backend, &recipient, &services, &mut out)
+                .await;
+            match expected {
+                Some(location) => {
+                    assert_eq!(prepared.unwrap(), Prepared::Redirect(location.into()));
+                }
+                None => assert!(matches!(prepared, Err(DeliveryError::CredentialRequired))),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_basic_password_is_forgotten_and_pages_go_to_the_form() {
+        let delivery = Delivery::new(vec![Step::Basic(BasicReplay {
+            username: None,
+            service: None,
+        })]);
+        let setup = Setup::new();
+        let jar = setup.jars.for_session(&setup.session, "app");
+        jar.lock().await.authorization = Some(HeaderValue::from_static("Basic eDp5"));
+        for navigation in [true, false] {
+            let (prepared, out) = setup
+                .prepare(&delivery, Reach::Full, navigation, &user())
+                .await;
+            assert_eq!(
+                prepared.unwrap(),
+                Prepared::Send,
+                "the cached value is used"
+            );
+            let edits = delivery
+                .upstream_response("app", &out, StatusCode::UNAUTHORIZED, &HeaderMap::new())
+                .await;
+            assert!(edits.drop_www_authenticate, "no browser Basic prompt");
+            assert!(jar.lock().await.authorization.is_none(), "forgotten");
+            if navigation {
+                assert_eq!(edits.status, Some(302));
+                assert_eq!(
+                    edits.location.as_deref(),
+                    Some("/.portcullis/credentials/app?failed=1")
+                );
+            } else {
+                assert_eq!(edits.status, None, "sub-requests keep the 401");
+            }
+            jar.lock().await.authorization = Some(HeaderValue::from_static("Basic eDp5"));
+        }
+        // Any other status means nothing.
+        let (_, out) = setup.prepare(&delivery, Reach::Full, true, &user()).await;
+        let ok = delivery
+            .upstream_response("app", &out, StatusCode::OK, &HeaderMap::new())
+            .await;
+        assert_eq!(ok, ResponseEdits::default());
+    }
+
+    #[tokio::test]
+    async fn a_form_fill_backends_cookies_stay_in_the_jar_and_its_logout_is_noticed() {
+        let form = FormFill {
+            login_url: "/login".into(),
+            username_field: "u".into(),
+            password_field: "p".into(),
+            csrf_field: None,
+            extra_fields: vec![],
+            success_cookie: None,
+            success_status: None,
+            logged_out_marker: Some("Please sign in".into()),
+            username: None,
+            service: None,
+        };
+        let delivery = Delivery::new(vec![Step::FormFill(form)]);
+        let setup = Setup::new();
+        let jar = setup.jars.for_session(&setup.session, "app");
+        {
+            let mut held = jar.lock().await;
+            held.logged_in = true;
+            held.apply_set_cookie("APPSESSION=abc");
+        }
+        let (prepared, mut out) = setup.prepare(&delivery, Reach::Full, true, &user()).await;
+        assert_eq!(prepared.unwrap(), Prepared::Send);
+        // The jar's cookie replaces any the client sent under that name.
+        let edits = delivery.upstream_request(
+            &mut out,
+            &headers(&[("cookie", "APPSESSION=stolen; theme=dark")]),
+        );
+        assert_eq!(
+            edits.cookie,
+            Some(Some("theme=dark; APPSESSION=abc".into()))
+        );
+        // The backend's new cookie goes to the jar, not the browser.
+        let set = headers(&[("set-cookie", "APPSESSION=def; Path=/")]);
+        let edits = delivery
+            .upstream_response("app", &out, StatusCode::OK, &set)
+            .await;
+        assert!(edits.drop_set_cookie);
+        assert_eq!(
+            jar.lock().await.cookies,
+            [("APPSESSION".into(), "def".into())]
+        );
+        // A redirect to its login page: logged out; the browser retries where it was.
+        let to_login = headers(&[("location", "http://legacy.internal/login?next=/x")]);
+        let edits = delivery
+            .upstream_response("app", &out, StatusCode::FOUND, &to_login)
+            .await;
+        assert_eq!(edits.location.as_deref(), Some("/x?y=1"));
+        assert!(!jar.lock().await.logged_in);
+        // A page saying so, split across chunks, is noticed too.
+        jar.lock().await.logged_in = true;
+        delivery.response_body(&mut out, b"<p>Please si");
+        assert!(jar.lock().await.logged_in);
+        delivery.response_body(&mut out, b"gn in</p>");
+        assert!(!jar.lock().await.logged_in);
+    }
+}
