@@ -136,6 +136,46 @@ pub struct IdpConfig {
 /// Default [`IdpConfig::health_check_interval`]: one small GET per IdP every half minute.
 pub const DEFAULT_HEALTH_CHECK_INTERVAL: Duration = Duration::from_secs(30);
 
+/// The protocol an IdP speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdpKind {
+    /// OpenID Connect.
+    Oidc,
+    /// SAML 2.0.
+    Saml,
+}
+
+/// An app's IdP, resolved when its policy compiled: a name the gateway config defines, and
+/// the protocol it speaks. Only the compiler makes one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdpRef {
+    name: std::sync::Arc<str>,
+    kind: IdpKind,
+}
+
+impl IdpRef {
+    /// The reference to a configured IdP.
+    pub(crate) fn of(config: &IdpConfig) -> Self {
+        Self {
+            name: crate::intern::intern(&config.name),
+            kind: match config.protocol {
+                IdpProtocol::Oidc(_) => IdpKind::Oidc,
+                IdpProtocol::Saml(_) => IdpKind::Saml,
+            },
+        }
+    }
+
+    /// The IdP's configured name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its protocol.
+    pub fn kind(&self) -> IdpKind {
+        self.kind
+    }
+}
+
 /// The protocol an IdP speaks, with its settings.
 #[derive(Debug, Clone, PartialEq)]
 pub enum IdpProtocol {

@@ -5,6 +5,7 @@
 use super::ctx::{Action, RequestCtx, RequestError};
 use crate::audit;
 use crate::auth::{CallbackError, Origin, UnsolicitedTarget, LOGGED_OUT_PATH};
+use crate::config::idp::IdpKind;
 use crate::gateway::{AppRuntime, Gateway, Route};
 use crate::idp::saml::{SamlError, SamlProvider};
 use crate::pages::Page;
@@ -31,8 +32,9 @@ fn saml_app(
         if let Some(Route::App(app)) = gateway.route(&host, &path) {
             let provider = app
                 .config
-                .idp()
-                .and_then(|idp| gateway.auth.saml_provider(idp));
+                .idp_ref()
+                .filter(|idp| idp.kind() == IdpKind::Saml)
+                .and_then(|idp| gateway.auth.saml_provider(idp.name()));
             if let Some(provider) = provider {
                 return Ok((app.clone(), provider.clone()));
             }

@@ -12,9 +12,8 @@ impl Compiler<'_> {
         file: &FilePolicy,
         base: &Path,
         gateway: &GatewayConfig,
-        idp: Option<&str>,
+        idp_config: Option<&IdpConfig>,
     ) -> Delivery {
-        let idp_config = idp.and_then(|name| gateway.idps.iter().find(|i| i.name == name));
         let identity = self.identity(file, base, idp_config);
         let identity_cookies = self.identity_cookies(file, base, idp_config);
         let jwt_header = file.identity.jwt_header.as_ref().and_then(|h| {

@@ -16,7 +16,7 @@ use file::*;
 use super::duration::ConfigDuration;
 use super::files::{load_ca_file, resolve, secret_file_exposure};
 use super::gateway::GatewayConfig;
-use super::idp::IdpConfig;
+use super::idp::{IdpConfig, IdpRef};
 use super::problem::{Problem, SourceFile};
 use crate::delivery::basic::BasicReplay;
 use crate::delivery::form_fill::FormFill;
@@ -110,7 +110,7 @@ pub struct AppConfig {
     /// Access rules.
     rules: RuleSet,
     /// The identity provider users of this app sign in with.
-    idp: Option<String>,
+    idp: Option<IdpRef>,
     /// A backend path that means "log out" (intercepted: ends the gateway and IdP sessions).
     logout_path: Option<String>,
     /// Accept IdP-initiated (unsolicited) SAML responses on this app's host.
@@ -195,7 +195,12 @@ impl AppConfig {
 
     /// The identity provider users of this app sign in with.
     pub fn idp(&self) -> Option<&str> {
-        self.idp.as_deref()
+        self.idp.as_ref().map(IdpRef::name)
+    }
+
+    /// The same IdP with its protocol, as resolved when the policy compiled.
+    pub fn idp_ref(&self) -> Option<&IdpRef> {
+        self.idp.as_ref()
     }
 
     /// A backend path that means "log out" (intercepted: ends the gateway and IdP sessions).
@@ -329,12 +334,12 @@ pub fn compile_app(
 
     let upstreams = out.upstreams(&file);
     let upstream_tls = out.upstream_tls(&file.upstream_tls, base);
-    let idp = out.idp(&file, &gateway.idps);
+    let idp_config = out.idp(&file, &gateway.idps);
+    let idp = idp_config.map(|i| i.name.as_str());
     // Follow-on checks ask whether an IdP is *named*, so an unknown name is one error, not many.
-    let idp_config = idp.and_then(|name| gateway.idps.iter().find(|i| i.name == name));
     let rules = out.rules(&file, file.idp.is_some(), idp_config);
     let examples = out.examples(&file, &rules, text, idp.unwrap_or("test"));
-    let delivery = out.delivery(&file, base, gateway, idp);
+    let delivery = out.delivery(&file, base, gateway, idp_config);
     let logout_path = file.logout_path.as_ref().and_then(|p| {
         if file.idp.is_none() {
             out.error(
@@ -346,9 +351,7 @@ pub fn compile_app(
     });
     let allow_idp_initiated = match &file.allow_idp_initiated {
         Some(flag) if *flag.get_ref() => {
-            let saml = idp
-                .and_then(|name| gateway.idps.iter().find(|i| i.name == name))
-                .is_some_and(|i| i.saml().is_some());
+            let saml = idp_config.is_some_and(|i| i.saml().is_some());
             if !saml && file.idp.is_some() {
                 out.error(
                     flag,
@@ -411,7 +414,7 @@ pub fn compile_app(
         upstream_tls,
         timeouts,
         rules,
-        idp: idp.map(str::to_string),
+        idp: idp_config.map(IdpRef::of),
         logout_path,
         allow_idp_initiated,
         allow_encoded_slash: file.allow_encoded_slash,
@@ -529,10 +532,10 @@ impl Compiler<'_> {
     }
 
     /// The app's IdP: must be defined in `portcullis.toml`.
-    fn idp<'g>(&mut self, file: &FilePolicy, idps: &'g [IdpConfig]) -> Option<&'g str> {
+    fn idp<'g>(&mut self, file: &FilePolicy, idps: &'g [IdpConfig]) -> Option<&'g IdpConfig> {
         let name = file.idp.as_ref()?;
         match idps.iter().find(|i| i.name == *name.get_ref()) {
-            Some(i) => Some(i.name.as_str()),
+            Some(i) => Some(i),
             None => {
                 let known: Vec<&str> = idps.iter().map(|i| i.name.as_str()).collect();
                 self.error(
@@ -660,6 +663,10 @@ mod tests {
         assert_eq!(app.id(), "app");
         assert_eq!(app.path_prefix(), "");
         assert_eq!(app.idp(), Some("corp"));
+        assert_eq!(
+            app.idp_ref().map(super::super::idp::IdpRef::kind),
+            Some(super::super::idp::IdpKind::Oidc)
+        );
         assert_eq!(app.session_idle(), fx.gateway.sessions.idle);
         assert_eq!(app.session_absolute(), fx.gateway.sessions.absolute);
         assert_eq!(app.timeouts(), fx.gateway.upstream_timeouts);
