@@ -78,8 +78,9 @@ pub fn unix_now() -> u64 {
 /// Current time as chrono's UTC type, for the OpenID Connect token verifier, shifted by
 /// `offset_secs` (negative = earlier) to grant clock skew.
 pub fn utc_now_shifted(clock: &dyn Clock, offset_secs: i64) -> chrono::DateTime<chrono::Utc> {
-    let now = i64::try_from(clock.now_unix()).unwrap_or(i64::MAX);
-    chrono::DateTime::from_timestamp(now.saturating_add(offset_secs), 0).unwrap_or_default()
+    let now = utc_now(clock);
+    now.checked_add_signed(chrono::TimeDelta::seconds(offset_secs))
+        .unwrap_or(now)
 }
 
 /// Now on `clock` as chrono's UTC type, to the millisecond (SAML message times).

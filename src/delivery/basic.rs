@@ -54,7 +54,9 @@ pub async fn prepare(
     Ok(Prepared::Send)
 }
 
-/// The backend refused the replayed password: forget it, and send a page load to the form.
+/// The backend refused the password this request replayed: forget it, and send a page load
+/// to the form. (A `401` to a request that carried no replayed password — a public path — is
+/// the backend's own business.)
 pub async fn upstream_response(
     basic: &BasicReplay,
     app: &str,
@@ -62,12 +64,13 @@ pub async fn upstream_response(
     status: StatusCode,
     edits: &mut ResponseEdits,
 ) {
-    if basic.service.is_some() || status != StatusCode::UNAUTHORIZED || !out.signed_in {
+    let Some(jar) = &out.jar else {
+        return;
+    };
+    if basic.service.is_some() || status != StatusCode::UNAUTHORIZED {
         return;
     }
-    if let Some(jar) = &out.jar {
-        jar.lock().await.authorization = None;
-    }
+    jar.lock().await.authorization = None;
     edits.drop_www_authenticate = true;
     // A browser's own sub-requests keep the 401 (without the backend's Basic challenge); only
     // pages go to the form.

@@ -4,7 +4,7 @@
 //! concurrent first requests log in once.
 
 use crate::session::SessionId;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 /// One backend's session state for one user.
@@ -52,19 +52,24 @@ pub type SharedJar = Arc<tokio::sync::Mutex<BackendJar>>;
 
 /// Every backend jar of this node, by session and app. Node-local by design: a jar holds the
 /// backend's own session cookies, which another node can rebuild by logging in once more. It
-/// lives beside the session store, not inside sessions, so a session stays plain data. A jar
-/// unused for `idle` is forgotten (the session it served has ended or gone idle; a session
+/// lives beside the session store, not inside sessions, so a session stays plain data. A
+/// session's jars unused for `idle` are forgotten (the session has ended or gone idle; one
 /// still alive just logs in to the backend again).
 #[derive(Clone)]
 pub struct BackendJars {
-    jars: moka::sync::Cache<(SessionId, Arc<str>), SharedJar>,
+    // Per session, a short list by app id: a session meets one or two credential apps, so a
+    // scan beats a map, and no lock is shared between sessions.
+    sessions: moka::sync::Cache<SessionId, Arc<Mutex<SessionJars>>>,
 }
 
+/// One session's jars, by app id.
+type SessionJars = Vec<(String, SharedJar)>;
+
 impl BackendJars {
-    /// Jars for at most `max` (session, app) pairs, each forgotten after `idle` unused.
+    /// Jars for at most `max` sessions, each session's forgotten after `idle` unused.
     pub fn new(max: u64, idle: Duration) -> Self {
         Self {
-            jars: moka::sync::Cache::builder()
+            sessions: moka::sync::Cache::builder()
                 .max_capacity(max)
                 .time_to_idle(idle)
                 .build(),
@@ -73,19 +78,29 @@ impl BackendJars {
 
     /// The jar of `session` at `app`, created empty on first use.
     pub fn for_session(&self, session: &SessionId, app: &str) -> SharedJar {
-        self.jars
-            .get_with((*session, crate::intern::intern(app)), SharedJar::default)
+        let jars = self.sessions.get_with(*session, Arc::default);
+        let mut jars = jars.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((_, jar)) = jars.iter().find(|(id, _)| id == app) {
+            return jar.clone();
+        }
+        let jar = SharedJar::default();
+        jars.push((app.to_string(), jar.clone()));
+        jar
     }
 
     /// The jar of `session` at `app`, if it has one.
     pub fn existing(&self, session: &SessionId, app: &str) -> Option<SharedJar> {
-        self.jars.get(&(*session, crate::intern::intern(app)))
+        let jars = self.sessions.get(session)?;
+        let jars = jars.lock().unwrap_or_else(PoisonError::into_inner);
+        jars.iter()
+            .find(|(id, _)| id == app)
+            .map(|(_, jar)| jar.clone())
     }
 }
 
 impl std::fmt::Debug for BackendJars {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "BackendJars({} held)", self.jars.entry_count())
+        write!(f, "BackendJars({} sessions)", self.sessions.entry_count())
     }
 }
 

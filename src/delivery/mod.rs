@@ -182,20 +182,23 @@ pub struct Outgoing {
     retry_target: String,
     /// The request is a page the user opened.
     navigation: bool,
-    /// A user is signed in.
-    signed_in: bool,
     /// The last bytes of the response body seen (marker search across chunks).
     body_tail: Vec<u8>,
 }
 
 impl Outgoing {
-    /// State for a request of a signed-in user (`navigation`: a page they opened).
-    pub fn signed_in(navigation: bool) -> Self {
+    /// State for a signed-in user's request (`navigation`: a page they opened).
+    pub fn for_request(navigation: bool) -> Self {
         Self {
             navigation,
-            signed_in: true,
             ..Self::default()
         }
+    }
+
+    /// Does the backend's answer concern the gateway (a backend session or a replayed
+    /// password is held for this request)? Only then do the response phases run.
+    pub fn holds_backend_state(&self) -> bool {
+        self.jar.is_some()
     }
 }
 
@@ -334,8 +337,14 @@ impl Delivery {
     /// app that gets replayed credentials never sees the client's `Authorization`.
     /// `client_cookies` are the request's `Cookie` headers.
     pub fn upstream_request(&self, out: &mut Outgoing, headers: &HeaderMap) -> RequestEdits {
-        let mut strip = self.identity_cookie_keys.clone();
-        strip.append(&mut out.strip_cookie_keys);
+        // Copied only for a request that also holds backend cookies.
+        let strip: std::borrow::Cow<'_, [String]> = if out.strip_cookie_keys.is_empty() {
+            std::borrow::Cow::Borrowed(&self.identity_cookie_keys)
+        } else {
+            let mut both = self.identity_cookie_keys.clone();
+            both.append(&mut out.strip_cookie_keys);
+            std::borrow::Cow::Owned(both)
+        };
         let sent = headers.get_all(http::header::COOKIE);
         let rewrite = !strip.is_empty()
             || !out.cookies.is_empty()
@@ -362,6 +371,9 @@ impl Delivery {
         headers: &HeaderMap,
     ) -> ResponseEdits {
         let mut edits = ResponseEdits::default();
+        if !out.holds_backend_state() {
+            return edits;
+        }
         for step in &self.steps {
             match step {
                 Step::FormFill(form) => {
@@ -501,6 +513,18 @@ mod tests {
             navigation: bool,
             who: &Identity,
         ) -> (Result<Prepared, DeliveryError>, Outgoing) {
+            self.prepare_with(delivery, reach, navigation, who, None)
+                .await
+        }
+
+        async fn prepare_with(
+            &self,
+            delivery: &Delivery,
+            reach: Reach,
+            navigation: bool,
+            who: &Identity,
+            vault: Option<&Vault>,
+        ) -> (Result<Prepared, DeliveryError>, Outgoing) {
             let backend = Backend {
                 app: "app",
                 target: None,
@@ -517,12 +541,12 @@ mod tests {
                 request_id: "r1",
             };
             let services = Services {
-                vault: None,
+                vault,
                 assertions: None,
                 jars: &self.jars,
                 now_unix: 1_800_000_000,
             };
-            let mut out = Outgoing::signed_in(navigation);
+            let mut out = Outgoing::for_request(navigation);
             let prepared = delivery
                 .prepare(reach, &backend, &recipient, &services, &mut out)
                 .await;
@@ -616,46 +640,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let key = crate::secret::SecretBytes::new(vec![7; 32]);
         let vault = Vault::new(&dir.path().join("vault.json"), vec![("k".into(), key)]).unwrap();
-        let services = Services {
-            vault: Some(&vault),
-            assertions: None,
-            jars: &setup.jars,
-            now_unix: 1_800_000_000,
-        };
-        let backend = Backend {
-            app: "app",
-            target: None,
-            tls: &setup.tls,
-            timeouts: &setup.timeouts,
-            fold_case: false,
-        };
-        let who = user();
-        for (navigation, expected) in [
-            (
-                true,
-                Some("/.portcullis/credentials/app?return_to=%2Fx%3Fy%3D1"),
-            ),
-            (false, None),
-        ] {
-            let recipient = Recipient {
-                identity: &who,
-                session: setup.session,
-                path: "/x",
-                here: "/x?y=1",
-                navigation,
-                request_id: "r1",
-            };
-            let mut out = Outgoing::signed_in(navigation);
-            let prepared = delivery
-                .prepare(Reach::Full, &backend, &recipient, &services, &mut out)
-                .await;
-            match expected {
-                Some(location) => {
-                    assert_eq!(prepared.unwrap(), Prepared::Redirect(location.into()));
-                }
-                None => assert!(matches!(prepared, Err(DeliveryError::CredentialRequired))),
-            }
-        }
+        let (page, _) = setup
+            .prepare_with(&delivery, Reach::Full, true, &user(), Some(&vault))
+            .await;
+        assert_eq!(
+            page.unwrap(),
+            Prepared::Redirect("/.portcullis/credentials/app?return_to=%2Fx%3Fy%3D1".into())
+        );
+        let (favicon, _) = setup
+            .prepare_with(&delivery, Reach::Full, false, &user(), Some(&vault))
+            .await;
+        assert!(matches!(favicon, Err(DeliveryError::CredentialRequired)));
     }
 
     #[tokio::test]
@@ -692,6 +687,16 @@ mod tests {
             }
             jar.lock().await.authorization = Some(HeaderValue::from_static("Basic eDp5"));
         }
+        // A 401 to a request that replayed no password (a public path) is the backend's own.
+        let untouched = delivery
+            .upstream_response(
+                "app",
+                &Outgoing::for_request(true),
+                StatusCode::UNAUTHORIZED,
+                &HeaderMap::new(),
+            )
+            .await;
+        assert_eq!(untouched, ResponseEdits::default());
         // Any other status means nothing.
         let (_, out) = setup.prepare(&delivery, Reach::Full, true, &user()).await;
         let ok = delivery

@@ -12,6 +12,7 @@ use crate::policy::{Decision, RequestFacts};
 use crate::session::cookies::clear_session_cookie;
 use crate::session::pending::StepUp;
 use crate::session::Scope;
+use pingora::http::RequestHeader;
 use pingora::proxy::Session;
 use std::sync::Arc;
 use tracing::{info, Instrument};
@@ -83,27 +84,15 @@ pub async fn decide(
             },
         );
     }
-    let navigation = is_navigation(req);
-    let return_to = here(req, &ctx.path);
     match decision {
         Decision::Public { adaptive, .. } => {
             if adaptive {
-                deliver(
-                    ctx,
-                    gateway,
-                    config,
-                    Reach::IdentityOnly,
-                    navigation,
-                    &return_to,
-                )
-                .await
+                deliver(req, ctx, gateway, config, Reach::IdentityOnly).await
             } else {
                 Ok(Action::Proxy)
             }
         }
-        Decision::Allow { .. } => {
-            deliver(ctx, gateway, config, Reach::Full, navigation, &return_to).await
-        }
+        Decision::Allow { .. } => deliver(req, ctx, gateway, config, Reach::Full).await,
         Decision::Deny { rule } | Decision::Unmet { rule } => Err(RequestError::Denied {
             outcome: Outcome::of(&decision),
             rule: rule.to_string(),
@@ -116,7 +105,7 @@ pub async fn decide(
                     rule: rule.to_string(),
                 });
             };
-            if !navigation {
+            if !is_navigation(req) {
                 return Err(RequestError::StepUpRequired);
             }
             let strength = required.strength();
@@ -128,13 +117,15 @@ pub async fn decide(
                 max_age: strength.max_age,
                 started_unix: gateway.clock.now_unix(),
             };
+            let return_to = here(req, &ctx.path);
             start_login(ctx, gateway, &app, &origin, &return_to, Some(step_up)).await
         }
         Decision::NoAllowMatched => Err(RequestError::NoAllowRule),
         Decision::LoginNeeded => {
-            if !navigation {
+            if !is_navigation(req) {
                 return Err(RequestError::LoginRequired);
             }
+            let return_to = here(req, &ctx.path);
             start_login(ctx, gateway, &app, &origin, &return_to, None).await
         }
     }
@@ -143,16 +134,20 @@ pub async fn decide(
 /// Runs the app's delivery steps for the signed-in user, if any: the request goes on to the
 /// backend, or a step answers (the enrollment form, the app's start page).
 async fn deliver(
+    req: &RequestHeader,
     ctx: &mut RequestCtx,
     gateway: &Gateway,
     config: &AppConfig,
     reach: Reach,
-    navigation: bool,
-    return_to: &str,
 ) -> Result<Action, RequestError> {
     let (Some(user), Some(session)) = (ctx.user.clone(), ctx.session_id) else {
         return Ok(Action::Proxy);
     };
+    if config.delivery().steps().is_empty() {
+        return Ok(Action::Proxy);
+    }
+    let navigation = is_navigation(req);
+    let return_to = here(req, &ctx.path);
     let backend = Backend {
         app: config.id(),
         target: config.upstreams().first(),
@@ -164,11 +159,11 @@ async fn deliver(
         identity: &user.identity,
         session,
         path: &ctx.path,
-        here: return_to,
+        here: &return_to,
         navigation,
         request_id: &ctx.request_id,
     };
-    let mut out = Outgoing::signed_in(navigation);
+    let mut out = Outgoing::for_request(navigation);
     let prepared = config
         .delivery()
         .prepare(
@@ -203,7 +198,6 @@ pub async fn attach_session(
         host: &ctx.host,
         idp,
     };
-    let navigation = is_navigation(session.req_header());
     let lookup = gateway
         .auth
         .lookup(
@@ -218,9 +212,6 @@ pub async fn attach_session(
         SessionLookup::Found { id, session } => {
             ctx.user = Some(session);
             ctx.session_id = Some(id);
-            // Signed in, even where nothing is delivered: a backend's answer may still concern
-            // the user (a refused Basic password).
-            ctx.delivery = Outgoing::signed_in(navigation);
         }
         SessionLookup::None => {}
         // Valid elsewhere, not here: the request is anonymous for this app, and the cookie

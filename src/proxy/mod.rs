@@ -211,7 +211,13 @@ impl ProxyHttp for Proxy {
                 );
             }
         }
-        if let Some(app) = ctx.app.clone() {
+        // Only a request that holds backend state (form-fill cookies, a replayed password)
+        // has anything to learn from the answer.
+        if let Some(app) = ctx
+            .app
+            .clone()
+            .filter(|_| ctx.delivery.holds_backend_state())
+        {
             let edits = app
                 .config
                 .delivery()
@@ -249,6 +255,9 @@ impl ProxyHttp for Proxy {
         _end_of_stream: bool,
         ctx: &mut Self::CTX,
     ) -> Result<Option<std::time::Duration>> {
+        if !ctx.delivery.holds_backend_state() {
+            return Ok(None);
+        }
         if let (Some(app), Some(chunk)) = (&ctx.app, body.as_ref()) {
             let _in_request = ctx.span.enter();
             app.config
