@@ -99,7 +99,12 @@ fn main() -> anyhow::Result<()> {
         bail!("no app {} in the policies", args.app);
     };
     let idp = app.idp().context("the app has no idp")?.to_string();
-    let assembled = portcullis::server::assemble(&args.config, config, policies)?;
+    let assembled = portcullis::server::assemble(
+        &args.config,
+        config,
+        policies,
+        portcullis::server::Start::Fresh,
+    )?;
     let gateway = assembled.gateway.load_full();
     let origin = Origin {
         secure: false,
@@ -139,7 +144,7 @@ fn main() -> anyhow::Result<()> {
     })?;
     let took = started.elapsed();
     let after = rss_bytes();
-    let held = gateway.auth.sessions.len();
+    let held = gateway.auth.sessions.held();
     drop(runtime);
     if held != args.sessions as u64 {
         bail!(

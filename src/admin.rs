@@ -87,7 +87,23 @@ impl AdminApp {
             };
             lines.push(format!("idp {} ({}): {state}", idp.name(), idp.kind()));
         }
-        lines.push(format!("sessions: {}", gateway.auth.sessions.len()));
+        // Like an IdP, a store that stops answering does not make the node unready: every
+        // node shares it, and public routes keep serving; sign-in answers 503 meanwhile.
+        let store = gateway.auth.sessions.describe();
+        lines.push(format!(
+            "session store ({}): {}; {}",
+            store.kind,
+            if store.reachable {
+                "reachable"
+            } else {
+                "unreachable (sign-in unavailable)"
+            },
+            store.detail
+        ));
+        lines.push(format!(
+            "sessions held here: {}",
+            gateway.auth.sessions.held()
+        ));
         let head = if ready { "ready" } else { "not ready" };
         (
             if ready { 200 } else { 503 },

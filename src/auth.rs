@@ -18,6 +18,7 @@ use crate::session::cookies::{
     set_id_token_cookie, CookieCodec,
 };
 use crate::session::pending::{PendingFlow, PendingLogin, PendingLogins, StepUp};
+use crate::session::store::{StoreError, Stores};
 use crate::session::{
     Expired, LogoutHint, NotValid, Scope, Session, SessionId, SessionStore, SignInFamily,
 };
@@ -72,6 +73,9 @@ pub enum SessionLookup {
     Rejected(&'static str),
     /// The session existed but its time is up; it has been removed.
     Expired(Arc<Session>, Expired),
+    /// The session store could not say (Redis down): the request is refused with a 503 page,
+    /// never treated as anonymous.
+    Unavailable(StoreError),
 }
 
 /// Why a callback did not sign the user in. Safe to log: no codes, states or tokens.
@@ -113,6 +117,12 @@ pub enum CallbackError {
     /// No random bytes for a session id.
     #[error("could not create a session id")]
     NoRandom,
+    /// The session store could not keep or give back the login (Redis down).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// This authorization code was presented before (here or at another node).
+    #[error("authorization code already used")]
+    CodeReplayed,
 }
 
 /// A finished login: where to send the browser and which cookies to set.
@@ -203,6 +213,9 @@ pub struct LoggedOut {
     pub session: Option<Arc<Session>>,
     /// The other sessions of the same sign-in (other app hosts), ended with it.
     pub family: Vec<Arc<Session>>,
+    /// The store could not end them (Redis down): the cookies are cleared, but the session
+    /// may still be live on the server, and the user is told so.
+    pub incomplete: Option<StoreError>,
     /// The IdP's logout URL, or the signed-out page.
     pub location: String,
     /// `Set-Cookie` values clearing the gateway's cookies.
@@ -220,7 +233,9 @@ pub struct LoginRedirect {
 /// Shared sign-in state.
 pub struct Auth {
     /// Signed-in sessions.
-    pub sessions: SessionStore,
+    pub sessions: Arc<dyn SessionStore>,
+    /// Every store (sessions, one-time records, replay caches, locks).
+    pub stores: Stores,
     pending: PendingLogins,
     cookies: CookieCodec,
     providers: HashMap<String, Provider>,
@@ -238,12 +253,17 @@ pub enum AuthError {
     /// A SAML IdP could not be set up (metadata, keys).
     #[error("SAML IdP `{0}`: {1}")]
     Saml(String, SamlError),
+    /// The session store could not be set up.
+    #[error("session store: {0}")]
+    Store(#[from] StoreError),
 }
 
 impl Auth {
     /// Sign-in state for this configuration (providers start undiscovered), keeping time by
     /// `clock`.
     pub fn new(config: &GatewayConfig, clock: SharedClock) -> Result<Self, AuthError> {
+        let cookies = CookieCodec::new(config.sessions.cookie_key.as_ref());
+        let stores = Stores::for_settings(&config.sessions, &cookies, clock.clone())?;
         let mut providers = HashMap::new();
         for idp in &config.idps {
             let ca = match &idp.protocol {
@@ -259,25 +279,31 @@ impl Auth {
                     clock.clone(),
                 ))),
                 IdpProtocol::Saml(s) => Provider::Saml(Arc::new(
-                    SamlProvider::new(&idp.name, s.clone(), http, clock.clone())
+                    SamlProvider::new(&idp.name, s.clone(), http, clock.clone(), &stores)
                         .map_err(|e| AuthError::Saml(idp.name.clone(), e))?,
                 )),
             };
             providers.insert(idp.name.clone(), provider);
         }
         Ok(Self {
-            sessions: SessionStore::new(config.sessions.max_sessions, clock.clone()),
+            sessions: stores.sessions.clone(),
             pending: PendingLogins::new(
+                stores.one_time.clone(),
                 config.sessions.login_timeout,
-                config.sessions.max_pending_logins,
                 clock.clone(),
             ),
-            cookies: CookieCodec::new(config.sessions.cookie_key.as_ref()),
+            stores,
+            cookies,
             providers,
             settings: config.sessions.clone(),
             idp_configs: config.idps.clone(),
             clock,
         })
+    }
+
+    /// The keys the store seals with (derived from the cookie key).
+    pub fn store_keys(&self) -> Option<crate::session::seal::StoreKeys> {
+        crate::session::seal::StoreKeys::from_codec(&self.cookies)
     }
 
     /// The clock sessions, logins and token checks are reckoned by.
@@ -346,10 +372,14 @@ impl Auth {
                 "session cookie failed authentication (tampered or from another key)",
             );
         };
-        let Some(session) = self.sessions.get(&id).await else {
-            return SessionLookup::Rejected(
-                "session cookie names no live session (expired or logged out)",
-            );
+        let session = match self.sessions.get(&id).await {
+            Ok(Some(session)) => session,
+            Ok(None) => {
+                return SessionLookup::Rejected(
+                    "session cookie names no live session (expired or logged out)",
+                )
+            }
+            Err(e) => return SessionLookup::Unavailable(e),
         };
         if !session.is_scoped_to(scope) {
             return SessionLookup::NotHere(if *session.identity.idp != *scope.idp {
@@ -358,13 +388,26 @@ impl Auth {
                 "the session belongs to another host"
             });
         }
-        match session.touch(self.clock.now_ms(), idle, absolute) {
-            Ok(()) => SessionLookup::Found { id, session },
+        let (seen_before, now) = (session.last_seen_ms(), self.clock.now_ms());
+        match session.touch(now, idle, absolute) {
+            Ok(()) => {
+                if let Err(e) = self
+                    .sessions
+                    .record_use(&id, &session, seen_before, now)
+                    .await
+                {
+                    // The session is valid; only its last use went unrecorded this time.
+                    tracing::warn!(error = %e, "session use not recorded");
+                }
+                SessionLookup::Found { id, session }
+            }
             Err(NotValid::TooOldHere(_)) => {
                 SessionLookup::NotHere("the session is older than this app's limits allow")
             }
             Err(NotValid::Ended(why)) => {
-                self.sessions.remove(&id).await;
+                if let Err(e) = self.sessions.remove(&id).await {
+                    tracing::warn!(error = %e, "expired session not removed (the store lets it lapse)");
+                }
                 SessionLookup::Expired(session, why)
             }
         }
@@ -420,8 +463,8 @@ impl Auth {
         };
         self.pending
             .insert(
-                state,
-                PendingLogin {
+                &state,
+                &PendingLogin {
                     idp: provider.name().to_string(),
                     app: app.to_string(),
                     host: origin.authority.clone(),
@@ -430,7 +473,7 @@ impl Auth {
                     step_up,
                 },
             )
-            .await;
+            .await?;
         Ok(LoginRedirect { location, cookie })
     }
 
@@ -449,13 +492,16 @@ impl Auth {
         &self,
         cookies: &[(String, String)],
         secure: bool,
-    ) -> Option<Arc<Session>> {
+    ) -> Result<Option<Arc<Session>>, StoreError> {
         let name = session_cookie_name(secure);
-        let id = cookies
+        let Some(id) = cookies
             .iter()
             .filter(|(n, _)| *n == name)
             .find_map(|(_, sealed)| self.cookies.open(name, sealed))
-            .and_then(|text| SessionId::decode(&text))?;
+            .and_then(|text| SessionId::decode(&text))
+        else {
+            return Ok(None);
+        };
         self.sessions.remove(&id).await
     }
 
@@ -472,7 +518,7 @@ impl Auth {
         secure: bool,
     ) -> Result<SignInFamily, CallbackError> {
         if step_up {
-            if let Some(replaced) = self.end_session_named_in(cookies, secure).await {
+            if let Some(replaced) = self.end_session_named_in(cookies, secure).await? {
                 return Ok(replaced.family);
             }
         }
@@ -511,7 +557,7 @@ impl Auth {
             self.clock.now_ms(),
         ));
         let id = SessionId::random().ok_or(CallbackError::NoRandom)?;
-        self.sessions.insert(id, session.clone()).await;
+        self.sessions.insert(id, session.clone()).await?;
         let name = session_cookie_name(origin.secure);
         let sealed = self
             .cookies
@@ -573,6 +619,7 @@ impl Auth {
             .pending
             .take(state)
             .await
+            .map_err(|e| (CallbackError::Store(e), None))?
             .ok_or((CallbackError::UnknownState, None))?;
         let fail = |e: CallbackError| (e, Some(pending.clone()));
         if pending.host != origin.authority {
@@ -600,6 +647,22 @@ impl Auth {
         };
         if param("iss").is_some_and(|iss| iss != provider.issuer()) {
             return Err(fail(CallbackError::IssuerMismatch));
+        }
+        // A code counts once across every node (the IdP refuses a second exchange too).
+        let code_key = format!(
+            "oidc-code\0{}\0{}",
+            provider.issuer(),
+            hex_sha256(code.as_bytes())
+        );
+        match self
+            .stores
+            .replay
+            .first_use(&code_key, self.settings.login_timeout)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => return Err(fail(CallbackError::CodeReplayed)),
+            Err(e) => return Err(fail(CallbackError::Store(e))),
         }
         let done = provider
             .finish_login(code, redirect_uri, pkce_verifier, nonce)
@@ -676,7 +739,12 @@ impl Auth {
         let pending = match relay {
             Some(r) => {
                 let bound = self.bound(r, cookies, origin.secure);
-                match (self.pending.take(r).await, bound) {
+                let taken = self
+                    .pending
+                    .take(r)
+                    .await
+                    .map_err(|e| (CallbackError::Store(e), None))?;
+                match (taken, bound) {
                     (Some(p), true) => {
                         clear.push(clear_cookie(
                             &login_cookie_name(r, origin.secure),
@@ -764,28 +832,14 @@ impl Auth {
         &self,
         provider: &SamlProvider,
         logout: &IdpLogout,
-    ) -> Vec<Arc<Session>> {
-        let idp = provider.name();
+    ) -> Result<Vec<Arc<Session>>, StoreError> {
         let mut ended = self
             .sessions
-            .remove_matching(|s| {
-                *s.identity.idp == *idp
-                    && match &s.logout {
-                        LogoutHint::Saml(subject) => {
-                            subject.name_id == logout.name_id
-                                && (logout.session_indexes.is_empty()
-                                    || subject
-                                        .session_index
-                                        .as_ref()
-                                        .is_some_and(|i| logout.session_indexes.contains(i)))
-                        }
-                        _ => false,
-                    }
-            })
-            .await;
+            .remove_saml_subject(provider.name(), &logout.name_id, &logout.session_indexes)
+            .await?;
         let families: Vec<SignInFamily> = ended.iter().map(|s| s.family).collect();
-        ended.extend(self.sessions.remove_families(&families).await);
-        ended
+        ended.extend(self.sessions.remove_families(&families).await?);
+        Ok(ended)
     }
 
     /// Ends the browser's session and every other session its sign-in created (the same user's
@@ -796,13 +850,17 @@ impl Auth {
         let name = session_cookie_name(origin.secure);
         let mut ended = None;
         let mut kept_token = None;
+        let mut incomplete = None;
         if let Some((_, sealed)) = cookies.iter().find(|(n, _)| *n == name) {
             if let Some(id) = self
                 .cookies
                 .open(name, sealed)
                 .and_then(|t| SessionId::decode(&t))
             {
-                ended = self.sessions.remove(&id).await;
+                match self.sessions.remove(&id).await {
+                    Ok(s) => ended = s,
+                    Err(e) => incomplete = Some(e),
+                }
                 kept_token = self.id_token_from_cookie(cookies, &id, origin.secure);
             }
         }
@@ -819,30 +877,35 @@ impl Auth {
                 .map(|(n, _)| clear_cookie(n, origin.secure)),
         );
         let signed_out_page = format!("{}{LOGGED_OUT_PATH}", origin.base());
-        let location = ended
-            .as_ref()
-            .and_then(
-                |s| match (self.providers.get(&*s.identity.idp)?, &s.logout) {
-                    (Provider::Oidc(p), hint) => {
-                        let after = p
-                            .post_logout_redirect_uri()
-                            .map_or(signed_out_page.clone(), str::to_string);
-                        let token = match hint {
-                            LogoutHint::IdToken(t) => Some(t),
-                            LogoutHint::IdTokenInCookie => kept_token.as_ref(),
-                            _ => None,
-                        };
-                        p.logout_url(token, &after)
-                    }
-                    (Provider::Saml(p), LogoutHint::Saml(subject)) => {
-                        p.logout_url(&p.endpoints(&origin.base()), subject)
-                    }
-                    (Provider::Saml(_), _) => None,
-                },
-            )
-            .unwrap_or(signed_out_page);
+        let idp_logout = match &ended {
+            Some(s) => match (self.providers.get(&*s.identity.idp), &s.logout) {
+                (Some(Provider::Oidc(p)), hint) => {
+                    let after = p
+                        .post_logout_redirect_uri()
+                        .map_or(signed_out_page.clone(), str::to_string);
+                    let token = match hint {
+                        LogoutHint::IdToken(t) => Some(t),
+                        LogoutHint::IdTokenInCookie => kept_token.as_ref(),
+                        _ => None,
+                    };
+                    p.logout_url(token, &after)
+                }
+                (Some(Provider::Saml(p)), LogoutHint::Saml(subject)) => {
+                    p.logout_url(&p.endpoints(&origin.base()), subject).await
+                }
+                _ => None,
+            },
+            None => None,
+        };
+        let location = idp_logout.unwrap_or(signed_out_page);
         let family_ended = match &ended {
-            Some(s) => self.sessions.remove_families(&[s.family]).await,
+            Some(s) => match self.sessions.remove_families(&[s.family]).await {
+                Ok(list) => list,
+                Err(e) => {
+                    incomplete = Some(e);
+                    Vec::new()
+                }
+            },
             None => Vec::new(),
         };
         LoggedOut {
@@ -850,8 +913,17 @@ impl Auth {
             family: family_ended,
             location,
             cookies: clear,
+            incomplete,
         }
     }
+}
+
+/// Lower-case hex SHA-256 (replay-cache keys: the code itself is never stored).
+fn hex_sha256(data: &[u8]) -> String {
+    openssl::sha::sha256(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Why a step-up sign-in does not count.

@@ -8,6 +8,7 @@
 //! only then is Pingora told to close the listeners and let requests in flight finish
 //! (`shutdown_timeout`). SIGINT (or a second SIGTERM) stops at once.
 
+use crate::session::store::memory::SnapshotKeeper;
 use async_trait::async_trait;
 use pingora::server::{ShutdownSignal, ShutdownSignalWatch};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -42,12 +43,23 @@ impl Lifecycle {
 pub struct TermWithGrace {
     lifecycle: Arc<Lifecycle>,
     grace: Duration,
+    snapshot: Option<Arc<SnapshotKeeper>>,
 }
 
 impl TermWithGrace {
-    /// Drains for `grace` after SIGTERM before the listeners close.
-    pub fn new(lifecycle: Arc<Lifecycle>, grace: Duration) -> Self {
-        Self { lifecycle, grace }
+    /// Drains for `grace` after SIGTERM before the listeners close; before a graceful
+    /// upgrade (SIGQUIT) hands the listeners over, writes the embedded store's `snapshot`
+    /// for the new process to load.
+    pub fn new(
+        lifecycle: Arc<Lifecycle>,
+        grace: Duration,
+        snapshot: Option<Arc<SnapshotKeeper>>,
+    ) -> Self {
+        Self {
+            lifecycle,
+            grace,
+            snapshot,
+        }
     }
 }
 
@@ -64,7 +76,13 @@ impl ShutdownSignalWatch for TermWithGrace {
         };
         tokio::select! {
             _ = int.recv() => return ShutdownSignal::FastShutdown,
-            _ = quit.recv() => return ShutdownSignal::GracefulUpgrade,
+            _ = quit.recv() => {
+                tracing::info!("SIGQUIT received: handing the listening sockets to the new process");
+                if let Some(snapshot) = &self.snapshot {
+                    snapshot.write_once().await;
+                }
+                return ShutdownSignal::GracefulUpgrade;
+            }
             _ = term.recv() => {}
         }
         self.lifecycle.start_draining();

@@ -27,6 +27,10 @@ enum Command {
         /// Gateway configuration file.
         #[arg(short, long, default_value = "portcullis.toml")]
         config: PathBuf,
+        /// Take the listening sockets over from the running gateway (zero-downtime upgrade):
+        /// start with this, then send the old process SIGQUIT.
+        #[arg(long)]
+        upgrade: bool,
     },
     /// Validate the gateway configuration and every policy file; exit 1 on any error.
     Check {
@@ -123,7 +127,7 @@ enum AuditCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run { config } => run(&config),
+        Command::Run { config, upgrade } => run(&config, upgrade),
         Command::Check { config } => check(&config),
         Command::Audit {
             command: AuditCommand::Verify { files },
@@ -210,7 +214,7 @@ fn check(path: &Path) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn run(path: &Path) -> anyhow::Result<ExitCode> {
+fn run(path: &Path, upgrade: bool) -> anyhow::Result<ExitCode> {
     let (gateway, warnings) = match config::load_gateway(path) {
         Ok(loaded) => loaded,
         Err(problems) => {
@@ -236,7 +240,12 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
             tracing::warn!(problem = %p, "policy warning");
         }
     }
-    portcullis::server::run(path, gateway, policies).context("starting server")?;
+    let start = if upgrade {
+        portcullis::server::Start::Upgrade
+    } else {
+        portcullis::server::Start::Fresh
+    };
+    portcullis::server::run(path, gateway, policies, start).context("starting server")?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -38,6 +38,10 @@ pub enum Page {
     SignInFailed,
     /// 503: the identity provider could not be reached to finish the sign-in.
     IdpUnreachable,
+    /// 503: the session store (Redis) does not answer, so nobody's session can be checked.
+    StoreUnavailable,
+    /// 503: signed out in this browser, but the session store could not end the session.
+    SignOutIncomplete,
     /// 200: the user has signed out.
     SignedOut,
     /// 200: signed out here, but the identity provider did not confirm its logout.
@@ -65,7 +69,7 @@ impl Page {
             Page::LoginRequired | Page::CredentialRequired => 401,
             Page::SignInUnavailable => 503,
             Page::SignInFailed | Page::FormExpired => 400,
-            Page::IdpUnreachable => 503,
+            Page::IdpUnreachable | Page::StoreUnavailable | Page::SignOutIncomplete => 503,
             Page::SignedOut | Page::SignedOutUnconfirmed => 200,
             Page::PayloadTooLarge => 413,
             Page::MethodNotAllowed => 405,
@@ -84,7 +88,8 @@ impl Page {
             Page::Internal => "Gateway error",
             Page::LoginRequired => "Sign-in required",
             Page::CredentialRequired => "Password for this application needed",
-            Page::IdpUnreachable => "Sign-in temporarily unavailable",
+            Page::IdpUnreachable | Page::StoreUnavailable => "Sign-in temporarily unavailable",
+            Page::SignOutIncomplete => "Sign-out not finished",
             Page::FormExpired => "This form expired",
             Page::SignInUnavailable => "Sign-in temporarily unavailable",
             Page::SignInFailed => "Sign-in failed",
@@ -104,6 +109,8 @@ impl Page {
             Page::NoSuchPage => "This application has no page at this address. Check the link, or start again from the application's home page.",
             Page::CredentialRequired => "This application needs your password for it, stored once with the gateway. Open the application in your browser to store it.",
             Page::IdpUnreachable => "The sign-in service could not be reached to finish signing you in. Please try again in a few minutes.",
+            Page::StoreUnavailable => "The sign-in service is temporarily unavailable, so your session cannot be checked right now. Please try again in a moment.",
+            Page::SignOutIncomplete => "You are signed out in this browser, but the gateway could not end your session everywhere just now. Please sign out again in a moment.",
             Page::FormExpired => "This form expired; reload the page and submit it again.",
             Page::BadGateway => "The application behind this gateway could not be reached. Please try again in a moment.",
             Page::Unavailable => "This application is temporarily unavailable. The IT team has been notified through the gateway logs.",
@@ -161,6 +168,8 @@ impl Page {
             Page::SignInUnavailable => "sign_in_unavailable",
             Page::SignInFailed => "sign_in_failed",
             Page::IdpUnreachable => "sign_in_unavailable",
+            Page::StoreUnavailable => "session_store_unavailable",
+            Page::SignOutIncomplete => "sign_out_incomplete",
             Page::SignedOut => "signed_out",
             Page::SignedOutUnconfirmed => "signed_out_here_only",
             Page::PayloadTooLarge => "payload_too_large",

@@ -138,6 +138,7 @@ fn keep_restart_only_settings(mut fresh: GatewayConfig, running: &GatewayConfig)
     fresh.grace_period = running.grace_period;
     fresh.shutdown_timeout = running.shutdown_timeout;
     fresh.request_head_timeout = running.request_head_timeout;
+    fresh.upgrade_sock = running.upgrade_sock.clone();
     fresh.log_format = running.log_format;
     fresh.log_level = running.log_level.clone();
     fresh

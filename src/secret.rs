@@ -5,8 +5,10 @@
 
 use std::fmt;
 
-/// A string that is redacted whenever it is formatted.
-#[derive(Clone, PartialEq, Eq)]
+/// A string that is redacted whenever it is formatted. It serializes as itself: only into the
+/// sealed records of the session store (see `session::seal`), never into a log.
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
 pub struct Secret(String);
 
 impl Secret {

@@ -7,6 +7,7 @@ use crate::lifecycle::{Lifecycle, TermWithGrace};
 use crate::proxy::head_deadline::HeadDeadline;
 use crate::proxy::Proxy;
 use crate::reload::{Reloader, SharedGateway};
+use crate::session::store::memory::SnapshotKeeper;
 use arc_swap::ArcSwap;
 use pingora::apps::HttpServerOptions;
 use pingora::listeners::tls::TlsSettings;
@@ -75,6 +76,19 @@ pub struct Assembled {
     pub lifecycle: Arc<Lifecycle>,
     /// How long SIGTERM keeps the gateway serving before the listeners close.
     pub grace_period: std::time::Duration,
+    /// The embedded store's snapshot, when `[sessions] snapshot_file` is set.
+    pub snapshot: Option<Arc<SnapshotKeeper>>,
+}
+
+/// How the process comes up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Start {
+    /// Binds its own listeners.
+    #[default]
+    Fresh,
+    /// Takes the listening sockets over from the running process (zero-downtime upgrade:
+    /// start this, then send the old process SIGQUIT).
+    Upgrade,
 }
 
 /// Builds the server and runs it until SIGTERM (graceful) or SIGINT (fast).
@@ -82,20 +96,40 @@ pub fn run(
     config_path: &Path,
     config: GatewayConfig,
     policies: PolicySet,
+    start: Start,
 ) -> Result<(), StartError> {
-    let assembled = assemble(config_path, config, policies)?;
+    let assembled = assemble(config_path, config, policies, start)?;
     serve(assembled);
     Ok(())
 }
 
 /// Runs an assembled server until SIGTERM (drain for the grace period, then close the listeners
-/// and finish requests in flight) or SIGINT (at once).
+/// and finish requests in flight), SIGQUIT (hand the listeners to a new process) or SIGINT (at
+/// once); the embedded store's snapshot is written on the way out.
 pub fn serve(assembled: Assembled) {
-    let signals = TermWithGrace::new(assembled.lifecycle, assembled.grace_period);
+    let signals = TermWithGrace::new(
+        assembled.lifecycle,
+        assembled.grace_period,
+        assembled.snapshot.clone(),
+    );
     assembled.server.run(RunArgs {
         shutdown_signal: Box::new(signals),
     });
+    if let Some(snapshot) = &assembled.snapshot {
+        on_own_runtime(snapshot.write_once());
+    }
     tracing::info!("portcullis stopped");
+}
+
+/// Runs a future outside Pingora's runtimes (before they start or after they stopped).
+fn on_own_runtime(work: impl std::future::Future<Output = ()>) {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt.block_on(work),
+        Err(e) => tracing::error!(error = %e, "no runtime for the session snapshot"),
+    }
 }
 
 /// Builds the server and its services without starting them.
@@ -103,8 +137,12 @@ pub fn assemble(
     config_path: &Path,
     config: GatewayConfig,
     policies: PolicySet,
+    start: Start,
 ) -> Result<Assembled, StartError> {
-    check_bindable(&config)?;
+    // An upgrade takes over sockets the old process holds: they cannot be bound again.
+    if start == Start::Fresh {
+        check_bindable(&config)?;
+    }
     // Pingora closes the listeners first and then waits its "grace period" before stopping the
     // runtimes, so that wait is our drain of requests in flight (`shutdown_timeout`); our own
     // grace period — serving on, /readyz at 503 — runs before it (see `lifecycle`).
@@ -112,13 +150,36 @@ pub fn assemble(
         threads: config.threads,
         grace_period_seconds: Some(config.shutdown_timeout.as_secs_f64().ceil() as u64),
         graceful_shutdown_timeout_seconds: Some(1),
+        upgrade_sock: config.upgrade_sock.display().to_string(),
+        pid_file: String::new(),
         ..ServerConf::default()
     };
-    let mut server = Server::new_with_opt_and_conf(None, conf);
+    let opt = pingora::server::configuration::Opt {
+        upgrade: start == Start::Upgrade,
+        ..Default::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(Some(opt), conf);
+    // With `Start::Upgrade` this waits for the old process's sockets (it writes its
+    // snapshot first, so what is loaded below is what it held).
     server.bootstrap();
 
     let lasting = Lasting::new(&config, crate::clock::system())?;
     let auth = lasting.auth.clone();
+    let snapshot = match (&auth.stores.memory, &config.sessions.snapshot_file) {
+        (Some(store), Some(path)) => auth
+            .store_keys()
+            .map(|keys| Arc::new(SnapshotKeeper::new(store.clone(), keys, path.clone()))),
+        _ => None,
+    };
+    if let Some(snapshot) = &snapshot {
+        on_own_runtime(snapshot.load());
+    }
+    if let Some(redis) = &auth.stores.redis {
+        server.add_service(pingora::services::background::background_service(
+            "session store invalidations",
+            crate::session::store::redis::Invalidations(redis.clone()),
+        ));
+    }
     let gateway: SharedGateway = Arc::new(ArcSwap::from_pointee(Gateway::new(
         config, policies, lasting,
     )));
@@ -183,5 +244,6 @@ pub fn assemble(
         gateway,
         lifecycle,
         grace_period,
+        snapshot,
     })
 }

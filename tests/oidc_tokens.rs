@@ -110,7 +110,13 @@ async fn id_token_for_another_audience_is_refused() {
         .unwrap();
     assert_eq!(identity.subject, "alice");
     assert_eq!(identity.email.as_deref(), Some("alice@corp.example"));
-    assert_eq!(identity.groups, ["staff".into(), "finance".into()]);
+    assert_eq!(
+        identity.groups,
+        [
+            std::sync::Arc::<str>::from("staff"),
+            std::sync::Arc::<str>::from("finance")
+        ]
+    );
     assert!(matches!(
         theirs.verify_id_token(&token, "another-nonce").await,
         Err(LoginError::IdToken(r)) if r.to_lowercase().contains("nonce")

@@ -62,7 +62,11 @@ fn provider(url: &str) -> SamlProvider {
         post_logout_redirect_uri: None,
     };
     let http = IdpHttpClient::new(Duration::from_secs(2), Duration::from_secs(5), None).unwrap();
-    SamlProvider::new("corp-saml", config, http, portcullis::clock::system()).unwrap()
+    let clock = portcullis::clock::system();
+    let stores = portcullis::session::Stores::memory(std::sync::Arc::new(
+        portcullis::session::store::memory::MemoryStore::new(10, 10, clock.clone()),
+    ));
+    SamlProvider::new("corp-saml", config, http, clock, &stores).unwrap()
 }
 
 #[tokio::test]

@@ -177,6 +177,8 @@ struct FileSessions {
     max_sessions: Option<Spanned<u64>>,
     login_timeout: Option<ConfigDuration>,
     max_pending_logins: Option<Spanned<u64>>,
+    snapshot_file: Option<Spanned<String>>,
+    redis: Option<Spanned<super::session_store::FileRedis>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -193,6 +195,7 @@ struct FileServer {
     grace_period: Option<ConfigDuration>,
     shutdown_timeout: Option<ConfigDuration>,
     request_head_timeout: Option<Spanned<ConfigDuration>>,
+    upgrade_sock: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -254,11 +257,19 @@ pub struct SessionSettings {
     pub login_timeout: Duration,
     /// Most logins in progress held at once (bounds memory under a flood of anonymous requests).
     pub max_pending_logins: u64,
+    /// Where the embedded store writes its sessions on stop and reads them on start.
+    pub snapshot_file: Option<PathBuf>,
+    /// The Redis shared with the other nodes; `None` = the embedded store.
+    pub redis: Option<super::session_store::RedisSettings>,
 }
 
 /// Default deadline for a request head: generous for a human on a slow link (a head is a few
 /// KiB), short enough that a slowloris client holds a connection for seconds, not for ever.
 pub const DEFAULT_REQUEST_HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Where a new process waits for the old one's listening sockets, unless `[server]
+/// upgrade_sock` says otherwise.
+pub const DEFAULT_UPGRADE_SOCK: &str = "/tmp/portcullis-upgrade.sock";
 
 /// Shortest cookie key accepted: 256 bits, stretched to the cookie crate's 512 by HKDF.
 pub const MIN_COOKIE_KEY_BYTES: usize = 32;
@@ -301,6 +312,9 @@ pub struct GatewayConfig {
     /// Longest wait for a request's line and headers (slowloris); also bounds how long an idle
     /// kept-alive connection waits for its next request.
     pub request_head_timeout: Duration,
+    /// The Unix socket a zero-downtime upgrade hands the listening sockets over
+    /// (`portcullis run --upgrade`).
+    pub upgrade_sock: PathBuf,
     /// Default upstream timeouts.
     pub upstream_timeouts: UpstreamTimeouts,
     /// Extra identity headers to strip (on top of [`DEFAULT_STRIPPED_HEADERS`]).
@@ -616,6 +630,10 @@ pub fn compile_gateway(
             .shutdown_timeout
             .map_or(Duration::from_secs(10), |d| d.0),
         request_head_timeout,
+        upgrade_sock: file.server.upgrade_sock.as_ref().map_or_else(
+            || PathBuf::from(DEFAULT_UPGRADE_SOCK),
+            |s| resolve(base, s.get_ref()),
+        ),
         upstream_timeouts: UpstreamTimeouts {
             connect: defaults
                 .connect_timeout
@@ -680,6 +698,34 @@ fn compile_sessions(
             }
         }
     });
+    let redis = file
+        .redis
+        .as_ref()
+        .and_then(|r| super::session_store::compile_redis(src, base, r, problems));
+    let snapshot_file = file
+        .snapshot_file
+        .as_ref()
+        .map(|f| resolve(base, f.get_ref()));
+    let key_needed = |what: &str, span| {
+        src.error(
+            Some(span),
+            format!("{what} needs sessions.cookie_key_file: with a key made at each start, no other node and no later start could read what this one stored"),
+        )
+    };
+    if file.cookie_key_file.is_none() {
+        if let Some(r) = &file.redis {
+            problems.push(key_needed("[sessions.redis]", r.span()));
+        }
+        if let Some(f) = &file.snapshot_file {
+            problems.push(key_needed("sessions.snapshot_file", f.span()));
+        }
+    }
+    if let (Some(f), Some(_)) = (&file.snapshot_file, &file.redis) {
+        problems.push(src.warning(
+            Some(f.span()),
+            "sessions.snapshot_file is ignored with [sessions.redis]: Redis keeps the sessions",
+        ));
+    }
     let mut count = |value: &Option<Spanned<u64>>, default: u64, what: &str| match value {
         Some(v) if *v.get_ref() == 0 => {
             problems.push(src.error(
@@ -695,6 +741,8 @@ fn compile_sessions(
         idle,
         absolute,
         cookie_key,
+        snapshot_file,
+        redis,
         max_sessions: count(&file.max_sessions, 1_000_000, "max_sessions"),
         login_timeout: file.login_timeout.map_or(Duration::from_secs(600), |d| d.0),
         max_pending_logins: count(&file.max_pending_logins, 100_000, "max_pending_logins"),

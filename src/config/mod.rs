@@ -10,6 +10,7 @@ pub mod files;
 pub mod gateway;
 pub mod idp;
 pub mod problem;
+pub mod session_store;
 
 pub use app::{AppConfig, BrokenApp, HostPattern};
 pub use gateway::{load_gateway, AuditSettings, GatewayConfig, LogFormat, SessionSettings};

@@ -46,7 +46,7 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
 }
 
 /// A signed-in user, as the IdP vouched for them at login.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Identity {
     /// The IdP's stable subject identifier (`sub`).
     pub subject: String,

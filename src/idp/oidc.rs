@@ -596,8 +596,20 @@ mod tests {
             true,
         );
         assert_eq!(who.subject, "00u1");
-        assert_eq!(who.groups, ["Finance".into(), "Staff".into()]);
-        assert_eq!(who.amr, ["pwd".into(), "otp".into()]);
+        assert_eq!(
+            who.groups,
+            [
+                std::sync::Arc::<str>::from("Finance"),
+                std::sync::Arc::<str>::from("Staff")
+            ]
+        );
+        assert_eq!(
+            who.amr,
+            [
+                std::sync::Arc::<str>::from("pwd"),
+                std::sync::Arc::<str>::from("otp")
+            ]
+        );
         assert_eq!(who.auth_time, Some(1_800_000_000));
         assert_eq!(
             who.claims,
@@ -621,6 +633,6 @@ mod tests {
         who.name = Some("From Token".into());
         apply_claims(&mut who, &userinfo, &config("groups", &[]), false);
         assert_eq!(who.name.as_deref(), Some("From Token"));
-        assert_eq!(who.groups, ["g".into()]);
+        assert_eq!(who.groups, [std::sync::Arc::<str>::from("g")]);
     }
 }

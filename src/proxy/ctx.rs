@@ -250,6 +250,9 @@ pub enum RequestError {
     /// A credential could not be written to the vault.
     #[error("credential not stored")]
     CredentialNotStored(#[source] VaultError),
+    /// The session store does not answer: nobody's session can be checked or kept.
+    #[error("session store unavailable")]
+    StoreUnavailable(#[source] crate::session::StoreError),
     /// Something the gateway needs itself failed (no random bytes, say).
     #[error("internal: {0}")]
     Internal(&'static str),
@@ -275,6 +278,7 @@ impl RequestError {
             RequestError::LoginRequired | RequestError::StepUpRequired => Page::LoginRequired,
             RequestError::FormExpired => Page::FormExpired,
             RequestError::IdpUnreachable(_) => Page::IdpUnreachable,
+            RequestError::StoreUnavailable(_) => Page::StoreUnavailable,
             RequestError::SignInUnavailable(_) => Page::SignInUnavailable,
             RequestError::LoginNotStarted(_)
             | RequestError::LoginFailed(_)

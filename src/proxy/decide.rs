@@ -35,9 +35,10 @@ pub async fn decide(
         // there.
         return Ok(Action::redirect(crate::auth::LOGOUT_PATH));
     }
-    if config.idp().is_some() {
-        attach_session(session, ctx, gateway, config, &origin).await;
-    }
+    let store_trouble = match config.idp() {
+        Some(_) => attach_session(session, ctx, gateway, config, &origin).await,
+        None => None,
+    };
     let req = session.req_header();
     let facts = RequestFacts {
         method: &req.method,
@@ -83,6 +84,13 @@ pub async fn decide(
                 policy_sha256: config.policy_sha256(),
             },
         );
+    }
+    // With the store down nobody can be recognised: public routes still serve (anonymously),
+    // everything else gets the 503 page rather than a sign-in that cannot be kept.
+    if let Some(e) = store_trouble {
+        if !matches!(decision, Decision::Public { .. } | Decision::Allow { .. }) {
+            return Err(RequestError::StoreUnavailable(e));
+        }
     }
     match decision {
         Decision::Public { adaptive, .. } => {
@@ -183,17 +191,16 @@ async fn deliver(
 }
 
 /// Step 5: the browser's session for this app, if any. A cookie that names no usable session
-/// counts as none (logged, and deleted in the response); expiry is audited.
+/// counts as none (logged, and deleted in the response); expiry is audited. Returns the
+/// store's error when it could not say.
 pub async fn attach_session(
     session: &Session,
     ctx: &mut RequestCtx,
     gateway: &Gateway,
     config: &AppConfig,
     origin: &Origin,
-) {
-    let Some(idp) = config.idp() else {
-        return;
-    };
+) -> Option<crate::session::StoreError> {
+    let idp = config.idp()?;
     let scope = Scope {
         host: &ctx.host,
         idp,
@@ -229,5 +236,11 @@ pub async fn attach_session(
             ctx.clear_stale = Some(clear_session_cookie(origin.secure));
             audit::session_expired(&ctx.audit(config.id()), &ended, why);
         }
+        SessionLookup::Unavailable(e) => {
+            ctx.span
+                .in_scope(|| tracing::warn!(error = %e, "session store unavailable"));
+            return Some(e);
+        }
     }
+    None
 }

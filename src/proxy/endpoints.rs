@@ -228,6 +228,9 @@ async fn callback(
             if let CallbackError::Login(LoginError::Unreachable(_) | LoginError::NotReady) = error {
                 return Err(RequestError::IdpUnreachable(error));
             }
+            if let CallbackError::Store(e) = error {
+                return Err(RequestError::StoreUnavailable(e));
+            }
             Err(RequestError::LoginFailed(error))
         }
     }
@@ -291,6 +294,15 @@ async fn logout(
     audit::logged_out(&record, out.session.as_ref().map(|s| &s.identity));
     for other in &out.family {
         audit::session_ended(&record, other, audit::SignInEnded::LogoutElsewhere);
+    }
+    if let Some(e) = &out.incomplete {
+        ctx.span.in_scope(
+            || tracing::warn!(error = %e, "logout: the session store could not end the session"),
+        );
+        return Ok(Action::Page {
+            page: crate::pages::Page::SignOutIncomplete,
+            cookies: out.cookies,
+        });
     }
     Ok(Action::Redirect {
         location: out.location,

@@ -2,7 +2,7 @@
 //! login at the app's IdP.
 
 use super::ctx::{Action, RequestCtx, RequestError};
-use crate::auth::{safe_return_to, Origin};
+use crate::auth::{safe_return_to, CallbackError, Origin};
 use crate::gateway::{AppRuntime, Gateway};
 use crate::session::pending::StepUp;
 use pingora::http::RequestHeader;
@@ -59,7 +59,10 @@ pub async fn start_login(
             step_up.clone(),
         )
         .await
-        .map_err(RequestError::LoginNotStarted)?;
+        .map_err(|e| match e {
+            CallbackError::Store(e) => RequestError::StoreUnavailable(e),
+            e => RequestError::LoginNotStarted(e),
+        })?;
     match &step_up {
         Some(s) => ctx
             .span

@@ -203,7 +203,11 @@ pub async fn slo(
                 return Err(RequestError::LogoutRefused(e));
             }
         };
-        let ended = gateway.auth.end_saml_sessions(&provider, &logout).await;
+        let ended = gateway
+            .auth
+            .end_saml_sessions(&provider, &logout)
+            .await
+            .map_err(RequestError::StoreUnavailable)?;
         for s in &ended {
             audit::session_ended(&ctx.audit(&s.app), s, audit::SignInEnded::IdpLogout);
         }
@@ -228,7 +232,7 @@ pub async fn slo(
         let verified = if posted {
             provider.verify_posted_logout_response(&message, &sp).await
         } else {
-            provider.verify_logout_response(&message, &sp)
+            provider.verify_logout_response(&message, &sp).await
         };
         if let Err(e) = verified {
             audit::logout_unconfirmed(&ctx.audit(app.config.id()), provider.name(), &e);

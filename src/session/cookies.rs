@@ -66,6 +66,17 @@ impl CookieCodec {
         Some(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac))
     }
 
+    /// A 32-byte key for `purpose`, derived from this key's signing half (the session store's
+    /// sealing and key-hashing keys): one configured secret, independent keys per use.
+    pub fn derived_key(&self, purpose: &str) -> Option<[u8; 32]> {
+        let key = openssl::pkey::PKey::hmac(self.key.signing()).ok()?;
+        let mut signer =
+            openssl::sign::Signer::new(openssl::hash::MessageDigest::sha256(), &key).ok()?;
+        signer.update(b"portcullis derived key\0").ok()?;
+        signer.update(purpose.as_bytes()).ok()?;
+        signer.sign_to_vec().ok()?.try_into().ok()
+    }
+
     /// Decrypts a cookie value; `None` when tampered, forged or sealed under another name.
     pub fn open(&self, name: &str, sealed: &str) -> Option<String> {
         let jar = CookieJar::new();

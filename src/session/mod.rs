@@ -6,20 +6,22 @@
 
 pub mod cookies;
 pub mod pending;
+pub mod seal;
+pub mod store;
 
-use crate::clock::{millis, SharedClock};
+use crate::clock::millis;
 use crate::idp::saml::assertion::SamlSubject;
 use crate::idp::Identity;
 use crate::secret::Secret;
-use moka::future::Cache;
-use moka::notification::RemovalCause;
-use moka::Expiry;
+use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-/// Extra time an expired session stays in the cache, refused, so its expiry is audited.
-const EXPIRY_GRACE: Duration = Duration::from_secs(60);
+pub use store::{SessionStore, StoreError, Stores};
+
+/// Extra time an expired session stays in a store, refused, so its expiry is audited.
+pub const EXPIRY_GRACE: Duration = Duration::from_secs(60);
 
 /// A session id: 256 random bits. Never logged; the cookie carries it encrypted.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -65,7 +67,7 @@ impl std::fmt::Debug for SessionId {
 /// one logout can end them all. 128 bits of a hash of the IdP and its own session id (OIDC
 /// `sid`), else of the subject and the time they authenticated (OIDC `auth_time`, SAML
 /// `AuthnInstant`, which single sign-on repeats); a random value when the IdP says neither.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct SignInFamily([u8; 16]);
 
 impl SignInFamily {
@@ -86,6 +88,11 @@ impl SignInFamily {
         let mut out = [0u8; 16];
         out.copy_from_slice(digest.get(..16)?);
         Some(Self(out))
+    }
+
+    /// The raw bits (store index keys).
+    pub fn as_bytes(&self) -> &[u8; 16] {
+        &self.0
     }
 
     /// A family of one (an IdP that names neither its session nor the authentication time).
@@ -137,8 +144,21 @@ pub struct Session {
     absolute_ms: u64,
 }
 
+/// A session's stored form (see [`Session::to_stored`]).
+#[derive(Serialize, Deserialize)]
+struct StoredSession<'a> {
+    identity: std::borrow::Cow<'a, Identity>,
+    logout: std::borrow::Cow<'a, LogoutHint>,
+    app: std::borrow::Cow<'a, str>,
+    host: std::borrow::Cow<'a, str>,
+    family: SignInFamily,
+    created_ms: u64,
+    idle_ms: u64,
+    absolute_ms: u64,
+}
+
 /// What the IdP needs to end its side of the session.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub enum LogoutHint {
     /// Nothing (the IdP offers no logout).
     #[default]
@@ -217,13 +237,24 @@ impl Session {
         self.last_seen_ms.load(Ordering::Relaxed)
     }
 
-    /// How long the cache keeps the entry after a use at `now_ms`: the time left before
+    /// How long a store keeps the entry after a use at `now_ms`: the time left before
     /// expiry, plus a grace period so the next use finds it and [`Session::touch`] can tell —
     /// and audit — *why* it ended. Entries nobody asks for again are evicted after the grace.
-    fn remaining_after_use(&self, now_ms: u64) -> Duration {
+    pub fn remaining_after_use(&self, now_ms: u64) -> Duration {
         let age = now_ms.saturating_sub(self.created_ms);
         let left = self.absolute_ms.saturating_sub(age);
         Duration::from_millis(self.idle_ms.min(left)) + EXPIRY_GRACE
+    }
+
+    /// How long the absolute limit leaves a session `age_ms` old.
+    pub fn absolute_left(&self, age_ms: u64) -> Duration {
+        Duration::from_millis(self.absolute_ms.saturating_sub(age_ms))
+    }
+
+    /// Has the session's own time run out by `now_ms` (without counting a use)?
+    pub fn has_ended(&self, now_ms: u64) -> bool {
+        now_ms.saturating_sub(self.created_ms) >= self.absolute_ms
+            || now_ms.saturating_sub(self.last_seen_ms()) >= self.idle_ms
     }
 
     /// Checks, at `now_ms`, the session's own limits and an app's (possibly stricter) ones,
@@ -248,6 +279,77 @@ impl Session {
         Ok(())
     }
 
+    /// The session as stored outside this process (JSON, sealed by the store): everything
+    /// but the last use, which a shared store keeps beside it.
+    pub fn to_stored(&self) -> Option<Vec<u8>> {
+        serde_json::to_vec(&StoredSession {
+            identity: std::borrow::Cow::Borrowed(&self.identity),
+            logout: std::borrow::Cow::Borrowed(&self.logout),
+            app: std::borrow::Cow::Borrowed(&self.app),
+            host: std::borrow::Cow::Borrowed(&self.host),
+            family: self.family,
+            created_ms: self.created_ms,
+            idle_ms: self.idle_ms,
+            absolute_ms: self.absolute_ms,
+        })
+        .ok()
+    }
+
+    /// A session read back from [`Session::to_stored`], last used at `last_seen_ms`.
+    pub fn from_stored(bytes: &[u8], last_seen_ms: u64) -> Option<Self> {
+        let stored: StoredSession<'_> = serde_json::from_slice(bytes).ok()?;
+        let mut identity = stored.identity.into_owned();
+        // Shared copies, as a login makes them (a million sessions name a few groups).
+        identity.groups = identity
+            .groups
+            .iter()
+            .map(|g| crate::intern::intern(g))
+            .collect();
+        identity.idp = crate::intern::intern(&identity.idp);
+        Some(Self {
+            identity,
+            logout: stored.logout.into_owned(),
+            app: crate::intern::intern(&stored.app),
+            host: crate::intern::intern(&stored.host),
+            family: stored.family,
+            created_ms: stored.created_ms,
+            last_seen_ms: AtomicU64::new(last_seen_ms.max(stored.created_ms)),
+            idle_ms: stored.idle_ms,
+            absolute_ms: stored.absolute_ms,
+        })
+    }
+
+    /// The NameID a SAML IdP's logout names this session by, else the subject (the store's
+    /// index for ending a user's sessions).
+    pub fn logout_subject(&self) -> &str {
+        match &self.logout {
+            LogoutHint::Saml(subject) => &subject.name_id,
+            _ => &self.identity.subject,
+        }
+    }
+
+    /// Is this session one a SAML logout for `name_id` (and, when given, one of
+    /// `session_indexes`) at `idp` names?
+    pub fn matches_saml_logout(
+        &self,
+        idp: &str,
+        name_id: &str,
+        session_indexes: &[String],
+    ) -> bool {
+        *self.identity.idp == *idp
+            && match &self.logout {
+                LogoutHint::Saml(subject) => {
+                    subject.name_id == name_id
+                        && (session_indexes.is_empty()
+                            || subject
+                                .session_index
+                                .as_ref()
+                                .is_some_and(|i| session_indexes.contains(i)))
+                }
+                _ => false,
+            }
+    }
+
     /// May this session be used here: the host its cookie was issued on, and an app that signs
     /// in with the IdP that proved it?
     pub fn is_scoped_to(&self, scope: Scope<'_>) -> bool {
@@ -255,157 +357,30 @@ impl Session {
     }
 }
 
-/// Per-entry expiry: a read counts as a use (idle timer restarts), never past the absolute end.
-/// Reckoned on the gateway's clock; moka's own `Instant`s only schedule the eviction.
-struct SessionExpiry {
-    clock: SharedClock,
-}
-
-impl Expiry<SessionId, Arc<Session>> for SessionExpiry {
-    fn expire_after_create(
-        &self,
-        _key: &SessionId,
-        value: &Arc<Session>,
-        _created_at: Instant,
-    ) -> Option<Duration> {
-        Some(value.remaining_after_use(self.clock.now_ms()))
-    }
-
-    fn expire_after_read(
-        &self,
-        _key: &SessionId,
-        value: &Arc<Session>,
-        _read_at: Instant,
-        _current: Option<Duration>,
-        _last_modified_at: Instant,
-    ) -> Option<Duration> {
-        Some(value.remaining_after_use(self.clock.now_ms()))
-    }
-
-    fn expire_after_update(
-        &self,
-        _key: &SessionId,
-        value: &Arc<Session>,
-        _updated_at: Instant,
-        _current: Option<Duration>,
-    ) -> Option<Duration> {
-        Some(value.remaining_after_use(self.clock.now_ms()))
-    }
-}
-
-/// All sessions of this gateway process.
-#[derive(Clone)]
-pub struct SessionStore {
-    cache: Cache<SessionId, Arc<Session>>,
-    clock: SharedClock,
-}
-
-impl SessionStore {
-    /// A store holding at most `max_sessions`, least recently used evicted first, keeping
-    /// time by `clock`.
-    pub fn new(max_sessions: u64, clock: SharedClock) -> Self {
-        let cache = Cache::builder()
-            .max_capacity(max_sessions)
-            .eviction_policy(moka::policy::EvictionPolicy::lru())
-            .expire_after(SessionExpiry {
-                clock: clock.clone(),
-            })
-            .eviction_listener(|_id, session: Arc<Session>, cause| {
-                let reason = match cause {
-                    RemovalCause::Expired => "expired",
-                    RemovalCause::Size => "evicted_capacity",
-                    RemovalCause::Explicit | RemovalCause::Replaced => return,
-                };
-                let user = &session.identity;
-                tracing::info!(
-                    target: "audit",
-                    event = "session_end",
-                    reason,
-                    user = %user.display(),
-                    subject = %crate::idp::loggable(&user.subject),
-                    app = %session.app,
-                    idp = %user.idp,
-                    "session ended"
-                );
-            })
-            .build();
-        Self { cache, clock }
-    }
-
-    /// The clock sessions are reckoned by.
-    pub fn clock(&self) -> &SharedClock {
-        &self.clock
-    }
-
-    /// Stores a new session and returns its id.
-    pub async fn create(&self, session: Session) -> Option<SessionId> {
-        let id = SessionId::random()?;
-        self.cache.insert(id, Arc::new(session)).await;
-        Some(id)
-    }
-
-    /// Stores a session under an id chosen by the caller.
-    pub async fn insert(&self, id: SessionId, session: Arc<Session>) {
-        self.cache.insert(id, session).await;
-    }
-
-    /// The live session with this id, if any.
-    pub async fn get(&self, id: &SessionId) -> Option<Arc<Session>> {
-        self.cache.get(id).await
-    }
-
-    /// Ends a session (logout, or expiry noticed on use).
-    pub async fn remove(&self, id: &SessionId) -> Option<Arc<Session>> {
-        self.cache.remove(id).await
-    }
-
-    /// Ends every session of these sign-in families (one logout ends all the sessions a sign-in
-    /// created); returns them.
-    pub async fn remove_families(&self, families: &[SignInFamily]) -> Vec<Arc<Session>> {
-        if families.is_empty() {
-            return Vec::new();
-        }
-        self.remove_matching(|s| families.contains(&s.family)).await
-    }
-
-    /// Removes every session `matches` selects (an IdP-initiated logout); returns them.
-    /// Walks the whole store: logouts are rare, and no second index has to stay in step.
-    pub async fn remove_matching(&self, matches: impl Fn(&Session) -> bool) -> Vec<Arc<Session>> {
-        let ids: Vec<SessionId> = self
-            .cache
-            .iter()
-            .filter(|(_, s)| matches(s))
-            .map(|(id, _)| *id)
-            .collect();
-        let mut removed = Vec::new();
-        for id in ids {
-            if let Some(s) = self.cache.remove(&id).await {
-                removed.push(s);
-            }
-        }
-        removed
-    }
-
-    /// Sessions held (approximate until pending maintenance runs).
-    pub fn len(&self) -> u64 {
-        self.cache.entry_count()
-    }
-
-    /// Holds none.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Runs pending evictions now (tests and metrics).
-    pub async fn run_maintenance(&self) {
-        self.cache.run_pending_tasks().await;
-    }
+/// A session for store tests: subject `s` at IdP `corp`, app `app` on `app.example`.
+#[cfg(test)]
+pub(crate) fn test_session(now_ms: u64, idle_ms: u64, absolute_ms: u64) -> Session {
+    Session::new(
+        Identity {
+            subject: "s".into(),
+            idp: "corp".into(),
+            ..Identity::default()
+        },
+        LogoutHint::None,
+        "app",
+        "app.example",
+        SignInFamily::random().unwrap_or(SignInFamily([0; 16])),
+        (
+            Duration::from_millis(idle_ms),
+            Duration::from_millis(absolute_ms),
+        ),
+        now_ms,
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::Clock;
 
     const T0: u64 = 1_800_000_000_000;
 
@@ -514,30 +489,5 @@ mod tests {
         assert_ne!(s1, of("alice", Some("sid-2"), Some(1_000)));
         // Nothing to go by: every sign-in is its own family.
         assert_ne!(of("alice", None, None), of("alice", None, None));
-    }
-
-    #[tokio::test]
-    async fn store_expires_idle_sessions_by_its_clock_and_caps_the_count() {
-        let clock = crate::clock::ManualClock::new(T0);
-        let store = SessionStore::new(1000, clock.clone());
-        let id = store.create(session(50_000, 600_000)).await.unwrap();
-        let limits = (Duration::from_secs(60), Duration::from_secs(600));
-        let found = store.get(&id).await.unwrap();
-        assert_eq!(found.touch(clock.now_ms(), limits.0, limits.1), Ok(()));
-        clock.advance(Duration::from_secs(51));
-        // Still held (the grace lets the next use tell why it ended), no longer valid.
-        let found = store.get(&id).await.unwrap();
-        assert_eq!(
-            found.touch(clock.now_ms(), limits.0, limits.1),
-            Err(NotValid::Ended(Expired::Idle)),
-            "idle session must expire"
-        );
-
-        let store = SessionStore::new(10, crate::clock::system());
-        for _ in 0..50 {
-            store.create(session(60_000, 60_000)).await.unwrap();
-        }
-        store.run_maintenance().await;
-        assert!(store.len() <= 10, "held {}", store.len());
     }
 }

@@ -2,12 +2,13 @@
 
 use crate::clock::{millis, SharedClock};
 use crate::secret::Secret;
-use moka::future::Cache;
+use crate::session::store::{OneTimeStore, StoreError};
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;
 
 /// One started login, waiting for the IdP to send the browser back.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct PendingLogin {
     /// IdP name.
     pub idp: String,
@@ -25,7 +26,7 @@ pub struct PendingLogin {
 }
 
 /// A step-up: the signed-in user must authenticate again, as strongly as a require rule says.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StepUp {
     /// The require rule asking for it.
     pub rule: String,
@@ -42,7 +43,7 @@ pub struct StepUp {
 }
 
 /// Protocol-specific parts of a pending login.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub enum PendingFlow {
     /// OpenID Connect.
     Oidc {
@@ -60,38 +61,55 @@ pub enum PendingFlow {
     },
 }
 
-/// Pending logins, forgotten after the login timeout.
+/// Pending logins, forgotten after the login timeout: one-time records in the store, so the
+/// IdP may send the browser back to any node.
 #[derive(Clone)]
 pub struct PendingLogins {
-    /// Each login with when it started (Unix milliseconds of `clock`).
-    cache: Cache<String, (u64, Arc<PendingLogin>)>,
+    store: Arc<dyn OneTimeStore>,
     ttl: Duration,
     clock: SharedClock,
 }
 
+/// A pending login as stored: when it started (Unix milliseconds of the clock) and itself.
+#[derive(Serialize, Deserialize)]
+struct Stored<T> {
+    started_ms: u64,
+    login: T,
+}
+
 impl PendingLogins {
-    /// A store whose entries live `ttl` on `clock` and number at most `max`.
-    pub fn new(ttl: Duration, max: u64, clock: SharedClock) -> Self {
-        Self {
-            cache: Cache::builder().time_to_live(ttl).max_capacity(max).build(),
-            ttl,
-            clock,
-        }
+    /// Logins kept in `store` for `ttl`, on `clock`.
+    pub fn new(store: Arc<dyn OneTimeStore>, ttl: Duration, clock: SharedClock) -> Self {
+        Self { store, ttl, clock }
+    }
+
+    fn key(state: &str) -> String {
+        format!("login\0{state}")
     }
 
     /// Remembers a login under its state.
-    pub async fn insert(&self, state: String, login: PendingLogin) {
-        self.cache
-            .insert(state, (self.clock.now_ms(), Arc::new(login)))
-            .await;
+    pub async fn insert(&self, state: &str, login: &PendingLogin) -> Result<(), StoreError> {
+        let record = Stored {
+            started_ms: self.clock.now_ms(),
+            login,
+        };
+        let bytes = serde_json::to_vec(&record)
+            .map_err(|_| StoreError::Unavailable("cannot encode a pending login".into()))?;
+        self.store.put(&Self::key(state), bytes, self.ttl).await
     }
 
-    /// Takes the login for this state: a second call with the same state finds nothing.
-    pub async fn take(&self, state: &str) -> Option<Arc<PendingLogin>> {
-        // `remove` may hand back an entry that expired but was not evicted yet.
-        let (started_ms, login) = self.cache.remove(state).await?;
-        let age = self.clock.now_ms().saturating_sub(started_ms);
-        (age < millis(self.ttl)).then_some(login)
+    /// Takes the login for this state: a second call with the same state, on any node, finds
+    /// nothing.
+    pub async fn take(&self, state: &str) -> Result<Option<Arc<PendingLogin>>, StoreError> {
+        let Some(bytes) = self.store.take(&Self::key(state)).await? else {
+            return Ok(None);
+        };
+        let Ok(record) = serde_json::from_slice::<Stored<PendingLogin>>(&bytes) else {
+            tracing::warn!("unreadable pending login dropped");
+            return Ok(None);
+        };
+        let age = self.clock.now_ms().saturating_sub(record.started_ms);
+        Ok((age < millis(self.ttl)).then(|| Arc::new(record.login)))
     }
 }
 
@@ -117,20 +135,29 @@ mod tests {
     #[tokio::test]
     async fn state_is_one_time_and_expires() {
         let clock = crate::clock::ManualClock::new(1_800_000_000_000);
-        let store = PendingLogins::new(Duration::from_secs(300), 100, clock.clone());
-        store.insert("s1".into(), login()).await;
-        assert!(store.take("s1").await.is_some());
+        let memory = Arc::new(crate::session::store::memory::MemoryStore::new(
+            10,
+            100,
+            clock.clone(),
+        ));
+        let store = PendingLogins::new(memory, Duration::from_secs(300), clock.clone());
+        store.insert("s1", &login()).await.unwrap();
+        let back = store.take("s1").await.unwrap().unwrap();
+        assert_eq!(back.return_to, "/");
         assert!(
-            store.take("s1").await.is_none(),
+            store.take("s1").await.unwrap().is_none(),
             "reused state must be refused"
         );
-        store.insert("s2".into(), login()).await;
-        store.insert("s3".into(), login()).await;
+        store.insert("s2", &login()).await.unwrap();
+        store.insert("s3", &login()).await.unwrap();
         clock.advance(Duration::from_secs(299));
-        assert!(store.take("s3").await.is_some(), "a login within its time");
+        assert!(
+            store.take("s3").await.unwrap().is_some(),
+            "a login within its time"
+        );
         clock.advance(Duration::from_secs(1));
         assert!(
-            store.take("s2").await.is_none(),
+            store.take("s2").await.unwrap().is_none(),
             "expired login must be gone"
         );
     }

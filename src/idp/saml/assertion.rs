@@ -113,7 +113,7 @@ pub fn check(
 }
 
 /// The NameID, its format and the session index, kept for single logout.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SamlSubject {
     /// NameID value.
     pub name_id: String,

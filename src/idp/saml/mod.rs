@@ -17,14 +17,13 @@ use crate::config::{MetadataSource, SamlIdpConfig};
 use crate::idp::http::IdpHttpClient;
 use crate::idp::Identity;
 use crate::session::pending::StepUp;
+use crate::session::store::{OneTimeStore, ReplayCache, StoreError, Stores};
 use arc_swap::ArcSwapOption;
 use assertion::{AssertionError, SamlSubject};
 use base64::Engine;
 use chrono::Utc;
 use guard::{GuardError, Root};
 use metadata::{IdpMetadata, MetadataError};
-use moka::future::Cache;
-use moka::Expiry;
 use openssl::pkey::{PKey, Private};
 use redirect::RedirectError;
 use samael::crypto::AllowedSignatureAlgorithm;
@@ -40,7 +39,7 @@ use samael::schema::{
 use samael::service_provider::ServiceProvider;
 use samael::traits::ToXml;
 use std::sync::{Arc, LazyLock, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use thiserror::Error;
 use tokio::sync::Semaphore;
 
@@ -58,10 +57,6 @@ const PROTOCOL_NS: &str = "urn:oasis:names:tc:SAML:2.0:protocol";
 const VERIFY_QUEUE_WAIT: Duration = Duration::from_secs(5);
 /// How long an incoming logout message stays acceptable after it was issued.
 const MESSAGE_MAX_AGE: Duration = Duration::from_secs(300);
-/// Assertion IDs remembered at most (beyond that the oldest go; see the README).
-const REPLAY_CACHE_ENTRIES: u64 = 1_000_000;
-/// Outstanding LogoutRequests remembered at most.
-const SENT_LOGOUTS: u64 = 100_000;
 
 /// Signature algorithms accepted by xmlsec (the guard checks the same list first).
 const STRONG_ALGORITHMS: &[AllowedSignatureAlgorithm] = &[
@@ -131,6 +126,9 @@ pub enum SamlError {
     /// The assertion was used before.
     #[error("assertion `{0}` was already used (replay)")]
     Replay(String),
+    /// The replay cache or one-time store could not answer: refused, never let through.
+    #[error(transparent)]
+    Store(#[from] StoreError),
     /// The verification pool stayed full.
     #[error("too many SAML verifications in progress")]
     Busy,
@@ -202,6 +200,18 @@ pub enum LogoutResponseError {
     Status(String),
 }
 
+/// A LogoutResponse whose signature, issuer and destination held: which request it answers
+/// and what it says.
+struct LogoutAnswer {
+    in_response_to: Option<String>,
+    status: Result<(), LogoutResponseError>,
+}
+
+/// The one-time record of a LogoutRequest sent.
+fn sent_logout_key(id: &str) -> String {
+    format!("saml-logout-sent\0{id}")
+}
+
 /// Metadata load state, for readiness and logs.
 #[derive(Debug, Clone)]
 pub struct MetadataStatus {
@@ -211,14 +221,6 @@ pub struct MetadataStatus {
     pub last_error: Option<String>,
 }
 
-struct ReplayExpiry;
-
-impl Expiry<String, Duration> for ReplayExpiry {
-    fn expire_after_create(&self, _: &String, ttl: &Duration, _: Instant) -> Option<Duration> {
-        Some(*ttl)
-    }
-}
-
 /// One SAML IdP, as this SP sees it.
 pub struct SamlProvider {
     name: String,
@@ -226,9 +228,11 @@ pub struct SamlProvider {
     http: IdpHttpClient,
     metadata: ArcSwapOption<IdpMetadata>,
     last_error: Mutex<Option<String>>,
-    replay: Cache<String, Duration>,
-    /// IDs of the LogoutRequests sent, so each LogoutResponse must answer one of ours, once.
-    sent_logouts: moka::sync::Cache<String, ()>,
+    /// Assertion ids already used (shared by every node with a shared store).
+    replay: Arc<dyn ReplayCache>,
+    /// IDs of the LogoutRequests sent, so each LogoutResponse must answer one of ours, once
+    /// (on whichever node it arrives).
+    sent_logouts: Arc<dyn OneTimeStore>,
     /// Whether the IdP answers (watched in the background).
     pub health: crate::idp::health::Reachability,
     sp_key: Option<PKey<Private>>,
@@ -248,6 +252,7 @@ impl SamlProvider {
         config: SamlIdpConfig,
         http: IdpHttpClient,
         clock: crate::clock::SharedClock,
+        stores: &Stores,
     ) -> Result<Self, SamlError> {
         let sp_key = config
             .sp_key
@@ -267,14 +272,8 @@ impl SamlProvider {
             http,
             metadata: ArcSwapOption::empty(),
             last_error: Mutex::new(None),
-            replay: Cache::builder()
-                .max_capacity(REPLAY_CACHE_ENTRIES)
-                .expire_after(ReplayExpiry)
-                .build(),
-            sent_logouts: moka::sync::Cache::builder()
-                .max_capacity(SENT_LOGOUTS)
-                .time_to_live(MESSAGE_MAX_AGE * 2)
-                .build(),
+            replay: stores.replay.clone(),
+            sent_logouts: stores.one_time.clone(),
             health: crate::idp::health::Reachability::default(),
             sp_key,
             sp_cert_der,
@@ -627,9 +626,8 @@ impl SamlProvider {
                 assertion.issuer.value.clone().unwrap_or_default(),
             ));
         }
-        let key = format!("{}\u{0}{}", md.entity_id, assertion.id);
-        let entry = self.replay.entry(key).or_insert(ttl).await;
-        if !entry.is_fresh() {
+        let key = format!("saml-assertion\u{0}{}\u{0}{}", md.entity_id, assertion.id);
+        if !self.replay.first_use(&key, ttl).await? {
             return Err(SamlError::Replay(assertion.id.clone()));
         }
         let (identity, mut subject) = assertion::identity(&assertion, &self.name, &self.config);
@@ -652,7 +650,7 @@ impl SamlProvider {
 
     /// SP-initiated single logout: the IdP's SLO URL with a LogoutRequest for this subject,
     /// or `None` when the IdP offers no single logout.
-    pub fn logout_url(&self, sp: &SpEndpoints, subject: &SamlSubject) -> Option<String> {
+    pub async fn logout_url(&self, sp: &SpEndpoints, subject: &SamlSubject) -> Option<String> {
         let md = self.metadata.load_full()?;
         let slo = md.slo_url.clone()?;
         // Written here: samael 0.0.22 puts SessionIndex before NameID, which the schema (and
@@ -661,7 +659,15 @@ impl SamlProvider {
         let xml = logout_request_xml(&id, &slo, &sp.entity_id, subject, self.now());
         match redirect::encode(&slo, "SAMLRequest", &xml, None, self.signing_key()) {
             Ok(url) => {
-                self.sent_logouts.insert(id, ());
+                let ttl = MESSAGE_MAX_AGE * 2;
+                if let Err(e) = self
+                    .sent_logouts
+                    .put(&sent_logout_key(&id), Vec::new(), ttl)
+                    .await
+                {
+                    // The user is signed out here anyway; the IdP's answer will not be matched.
+                    tracing::warn!(idp = %self.name, error = %e, "cannot record the LogoutRequest sent");
+                }
                 Some(url)
             }
             Err(e) => {
@@ -685,7 +691,7 @@ impl SamlProvider {
     /// Checks the IdP's answer to our LogoutRequest (HTTP-Redirect, signature required):
     /// signed by the IdP, answering a LogoutRequest this gateway sent (once), issued by the
     /// IdP, sent to this SLO endpoint, with status Success.
-    pub fn verify_logout_response(
+    pub async fn verify_logout_response(
         &self,
         raw_query: &str,
         sp: &SpEndpoints,
@@ -693,7 +699,25 @@ impl SamlProvider {
         let md = self.metadata.load_full().ok_or(SamlError::NotReady)?;
         let received = redirect::verify(raw_query, "SAMLResponse", &md.signing_certs)
             .map_err(SamlError::from)?;
-        self.check_logout_response(&received.xml, &md, sp)
+        let answer = self.check_logout_response(&received.xml, &md, sp)?;
+        self.answered(answer).await
+    }
+
+    /// A checked LogoutResponse counts only if it answers a LogoutRequest sent (by any node)
+    /// and not answered before.
+    async fn answered(&self, answer: LogoutAnswer) -> Result<(), LogoutResponseError> {
+        let sent = match &answer.in_response_to {
+            Some(id) => self
+                .sent_logouts
+                .take(&sent_logout_key(id))
+                .await
+                .map_err(SamlError::Store)?,
+            None => None,
+        };
+        if sent.is_none() {
+            return Err(LogoutResponseError::UnknownRequest);
+        }
+        answer.status
     }
 
     /// [`Self::verify_logout_response`] for the HTTP-POST binding (an enveloped signature).
@@ -717,7 +741,8 @@ impl SamlProvider {
             return Err(SamlError::Logout("LogoutResponse is not signed".into()).into());
         }
         let signed_xml = self.reduce_to_signed(xml, md.signing_certs.clone()).await?;
-        self.check_logout_response(&signed_xml, &md, sp)
+        let answer = self.check_logout_response(&signed_xml, &md, sp)?;
+        self.answered(answer).await
     }
 
     fn check_logout_response(
@@ -725,7 +750,7 @@ impl SamlProvider {
         xml: &str,
         md: &IdpMetadata,
         sp: &SpEndpoints,
-    ) -> Result<(), LogoutResponseError> {
+    ) -> Result<LogoutAnswer, LogoutResponseError> {
         let xml = guard::prepare(xml).map_err(SamlError::from)?;
         let facts = guard::check_message(xml, Root::LogoutResponse).map_err(SamlError::from)?;
         let response = xml
@@ -742,17 +767,13 @@ impl SamlProvider {
         {
             return Err(SamlError::Logout("destination is not this SLO endpoint".into()).into());
         }
-        let answered = response
-            .in_response_to
-            .as_deref()
-            .and_then(|id| self.sent_logouts.remove(id));
-        if answered.is_none() {
-            return Err(LogoutResponseError::UnknownRequest);
-        }
-        match facts.status.first().map(String::as_str) {
-            Some(STATUS_SUCCESS) => Ok(()),
-            _ => Err(LogoutResponseError::Status(facts.status.join(" / "))),
-        }
+        Ok(LogoutAnswer {
+            in_response_to: response.in_response_to.clone(),
+            status: match facts.status.first().map(String::as_str) {
+                Some(STATUS_SUCCESS) => Ok(()),
+                _ => Err(LogoutResponseError::Status(facts.status.join(" / "))),
+            },
+        })
     }
 
     /// Verifies enveloped signatures with the IdP's keys on the bounded pool and returns the
