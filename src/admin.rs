@@ -89,11 +89,13 @@ impl AdminApp {
         }
         // Like an IdP, a store that stops answering does not make the node unready: every
         // node shares it, and public routes keep serving; sign-in answers 503 meanwhile.
+        let probed = gateway.auth.sessions.probe().await;
         let store = gateway.auth.sessions.describe();
+        let reachable = probed.is_ok();
         lines.push(format!(
             "session store ({}): {}; {}",
             store.kind,
-            if store.reachable {
+            if reachable {
                 "reachable"
             } else {
                 "unreachable (sign-in unavailable)"

@@ -76,6 +76,25 @@ impl Browser {
         }
     }
 
+    /// The same browser profile (its cookies) reaching `hosts` at another address: another
+    /// gateway node, say.
+    pub fn via(&self, gateway: SocketAddr, hosts: &[&str]) -> Self {
+        let ca = std::fs::read(super::dev_cert("ca.crt")).unwrap();
+        let mut builder = reqwest::Client::builder()
+            .no_proxy()
+            .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+            .redirect(reqwest::redirect::Policy::none())
+            .cookie_provider(self.jar.clone())
+            .timeout(Duration::from_secs(30));
+        for host in hosts {
+            builder = builder.resolve(host, gateway);
+        }
+        Self {
+            client: builder.build().unwrap(),
+            jar: self.jar.clone(),
+        }
+    }
+
     /// One GET as a page navigation, no redirect followed.
     pub async fn get(&self, url: &str) -> reqwest::Response {
         self.get_with(url, NAVIGATION).await

@@ -13,6 +13,7 @@
 
 pub mod browser;
 pub mod form_app;
+pub mod ha;
 pub mod idp;
 pub mod node;
 pub mod saml_idp;

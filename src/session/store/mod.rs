@@ -72,6 +72,11 @@ pub trait SessionStore: Send + Sync {
 
     /// A line for `/readyz`.
     fn describe(&self) -> StoreStatus;
+
+    /// Asks the store whether it answers now (`/readyz`).
+    async fn probe(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// Records used once: the second `take` of a key finds nothing.

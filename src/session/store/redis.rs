@@ -584,7 +584,10 @@ impl RedisStore {
         self.l1_off();
         self.l1_live.store(true, Ordering::Release);
         tracing::info!("session store invalidation subscription up: L1 on");
-        let mut ping = tokio::time::interval(SUBSCRIPTION_PING);
+        let mut ping = tokio::time::interval_at(
+            tokio::time::Instant::now() + SUBSCRIPTION_PING,
+            SUBSCRIPTION_PING,
+        );
         loop {
             tokio::select! {
                 message = stream.next() => {
@@ -599,7 +602,8 @@ impl RedisStore {
                     }
                 }
                 _ = ping.tick() => {
-                    let answered: Result<String, StoreError> =
+                    // Subscribed, PING answers `["pong", ""]`: any answer will do.
+                    let answered: Result<redis::Value, StoreError> =
                         within(SUBSCRIPTION_PING * 2, async { sink.ping().await.map_err(unavailable) }).await;
                     if answered.is_err() {
                         return Ok(());
@@ -790,6 +794,14 @@ impl SessionStore for RedisStore {
         if let Some(l1) = &self.l1 {
             l1.run_pending_tasks();
         }
+    }
+
+    async fn probe(&self) -> Result<(), StoreError> {
+        let _: String = self
+            .link
+            .run(|mut c| async move { redis::cmd("PING").query_async(&mut c).await })
+            .await?;
+        Ok(())
     }
 
     fn describe(&self) -> StoreStatus {
