@@ -20,6 +20,7 @@ use tokio::signal::unix::{signal, SignalKind};
 #[derive(Debug, Default)]
 pub struct Lifecycle {
     draining: AtomicBool,
+    closing: AtomicBool,
 }
 
 impl Lifecycle {
@@ -36,6 +37,17 @@ impl Lifecycle {
     /// Is the gateway draining (answering, but not ready for new traffic)?
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Acquire)
+    }
+
+    /// The listeners have closed (a stop, or the sockets handed to a new process): every
+    /// connection still here closes after its response.
+    pub fn start_closing(&self) {
+        self.closing.store(true, Ordering::Release);
+    }
+
+    /// Should responses close their connections (draining, or the listeners closed)?
+    pub fn closes_connections(&self) -> bool {
+        self.is_draining() || self.closing.load(Ordering::Acquire)
     }
 }
 

@@ -197,7 +197,7 @@ pub fn assemble(
     }
     let mut proxy = Service::new(
         "portcullis".to_string(),
-        HeadDeadline::new(app, cfg.request_head_timeout),
+        HeadDeadline::new(app, cfg.request_head_timeout, lifecycle.clone()),
     );
     if let Some(addr) = cfg.http {
         proxy.add_tcp(&addr.to_string());

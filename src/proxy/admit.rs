@@ -44,7 +44,7 @@ pub fn admit(
     let forwarding = gateway.hygiene.apply(req, ConnectionFacts { peer, tls });
     // Pingora reads only the first `Connection` header when deciding keep-alive; a draining
     // gateway asks every client to reconnect (to another node).
-    if forwarding.close_requested || lifecycle.is_draining() {
+    if forwarding.close_requested || lifecycle.closes_connections() {
         session.set_keepalive(None);
     }
     let req = session.req_header_mut();

@@ -8,6 +8,7 @@
 //! proxy marks the head as arrived in its first phase; a head still incomplete at the deadline
 //! closes the connection.
 
+use crate::lifecycle::Lifecycle;
 use async_trait::async_trait;
 use pingora::apps::{HttpServerApp, HttpServerOptions, ReusedHttpStream};
 use pingora::protocols::http::ServerSession;
@@ -30,15 +31,51 @@ pub fn mark_head_arrived() {
 pub struct HeadDeadline<A> {
     app: Arc<A>,
     limit: Duration,
+    lifecycle: Arc<Lifecycle>,
+    late_shutdown: std::sync::OnceLock<ShutdownWatch>,
 }
 
+/// How long after the listeners close the connections still here hear of it. Pingora drops a
+/// connection whose request it has not read when it hears of the shutdown; one accepted an
+/// instant before the listeners closed (its request still on the wire — in an upgrade, while
+/// both processes accept on the shared socket) would fail. Idle kept-alive connections go
+/// this much later instead, well inside the shutdown timeout.
+const SHUTDOWN_NOTICE_DELAY: Duration = Duration::from_millis(500);
+
 impl<A> HeadDeadline<A> {
-    /// Wraps `app`.
-    pub fn new(app: A, limit: Duration) -> Self {
+    /// Wraps `app`; `lifecycle` learns when the listeners have closed.
+    pub fn new(app: A, limit: Duration, lifecycle: Arc<Lifecycle>) -> Self {
         Self {
             app: Arc::new(app),
             limit,
+            lifecycle,
+            late_shutdown: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The shutdown watch the proxy is given: true [`SHUTDOWN_NOTICE_DELAY`] after Pingora's,
+    /// which at once makes every response close its connection.
+    fn late(&self, real: &ShutdownWatch) -> ShutdownWatch {
+        self.late_shutdown
+            .get_or_init(|| {
+                let (tx, rx) = tokio::sync::watch::channel(*real.borrow());
+                let mut real = real.clone();
+                let lifecycle = self.lifecycle.clone();
+                tokio::spawn(async move {
+                    while !*real.borrow() {
+                        if real.changed().await.is_err() {
+                            break;
+                        }
+                    }
+                    lifecycle.start_closing();
+                    tokio::time::sleep(SHUTDOWN_NOTICE_DELAY).await;
+                    let _ = tx.send(true);
+                    // Kept alive so the receivers never see the channel closed early.
+                    std::future::pending::<()>().await;
+                });
+                rx
+            })
+            .clone()
     }
 }
 
@@ -53,9 +90,10 @@ where
         shutdown: &ShutdownWatch,
     ) -> Option<ReusedHttpStream> {
         let arrived = Arc::new(AtomicBool::new(false));
+        let shutdown = self.late(shutdown);
         let work = HEAD_ARRIVED.scope(
             arrived.clone(),
-            self.app.process_new_http(session, shutdown),
+            self.app.process_new_http(session, &shutdown),
         );
         tokio::pin!(work);
         tokio::select! {
@@ -85,6 +123,10 @@ where
     }
 
     async fn http_cleanup(&self) {
+        // Pingora calls this as the listeners close, and the proxy then drops every connection
+        // whose request it has not read yet: give those accepted last their moment first.
+        self.lifecycle.start_closing();
+        tokio::time::sleep(SHUTDOWN_NOTICE_DELAY).await;
         self.app.http_cleanup().await;
     }
 }

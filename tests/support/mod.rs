@@ -676,6 +676,62 @@ impl RunningGateway {
         self.wait_for_log(&marker).await
     }
 
+    /// The gateway's configuration file.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("portcullis.toml")
+    }
+
+    fn spawn(&self, upgrade: bool, log_path: &Path) -> Child {
+        let log = std::fs::File::create(log_path).unwrap();
+        let mut command = Command::new(gateway_binary());
+        command.args(["run", "-c"]).arg(self.config_path());
+        if upgrade {
+            command.arg("--upgrade");
+        }
+        command
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap()
+    }
+
+    /// A systemd-style restart: SIGTERM, wait for the exit, start again on the same
+    /// configuration (logging to a new file), wait until ready.
+    pub async fn restart(&mut self) {
+        self.signal("TERM");
+        assert!(
+            self.wait_exit(Duration::from_secs(15)).is_some(),
+            "gateway did not stop for the restart; log:\n{}",
+            self.logs()
+        );
+        self.restart_stopped().await;
+    }
+
+    /// Starts the gateway again after it stopped (logging to a new file); waits until ready.
+    pub async fn restart_stopped(&mut self) {
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let generation = self.dir.path().join(format!("gateway-{stamp}.log"));
+        self.log_path = generation;
+        self.child = Some(self.spawn(false, &self.log_path));
+        self.wait_ready(false).await;
+    }
+
+    /// A zero-downtime upgrade's first half: starts a new process with `run --upgrade` on the
+    /// same configuration, which becomes this gateway (its log is [`RunningGateway::logs`]
+    /// from now on). The old process is returned, still serving, to be sent SIGQUIT.
+    pub fn begin_upgrade(&mut self) -> OldProcess {
+        let old = OldProcess {
+            child: self.child.take(),
+            log_path: self.log_path.clone(),
+        };
+        self.log_path = self.dir.path().join("gateway-upgraded.log");
+        self.child = Some(self.spawn(true, &self.log_path));
+        old
+    }
+
     /// Process id, to send signals.
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map_or(0, Child::id)
@@ -741,6 +797,71 @@ impl RunningGateway {
             builder = builder.resolve(host, self.http);
         }
         builder.build().unwrap()
+    }
+}
+
+/// The process a zero-downtime upgrade replaces; killed when dropped.
+pub struct OldProcess {
+    child: Option<Child>,
+    pub log_path: PathBuf,
+}
+
+impl OldProcess {
+    /// Sends a signal by name (`QUIT` hands the sockets over).
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.as_ref().map_or(0, Child::id);
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(pid.to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits up to `limit` for the exit.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        let child = self.child.as_mut()?;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits up to `limit` for the exit without blocking the test's runtime.
+    pub async fn exited(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let child = self.child.as_mut()?;
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// What it logged.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+}
+
+impl Drop for OldProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
