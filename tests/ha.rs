@@ -207,8 +207,8 @@ async fn three_nodes_share_sessions_through_redis_and_survive_failures() {
             Some(200)
         );
     }
-    for i in 1..3 {
-        let ready = reqwest::get(format!("http://{}/readyz", nodes[i].admin))
+    for (i, other) in nodes.iter().enumerate().skip(1) {
+        let ready = reqwest::get(format!("http://{}/readyz", other.admin))
             .await
             .unwrap()
             .text()
@@ -218,7 +218,7 @@ async fn three_nodes_share_sessions_through_redis_and_survive_failures() {
             ready.contains("L1 on, 1 sessions cached"),
             "node {} caches the session: {ready}\n{}",
             i + 1,
-            nodes[i].logs()
+            other.logs()
         );
     }
     let logout = api_client(node(0))

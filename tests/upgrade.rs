@@ -64,10 +64,7 @@ async fn fetch(client: &reqwest::Client, url: &str, cookie: &str) -> Option<(u16
     let response = match client.get(url).header("cookie", cookie).send().await {
         Ok(r) => r,
         Err(e) => {
-            eprintln!(
-                "request failed at {:?}: {e:?}",
-                std::time::SystemTime::now()
-            );
+            eprintln!("request failed: {e:?}");
             return None;
         }
     };

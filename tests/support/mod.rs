@@ -710,9 +710,8 @@ impl RunningGateway {
 
     /// Starts the gateway again after it stopped (logging to a new file); waits until ready.
     pub async fn restart_stopped(&mut self) {
-        let stamp = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
+        static STARTS: AtomicUsize = AtomicUsize::new(0);
+        let stamp = STARTS.fetch_add(1, Ordering::Relaxed);
         let generation = self.dir.path().join(format!("gateway-{stamp}.log"));
         self.log_path = generation;
         self.child = Some(self.spawn(false, &self.log_path));
