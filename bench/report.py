@@ -5,7 +5,7 @@
       Reads one oha JSON result; prints `p50_ms<TAB>p99_ms<TAB>responses`, or exits 1 naming
       what was not a 200.
   report.py report WORK CLK_TCK SMOKE CONNECTIONS DURATION RATE
-      Reads WORK/{raw,latency,logins,scale}.tsv and writes bench/results.md (not in smoke
+      Reads WORK/{raw,latency,logins,scale,redis}.tsv and writes bench/results.md (not in smoke
       mode), with bench/optimisations.md appended; prints a short summary.
 """
 import datetime
@@ -188,6 +188,54 @@ def report(work, clk_tck, smoke, connections, duration, rate):
                          "token is kept, as a real login's is, in the browser's sealed cookie "
                          "(bench/session_scale.rs). Targets: <= 1,024 bytes per session at 1M, no CPU "
                          "growth from 100k to 1M.\n")
+
+    # Redis: `cpu round variant requests ticks redis_ticks`, `login round kind count cpu_us wall`,
+    # `memory sessions bytes_per_session keys load_seconds`.
+    redis_cpu, redis_logins, redis_memory = defaultdict(dict), [], None
+    for row in rows(f"{work}/redis.tsv"):
+        if row[0] == "cpu":
+            _, rnd, variant, requests, ticks, redis_ticks = row
+            n = max(int(requests), 1)
+            redis_cpu[int(rnd)][variant] = (int(ticks) * 1e6 / clk_tck / n, int(redis_ticks) * 1e6 / clk_tck / n, n)
+        elif row[0] == "login":
+            redis_logins.append((float(row[4]), float(row[5])))
+        elif row[0] == "memory":
+            redis_memory = (int(row[1]), int(row[2]), int(row[3]), row[4])
+    if redis_cpu:
+        names = {"memory": "memory store", "l1": "Redis, L1 on (5 s)", "nol1": "Redis, L1 off"}
+        lines.append("## Sessions in Redis, beside the memory store (same gateway, same signed-in request)\n")
+        lines.append("| store | CPU µs/request, gateway (median) | Redis' own CPU µs/request | req/s |")
+        lines.append("|---|---:|---:|---:|")
+        for v in ("memory", "l1", "nol1"):
+            gw = [r[v][0] for r in redis_cpu.values() if v in r]
+            rd = [r[v][1] for r in redis_cpu.values() if v in r]
+            reqs = [r[v][2] / float(duration) for r in redis_cpu.values() if v in r]
+            lines.append(f"| {names[v]} | {med(gw):.1f} | {med(rd):.1f} | {med(reqs):,.0f} |")
+        lines.append("\n| round | Redis L1 / memory | Redis no L1 / memory |")
+        lines.append("|---:|---:|---:|")
+        l1_ratios, nol1_ratios = [], []
+        for rnd in sorted(redis_cpu):
+            r = redis_cpu[rnd]
+            a, b = r["l1"][0] / r["memory"][0], r["nol1"][0] / r["memory"][0]
+            l1_ratios.append(a)
+            nol1_ratios.append(b)
+            lines.append(f"| {rnd} | {a:.2f} | {b:.2f} |")
+        summary.append(f"Redis store, L1 hits: {med(l1_ratios):.2f}x the memory store's CPU per request "
+                       f"(rounds {spread(l1_ratios)}; target <= 1.15); L1 off: {med(nol1_ratios):.2f}x "
+                       f"(rounds {spread(nol1_ratios)})")
+        lines.append(f"\n{summary[-1]}. Gateway CPU only in the ratios; Redis' own CPU is the second column.\n")
+    if redis_logins:
+        cpu = [c for c, _ in redis_logins]
+        lines.append(f"OIDC logins with the Redis store: {med(cpu):.0f} CPU µs per login in the gateway "
+                     f"({1e6 / med(cpu):,.0f}/s per core; rounds {', '.join(f'{c:.0f}' for c in cpu)}).\n")
+        summary.append(f"OIDC logins with Redis: {1e6 / med(cpu):,.0f}/s per core")
+    if redis_memory:
+        size, per, keys, took = redis_memory
+        lines.append(f"Redis memory per session at {size:,} sessions: {per:,} bytes (Redis' `used_memory` "
+                     f"added by loading them through `Auth::sign_in`, divided by their number; {keys:,} keys: "
+                     f"one hash per session plus the sign-in and user index sets; loaded in {took} s). "
+                     "Target: <= 1,024 bytes at 1M.\n")
+        summary.append(f"Redis memory: {per:,} bytes per session at {size:,} (target <= 1024)")
 
     optimisations = os.path.join(os.path.dirname(os.path.abspath(__file__)), "optimisations.md")
     if os.path.exists(optimisations):

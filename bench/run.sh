@@ -8,7 +8,10 @@
 #   scale       Portcullis holding 10k, 100k and 1M live sessions (bench/session_scale.rs),
 #               requests spread over 20k of them: memory per session and CPU per request;
 #   logins      OIDC callbacks and SAML ACS posts per core (bench/logins.py), single-use inputs
-#               made beforehand with the real IdPs.
+#               made beforehand with the real IdPs;
+#   redis       Portcullis with sessions in Redis (L1 on, and off) beside the memory store, in
+#               interleaved rounds: CPU per signed-in request (gateway and Redis), logins/s, and
+#               Redis memory per session at SCALE_SIZES' largest size.
 #
 # Usage: bench/run.sh            full run, writes bench/results.md
 #        bench/run.sh --smoke    seconds per phase: proves the harness works (no results written)
@@ -25,7 +28,7 @@ connections=${CONNECTIONS:-32}
 rate=${RATE:-1500}                                  # requests/s for the latency phase
 scale_sizes=${SCALE_SIZES:-"10000 100000 1000000"}  # live sessions for the scale phase
 logins=${LOGINS:-1000}                              # logins per kind for the login phase
-phases=" ${PHASES:-saturation latency logins scale} "
+phases=" ${PHASES:-saturation latency logins scale redis} "
 phase() { [[ "$phases" == *" $1 "* ]]; }
 if $smoke; then rounds=1; duration=1; scale_sizes="1000 5000"; logins=20; fi
 
@@ -139,7 +142,9 @@ cat > "$work/idp.json" <<JSON
   "tls": { "cert": "$root/certs/dev/backend.crt", "key": "$root/certs/dev/backend.key" },
   "clients": [
     { "client_id": "portcullis-bench", "client_secret": "$client_secret",
-      "redirect_uris": ["http://bench.localhost:18082/.portcullis/oidc/callback"],
+      "redirect_uris": ["http://bench.localhost:18082/.portcullis/oidc/callback",
+                        "http://bench.localhost:18086/.portcullis/oidc/callback",
+                        "http://bench.localhost:18087/.portcullis/oidc/callback"],
       "post_logout_redirect_uris": [], "grant_types": ["authorization_code"], "response_types": ["code"] },
     { "client_id": "apache-bench", "client_secret": "$client_secret",
       "redirect_uris": ["http://127.0.0.1:18083/redirect_uri"],
@@ -218,13 +223,13 @@ bench_policy saml-bench bench-saml "allow_idp_initiated = true"
 portcullis_pid=$!
 wait_for "$work/portcullis.log" "http://$PORTCULLIS/" -H 'Host: bench.localhost'
 
-signin() { # jar, url: follows to the IdP, signs alice in, follows back
-  local jar=$1 url=$2 form action
+signin() { # jar, url [port]: follows to the IdP, signs alice in, follows back
+  local jar=$1 url=$2 port=${3:-18082} form action
   form=$(curl -s -L -c "$jar" -b "$jar" --cacert certs/dev/ca.crt -H 'Accept: text/html' \
-    --resolve bench.localhost:18082:127.0.0.1 "$url")
+    --resolve "bench.localhost:$port:127.0.0.1" "$url")
   action=$(grep -o 'action="[^"]*"' <<<"$form" | head -1 | cut -d'"' -f2)
   curl -s -L -c "$jar" -b "$jar" --cacert certs/dev/ca.crt -H 'Accept: text/html' \
-    --resolve bench.localhost:18082:127.0.0.1 \
+    --resolve "bench.localhost:$port:127.0.0.1" \
     --data 'login=alice&password=alice-bench' "https://localhost:$IDP_PORT$action"
 }
 for _ in $(seq 1 100); do   # discovery runs in the background
@@ -446,7 +451,78 @@ for round in $(seq 1 "$rounds"); do
   done
 done
 
+# --- sessions in Redis ---------------------------------------------------------------------------
+# The same gateway with [sessions.redis]: once with the L1 (default 5 s), once reading Redis on
+# every request, beside the memory-store gateway above, in interleaved rounds.
+: > "$work/redis.tsv"
+if phase redis; then
+  echo "==> sessions in Redis (L1 on / off) beside the memory store"
+  ensure_packages redis-server
+  REDIS_PORT=18096
+  redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no --daemonize no \
+    > "$work/redis.log" 2>&1 & pids+=($!)
+  redis_pid=$!
+  for _ in $(seq 1 100); do redis-cli -p "$REDIS_PORT" ping 2>/dev/null | grep -q PONG && break; sleep 0.1; done
+  declare -A redis_gw_pid redis_cookie
+  for variant in l1:18086:5s nol1:18087:0s; do
+    IFS=: read -r name port ttl <<<"$variant"
+    sed "s/^http = .*/http = \"127.0.0.1:$port\"/" "$work/portcullis.toml" > "$work/redis-$name.toml"
+    printf '[sessions]\ncookie_key_file = "%s"\n[sessions.redis]\nurl = "redis://127.0.0.1:%s/0"\nl1_ttl = "%s"\n' \
+      "$root/certs/dev/cookie.key" "$REDIS_PORT" "$ttl" >> "$work/redis-$name.toml"
+    "${pin_sut[@]}" "$bin" run -c "$work/redis-$name.toml" 2> "$work/redis-$name.log" & pids+=($!)
+    redis_gw_pid[$name]=$!
+    wait_for "$work/redis-$name.log" "http://127.0.0.1:$port/" -H 'Host: bench.localhost'
+    for _ in $(seq 1 100); do
+      [[ $(curl -s -o /dev/null -w '%{http_code}' -H 'Host: bench.localhost' -H 'Accept: text/html' "http://127.0.0.1:$port/") == 302 ]] && break
+      sleep 0.1
+    done
+    page=$(signin "$work/redis-$name.jar" "http://bench.localhost:$port/" "$port")
+    grep -q "hello from the backend" <<<"$page" || { echo "sign-in through the Redis store ($name) failed" >&2; exit 1; }
+    redis_cookie[$name]=$(awk '$6 ~ /portcullis_session/ {print $6"="$7}' "$work/redis-$name.jar")
+  done
+  for round in $(seq 1 "$rounds"); do
+    mapfile -t order < <(rotated "$round" memory l1 nol1)
+    for variant in "${order[@]}"; do
+      case $variant in
+        memory) pid=$portcullis_pid; url="http://$PORTCULLIS/"; cookie=$portcullis_cookie ;;
+        l1) pid=${redis_gw_pid[l1]}; url="http://127.0.0.1:18086/"; cookie=${redis_cookie[l1]} ;;
+        nol1) pid=${redis_gw_pid[nol1]}; url="http://127.0.0.1:18087/"; cookie=${redis_cookie[nol1]} ;;
+      esac
+      before=$(ticks "$pid"); redis_before=$(ticks "$redis_pid")
+      out=$("${pin_load[@]}" wrk -t1 -c"$connections" -d"${duration}s" -s "$work/check.lua" \
+        -H "Host: bench.localhost" -H "Cookie: $cookie" "$url")
+      after=$(ticks "$pid"); redis_after=$(ticks "$redis_pid")
+      requests=$(awk '/requests in/ {print $1}' <<<"$out")
+      bad=$(awk '/^BAD/ {print $2}' <<<"$out")
+      printf 'cpu\t%s\t%s\t%s\t%s\t%s\n' "$round" "$variant" "$requests" "$(( after - before ))" "$(( redis_after - redis_before ))" >> "$work/redis.tsv"
+      printf '    round %s %-7s %10s requests  bad=%s\n' "$round" "$variant" "$requests" "$bad"
+      if [[ "$bad" != "0" ]]; then
+        echo "benchmark invalid: $variant answered $bad responses that were not the backend's 200" >&2
+        exit 1
+      fi
+    done
+  done
+  for round in $(seq 1 "$(( rounds < 3 ? rounds : 3 ))"); do
+    python3 bench/logins.py oidc "$logins" "${redis_gw_pid[l1]}" 127.0.0.1:18086 bench.localhost:18086 \
+      "https://localhost:$IDP_PORT" "$root/certs/dev/ca.crt" | sed "s/^/login\t$round\t/" >> "$work/redis.tsv"
+  done
+  # Redis memory per session: the largest scale size loaded straight into Redis through
+  # Auth::sign_in, measured by Redis' own used_memory.
+  size=${scale_sizes##* }; size=${size:-1000}
+  redis-cli -p "$REDIS_PORT" flushall > /dev/null
+  used_before=$(redis-cli -p "$REDIS_PORT" info memory | awk -F: '/^used_memory:/ {print $2+0}')
+  sed "s/^http = .*/http = \"127.0.0.1:18088\"/" "$work/redis-l1.toml" > "$work/redis-scale.toml"
+  "$scale_bin" -c "$work/redis-scale.toml" --app bench --host "bench.localhost:18088" \
+    --sessions "$size" --cookies-out "$work/redis-cookies.txt" --stats-out "$work/redis-scale.stats" \
+    --load-only 2> "$work/redis-scale.log" || { cat "$work/redis-scale.log" >&2; exit 1; }
+  used_after=$(redis-cli -p "$REDIS_PORT" info memory | awk -F: '/^used_memory:/ {print $2+0}')
+  keys=$(redis-cli -p "$REDIS_PORT" dbsize)
+  printf 'memory\t%s\t%s\t%s\t%s\n' "$size" "$(( (used_after - used_before) / size ))" "$keys" \
+    "$(awk '/load_seconds/ {print $2}' "$work/redis-scale.stats")" >> "$work/redis.tsv"
+  printf '    %s sessions in Redis: %s bytes each (used_memory), %s keys\n' "$size" "$(( (used_after - used_before) / size ))" "$keys"
+fi
+
 all_phases=true
-for p in saturation latency logins scale; do phase $p || all_phases=false; done
+for p in saturation latency logins scale redis; do phase $p || all_phases=false; done
 $all_phases || smoke=true   # a partial run prints its figures but does not replace results.md
 python3 bench/report.py report "$work" "$(getconf CLK_TCK)" "$smoke" "$connections" "$duration" "$rate"

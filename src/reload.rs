@@ -139,6 +139,7 @@ fn keep_restart_only_settings(mut fresh: GatewayConfig, running: &GatewayConfig)
     fresh.shutdown_timeout = running.shutdown_timeout;
     fresh.request_head_timeout = running.request_head_timeout;
     fresh.upgrade_sock = running.upgrade_sock.clone();
+    fresh.pid_file = running.pid_file.clone();
     fresh.log_format = running.log_format;
     fresh.log_level = running.log_level.clone();
     fresh

@@ -162,6 +162,12 @@ pub fn assemble(
     // With `Start::Upgrade` this waits for the old process's sockets (it writes its
     // snapshot first, so what is loaded below is what it held).
     server.bootstrap();
+    // Written once the sockets are ours: from here on, this process is the one to signal.
+    if let Some(pid_file) = &config.pid_file {
+        if let Err(e) = std::fs::write(pid_file, format!("{}\n", std::process::id())) {
+            tracing::error!(file = %pid_file.display(), error = %e, "cannot write the pid file");
+        }
+    }
 
     let lasting = Lasting::new(&config, crate::clock::system())?;
     let auth = lasting.auth.clone();

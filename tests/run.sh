@@ -15,6 +15,8 @@ ensure_packages "${PORTCULLIS_PACKAGES[@]}"
 ensure_test_idp
 # A real WebSocket backend for tests/websocket.rs (run with Debian's /usr/bin/python3).
 ensure_packages python3-websockets
+# The high-availability tests (tests/ha.rs): real Redis, Sentinel and HAProxy on loopback.
+ensure_packages redis-server redis-sentinel haproxy
 ensure_browser_tests
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt >/dev/null 2>&1 || true
 

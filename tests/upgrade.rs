@@ -48,6 +48,7 @@ async fn fixture() -> Fixture {
             dev_cert("cookie.key").display()
         ))
         .server_setting("upgrade_sock = \"upgrade.sock\"")
+        .server_setting("pid_file = \"portcullis.pid\"")
         .policy("wiki.toml", policy)
         .start()
         .await;
@@ -188,6 +189,12 @@ async fn an_upgrade_under_load_fails_no_request_and_keeps_sessions() {
     assert!(ok > 20, "requests were served throughout: {ok}");
     let logs = f.gw.logs();
     assert!(logs.contains("sessions loaded from the snapshot"), "{logs}");
+    let pid = std::fs::read_to_string(f.gw.dir.path().join("portcullis.pid")).unwrap();
+    assert_eq!(
+        pid.trim(),
+        f.gw.pid().to_string(),
+        "the pid file names the new process"
+    );
     assert_eq!(
         fetch(&f.gw.client(&[WIKI]), &url, &cookie).await,
         Some((200, "alice@corp.example".into())),

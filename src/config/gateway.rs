@@ -196,6 +196,7 @@ struct FileServer {
     shutdown_timeout: Option<ConfigDuration>,
     request_head_timeout: Option<Spanned<ConfigDuration>>,
     upgrade_sock: Option<Spanned<String>>,
+    pid_file: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -315,6 +316,9 @@ pub struct GatewayConfig {
     /// The Unix socket a zero-downtime upgrade hands the listening sockets over
     /// (`portcullis run --upgrade`).
     pub upgrade_sock: PathBuf,
+    /// Where the serving process writes its pid (rewritten by the process an upgrade starts),
+    /// for service managers and upgrade scripts.
+    pub pid_file: Option<PathBuf>,
     /// Default upstream timeouts.
     pub upstream_timeouts: UpstreamTimeouts,
     /// Extra identity headers to strip (on top of [`DEFAULT_STRIPPED_HEADERS`]).
@@ -634,6 +638,11 @@ pub fn compile_gateway(
             || PathBuf::from(DEFAULT_UPGRADE_SOCK),
             |s| resolve(base, s.get_ref()),
         ),
+        pid_file: file
+            .server
+            .pid_file
+            .as_ref()
+            .map(|p| resolve(base, p.get_ref())),
         upstream_timeouts: UpstreamTimeouts {
             connect: defaults
                 .connect_timeout
