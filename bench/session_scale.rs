@@ -123,7 +123,9 @@ fn main() -> anyhow::Result<()> {
         LogoutHint::IdToken(Secret::new("x".repeat(args.id_token_bytes)))
     };
 
-    let runtime = tokio::runtime::Builder::new_current_thread().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let before = rss_bytes();
     let started = Instant::now();
     let mut cookies = Vec::with_capacity(args.cookies);

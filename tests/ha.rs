@@ -1,8 +1,9 @@
 //! High availability with real parts: three gateway nodes on 127.0.0.2–4 behind HAProxy
 //! round-robin without stickiness, sharing sessions through Redis (a master, a replica and
-//! Sentinel, Debian's packages), signing in at the real test IdP. One test walks through the
+//! Sentinel, Debian's packages), signing in at the real test IdPs. One test walks through the
 //! cases in order so the servers start once: a login begun on one node and finished on
-//! another; every node serving the session; a used code refused at another node; a logout on
+//! another (OIDC callback and SAML ACS); every node serving the session; a used code and a used
+//! SAML response refused at another node; nothing readable in what Redis stores; a logout on
 //! one node refused everywhere within a second; a node SIGKILLed under load; the Redis
 //! primary killed (Sentinel promotes the replica; the 503 window is printed); Redis fully down
 //! (503 pages, no bypass) and back (no restart needed).
@@ -23,9 +24,13 @@ use std::time::{Duration, Instant};
 use support::browser::Browser;
 use support::ha::{Haproxy, RedisServer, Sentinel};
 use support::idp::{IdpClient, TestIdp};
+use support::saml_idp::TestSamlIdp;
 use support::{dev_cert, echo_backend, free_addr, header_values, GatewaySpec, RunningGateway};
 
 const WIKI: &str = "wiki.localhost";
+/// An app signing in with SAML (and accepting IdP-initiated logins, so a replayed response has
+/// only the replay cache to stop it).
+const DOCS: &str = "docs.localhost";
 
 fn at(last_octet: u8, port: u16) -> SocketAddr {
     SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, last_octet)), port)
@@ -41,6 +46,14 @@ fn shared_port() -> u16 {
             return port;
         }
     }
+}
+
+fn docs_policy(upstream: &str) -> String {
+    let head = support::policy_head("docs", DOCS, upstream, Some("corp-saml"));
+    format!(
+        "{head}allow_idp_initiated = true\n[identity.headers]\n\"X-Remote-User\" = \"email\"\n\n\
+         [[allow]]\nid = \"staff\"\nwhy = \"staff\"\ngroups = [\"staff\"]\n"
+    )
 }
 
 fn policy(upstream: &str) -> String {
@@ -59,6 +72,17 @@ fn api_client(addr: SocketAddr) -> reqwest::Client {
         .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
         .resolve(WIKI, addr)
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap()
+}
+
+/// A client that reaches `host` at `addr`.
+fn api_client_for(addr: SocketAddr, host: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .resolve(host, addr)
         .timeout(Duration::from_secs(5))
         .build()
         .unwrap()
@@ -100,6 +124,9 @@ async fn three_nodes_share_sessions_through_redis_and_survive_failures() {
     let client = IdpClient::gateway("portcullis", &[format!("http://{WIKI}:{port}")]);
     let idp = TestIdp::start(std::slice::from_ref(&client)).await;
     let backend = echo_backend("wiki").await;
+    let docs = echo_backend("docs").await;
+    let saml_idp =
+        TestSamlIdp::start(&[format!("http://{DOCS}:{port}/.portcullis/saml/metadata")]).await;
     let store = format!(
         "[sessions]\ncookie_key_file = \"{}\"\n\
          [sessions.redis]\nsentinels = [\"redis://127.0.0.1:{sentinel_port}\"]\nmaster = \"portcullis\"\ntimeout = \"300ms\"\n",
@@ -111,8 +138,10 @@ async fn three_nodes_share_sessions_through_redis_and_survive_failures() {
             GatewaySpec::new()
                 .http_addr(at(octet, port))
                 .gateway_toml(&idp.gateway_toml("corp", &client, ""))
+                .gateway_toml(&saml_idp.gateway_toml("corp-saml", ""))
                 .gateway_toml(&store)
                 .policy("wiki.toml", policy(&backend.url()))
+                .policy("docs.toml", docs_policy(&docs.url()))
                 .start()
                 .await,
         );
@@ -197,6 +226,54 @@ async fn three_nodes_share_sessions_through_redis_and_survive_failures() {
         "no session from a replayed callback"
     );
 
+    // --- SAML: the AuthnRequest from node 1, the response posted to node 2's ACS ------------
+    let saml = Browser::new(node(0), &[DOCS]);
+    let form = saml.follow(&format!("http://{DOCS}:{port}/")).await;
+    let posted = saml.sign_in(&form, "alice", "alice-pw").await;
+    assert!(
+        posted.body.contains("SAMLResponse"),
+        "the IdP's auto-POST page: {posted:?}"
+    );
+    let landed = saml.via(node(1), &[DOCS]).auto_post(&posted).await;
+    assert_eq!(
+        landed.status, 200,
+        "node 2's ACS finished node 1's SAML login: {landed:?}"
+    );
+    assert_eq!(
+        header_values(&landed.json(), "x-remote-user"),
+        ["alice@corp.example"]
+    );
+    // An IdP-initiated response (the IdP's own signing code) used at node 1, then at node 3:
+    // only the shared replay cache stands in the way.
+    let sp = format!("http://{DOCS}:{port}/.portcullis/saml/metadata");
+    let (_, response) = saml_idp
+        .forge(serde_json::json!({ "sp": sp, "user": "alice" }))
+        .await;
+    let acs = format!("http://{DOCS}:{port}/.portcullis/saml/acs");
+    let first_use = api_client_for(node(0), DOCS)
+        .post(&acs)
+        .form(&[("SAMLResponse", response.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        first_use.status(),
+        302,
+        "the IdP-initiated login works once"
+    );
+    let replayed = api_client_for(node(2), DOCS)
+        .post(&acs)
+        .form(&[("SAMLResponse", response.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        replayed.status(),
+        400,
+        "a used SAML response is refused at another node"
+    );
+    nodes[2].wait_for_log("was already used (replay)").await;
+
     // --- a logout on node 1: every node refuses the cookie within a second ---------------
     for i in 0..3 {
         // Each node now holds the session in its L1.
@@ -215,7 +292,7 @@ async fn three_nodes_share_sessions_through_redis_and_survive_failures() {
             .await
             .unwrap();
         assert!(
-            ready.contains("L1 on, 1 sessions cached"),
+            ready.contains("L1 on, ") && !ready.contains("L1 on, 0 sessions"),
             "node {} caches the session: {ready}\n{}",
             i + 1,
             other.logs()

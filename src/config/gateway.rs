@@ -940,4 +940,65 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(secret_file_exposure(&file), None);
     }
+
+    #[test]
+    fn session_storage_settings_are_checked() {
+        let key = format!(
+            "cookie_key_file = \"{}/certs/dev/cookie.key\"\n",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let base = "[listen]\nhttp = \"127.0.0.1:8080\"\n[sessions]\n";
+        let errors = |extra: &str| {
+            compile(&format!("{base}{extra}"))
+                .err()
+                .unwrap_or_default()
+                .join("; ")
+        };
+        assert!(
+            errors("[sessions.redis]\nurl = \"redis://127.0.0.1:6379\"\n")
+                .contains("needs sessions.cookie_key_file")
+        );
+        assert!(errors("snapshot_file = \"s.snap\"\n").contains("needs sessions.cookie_key_file"));
+        let with_key = |extra: &str| errors(&format!("{key}{extra}"));
+        assert!(
+            with_key("[sessions.redis]\nurl = \"redis://u:secret@127.0.0.1:6379\"\n")
+                .contains("not in the URL")
+        );
+        assert!(
+            !with_key("[sessions.redis]\nurl = \"redis://u:secret@127.0.0.1:6379\"\n")
+                .contains("secret"),
+            "the password is not repeated back"
+        );
+        assert!(
+            with_key("[sessions.redis]\nurl = \"redis://a:1\"\ncluster = [\"redis://b:1\"]\n")
+                .contains("exactly one of")
+        );
+        assert!(
+            with_key("[sessions.redis]\nsentinels = [\"redis://a:26379\"]\n")
+                .contains("needs `master`")
+        );
+        assert!(
+            with_key("[sessions.redis]\nurl = \"redis://a:1\"\ntouch_interval = \"2m\"\n")
+                .contains("touch_interval must be between")
+        );
+        assert!(with_key("[sessions.redis]\nurl = \"redis://a:1\"\npassword_env = \"PORTCULLIS_TEST_UNSET_VAR\"\n")
+            .contains("is not set"));
+        let c = compile(&format!(
+            "{base}{key}snapshot_file = \"s.snap\"\n[sessions.redis]\nsentinels = [\"redis://a:26379\"]\nmaster = \"m\"\nl1_ttl = \"0s\"\n"
+        ))
+        .unwrap_or_else(|e| panic!("{e:?}"));
+        let redis = c
+            .sessions
+            .redis
+            .unwrap_or_else(|| panic!("no redis settings"));
+        assert_eq!(
+            redis.topology,
+            super::super::session_store::RedisTopology::Sentinel {
+                sentinels: vec!["redis://a:26379".into()],
+                master: "m".into()
+            }
+        );
+        assert_eq!(redis.l1_ttl, Duration::ZERO);
+        assert_eq!(redis.timeout, Duration::from_millis(500));
+    }
 }

@@ -279,10 +279,10 @@ impl Session {
         Ok(())
     }
 
-    /// The session as stored outside this process (JSON, sealed by the store): everything
-    /// but the last use, which a shared store keeps beside it.
+    /// The session as stored outside this process (postcard, compact; sealed by the store):
+    /// everything but the last use, which a shared store keeps beside it.
     pub fn to_stored(&self) -> Option<Vec<u8>> {
-        serde_json::to_vec(&StoredSession {
+        postcard::to_stdvec(&StoredSession {
             identity: std::borrow::Cow::Borrowed(&self.identity),
             logout: std::borrow::Cow::Borrowed(&self.logout),
             app: std::borrow::Cow::Borrowed(&self.app),
@@ -297,7 +297,7 @@ impl Session {
 
     /// A session read back from [`Session::to_stored`], last used at `last_seen_ms`.
     pub fn from_stored(bytes: &[u8], last_seen_ms: u64) -> Option<Self> {
-        let stored: StoredSession<'_> = serde_json::from_slice(bytes).ok()?;
+        let stored: StoredSession<'_> = postcard::from_bytes(bytes).ok()?;
         let mut identity = stored.identity.into_owned();
         // Shared copies, as a login makes them (a million sessions name a few groups).
         identity.groups = identity

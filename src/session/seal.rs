@@ -4,17 +4,24 @@
 //! password, and nobody who can read the store can turn a key back into a working cookie.
 
 use crate::session::cookies::CookieCodec;
+use hmac::{Hmac, Mac};
 use openssl::symm::{decrypt_aead, encrypt_aead, Cipher};
+use sha2::Sha256;
 
 const NONCE_LEN: usize = 12;
 const TAG_LEN: usize = 16;
 /// First byte of every sealed value: the format, so a later one can be told apart.
 const VERSION: u8 = 1;
 
+/// Bytes of a store key's keyed hash: 128 bits cannot be guessed or forged, and keep the
+/// keys short (a million sessions name a few million of them).
+pub const INDEX_LEN: usize = 16;
+
 /// The two keys of the store, both derived from the cookie key.
 pub struct StoreKeys {
     seal: [u8; 32],
-    index: [u8; 32],
+    /// HMAC-SHA256 keyed with the index key, ready to be cloned for each key it makes.
+    index: Hmac<Sha256>,
 }
 
 impl std::fmt::Debug for StoreKeys {
@@ -26,9 +33,10 @@ impl std::fmt::Debug for StoreKeys {
 impl StoreKeys {
     /// The store's keys under this cookie key (`None` only when OpenSSL fails).
     pub fn from_codec(codec: &CookieCodec) -> Option<Self> {
+        let index = Hmac::<Sha256>::new_from_slice(&codec.derived_key("store index v1")?).ok()?;
         Some(Self {
             seal: codec.derived_key("store seal v1")?,
-            index: codec.derived_key("store index v1")?,
+            index,
         })
     }
 
@@ -75,34 +83,26 @@ impl StoreKeys {
         .ok()
     }
 
-    /// The store key for `what` of kind `kind`: HMAC-SHA256 under the index key, URL-safe
-    /// base64 (43 characters).
+    /// The store key for `what` of kind `kind`: its keyed hash, URL-safe base64 (22
+    /// characters).
     pub fn index(&self, kind: &str, what: &[u8]) -> String {
         use base64::Engine;
         let digest = self.index_bytes(kind, what);
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest)
     }
 
-    /// The raw HMAC behind [`StoreKeys::index`].
-    pub fn index_bytes(&self, kind: &str, what: &[u8]) -> [u8; 32] {
-        hmac_sha256(&self.index, &[kind.as_bytes(), b"\0", what])
-    }
-}
-
-/// HMAC-SHA256 of the concatenated `parts` (the callers separate them).
-fn hmac_sha256(key: &[u8; 32], parts: &[&[u8]]) -> [u8; 32] {
-    let mac = openssl::pkey::PKey::hmac(key).and_then(|k| {
-        let mut signer = openssl::sign::Signer::new(openssl::hash::MessageDigest::sha256(), &k)?;
-        for part in parts {
-            signer.update(part)?;
-        }
-        signer.sign_to_vec()
-    });
-    match mac.ok().and_then(|m| <[u8; 32]>::try_from(m).ok()) {
-        Some(m) => m,
-        // OpenSSL's HMAC does not fail on a 32-byte key; should it, no two names collide by
-        // accident through this fallback because the hash of the input still differs.
-        None => openssl::sha::sha256(&parts.concat()),
+    /// The raw keyed hash behind [`StoreKeys::index`]: HMAC-SHA256 under the index key,
+    /// truncated to [`INDEX_LEN`] bytes. Runs on every request with the shared store, so the
+    /// keyed state is made once and cloned.
+    pub fn index_bytes(&self, kind: &str, what: &[u8]) -> [u8; INDEX_LEN] {
+        let mut mac = self.index.clone();
+        mac.update(kind.as_bytes());
+        mac.update(b"\0");
+        mac.update(what);
+        let full = mac.finalize().into_bytes();
+        let mut out = [0u8; INDEX_LEN];
+        out.copy_from_slice(full.get(..INDEX_LEN).unwrap_or(&[0; INDEX_LEN]));
+        out
     }
 }
 
@@ -146,6 +146,6 @@ mod tests {
         assert_eq!(a.index("s", b"id"), a.index("s", b"id"));
         assert_ne!(a.index("s", b"id"), b.index("s", b"id"));
         assert_ne!(a.index("s", b"id"), a.index("p", b"id"));
-        assert_eq!(a.index("s", b"id").len(), 43);
+        assert_eq!(a.index("s", b"id").len(), 22);
     }
 }

@@ -18,7 +18,7 @@ use super::{
 };
 use crate::clock::{millis, SharedClock};
 use crate::config::session_store::{RedisSettings, RedisTopology};
-use crate::session::seal::StoreKeys;
+use crate::session::seal::{StoreKeys, INDEX_LEN};
 use crate::session::{Session, SessionId, SignInFamily, EXPIRY_GRACE};
 use arc_swap::ArcSwapOption;
 use async_trait::async_trait;
@@ -246,7 +246,7 @@ pub struct RedisStore {
     keys: StoreKeys,
     prefix: String,
     channel: String,
-    l1: Option<moka::sync::Cache<[u8; 32], Arc<Cached>>>,
+    l1: Option<moka::sync::Cache<[u8; INDEX_LEN], Arc<Cached>>>,
     /// The invalidation subscription is up (the L1 may be used).
     l1_live: AtomicBool,
     /// Bumped on every invalidation heard: a read that raced one is not cached.
@@ -382,12 +382,12 @@ impl RedisStore {
 
     /// The session's hash key and the raw digest it is made from (the L1's key, and what an
     /// invalidation names).
-    fn session_key(&self, id: &SessionId) -> ([u8; 32], String) {
+    fn session_key(&self, id: &SessionId) -> ([u8; INDEX_LEN], String) {
         let raw = self.keys.index_bytes("session", id.as_bytes());
         (raw, self.session_key_of(&raw))
     }
 
-    fn session_key_of(&self, raw: &[u8; 32]) -> String {
+    fn session_key_of(&self, raw: &[u8; INDEX_LEN]) -> String {
         use base64::Engine;
         format!(
             "{}:s:{}",
@@ -413,6 +413,16 @@ impl RedisStore {
         )
     }
 
+    /// The index sets a session is in: its sign-in's, and — for the SAML IdP logouts that
+    /// name a user — its NameID's. (Only what a lookup needs: each set is a key in Redis.)
+    fn indexes_of(&self, session: &Session) -> Vec<String> {
+        let mut sets = vec![self.family_key(&session.family)];
+        if matches!(session.logout, crate::session::LogoutHint::Saml(_)) {
+            sets.push(self.subject_key(&session.identity.idp, session.logout_subject()));
+        }
+        sets
+    }
+
     fn record_key(&self, kind: &str, key: &str) -> String {
         format!(
             "{}:{kind}:{}",
@@ -422,7 +432,7 @@ impl RedisStore {
     }
 
     /// The L1, when it may be used: configured, and the invalidation subscription alive.
-    fn live_l1(&self) -> Option<&moka::sync::Cache<[u8; 32], Arc<Cached>>> {
+    fn live_l1(&self) -> Option<&moka::sync::Cache<[u8; INDEX_LEN], Arc<Cached>>> {
         self.l1
             .as_ref()
             .filter(|_| self.l1_live.load(Ordering::Acquire))
@@ -458,7 +468,7 @@ impl RedisStore {
 
     /// Removes the session under `raw` (its hash digest), its index entries, and every node's
     /// L1 copy.
-    async fn remove_raw(&self, raw: &[u8; 32]) -> Result<Option<Arc<Session>>, StoreError> {
+    async fn remove_raw(&self, raw: &[u8; INDEX_LEN]) -> Result<Option<Arc<Session>>, StoreError> {
         use base64::Engine;
         let key = self.session_key_of(raw);
         let member = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
@@ -486,10 +496,7 @@ impl RedisStore {
         let Some((session, _)) = found else {
             return Ok(None);
         };
-        for index in [
-            self.family_key(&session.family),
-            self.subject_key(&session.identity.idp, session.logout_subject()),
-        ] {
+        for index in self.indexes_of(&session) {
             let index = index.as_str();
             let _: i64 = self
                 .link
@@ -521,7 +528,7 @@ impl RedisStore {
             let Some(raw) = base64::engine::general_purpose::URL_SAFE_NO_PAD
                 .decode(&member)
                 .ok()
-                .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                .and_then(|b| <[u8; INDEX_LEN]>::try_from(b).ok())
             else {
                 continue;
             };
@@ -596,7 +603,7 @@ impl RedisStore {
                     let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
                         .decode(message.get_payload_bytes())
                         .ok()
-                        .and_then(|b| <[u8; 32]>::try_from(b).ok());
+                        .and_then(|b| <[u8; INDEX_LEN]>::try_from(b).ok());
                     if let (Some(raw), Some(l1)) = (raw, &self.l1) {
                         l1.invalidate(&raw);
                     }
@@ -666,10 +673,7 @@ impl SessionStore for RedisStore {
         let age = now.saturating_sub(session.created_ms);
         let lifetime = millis(session.absolute_left(age)) + millis(EXPIRY_GRACE);
         let member = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
-        for index in [
-            self.family_key(&session.family),
-            self.subject_key(&session.identity.idp, session.logout_subject()),
-        ] {
+        for index in self.indexes_of(&session) {
             let (index, member) = (index.as_str(), member.as_str());
             let script = &self.scripts.index_add;
             let _: i64 = self
@@ -915,5 +919,347 @@ impl Locks for RedisStore {
             .run(|mut c| async move { script.key(key_ref).arg(token).invoke_async(&mut c).await })
             .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Against a real `redis-server` on a free loopback port (installed by `tests/run.sh`).
+    use super::*;
+    use crate::secret::SecretBytes;
+    use crate::session::cookies::CookieCodec;
+    use crate::session::{test_session, LogoutHint};
+
+    struct Server(std::process::Child, u16);
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    fn start_redis() -> Server {
+        let port = free_port();
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .args(["--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("redis-server is needed (tests/run.sh installs it): {e}"));
+        let server = Server(child, port);
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return server;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("redis-server did not listen on {port}");
+    }
+
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap()
+    }
+
+    /// Three masters in cluster mode, their slots assigned by `redis-cli --cluster create`.
+    fn start_cluster() -> (Vec<Server>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut servers = Vec::new();
+        for i in 0..3 {
+            let port = free_port();
+            let node_dir = dir.path().join(format!("node{i}"));
+            std::fs::create_dir(&node_dir).unwrap();
+            let child = std::process::Command::new("redis-server")
+                .args([
+                    "--port",
+                    &port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                ])
+                .args(["--appendonly", "no", "--cluster-enabled", "yes"])
+                .arg("--dir")
+                .arg(&node_dir)
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| panic!("redis-server is needed: {e}"));
+            servers.push(Server(child, port));
+        }
+        for s in &servers {
+            for _ in 0..200 {
+                if std::net::TcpStream::connect(("127.0.0.1", s.1)).is_ok() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        let nodes: Vec<String> = servers
+            .iter()
+            .map(|s| format!("127.0.0.1:{}", s.1))
+            .collect();
+        let created = std::process::Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&nodes)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .unwrap_or_else(|e| panic!("redis-cli is needed: {e}"));
+        assert!(
+            created.status.success(),
+            "{}",
+            String::from_utf8_lossy(&created.stdout)
+        );
+        // The cluster is usable once every node says so.
+        for s in &servers {
+            for _ in 0..300 {
+                let info = std::process::Command::new("redis-cli")
+                    .args(["-p", &s.1.to_string(), "cluster", "info"])
+                    .output()
+                    .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                    .unwrap_or_default();
+                if info.contains("cluster_state:ok") {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        (servers, dir)
+    }
+
+    fn settings(topology: RedisTopology) -> RedisSettings {
+        RedisSettings {
+            topology,
+            username: None,
+            password: None,
+            ca_pem: None,
+            tls: false,
+            timeout: Duration::from_millis(500),
+            l1_ttl: Duration::ZERO,
+            touch_interval: Duration::from_secs(5),
+            key_prefix: "test".into(),
+        }
+    }
+
+    fn store(port: u16, clock: SharedClock) -> RedisStore {
+        let topology = RedisTopology::Single(format!("redis://127.0.0.1:{port}/0"));
+        let codec = CookieCodec::new(Some(&SecretBytes::new(vec![9; 64])));
+        RedisStore::new(
+            &settings(topology),
+            StoreKeys::from_codec(&codec).unwrap(),
+            100,
+            clock,
+        )
+        .unwrap()
+    }
+
+    async fn raw(port: u16, args: &[&str]) -> redis::Value {
+        let client = redis::Client::open(format!("redis://127.0.0.1:{port}/0")).unwrap();
+        let mut c = client.get_multiplexed_async_connection().await.unwrap();
+        let mut cmd = redis::cmd(args[0]);
+        for a in &args[1..] {
+            cmd.arg(*a);
+        }
+        cmd.query_async(&mut c).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn sessions_records_replays_and_locks_work_against_a_real_redis() {
+        let server = start_redis();
+        let clock = crate::clock::system();
+        let store = store(server.1, clock.clone());
+        let now = clock.now_ms();
+
+        // A session goes in sealed, under a key that is not its id, and comes back whole.
+        let id = SessionId::random().unwrap();
+        let mut session = test_session(now, 3_600_000, 7_200_000);
+        session.identity.email = Some("alice@corp.example".into());
+        session.logout = LogoutHint::Saml(Box::new(crate::idp::saml::assertion::SamlSubject {
+            name_id: "alice-nameid".into(),
+            session_index: Some("idx-1".into()),
+            ..Default::default()
+        }));
+        store.insert(id, Arc::new(session)).await.unwrap();
+        let keys = format!("{:?}", raw(server.1, &["KEYS", "*"]).await);
+        assert!(!keys.contains(&id.encode()), "no key names the session id");
+        let (_, key) = store.session_key(&id);
+        let value = format!("{:?}", raw(server.1, &["HGET", &key, "v"]).await);
+        assert!(!value.contains("alice"), "the value is sealed: {value}");
+        let back = store.get(&id).await.unwrap().unwrap();
+        assert_eq!(back.identity.email.as_deref(), Some("alice@corp.example"));
+        let ttl = format!("{:?}", raw(server.1, &["PTTL", &key]).await);
+        assert!(
+            !ttl.contains("-1"),
+            "Redis enforces the session's time: {ttl}"
+        );
+
+        // A SAML logout for another session index ends nothing; the right one ends it.
+        let none = store
+            .remove_saml_subject("corp", "alice-nameid", &["idx-2".into()])
+            .await
+            .unwrap();
+        assert!(none.is_empty());
+        let ended = store
+            .remove_saml_subject("corp", "alice-nameid", &["idx-1".into()])
+            .await
+            .unwrap();
+        assert_eq!(ended.len(), 1);
+        assert!(store.get(&id).await.unwrap().is_none());
+
+        // One sign-in's sessions end together.
+        let family = SignInFamily::random().unwrap();
+        let mut ids = Vec::new();
+        for _ in 0..3 {
+            let id = SessionId::random().unwrap();
+            let mut s = test_session(now, 3_600_000, 7_200_000);
+            s.family = family;
+            store.insert(id, Arc::new(s)).await.unwrap();
+            ids.push(id);
+        }
+        assert_eq!(store.remove_families(&[family]).await.unwrap().len(), 3);
+        for id in &ids {
+            assert!(store.get(id).await.unwrap().is_none());
+        }
+
+        // One-time records are taken once, by whoever asks first.
+        store
+            .put("login\0s1", b"pending".to_vec(), Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.take("login\0s1").await.unwrap().as_deref(),
+            Some(&b"pending"[..])
+        );
+        assert_eq!(store.take("login\0s1").await.unwrap(), None);
+
+        // Replay cache and locks, across two stores (two nodes) on one Redis.
+        let other = self::store(server.1, clock.clone());
+        assert!(store
+            .first_use("assertion-1", Duration::from_secs(60))
+            .await
+            .unwrap());
+        assert!(!other
+            .first_use("assertion-1", Duration::from_secs(60))
+            .await
+            .unwrap());
+        let lock = store
+            .try_lock("refresh", Duration::from_secs(5))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(other
+            .try_lock("refresh", Duration::from_secs(5))
+            .await
+            .unwrap()
+            .is_none());
+        let stale = Lock {
+            key: "refresh".into(),
+            token: [0; 16],
+        };
+        other.release(stale).await.unwrap();
+        assert!(
+            other
+                .try_lock("refresh", Duration::from_secs(5))
+                .await
+                .unwrap()
+                .is_none(),
+            "only the holder releases a lock"
+        );
+        store.release(lock).await.unwrap();
+        assert!(other
+            .try_lock("refresh", Duration::from_secs(5))
+            .await
+            .unwrap()
+            .is_some());
+    }
+
+    #[tokio::test]
+    async fn a_redis_cluster_holds_sessions_records_and_locks() {
+        let (servers, _dir) = start_cluster();
+        let nodes = servers
+            .iter()
+            .map(|s| format!("redis://127.0.0.1:{}", s.1))
+            .collect();
+        let codec = CookieCodec::new(Some(&SecretBytes::new(vec![9; 64])));
+        let clock = crate::clock::system();
+        let store = RedisStore::new(
+            &settings(RedisTopology::Cluster(nodes)),
+            StoreKeys::from_codec(&codec).unwrap(),
+            100,
+            clock.clone(),
+        )
+        .unwrap();
+        let family = SignInFamily::random().unwrap();
+        let mut ids = Vec::new();
+        // Enough sessions that their keys land on every node's slots.
+        for _ in 0..12 {
+            let id = SessionId::random().unwrap();
+            let mut s = test_session(clock.now_ms(), 3_600_000, 7_200_000);
+            s.family = family;
+            store.insert(id, Arc::new(s)).await.unwrap();
+            ids.push(id);
+        }
+        for id in &ids {
+            assert!(store.get(id).await.unwrap().is_some());
+        }
+        assert_eq!(store.remove_families(&[family]).await.unwrap().len(), 12);
+        assert!(store.get(&ids[0]).await.unwrap().is_none());
+        store
+            .put("login\0c", b"p".to_vec(), Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert!(store.take("login\0c").await.unwrap().is_some());
+        assert!(store.take("login\0c").await.unwrap().is_none());
+        assert!(store.first_use("r", Duration::from_secs(60)).await.unwrap());
+        assert!(!store.first_use("r", Duration::from_secs(60)).await.unwrap());
+        let lock = store
+            .try_lock("l", Duration::from_secs(5))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(store
+            .try_lock("l", Duration::from_secs(5))
+            .await
+            .unwrap()
+            .is_none());
+        store.release(lock).await.unwrap();
+        assert!(store.probe().await.is_ok());
+        assert_eq!(store.describe().kind, "redis cluster");
+    }
+
+    #[tokio::test]
+    async fn a_redis_that_is_down_fails_fast_and_clearly() {
+        let server = start_redis();
+        let port = server.1;
+        drop(server);
+        let store = store(port, crate::clock::system());
+        let started = std::time::Instant::now();
+        let id = SessionId::random().unwrap();
+        assert!(matches!(
+            store.get(&id).await,
+            Err(StoreError::Unavailable(_))
+        ));
+        assert!(matches!(
+            store.take("x").await,
+            Err(StoreError::Unavailable(_))
+        ));
+        assert!(matches!(
+            store.first_use("x", Duration::from_secs(1)).await,
+            Err(StoreError::Unavailable(_))
+        ));
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "bounded, never a hang"
+        );
+        assert!(!store.describe().reachable);
     }
 }
