@@ -1237,6 +1237,44 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_acl_user_and_password_are_used_and_a_wrong_one_is_refused() {
+        let port = free_port();
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+            .args(["--appendonly", "no"])
+            .args(["--user", "default off"])
+            .args(["--user", "portcullis on >s3cret-TEST-ONLY ~portcullis:* &portcullis:* +@all"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("redis-server is needed: {e}"));
+        let _server = Server(child, port);
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let codec = CookieCodec::new(Some(&SecretBytes::new(vec![9; 64])));
+        let with = |password: Option<&str>| {
+            let mut s = settings(RedisTopology::Single(format!("redis://127.0.0.1:{port}/0")));
+            s.username = Some("portcullis".into());
+            s.password = password.map(crate::secret::Secret::new);
+            s.key_prefix = "portcullis".into();
+            RedisStore::new(&s, StoreKeys::from_codec(&codec).unwrap(), 10, crate::clock::system())
+                .unwrap()
+        };
+        let good = with(Some("s3cret-TEST-ONLY"));
+        assert!(good.first_use("acl", Duration::from_secs(5)).await.unwrap());
+        let bad = with(Some("wrong"));
+        assert!(matches!(
+            bad.first_use("acl-2", Duration::from_secs(5)).await,
+            Err(StoreError::Unavailable(_))
+        ));
+        let described = bad.describe();
+        assert!(!described.detail.contains("wrong"), "no password in what is shown");
+    }
+
+    #[tokio::test]
     async fn a_redis_that_is_down_fails_fast_and_clearly() {
         let server = start_redis();
         let port = server.1;
