@@ -1239,11 +1239,24 @@ mod tests {
     #[tokio::test]
     async fn an_acl_user_and_password_are_used_and_a_wrong_one_is_refused() {
         let port = free_port();
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("redis.conf");
+        std::fs::write(
+            &conf,
+            "user default off\nuser portcullis on >s3cret-TEST-ONLY ~portcullis:* &portcullis:* +@all\n",
+        )
+        .unwrap();
         let child = std::process::Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+            .arg(&conf)
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
             .args(["--appendonly", "no"])
-            .args(["--user", "default off"])
-            .args(["--user", "portcullis on >s3cret-TEST-ONLY ~portcullis:* &portcullis:* +@all"])
             .stdout(std::process::Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("redis-server is needed: {e}"));
@@ -1260,8 +1273,13 @@ mod tests {
             s.username = Some("portcullis".into());
             s.password = password.map(crate::secret::Secret::new);
             s.key_prefix = "portcullis".into();
-            RedisStore::new(&s, StoreKeys::from_codec(&codec).unwrap(), 10, crate::clock::system())
-                .unwrap()
+            RedisStore::new(
+                &s,
+                StoreKeys::from_codec(&codec).unwrap(),
+                10,
+                crate::clock::system(),
+            )
+            .unwrap()
         };
         let good = with(Some("s3cret-TEST-ONLY"));
         assert!(good.first_use("acl", Duration::from_secs(5)).await.unwrap());
@@ -1271,7 +1289,10 @@ mod tests {
             Err(StoreError::Unavailable(_))
         ));
         let described = bad.describe();
-        assert!(!described.detail.contains("wrong"), "no password in what is shown");
+        assert!(
+            !described.detail.contains("wrong"),
+            "no password in what is shown"
+        );
     }
 
     #[tokio::test]
