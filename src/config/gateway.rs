@@ -961,12 +961,12 @@ mod tests {
         assert!(errors("snapshot_file = \"s.snap\"\n").contains("needs sessions.cookie_key_file"));
         let with_key = |extra: &str| errors(&format!("{key}{extra}"));
         assert!(
-            with_key("[sessions.redis]\nurl = \"redis://u:secret@127.0.0.1:6379\"\n")
+            with_key("[sessions.redis]\nurl = \"redis://u:Pa55-TEST-ONLY@127.0.0.1:6379\"\n")
                 .contains("not in the URL")
         );
         assert!(
-            !with_key("[sessions.redis]\nurl = \"redis://u:secret@127.0.0.1:6379\"\n")
-                .contains("secret"),
+            !with_key("[sessions.redis]\nurl = \"redis://u:Pa55-TEST-ONLY@127.0.0.1:6379\"\n")
+                .contains("Pa55-TEST-ONLY"),
             "the password is not repeated back"
         );
         assert!(
