@@ -391,11 +391,14 @@ impl Auth {
         let (seen_before, now) = (session.last_seen_ms(), self.clock.now_ms());
         match session.touch(now, idle, absolute) {
             Ok(()) => {
-                if let Err(e) = self
-                    .sessions
-                    .record_use(&id, &session, seen_before, now)
-                    .await
-                {
+                let recorded = if self.sessions.records_uses() {
+                    self.sessions
+                        .record_use(&id, &session, seen_before, now)
+                        .await
+                } else {
+                    Ok(())
+                };
+                if let Err(e) = recorded {
                     // The session is valid; only its last use went unrecorded this time.
                     tracing::warn!(error = %e, "session use not recorded");
                 }

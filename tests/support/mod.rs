@@ -738,12 +738,7 @@ impl RunningGateway {
 
     /// Sends a signal by name (`TERM`, `INT`).
     pub fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(self.pid().to_string())
-            .status()
-            .unwrap();
-        assert!(status.success());
+        send_signal(self.pid(), name);
     }
 
     /// Waits up to `limit` for the process to exit; returns its exit status if it did.
@@ -799,6 +794,16 @@ impl RunningGateway {
     }
 }
 
+/// Sends the signal called `name` to process `pid`, failing the test if it cannot.
+fn send_signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{name} {pid} failed");
+}
+
 /// The process a zero-downtime upgrade replaces; killed when dropped.
 pub struct OldProcess {
     child: Option<Child>,
@@ -808,29 +813,7 @@ pub struct OldProcess {
 impl OldProcess {
     /// Sends a signal by name (`QUIT` hands the sockets over).
     pub fn signal(&self, name: &str) {
-        let pid = self.child.as_ref().map_or(0, Child::id);
-        let status = Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(pid.to_string())
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    /// Waits up to `limit` for the exit.
-    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = Instant::now() + limit;
-        let child = self.child.as_mut()?;
-        loop {
-            if let Ok(Some(status)) = child.try_wait() {
-                self.child = None;
-                return Some(status);
-            }
-            if Instant::now() > deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        send_signal(self.child.as_ref().map_or(0, Child::id), name);
     }
 
     /// Waits up to `limit` for the exit without blocking the test's runtime.

@@ -155,6 +155,10 @@ impl SessionStore for MemoryStore {
         Ok(self.sessions.get(id).await)
     }
 
+    fn records_uses(&self) -> bool {
+        false
+    }
+
     async fn record_use(
         &self,
         _id: &SessionId,

@@ -46,6 +46,12 @@ pub trait SessionStore: Send + Sync {
         now_ms: u64,
     ) -> Result<(), StoreError>;
 
+    /// Does [`SessionStore::record_use`] do anything? (The embedded store's reads already
+    /// count as uses: the per-request call is skipped.)
+    fn records_uses(&self) -> bool {
+        true
+    }
+
     /// Ends a session; returns it if it was held.
     async fn remove(&self, id: &SessionId) -> Result<Option<Arc<Session>>, StoreError>;
 

@@ -939,18 +939,18 @@ mod tests {
         }
     }
 
-    fn start_redis() -> Server {
+    /// A `redis-server` on a free port, without persistence: `conf` (a file) first if given,
+    /// then `extra` arguments; returns once it listens.
+    fn spawn_redis(conf: Option<&std::path::Path>, extra: &[&std::ffi::OsStr]) -> Server {
         let port = free_port();
-        let child = std::process::Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-            ])
-            .args(["--appendonly", "no"])
+        let mut command = std::process::Command::new("redis-server");
+        if let Some(conf) = conf {
+            command.arg(conf);
+        }
+        let child = command
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .args(extra)
             .stdout(std::process::Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("redis-server is needed (tests/run.sh installs it): {e}"));
@@ -962,6 +962,10 @@ mod tests {
             std::thread::sleep(Duration::from_millis(10));
         }
         panic!("redis-server did not listen on {port}");
+    }
+
+    fn start_redis() -> Server {
+        spawn_redis(None, &[])
     }
 
     fn free_port() -> u16 {
@@ -976,33 +980,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut servers = Vec::new();
         for i in 0..3 {
-            let port = free_port();
             let node_dir = dir.path().join(format!("node{i}"));
             std::fs::create_dir(&node_dir).unwrap();
-            let child = std::process::Command::new("redis-server")
-                .args([
-                    "--port",
-                    &port.to_string(),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                ])
-                .args(["--appendonly", "no", "--cluster-enabled", "yes"])
-                .arg("--dir")
-                .arg(&node_dir)
-                .stdout(std::process::Stdio::null())
-                .spawn()
-                .unwrap_or_else(|e| panic!("redis-server is needed: {e}"));
-            servers.push(Server(child, port));
-        }
-        for s in &servers {
-            for _ in 0..200 {
-                if std::net::TcpStream::connect(("127.0.0.1", s.1)).is_ok() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
+            let cluster: [&std::ffi::OsStr; 4] = [
+                "--cluster-enabled".as_ref(),
+                "yes".as_ref(),
+                "--dir".as_ref(),
+                node_dir.as_os_str(),
+            ];
+            servers.push(spawn_redis(None, &cluster));
         }
         let nodes: Vec<String> = servers
             .iter()
@@ -1238,7 +1224,6 @@ mod tests {
 
     #[tokio::test]
     async fn an_acl_user_and_password_are_used_and_a_wrong_one_is_refused() {
-        let port = free_port();
         let dir = tempfile::tempdir().unwrap();
         let conf = dir.path().join("redis.conf");
         std::fs::write(
@@ -1246,27 +1231,8 @@ mod tests {
             "user default off\nuser portcullis on >s3cret-TEST-ONLY ~portcullis:* &portcullis:* +@all\n",
         )
         .unwrap();
-        let child = std::process::Command::new("redis-server")
-            .arg(&conf)
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-            ])
-            .args(["--appendonly", "no"])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("redis-server is needed: {e}"));
-        let _server = Server(child, port);
-        for _ in 0..200 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        let server = spawn_redis(Some(&conf), &[]);
+        let port = server.1;
         let codec = CookieCodec::new(Some(&SecretBytes::new(vec![9; 64])));
         let with = |password: Option<&str>| {
             let mut s = settings(RedisTopology::Single(format!("redis://127.0.0.1:{port}/0")));
