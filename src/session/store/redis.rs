@@ -810,6 +810,10 @@ impl SessionStore for RedisStore {
 
     fn describe(&self) -> StoreStatus {
         let reachable = self.link.reachable.load(Ordering::Relaxed);
+        if let Some(l1) = &self.l1 {
+            // moka counts lazily; `/readyz` should say what is really held.
+            l1.run_pending_tasks();
+        }
         let l1 = match (&self.l1, self.l1_live.load(Ordering::Acquire)) {
             (None, _) => "L1 off (configured)".to_string(),
             (Some(l1), true) => format!("L1 on, {} sessions cached", l1.entry_count()),
