@@ -34,4 +34,5 @@ pub mod routing;
 pub mod secret;
 pub mod server;
 pub mod session;
+pub mod signals;
 pub mod upstream;

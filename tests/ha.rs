@@ -129,7 +129,7 @@ async fn three_nodes_share_sessions_through_redis_and_survive_failures() {
         TestSamlIdp::start(&[format!("http://{DOCS}:{port}/.portcullis/saml/metadata")]).await;
     let store = format!(
         "[sessions]\ncookie_key_file = \"{}\"\n\
-         [sessions.redis]\nsentinels = [\"redis://127.0.0.1:{sentinel_port}\"]\nmaster = \"portcullis\"\ntimeout = \"1s\"\n",
+         [sessions.redis]\nsentinels = [\"redis://127.0.0.1:{sentinel_port}\"]\nmaster = \"portcullis\"\ntimeout = \"1s\"\nl1_ttl = \"60s\"\n",
         dev_cert("cookie.key").display()
     );
     let mut nodes: Vec<RunningGateway> = Vec::new();

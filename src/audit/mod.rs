@@ -154,6 +154,14 @@ pub enum SignInEnded {
     LogoutElsewhere,
     /// The IdP ended the sign-in (single logout).
     IdpLogout,
+    /// The IdP ended it by OpenID Connect back-channel logout.
+    BackchannelLogout,
+    /// An administrator revoked it.
+    Revoked,
+    /// The IdP refused to refresh its tokens (grant revoked, user deactivated).
+    RefreshRefused,
+    /// A security event from the IdP (Universal Logout, Shared Signals) ended it.
+    SecurityEvent,
 }
 
 impl SignInEnded {
@@ -162,6 +170,10 @@ impl SignInEnded {
         match self {
             SignInEnded::LogoutElsewhere => "logout_elsewhere",
             SignInEnded::IdpLogout => "idp_logout",
+            SignInEnded::BackchannelLogout => "backchannel_logout",
+            SignInEnded::Revoked => "revoked",
+            SignInEnded::RefreshRefused => "refresh_refused",
+            SignInEnded::SecurityEvent => "security_event",
         }
     }
 }
@@ -181,6 +193,33 @@ pub fn session_ended(ctx: &AuditContext<'_>, session: &Session, reason: SignInEn
         client = %client(ctx),
         request_id = ctx.request_id,
         "session ended with its sign-in"
+    );
+}
+
+/// A message from an IdP or transmitter that would end or change sessions was refused.
+pub fn signal_refused(ctx: &AuditContext<'_>, kind: &str, reason: &dyn Display) {
+    tracing::warn!(
+        target: "audit",
+        event = "signal_refused",
+        kind,
+        reason = %reason,
+        client = %client(ctx),
+        request_id = ctx.request_id,
+        "session signal refused"
+    );
+}
+
+/// An administrator revoked sessions.
+pub fn sessions_revoked(ctx: &AuditContext<'_>, operator: &str, which: &dyn Display, count: usize) {
+    tracing::info!(
+        target: "audit",
+        event = "revocation",
+        operator = %loggable(operator),
+        selector = %which,
+        sessions = count,
+        client = %client(ctx),
+        request_id = ctx.request_id,
+        "sessions revoked by an administrator"
     );
 }
 

@@ -7,6 +7,7 @@
 //! URL. It knows nothing of cookies or sessions.
 
 use super::http::IdpHttpClient;
+use super::jwt::{text_claim, Claims, Expect, JwtError};
 use super::{error_chain, Identity};
 use crate::config::{OidcIdpConfig, TokenAuth};
 use crate::secret::Secret;
@@ -37,6 +38,23 @@ use thiserror::Error;
 /// Least time between two JWKS re-fetches triggered by unknown key ids (an attacker sending
 /// tokens with random `kid`s must not turn the gateway into a JWKS flooder).
 const JWKS_REFETCH_INTERVAL: Duration = Duration::from_secs(30);
+
+/// How old a back-channel logout token may be (its `iat`); its `jti` is remembered this long.
+pub const LOGOUT_TOKEN_MAX_AGE: Duration = Duration::from_secs(600);
+
+/// The event a back-channel logout token carries (Back-Channel Logout 1.0 §2.4).
+const BACKCHANNEL_LOGOUT_EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
+
+/// A verified back-channel logout token: whose sessions end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogoutToken {
+    /// The user (`sub`), when named.
+    pub subject: Option<String>,
+    /// The IdP session (`sid`), when named.
+    pub sid: Option<String>,
+    /// The token's id, counted once.
+    pub jti: String,
+}
 
 /// Discovery metadata plus the one non-core field the gateway needs: where to log out.
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -131,6 +149,8 @@ pub struct OidcProvider {
     config: OidcIdpConfig,
     http: IdpHttpClient,
     discovered: ArcSwapOption<Discovered>,
+    /// The JWKS again, for tokens other than ID tokens (logout tokens, access tokens).
+    jwt_keys: arc_swap::ArcSwap<super::jwt::JwtKeys>,
     last_jwks_fetch: Mutex<Option<Instant>>,
     clock: crate::clock::SharedClock,
     /// Whether the provider answers (watched in the background, marked by failed calls).
@@ -150,6 +170,7 @@ impl OidcProvider {
             config,
             http,
             discovered: ArcSwapOption::empty(),
+            jwt_keys: arc_swap::ArcSwap::from_pointee(super::jwt::JwtKeys::default()),
             last_jwks_fetch: Mutex::new(None),
             clock,
             health: super::health::Reachability::default(),
@@ -230,6 +251,9 @@ impl OidcProvider {
         if self.config.token_auth == TokenAuth::ClientSecretPost {
             client = client.set_auth_type(AuthType::RequestBody);
         }
+        let jwks = serde_json::to_value(metadata.jwks()).unwrap_or_default();
+        self.jwt_keys
+            .store(std::sync::Arc::new(super::jwt::JwtKeys::from_jwks(&jwks)));
         self.discovered
             .store(Some(std::sync::Arc::new(Discovered { metadata, client })));
     }
@@ -461,6 +485,70 @@ impl OidcProvider {
         }
         apply_claims(identity, &claims, &self.config, false);
         Ok(())
+    }
+
+    /// Verifies a signed JWT from this IdP against its JWKS (re-fetched once, rate-limited,
+    /// for a key id it does not hold), returning the header's `typ` and the claims.
+    pub async fn verify_jwt(&self, raw: &str) -> Result<(Option<String>, Claims), JwtError> {
+        match self.jwt_keys.load().verify(raw) {
+            Err(JwtError::UnknownKey) if self.jwks_refetch_allowed() => {
+                if let Err(e) = self.refetch_jwks().await {
+                    tracing::warn!(idp = %self.name, error = %e, "JWKS re-fetch failed");
+                }
+                self.jwt_keys.load().verify(raw)
+            }
+            other => other,
+        }
+    }
+
+    /// Verifies an OpenID Connect Back-Channel Logout token (§2.6): signed by this IdP, `iss`
+    /// this issuer, `aud` this client, `iat` recent and `exp` not passed, the back-channel
+    /// logout event present, no `nonce`, a `jti`, and `sub` and/or `sid`.
+    pub async fn verify_logout_token(&self, raw: &str) -> Result<LogoutToken, JwtError> {
+        let (typ, claims) = self.verify_jwt(raw).await?;
+        // Explicit typing (§2.4) when the IdP uses it; an ID token's `JWT` is told apart by
+        // the checks below.
+        if typ.as_deref().is_some_and(|t| {
+            !t.eq_ignore_ascii_case("logout+jwt") && !t.eq_ignore_ascii_case("jwt")
+        }) {
+            return Err(JwtError::Type("logout+jwt"));
+        }
+        let audiences = [self.config.client_id.clone()];
+        Expect {
+            issuer: &self.config.issuer,
+            audiences: &audiences,
+            now: self.clock.now_unix(),
+            skew: self.config.clock_skew.as_secs(),
+            require_exp: true,
+            max_age: Some(LOGOUT_TOKEN_MAX_AGE.as_secs()),
+        }
+        .check(&claims)?;
+        let event = claims
+            .get("events")
+            .and_then(Value::as_object)
+            .and_then(|events| events.get(BACKCHANNEL_LOGOUT_EVENT));
+        if !event.is_some_and(Value::is_object) {
+            return Err(JwtError::Claim("events"));
+        }
+        if claims.contains_key("nonce") {
+            return Err(JwtError::Claim("nonce"));
+        }
+        let jti = text_claim(&claims, "jti").ok_or(JwtError::Claim("jti"))?;
+        let subject = text_claim(&claims, "sub").map(str::to_string);
+        let sid = text_claim(&claims, "sid").map(str::to_string);
+        if subject.is_none() && sid.is_none() {
+            return Err(JwtError::Claim("sub"));
+        }
+        Ok(LogoutToken {
+            subject,
+            sid,
+            jti: jti.to_string(),
+        })
+    }
+
+    /// The configured client id.
+    pub fn client_id(&self) -> &str {
+        &self.config.client_id
     }
 
     /// The IdP's logout URL for RP-initiated logout, when it has one.

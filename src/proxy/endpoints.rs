@@ -24,6 +24,11 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+/// Where an IdP posts OpenID Connect back-channel logout tokens.
+pub const BACKCHANNEL_LOGOUT_PATH: &str = "/.portcullis/oidc/backchannel-logout";
+/// Largest back-channel logout form accepted (a logout token is a few KB).
+const MAX_LOGOUT_TOKEN_BODY: usize = 16 * 1024;
+
 /// What a handler returns: its answer, later.
 type Reply<'a> = Pin<Box<dyn Future<Output = Result<Action, RequestError>> + Send + 'a>>;
 
@@ -111,6 +116,11 @@ const ENDPOINTS: &[Endpoint] = &[
         paths: Paths::Exact(SLO_PATH),
         methods: READ_OR_POST,
         handler: handler!(super::saml::slo),
+    },
+    Endpoint {
+        paths: Paths::Exact(BACKCHANNEL_LOGOUT_PATH),
+        methods: POST,
+        handler: handler!(backchannel_logout),
     },
     Endpoint {
         paths: Paths::Under(ENROLL_PREFIX),
@@ -308,6 +318,48 @@ async fn logout(
         location: out.location,
         cookies: out.cookies,
     })
+}
+
+/// `POST /.portcullis/oidc/backchannel-logout` (OpenID Connect Back-Channel Logout 1.0): an
+/// IdP, not a browser, on any host. 200 when the sessions ended, 400 with a JSON error when
+/// the token is refused or the store could not end them (§2.8).
+async fn backchannel_logout(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    gateway: &Arc<Gateway>,
+    _origin: &Origin,
+) -> Result<Action, RequestError> {
+    let form = super::saml::read_form(session, MAX_LOGOUT_TOKEN_BODY).await?;
+    let token = form
+        .iter()
+        .find(|(k, _)| k == "logout_token")
+        .map(|(_, v)| v.as_str());
+    let result = match token {
+        Some(token) => crate::signals::backchannel_logout(&gateway.auth, token).await,
+        None => Err(crate::signals::BackchannelError::Missing),
+    };
+    match result {
+        Ok((idp, ended)) => {
+            let record = ctx.audit_maybe(None);
+            for s in &ended {
+                audit::session_ended(&record, s, audit::SignInEnded::BackchannelLogout);
+            }
+            ctx.span
+                .in_scope(|| tracing::info!(%idp, sessions = ended.len(), "back-channel logout"));
+            Ok(Action::Json {
+                status: 200,
+                body: String::new(),
+            })
+        }
+        Err(e) => {
+            audit::signal_refused(&ctx.audit_maybe(None), "backchannel_logout", &e);
+            let body = serde_json::json!({ "error": e.code(), "error_description": e.to_string() });
+            Ok(Action::Json {
+                status: 400,
+                body: body.to_string(),
+            })
+        }
+    }
 }
 
 fn query_pairs(req: &RequestHeader) -> Vec<(String, String)> {

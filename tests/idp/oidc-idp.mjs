@@ -11,6 +11,16 @@
 // A login whose acr_values ask for `mfa` also needs the user's one-time code (default 246810):
 // the ID token then says acr `mfa`, amr [pwd, otp]; otherwise acr `pwd`, amr [pwd].
 // Prints `READY <issuer>` on stdout once listening.
+//
+// Session lifecycle (tests): clients allowed the `refresh_token` grant get refresh tokens,
+// rotated on every use (a reused one revokes the grant, as Okta's rotation does); clients with
+// a `backchannel_logout_uri` get OpenID Connect back-channel logout tokens when the user signs
+// out here. With "test_controls": true the IdP also answers, on loopback, TEST ONLY:
+//   POST /test/users/<id>   {"groups": [...]} changes a user's groups; {"active": false}
+//                           deactivates them (refresh then fails, as for a deactivated Okta user)
+//   POST /test/sign         {"header": {...}, "claims": {...}} signs any JWT with the IdP's key
+//                           (to send the gateway tokens a buggy or hostile IdP would)
+//   GET  /test/stats        {"refresh": <refresh grants answered>, "refresh_refused": <n>}
 
 import http from 'node:http';
 import https from 'node:https';
@@ -18,6 +28,7 @@ import { generateKeyPairSync, randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import Provider from 'oidc-provider';
+import { CompactSign, importJWK } from 'jose';
 
 const config = JSON.parse(readFileSync(process.argv[2], 'utf8'));
 // A client may name its secret by file (relative to the config), so no secret sits in the JSON.
@@ -29,6 +40,7 @@ for (const client of config.clients) {
   }
 }
 const users = new Map(config.users.map((u) => [u.id, u]));
+const stats = { refresh: 0, refresh_refused: 0 };
 
 function page(title, body) {
   return `<!doctype html><html><head><meta charset="utf-8"><title>${title}</title>
@@ -72,7 +84,7 @@ const provider = new Provider(issuer, {
   clients: config.clients,
   async findAccount(ctx, id) {
     const user = users.get(id);
-    if (!user) return undefined;
+    if (!user || user.active === false) return undefined;
     return {
       accountId: id,
       async claims() {
@@ -99,6 +111,7 @@ const provider = new Provider(issuer, {
   acrValues: ['pwd', 'mfa'],
   features: {
     devInteractions: { enabled: false },
+    backchannelLogout: { enabled: true },
     rpInitiatedLogout: {
       enabled: true,
       async logoutSource(ctx, form) {
@@ -111,8 +124,26 @@ const provider = new Provider(issuer, {
     },
   },
   cookies: { keys: ['portcullis-test-idp-cookie-key-TEST-ONLY'] },
+  // Outgoing calls (back-channel logout) go to the gateway under test on loopback, which the
+  // provider's SSRF guard refuses: TEST ONLY, lift it.
+  fetch: (url, options) => {
+    delete options.dispatcher;
+    return globalThis.fetch(url, options);
+  },
+  // Every refresh rotates the refresh token; reusing a rotated one revokes the grant.
+  rotateRefreshToken: true,
+  // Refresh tokens for clients allowed the grant (oidc-provider otherwise wants a consent
+  // prompt for offline_access; a corporate IdP's first-party apps have none).
+  async issueRefreshToken(ctx, client) {
+    return client.grantTypeAllowed('refresh_token');
+  },
   // Optional "id_token_ttl" (seconds): short-lived ID tokens, to test expiry checks.
-  ...(config.id_token_ttl ? { ttl: { IdToken: config.id_token_ttl } } : {}),
+  // Optional "access_token_ttl" (seconds): short-lived access tokens, to test refresh ahead of
+  // expiry.
+  ttl: {
+    ...(config.id_token_ttl ? { IdToken: config.id_token_ttl } : {}),
+    ...(config.access_token_ttl ? { AccessToken: config.access_token_ttl } : {}),
+  },
   jwks: { keys: [signingKey] },
   interactions: { url: (ctx, interaction) => `/interaction/${interaction.uid}` },
   // First-party clients: no consent screen, as in a corporate IdP.
@@ -124,13 +155,65 @@ const provider = new Provider(issuer, {
       clientId: ctx.oidc.client.clientId,
       accountId: ctx.oidc.session.accountId,
     });
-    grant.addOIDCScope('openid email profile groups');
+    grant.addOIDCScope(ctx.oidc.client.grantTypeAllowed('refresh_token')
+      ? 'openid email profile groups offline_access'
+      : 'openid email profile groups');
     await grant.save();
     return grant;
   },
 });
 
 const callback = provider.callback();
+provider.on('grant.success', (ctx) => {
+  if (ctx.oidc.params.grant_type === 'refresh_token') stats.refresh += 1;
+});
+provider.on('backchannel.error', (ctx, err, client) => {
+  process.stderr.write(`back-channel logout to ${client.clientId} failed: ${err.message} ${err.cause?.message ?? ""}\n`);
+});
+provider.on('backchannel.success', (ctx, client) => {
+  process.stdout.write(`back-channel logout sent to ${client.clientId}\n`);
+});
+provider.on('grant.error', (ctx) => {
+  if (ctx.oidc.params?.grant_type === 'refresh_token') stats.refresh_refused += 1;
+});
+
+async function readJson(req) {
+  let body = '';
+  for await (const chunk of req) {
+    body += chunk;
+    if (body.length > 65536) throw new Error('body too large');
+  }
+  return JSON.parse(body || '{}');
+}
+
+// TEST ONLY controls (see the top of this file); off unless the config asks for them.
+async function testControl(req, res) {
+  const send = (status, value) => {
+    res.statusCode = status;
+    res.setHeader('content-type', 'application/json');
+    res.end(JSON.stringify(value));
+  };
+  if (req.method === 'GET' && req.url === '/test/stats') return send(200, stats);
+  const user = req.url.match(/^\/test\/users\/([A-Za-z0-9_-]+)$/);
+  if (req.method === 'POST' && user) {
+    const found = users.get(user[1]);
+    if (!found) return send(404, { error: 'no such user' });
+    const change = await readJson(req);
+    if (Array.isArray(change.groups)) found.groups = change.groups;
+    if (typeof change.active === 'boolean') found.active = change.active;
+    return send(200, found);
+  }
+  if (req.method === 'POST' && req.url === '/test/sign') {
+    const { header = {}, claims = {} } = await readJson(req);
+    const key = await importJWK(signingKey, 'RS256');
+    const jws = await new CompactSign(new TextEncoder().encode(JSON.stringify(claims)))
+      .setProtectedHeader({ alg: 'RS256', kid: signingKey.kid, ...header })
+      .sign(key);
+    res.setHeader('content-type', 'application/jwt');
+    return res.end(jws);
+  }
+  return send(404, { error: 'unknown test control' });
+}
 
 // Logins that passed the password and wait for their one-time code: uid -> user id.
 const awaitingCode = new Map();
@@ -142,6 +225,14 @@ function codeForm(uid, error) {
 }
 
 const handler = async (req, res) => {
+  if (config.test_controls && req.url.startsWith('/test/')) {
+    try {
+      return await testControl(req, res);
+    } catch (err) {
+      res.statusCode = 400;
+      return res.end(`test control failed: ${err.message}`);
+    }
+  }
   const match = req.url.match(/^\/interaction\/([A-Za-z0-9_-]+)(\/login|\/otp)?$/);
   if (!match) return callback(req, res);
   try {

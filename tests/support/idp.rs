@@ -14,6 +14,10 @@ pub struct IdpClient {
     pub redirect_uris: Vec<String>,
     pub post_logout_redirect_uris: Vec<String>,
     pub auth_method: &'static str,
+    /// Grants beyond `authorization_code` (e.g. `refresh_token`).
+    pub extra_grants: Vec<&'static str>,
+    /// Where the IdP posts back-channel logout tokens, and whether they name the `sid`.
+    pub backchannel_logout: Option<(String, bool)>,
 }
 
 impl IdpClient {
@@ -32,8 +36,31 @@ impl IdpClient {
                 .map(|o| format!("{o}/.portcullis/logged-out"))
                 .collect(),
             auth_method: "client_secret_basic",
+            extra_grants: Vec::new(),
+            backchannel_logout: None,
         }
     }
+
+    /// This client, also allowed refresh tokens.
+    pub fn with_refresh(mut self) -> Self {
+        self.extra_grants.push("refresh_token");
+        self
+    }
+
+    /// This client, sent back-channel logout tokens at `uri` (with `sid` when `session`).
+    pub fn with_backchannel_logout(mut self, uri: &str, session: bool) -> Self {
+        self.backchannel_logout = Some((uri.to_string(), session));
+        self
+    }
+}
+
+/// Options of a test IdP beyond its clients.
+#[derive(Clone, Copy, Default)]
+pub struct IdpOptions {
+    /// ID tokens expire after this many seconds.
+    pub id_token_ttl: Option<u64>,
+    /// Access tokens expire after this many seconds.
+    pub access_token_ttl: Option<u64>,
 }
 
 /// Test users: (id, password, email, name, groups).
@@ -77,25 +104,34 @@ impl TestIdp {
 
     /// Starts the IdP on `addr` (to bring it up after a gateway that already points there).
     pub async fn start_on(addr: SocketAddr, clients: &[IdpClient]) -> Self {
-        Self::launch(addr, clients, false, None).await
+        Self::launch(addr, clients, false, IdpOptions::default()).await
     }
 
     /// Starts an IdP whose ID tokens expire after `seconds`.
     pub async fn start_with_id_token_ttl(clients: &[IdpClient], seconds: u64) -> Self {
-        Self::launch(free_addr(), clients, false, Some(seconds)).await
+        let options = IdpOptions {
+            id_token_ttl: Some(seconds),
+            ..IdpOptions::default()
+        };
+        Self::launch(free_addr(), clients, false, options).await
+    }
+
+    /// Starts an IdP with `options`.
+    pub async fn start_with(clients: &[IdpClient], options: IdpOptions) -> Self {
+        Self::launch(free_addr(), clients, false, options).await
     }
 
     /// Starts the IdP over https as `localhost`, with a certificate from the test-only CA
     /// (like an internal IdP whose CA the gateway must be told about).
     pub async fn start_tls(clients: &[IdpClient]) -> Self {
-        Self::launch(free_addr(), clients, true, None).await
+        Self::launch(free_addr(), clients, true, IdpOptions::default()).await
     }
 
     async fn launch(
         addr: SocketAddr,
         clients: &[IdpClient],
         tls: bool,
-        id_token_ttl: Option<u64>,
+        options: IdpOptions,
     ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let config = json!({
@@ -104,14 +140,18 @@ impl TestIdp {
                 "key": super::dev_cert("backend.key"),
             })),
             "port": addr.port(),
-            "id_token_ttl": id_token_ttl,
+            "id_token_ttl": options.id_token_ttl,
+            "access_token_ttl": options.access_token_ttl,
+            "test_controls": true,
             "clients": clients.iter().map(|c| json!({
                 "client_id": c.id,
                 "client_secret": c.secret,
                 "redirect_uris": c.redirect_uris,
                 "post_logout_redirect_uris": c.post_logout_redirect_uris,
                 "token_endpoint_auth_method": c.auth_method,
-                "grant_types": ["authorization_code"],
+                "grant_types": std::iter::once("authorization_code").chain(c.extra_grants.iter().copied()).collect::<Vec<_>>(),
+                "backchannel_logout_uri": c.backchannel_logout.as_ref().map(|b| b.0.clone()),
+                "backchannel_logout_session_required": c.backchannel_logout.as_ref().is_some_and(|b| b.1),
                 // As Okta does: every ID token says when the user authenticated (single
                 // sign-on repeats it, which links one sign-in's sessions for logout).
                 "require_auth_time": true,
@@ -136,6 +176,52 @@ impl TestIdp {
             dir,
             service,
         }
+    }
+
+    /// Changes a user's groups at the IdP (seen at their next refresh or sign-in).
+    pub async fn set_groups(&self, user: &str, groups: &[&str]) {
+        self.control(&format!("/test/users/{user}"), json!({ "groups": groups }))
+            .await;
+    }
+
+    /// Deactivates (or reactivates) a user: the IdP then refuses their refresh tokens.
+    pub async fn set_active(&self, user: &str, active: bool) {
+        self.control(&format!("/test/users/{user}"), json!({ "active": active }))
+            .await;
+    }
+
+    /// A JWT signed with the IdP's own key, with any header fields and claims: what a buggy
+    /// or hostile IdP could send.
+    pub async fn sign(&self, header: serde_json::Value, claims: serde_json::Value) -> String {
+        self.control("/test/sign", json!({ "header": header, "claims": claims }))
+            .await
+    }
+
+    /// How many refresh grants the IdP answered, and refused.
+    pub async fn refresh_counts(&self) -> (u64, u64) {
+        let stats: serde_json::Value = super::http_client()
+            .get(format!("{}/test/stats", self.issuer))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        (
+            stats["refresh"].as_u64().unwrap(),
+            stats["refresh_refused"].as_u64().unwrap(),
+        )
+    }
+
+    async fn control(&self, path: &str, body: serde_json::Value) -> String {
+        let response = super::http_client()
+            .post(format!("{}{path}", self.issuer))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success(), "test control {path}");
+        response.text().await.unwrap()
     }
 
     /// What the IdP printed (stdout, then stderr).

@@ -46,6 +46,25 @@ pub fn dev_cert(name: &str) -> PathBuf {
     repo_root().join("certs/dev").join(name)
 }
 
+/// A plain HTTP client for calls a test makes itself (no redirects followed, 10 s timeout).
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+/// Now in Unix seconds by the machine's clock: what the IdPs under test go by.
+#[allow(clippy::disallowed_methods)]
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
 /// A loopback address for a listener started later (a gateway or IdP whose port must be known
 /// in advance). Ports come from 20000-32767, below the kernel's ephemeral range (32768+), so no
 /// outgoing connection or `:0` bind can take the port between this pick and the real bind; a

@@ -2,7 +2,9 @@
 //! `[sessions] snapshot_file` set, a stop writes it to a sealed file and the next start reads
 //! it back, so one node restarts (or upgrades) without signing anyone out.
 
-use super::{Lock, Locks, OneTimeStore, ReplayCache, SessionStore, StoreError, StoreStatus};
+use super::{
+    Lock, Locks, OneTimeStore, ReplayCache, Selector, SessionStore, StoreError, StoreStatus,
+};
 use crate::clock::{millis, SharedClock};
 use crate::session::seal::StoreKeys;
 use crate::session::{Session, SessionId, SignInFamily};
@@ -193,6 +195,37 @@ impl SessionStore for MemoryStore {
         Ok(self
             .remove_matching(|s| s.matches_saml_logout(idp, name_id, session_indexes))
             .await)
+    }
+
+    async fn select(&self, which: &Selector) -> Result<Vec<Arc<Session>>, StoreError> {
+        Ok(self
+            .sessions
+            .iter()
+            .filter(|(_, s)| which.matches(s))
+            .map(|(_, s)| s)
+            .collect())
+    }
+
+    async fn remove_selected(&self, which: &Selector) -> Result<Vec<Arc<Session>>, StoreError> {
+        Ok(self.remove_matching(|s| which.matches(s)).await)
+    }
+
+    async fn replace(&self, id: &SessionId, session: Arc<Session>) -> Result<bool, StoreError> {
+        // Only over a live entry: a session logged out meanwhile stays out.
+        let entry = self
+            .sessions
+            .entry(*id)
+            .and_compute_with(|held| async move {
+                match held {
+                    Some(_) => moka::ops::compute::Op::Put(session),
+                    None => moka::ops::compute::Op::Nop,
+                }
+            })
+            .await;
+        Ok(matches!(
+            entry,
+            moka::ops::compute::CompResult::ReplacedWith(_)
+        ))
     }
 
     fn held(&self) -> u64 {

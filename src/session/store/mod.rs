@@ -70,6 +70,22 @@ pub trait SessionStore: Send + Sync {
         session_indexes: &[String],
     ) -> Result<Vec<Arc<Session>>, StoreError>;
 
+    /// The sessions `which` names (admin listings).
+    async fn select(&self, which: &Selector) -> Result<Vec<Arc<Session>>, StoreError>;
+
+    /// Ends the sessions `which` names (back-channel logout, revocation); returns them.
+    async fn remove_selected(&self, which: &Selector) -> Result<Vec<Arc<Session>>, StoreError>;
+
+    /// Replaces the session under `id` with a newer copy (refreshed claims and tokens); every
+    /// node's cached copy goes. A session that ended meanwhile is not brought back.
+    async fn replace(&self, id: &SessionId, session: Arc<Session>) -> Result<bool, StoreError>;
+
+    /// The session under `id` as the store holds it now, past any node-local cache (the
+    /// refresh that holds the session's lock must see another node's refresh).
+    async fn get_fresh(&self, id: &SessionId) -> Result<Option<Arc<Session>>, StoreError> {
+        self.get(id).await
+    }
+
     /// Sessions held by this node (all of them in memory; the L1 copies with Redis).
     fn held(&self) -> u64;
 
@@ -82,6 +98,55 @@ pub trait SessionStore: Send + Sync {
     /// Asks the store whether it answers now (`/readyz`).
     async fn probe(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+}
+
+/// Which sessions a revocation or a listing names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selector {
+    /// One user at one IdP: the OIDC `sub`, or the SAML NameID.
+    Subject {
+        /// The IdP's configured name.
+        idp: String,
+        /// Its identifier for the user.
+        subject: String,
+    },
+    /// The user with this email, at any IdP (compared without case).
+    Email(String),
+    /// Every session made for this app.
+    App(String),
+    /// Every session.
+    All,
+}
+
+impl Selector {
+    /// Does this selector name `session`?
+    pub fn matches(&self, session: &Session) -> bool {
+        match self {
+            Selector::Subject { idp, subject } => {
+                *session.identity.idp == **idp && session.logout_subject() == subject
+            }
+            Selector::Email(email) => session
+                .identity
+                .email
+                .as_deref()
+                .is_some_and(|e| e.eq_ignore_ascii_case(email)),
+            Selector::App(app) => *session.app == **app,
+            Selector::All => true,
+        }
+    }
+}
+
+impl std::fmt::Display for Selector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Selector::Subject { idp, subject } => {
+                write!(f, "subject {} at {idp}", crate::idp::loggable(subject))
+            }
+            Selector::Email(email) => write!(f, "user {}", crate::idp::loggable(email)),
+            Selector::App(app) => write!(f, "app {app}"),
+            Selector::All => f.write_str("every session"),
+        }
     }
 }
 

@@ -14,7 +14,7 @@
 //! second), so a logout anywhere takes effect everywhere within about a second.
 
 use super::{
-    within, Lock, Locks, OneTimeStore, ReplayCache, SessionStore, StoreError, StoreStatus,
+    within, Lock, Locks, OneTimeStore, ReplayCache, Selector, SessionStore, StoreError, StoreStatus,
 };
 use crate::clock::{millis, SharedClock};
 use crate::config::session_store::{RedisSettings, RedisTopology};
@@ -48,6 +48,13 @@ return 1
 const INDEX_ADD: &str = r"
 redis.call('SADD', KEYS[1], ARGV[1])
 if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 1
+";
+
+/// Replaces a live session's sealed value, keeping its last use and lifetime.
+const REPLACE: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'v', ARGV[1])
 return 1
 ";
 
@@ -260,6 +267,7 @@ pub struct RedisStore {
 struct Scripts {
     touch: redis::Script,
     index_add: redis::Script,
+    replace: redis::Script,
     unlock: redis::Script,
 }
 
@@ -375,6 +383,7 @@ impl RedisStore {
             scripts: Scripts {
                 touch: redis::Script::new(TOUCH),
                 index_add: redis::Script::new(INDEX_ADD),
+                replace: redis::Script::new(REPLACE),
                 unlock: redis::Script::new(UNLOCK),
             },
         })
@@ -413,14 +422,60 @@ impl RedisStore {
         )
     }
 
-    /// The index sets a session is in: its sign-in's, and — for the SAML IdP logouts that
-    /// name a user — its NameID's. (Only what a lookup needs: each set is a key in Redis.)
+    fn email_key(&self, email: &str) -> String {
+        let email = email.to_ascii_lowercase();
+        format!(
+            "{}:e:{}",
+            self.prefix,
+            self.keys.index("email", email.as_bytes())
+        )
+    }
+
+    fn app_key(&self, app: &str) -> String {
+        format!(
+            "{}:a:{}",
+            self.prefix,
+            self.keys.index("app", app.as_bytes())
+        )
+    }
+
+    /// The set of app names sessions were made for (what `Selector::All` walks).
+    fn apps_key(&self) -> String {
+        format!("{}:apps", self.prefix)
+    }
+
+    /// The index sets a session is in: its sign-in's (logout), its user's at its IdP (IdP and
+    /// admin logouts), its email's and its app's (revocation). Each is a key in Redis.
     fn indexes_of(&self, session: &Session) -> Vec<String> {
-        let mut sets = vec![self.family_key(&session.family)];
-        if matches!(session.logout, crate::session::LogoutHint::Saml(_)) {
-            sets.push(self.subject_key(&session.identity.idp, session.logout_subject()));
+        let mut sets = vec![
+            self.family_key(&session.family),
+            self.subject_key(&session.identity.idp, session.logout_subject()),
+            self.app_key(&session.app),
+        ];
+        if let Some(email) = &session.identity.email {
+            sets.push(self.email_key(email));
         }
         sets
+    }
+
+    /// The index sets a selector reads.
+    async fn indexes_for(&self, which: &Selector) -> Result<Vec<String>, StoreError> {
+        Ok(match which {
+            Selector::Subject { idp, subject } => vec![self.subject_key(idp, subject)],
+            Selector::Email(email) => vec![self.email_key(email)],
+            Selector::App(app) => vec![self.app_key(app)],
+            Selector::All => {
+                let key = self.apps_key();
+                let key = key.as_str();
+                let apps: Vec<String> = self
+                    .link
+                    .run(|mut c| async move {
+                        redis::cmd("SMEMBERS").arg(key).query_async(&mut c).await
+                    })
+                    .await?;
+                apps.iter().map(|a| self.app_key(a)).collect()
+            }
+        })
     }
 
     fn record_key(&self, kind: &str, key: &str) -> String {
@@ -466,6 +521,87 @@ impl RedisStore {
         Ok(session.map(|s| (s, seen)))
     }
 
+    /// The session digests an index set names.
+    async fn members(&self, index: &str) -> Result<Vec<[u8; INDEX_LEN]>, StoreError> {
+        use base64::Engine;
+        let members: Vec<String> = self
+            .link
+            .run(|mut c| async move { redis::cmd("SMEMBERS").arg(index).query_async(&mut c).await })
+            .await?;
+        Ok(members
+            .iter()
+            .filter_map(|m| {
+                base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(m)
+                    .ok()
+                    .and_then(|b| <[u8; INDEX_LEN]>::try_from(b).ok())
+            })
+            .collect())
+    }
+
+    /// Adds the session under `raw` to its index sets, each kept as long as the session may
+    /// live, and its app to the set of apps.
+    async fn index(
+        &self,
+        raw: &[u8; INDEX_LEN],
+        session: &Session,
+        now: u64,
+    ) -> Result<(), StoreError> {
+        use base64::Engine;
+        let age = now.saturating_sub(session.created_ms);
+        let lifetime = millis(session.absolute_left(age)) + millis(EXPIRY_GRACE);
+        let member = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
+        for index in self.indexes_of(session) {
+            let (index, member) = (index.as_str(), member.as_str());
+            let script = &self.scripts.index_add;
+            let _: i64 = self
+                .link
+                .run(|mut c| async move {
+                    script
+                        .key(index)
+                        .arg(member)
+                        .arg(lifetime)
+                        .invoke_async(&mut c)
+                        .await
+                })
+                .await?;
+        }
+        let (apps, app) = (self.apps_key(), &*session.app);
+        let apps = apps.as_str();
+        let _: i64 = self
+            .link
+            .run(|mut c| async move {
+                redis::cmd("SADD")
+                    .arg(apps)
+                    .arg(app)
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Tells every node (this one included) to drop its L1 copy of the session under `raw`.
+    async fn publish_invalidation(&self, raw: &[u8; INDEX_LEN]) -> Result<(), StoreError> {
+        use base64::Engine;
+        if let Some(l1) = &self.l1 {
+            l1.invalidate(raw);
+        }
+        let member = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
+        let (channel, member) = (self.channel.as_str(), member.as_str());
+        let _: i64 = self
+            .link
+            .run(|mut c| async move {
+                redis::cmd("PUBLISH")
+                    .arg(channel)
+                    .arg(member)
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(())
+    }
+
     /// Removes the session under `raw` (its hash digest), its index entries, and every node's
     /// L1 copy.
     async fn remove_raw(&self, raw: &[u8; INDEX_LEN]) -> Result<Option<Arc<Session>>, StoreError> {
@@ -478,21 +614,8 @@ impl RedisStore {
             .link
             .run(|mut c| async move { redis::cmd("DEL").arg(key_ref).query_async(&mut c).await })
             .await?;
-        if let Some(l1) = &self.l1 {
-            l1.invalidate(raw);
-        }
-        let channel = self.channel.as_str();
+        self.publish_invalidation(raw).await?;
         let member_ref = member.as_str();
-        let _: i64 = self
-            .link
-            .run(|mut c| async move {
-                redis::cmd("PUBLISH")
-                    .arg(channel)
-                    .arg(member_ref)
-                    .query_async(&mut c)
-                    .await
-            })
-            .await?;
         let Some((session, _)) = found else {
             return Ok(None);
         };
@@ -518,20 +641,8 @@ impl RedisStore {
         index: &str,
         matches: impl Fn(&Session) -> bool,
     ) -> Result<Vec<Arc<Session>>, StoreError> {
-        use base64::Engine;
-        let members: Vec<String> = self
-            .link
-            .run(|mut c| async move { redis::cmd("SMEMBERS").arg(index).query_async(&mut c).await })
-            .await?;
         let mut removed = Vec::new();
-        for member in members {
-            let Some(raw) = base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(&member)
-                .ok()
-                .and_then(|b| <[u8; INDEX_LEN]>::try_from(b).ok())
-            else {
-                continue;
-            };
+        for raw in self.members(index).await? {
             let key = self.session_key_of(&raw);
             let Some((session, _)) = self.fetch(&key).await? else {
                 continue;
@@ -637,7 +748,6 @@ impl pingora::services::background::BackgroundService for Invalidations {
 #[async_trait]
 impl SessionStore for RedisStore {
     async fn insert(&self, id: SessionId, session: Arc<Session>) -> Result<(), StoreError> {
-        use base64::Engine;
         let (raw, key) = self.session_key(&id);
         let plain = session
             .to_stored()
@@ -669,25 +779,7 @@ impl SessionStore for RedisStore {
                     .await
             })
             .await?;
-        // Indexes live as long as the longest their sessions may.
-        let age = now.saturating_sub(session.created_ms);
-        let lifetime = millis(session.absolute_left(age)) + millis(EXPIRY_GRACE);
-        let member = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
-        for index in self.indexes_of(&session) {
-            let (index, member) = (index.as_str(), member.as_str());
-            let script = &self.scripts.index_add;
-            let _: i64 = self
-                .link
-                .run(|mut c| async move {
-                    script
-                        .key(index)
-                        .arg(member)
-                        .arg(lifetime)
-                        .invoke_async(&mut c)
-                        .await
-                })
-                .await?;
-        }
+        self.index(&raw, &session, now).await?;
         if let Some(l1) = self.live_l1() {
             l1.insert(
                 raw,
@@ -788,6 +880,59 @@ impl SessionStore for RedisStore {
             s.matches_saml_logout(idp, name_id, session_indexes)
         })
         .await
+    }
+
+    async fn select(&self, which: &Selector) -> Result<Vec<Arc<Session>>, StoreError> {
+        let mut found = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for index in self.indexes_for(which).await? {
+            for raw in self.members(&index).await? {
+                if !seen.insert(raw) {
+                    continue;
+                }
+                if let Some((session, _)) = self.fetch(&self.session_key_of(&raw)).await? {
+                    if which.matches(&session) {
+                        found.push(Arc::new(session));
+                    }
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    async fn remove_selected(&self, which: &Selector) -> Result<Vec<Arc<Session>>, StoreError> {
+        let mut removed = Vec::new();
+        for index in self.indexes_for(which).await? {
+            removed.extend(self.remove_indexed(&index, |s| which.matches(s)).await?);
+        }
+        Ok(removed)
+    }
+
+    async fn replace(&self, id: &SessionId, session: Arc<Session>) -> Result<bool, StoreError> {
+        let (raw, key) = self.session_key(id);
+        let plain = session
+            .to_stored()
+            .ok_or_else(|| StoreError::Unavailable("cannot encode a session".into()))?;
+        let sealed = self
+            .keys
+            .seal(key.as_bytes(), &plain)
+            .ok_or_else(|| StoreError::Unavailable("cannot seal a session".into()))?;
+        let (key_ref, script) = (key.as_str(), &self.scripts.replace);
+        let replaced: i64 = self
+            .link
+            .run(|mut c| async move { script.key(key_ref).arg(sealed).invoke_async(&mut c).await })
+            .await?;
+        if replaced == 0 {
+            return Ok(false);
+        }
+        self.index(&raw, &session, self.clock.now_ms()).await?;
+        self.publish_invalidation(&raw).await?;
+        Ok(true)
+    }
+
+    async fn get_fresh(&self, id: &SessionId) -> Result<Option<Arc<Session>>, StoreError> {
+        let (_, key) = self.session_key(id);
+        Ok(self.fetch(&key).await?.map(|(s, _)| Arc::new(s)))
     }
 
     fn held(&self) -> u64 {

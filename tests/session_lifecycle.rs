@@ -1,0 +1,267 @@
+//! Session lifecycle end to end, on one node with the embedded store: OpenID Connect
+//! back-channel logout from the real oidc-provider (and hostile logout tokens signed with its
+//! own key), refresh tokens (rotation, a deactivated user, a group removal), an administrator's
+//! revocation. The multi-node cases are in `tests/ha.rs`.
+
+#![allow(
+    clippy::panic,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing
+)]
+
+mod support;
+
+use serde_json::json;
+use support::browser::Browser;
+use support::idp::{IdpClient, IdpOptions, TestIdp};
+use support::{echo_backend, free_addr, Backend, GatewaySpec, RunningGateway};
+
+const WIKI: &str = "wiki.localhost";
+const TIMESHEET: &str = "timesheet.localhost";
+const BACKCHANNEL: &str = "/.portcullis/oidc/backchannel-logout";
+
+struct Fixture {
+    idp: TestIdp,
+    gw: RunningGateway,
+    client: IdpClient,
+    _backends: Vec<Backend>,
+}
+
+impl Fixture {
+    fn url(&self, host: &str, path: &str) -> String {
+        self.gw.app_url(host, path)
+    }
+
+    fn browser(&self) -> Browser {
+        Browser::new(self.gw.http, &[WIKI, TIMESHEET])
+    }
+
+    async fn signed_in(&self, host: &str, user: &str) -> Browser {
+        let browser = self.browser();
+        let trip = browser
+            .login(&self.url(host, "/"), user, &format!("{user}-pw"))
+            .await;
+        assert_eq!(trip.status, 200, "{user} could not sign in: {trip:?}");
+        browser
+    }
+
+    /// The status `browser` gets for `path` at `host` without following redirects (200: the
+    /// session is honoured; 302: sent to sign in).
+    async fn status(&self, browser: &Browser, host: &str, path: &str) -> u16 {
+        browser.get(&self.url(host, path)).await.status().as_u16()
+    }
+
+    /// Posts a logout token to the gateway as an IdP would.
+    async fn post_logout_token(&self, token: &str) -> (u16, String) {
+        let response = support::http_client()
+            .post(format!("http://{}{BACKCHANNEL}", self.gw.http))
+            .form(&[("logout_token", token)])
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.text().await.unwrap())
+    }
+
+    /// A logout token for `sub`, as oidc-provider makes them, with `change` applied.
+    async fn logout_token(&self, sub: &str, change: impl FnOnce(&mut serde_json::Value)) -> String {
+        let now = support::unix_now();
+        let mut claims = json!({
+            "iss": self.idp.issuer, "aud": self.client.id, "iat": now, "exp": now + 120,
+            "jti": format!("jti-{}", rand_suffix()), "sub": sub,
+            "events": { "http://schemas.openid.net/event/backchannel-logout": {} },
+        });
+        change(&mut claims);
+        self.idp.sign(json!({ "typ": "logout+jwt" }), claims).await
+    }
+}
+
+fn rand_suffix() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(7);
+    h.finish()
+}
+
+fn policy(app: &str, host: &str, upstream: &str, extra: &str) -> String {
+    let head = support::policy_head(app, host, upstream, Some("corp"));
+    format!(
+        r#"{head}
+[identity.headers]
+"X-Remote-User" = "email"
+"X-Groups" = {{ claim = "groups", join = "," }}
+{extra}
+[[allow]]
+id = "staff"
+why = "Staff use it daily"
+groups = ["staff"]
+"#
+    )
+}
+
+/// A gateway with `wiki` and `timesheet` behind the IdP `corp`, whose client is set up by
+/// `client` (refresh, back-channel logout), with `idp_extra` in `[idp.corp]` and
+/// `wiki_extra` in the wiki policy.
+async fn fixture(
+    client: impl FnOnce(IdpClient, std::net::SocketAddr) -> IdpClient,
+    options: IdpOptions,
+    idp_extra: &str,
+    wiki_extra: &str,
+    gateway_extra: &str,
+) -> Fixture {
+    let http = free_addr();
+    let origins: Vec<String> = [WIKI, TIMESHEET]
+        .iter()
+        .map(|h| format!("http://{h}:{}", http.port()))
+        .collect();
+    let client = client(IdpClient::gateway("portcullis", &origins), http);
+    let idp = TestIdp::start_with(std::slice::from_ref(&client), options).await;
+    let wiki = echo_backend("wiki").await;
+    let timesheet = echo_backend("timesheet").await;
+    let gw = GatewaySpec::new()
+        .http_addr(http)
+        .gateway_toml(&idp.gateway_toml("corp", &client, idp_extra))
+        .gateway_toml(gateway_extra)
+        .policy("wiki.toml", policy("wiki", WIKI, &wiki.url(), wiki_extra))
+        .policy(
+            "timesheet.toml",
+            policy("timesheet", TIMESHEET, &timesheet.url(), ""),
+        )
+        .start()
+        .await;
+    Fixture {
+        idp,
+        gw,
+        client,
+        _backends: vec![wiki, timesheet],
+    }
+}
+
+fn with_backchannel(client: IdpClient, gw: std::net::SocketAddr) -> IdpClient {
+    client.with_backchannel_logout(&format!("http://{gw}{BACKCHANNEL}"), true)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logout_at_the_idp_ends_every_session_of_that_sign_in_by_back_channel() {
+    let f = fixture(with_backchannel, IdpOptions::default(), "", "", "").await;
+    let browser = f.signed_in(WIKI, "alice").await;
+    // Single sign-on to a second app host: a second session of the same IdP sign-in.
+    let trip = browser.follow(&f.url(TIMESHEET, "/")).await;
+    assert_eq!(trip.status, 200, "{trip:?}");
+    let other = f.signed_in(WIKI, "bob").await;
+
+    // Alice signs out at the IdP itself (not through the gateway).
+    let form = browser
+        .follow(&format!("{}/session/end", f.idp.issuer))
+        .await;
+    let done = browser.confirm_logout(&form).await;
+    assert!(done.body.contains("signed out"), "{done:?}");
+    let logs = f.gw.wait_for_log("back-channel logout").await;
+    assert!(logs.contains("sessions=2"), "{logs}");
+    assert_eq!(
+        f.status(&browser, WIKI, "/").await,
+        302,
+        "wiki session ended"
+    );
+    assert_eq!(
+        f.status(&browser, TIMESHEET, "/").await,
+        302,
+        "timesheet session ended"
+    );
+    assert_eq!(f.status(&other, WIKI, "/").await, 200, "bob is untouched");
+    let audit = f.gw.wait_for_log("reason=\"backchannel_logout\"").await;
+    assert!(audit.contains("alice@corp.example"), "{audit}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_logout_tokens_are_refused_and_a_valid_one_counts_once() {
+    let f = fixture(with_backchannel, IdpOptions::default(), "", "", "").await;
+    let alice = f.signed_in(WIKI, "alice").await;
+    let now = support::unix_now();
+
+    let refused: Vec<(&str, String)> = vec![
+        (
+            "nonce present",
+            f.logout_token("alice", |c| c["nonce"] = json!("n-123")).await,
+        ),
+        (
+            "wrong aud",
+            f.logout_token("alice", |c| c["aud"] = json!("some-other-client"))
+                .await,
+        ),
+        (
+            "expired",
+            f.logout_token("alice", |c| {
+                c["iat"] = json!(now - 900);
+                c["exp"] = json!(now - 780);
+            })
+            .await,
+        ),
+        (
+            "no back-channel logout event",
+            f.logout_token("alice", |c| c["events"] = json!({})).await,
+        ),
+        (
+            "neither sub nor sid",
+            f.logout_token("alice", |c| {
+                c.as_object_mut().unwrap().remove("sub");
+            })
+            .await,
+        ),
+        (
+            "an ID token's typ",
+            f.idp
+                .sign(
+                    json!({ "typ": "at+jwt" }),
+                    json!({ "iss": f.idp.issuer, "aud": f.client.id, "iat": now, "exp": now + 60,
+                            "jti": "x", "sub": "alice",
+                            "events": { "http://schemas.openid.net/event/backchannel-logout": {} } }),
+                )
+                .await,
+        ),
+    ];
+    // Unsigned: the valid token's claims under `alg: none`.
+    let valid = f.logout_token("alice", |_| {}).await;
+    let payload = valid.split('.').nth(1).unwrap();
+    let none_header = {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(r#"{"alg":"none"}"#)
+    };
+    let unsigned = format!("{none_header}.{payload}.");
+    // The valid token's claims signed with HMAC, keyed with something public.
+    let hmac = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &serde_json::from_slice::<serde_json::Value>(
+            &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload)
+                .unwrap(),
+        )
+        .unwrap(),
+        &jsonwebtoken::EncodingKey::from_secret(f.client.id.as_bytes()),
+    )
+    .unwrap();
+    let mut all = refused;
+    all.push(("unsigned (alg none)", unsigned));
+    all.push(("HMAC-signed", hmac));
+    for (what, token) in &all {
+        let (status, body) = f.post_logout_token(token).await;
+        assert_eq!(status, 400, "{what}: {body}");
+        assert!(body.contains("\"error\""), "{what}: {body}");
+        assert_eq!(
+            f.status(&alice, WIKI, "/").await,
+            200,
+            "alice still signed in after: {what}"
+        );
+    }
+    let (status, body) = f.post_logout_token("").await;
+    assert_eq!(status, 400, "empty token: {body}");
+
+    // The genuine token ends alice's session; the same token again is a replay.
+    let (status, body) = f.post_logout_token(&valid).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(f.status(&alice, WIKI, "/").await, 302, "alice signed out");
+    let (status, body) = f.post_logout_token(&valid).await;
+    assert_eq!(status, 400, "replayed: {body}");
+    assert!(body.contains("replayed"), "{body}");
+    f.gw.wait_for_log("event=\"signal_refused\"").await;
+}
