@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 mod policy_tool;
+mod sessions_tool;
 
 #[derive(Parser)]
 #[command(
@@ -52,6 +53,31 @@ enum Command {
     Policy {
         #[command(subcommand)]
         command: PolicyCommand,
+    },
+    /// List or revoke signed-in sessions (through the running gateway's admin listener).
+    Sessions {
+        #[command(subcommand)]
+        command: SessionsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum SessionsCommand {
+    /// Show the sessions of a user, an app, or all.
+    List {
+        /// Gateway configuration file (its [admin] listen and token_file).
+        #[arg(short, long, default_value = "portcullis.toml")]
+        config: PathBuf,
+        #[command(flatten)]
+        which: sessions_tool::Which,
+    },
+    /// End the sessions of a user, an app, or all, on every node; audited.
+    Revoke {
+        /// Gateway configuration file (its [admin] listen and token_file).
+        #[arg(short, long, default_value = "portcullis.toml")]
+        config: PathBuf,
+        #[command(flatten)]
+        which: sessions_tool::Which,
     },
 }
 
@@ -135,6 +161,12 @@ fn main() -> ExitCode {
         Command::Vault {
             command: VaultCommand::Rotate { config },
         } => rotate_vault(&config),
+        Command::Sessions {
+            command: SessionsCommand::List { config, which },
+        } => sessions_tool::list(&config, &which),
+        Command::Sessions {
+            command: SessionsCommand::Revoke { config, which },
+        } => sessions_tool::revoke(&config, &which),
         Command::Policy {
             command: PolicyCommand::Test { config, dir },
         } => policy_tool::test(&config, dir.as_deref()),

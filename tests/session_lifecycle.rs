@@ -100,36 +100,54 @@ groups = ["staff"]
     )
 }
 
-/// A gateway with `wiki` and `timesheet` behind the IdP `corp`, whose client is set up by
-/// `client` (refresh, back-channel logout), with `idp_extra` in `[idp.corp]` and
-/// `wiki_extra` in the wiki policy.
-async fn fixture(
-    client: impl FnOnce(IdpClient, std::net::SocketAddr) -> IdpClient,
+/// How a test's gateway and IdP are set up.
+struct Setup {
+    /// The gateway's client at the IdP (refresh, back-channel logout).
+    client: fn(IdpClient, std::net::SocketAddr) -> IdpClient,
     options: IdpOptions,
-    idp_extra: &str,
-    wiki_extra: &str,
-    gateway_extra: &str,
-) -> Fixture {
+    /// Lines in `[idp.corp]`.
+    idp_extra: &'static str,
+    /// Lines in the wiki policy.
+    wiki_extra: &'static str,
+    /// Anything else about the gateway.
+    spec: fn(GatewaySpec) -> GatewaySpec,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Self {
+            client: |c, _| c,
+            options: IdpOptions::default(),
+            idp_extra: "",
+            wiki_extra: "",
+            spec: |s| s,
+        }
+    }
+}
+
+/// A gateway with `wiki` and `timesheet` behind the IdP `corp`, set up by `setup`.
+async fn fixture(setup: Setup) -> Fixture {
     let http = free_addr();
     let origins: Vec<String> = [WIKI, TIMESHEET]
         .iter()
         .map(|h| format!("http://{h}:{}", http.port()))
         .collect();
-    let client = client(IdpClient::gateway("portcullis", &origins), http);
-    let idp = TestIdp::start_with(std::slice::from_ref(&client), options).await;
+    let client = (setup.client)(IdpClient::gateway("portcullis", &origins), http);
+    let idp = TestIdp::start_with(std::slice::from_ref(&client), setup.options).await;
     let wiki = echo_backend("wiki").await;
     let timesheet = echo_backend("timesheet").await;
-    let gw = GatewaySpec::new()
+    let spec = GatewaySpec::new()
         .http_addr(http)
-        .gateway_toml(&idp.gateway_toml("corp", &client, idp_extra))
-        .gateway_toml(gateway_extra)
-        .policy("wiki.toml", policy("wiki", WIKI, &wiki.url(), wiki_extra))
+        .gateway_toml(&idp.gateway_toml("corp", &client, setup.idp_extra))
+        .policy(
+            "wiki.toml",
+            policy("wiki", WIKI, &wiki.url(), setup.wiki_extra),
+        )
         .policy(
             "timesheet.toml",
             policy("timesheet", TIMESHEET, &timesheet.url(), ""),
-        )
-        .start()
-        .await;
+        );
+    let gw = (setup.spec)(spec).start().await;
     Fixture {
         idp,
         gw,
@@ -144,7 +162,11 @@ fn with_backchannel(client: IdpClient, gw: std::net::SocketAddr) -> IdpClient {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_logout_at_the_idp_ends_every_session_of_that_sign_in_by_back_channel() {
-    let f = fixture(with_backchannel, IdpOptions::default(), "", "", "").await;
+    let f = fixture(Setup {
+        client: with_backchannel,
+        ..Setup::default()
+    })
+    .await;
     let browser = f.signed_in(WIKI, "alice").await;
     // Single sign-on to a second app host: a second session of the same IdP sign-in.
     let trip = browser.follow(&f.url(TIMESHEET, "/")).await;
@@ -176,7 +198,11 @@ async fn a_logout_at_the_idp_ends_every_session_of_that_sign_in_by_back_channel(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_logout_tokens_are_refused_and_a_valid_one_counts_once() {
-    let f = fixture(with_backchannel, IdpOptions::default(), "", "", "").await;
+    let f = fixture(Setup {
+        client: with_backchannel,
+        ..Setup::default()
+    })
+    .await;
     let alice = f.signed_in(WIKI, "alice").await;
     let now = support::unix_now();
 
@@ -264,4 +290,112 @@ async fn hostile_logout_tokens_are_refused_and_a_valid_one_counts_once() {
     assert_eq!(status, 400, "replayed: {body}");
     assert!(body.contains("replayed"), "{body}");
     f.gw.wait_for_log("event=\"signal_refused\"").await;
+}
+
+const ADMIN_TOKEN: &str = "admin-token-TEST-ONLY-0123456789abcdef0123456789";
+
+/// Runs `portcullis sessions <args>` against the fixture's gateway.
+async fn sessions_cli(f: &Fixture, args: &[&str]) -> (bool, String) {
+    let mut command = std::process::Command::new(support::gateway_binary());
+    command
+        .arg("sessions")
+        .args(args)
+        .arg("-c")
+        .arg(f.gw.config_path())
+        .env("USER", "it-admin");
+    let out = tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_lists_and_revokes_sessions_by_user_app_and_all_and_is_audited() {
+    let f = fixture(Setup {
+        spec: |s| s.admin_token(ADMIN_TOKEN),
+        ..Setup::default()
+    })
+    .await;
+    let alice = f.signed_in(WIKI, "alice").await;
+    assert_eq!(alice.follow(&f.url(TIMESHEET, "/")).await.status, 200);
+    let bob = f.signed_in(WIKI, "bob").await;
+
+    // The admin API answers only the admin token.
+    let api = |path: &str| format!("http://{}{path}", f.gw.admin);
+    let http = support::http_client();
+    let anonymous = http
+        .post(api("/sessions/revoke?user=alice@corp.example"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+    let wrong = http
+        .post(api("/sessions/revoke?all=yes"))
+        .bearer_auth("admin-token-TEST-ONLY-0123456789abcdef0123456788")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    let listing = http
+        .get(api("/sessions?user=alice@corp.example"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listing.status(), 401, "no listing without the token either");
+    let ambiguous = http
+        .post(api("/sessions/revoke?user=alice@corp.example&all=yes"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ambiguous.status(), 400, "one selector at a time");
+    assert_eq!(
+        f.status(&alice, WIKI, "/").await,
+        200,
+        "nothing revoked yet"
+    );
+    assert_eq!(f.status(&bob, WIKI, "/").await, 200);
+
+    let (ok, out) = sessions_cli(&f, &["list", "--user", "ALICE@corp.example"]).await;
+    assert!(ok, "{out}");
+    assert!(out.contains("2 session(s)"), "{out}");
+    assert!(
+        out.contains("app=wiki") && out.contains("app=timesheet"),
+        "{out}"
+    );
+    assert!(!out.contains("bob@"), "{out}");
+
+    let (ok, out) = sessions_cli(&f, &["revoke", "--app", "timesheet"]).await;
+    assert!(ok && out.contains("revoked 1 session(s)"), "{out}");
+    assert_eq!(f.status(&alice, TIMESHEET, "/").await, 302);
+    assert_eq!(
+        f.status(&alice, WIKI, "/").await,
+        200,
+        "only that app's session"
+    );
+
+    let (ok, out) = sessions_cli(&f, &["revoke", "--user", "alice@corp.example"]).await;
+    assert!(ok && out.contains("revoked 1 session(s)"), "{out}");
+    assert_eq!(f.status(&alice, WIKI, "/").await, 302);
+    assert_eq!(f.status(&bob, WIKI, "/").await, 200, "bob untouched");
+
+    let (ok, out) = sessions_cli(&f, &["revoke", "--all"]).await;
+    assert!(ok && out.contains("revoked 1 session(s)"), "{out}");
+    assert_eq!(f.status(&bob, WIKI, "/").await, 302);
+
+    let logs =
+        f.gw.wait_for_log("selector=user alice@corp.example sessions=1")
+            .await;
+    assert!(
+        logs.contains("event=\"revocation\" operator=it-admin"),
+        "{logs}"
+    );
+    assert!(logs.contains("reason=\"revoked\""), "{logs}");
+    let (ok, out) = sessions_cli(&f, &["revoke"]).await;
+    assert!(!ok, "a revocation names what it revokes: {out}");
 }

@@ -7,7 +7,7 @@ use super::duration::ConfigDuration;
 use super::files::{resolve, secret_file_exposure};
 use super::idp::{compile_idps, FileIdp, IdpConfig};
 use super::problem::{file_problem, Problem, SourceFile};
-use crate::secret::SecretBytes;
+use crate::secret::{Secret, SecretBytes};
 use crate::upstream::UpstreamTimeouts;
 use ipnet::IpNet;
 use serde::Deserialize;
@@ -166,6 +166,7 @@ struct FileHttps {
 #[serde(deny_unknown_fields)]
 struct FileAdmin {
     listen: Spanned<String>,
+    token_file: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -290,6 +291,9 @@ pub struct GatewayConfig {
     pub h2c: bool,
     /// Admin listener for `/healthz` and `/readyz`.
     pub admin: Option<SocketAddr>,
+    /// The token `portcullis sessions` (and any admin API caller) must present; without one
+    /// the admin API answers nobody.
+    pub admin_token: Option<Secret>,
     /// Session settings (defaults for every app).
     pub sessions: SessionSettings,
     /// Identity providers by name.
@@ -382,6 +386,11 @@ pub fn compile_gateway(
         .admin
         .as_ref()
         .and_then(|a| socket(&a.listen, "admin.listen"));
+    let admin_token = file
+        .admin
+        .as_ref()
+        .and_then(|a| a.token_file.as_ref())
+        .and_then(|f| admin_token(&src, base, f, &mut problems));
 
     let https = match (&listen.https, https_addr) {
         (Some(h), Some(addr)) => {
@@ -617,6 +626,7 @@ pub fn compile_gateway(
         https,
         h2c: listen.h2c,
         admin,
+        admin_token,
         sessions,
         idps,
         log_format: file.log.format.unwrap_or_default(),
@@ -663,6 +673,44 @@ pub fn compile_gateway(
         Err(problems)
     } else {
         Ok((config, problems))
+    }
+}
+
+/// Fewest characters an admin token may have (a random 32-byte value, hex or base64, is longer).
+const MIN_ADMIN_TOKEN_CHARS: usize = 32;
+
+/// Reads `[admin] token_file`.
+fn admin_token(
+    src: &SourceFile<'_>,
+    base: &Path,
+    file: &Spanned<String>,
+    problems: &mut Vec<Problem>,
+) -> Option<Secret> {
+    let path = resolve(base, file.get_ref());
+    if let Some(warning) = secret_file_exposure(&path) {
+        problems.push(src.warning(Some(file.span()), warning));
+    }
+    match std::fs::read_to_string(&path) {
+        Ok(text) if text.trim().chars().count() >= MIN_ADMIN_TOKEN_CHARS => {
+            Some(Secret::new(text.trim()))
+        }
+        Ok(_) => {
+            problems.push(src.error(
+                Some(file.span()),
+                format!(
+                    "admin token file `{}` holds fewer than {MIN_ADMIN_TOKEN_CHARS} characters (e.g. `openssl rand -hex 32 > admin.token`)",
+                    path.display()
+                ),
+            ));
+            None
+        }
+        Err(e) => {
+            problems.push(src.error(
+                Some(file.span()),
+                format!("cannot read admin token file `{}`: {e}", path.display()),
+            ));
+            None
+        }
     }
 }
 

@@ -143,20 +143,22 @@ impl TestIdp {
             "id_token_ttl": options.id_token_ttl,
             "access_token_ttl": options.access_token_ttl,
             "test_controls": true,
-            "clients": clients.iter().map(|c| json!({
+            "clients": clients.iter().map(|c| { let mut client = json!({
                 "client_id": c.id,
                 "client_secret": c.secret,
                 "redirect_uris": c.redirect_uris,
                 "post_logout_redirect_uris": c.post_logout_redirect_uris,
                 "token_endpoint_auth_method": c.auth_method,
                 "grant_types": std::iter::once("authorization_code").chain(c.extra_grants.iter().copied()).collect::<Vec<_>>(),
-                "backchannel_logout_uri": c.backchannel_logout.as_ref().map(|b| b.0.clone()),
-                "backchannel_logout_session_required": c.backchannel_logout.as_ref().is_some_and(|b| b.1),
+
                 // As Okta does: every ID token says when the user authenticated (single
                 // sign-on repeats it, which links one sign-in's sessions for logout).
                 "require_auth_time": true,
                 "response_types": ["code"],
-            })).collect::<Vec<_>>(),
+            }); if let Some((uri, session)) = &c.backchannel_logout {
+                client["backchannel_logout_uri"] = json!(uri);
+                client["backchannel_logout_session_required"] = json!(session);
+            } client }).collect::<Vec<_>>(),
             "users": USERS.iter().map(|(id, pw, email, name, groups)| json!({
                 "id": id, "password": pw, "email": email, "name": name, "groups": groups,
             })).collect::<Vec<_>>(),

@@ -477,6 +477,7 @@ pub struct GatewaySpec {
     https_addr: Option<SocketAddr>,
     server_extra: String,
     idps_may_be_down: bool,
+    admin_token: Option<String>,
 }
 
 impl GatewaySpec {
@@ -527,6 +528,11 @@ impl GatewaySpec {
         self.server_extra.push('\n');
         self
     }
+    /// An admin token (`[admin] token_file`, written beside the config) for the session API.
+    pub fn admin_token(mut self, token: &str) -> Self {
+        self.admin_token = Some(token.to_string());
+        self
+    }
     /// Extra TOML appended to `portcullis.toml` (whole tables, e.g. `[headers]`).
     pub fn gateway_toml(mut self, extra: &str) -> Self {
         self.gateway_extra.push_str(extra);
@@ -564,9 +570,16 @@ impl GatewaySpec {
             server.retain(|l| l.split('=').next().unwrap_or("").trim() != key);
             server.push(line.to_string());
         }
+        let token_line = self.admin_token.as_ref().map_or(String::new(), |token| {
+            let file = dir.path().join("admin.token");
+            std::fs::write(&file, format!("{token}\n")).unwrap();
+            std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .unwrap();
+            format!("token_file = \"{}\"\n", file.display())
+        });
         let config = format!(
             "policies = \"policies\"\n[listen]\nhttp = \"{http}\"\nh2c = {}\n{https_line}\
-             [admin]\nlisten = \"{admin}\"\n[server]\n{}\n\
+             [admin]\nlisten = \"{admin}\"\n{token_line}[server]\n{}\n\
              [log]\nlevel = \"info\"\nformat = \"{}\"\n{}",
             self.h2c,
             server.join("\n"),

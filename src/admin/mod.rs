@@ -1,5 +1,8 @@
-//! The admin listener: `/healthz` (the process answers) and `/readyz` (configuration loaded and
-//! every traffic listener accepting connections). Kept off the traffic listeners on purpose.
+//! The admin listener: `/healthz` (the process answers), `/readyz` (configuration loaded and
+//! every traffic listener accepting connections) and, for callers with the admin token, the
+//! session API ([`sessions`]). Kept off the traffic listeners on purpose.
+
+pub mod sessions;
 
 use crate::lifecycle::Lifecycle;
 use crate::reload::SharedGateway;
@@ -157,17 +160,71 @@ fn probe_addr(addr: SocketAddr) -> SocketAddr {
     }
 }
 
+impl AdminApp {
+    /// The session API: authorised, then list or revoke.
+    async fn session_api(&self, session: &ServerSession) -> sessions::Answer {
+        let gateway = self.gateway.load_full();
+        let req = session.req_header();
+        let header = |name: &str| req.headers.get(name).and_then(|v| v.to_str().ok());
+        if let Err(refused) = sessions::authorise(&gateway, header("authorization")) {
+            return refused;
+        }
+        let query: Vec<(String, String)> = req
+            .uri
+            .query()
+            .map(|q| {
+                url::form_urlencoded::parse(q.as_bytes())
+                    .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let which = match sessions::selector(&query) {
+            Ok(w) => w,
+            Err(refused) => return refused,
+        };
+        match (req.method.as_str(), req.uri.path()) {
+            ("GET", "/sessions") => sessions::list(&gateway, &which).await,
+            ("POST", "/sessions/revoke") => {
+                let operator: String = header(sessions::OPERATOR_HEADER)
+                    .unwrap_or("unnamed")
+                    .chars()
+                    .filter(|c| c.is_ascii_graphic() || *c == ' ')
+                    .take(64)
+                    .collect();
+                let client_ip = session
+                    .client_addr()
+                    .and_then(|a| a.as_inet())
+                    .map(|a| a.ip());
+                let request_id = crate::hygiene::new_request_id();
+                sessions::revoke(&gateway, &which, &operator, client_ip, &request_id).await
+            }
+            _ => (
+                405,
+                r#"{"error":"GET /sessions or POST /sessions/revoke"}"#.to_string(),
+            ),
+        }
+    }
+}
+
 #[async_trait]
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
-        let (status, body) = match session.req_header().uri.path() {
-            "/healthz" => (200, "ok\n".to_string()),
-            "/readyz" => self.readiness().await,
-            _ => (404, "not found\n".to_string()),
+        let path = session.req_header().uri.path().to_string();
+        let (status, body, content_type) = match path.as_str() {
+            "/healthz" => (200, "ok\n".to_string(), "text/plain; charset=utf-8"),
+            "/readyz" => {
+                let (status, body) = self.readiness().await;
+                (status, body, "text/plain; charset=utf-8")
+            }
+            "/sessions" | "/sessions/revoke" => {
+                let (status, body) = self.session_api(session).await;
+                (status, body, "application/json")
+            }
+            _ => (404, "not found\n".to_string(), "text/plain; charset=utf-8"),
         };
         let response = Response::builder()
             .status(status)
-            .header("Content-Type", "text/plain; charset=utf-8")
+            .header("Content-Type", content_type)
             .header("Cache-Control", "no-store")
             .header("Content-Length", body.len().to_string())
             .body(body.clone().into_bytes());
