@@ -137,7 +137,7 @@ fn main() -> anyhow::Result<()> {
                 .context("no random bytes")?;
             let (_session, _id, set_cookie) = gateway
                 .auth
-                .sign_in(who, hint.clone(), &args.app, limits, &origin, family)
+                .sign_in(who, hint.clone(), &args.app, limits, &origin, family, None)
                 .await
                 .map_err(|e| anyhow::anyhow!("sign-in {i}: {e}"))?;
             if i % stride == 0 && cookies.len() < args.cookies {

@@ -539,6 +539,7 @@ impl Auth {
     /// A new session for a verified identity, and the cookie that carries it. Every finished
     /// login ends here; the session-scale benchmark (`bench/session_scale.rs`) loads its
     /// sessions through it too, so what it measures is what a login stores.
+    #[allow(clippy::too_many_arguments)] // each is one fact a login proved
     pub async fn sign_in(
         &self,
         identity: Identity,
@@ -547,18 +548,22 @@ impl Auth {
         limits: (Duration, Duration),
         origin: &Origin,
         family: SignInFamily,
+        tokens: Option<crate::session::SessionTokens>,
     ) -> Result<(Arc<Session>, SessionId, String), CallbackError> {
         let host =
             crate::routing::normalise_host(&origin.authority).ok_or(CallbackError::WrongHost)?;
-        let session = Arc::new(Session::new(
-            identity,
-            logout,
-            app,
-            &host,
-            family,
-            limits,
-            self.clock.now_ms(),
-        ));
+        let session = Arc::new(
+            Session::new(
+                identity,
+                logout,
+                app,
+                &host,
+                family,
+                limits,
+                self.clock.now_ms(),
+            )
+            .with_tokens(tokens),
+        );
         let id = SessionId::random().ok_or(CallbackError::NoRandom)?;
         self.sessions.insert(id, session.clone()).await?;
         let name = session_cookie_name(origin.secure);
@@ -702,6 +707,7 @@ impl Auth {
                 limits(&pending.app),
                 origin,
                 family,
+                done.tokens,
             )
             .await
             .map_err(fail)?;
@@ -815,6 +821,7 @@ impl Auth {
                 limits(&app),
                 origin,
                 family,
+                None,
             )
             .await
             .map_err(fail)?;

@@ -29,6 +29,7 @@ pub mod logging;
 pub mod pages;
 pub mod policy;
 pub mod proxy;
+pub mod refresh;
 pub mod reload;
 pub mod routing;
 pub mod secret;

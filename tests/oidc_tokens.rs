@@ -37,6 +37,7 @@ fn provider_with_skew(idp: &TestIdp, client: &IdpClient, clock_skew: Duration) -
         groups_claim: "groups".into(),
         extra_claims: vec![],
         clock_skew,
+        refresh_interval: None,
         allow_insecure_issuer: true,
         post_logout_redirect_uri: None,
         ca_pem: None,

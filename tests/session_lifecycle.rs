@@ -399,3 +399,147 @@ async fn an_admin_lists_and_revokes_sessions_by_user_app_and_all_and_is_audited(
     let (ok, out) = sessions_cli(&f, &["revoke"]).await;
     assert!(!ok, "a revocation names what it revokes: {out}");
 }
+
+fn with_refresh(client: IdpClient, _: std::net::SocketAddr) -> IdpClient {
+    client.with_refresh()
+}
+
+/// Claims re-read every second (the shortest interval), so tests wait seconds, not minutes.
+const REFRESH_EVERY_SECOND: &str = "refresh = true\nrefresh_interval = \"1s\"\n";
+
+/// Waits past one refresh interval.
+async fn past_refresh_interval() {
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+}
+
+impl Fixture {
+    /// The groups the wiki backend was told (`X-Groups`), or the status when not served.
+    async fn wiki_groups(&self, browser: &Browser) -> Result<String, u16> {
+        let response = browser.get(&self.url(WIKI, "/")).await;
+        match response.status().as_u16() {
+            200 => {
+                let echo: serde_json::Value = response.json().await.unwrap();
+                Ok(support::header_values(&echo, "x-groups").join(";"))
+            }
+            status => Err(status),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refreshed_claims_change_decisions_and_rotated_refresh_tokens_keep_working() {
+    let f = fixture(Setup {
+        client: with_refresh,
+        idp_extra: REFRESH_EVERY_SECOND,
+        ..Setup::default()
+    })
+    .await;
+    let alice = f.signed_in(WIKI, "alice").await;
+    assert_eq!(f.wiki_groups(&alice).await, Ok("staff,finance".to_string()));
+
+    // Removed from `staff` at the IdP: denied at the first request after the next refresh.
+    f.idp.set_groups("alice", &["finance"]).await;
+    past_refresh_interval().await;
+    assert_eq!(f.wiki_groups(&alice).await, Err(403), "staff removed");
+    assert_eq!(f.idp.refresh_counts().await, (1, 0));
+
+    // Back in `staff`: allowed again, through the rotated refresh token (reusing the first
+    // one would make the IdP revoke the whole grant and the session would end).
+    f.idp.set_groups("alice", &["staff"]).await;
+    past_refresh_interval().await;
+    assert_eq!(f.wiki_groups(&alice).await, Ok("staff".to_string()));
+    assert_eq!(f.idp.refresh_counts().await, (2, 0));
+    let logs = f.gw.wait_for_log("session claims refreshed").await;
+    assert!(!logs.contains("refresh_token"), "no token in the log");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_grant_or_a_deactivated_user_ends_the_session_at_the_next_refresh() {
+    let f = fixture(Setup {
+        client: with_refresh,
+        idp_extra: REFRESH_EVERY_SECOND,
+        ..Setup::default()
+    })
+    .await;
+    let alice = f.signed_in(WIKI, "alice").await;
+    let bob = f.signed_in(WIKI, "bob").await;
+    assert_eq!(f.status(&alice, WIKI, "/").await, 200);
+
+    f.idp.revoke_grants("alice").await;
+    f.idp.set_active("bob", false).await;
+    past_refresh_interval().await;
+    assert_eq!(
+        f.status(&alice, WIKI, "/").await,
+        302,
+        "grant revoked: sign in again"
+    );
+    assert_eq!(
+        f.status(&bob, WIKI, "/").await,
+        302,
+        "deactivated: sign in again"
+    );
+    assert_eq!(f.idp.refresh_counts().await, (0, 2));
+    let logs = f.gw.wait_for_log("reason=\"refresh_refused\"").await;
+    assert!(
+        logs.contains("alice@corp.example") && logs.contains("bob@corp.example"),
+        "{logs}"
+    );
+    // Deactivated at the IdP, bob cannot sign in again either; alice can.
+    let again = alice.login(&f.url(WIKI, "/"), "alice", "alice-pw").await;
+    assert_eq!(again.status, 200, "{again:?}");
+}
+
+impl Fixture {
+    /// The access token the wiki backend was given (`X-Access-Token`), sending `forged` as
+    /// the client's own copy.
+    async fn wiki_access_token(&self, browser: &Browser, forged: &str) -> Vec<String> {
+        let response = browser
+            .get_with(
+                &self.url(WIKI, "/"),
+                &[("Sec-Fetch-Mode", "navigate"), ("X-Access-Token", forged)],
+            )
+            .await;
+        assert_eq!(response.status(), 200);
+        let echo: serde_json::Value = response.json().await.unwrap();
+        support::header_values(&echo, "x-access-token")
+    }
+
+    /// Whom the IdP's userinfo endpoint says `token` belongs to.
+    async fn userinfo_sub(&self, token: &str) -> Option<String> {
+        let response = support::http_client()
+            .get(format!("{}/me", self.idp.issuer))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        let info: serde_json::Value = response.json().await.ok()?;
+        info["sub"].as_str().map(str::to_string)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_gets_the_users_current_access_token_and_never_a_forged_one() {
+    let f = fixture(Setup {
+        client: with_refresh,
+        idp_extra: REFRESH_EVERY_SECOND,
+        wiki_extra: "\"X-Access-Token\" = \"access_token\"\n",
+        ..Setup::default()
+    })
+    .await;
+    let alice = f.signed_in(WIKI, "alice").await;
+    let first = f.wiki_access_token(&alice, "forged-token").await;
+    assert_eq!(
+        first.len(),
+        1,
+        "exactly one, the client's copy stripped: {first:?}"
+    );
+    assert_ne!(first[0], "forged-token");
+    assert_eq!(f.userinfo_sub(&first[0]).await.as_deref(), Some("alice"));
+
+    past_refresh_interval().await;
+    let second = f.wiki_access_token(&alice, "forged-token").await;
+    assert_eq!(second.len(), 1, "{second:?}");
+    assert_ne!(second, first, "a fresh token after the refresh");
+    assert_eq!(f.userinfo_sub(&second[0]).await.as_deref(), Some("alice"));
+    assert_eq!(f.idp.refresh_counts().await, (1, 0));
+}

@@ -17,6 +17,11 @@ use toml::Spanned;
 mod saml;
 pub use saml::{MetadataSource, SamlIdpConfig};
 
+/// How often refreshed claims are re-read by default (`refresh = true`).
+pub const DEFAULT_REFRESH_INTERVAL: Duration = Duration::from_secs(300);
+/// Shortest refresh interval accepted.
+const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Parameters the login flow sets itself; `auth_params` may not override them.
 const RESERVED_AUTH_PARAMS: &[&str] = &[
     "response_type",
@@ -54,6 +59,9 @@ pub(super) struct FileIdp {
     #[serde(default)]
     claims: Vec<Spanned<String>>,
     clock_skew: Option<ConfigDuration>,
+    #[serde(default)]
+    refresh: bool,
+    refresh_interval: Option<Spanned<ConfigDuration>>,
     #[serde(default)]
     allow_insecure_issuer: bool,
     post_logout_redirect_uri: Option<Spanned<String>>,
@@ -112,6 +120,9 @@ pub struct OidcIdpConfig {
     pub extra_claims: Vec<String>,
     /// Tolerated clock difference for `exp` and `iat`.
     pub clock_skew: Duration,
+    /// Refresh tokens (`refresh = true`, asks for `offline_access`): claims are re-read this
+    /// often, and before a kept access token expires; `None` when off.
+    pub refresh_interval: Option<Duration>,
     /// Plain-HTTP issuer allowed (tests and demo only).
     pub allow_insecure_issuer: bool,
     /// Where the provider sends the browser after logout; default: the gateway's
@@ -131,6 +142,13 @@ pub struct IdpConfig {
     /// How often the IdP's reachability is checked while it answers (faster, with backoff,
     /// while it does not).
     pub health_check_interval: Duration,
+}
+
+impl IdpConfig {
+    /// Does a session from this IdP keep its tokens (OpenID Connect with refresh)?
+    pub fn keeps_tokens(&self) -> bool {
+        matches!(&self.protocol, IdpProtocol::Oidc(o) if o.refresh_interval.is_some())
+    }
 }
 
 /// Default [`IdpConfig::health_check_interval`]: one small GET per IdP every half minute.
@@ -390,6 +408,28 @@ impl IdpCompiler<'_> {
         };
         let post_logout_redirect_uri = self.post_logout_redirect_uri(file);
         let ca_pem = self.ca_pem(file, base);
+        let refresh_interval = match (&file.refresh_interval, file.refresh) {
+            (Some(i), false) => {
+                self.error(i, "refresh_interval needs refresh = true");
+                None
+            }
+            (Some(i), true) if i.get_ref().0 < MIN_REFRESH_INTERVAL => {
+                self.error(
+                    i,
+                    format!(
+                        "refresh_interval must be at least {}s (each refresh is a call to the IdP)",
+                        MIN_REFRESH_INTERVAL.as_secs()
+                    ),
+                );
+                None
+            }
+            (Some(i), true) => Some(i.get_ref().0),
+            (None, true) => Some(DEFAULT_REFRESH_INTERVAL),
+            (None, false) => None,
+        };
+        if refresh_interval.is_some() && !scopes.iter().any(|s| s == "offline_access") {
+            scopes.push("offline_access".to_string());
+        }
         Some(OidcIdpConfig {
             ca_pem,
             issuer,
@@ -402,6 +442,7 @@ impl IdpCompiler<'_> {
             groups_claim,
             extra_claims,
             clock_skew: file.clock_skew.map_or(Duration::from_secs(60), |d| d.0),
+            refresh_interval,
             allow_insecure_issuer: file.allow_insecure_issuer,
             post_logout_redirect_uri,
         })

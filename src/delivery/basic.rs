@@ -40,7 +40,7 @@ pub async fn prepare(
     };
     let username = match &basic.username {
         None => credential.username.clone(),
-        Some(source) => value_of(source, who.identity).unwrap_or_default(),
+        Some(source) => value_of(source, who.identity, who.access_token).unwrap_or_default(),
     };
     let token = base64::engine::general_purpose::STANDARD
         .encode(format!("{username}:{}", credential.password.expose()));

@@ -242,7 +242,8 @@ pub async fn prepare(
         };
         let username = match &form.username {
             None => credential.username.clone(),
-            Some(source) => super::identity::value_of(source, who.identity).unwrap_or_default(),
+            Some(source) => super::identity::value_of(source, who.identity, who.access_token)
+                .unwrap_or_default(),
         };
         let target = backend.target.ok_or(DeliveryError::NoUpstream)?;
         match login(

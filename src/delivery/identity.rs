@@ -47,6 +47,9 @@ pub enum IdentitySource {
     Static(String),
     /// A shared secret the backend checks to know the request came through the gateway.
     Secret(Secret),
+    /// The user's current access token from their IdP (kept fresh by refresh), for
+    /// backends that call other APIs on the user's behalf.
+    AccessToken,
 }
 
 /// Why a request could not be given its identity headers or cookies.
@@ -107,10 +110,14 @@ impl IdentityCookies {
 
     /// Values for this user (a cookie whose source is absent is left out). Values that a
     /// cookie cannot carry unambiguously (`;`, `"`, `\`, spaces, controls) are refused.
-    pub fn values(&self, user: &Identity) -> Result<Vec<(String, String)>, InjectError> {
+    pub fn values(
+        &self,
+        user: &Identity,
+        access_token: Option<&str>,
+    ) -> Result<Vec<(String, String)>, InjectError> {
         let mut out = Vec::with_capacity(self.cookies.len());
         for (name, source) in &self.cookies {
-            let Some(text) = value_of(source, user) else {
+            let Some(text) = value_of(source, user, access_token) else {
                 continue;
             };
             if text.len() > MAX_IDENTITY_VALUE {
@@ -157,10 +164,14 @@ impl IdentityHeaders {
 
     /// Values for this user. A header whose source is absent (no email, say) is left out:
     /// the client's copy has already been stripped, so the backend sees none.
-    pub fn values(&self, user: &Identity) -> Result<Vec<(HeaderName, HeaderValue)>, InjectError> {
+    pub fn values(
+        &self,
+        user: &Identity,
+        access_token: Option<&str>,
+    ) -> Result<Vec<(HeaderName, HeaderValue)>, InjectError> {
         let mut out = Vec::with_capacity(self.headers.len());
         for (name, source) in &self.headers {
-            let Some(text) = value_of(source, user) else {
+            let Some(text) = value_of(source, user, access_token) else {
                 continue;
             };
             out.push((name.clone(), checked_value(name, &text)?));
@@ -169,8 +180,13 @@ impl IdentityHeaders {
     }
 }
 
-/// The text a source gives for `user`, if it has one.
-pub fn value_of(source: &IdentitySource, user: &Identity) -> Option<String> {
+/// The text a source gives for `user` (with their session's access token, if kept), if it
+/// has one.
+pub fn value_of(
+    source: &IdentitySource,
+    user: &Identity,
+    access_token: Option<&str>,
+) -> Option<String> {
     match source {
         IdentitySource::Subject => Some(user.subject.clone()),
         IdentitySource::Email => user.email.clone(),
@@ -186,6 +202,7 @@ pub fn value_of(source: &IdentitySource, user: &Identity) -> Option<String> {
             .map(|(_, values)| values.join(join)),
         IdentitySource::Static(v) => Some(v.clone()),
         IdentitySource::Secret(s) => Some(s.expose().to_string()),
+        IdentitySource::AccessToken => access_token.map(str::to_string),
     }
 }
 
@@ -238,7 +255,7 @@ mod tests {
             ("X-Name", IdentitySource::Name),
             ("X-Acr", IdentitySource::Acr),
         ]);
-        let v = h.values(&alice()).unwrap();
+        let v = h.values(&alice(), None).unwrap();
         assert_eq!(v.len(), 3);
         assert_eq!(v[0].1, "alice@corp.example");
         assert_eq!(v[1].1, "staff,finance");
@@ -252,12 +269,18 @@ mod tests {
             let mut user = alice();
             user.name = Some(evil.into());
             assert!(
-                matches!(h.values(&user), Err(InjectError::ControlCharacter { .. })),
+                matches!(
+                    h.values(&user, None),
+                    Err(InjectError::ControlCharacter { .. })
+                ),
                 "{evil:?}"
             );
         }
         let mut user = alice();
         user.name = Some("x".repeat(MAX_IDENTITY_VALUE + 1));
-        assert!(matches!(h.values(&user), Err(InjectError::TooLong { .. })));
+        assert!(matches!(
+            h.values(&user, None),
+            Err(InjectError::TooLong { .. })
+        ));
     }
 }

@@ -118,6 +118,8 @@ impl Backend<'_> {
 pub struct Recipient<'a> {
     /// Who signed in.
     pub identity: &'a Identity,
+    /// Their current access token, when their IdP's tokens are kept (refresh).
+    pub access_token: Option<&'a str>,
     /// Their session (jars and form tokens are bound to it).
     pub session: SessionId,
     /// The normalised path.
@@ -307,11 +309,13 @@ impl Delivery {
             }
             let prepared = match step {
                 Step::Headers(h) => {
-                    out.headers.extend(h.values(who.identity)?);
+                    out.headers
+                        .extend(h.values(who.identity, who.access_token)?);
                     Prepared::Send
                 }
                 Step::Cookies(c) => {
-                    out.cookies.extend(c.values(who.identity)?);
+                    out.cookies
+                        .extend(c.values(who.identity, who.access_token)?);
                     Prepared::Send
                 }
                 Step::Assertion(header) => {
@@ -534,6 +538,7 @@ mod tests {
             };
             let recipient = Recipient {
                 identity: who,
+                access_token: None,
                 session: self.session,
                 path: "/x",
                 here: "/x?y=1",

@@ -12,6 +12,7 @@ use super::{error_chain, Identity};
 use crate::config::{OidcIdpConfig, TokenAuth};
 use crate::secret::Secret;
 use crate::session::pending::StepUp;
+use crate::session::SessionTokens;
 use arc_swap::ArcSwapOption;
 use base64::Engine;
 use openidconnect::core::{
@@ -38,6 +39,9 @@ use thiserror::Error;
 /// Least time between two JWKS re-fetches triggered by unknown key ids (an attacker sending
 /// tokens with random `kid`s must not turn the gateway into a JWKS flooder).
 const JWKS_REFETCH_INTERVAL: Duration = Duration::from_secs(30);
+
+/// A kept access token is refreshed this long before it expires.
+const ACCESS_TOKEN_MARGIN_MS: u64 = 60_000;
 
 /// How old a back-channel logout token may be (its `iat`); its `jti` is remembered this long.
 pub const LOGOUT_TOKEN_MAX_AGE: Duration = Duration::from_secs(600);
@@ -136,6 +140,28 @@ pub struct LoginDone {
     pub id_token: Secret,
     /// The IdP's session id (`sid`, OpenID Connect Front-/Back-Channel Logout), when sent.
     pub idp_session: Option<String>,
+    /// The tokens to keep, when this IdP is configured for refresh.
+    pub tokens: Option<SessionTokens>,
+}
+
+/// A refresh the IdP answered.
+pub struct Refreshed {
+    /// Who the user is now (groups and claims as the IdP says them today); `None` when the
+    /// IdP sent no ID token (the claims stay as they were).
+    pub identity: Option<Identity>,
+    /// The tokens to keep from now on (a rotated refresh token replaces the old one).
+    pub tokens: SessionTokens,
+}
+
+/// Why a refresh did not happen.
+#[derive(Debug, Error)]
+pub enum RefreshError {
+    /// The IdP refused the grant (revoked, user deactivated, token reused): the session ends.
+    #[error("refresh refused by the identity provider: {0}")]
+    Refused(String),
+    /// The IdP could not be reached, or answered with something unusable: try again later.
+    #[error("refresh failed: {0}")]
+    Unavailable(String),
 }
 
 struct Discovered {
@@ -344,11 +370,148 @@ impl OidcProvider {
         let idp_session = jwt_payload(&raw)
             .and_then(|claims| claims.get("sid")?.as_str().map(str::to_string))
             .filter(|sid| !sid.is_empty() && sid.len() <= 256);
+        let tokens = self.config.refresh_interval.map(|interval| {
+            self.tokens_to_keep(
+                token.access_token().secret(),
+                token.refresh_token().map(|r| r.secret().as_str()),
+                token.expires_in(),
+                None,
+                interval,
+            )
+        });
         Ok(LoginDone {
             identity,
             id_token: Secret::new(raw),
             idp_session,
+            tokens,
         })
+    }
+
+    /// The tokens a session keeps, and when its claims are next due: after the configured
+    /// interval, or a minute before the access token expires, whichever is first.
+    fn tokens_to_keep(
+        &self,
+        access: &str,
+        refresh: Option<&str>,
+        expires_in: Option<Duration>,
+        previous_refresh: Option<&Secret>,
+        interval: Duration,
+    ) -> SessionTokens {
+        let now = self.clock.now_ms();
+        let access_expires_ms = expires_in.map(|e| now.saturating_add(crate::clock::millis(e)));
+        let by_schedule = now.saturating_add(crate::clock::millis(interval));
+        let before_expiry = access_expires_ms.map(|e| e.saturating_sub(ACCESS_TOKEN_MARGIN_MS));
+        SessionTokens {
+            refresh: refresh
+                .map(Secret::new)
+                .or_else(|| previous_refresh.cloned()),
+            access: Secret::new(access),
+            access_expires_ms,
+            refresh_due_ms: before_expiry
+                .map_or(by_schedule, |b| b.min(by_schedule).max(now + 1000)),
+        }
+    }
+
+    /// Uses the session's refresh token: new tokens and, from the new ID token (verified like
+    /// the first, with the same subject), the user's claims as the IdP says them now.
+    pub async fn refresh(
+        &self,
+        tokens: &SessionTokens,
+        subject: &str,
+    ) -> Result<Refreshed, RefreshError> {
+        let interval = self
+            .config
+            .refresh_interval
+            .ok_or_else(|| RefreshError::Unavailable("refresh is off for this IdP".into()))?;
+        let refresh_token = tokens
+            .refresh
+            .as_ref()
+            .ok_or_else(|| RefreshError::Refused("no refresh token was issued".into()))?;
+        let discovered = self
+            .discovered
+            .load_full()
+            .ok_or_else(|| RefreshError::Unavailable("provider not discovered".into()))?;
+        let token = discovered
+            .client
+            .exchange_refresh_token(&openidconnect::RefreshToken::new(
+                refresh_token.expose().to_string(),
+            ))
+            .map_err(|e| RefreshError::Unavailable(e.to_string()))?
+            .request_async(&self.http)
+            .await
+            .map_err(|e| match &e {
+                openidconnect::RequestTokenError::ServerResponse(r) => {
+                    RefreshError::Refused(r.error().to_string())
+                }
+                openidconnect::RequestTokenError::Request(_) => {
+                    let why = error_chain(&e);
+                    self.health.reachable(false, Some(why.clone()));
+                    RefreshError::Unavailable(why)
+                }
+                _ => RefreshError::Unavailable(error_chain(&e)),
+            })?;
+        let identity = match token.id_token() {
+            Some(id_token) => {
+                let raw = id_token.to_string();
+                self.verify_refreshed_id_token(&raw)
+                    .await
+                    .map_err(|e| RefreshError::Unavailable(e.to_string()))?;
+                let identity = self
+                    .identity_from(&raw)
+                    .map_err(|e| RefreshError::Unavailable(e.to_string()))?;
+                // OpenID Connect Core 12.2: the same user, or not this session's token.
+                if identity.subject != subject {
+                    return Err(RefreshError::Refused(
+                        "the refreshed ID token names another subject".into(),
+                    ));
+                }
+                Some(identity)
+            }
+            None => None,
+        };
+        Ok(Refreshed {
+            identity,
+            tokens: self.tokens_to_keep(
+                token.access_token().secret(),
+                token.refresh_token().map(|r| r.secret().as_str()),
+                token.expires_in(),
+                Some(refresh_token),
+                interval,
+            ),
+        })
+    }
+
+    /// Verifies an ID token from a refresh: as at login, except for the nonce, which a
+    /// refreshed token need not carry (OpenID Connect Core 12.2).
+    async fn verify_refreshed_id_token(&self, raw: &str) -> Result<(), LoginError> {
+        let token = CoreIdToken::from_str(raw)
+            .map_err(|e| LoginError::IdToken(format!("not a JWT: {e}")))?;
+        let check = |token: &CoreIdToken| -> Result<(), ClaimsVerificationError> {
+            let Some(discovered) = self.discovered.load_full() else {
+                return Err(ClaimsVerificationError::Other(
+                    "provider not discovered".into(),
+                ));
+            };
+            let skew = i64::try_from(self.config.clock_skew.as_secs()).unwrap_or(i64::MAX);
+            let clock = self.clock.clone();
+            let verifier = discovered
+                .client
+                .id_token_verifier()
+                .set_time_fn(move || crate::clock::utc_now_shifted(&*clock, -skew));
+            token
+                .claims(&verifier, |_: Option<&Nonce>| Ok(()))
+                .map(|_| ())
+        };
+        match check(&token) {
+            Err(ClaimsVerificationError::SignatureVerification(
+                SignatureVerificationError::NoMatchingKey,
+            )) if self.jwks_refetch_allowed() => {
+                self.refetch_jwks().await?;
+                check(&token)
+            }
+            other => other,
+        }
+        .map_err(|e| LoginError::IdToken(error_chain(&e)))
     }
 
     /// Verifies a raw ID token for this client and `nonce`; on a key id the JWKS does not
@@ -546,6 +709,11 @@ impl OidcProvider {
         })
     }
 
+    /// How often sessions' claims are re-read, when refresh is on.
+    pub fn refresh_interval(&self) -> Option<Duration> {
+        self.config.refresh_interval
+    }
+
     /// The configured client id.
     pub fn client_id(&self) -> &str {
         &self.config.client_id
@@ -658,6 +826,7 @@ mod tests {
             groups_claim: groups_claim.into(),
             extra_claims: extra.iter().map(|c| c.to_string()).collect(),
             clock_skew: std::time::Duration::from_secs(60),
+            refresh_interval: None,
             allow_insecure_issuer: false,
             post_logout_redirect_uri: None,
             ca_pem: None,

@@ -9,6 +9,7 @@ use crate::config::AppConfig;
 use crate::delivery::{Backend, Outgoing, Prepared, Reach, Recipient};
 use crate::gateway::{AppRuntime, Gateway};
 use crate::policy::{Decision, RequestFacts};
+use crate::refresh::Refresh;
 use crate::session::cookies::clear_session_cookie;
 use crate::session::pending::StepUp;
 use crate::session::Scope;
@@ -87,9 +88,12 @@ pub async fn decide(
     }
     // With the store down nobody can be recognised: public routes still serve (anonymously),
     // everything else gets the 503 page rather than a sign-in that cannot be kept.
-    if let Some(e) = store_trouble {
+    if let Some(trouble) = store_trouble {
         if !matches!(decision, Decision::Public { .. } | Decision::Allow { .. }) {
-            return Err(RequestError::StoreUnavailable(e));
+            return Err(match trouble {
+                SessionTrouble::Store(e) => RequestError::StoreUnavailable(e),
+                SessionTrouble::Idp(idp) => RequestError::SignInUnavailable(idp),
+            });
         }
     }
     match decision {
@@ -165,6 +169,7 @@ async fn deliver(
     };
     let who = Recipient {
         identity: &user.identity,
+        access_token: user.tokens.as_deref().map(|t| t.access.expose()),
         session,
         path: &ctx.path,
         here: &return_to,
@@ -190,16 +195,26 @@ async fn deliver(
     }
 }
 
-/// Step 5: the browser's session for this app, if any. A cookie that names no usable session
-/// counts as none (logged, and deleted in the response); expiry is audited. Returns the
-/// store's error when it could not say.
+/// Why nobody could be recognised: the store could not say, or the session's claims are
+/// overdue and its IdP cannot refresh them now.
+pub enum SessionTrouble {
+    /// The session store did not answer.
+    Store(crate::session::StoreError),
+    /// The IdP could not refresh overdue claims.
+    Idp(String),
+}
+
+/// Step 5: the browser's session for this app, if any, its claims refreshed when due. A
+/// cookie that names no usable session counts as none (logged, and deleted in the response);
+/// expiry and refused refreshes are audited. Returns the trouble when nobody could be
+/// recognised for want of the store or the IdP.
 pub async fn attach_session(
     session: &Session,
     ctx: &mut RequestCtx,
     gateway: &Gateway,
     config: &AppConfig,
     origin: &Origin,
-) -> Option<crate::session::StoreError> {
+) -> Option<SessionTrouble> {
     let idp = config.idp()?;
     let scope = Scope {
         host: &ctx.host,
@@ -217,8 +232,29 @@ pub async fn attach_session(
         .await;
     match lookup {
         SessionLookup::Found { id, session } => {
-            ctx.user = Some(session);
-            ctx.session_id = Some(id);
+            match crate::refresh::if_due(&gateway.auth, &id, session).await {
+                Refresh::Use(session) => {
+                    ctx.user = Some(session);
+                    ctx.session_id = Some(id);
+                }
+                // The IdP no longer vouches for the user: the request is anonymous.
+                Refresh::Ended(ended, why) => {
+                    ctx.span
+                        .in_scope(|| info!(reason = %why, "session ended: refresh refused"));
+                    ctx.clear_stale = Some(clear_session_cookie(origin.secure));
+                    audit::session_ended(
+                        &ctx.audit(config.id()),
+                        &ended,
+                        audit::SignInEnded::RefreshRefused,
+                    );
+                }
+                Refresh::Unverifiable(why) => {
+                    ctx.span.in_scope(|| {
+                        tracing::warn!(reason = %why, "session claims overdue and not refreshable now")
+                    });
+                    return Some(SessionTrouble::Idp(idp.to_string()));
+                }
+            }
         }
         SessionLookup::None => {}
         // Valid elsewhere, not here: the request is anonymous for this app, and the cookie
@@ -239,7 +275,7 @@ pub async fn attach_session(
         SessionLookup::Unavailable(e) => {
             ctx.span
                 .in_scope(|| tracing::warn!(error = %e, "session store unavailable"));
-            return Some(e);
+            return Some(SessionTrouble::Store(e));
         }
     }
     None

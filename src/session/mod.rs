@@ -142,11 +142,44 @@ pub struct Session {
     // Milliseconds, not `Duration`s: a session is held a million times over.
     idle_ms: u64,
     absolute_ms: u64,
+    /// The IdP's tokens, kept only when its config asks for refresh (boxed: most sessions
+    /// have none).
+    pub tokens: Option<Box<SessionTokens>>,
+}
+
+/// Tokens a session keeps for refresh (OpenID Connect, `refresh = true`). Never sent to the
+/// browser; sealed whenever the session leaves the process.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SessionTokens {
+    /// The refresh token, when the IdP issued one.
+    pub refresh: Option<Secret>,
+    /// The current access token (for backends configured to receive it).
+    pub access: Secret,
+    /// When the access token expires (Unix milliseconds), when the IdP said.
+    pub access_expires_ms: Option<u64>,
+    /// When the claims are next re-read from the IdP (Unix milliseconds).
+    pub refresh_due_ms: u64,
 }
 
 /// A session's stored form (see [`Session::to_stored`]).
 #[derive(Serialize, Deserialize)]
 struct StoredSession<'a> {
+    identity: std::borrow::Cow<'a, Identity>,
+    logout: std::borrow::Cow<'a, LogoutHint>,
+    app: std::borrow::Cow<'a, str>,
+    host: std::borrow::Cow<'a, str>,
+    family: SignInFamily,
+    created_ms: u64,
+    idle_ms: u64,
+    absolute_ms: u64,
+    tokens: Option<std::borrow::Cow<'a, SessionTokens>>,
+}
+
+/// The stored form written before sessions kept tokens: still read, so sessions written by
+/// the previous release (in Redis, in a snapshot) survive an upgrade.
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
+struct StoredSessionWithoutTokens<'a> {
     identity: std::borrow::Cow<'a, Identity>,
     logout: std::borrow::Cow<'a, LogoutHint>,
     app: std::borrow::Cow<'a, str>,
@@ -224,6 +257,42 @@ impl Session {
             last_seen_ms: AtomicU64::new(now_ms),
             idle_ms: millis(idle),
             absolute_ms: millis(absolute),
+            tokens: None,
+        }
+    }
+
+    /// This session with `tokens` kept.
+    pub fn with_tokens(mut self, tokens: Option<SessionTokens>) -> Self {
+        self.tokens = tokens.map(Box::new);
+        self
+    }
+
+    /// Are the claims due to be re-read from the IdP at `now_ms`?
+    pub fn refresh_due(&self, now_ms: u64) -> bool {
+        self.tokens
+            .as_ref()
+            .is_some_and(|t| t.refresh.is_some() && now_ms >= t.refresh_due_ms)
+    }
+
+    /// The same session with refreshed claims and tokens: its sign-in, app, host, times and
+    /// limits stay; the identity's step-up facts (acr, amr, auth time) stay too, since a
+    /// refresh proves nothing new about how the user authenticated.
+    pub fn refreshed(&self, identity: Option<Identity>, tokens: SessionTokens) -> Self {
+        let mut identity = identity.unwrap_or_else(|| self.identity.clone());
+        identity.acr = self.identity.acr.clone();
+        identity.amr = self.identity.amr.clone();
+        identity.auth_time = self.identity.auth_time;
+        Self {
+            identity,
+            logout: self.logout.clone(),
+            app: self.app.clone(),
+            host: self.host.clone(),
+            family: self.family,
+            created_ms: self.created_ms,
+            last_seen_ms: AtomicU64::new(self.last_seen_ms()),
+            idle_ms: self.idle_ms,
+            absolute_ms: self.absolute_ms,
+            tokens: Some(Box::new(tokens)),
         }
     }
 
@@ -291,13 +360,31 @@ impl Session {
             created_ms: self.created_ms,
             idle_ms: self.idle_ms,
             absolute_ms: self.absolute_ms,
+            tokens: self.tokens.as_deref().map(std::borrow::Cow::Borrowed),
         })
         .ok()
     }
 
     /// A session read back from [`Session::to_stored`], last used at `last_seen_ms`.
     pub fn from_stored(bytes: &[u8], last_seen_ms: u64) -> Option<Self> {
-        let stored: StoredSession<'_> = postcard::from_bytes(bytes).ok()?;
+        // The current form first: the older one is a prefix of it, and would read it too.
+        let stored: StoredSession<'_> = match postcard::from_bytes(bytes) {
+            Ok(s) => s,
+            Err(_) => {
+                let old: StoredSessionWithoutTokens<'_> = postcard::from_bytes(bytes).ok()?;
+                StoredSession {
+                    identity: old.identity,
+                    logout: old.logout,
+                    app: old.app,
+                    host: old.host,
+                    family: old.family,
+                    created_ms: old.created_ms,
+                    idle_ms: old.idle_ms,
+                    absolute_ms: old.absolute_ms,
+                    tokens: None,
+                }
+            }
+        };
         let mut identity = stored.identity.into_owned();
         // Shared copies, as a login makes them (a million sessions name a few groups).
         identity.groups = identity
@@ -316,6 +403,7 @@ impl Session {
             last_seen_ms: AtomicU64::new(last_seen_ms.max(stored.created_ms)),
             idle_ms: stored.idle_ms,
             absolute_ms: stored.absolute_ms,
+            tokens: stored.tokens.map(|t| Box::new(t.into_owned())),
         })
     }
 
@@ -404,6 +492,39 @@ mod tests {
 
     fn session(idle_ms: u64, absolute_ms: u64) -> Session {
         session_at(T0, idle_ms, absolute_ms)
+    }
+
+    #[test]
+    fn stored_sessions_keep_their_tokens_and_the_previous_form_still_reads() {
+        let s = session(60_000, 600_000).with_tokens(Some(SessionTokens {
+            refresh: Some(Secret::new("rt")),
+            access: Secret::new("at"),
+            access_expires_ms: Some(T0 + 3_600_000),
+            refresh_due_ms: T0 + 300_000,
+        }));
+        let back = Session::from_stored(&s.to_stored().unwrap(), T0).unwrap();
+        let tokens = back.tokens.as_deref().unwrap();
+        assert_eq!(tokens.refresh.as_ref().map(Secret::expose), Some("rt"));
+        assert_eq!(tokens.refresh_due_ms, T0 + 300_000);
+        assert!(!back.refresh_due(T0 + 299_999) && back.refresh_due(T0 + 300_000));
+
+        let old = postcard::to_stdvec(&StoredSessionWithoutTokens {
+            identity: std::borrow::Cow::Borrowed(&s.identity),
+            logout: std::borrow::Cow::Borrowed(&s.logout),
+            app: "app".into(),
+            host: "app.example".into(),
+            family: s.family,
+            created_ms: T0,
+            idle_ms: 60_000,
+            absolute_ms: 600_000,
+        })
+        .unwrap();
+        let read = Session::from_stored(&old, T0 + 5).unwrap();
+        assert!(read.tokens.is_none() && !read.refresh_due(u64::MAX));
+        assert_eq!(
+            (&*read.app, read.created_ms, read.last_seen_ms()),
+            ("app", T0, T0 + 5)
+        );
     }
 
     #[test]

@@ -17,7 +17,8 @@
 // a `backchannel_logout_uri` get OpenID Connect back-channel logout tokens when the user signs
 // out here. With "test_controls": true the IdP also answers, on loopback, TEST ONLY:
 //   POST /test/users/<id>   {"groups": [...]} changes a user's groups; {"active": false}
-//                           deactivates them (refresh then fails, as for a deactivated Okta user)
+//                           deactivates them (refresh then fails, as for a deactivated Okta user);
+//                           {"revoke_grants": true} revokes every grant they were given
 //   POST /test/sign         {"header": {...}, "claims": {...}} signs any JWT with the IdP's key
 //                           (to send the gateway tokens a buggy or hostile IdP would)
 //   GET  /test/stats        {"refresh": <refresh grants answered>, "refresh_refused": <n>}
@@ -41,6 +42,8 @@ for (const client of config.clients) {
 }
 const users = new Map(config.users.map((u) => [u.id, u]));
 const stats = { refresh: 0, refresh_refused: 0 };
+// Grants handed out, by account (so a test can revoke a user's grants, as an admin would).
+const grantsByAccount = new Map();
 
 function page(title, body) {
   return `<!doctype html><html><head><meta charset="utf-8"><title>${title}</title>
@@ -166,6 +169,12 @@ const provider = new Provider(issuer, {
 const callback = provider.callback();
 provider.on('grant.success', (ctx) => {
   if (ctx.oidc.params.grant_type === 'refresh_token') stats.refresh += 1;
+  const grant = ctx.oidc.entities.Grant;
+  if (grant) {
+    const ids = grantsByAccount.get(grant.accountId) ?? new Set();
+    ids.add(grant.jti);
+    grantsByAccount.set(grant.accountId, ids);
+  }
 });
 provider.on('backchannel.error', (ctx, err, client) => {
   process.stderr.write(`back-channel logout to ${client.clientId} failed: ${err.message} ${err.cause?.message ?? ""}\n`);
@@ -201,6 +210,13 @@ async function testControl(req, res) {
     const change = await readJson(req);
     if (Array.isArray(change.groups)) found.groups = change.groups;
     if (typeof change.active === 'boolean') found.active = change.active;
+    if (change.revoke_grants) {
+      for (const id of grantsByAccount.get(found.id) ?? []) {
+        const grant = await provider.Grant.find(id);
+        if (grant) await grant.destroy();
+      }
+      grantsByAccount.delete(found.id);
+    }
     return send(200, found);
   }
   if (req.method === 'POST' && req.url === '/test/sign') {

@@ -192,6 +192,15 @@ impl TestIdp {
             .await;
     }
 
+    /// Revokes every grant the IdP gave a user (their refresh tokens stop working).
+    pub async fn revoke_grants(&self, user: &str) {
+        self.control(
+            &format!("/test/users/{user}"),
+            json!({ "revoke_grants": true }),
+        )
+        .await;
+    }
+
     /// A JWT signed with the IdP's own key, with any header fields and claims: what a buggy
     /// or hostile IdP could send.
     pub async fn sign(&self, header: serde_json::Value, claims: serde_json::Value) -> String {

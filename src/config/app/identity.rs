@@ -262,6 +262,7 @@ impl Compiler<'_> {
                 "idp" => IdentitySource::Idp,
                 "acr" => IdentitySource::Acr,
                 "amr" => IdentitySource::Amr { join },
+                "access_token" => IdentitySource::AccessToken,
                 other if idp.is_some_and(|i| i.extra_claims().iter().any(|c| c == other)) => {
                     IdentitySource::Claim {
                         name: other.to_string(),
@@ -279,6 +280,13 @@ impl Compiler<'_> {
                 let found = attribute(attr, ",".to_string());
                 if found.is_none() {
                     self.error(value, unknown(attr));
+                }
+                // Only an IdP whose tokens are kept — and kept fresh — has one to give.
+                if found == Some(IdentitySource::AccessToken)
+                    && !idp.is_some_and(IdpConfig::keeps_tokens)
+                {
+                    self.error(value, format!("{name}: `access_token` needs an OpenID Connect IdP with `refresh = true` (the token is kept and refreshed only then)"));
+                    return None;
                 }
                 found
             }
