@@ -6,7 +6,10 @@
 //! SAML response refused at another node; nothing readable in what Redis stores; a logout on
 //! one node refused everywhere within a second; a node SIGKILLed under load; the Redis
 //! primary killed (Sentinel promotes the replica; the 503 window is printed); Redis fully down
-//! (503 pages, no bypass) and back (no restart needed).
+//! (503 pages, no bypass) and back (no restart needed). A second test runs the session
+//! lifecycle across two nodes: one refresh for a session both nodes use at once, refreshed
+//! groups deciding on every node, a back-channel logout and an admin's revocation honoured
+//! by the node that did not receive them.
 
 #![allow(
     clippy::panic,
@@ -480,4 +483,146 @@ async fn three_nodes_share_sessions_through_redis_and_survive_failures() {
     );
     assert!(promoted.dbsize().await > 0);
     drop(haproxy);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_back_channel_logout_and_revocation_reach_every_node() {
+    let port = shared_port();
+    let wiki = |path: &str| format!("http://{WIKI}:{port}{path}");
+    let redis_port = free_addr().port();
+    let _redis = RedisServer::master(redis_port).await;
+    // The IdP's back-channel logouts go to node 2 only.
+    let client = IdpClient::gateway("portcullis", &[format!("http://{WIKI}:{port}")])
+        .with_refresh()
+        .with_backchannel_logout(
+            &format!("http://{}/.portcullis/oidc/backchannel-logout", at(3, port)),
+            true,
+        );
+    let idp = TestIdp::start(std::slice::from_ref(&client)).await;
+    let backend = echo_backend("wiki").await;
+    let store = format!(
+        "[sessions]\ncookie_key_file = \"{}\"\n\
+         [sessions.redis]\nurl = \"redis://127.0.0.1:{redis_port}\"\ntimeout = \"1s\"\nl1_ttl = \"60s\"\n",
+        dev_cert("cookie.key").display()
+    );
+    let mut nodes: Vec<RunningGateway> = Vec::new();
+    for octet in 2..=3 {
+        nodes.push(
+            GatewaySpec::new()
+                .http_addr(at(octet, port))
+                .admin_token("admin-token-TEST-ONLY-0123456789abcdef0123456789")
+                .gateway_toml(&idp.gateway_toml(
+                    "corp",
+                    &client,
+                    "refresh = true\nrefresh_interval = \"1s\"\n",
+                ))
+                .gateway_toml(&store)
+                .policy("wiki.toml", policy(&backend.url()))
+                .start()
+                .await,
+        );
+    }
+    let node = |i: usize| nodes[i].http;
+    let alice_browser = Browser::new(node(0), &[WIKI]);
+    assert_eq!(
+        alice_browser
+            .login(&wiki("/"), "alice", "alice-pw")
+            .await
+            .status,
+        200
+    );
+    let alice = alice_browser.cookies_for(&wiki("/"));
+    let bob_browser = Browser::new(node(0), &[WIKI]);
+    assert_eq!(
+        bob_browser.login(&wiki("/"), "bob", "bob-pw").await.status,
+        200
+    );
+    let bob = bob_browser.cookies_for(&wiki("/"));
+    for i in 0..2 {
+        assert_eq!(
+            fetch(&api_client(node(i)), &wiki("/"), &alice).await,
+            Some((200, "alice@corp.example".into()))
+        );
+    }
+
+    // --- claims due: both nodes get requests at once, the IdP sees one refresh -------------
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let (refreshed_before, _) = idp.refresh_counts().await;
+    let burst: Vec<_> = (0..6)
+        .map(|i| {
+            let (client, url, cookie) = (api_client(node(i % 2)), wiki("/"), alice.clone());
+            tokio::spawn(async move { fetch(&client, &url, &cookie).await })
+        })
+        .collect();
+    for request in burst {
+        assert_eq!(
+            request.await.unwrap(),
+            Some((200, "alice@corp.example".into()))
+        );
+    }
+    let (refreshed, refused) = idp.refresh_counts().await;
+    assert_eq!(
+        (refreshed - refreshed_before, refused),
+        (1, 0),
+        "one refresh for one session, whichever node asked:\n{}\n{}",
+        nodes[0].logs(),
+        nodes[1].logs()
+    );
+
+    // --- a group removal: denied on both nodes once one of them has refreshed --------------
+    idp.set_groups("alice", &["finance"]).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(
+        fetch(&api_client(node(0)), &wiki("/"), &alice)
+            .await
+            .map(|s| s.0),
+        Some(403)
+    );
+    assert_eq!(
+        fetch(&api_client(node(1)), &wiki("/"), &alice)
+            .await
+            .map(|s| s.0),
+        Some(403),
+        "node 2 uses node 1's refresh at once"
+    );
+
+    // --- alice signs out at the IdP; node 2 gets the back-channel logout, node 1 obeys ----
+    let form = alice_browser
+        .follow(&format!("{}/session/end", idp.issuer))
+        .await;
+    alice_browser.confirm_logout(&form).await;
+    nodes[1].wait_for_log("back-channel logout").await;
+    let gone = Instant::now() + Duration::from_secs(1);
+    while fetch(&api_client(node(0)), &wiki("/"), &alice)
+        .await
+        .map(|s| s.0)
+        != Some(401)
+    {
+        assert!(
+            Instant::now() < gone,
+            "node 1 still honours alice's session"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // --- an admin revokes bob through node 2; node 1 refuses him ---------------------------
+    assert_eq!(
+        fetch(&api_client(node(0)), &wiki("/"), &bob).await,
+        Some((200, "bob@corp.example".into()))
+    );
+    let (ok, out) = support::sessions_cli(
+        &nodes[1].config_path(),
+        &["revoke", "--user", "bob@corp.example"],
+    )
+    .await;
+    assert!(ok && out.contains("revoked 1 session(s)"), "{out}");
+    let gone = Instant::now() + Duration::from_secs(1);
+    while fetch(&api_client(node(0)), &wiki("/"), &bob)
+        .await
+        .map(|s| s.0)
+        != Some(401)
+    {
+        assert!(Instant::now() < gone, "node 1 still honours bob's session");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

@@ -296,22 +296,7 @@ const ADMIN_TOKEN: &str = "admin-token-TEST-ONLY-0123456789abcdef0123456789";
 
 /// Runs `portcullis sessions <args>` against the fixture's gateway.
 async fn sessions_cli(f: &Fixture, args: &[&str]) -> (bool, String) {
-    let mut command = std::process::Command::new(support::gateway_binary());
-    command
-        .arg("sessions")
-        .args(args)
-        .arg("-c")
-        .arg(f.gw.config_path())
-        .env("USER", "it-admin");
-    let out = tokio::task::spawn_blocking(move || command.output().unwrap())
-        .await
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    support::sessions_cli(&f.gw.config_path(), args).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

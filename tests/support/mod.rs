@@ -56,6 +56,28 @@ pub fn http_client() -> reqwest::Client {
         .unwrap()
 }
 
+/// Runs `portcullis sessions <args> -c <config>` as the operator `it-admin`; whether it
+/// succeeded, and what it printed.
+pub async fn sessions_cli(config: &Path, args: &[&str]) -> (bool, String) {
+    let mut command = Command::new(gateway_binary());
+    command
+        .arg("sessions")
+        .args(args)
+        .arg("-c")
+        .arg(config)
+        .env("USER", "it-admin")
+        .env_remove("SUDO_USER");
+    let out = tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
 /// Now in Unix seconds by the machine's clock: what the IdPs under test go by.
 #[allow(clippy::disallowed_methods)]
 pub fn unix_now() -> u64 {
