@@ -128,6 +128,8 @@ pub struct Gateway {
     pub assertions: Option<Arc<crate::delivery::assertion::AssertionSigner>>,
     /// The credential vault (`[vault]`), when configured.
     pub vault: Option<Arc<crate::delivery::vault::Vault>>,
+    /// Sign-in rate limits (per node; they start over on reload).
+    pub login_limits: crate::login_limits::LoginLimits,
     routes: RouteTable<Route>,
     apps: Vec<Arc<AppRuntime>>,
     broken: Vec<Arc<BrokenApp>>,
@@ -200,6 +202,7 @@ impl Gateway {
             }
         });
         Self {
+            login_limits: crate::login_limits::LoginLimits::new(config.login_limits),
             config,
             hygiene,
             auth,

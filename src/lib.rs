@@ -26,6 +26,7 @@ pub mod idp;
 pub mod intern;
 pub mod lifecycle;
 pub mod logging;
+pub mod login_limits;
 pub mod pages;
 pub mod policy;
 pub mod proxy;

@@ -52,6 +52,8 @@ pub enum Page {
     MethodNotAllowed,
     /// 400: a gateway form was submitted with a token that is no longer valid.
     FormExpired,
+    /// 429: too many sign-in attempts from this address (or to this app) just now.
+    TooManySignIns,
 }
 
 impl Page {
@@ -73,6 +75,7 @@ impl Page {
             Page::SignedOut | Page::SignedOutUnconfirmed => 200,
             Page::PayloadTooLarge => 413,
             Page::MethodNotAllowed => 405,
+            Page::TooManySignIns => 429,
         }
     }
 
@@ -97,6 +100,7 @@ impl Page {
             Page::SignedOutUnconfirmed => "Signed out here only",
             Page::PayloadTooLarge => "Request too large",
             Page::MethodNotAllowed => "Method not allowed",
+            Page::TooManySignIns => "Too many sign-in attempts",
         }
     }
 
@@ -112,6 +116,7 @@ impl Page {
             Page::StoreUnavailable => "The sign-in service is temporarily unavailable, so your session cannot be checked right now. Please try again in a moment.",
             Page::SignOutIncomplete => "You are signed out in this browser, but the gateway could not end your session everywhere just now. Please sign out again in a moment.",
             Page::FormExpired => "This form expired; reload the page and submit it again.",
+            Page::TooManySignIns => "There were too many sign-in attempts from your network just now. Please wait a minute, then reload the page.",
             Page::BadGateway => "The application behind this gateway could not be reached. Please try again in a moment.",
             Page::Unavailable => "This application is temporarily unavailable. The IT team has been notified through the gateway logs.",
             Page::GatewayTimeout => "The application took too long to answer. Please try again in a moment.",
@@ -175,6 +180,7 @@ impl Page {
             Page::PayloadTooLarge => "payload_too_large",
             Page::MethodNotAllowed => "method_not_allowed",
             Page::FormExpired => "form_expired",
+            Page::TooManySignIns => "too_many_sign_ins",
         }
     }
 

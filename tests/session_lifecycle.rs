@@ -528,3 +528,59 @@ async fn a_backend_gets_the_users_current_access_token_and_never_a_forged_one() 
     assert_eq!(f.userinfo_sub(&second[0]).await.as_deref(), Some("alice"));
     assert_eq!(f.idp.refresh_counts().await, (1, 0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sign_in_flood_from_one_address_is_refused_while_another_address_signs_in() {
+    let f = fixture(Setup {
+        spec: |s| s.gateway_toml("[login_limits]\nper_address = 20\n"),
+        ..Setup::default()
+    })
+    .await;
+    // One address starts sign-in after sign-in.
+    let flood = Browser::from_address(f.gw.http, &[WIKI], Some([127, 0, 0, 1].into()));
+    let mut statuses = Vec::new();
+    let mut refused = None;
+    for _ in 0..40 {
+        let response = flood.get(&f.url(WIKI, "/")).await;
+        statuses.push(response.status().as_u16());
+        if response.status() == 429 && refused.is_none() {
+            let retry = response
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            refused = Some((retry, response.text().await.unwrap()));
+        }
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 302).count(),
+        20,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 429).count(),
+        20,
+        "{statuses:?}"
+    );
+    let (retry, page) = refused.unwrap();
+    assert!(
+        retry.is_some_and(|r| (1..=60).contains(&r)),
+        "Retry-After: {retry:?}"
+    );
+    assert!(page.contains("Too many sign-in attempts"), "{page}");
+
+    // Meanwhile another address signs in as usual, all the way.
+    let other = Browser::from_address(f.gw.http, &[WIKI], Some([127, 0, 0, 7].into()));
+    let trip = other.login(&f.url(WIKI, "/"), "alice", "alice-pw").await;
+    assert_eq!(trip.status, 200, "{trip:?}");
+    // And the flooding address's callbacks are refused too, not only its starts.
+    let callback = flood
+        .get(&f.url(WIKI, "/.portcullis/oidc/callback?state=x&code=y"))
+        .await;
+    assert_eq!(callback.status(), 429);
+    let logs = f.gw.wait_for_log("event=\"login_throttled\"").await;
+    assert!(
+        logs.contains("limit=\"address\"") || logs.contains("limit=address"),
+        "{logs}"
+    );
+}

@@ -209,6 +209,20 @@ pub fn signal_refused(ctx: &AuditContext<'_>, kind: &str, reason: &dyn Display) 
     );
 }
 
+/// Sign-in requests were refused by a login rate limit (`refused` since the last record).
+pub fn login_throttled(ctx: &AuditContext<'_>, limit: &str, refused: u64) {
+    tracing::warn!(
+        target: "audit",
+        event = "login_throttled",
+        limit,
+        refused,
+        app = app(ctx),
+        client = %client(ctx),
+        request_id = ctx.request_id,
+        "sign-in requests refused by a rate limit"
+    );
+}
+
 /// An administrator revoked sessions.
 pub fn sessions_revoked(ctx: &AuditContext<'_>, operator: &str, which: &dyn Display, count: usize) {
     tracing::info!(

@@ -62,6 +62,15 @@ struct FileGateway {
     audit: Option<FileAudit>,
     jwt: Option<FileJwt>,
     vault: Option<FileVault>,
+    login_limits: Option<FileLoginLimits>,
+}
+
+/// `[login_limits]`: sign-in requests per minute (0 turns a limit off).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileLoginLimits {
+    per_address: Option<u32>,
+    per_host: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -291,6 +300,8 @@ pub struct GatewayConfig {
     pub h2c: bool,
     /// Admin listener for `/healthz` and `/readyz`.
     pub admin: Option<SocketAddr>,
+    /// Sign-in rate limits (`[login_limits]`).
+    pub login_limits: crate::login_limits::LoginLimitSettings,
     /// The token `portcullis sessions` (and any admin API caller) must present; without one
     /// the admin API answers nobody.
     pub admin_token: Option<Secret>,
@@ -627,6 +638,20 @@ pub fn compile_gateway(
         h2c: listen.h2c,
         admin,
         admin_token,
+        login_limits: file.login_limits.as_ref().map_or_else(
+            crate::login_limits::LoginLimitSettings::default,
+            |l| {
+                let defaults = crate::login_limits::LoginLimitSettings::default();
+                crate::login_limits::LoginLimitSettings {
+                    per_address: l
+                        .per_address
+                        .map_or(defaults.per_address, std::num::NonZeroU32::new),
+                    per_host: l
+                        .per_host
+                        .map_or(defaults.per_host, std::num::NonZeroU32::new),
+                }
+            },
+        ),
         sessions,
         idps,
         log_format: file.log.format.unwrap_or_default(),

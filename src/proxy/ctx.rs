@@ -229,6 +229,9 @@ pub enum RequestError {
     /// The app's IdP is not discovered yet.
     #[error("identity provider `{0}` not reachable yet")]
     SignInUnavailable(String),
+    /// Too many sign-in requests from this address or to this host (retry after seconds).
+    #[error("sign-in rate limit reached (retry after {0} s)")]
+    TooManySignIns(u64),
     /// A login could not start.
     #[error("sign-in could not start")]
     LoginNotStarted(#[source] CallbackError),
@@ -280,6 +283,7 @@ impl RequestError {
             RequestError::IdpUnreachable(_) => Page::IdpUnreachable,
             RequestError::StoreUnavailable(_) => Page::StoreUnavailable,
             RequestError::SignInUnavailable(_) => Page::SignInUnavailable,
+            RequestError::TooManySignIns(_) => Page::TooManySignIns,
             RequestError::LoginNotStarted(_)
             | RequestError::LoginFailed(_)
             | RequestError::Saml(_)

@@ -209,6 +209,7 @@ async fn callback(
     gateway: &Arc<Gateway>,
     origin: &Origin,
 ) -> Result<Action, RequestError> {
+    super::login::within_login_limits(ctx, gateway)?;
     let req = session.req_header();
     let query = query_pairs(req);
     let cookies = request_cookies(req.headers.get_all("cookie").iter());

@@ -33,6 +33,26 @@ pub fn here(req: &RequestHeader, path: &str) -> String {
     }
 }
 
+/// Counts a sign-in request (a login start, a callback, an ACS post) against the login rate
+/// limits of its client address and host; refused with 429 when a bucket is empty.
+pub fn within_login_limits(ctx: &RequestCtx, gateway: &Gateway) -> Result<(), RequestError> {
+    let now = gateway.clock.now_unix();
+    gateway
+        .login_limits
+        .check(ctx.client_ip, &ctx.host, now)
+        .map_err(|throttled| {
+            if let Some(refused) = throttled.audit {
+                let app = ctx.app.as_ref().map(|a| a.config.id());
+                crate::audit::login_throttled(
+                    &ctx.audit_maybe(app),
+                    throttled.limit.as_str(),
+                    refused,
+                );
+            }
+            RequestError::TooManySignIns(throttled.retry_after_secs)
+        })
+}
+
 /// Starts a login for `app` (a step-up when `step_up` says what it needs), returning to
 /// `return_to` afterwards.
 pub async fn start_login(
@@ -43,6 +63,7 @@ pub async fn start_login(
     return_to: &str,
     step_up: Option<StepUp>,
 ) -> Result<Action, RequestError> {
+    within_login_limits(ctx, gateway)?;
     let idp = app.config.idp().unwrap_or("-");
     let provider = gateway
         .auth

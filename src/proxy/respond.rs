@@ -68,6 +68,7 @@ pub async fn refusal(
                 "Portcullis error=\"insufficient_user_authentication\", login_url=\"{login_url}\""
             ),
         )),
+        RequestError::TooManySignIns(seconds) => extra.push(("Retry-After", seconds.to_string())),
         RequestError::LoginRequired => {
             let realm = ctx.app.as_ref().map_or("portcullis", |a| a.config.id());
             extra.push((

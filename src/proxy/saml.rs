@@ -108,6 +108,7 @@ pub async fn acs(
     gateway: &Arc<Gateway>,
     origin: &Origin,
 ) -> Result<Action, RequestError> {
+    super::login::within_login_limits(ctx, gateway)?;
     let (app, provider) = saml_app(gateway, origin)?;
     // Room for the form encoding around the base64 response itself.
     let limit = provider.max_response_bytes() * 3 / 2 + 4096;

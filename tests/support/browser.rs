@@ -59,9 +59,20 @@ impl Browser {
     /// A browser that reaches every name in `hosts` at `gateway`'s IP (the port comes from each
     /// URL; other hosts: by DNS) and trusts the test-only CA.
     pub fn new(gateway: SocketAddr, hosts: &[&str]) -> Self {
+        Self::from_address(gateway, hosts, None)
+    }
+
+    /// A browser whose connections come from `local` (another client address on loopback,
+    /// e.g. 127.0.0.7), when given.
+    pub fn from_address(
+        gateway: SocketAddr,
+        hosts: &[&str],
+        local: Option<std::net::IpAddr>,
+    ) -> Self {
         let jar = Arc::new(Jar::default());
         let ca = std::fs::read(super::dev_cert("ca.crt")).unwrap();
         let mut builder = reqwest::Client::builder()
+            .local_address(local)
             .no_proxy()
             .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
             .redirect(reqwest::redirect::Policy::none())
