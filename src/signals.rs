@@ -45,7 +45,7 @@ impl BackchannelError {
 /// The OIDC provider a token's (unverified) `iss` and `aud` point at: the configured IdP with
 /// that issuer whose client the token is for.
 fn issuer_of<'a>(auth: &'a Auth, raw: &str) -> Option<&'a Arc<OidcProvider>> {
-    let claims = unverified_claims(raw)?;
+    let claims = crate::idp::jwt::payload_of(raw)?;
     let iss = claims.get("iss")?.as_str()?;
     let for_client = |client: &str| match claims.get("aud") {
         Some(Value::String(a)) => a == client,
@@ -56,16 +56,6 @@ fn issuer_of<'a>(auth: &'a Auth, raw: &str) -> Option<&'a Arc<OidcProvider>> {
         Provider::Oidc(o) if o.issuer() == iss && for_client(o.client_id()) => Some(o),
         _ => None,
     })
-}
-
-/// A JWT's payload before verification: only to pick whose keys verify it.
-fn unverified_claims(raw: &str) -> Option<serde_json::Map<String, Value>> {
-    use base64::Engine;
-    let payload = raw.split('.').nth(1)?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
-        .ok()?;
-    serde_json::from_slice(&bytes).ok()
 }
 
 /// OpenID Connect Back-Channel Logout 1.0: verifies the IdP's logout token and ends the

@@ -14,7 +14,6 @@ use crate::secret::Secret;
 use crate::session::pending::StepUp;
 use crate::session::SessionTokens;
 use arc_swap::ArcSwapOption;
-use base64::Engine;
 use openidconnect::core::{
     CoreAuthDisplay, CoreClaimName, CoreClaimType, CoreClient, CoreClientAuthMethod, CoreGrantType,
     CoreIdToken, CoreJsonWebKey, CoreJweContentEncryptionAlgorithm, CoreJweKeyManagementAlgorithm,
@@ -367,7 +366,7 @@ impl OidcProvider {
             self.merge_userinfo(&discovered, token.access_token().secret(), &mut identity)
                 .await?;
         }
-        let idp_session = jwt_payload(&raw)
+        let idp_session = super::jwt::payload_of(&raw)
             .and_then(|claims| claims.get("sid")?.as_str().map(str::to_string))
             .filter(|sid| !sid.is_empty() && sid.len() <= 256);
         let tokens = self.config.refresh_interval.map(|interval| {
@@ -601,8 +600,8 @@ impl OidcProvider {
 
     /// Reads the user's attributes from an already verified token's payload.
     fn identity_from(&self, raw: &str) -> Result<Identity, LoginError> {
-        let claims =
-            jwt_payload(raw).ok_or_else(|| LoginError::IdToken("unreadable payload".into()))?;
+        let claims = super::jwt::payload_of(raw)
+            .ok_or_else(|| LoginError::IdToken("unreadable payload".into()))?;
         let mut identity = Identity {
             idp: crate::intern::intern(&self.name),
             ..Identity::default()
@@ -741,15 +740,6 @@ impl OidcProvider {
         }
         Some(request.http_get_url().to_string())
     }
-}
-
-/// Decodes a JWT's payload (the caller has verified its signature).
-fn jwt_payload(raw: &str) -> Option<serde_json::Map<String, Value>> {
-    let payload = raw.split('.').nth(1)?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
-        .ok()?;
-    serde_json::from_slice(&bytes).ok()
 }
 
 /// Copies standard and configured claims; `overwrite = false` only fills gaps (userinfo).

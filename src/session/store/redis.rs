@@ -581,6 +581,16 @@ impl RedisStore {
         Ok(())
     }
 
+    /// A session as Redis keeps it under `key`: encoded, then sealed bound to its key.
+    fn sealed(&self, key: &str, session: &Session) -> Result<Vec<u8>, StoreError> {
+        let plain = session
+            .to_stored()
+            .ok_or_else(|| StoreError::Unavailable("cannot encode a session".into()))?;
+        self.keys
+            .seal(key.as_bytes(), &plain)
+            .ok_or_else(|| StoreError::Unavailable("cannot seal a session".into()))
+    }
+
     /// Tells every node (this one included) to drop its L1 copy of the session under `raw`.
     async fn publish_invalidation(&self, raw: &[u8; INDEX_LEN]) -> Result<(), StoreError> {
         use base64::Engine;
@@ -749,13 +759,7 @@ impl pingora::services::background::BackgroundService for Invalidations {
 impl SessionStore for RedisStore {
     async fn insert(&self, id: SessionId, session: Arc<Session>) -> Result<(), StoreError> {
         let (raw, key) = self.session_key(&id);
-        let plain = session
-            .to_stored()
-            .ok_or_else(|| StoreError::Unavailable("cannot encode a session".into()))?;
-        let sealed = self
-            .keys
-            .seal(key.as_bytes(), &plain)
-            .ok_or_else(|| StoreError::Unavailable("cannot seal a session".into()))?;
+        let sealed = self.sealed(&key, &session)?;
         let now = self.clock.now_ms();
         let ttl = millis(session.remaining_after_use(now)).max(1);
         let key_ref = key.as_str();
@@ -910,13 +914,7 @@ impl SessionStore for RedisStore {
 
     async fn replace(&self, id: &SessionId, session: Arc<Session>) -> Result<bool, StoreError> {
         let (raw, key) = self.session_key(id);
-        let plain = session
-            .to_stored()
-            .ok_or_else(|| StoreError::Unavailable("cannot encode a session".into()))?;
-        let sealed = self
-            .keys
-            .seal(key.as_bytes(), &plain)
-            .ok_or_else(|| StoreError::Unavailable("cannot seal a session".into()))?;
+        let sealed = self.sealed(&key, &session)?;
         let (key_ref, script) = (key.as_str(), &self.scripts.replace);
         let replaced: i64 = self
             .link
