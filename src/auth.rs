@@ -242,6 +242,8 @@ pub struct Auth {
     settings: SessionSettings,
     idp_configs: Vec<IdpConfig>,
     clock: SharedClock,
+    /// Checks API callers' access tokens (its introspection cache outlives reloads).
+    pub bearer: crate::bearer::BearerVerifier,
 }
 
 /// Building the shared sign-in state failed.
@@ -298,6 +300,7 @@ impl Auth {
             settings: config.sessions.clone(),
             idp_configs: config.idps.clone(),
             clock,
+            bearer: crate::bearer::BearerVerifier::new(),
         })
     }
 

@@ -15,6 +15,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 pub mod admin;
 pub mod audit;
 pub mod auth;
+pub mod bearer;
 pub mod clock;
 pub mod config;
 pub mod delivery;

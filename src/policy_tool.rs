@@ -4,8 +4,7 @@
 use anyhow::Context;
 use http::Method;
 use portcullis::config::{self, AppConfig, Problem};
-use portcullis::idp::Identity;
-use portcullis::policy::examples::{self, Expectation};
+use portcullis::policy::examples::{self, ExampleUser, Expectation};
 use portcullis::policy::path::normalise;
 use portcullis::policy::RequestFacts;
 use std::net::IpAddr;
@@ -86,7 +85,7 @@ pub fn test(config_path: &Path, dir: Option<&Path>) -> anyhow::Result<ExitCode> 
 
 /// Reads `--user`: an inline TOML table or a file holding one, with exactly the keys a
 /// `[[test]]` user takes (an unknown key is an error here too, not silently ignored).
-fn user_from(arg: &str) -> anyhow::Result<Identity> {
+fn user_from(arg: &str) -> anyhow::Result<ExampleUser> {
     let text = if arg.trim_start().starts_with('{') {
         format!("user = {arg}")
     } else {
@@ -99,7 +98,8 @@ fn user_from(arg: &str) -> anyhow::Result<Identity> {
 }
 
 /// An identity as an inline TOML table in `[[test]]` notation.
-fn as_test_user(who: &Identity) -> String {
+fn as_test_user(caller: &ExampleUser) -> String {
+    let who = &caller.identity;
     let quote = |s: &str| toml::Value::String(s.to_string()).to_string();
     let list = |items: &[std::sync::Arc<str>]| {
         let inner: Vec<String> = items.iter().map(|i| quote(i)).collect();
@@ -138,6 +138,9 @@ fn as_test_user(who: &Identity) -> String {
             .collect();
         parts.push(format!("claims = {{ {} }}", claims.join(", ")));
     }
+    if !caller.scopes.is_empty() {
+        parts.push(format!("scopes = {}", list(&caller.scopes)));
+    }
     format!("{{ {} }}", parts.join(", "))
 }
 
@@ -166,7 +169,7 @@ pub fn diff(
             .map(|a| a.iter().filter_map(|v| v.as_table().cloned()).collect())
             .unwrap_or_default()
     };
-    let mut users: Vec<(String, Option<Identity>)> = vec![("anonymous".into(), None)];
+    let mut users: Vec<(String, Option<ExampleUser>)> = vec![("anonymous".into(), None)];
     let now = portcullis::clock::unix_now();
     for mut u in array("user") {
         // `name` labels the fixture; the rest is a `[[test]]` user, read by the same code.
@@ -182,7 +185,7 @@ pub fn diff(
                 label.as_deref().unwrap_or("(unnamed)")
             )
         })?;
-        let name = label.unwrap_or_else(|| who.display().into_owned());
+        let name = label.unwrap_or_else(|| who.identity.display().into_owned());
         users.push((name, Some(who)));
     }
     let fixture_requests: Vec<(Option<String>, String, String)> = array("request")
@@ -250,7 +253,7 @@ pub fn diff(
                 now,
             };
             for (name, who) in &users {
-                let user = who.as_ref().map(Identity::facts);
+                let user = who.as_ref().map(ExampleUser::facts);
                 let b = before.rules().decide(&facts, user.as_ref());
                 let a = after.rules().decide(&facts, user.as_ref());
                 if b.admits() != a.admits() {
@@ -314,7 +317,7 @@ pub fn explain(
         client_ip: ip,
         now: portcullis::clock::unix_now(),
     };
-    let user_facts = identity.as_ref().map(Identity::facts);
+    let user_facts = identity.as_ref().map(ExampleUser::facts);
     let verdict = app.rules().evaluate(&facts, user_facts.as_ref());
     println!("app:      {} ({})", app.id(), app.file().display());
     println!(
@@ -327,9 +330,10 @@ pub fn explain(
     );
     println!(
         "user:     {}",
-        identity
-            .as_ref()
-            .map_or_else(|| "anonymous".to_string(), |u| u.display().into_owned())
+        identity.as_ref().map_or_else(
+            || "anonymous".to_string(),
+            |u| u.identity.display().into_owned()
+        )
     );
     println!("decision: {}", examples::describe(&verdict.decision));
     println!(

@@ -49,6 +49,11 @@ pub struct AccessRecord<'a> {
     pub shadow: &'a [ShadowHit<'a>],
     /// The signed-in user, if any.
     pub user: Option<&'a Identity>,
+    /// How the user was recognised: `session` (browser cookie), `bearer` (an access token),
+    /// or `-` (anonymous).
+    pub via: &'a str,
+    /// The client an access token was issued to, when it says.
+    pub client_id: Option<&'a str>,
     /// Request method.
     pub method: &'a str,
     /// Normalised path (never the query).
@@ -73,6 +78,8 @@ pub fn access_decision(ctx: &AuditContext<'_>, record: &AccessRecord<'_>) {
             .join(","),
         user = %record.user.map_or(std::borrow::Cow::Borrowed(NONE), Identity::display),
         idp = record.user.map_or(NONE, |u| &*u.idp),
+        via = record.via,
+        token_client = %loggable(record.client_id.unwrap_or(NONE)),
         app = app(ctx),
         client = %client(ctx),
         method = record.method,
@@ -206,6 +213,19 @@ pub fn signal_refused(ctx: &AuditContext<'_>, kind: &str, reason: &dyn Display) 
         client = %client(ctx),
         request_id = ctx.request_id,
         "session signal refused"
+    );
+}
+
+/// An API caller's bearer token was refused (invalid, expired, another API's, unverifiable).
+pub fn bearer_refused(ctx: &AuditContext<'_>, reason: &dyn Display) {
+    tracing::warn!(
+        target: "audit",
+        event = "bearer_refused",
+        reason = %reason,
+        app = app(ctx),
+        client = %client(ctx),
+        request_id = ctx.request_id,
+        "bearer token refused"
     );
 }
 

@@ -12,7 +12,7 @@ pub mod idp;
 pub mod problem;
 pub mod session_store;
 
-pub use app::{AppConfig, BrokenApp, HostPattern};
+pub use app::{AppConfig, BearerConfig, BrokenApp, HostPattern};
 pub use gateway::{load_gateway, AuditSettings, GatewayConfig, LogFormat, SessionSettings};
 pub use idp::{IdpConfig, IdpProtocol, MetadataSource, OidcIdpConfig, SamlIdpConfig, TokenAuth};
 pub use problem::{Problem, Severity};

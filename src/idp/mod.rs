@@ -82,6 +82,7 @@ impl Identity {
             amr: &self.amr,
             claims: &self.claims,
             auth_time: self.auth_time,
+            scopes: &[],
         }
     }
 

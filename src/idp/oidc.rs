@@ -59,10 +59,13 @@ pub struct LogoutToken {
     pub jti: String,
 }
 
-/// Discovery metadata plus the one non-core field the gateway needs: where to log out.
+/// Discovery metadata plus the non-core fields the gateway needs: where to log out, and where
+/// to introspect opaque access tokens (RFC 8414 / RFC 7662).
 #[derive(Clone, Debug, Deserialize, Serialize)]
 struct LogoutMetadata {
     end_session_endpoint: Option<EndSessionUrl>,
+    #[serde(default)]
+    introspection_endpoint: Option<openidconnect::IntrospectionUrl>,
 }
 impl AdditionalProviderMetadata for LogoutMetadata {}
 
@@ -708,9 +711,99 @@ impl OidcProvider {
         })
     }
 
+    /// Who an access token's verified claims (JWT payload or introspection answer) say the
+    /// caller is: `sub`, email, name, groups and kept claims, as for an ID token.
+    pub fn identity_from_claims(&self, claims: &Claims) -> Option<Identity> {
+        let mut identity = Identity {
+            idp: crate::intern::intern(&self.name),
+            ..Identity::default()
+        };
+        apply_claims(&mut identity, claims, &self.config, true);
+        (!identity.subject.is_empty()).then_some(identity)
+    }
+
+    /// Asks the IdP's introspection endpoint (RFC 7662) about an opaque token, as this
+    /// client. `Ok(None)`: the IdP says the token is not active.
+    pub async fn introspect(&self, token: &str) -> Result<Option<Claims>, LoginError> {
+        let discovered = self.discovered.load_full().ok_or(LoginError::NotReady)?;
+        let Some(url) = discovered
+            .metadata
+            .additional_metadata()
+            .introspection_endpoint
+            .as_ref()
+        else {
+            return Err(LoginError::Discovery(
+                "provider publishes no introspection_endpoint".into(),
+            ));
+        };
+        let mut form: Vec<(&str, &str)> =
+            vec![("token", token), ("token_type_hint", "access_token")];
+        let mut request = http::Request::builder()
+            .method(http::Method::POST)
+            .uri(url.as_str())
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .header("Accept", "application/json");
+        match self.config.token_auth {
+            TokenAuth::ClientSecretBasic => {
+                // RFC 6749 §2.3.1: each part form-encoded before Basic.
+                let encode = |s: &str| {
+                    url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>()
+                };
+                let pair = format!(
+                    "{}:{}",
+                    encode(&self.config.client_id),
+                    encode(self.config.client_secret.expose())
+                );
+                request = request.header(
+                    "Authorization",
+                    format!(
+                        "Basic {}",
+                        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, pair)
+                    ),
+                );
+            }
+            TokenAuth::ClientSecretPost => {
+                form.push(("client_id", &self.config.client_id));
+                form.push(("client_secret", self.config.client_secret.expose()));
+            }
+        }
+        let body = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(form)
+            .finish();
+        let request = request
+            .body(body.into_bytes())
+            .map_err(|e| LoginError::Discovery(e.to_string()))?;
+        let response = openidconnect::AsyncHttpClient::call(&self.http, request)
+            .await
+            .map_err(|e| {
+                let why = format!("introspection: {}", error_chain(&e));
+                self.health.reachable(false, Some(why.clone()));
+                LoginError::Discovery(why)
+            })?;
+        if !response.status().is_success() {
+            return Err(LoginError::Discovery(format!(
+                "introspection answered {}",
+                response.status()
+            )));
+        }
+        let claims: Claims = serde_json::from_slice(response.body()).map_err(|_| {
+            LoginError::Discovery("introspection answer is not a JSON object".into())
+        })?;
+        Ok(claims
+            .get("active")
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
+            .then_some(claims))
+    }
+
     /// How often sessions' claims are re-read, when refresh is on.
     pub fn refresh_interval(&self) -> Option<Duration> {
         self.config.refresh_interval
+    }
+
+    /// Tolerated clock difference with the IdP.
+    pub fn clock_skew(&self) -> Duration {
+        self.config.clock_skew
     }
 
     /// The configured client id.

@@ -52,6 +52,25 @@ impl std::fmt::Display for Expectation {
     }
 }
 
+/// A `[[test]]` user: who they are and, for an API caller, their bearer token's scopes.
+#[derive(Debug, Clone, Default)]
+pub struct ExampleUser {
+    /// The signed-in identity.
+    pub identity: Identity,
+    /// Scopes of the caller's bearer token (empty: a browser session).
+    pub scopes: Vec<std::sync::Arc<str>>,
+}
+
+impl ExampleUser {
+    /// What the rules look at.
+    pub fn facts(&self) -> crate::policy::UserFacts<'_> {
+        crate::policy::UserFacts {
+            scopes: &self.scopes,
+            ..self.identity.facts()
+        }
+    }
+}
+
 /// One `[[test]]` entry, compiled.
 #[derive(Debug, Clone)]
 pub struct Example {
@@ -60,7 +79,7 @@ pub struct Example {
     /// Line of the entry in the policy file.
     pub line: usize,
     /// The signed-in user; `None` = anonymous.
-    pub user: Option<Identity>,
+    pub user: Option<ExampleUser>,
     /// Request method.
     pub method: Method,
     /// Request path as a client would send it (normalised like a real request).
@@ -103,7 +122,7 @@ pub fn run(rules: &RuleSet, example: &Example) -> Result<(), Mismatch> {
         client_ip: example.client_ip,
         now: example.now,
     };
-    let user = example.user.as_ref().map(Identity::facts);
+    let user = example.user.as_ref().map(ExampleUser::facts);
     let decision = rules.decide(&facts, user.as_ref());
     let got = Expectation {
         decision: decision.name().to_string(),

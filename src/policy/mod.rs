@@ -93,6 +93,9 @@ pub struct IdentityConditions {
     pub email_domains: Vec<String>,
     /// Claim or attribute tests, all of which must pass.
     pub claims: Vec<ClaimCondition>,
+    /// The request's bearer token grants any of these scopes (never holds for a browser
+    /// session, which has no scopes).
+    pub scopes: Vec<String>,
 }
 
 impl IdentityConditions {
@@ -103,6 +106,7 @@ impl IdentityConditions {
             && self.emails.is_empty()
             && self.email_domains.is_empty()
             && self.claims.is_empty()
+            && self.scopes.is_empty()
     }
 
     fn hold_for(&self, user: &UserFacts<'_>) -> bool {
@@ -142,6 +146,12 @@ impl IdentityConditions {
         }
         for claim in &self.claims {
             out.push(Check::new(claim.describe(), claim.holds(user)));
+        }
+        if !self.scopes.is_empty() {
+            out.push(Check::new(
+                format!("token scopes any of {:?}", self.scopes),
+                self.scopes.iter().any(|s| holds(user.scopes, s)),
+            ));
         }
         out
     }
@@ -279,6 +289,8 @@ pub struct UserFacts<'a> {
     pub claims: &'a [(String, Vec<String>)],
     /// When the user authenticated at the IdP (Unix seconds).
     pub auth_time: Option<u64>,
+    /// Scopes of the request's bearer token (empty for a browser session).
+    pub scopes: &'a [std::sync::Arc<str>],
 }
 
 impl<'a> UserFacts<'a> {
@@ -974,6 +986,44 @@ mod tests {
 
     fn signed_in(id: &str, paths: &[&str], who: IdentityConditions) -> Rule {
         rule(id, RuleKind::AllowSignedIn, paths, &[]).with_identity(who)
+    }
+
+    #[test]
+    fn scope_conditions_hold_only_for_a_token_with_one_of_the_scopes() {
+        let set = RuleSet::new(vec![signed_in(
+            "api-read",
+            &["/api/**"],
+            IdentityConditions {
+                scopes: vec!["orders:read".into(), "orders:admin".into()],
+                ..Default::default()
+            },
+        )]);
+        let facts = RequestFacts {
+            method: &Method::GET,
+            path: "/api/x",
+            client_ip: None,
+            now: 0,
+        };
+        let read: Vec<std::sync::Arc<str>> = vec!["profile".into(), "orders:read".into()];
+        let write: Vec<std::sync::Arc<str>> = vec!["orders:write".into()];
+        let caller = |scopes| UserFacts {
+            subject: "batch",
+            scopes,
+            ..Default::default()
+        };
+        assert_eq!(
+            set.decide(&facts, Some(&caller(&read))),
+            Decision::Allow { rule: "api-read" }
+        );
+        assert_eq!(
+            set.decide(&facts, Some(&caller(&write))),
+            Decision::NoAllowMatched
+        );
+        // A browser session has no scopes.
+        assert_eq!(
+            set.decide(&facts, Some(&caller(&[]))),
+            Decision::NoAllowMatched
+        );
     }
 
     #[test]

@@ -39,6 +39,8 @@ pub struct RequestCtx {
     pub(crate) user: Option<Arc<UserSession>>,
     /// The id of `user`'s session (for values bound to it, like form tokens and jars).
     pub(crate) session_id: Option<SessionId>,
+    /// The API caller's access token, when `user` came from one rather than a session.
+    pub(crate) bearer: Option<crate::bearer::BearerCaller>,
     /// What the backend is told about the user, and what its answer means (`delivery`).
     pub(crate) delivery: Outgoing,
     /// `Set-Cookie` that deletes a session cookie naming no usable session, so the browser
@@ -68,6 +70,7 @@ impl RequestCtx {
             secure: false,
             user: None,
             session_id: None,
+            bearer: None,
             delivery: Outgoing::default(),
             clear_stale: None,
             upgrade: Upgrade::None,
@@ -220,6 +223,9 @@ pub enum RequestError {
     /// Sign-in needed, but the request is not a page navigation.
     #[error("sign-in required (not a page navigation, so no redirect)")]
     LoginRequired,
+    /// An API caller's bearer token was refused (RFC 6750 answer).
+    #[error(transparent)]
+    Bearer(#[from] crate::bearer::BearerError),
     /// A gateway form came back with a token that does not belong to this session.
     #[error("form token does not match this session (expired form or forged post)")]
     FormExpired,
@@ -284,6 +290,12 @@ impl RequestError {
             RequestError::StoreUnavailable(_) => Page::StoreUnavailable,
             RequestError::SignInUnavailable(_) => Page::SignInUnavailable,
             RequestError::TooManySignIns(_) => Page::TooManySignIns,
+            RequestError::Bearer(e) => match e.status() {
+                400 => Page::BadRequest,
+                401 => Page::LoginRequired,
+                403 => Page::Forbidden,
+                _ => Page::SignInUnavailable,
+            },
             RequestError::LoginNotStarted(_)
             | RequestError::LoginFailed(_)
             | RequestError::Saml(_)

@@ -1,5 +1,6 @@
-//! Steps 5–7 of a request's journey: the browser's session, the rules' decision and what
-//! follows from it (proxy with identity, redirect to sign in, refuse), with its audit record.
+//! Steps 5–7 of a request's journey: who is asking (an API caller's bearer token, else the
+//! browser's session), the rules' decision and what follows from it (proxy with identity,
+//! redirect to sign in, refuse), with its audit record.
 
 use super::ctx::{Action, Outcome, RequestCtx, RequestError};
 use super::login::{here, is_navigation, start_login};
@@ -8,11 +9,13 @@ use crate::auth::{Origin, SessionLookup};
 use crate::config::AppConfig;
 use crate::delivery::{Backend, Outgoing, Prepared, Reach, Recipient};
 use crate::gateway::{AppRuntime, Gateway};
-use crate::policy::{Decision, RequestFacts};
+use crate::policy::{Decision, RequestFacts, UserFacts};
 use crate::refresh::Refresh;
+use crate::secret::Secret;
 use crate::session::cookies::clear_session_cookie;
 use crate::session::pending::StepUp;
 use crate::session::Scope;
+use crate::session::{LogoutHint, Session as UserSession, SessionId, SessionTokens, SignInFamily};
 use pingora::http::RequestHeader;
 use pingora::proxy::Session;
 use std::sync::Arc;
@@ -36,9 +39,20 @@ pub async fn decide(
         // there.
         return Ok(Action::redirect(crate::auth::LOGOUT_PATH));
     }
-    let store_trouble = match config.idp() {
-        Some(_) => attach_session(session, ctx, gateway, config, &origin).await,
+    // A bearer token, where the app reads one, stands for the caller; the browser's cookie
+    // is then not consulted (one request, one identity).
+    let bearer = match config.bearer().filter(|b| b.covers(&rule_path)) {
+        Some(b) => crate::bearer::token_of(&session.req_header().headers)?
+            .map(|token| (b, token.to_string())),
         None => None,
+    };
+    let store_trouble = match (bearer, config.idp()) {
+        (Some((settings, token)), _) => {
+            attach_bearer(ctx, gateway, config, settings, &token).await?;
+            None
+        }
+        (None, Some(_)) => attach_session(session, ctx, gateway, config, &origin).await,
+        (None, None) => None,
     };
     let req = session.req_header();
     let facts = RequestFacts {
@@ -47,7 +61,11 @@ pub async fn decide(
         client_ip: ctx.client_ip,
         now: gateway.clock.now_unix(),
     };
-    let user_facts = ctx.user.as_ref().map(|u| u.identity.facts());
+    let scopes = ctx.bearer.as_ref().map_or(&[][..], |b| &b.scopes);
+    let user_facts = ctx.user.as_ref().map(|u| UserFacts {
+        scopes,
+        ..u.identity.facts()
+    });
     let verdict = config.rules().evaluate(&facts, user_facts.as_ref());
     let decision = verdict.decision;
     ctx.outcome = Some(Outcome::of(&decision));
@@ -80,6 +98,12 @@ pub async fn decide(
                 reason: &reason,
                 shadow: &verdict.shadow,
                 user: ctx.user.as_ref().map(|u| &u.identity),
+                via: match (&ctx.bearer, &ctx.user) {
+                    (Some(_), _) => "bearer",
+                    (None, Some(_)) => "session",
+                    (None, None) => "-",
+                },
+                client_id: ctx.bearer.as_ref().and_then(|b| b.client_id.as_deref()),
                 method: req.method.as_str(),
                 path: &ctx.path,
                 policy_sha256: config.policy_sha256(),
@@ -105,6 +129,12 @@ pub async fn decide(
             }
         }
         Decision::Allow { .. } => deliver(req, ctx, gateway, config, Reach::Full).await,
+        _ if ctx.bearer.is_some() && !decision.admits() => Err(bearer_refusal(
+            config,
+            &facts,
+            user_facts.as_ref(),
+            &decision,
+        )),
         Decision::Deny { rule } | Decision::Unmet { rule } => Err(RequestError::Denied {
             outcome: Outcome::of(&decision),
             rule: rule.to_string(),
@@ -141,6 +171,55 @@ pub async fn decide(
             start_login(ctx, gateway, &app, &origin, &return_to, None).await
         }
     }
+}
+
+/// Why an API caller is refused: `insufficient_scope` (RFC 6750 §3.1) when the token would be
+/// let in with the scopes the rules name, else the rule's refusal.
+fn bearer_refusal(
+    config: &AppConfig,
+    facts: &RequestFacts<'_>,
+    caller: Option<&UserFacts<'_>>,
+    decision: &Decision<'_>,
+) -> RequestError {
+    let refused = match decision {
+        Decision::Deny { rule } | Decision::Unmet { rule } => RequestError::Denied {
+            outcome: Outcome::of(decision),
+            rule: rule.to_string(),
+        },
+        _ => RequestError::NoAllowRule,
+    };
+    let Some(caller) = caller else {
+        return refused;
+    };
+    let named: Vec<std::sync::Arc<str>> = crate::intern::intern_all(
+        config
+            .rules()
+            .rules()
+            .flat_map(|r| r.identity().scopes.iter()),
+    );
+    if named.is_empty() {
+        return refused;
+    }
+    let with_every_scope = UserFacts {
+        scopes: &named,
+        ..*caller
+    };
+    let would = config.rules().decide(facts, Some(&with_every_scope));
+    if !would.admits() {
+        return refused;
+    }
+    // The scopes of the rules that would then decide, which the token lacks.
+    let missing: Vec<String> = config
+        .rules()
+        .rules()
+        .filter(|r| r.paths().is_empty() || r.paths().iter().any(|p| p.matches(facts.path)))
+        .flat_map(|r| r.identity().scopes.iter())
+        .filter(|s| !caller.scopes.iter().any(|have| **have == ***s))
+        .cloned()
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    crate::bearer::BearerError::InsufficientScope(missing).into()
 }
 
 /// Runs the app's delivery steps for the signed-in user, if any: the request goes on to the
@@ -202,6 +281,65 @@ pub enum SessionTrouble {
     Store(crate::session::StoreError),
     /// The IdP could not refresh overdue claims.
     Idp(String),
+}
+
+/// Step 5, for an API caller: the bearer token must be valid for this app (else 401, or 503
+/// while it cannot be checked); its identity then stands in for a session, for this request
+/// only.
+async fn attach_bearer(
+    ctx: &mut RequestCtx,
+    gateway: &Gateway,
+    config: &AppConfig,
+    settings: &crate::config::BearerConfig,
+    token: &str,
+) -> Result<(), RequestError> {
+    use crate::bearer::BearerError;
+    let outcome = match gateway.auth.provider(settings.idp()) {
+        Some(crate::auth::Provider::Oidc(provider)) => {
+            gateway
+                .auth
+                .bearer
+                .authenticate(provider, settings, token, gateway.clock.now_unix())
+                .instrument(ctx.span.clone())
+                .await
+        }
+        _ => Err(BearerError::Unavailable(
+            settings.idp().to_string(),
+            "not an OpenID Connect IdP".into(),
+        )),
+    };
+    let caller = match outcome {
+        Ok(caller) => caller,
+        Err(e) => {
+            ctx.span
+                .in_scope(|| info!(reason = %e, "bearer token refused"));
+            audit::bearer_refused(&ctx.audit(config.id()), &e);
+            return Err(e.into());
+        }
+    };
+    let now_ms = gateway.clock.now_ms();
+    let (Some(family), Some(id)) = (SignInFamily::random(), SessionId::random()) else {
+        return Err(RequestError::Internal("no random bytes"));
+    };
+    let stand_in = UserSession::new(
+        caller.identity.clone(),
+        LogoutHint::None,
+        config.id(),
+        &ctx.host,
+        family,
+        (config.session_idle(), config.session_absolute()),
+        now_ms,
+    )
+    .with_tokens(Some(SessionTokens {
+        refresh: None,
+        access: Secret::new(token),
+        access_expires_ms: Some(caller.expires_unix.saturating_mul(1000)),
+        refresh_due_ms: u64::MAX,
+    }));
+    ctx.user = Some(Arc::new(stand_in));
+    ctx.session_id = Some(id);
+    ctx.bearer = Some(caller);
+    Ok(())
 }
 
 /// Step 5: the browser's session for this app, if any, its claims refreshed when due. A

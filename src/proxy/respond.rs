@@ -53,6 +53,9 @@ pub async fn refusal(
     ctx: &mut RequestCtx,
     refusal: &RequestError,
 ) -> Result<()> {
+    if let RequestError::Bearer(e) = refusal {
+        return bearer_refusal(session, ctx, e).await;
+    }
     let page = refusal.page();
     let reason = crate::idp::error_chain(refusal);
     ctx.span
@@ -75,6 +78,15 @@ pub async fn refusal(
                 "WWW-Authenticate",
                 format!("Portcullis realm=\"{realm}\", login_url=\"{login_url}\""),
             ));
+            // An API that takes access tokens says so (RFC 6750 §3: no error code when the
+            // request carried none).
+            if ctx
+                .app
+                .as_ref()
+                .is_some_and(|a| a.config.bearer().is_some())
+            {
+                extra.push(("WWW-Authenticate", format!("Bearer realm=\"{realm}\"")));
+            }
         }
         _ => {}
     }
@@ -84,6 +96,29 @@ pub async fn refusal(
         .then(|| ctx.user.as_ref().map(|u| u.identity.display().into_owned()))
         .flatten();
     page_for(session, page, &ctx.request_id, who.as_deref(), true, &extra).await
+}
+
+/// Answers an API caller whose token was refused as RFC 6750 says: the status, a
+/// `WWW-Authenticate: Bearer` challenge with the error code, and a JSON body.
+async fn bearer_refusal(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    refusal: &crate::bearer::BearerError,
+) -> Result<()> {
+    let status = refusal.status();
+    ctx.span
+        .in_scope(|| tracing::info!(reason = %crate::idp::error_chain(refusal), status, "refused"));
+    ctx.gateway_status = Some(status);
+    let body = Bytes::from(refusal.body(&ctx.request_id));
+    let mut resp = own_response(status, "application/json", &body, &ctx.request_id)?;
+    let realm = ctx.app.as_ref().map_or("portcullis", |a| a.config.id());
+    if let Some(challenge) = refusal.challenge(realm) {
+        resp.insert_header("WWW-Authenticate", challenge)?;
+    }
+    if status == 503 {
+        resp.insert_header("Retry-After", "5")?;
+    }
+    send(session, resp, body).await
 }
 
 /// Sends a branded page. `keepalive` is false after proxy errors, where the connection state

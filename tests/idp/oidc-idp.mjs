@@ -22,13 +22,20 @@
 //   POST /test/sign         {"header": {...}, "claims": {...}} signs any JWT with the IdP's key
 //                           (to send the gateway tokens a buggy or hostile IdP would)
 //   GET  /test/stats        {"refresh": <refresh grants answered>, "refresh_refused": <n>}
+//
+// APIs (tests of bearer tokens): "resource_servers": { "<resource indicator>": { "scope":
+// "orders:read orders:write", "format": "jwt" | "opaque" } } are the APIs tokens can be asked
+// for (RFC 8707 `resource`), as the audiences of an Okta custom authorization server. Clients
+// with the `client_credentials` grant get tokens for themselves; users' access tokens carry
+// their email and groups (as an Okta claim rule would add). Confidential clients may
+// introspect any token (RFC 7662).
 
 import http from 'node:http';
 import https from 'node:https';
 import { generateKeyPairSync, randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
-import Provider from 'oidc-provider';
+import Provider, { errors } from 'oidc-provider';
 import { CompactSign, importJWK } from 'jose';
 
 const config = JSON.parse(readFileSync(process.argv[2], 'utf8'));
@@ -41,7 +48,8 @@ for (const client of config.clients) {
   }
 }
 const users = new Map(config.users.map((u) => [u.id, u]));
-const stats = { refresh: 0, refresh_refused: 0 };
+const resourceServers = config.resource_servers ?? {};
+const stats = { refresh: 0, refresh_refused: 0, introspection: 0 };
 // Grants handed out, by account (so a test can revoke a user's grants, as an admin would).
 const grantsByAccount = new Map();
 
@@ -114,6 +122,29 @@ const provider = new Provider(issuer, {
   acrValues: ['pwd', 'mfa'],
   features: {
     devInteractions: { enabled: false },
+    clientCredentials: { enabled: true },
+    introspection: {
+      enabled: true,
+      async allowedPolicy(ctx, client, token) {
+        return client.clientAuthMethod !== 'none' || token.clientId === client.clientId;
+      },
+    },
+    resourceIndicators: {
+      enabled: true,
+      defaultResource: (ctx, client, oneOf) => oneOf,
+      useGrantedResource: () => false,
+      async getResourceServerInfo(ctx, resourceIndicator) {
+        const server = resourceServers[resourceIndicator];
+        if (!server) throw new errors.InvalidTarget();
+        return {
+          scope: server.scope,
+          audience: resourceIndicator,
+          accessTokenTTL: config.access_token_ttl ?? 600,
+          accessTokenFormat: server.format === 'opaque' ? 'opaque' : 'jwt',
+          ...(server.format === 'opaque' ? {} : { jwt: { sign: { alg: 'RS256' } } }),
+        };
+      },
+    },
     backchannelLogout: { enabled: true },
     rpInitiatedLogout: {
       enabled: true,
@@ -132,6 +163,11 @@ const provider = new Provider(issuer, {
   fetch: (url, options) => {
     delete options.dispatcher;
     return globalThis.fetch(url, options);
+  },
+  // A user's access token says who they are, as Okta's custom claims do.
+  async extraTokenClaims(ctx, token) {
+    const user = token.accountId && users.get(token.accountId);
+    return user ? { email: user.email, groups: user.groups } : undefined;
   },
   // Every refresh rotates the refresh token; reusing a rotated one revokes the grant.
   rotateRefreshToken: true,
@@ -161,6 +197,9 @@ const provider = new Provider(issuer, {
     grant.addOIDCScope(ctx.oidc.client.grantTypeAllowed('refresh_token')
       ? 'openid email profile groups offline_access'
       : 'openid email profile groups');
+    for (const [indicator, server] of Object.entries(resourceServers)) {
+      grant.addResourceScope(indicator, server.scope);
+    }
     await grant.save();
     return grant;
   },
@@ -241,6 +280,7 @@ function codeForm(uid, error) {
 }
 
 const handler = async (req, res) => {
+  if (req.url === '/token/introspection') stats.introspection += 1;
   if (config.test_controls && req.url.startsWith('/test/')) {
     try {
       return await testControl(req, res);

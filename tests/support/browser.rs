@@ -194,12 +194,19 @@ impl Browser {
     /// Signs in as alice and follows redirects until the next URL contains `needle`, which is
     /// returned without being requested.
     pub async fn sign_in_stop_at(&self, form: &Trip, needle: &str) -> String {
+        self.sign_in_as_stop_at(form, "alice", needle).await
+    }
+
+    /// Signs in as `user` (password `<user>-pw`) and follows redirects until the next URL
+    /// contains `needle`, which is returned without being requested.
+    pub async fn sign_in_as_stop_at(&self, form: &Trip, user: &str, needle: &str) -> String {
         let action = form_action(&form.body);
         let url = Url::parse(form.final_url()).unwrap().join(&action).unwrap();
+        let password = format!("{user}-pw");
         let mut response = self
             .client
             .post(url.as_str())
-            .form(&[("login", "alice"), ("password", "alice-pw")])
+            .form(&[("login", user), ("password", password.as_str())])
             .send()
             .await
             .unwrap();

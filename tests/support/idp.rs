@@ -41,6 +41,15 @@ impl IdpClient {
         }
     }
 
+    /// A client of an API (no gateway): it gets tokens for itself (client credentials) and
+    /// for users (authorization code, its code sent to a loopback URL nobody serves).
+    pub fn api_caller(id: &str) -> Self {
+        let mut client = Self::gateway(id, &[]);
+        client.redirect_uris = vec![format!("http://127.0.0.1:9/{id}/callback")];
+        client.extra_grants.push("client_credentials");
+        client
+    }
+
     /// This client, also allowed refresh tokens.
     pub fn with_refresh(mut self) -> Self {
         self.extra_grants.push("refresh_token");
@@ -61,6 +70,8 @@ pub struct IdpOptions {
     pub id_token_ttl: Option<u64>,
     /// Access tokens expire after this many seconds.
     pub access_token_ttl: Option<u64>,
+    /// APIs tokens can be asked for: (resource indicator, scopes, `jwt` or `opaque`).
+    pub resource_servers: &'static [(&'static str, &'static str, &'static str)],
 }
 
 /// Test users: (id, password, email, name, groups).
@@ -142,6 +153,9 @@ impl TestIdp {
             "port": addr.port(),
             "id_token_ttl": options.id_token_ttl,
             "access_token_ttl": options.access_token_ttl,
+            "resource_servers": options.resource_servers.iter().map(|(indicator, scope, format)| {
+                (indicator.to_string(), json!({ "scope": scope, "format": format }))
+            }).collect::<serde_json::Map<String, serde_json::Value>>(),
             "test_controls": true,
             "clients": clients.iter().map(|c| { let mut client = json!({
                 "client_id": c.id,
@@ -206,6 +220,107 @@ impl TestIdp {
     pub async fn sign(&self, header: serde_json::Value, claims: serde_json::Value) -> String {
         self.control("/test/sign", json!({ "header": header, "claims": claims }))
             .await
+    }
+
+    /// A token for `client` itself (client credentials grant) for `resource` with `scope`.
+    pub async fn client_token(&self, client: &IdpClient, resource: &str, scope: &str) -> String {
+        self.token_request(
+            client,
+            &[
+                ("grant_type", "client_credentials"),
+                ("resource", resource),
+                ("scope", scope),
+            ],
+        )
+        .await
+    }
+
+    /// An access token for `user`, obtained by `client` with the authorization code flow
+    /// and PKCE (the user signing in at the IdP's form), for `resource` with `scope`.
+    pub async fn user_token(
+        &self,
+        client: &IdpClient,
+        user: &str,
+        resource: &str,
+        scope: &str,
+    ) -> String {
+        use base64::Engine;
+        let verifier = format!("verifier-{user}-0123456789-0123456789-0123456789");
+        let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(openssl::sha::sha256(verifier.as_bytes()));
+        let redirect = &client.redirect_uris[0];
+        let query: String = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs([
+                ("client_id", client.id.as_str()),
+                ("response_type", "code"),
+                ("redirect_uri", redirect),
+                ("scope", &format!("openid {scope}")),
+                ("resource", resource),
+                ("code_challenge", &challenge),
+                ("code_challenge_method", "S256"),
+                ("state", "state-TEST"),
+            ])
+            .finish();
+        let browser = super::browser::Browser::new(self.addr, &[]);
+        let form = browser
+            .follow(&format!("{}/auth?{query}", self.issuer))
+            .await;
+        let callback = browser.sign_in_as_stop_at(&form, user, redirect).await;
+        let code = super::browser::query_param(&callback, "code")
+            .unwrap_or_else(|| panic!("no code in {callback}"));
+        self.token_request(
+            client,
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("redirect_uri", redirect),
+                ("code_verifier", &verifier),
+                ("resource", resource),
+            ],
+        )
+        .await
+    }
+
+    async fn token_request(&self, client: &IdpClient, form: &[(&str, &str)]) -> String {
+        let response = super::http_client()
+            .post(format!("{}/token", self.issuer))
+            .basic_auth(&client.id, Some(&client.secret))
+            .form(form)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert!(
+            status.is_success(),
+            "token request {form:?}: {status} {body}"
+        );
+        body["access_token"].as_str().unwrap().to_string()
+    }
+
+    /// The IdP's JWKS document.
+    pub async fn jwks(&self) -> serde_json::Value {
+        super::http_client()
+            .get(format!("{}/jwks", self.issuer))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// How many introspection requests the IdP answered.
+    pub async fn introspections(&self) -> u64 {
+        let stats: serde_json::Value = super::http_client()
+            .get(format!("{}/test/stats", self.issuer))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        stats["introspection"].as_u64().unwrap()
     }
 
     /// How many refresh grants the IdP answered, and refused.

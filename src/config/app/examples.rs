@@ -93,7 +93,7 @@ impl Compiler<'_> {
             let user = entry
                 .user
                 .as_ref()
-                .map(|u| u.get_ref().identity(idp, EXAMPLE_NOW));
+                .map(|u| u.get_ref().user(idp, EXAMPLE_NOW));
             out.push(Example {
                 name: entry
                     .name

@@ -40,6 +40,20 @@ pub(super) struct FilePolicy {
     pub(super) session: FileAppSession,
     #[serde(default)]
     pub(super) identity: FileIdentity,
+    pub(super) bearer: Option<Spanned<FileBearer>>,
+}
+
+/// `[bearer]`: API callers may present an access token instead of a browser session.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileBearer {
+    pub(super) idp: Option<Spanned<String>>,
+    pub(super) audiences: Spanned<Vec<Spanned<String>>>,
+    #[serde(default)]
+    pub(super) client_ids: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub(super) paths: Vec<Spanned<String>>,
+    pub(super) introspect: Option<Spanned<bool>>,
 }
 
 /// `[health]`: passive health of the app's upstreams.
@@ -156,6 +170,8 @@ pub(super) struct FileRule {
     pub(super) amr: Vec<Spanned<String>>,
     pub(super) max_age: Option<Spanned<ConfigDuration>>,
     pub(super) time: Option<Spanned<FileTime>>,
+    #[serde(default)]
+    pub(super) scopes: Vec<Spanned<String>>,
 }
 
 /// `time = { days = ["mon", …], from = "08:00", to = "18:00", tz = "Europe/Berlin" }`.
@@ -198,12 +214,22 @@ pub(super) struct FileTestUser {
     pub(super) claims: BTreeMap<String, toml::Value>,
     /// How long ago the user authenticated (default: just now).
     pub(super) auth_age: Option<ConfigDuration>,
+    /// An API caller: its bearer token's scopes.
+    #[serde(default)]
+    pub(super) scopes: Vec<String>,
 }
 
 impl FileTestUser {
     /// The signed-in identity this example user stands for, authenticated `auth_age` before
     /// `now` at `idp` (unless it names its own).
-    pub(super) fn identity(&self, idp: &str, now: u64) -> Identity {
+    pub(super) fn user(&self, idp: &str, now: u64) -> ExampleUser {
+        ExampleUser {
+            identity: self.identity(idp, now),
+            scopes: crate::intern::intern_all(&self.scopes),
+        }
+    }
+
+    fn identity(&self, idp: &str, now: u64) -> Identity {
         let claims = self
             .claims
             .iter()
@@ -240,14 +266,14 @@ impl FileTestUser {
 /// A user as `[[test]]` examples write one (`{ email = "…", groups = [...] }`, the same keys,
 /// unknown ones refused), given as the value of `user` in the TOML document `doc`, signed in
 /// at `now` unless `auth_age` says earlier. For `portcullis policy explain --user`.
-pub fn example_user(doc: &str, idp: &str, now: u64) -> Result<Identity, String> {
+pub fn example_user(doc: &str, idp: &str, now: u64) -> Result<ExampleUser, String> {
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Doc {
         user: FileTestUser,
     }
     let parsed: Doc = toml::from_str(doc).map_err(|e| e.message().to_string())?;
-    Ok(parsed.user.identity(idp, now))
+    Ok(parsed.user.user(idp, now))
 }
 
 /// The moment `[[test]]` examples are judged at (users' `auth_age` counts back from it).

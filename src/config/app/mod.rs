@@ -4,12 +4,14 @@
 //! Owns the on-disk shape and its compilation into [`AppConfig`]. The rule semantics live in
 //! `policy`; cross-file checks (duplicate hosts, ids) live in `config::mod`.
 
+mod bearer;
 mod examples;
 mod file;
 mod identity;
 mod rules;
 mod upstreams;
 
+pub use bearer::BearerConfig;
 pub use file::example_user;
 use file::*;
 
@@ -23,7 +25,7 @@ use crate::delivery::form_fill::FormFill;
 use crate::delivery::identity::{IdentityCookies, IdentityHeaders, IdentitySource};
 use crate::delivery::{Delivery, Step};
 use crate::idp::Identity;
-use crate::policy::examples::{Example, Expectation};
+use crate::policy::examples::{Example, ExampleUser, Expectation};
 use crate::policy::path::normalise;
 use crate::policy::{
     ClaimCondition, ClaimTest, IdentityConditions, Mode, PathPattern, PatternError, Rule, RuleKind,
@@ -133,6 +135,8 @@ pub struct AppConfig {
     /// How the backend learns who the user is (headers, cookies, assertion, form-fill,
     /// Basic), in the order the steps run.
     delivery: Delivery,
+    /// Access tokens API callers may present instead of a browser session.
+    bearer: Option<BearerConfig>,
 }
 
 /// Read-only: an `AppConfig` is made only by [`compile_app`], so one that exists passed every
@@ -253,6 +257,11 @@ impl AppConfig {
     /// Basic), in the order the steps run.
     pub fn delivery(&self) -> &Delivery {
         &self.delivery
+    }
+
+    /// Access tokens API callers may present instead of a browser session.
+    pub fn bearer(&self) -> Option<&BearerConfig> {
+        self.bearer.as_ref()
     }
 }
 
@@ -394,6 +403,7 @@ pub fn compile_app(
         .as_ref()
         .is_some_and(|f| *f.get_ref());
     let passive_health = out.passive_health(&file.health);
+    let bearer = out.bearer(&file, &gateway.idps, idp_config, case_insensitive_paths);
     let timeouts = upstreams::timeouts(&file.timeouts, gateway.upstream_timeouts);
 
     let mut problems = out.problems;
@@ -428,6 +438,7 @@ pub fn compile_app(
         session_idle,
         session_absolute,
         delivery,
+        bearer,
     };
     (Some(app), problems)
 }

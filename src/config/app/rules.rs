@@ -24,6 +24,15 @@ impl Compiler<'_> {
                 }
             }
         }
+        if file.bearer.is_none() {
+            for scope in kinds
+                .iter()
+                .flat_map(|(_, l)| l.iter())
+                .flat_map(|r| r.get_ref().scopes.first())
+            {
+                self.error(scope, "`scopes` are a bearer token's: the app needs a `[bearer]` table (browser sessions have no scopes)");
+            }
+        }
         // A rule that can never take effect is almost always a mistake worth a warning (only
         // worth saying about a file without errors: the errors come first).
         let has_errors = self.problems.iter().any(Problem::is_error);
@@ -157,7 +166,7 @@ impl Compiler<'_> {
             && strength.is_empty()
             && time.is_none()
         {
-            self.error(rule, format!("require rule `{id}` requires nothing: name groups, emails, claims, networks, time, acr, amr or max_age"));
+            self.error(rule, format!("require rule `{id}` requires nothing: name groups, emails, claims, scopes, networks, time, acr, amr or max_age"));
         }
         Some(
             Rule::new(id.clone(), r.why.get_ref().clone(), kind, paths, methods)
@@ -285,6 +294,13 @@ impl Compiler<'_> {
                     ),
                 ),
             }
+        }
+        for s in &r.scopes {
+            let text = s.get_ref();
+            if text.is_empty() || text.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                self.error(s, format!("`{text}` is not a scope (one word, no spaces)"));
+            }
+            who.scopes.push(text.clone());
         }
         for (name, value) in &r.claims {
             let standard = ["sub", "email", "name", "idp", "acr", "amr", "groups"];
