@@ -471,4 +471,25 @@ async fn opaque_tokens_are_introspected_and_the_answer_cached() {
         .await;
     let (status, _, _) = f.call("GET", LEDGER, "/entries", &orders).await;
     assert_eq!(status, 401);
+
+    // With the IdP down an unknown opaque token cannot be checked: 503, never a pass.
+    let issuer = f.idp.issuer.clone();
+    drop(f.idp);
+    let response = support::http_client()
+        .get(format!("{issuer}/jwks"))
+        .send()
+        .await;
+    assert!(response.is_err(), "the IdP is down");
+    let response =
+        f.gw.client(&[LEDGER])
+            .get(f.gw.app_url(LEDGER, "/entries"))
+            .header("authorization", "Bearer never-seen-token-0123")
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(
+        response.json::<Value>().await.unwrap()["error"],
+        "temporarily_unavailable"
+    );
 }
