@@ -244,6 +244,8 @@ pub struct Auth {
     clock: SharedClock,
     /// Checks API callers' access tokens (its introspection cache outlives reloads).
     pub bearer: crate::bearer::BearerVerifier,
+    /// Sources of Universal Logout requests and security events.
+    pub receivers: crate::signals::receivers::Receivers,
 }
 
 /// Building the shared sign-in state failed.
@@ -287,6 +289,24 @@ impl Auth {
             };
             providers.insert(idp.name.clone(), provider);
         }
+        let receivers = crate::signals::receivers::Receivers::new(
+            &config.idps,
+            |name| match providers.get(name) {
+                Some(Provider::Oidc(o)) => Some(o.clone()),
+                _ => None,
+            },
+            |name| match providers.get(name) {
+                Some(Provider::Saml(s)) => s.idp_entity_id(),
+                _ => None,
+            },
+            |idp| {
+                let ca = match &idp.protocol {
+                    IdpProtocol::Oidc(o) => o.ca_pem.as_deref(),
+                    IdpProtocol::Saml(s) => s.ca_pem.as_deref(),
+                };
+                IdpHttpClient::new(Duration::from_secs(5), Duration::from_secs(15), ca).ok()
+            },
+        );
         Ok(Self {
             sessions: stores.sessions.clone(),
             pending: PendingLogins::new(
@@ -301,6 +321,7 @@ impl Auth {
             idp_configs: config.idps.clone(),
             clock,
             bearer: crate::bearer::BearerVerifier::new(),
+            receivers,
         })
     }
 

@@ -997,6 +997,52 @@ mod tests {
     }
 
     #[test]
+    fn signal_sources_default_to_the_idp_and_are_checked() {
+        let base =
+            "issuer = \"https://corp.okta.com/oauth2/default\"\nclient_secret_file = \"secret\"\n";
+        let (c, _) = idp_config(&format!(
+            "{base}[idp.okta.universal_logout]\naudience = \"https://gw.example/.portcullis/global-token-revocation\"\n\
+             [idp.okta.shared_signals]\nissuer = \"https://corp.okta.com\"\njwks_uri = \"https://corp.okta.com/oauth2/v1/keys\"\naudience = \"https://gw.example\"\n"
+        ))
+        .unwrap_or_else(|e| panic!("{e:?}"));
+        let idp = c.idps.first().unwrap_or_else(|| panic!("no idp"));
+        let gtr = idp
+            .universal_logout
+            .as_ref()
+            .unwrap_or_else(|| panic!("no gtr"));
+        assert_eq!(gtr.issuer, "https://corp.okta.com/oauth2/default");
+        assert_eq!(gtr.jwks_uri, None, "the IdP's own keys");
+        let ssf = idp
+            .shared_signals
+            .as_ref()
+            .unwrap_or_else(|| panic!("no ssf"));
+        assert_eq!(
+            ssf.jwks_uri.as_deref(),
+            Some("https://corp.okta.com/oauth2/v1/keys")
+        );
+
+        let errors = |table: &str| {
+            idp_config(&format!("{base}{table}"))
+                .err()
+                .unwrap_or_default()
+                .join("; ")
+        };
+        assert!(errors(
+            "[idp.okta.shared_signals]\nissuer = \"https://other.example\"\naudience = \"a\"\n"
+        )
+        .contains("needs `jwks_uri`"));
+        assert!(errors("[idp.okta.universal_logout]\naudience = \"\"\n")
+            .contains("audience must not be empty"));
+        assert!(errors(
+            "[idp.okta.universal_logout]\naudience = \"a\"\njwks_uri = \"keys.json\"\n"
+        )
+        .contains("absolute http(s) URL"));
+        assert!(
+            errors("[idp.okta.universal_logout]\naudiences = [\"a\"]\n").contains("unknown field")
+        );
+    }
+
+    #[test]
     fn secret_files_readable_by_others_are_warned_about() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));

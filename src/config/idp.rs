@@ -86,6 +86,31 @@ pub(super) struct FileIdp {
     groups_attribute: Option<Spanned<String>>,
     #[serde(default)]
     attributes: Vec<Spanned<String>>,
+    // Signals that end sessions from outside the browser.
+    universal_logout: Option<Spanned<FileSignalSource>>,
+    shared_signals: Option<Spanned<FileSignalSource>>,
+}
+
+/// `[idp.<name>.universal_logout]` / `[idp.<name>.shared_signals]`: who signs the requests
+/// or events, with which keys, for which audience.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSignalSource {
+    issuer: Option<Spanned<String>>,
+    jwks_uri: Option<Spanned<String>>,
+    audience: Spanned<String>,
+}
+
+/// Where signed session signals come from: Okta Universal Logout's Global Token Revocation
+/// requests, or a Shared Signals Framework transmitter's security event tokens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignalSource {
+    /// The `iss` the signed JWTs carry.
+    pub issuer: String,
+    /// Where the signing keys are published; `None`: the IdP's own JWKS (OpenID Connect).
+    pub jwks_uri: Option<String>,
+    /// The `aud` they must carry (this gateway's endpoint URL or stream audience).
+    pub audience: String,
 }
 
 /// How the client authenticates at the token endpoint.
@@ -142,6 +167,10 @@ pub struct IdpConfig {
     /// How often the IdP's reachability is checked while it answers (faster, with backoff,
     /// while it does not).
     pub health_check_interval: Duration,
+    /// Okta Universal Logout (Global Token Revocation requests), when configured.
+    pub universal_logout: Option<SignalSource>,
+    /// A Shared Signals Framework transmitter pushing CAEP events, when configured.
+    pub shared_signals: Option<SignalSource>,
 }
 
 impl IdpConfig {
@@ -263,6 +292,18 @@ pub(super) fn compile_idps(
             Some(d) => d.get_ref().0,
             None => DEFAULT_HEALTH_CHECK_INTERVAL,
         };
+        let default_issuer = match &compiled {
+            Some(IdpProtocol::Oidc(o)) => Some(o.issuer.clone()),
+            _ => None,
+        };
+        let universal_logout = file
+            .universal_logout
+            .as_ref()
+            .and_then(|s| c.signal_source(s, "universal_logout", default_issuer.as_deref()));
+        let shared_signals = file
+            .shared_signals
+            .as_ref()
+            .and_then(|s| c.signal_source(s, "shared_signals", default_issuer.as_deref()));
         let failed = c.problems.iter().any(Problem::is_error);
         problems.extend(c.problems);
         if let (Some(protocol), false) = (compiled, failed) {
@@ -270,6 +311,8 @@ pub(super) fn compile_idps(
                 name: name.clone(),
                 protocol,
                 health_check_interval,
+                universal_logout,
+                shared_signals,
             });
         }
     }
@@ -313,6 +356,68 @@ impl IdpCompiler<'_> {
                 None
             }
         }
+    }
+
+    /// A signal source: the issuer (default: an OpenID Connect IdP's own), its keys (default:
+    /// that IdP's JWKS; required otherwise) and the audience, as absolute URLs where they are
+    /// fetched.
+    fn signal_source(
+        &mut self,
+        table: &Spanned<FileSignalSource>,
+        key: &str,
+        default_issuer: Option<&str>,
+    ) -> Option<SignalSource> {
+        let s = table.get_ref();
+        let issuer = match (&s.issuer, default_issuer) {
+            (Some(i), _) if !i.get_ref().trim().is_empty() => i.get_ref().clone(),
+            (None, Some(d)) => d.to_string(),
+            _ => {
+                self.error(
+                    table,
+                    format!("[{key}] needs `issuer` (the `iss` of the signed requests)"),
+                );
+                return None;
+            }
+        };
+        let jwks_uri = match &s.jwks_uri {
+            Some(u) => match url::Url::parse(u.get_ref()) {
+                Ok(parsed) if parsed.scheme() == "https" || parsed.scheme() == "http" => {
+                    Some(u.get_ref().clone())
+                }
+                _ => {
+                    self.error(
+                        u,
+                        format!("[{key}] jwks_uri must be an absolute http(s) URL"),
+                    );
+                    return None;
+                }
+            },
+            None if default_issuer.is_some()
+                && s.issuer
+                    .as_ref()
+                    .is_none_or(|i| Some(i.get_ref().as_str()) == default_issuer) =>
+            {
+                None
+            }
+            None => {
+                self.error(
+                    table,
+                    format!(
+                        "[{key}] needs `jwks_uri`: where the issuer publishes its signing keys"
+                    ),
+                );
+                return None;
+            }
+        };
+        if s.audience.get_ref().trim().is_empty() {
+            self.error(&s.audience, format!("[{key}] audience must not be empty"));
+            return None;
+        }
+        Some(SignalSource {
+            issuer,
+            jwks_uri,
+            audience: s.audience.get_ref().clone(),
+        })
     }
 
     fn check_name(&mut self, file: &FileIdp) {

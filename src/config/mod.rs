@@ -14,7 +14,9 @@ pub mod session_store;
 
 pub use app::{AppConfig, BearerConfig, BrokenApp, HostPattern};
 pub use gateway::{load_gateway, AuditSettings, GatewayConfig, LogFormat, SessionSettings};
-pub use idp::{IdpConfig, IdpProtocol, MetadataSource, OidcIdpConfig, SamlIdpConfig, TokenAuth};
+pub use idp::{
+    IdpConfig, IdpProtocol, MetadataSource, OidcIdpConfig, SamlIdpConfig, SignalSource, TokenAuth,
+};
 pub use problem::{Problem, Severity};
 
 use problem::file_problem;

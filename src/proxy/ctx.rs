@@ -135,6 +135,11 @@ pub enum Action {
         /// The document.
         body: String,
     },
+    /// Answer with a status and no body (`204 No Content`, `202 Accepted`).
+    Empty {
+        /// HTTP status.
+        status: u16,
+    },
     /// Answer with an XML document (SAML metadata).
     Xml {
         /// The document.

@@ -28,6 +28,12 @@ use std::sync::Arc;
 pub const BACKCHANNEL_LOGOUT_PATH: &str = "/.portcullis/oidc/backchannel-logout";
 /// Largest back-channel logout form accepted (a logout token is a few KB).
 const MAX_LOGOUT_TOKEN_BODY: usize = 16 * 1024;
+/// Where Okta Universal Logout sends Global Token Revocation requests.
+pub const GLOBAL_TOKEN_REVOCATION_PATH: &str = "/.portcullis/global-token-revocation";
+/// Where a Shared Signals transmitter pushes security event tokens (RFC 8935).
+pub const SECURITY_EVENTS_PATH: &str = "/.portcullis/ssf/events";
+/// Largest signal body accepted (a subject identifier or one SET).
+const MAX_SIGNAL_BODY: usize = 32 * 1024;
 
 /// What a handler returns: its answer, later.
 type Reply<'a> = Pin<Box<dyn Future<Output = Result<Action, RequestError>> + Send + 'a>>;
@@ -121,6 +127,16 @@ const ENDPOINTS: &[Endpoint] = &[
         paths: Paths::Exact(BACKCHANNEL_LOGOUT_PATH),
         methods: POST,
         handler: handler!(backchannel_logout),
+    },
+    Endpoint {
+        paths: Paths::Exact(GLOBAL_TOKEN_REVOCATION_PATH),
+        methods: POST,
+        handler: handler!(global_token_revocation),
+    },
+    Endpoint {
+        paths: Paths::Exact(SECURITY_EVENTS_PATH),
+        methods: POST,
+        handler: handler!(security_events),
     },
     Endpoint {
         paths: Paths::Under(ENROLL_PREFIX),
@@ -361,6 +377,119 @@ async fn backchannel_logout(
             })
         }
     }
+}
+
+/// `POST /.portcullis/global-token-revocation` (Okta Universal Logout): the IdP, on any
+/// host. 204 when the user's sessions ended (also when there were none), 400 for a body or
+/// subject it cannot act on, 401 for a JWT it refuses, 503 when the store cannot end them.
+async fn global_token_revocation(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    gateway: &Arc<Gateway>,
+    _origin: &Origin,
+) -> Result<Action, RequestError> {
+    let authorization = session
+        .req_header()
+        .headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let result =
+        match super::saml::read_body(session, MAX_SIGNAL_BODY, "application/json", "a JSON body")
+            .await
+        {
+            Ok(body) => {
+                crate::signals::events::universal_logout(
+                    &gateway.auth,
+                    authorization.as_deref(),
+                    &body,
+                )
+                .await
+            }
+            Err(e) => Err(crate::signals::events::SignalError::Malformed(
+                e.to_string(),
+            )),
+        };
+    match result {
+        Ok(effect) => {
+            signal_effect(ctx, &effect);
+            Ok(Action::Empty { status: 204 })
+        }
+        Err(e) => {
+            audit::signal_refused(&ctx.audit_maybe(None), "universal_logout", &e);
+            let status = e.revocation_status();
+            let body = serde_json::json!({
+                "error": if status == 401 { "invalid_token" } else { "invalid_request" },
+                "error_description": e.to_string(),
+            });
+            Ok(Action::Json {
+                status,
+                body: body.to_string(),
+            })
+        }
+    }
+}
+
+/// `POST /.portcullis/ssf/events` (RFC 8935 push delivery of a Security Event Token): a
+/// transmitter, on any host. 202 when accepted, 400 with `{"err", "description"}` when not
+/// (503 when the store cannot act: the transmitter retries).
+async fn security_events(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    gateway: &Arc<Gateway>,
+    _origin: &Origin,
+) -> Result<Action, RequestError> {
+    let result = match super::saml::read_body(
+        session,
+        MAX_SIGNAL_BODY,
+        "application/secevent+jwt",
+        "a security event token",
+    )
+    .await
+    {
+        Ok(body) => crate::signals::events::security_event(&gateway.auth, &body).await,
+        Err(e) => Err(crate::signals::events::SignalError::Malformed(
+            e.to_string(),
+        )),
+    };
+    match result {
+        Ok(effects) => {
+            for effect in &effects {
+                signal_effect(ctx, effect);
+            }
+            Ok(Action::Empty { status: 202 })
+        }
+        Err(e) => {
+            audit::signal_refused(&ctx.audit_maybe(None), "security_event", &e);
+            let status = if matches!(e, crate::signals::events::SignalError::Store(_)) {
+                503
+            } else {
+                400
+            };
+            let body = serde_json::json!({ "err": e.push_code(), "description": e.to_string() });
+            Ok(Action::Json {
+                status,
+                body: body.to_string(),
+            })
+        }
+    }
+}
+
+/// Logs and audits the sessions a signal ended.
+fn signal_effect(ctx: &RequestCtx, effect: &crate::signals::events::Effect) {
+    let record = ctx.audit_maybe(None);
+    for s in &effect.ended {
+        audit::session_ended(&record, s, audit::SignInEnded::SecurityEvent);
+    }
+    ctx.span.in_scope(|| {
+        tracing::info!(
+            idp = %effect.idp,
+            event = %effect.event,
+            subject = %effect.subject,
+            sessions = effect.ended.len(),
+            "session signal"
+        )
+    });
 }
 
 fn query_pairs(req: &RequestHeader) -> Vec<(String, String)> {

@@ -25,6 +25,17 @@ pub async fn action(session: &mut Session, ctx: &mut RequestCtx, action: Action)
             let doc = (status, "application/json", body);
             document(session, doc, &ctx.request_id, &stale).await
         }
+        Action::Empty { status } => {
+            ctx.gateway_status = Some(status);
+            let mut resp = ResponseHeader::build(status, Some(4))?;
+            // RFC 9110 §8.6: no Content-Length on a 204.
+            if status != 204 {
+                resp.insert_header("Content-Length", "0")?;
+            }
+            resp.insert_header("Cache-Control", "no-store")?;
+            resp.insert_header("X-Request-Id", ctx.request_id.as_str())?;
+            session.write_response_header(Box::new(resp), true).await
+        }
         Action::Html { body, cookies } => {
             ctx.gateway_status = Some(200);
             let doc = (200, "text/html; charset=utf-8", body);

@@ -63,6 +63,26 @@ pub(super) async fn read_form(
     session: &mut Session,
     limit: usize,
 ) -> Result<Vec<(String, String)>, RequestError> {
+    let body = read_body(
+        session,
+        limit,
+        "application/x-www-form-urlencoded",
+        "an HTML form post",
+    )
+    .await?;
+    Ok(url::form_urlencoded::parse(&body)
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect())
+}
+
+/// Reads a request body of at most `limit` bytes whose `Content-Type` is `media_type`
+/// (`what` names it in the refusal).
+pub(super) async fn read_body(
+    session: &mut Session,
+    limit: usize,
+    media_type: &str,
+    what: &str,
+) -> Result<Vec<u8>, RequestError> {
     let req = session.req_header();
     let content_type = req
         .headers
@@ -70,10 +90,11 @@ pub(super) async fn read_form(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_ascii_lowercase();
-    if !content_type.starts_with("application/x-www-form-urlencoded") {
-        return Err(RequestError::BodyUnreadable(
-            "expected an HTML form post (application/x-www-form-urlencoded)".into(),
-        ));
+    let essence = content_type.split(';').next().unwrap_or("").trim();
+    if essence != media_type {
+        return Err(RequestError::BodyUnreadable(format!(
+            "expected {what} ({media_type})"
+        )));
     }
     let declared = req
         .headers
@@ -96,9 +117,7 @@ pub(super) async fn read_form(
             Err(e) => return Err(RequestError::BodyUnreadable(e.to_string())),
         }
     }
-    Ok(url::form_urlencoded::parse(&body)
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect())
+    Ok(body)
 }
 
 /// `POST /.portcullis/saml/acs`: verifies the response and signs the user in.

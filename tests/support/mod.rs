@@ -17,6 +17,7 @@ pub mod ha;
 pub mod idp;
 pub mod node;
 pub mod saml_idp;
+pub mod ssf;
 
 use bytes::Bytes;
 use futures_util::stream;

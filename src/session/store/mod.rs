@@ -113,6 +113,14 @@ pub enum Selector {
     },
     /// The user with this email, at any IdP (compared without case).
     Email(String),
+    /// The user with this email at one IdP (a signal from that IdP says nothing about the
+    /// same address at another).
+    EmailAt {
+        /// The IdP's configured name.
+        idp: String,
+        /// The address (compared without case).
+        email: String,
+    },
     /// Every session made for this app.
     App(String),
     /// Every session.
@@ -131,6 +139,14 @@ impl Selector {
                 .email
                 .as_deref()
                 .is_some_and(|e| e.eq_ignore_ascii_case(email)),
+            Selector::EmailAt { idp, email } => {
+                *session.identity.idp == **idp
+                    && session
+                        .identity
+                        .email
+                        .as_deref()
+                        .is_some_and(|e| e.eq_ignore_ascii_case(email))
+            }
             Selector::App(app) => *session.app == **app,
             Selector::All => true,
         }
@@ -144,6 +160,9 @@ impl std::fmt::Display for Selector {
                 write!(f, "subject {} at {idp}", crate::idp::loggable(subject))
             }
             Selector::Email(email) => write!(f, "user {}", crate::idp::loggable(email)),
+            Selector::EmailAt { idp, email } => {
+                write!(f, "user {} at {idp}", crate::idp::loggable(email))
+            }
             Selector::App(app) => write!(f, "app {app}"),
             Selector::All => f.write_str("every session"),
         }

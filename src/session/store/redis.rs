@@ -462,7 +462,7 @@ impl RedisStore {
     async fn indexes_for(&self, which: &Selector) -> Result<Vec<String>, StoreError> {
         Ok(match which {
             Selector::Subject { idp, subject } => vec![self.subject_key(idp, subject)],
-            Selector::Email(email) => vec![self.email_key(email)],
+            Selector::Email(email) | Selector::EmailAt { email, .. } => vec![self.email_key(email)],
             Selector::App(app) => vec![self.app_key(app)],
             Selector::All => {
                 let key = self.apps_key();

@@ -1,6 +1,10 @@
 //! Signals that end sessions from outside the browser: an IdP's OpenID Connect back-channel
-//! logout, and an administrator's revocation. Each ends the named sessions in the store —
-//! every node's, with the shared store — and returns them for the audit trail.
+//! logout, Okta Universal Logout and Shared Signals events ([`events`]), and an
+//! administrator's revocation. Each ends the named sessions in the store — every node's, with
+//! the shared store — and returns them for the audit trail.
+
+pub mod events;
+pub mod receivers;
 
 use crate::auth::{Auth, Provider};
 use crate::idp::jwt::JwtError;
