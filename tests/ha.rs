@@ -514,7 +514,8 @@ async fn refresh_back_channel_logout_and_revocation_reach_every_node() {
                 .gateway_toml(&idp.gateway_toml(
                     "corp",
                     &client,
-                    "refresh = true\nrefresh_interval = \"1s\"\n",
+                    "refresh = true\nrefresh_interval = \"1s\"\n\
+                     [idp.corp.universal_logout]\naudience = \"https://gateway.test/gtr\"\n",
                 ))
                 .gateway_toml(&store)
                 .policy("wiki.toml", policy(&backend.url()))
@@ -623,6 +624,51 @@ async fn refresh_back_channel_logout_and_revocation_reach_every_node() {
         != Some(401)
     {
         assert!(Instant::now() < gone, "node 1 still honours bob's session");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // --- Okta Universal Logout for carol reaches node 2; node 1 refuses her -----------------
+    idp.set_groups("carol", &["staff"]).await;
+    let carol_browser = Browser::new(node(0), &[WIKI]);
+    assert_eq!(
+        carol_browser
+            .login(&wiki("/"), "carol", "carol-pw")
+            .await
+            .status,
+        200
+    );
+    let carol = carol_browser.cookies_for(&wiki("/"));
+    let now = support::unix_now();
+    let jwt = idp
+        .sign(
+            serde_json::json!({}),
+            serde_json::json!({ "iss": idp.issuer, "aud": "https://gateway.test/gtr",
+                                "iat": now, "exp": now + 300, "jti": "ha-gtr-1" }),
+        )
+        .await;
+    let status = support::http_client()
+        .post(format!(
+            "http://{}/.portcullis/global-token-revocation",
+            node(1)
+        ))
+        .header("authorization", format!("Bearer {jwt}"))
+        .header("content-type", "application/json")
+        .body(r#"{"sub_id":{"format":"email","email":"carol@contractors.corp.example"}}"#)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 204);
+    let gone = Instant::now() + Duration::from_secs(1);
+    while fetch(&api_client(node(0)), &wiki("/"), &carol)
+        .await
+        .map(|s| s.0)
+        != Some(401)
+    {
+        assert!(
+            Instant::now() < gone,
+            "node 1 still honours carol's session"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
