@@ -163,6 +163,15 @@ else
   exit 1
 fi
 
+# An API caller: the reporting job gets its own access token from the IdP (client credentials,
+# audience api://timesheet) and reads the timesheet API with it; a forged token gets 401.
+token=$(curl -s -u "timesheet-reports:$(cat certs/dev/demo-api-client.secret)" \
+  -d grant_type=client_credentials -d resource=api://timesheet -d scope=timesheet:read \
+  http://127.0.0.1:9400/token | python3 -c 'import json, sys; print(json.load(sys.stdin)["access_token"])')
+expect 200 http://timesheet.localhost:8080/api/weeks -H "Authorization: Bearer $token"
+expect 401 http://timesheet.localhost:8080/api/weeks -H "Authorization: Bearer ${token%.*}.forged"
+expect 403 http://timesheet.localhost:8080/api/weeks -X POST -H "Authorization: Bearer $token"
+
 # End to end with form-fill: alice opens the expense app, signs in at the IdP, stores her app
 # password once; the gateway then logs in to the app's own form for her.
 rm -f "$run_dir/vault.json"
@@ -215,6 +224,9 @@ Or with curl:
   curl -i -H 'Accept: text/html' http://wiki.localhost:8080/    # 302 to the IdP
   curl -i -H 'Accept: application/json' http://wiki.localhost:8080/api   # 401: API calls get no redirect
   curl -i http://timesheet.localhost:8080/                     # 200, public landing page
+  t=\$(curl -s -u timesheet-reports:\$(cat certs/dev/demo-api-client.secret) -d grant_type=client_credentials \\
+      -d resource=api://timesheet -d scope=timesheet:read http://127.0.0.1:9400/token | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
+  curl -i -H "Authorization: Bearer \$t" http://timesheet.localhost:8080/api/weeks   # 200: an API caller's token
   curl -i http://unknown.localhost:8080/                       # 404, no app here
 TXT
 

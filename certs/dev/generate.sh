@@ -39,5 +39,6 @@ openssl rand -out vault.key 32
 # Session cookie key (64 random bytes) and the demo IdP client secret.
 openssl rand -out cookie.key 64
 printf 'demo-client-secret-%s-TEST-ONLY\n' "$(openssl rand -hex 16)" > demo-oidc-client.secret
-chmod 600 ./*.key demo-oidc-client.secret
+printf 'demo-api-client-secret-%s-TEST-ONLY\n' "$(openssl rand -hex 16)" > demo-api-client.secret
+chmod 600 ./*.key demo-oidc-client.secret demo-api-client.secret
 echo "TEST-ONLY certificates written to $(pwd)"

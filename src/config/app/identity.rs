@@ -500,6 +500,8 @@ mod tests {
             ("[identity.headers]\n\"Host\" = \"email\"\n", "Host"),
             ("[identity]\njwt_header = \"Content-Length\"\n", "not a header name the gateway may set"),
             ("[identity.basic]\nusername = \"vault\"\n[form_fill]\nlogin_url = \"/login\"\nusername_field = \"u\"\npassword_field = \"p\"\n", "choose one"),
+            // The test IdP `corp` keeps no tokens (no `refresh = true`).
+            ("[identity.headers]\n\"X-Access-Token\" = \"access_token\"\n", "`access_token` needs an OpenID Connect IdP with `refresh = true`"),
         ] {
             assert_mentions(&fx.errors(&with_idp(identity)), needle);
         }
