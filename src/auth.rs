@@ -125,6 +125,28 @@ pub enum CallbackError {
     CodeReplayed,
 }
 
+impl CallbackError {
+    /// A fixed name for metrics (`portcullis_logins_total{reason}`).
+    pub fn code(&self) -> &'static str {
+        match self {
+            CallbackError::Missing(_) => "missing_parameter",
+            CallbackError::Idp(_) => "idp_error",
+            CallbackError::NotBound => "not_bound_to_browser",
+            CallbackError::UnknownState => "unknown_state",
+            CallbackError::WrongHost => "wrong_host",
+            CallbackError::UnknownIdp(_) => "unknown_idp",
+            CallbackError::IssuerMismatch => "issuer_mismatch",
+            CallbackError::Login(e) => e.code(),
+            CallbackError::Saml(e) => e.code(),
+            CallbackError::StepUp(_) => "step_up_refused",
+            CallbackError::WrongProtocol => "wrong_protocol",
+            CallbackError::NoRandom => "internal",
+            CallbackError::Store(_) => "store_unavailable",
+            CallbackError::CodeReplayed => "code_replayed",
+        }
+    }
+}
+
 /// A finished login: where to send the browser and which cookies to set.
 pub struct SignedIn {
     /// The new session.
@@ -274,7 +296,12 @@ impl Auth {
                 IdpProtocol::Oidc(o) => o.ca_pem.as_deref(),
                 IdpProtocol::Saml(s) => s.ca_pem.as_deref(),
             };
-            let http = IdpHttpClient::new(Duration::from_secs(5), Duration::from_secs(15), ca)?;
+            let http = IdpHttpClient::new(
+                &idp.name,
+                Duration::from_secs(5),
+                Duration::from_secs(15),
+                ca,
+            )?;
             let provider = match &idp.protocol {
                 IdpProtocol::Oidc(o) => Provider::Oidc(Arc::new(OidcProvider::new(
                     &idp.name,
@@ -304,7 +331,13 @@ impl Auth {
                     IdpProtocol::Oidc(o) => o.ca_pem.as_deref(),
                     IdpProtocol::Saml(s) => s.ca_pem.as_deref(),
                 };
-                IdpHttpClient::new(Duration::from_secs(5), Duration::from_secs(15), ca).ok()
+                IdpHttpClient::new(
+                    &idp.name,
+                    Duration::from_secs(5),
+                    Duration::from_secs(15),
+                    ca,
+                )
+                .ok()
             },
         );
         Ok(Self {

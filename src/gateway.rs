@@ -65,6 +65,16 @@ impl AppRuntime {
         self.upstreams.connected(i);
     }
 
+    /// Each upstream's URL and whether it is in the rotation now (metrics, `/readyz`).
+    pub fn upstream_health(&self) -> Vec<(&str, bool)> {
+        self.config
+            .upstreams()
+            .iter()
+            .map(|u| u.url.as_str())
+            .zip(self.upstreams.in_rotation())
+            .collect()
+    }
+
     /// Number of upstreams (bounds connection retries).
     pub fn upstream_count(&self) -> usize {
         self.peers.len()

@@ -28,6 +28,7 @@ pub mod intern;
 pub mod lifecycle;
 pub mod logging;
 pub mod login_limits;
+pub mod metrics;
 pub mod pages;
 pub mod policy;
 pub mod proxy;

@@ -81,7 +81,14 @@ pub async fn if_due(auth: &Auth, id: &SessionId, session: Arc<Session>) -> Refre
         release(auth, lock).await;
         return Refresh::Use(current);
     };
-    match provider.refresh(tokens, &current.identity.subject).await {
+    let answer = provider.refresh(tokens, &current.identity.subject).await;
+    let outcome = match &answer {
+        Ok(_) => "ok",
+        Err(RefreshError::Refused(_)) => "refused",
+        Err(RefreshError::Unavailable(_)) => "failed",
+    };
+    crate::metrics::refresh(provider.name(), outcome);
+    match answer {
         Ok(refreshed) => {
             let next = Arc::new(current.refreshed(refreshed.identity, refreshed.tokens));
             let replaced = auth.sessions.replace(id, next.clone()).await;

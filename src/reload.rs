@@ -80,7 +80,9 @@ impl Reloader {
     }
 
     fn reload_and_log(&self) {
-        match self.reload() {
+        let result = self.reload();
+        crate::metrics::reload(result.is_ok());
+        match result {
             Ok(outcome) => {
                 for p in &outcome.problems {
                     if p.is_error() {

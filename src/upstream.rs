@@ -150,6 +150,14 @@ impl UpstreamSet {
         Standing::InRotation
     }
 
+    /// Whether each upstream is in the rotation now (not ejected), in order.
+    pub fn in_rotation(&self) -> Vec<bool> {
+        let now = now_ms();
+        (0..self.health.len())
+            .map(|i| !self.is_ejected(i, now))
+            .collect()
+    }
+
     /// A connection to upstream `i` succeeded: it is healthy again.
     pub fn connected(&self, i: usize) {
         if let Some(h) = self.health.get(i) {

@@ -42,7 +42,13 @@ fn provider_with_skew(idp: &TestIdp, client: &IdpClient, clock_skew: Duration) -
         post_logout_redirect_uri: None,
         ca_pem: None,
     };
-    let http = IdpHttpClient::new(Duration::from_secs(5), Duration::from_secs(10), None).unwrap();
+    let http = IdpHttpClient::new(
+        "test",
+        Duration::from_secs(5),
+        Duration::from_secs(10),
+        None,
+    )
+    .unwrap();
     OidcProvider::new("corp", config, http, portcullis::clock::system())
 }
 

@@ -17,6 +17,8 @@ ensure_test_idp
 ensure_packages python3-websockets
 # The high-availability tests (tests/ha.rs): real Redis, Sentinel and HAProxy on loopback.
 ensure_packages redis-server redis-sentinel haproxy
+# Metrics (tests/metrics.rs): promtool checks the exposition, a real Prometheus scrapes it.
+ensure_packages prometheus
 ensure_browser_tests
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt >/dev/null 2>&1 || true
 

@@ -61,7 +61,8 @@ fn provider(url: &str) -> SamlProvider {
         ca_pem: None,
         post_logout_redirect_uri: None,
     };
-    let http = IdpHttpClient::new(Duration::from_secs(2), Duration::from_secs(5), None).unwrap();
+    let http =
+        IdpHttpClient::new("test", Duration::from_secs(2), Duration::from_secs(5), None).unwrap();
     let clock = portcullis::clock::system();
     let stores = portcullis::session::Stores::memory(std::sync::Arc::new(
         portcullis::session::store::memory::MemoryStore::new(10, 10, clock.clone()),

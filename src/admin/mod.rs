@@ -1,6 +1,6 @@
 //! The admin listener: `/healthz` (the process answers), `/readyz` (configuration loaded and
-//! every traffic listener accepting connections) and, for callers with the admin token, the
-//! session API ([`sessions`]). Kept off the traffic listeners on purpose.
+//! every traffic listener accepting connections), `/metrics` (Prometheus, [`crate::metrics`])
+//! and, for callers with the admin token, the session API ([`sessions`]). Kept off the traffic listeners on purpose.
 
 pub mod sessions;
 
@@ -216,6 +216,11 @@ impl ServeHttp for AdminApp {
                 let (status, body) = self.readiness().await;
                 (status, body, "text/plain; charset=utf-8")
             }
+            "/metrics" => (
+                200,
+                crate::metrics::render(&self.gateway.load_full()).await,
+                crate::metrics::CONTENT_TYPE,
+            ),
             "/sessions" | "/sessions/revoke" => {
                 let (status, body) = self.session_api(session).await;
                 (status, body, "application/json")

@@ -40,6 +40,7 @@ fn write_loop(mut writer: ChainWriter, records: Receiver<Map<String, Value>>) {
         let mut next = Some(first);
         // Write everything queued, then flush once.
         while let Some(record) = next {
+            crate::metrics::audit_queue("file", -1);
             if let Err(e) = writer.append(record) {
                 eprintln!("portcullis: audit file write failed: {e}");
             }
@@ -90,6 +91,10 @@ impl<S: Subscriber> Layer<S> for AuditFileLayer {
         );
         event.record(&mut fields);
         // A full queue makes this request wait for the disk; a stopped writer drops it.
-        let _ = self.queue.send(fields.0);
+        crate::metrics::audit_queue("file", 1);
+        if self.queue.send(fields.0).is_err() {
+            crate::metrics::audit_queue("file", -1);
+            crate::metrics::audit_dropped("file", 1);
+        }
     }
 }

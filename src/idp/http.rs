@@ -34,12 +34,15 @@ pub enum HttpError {
 #[derive(Debug, Clone)]
 pub struct IdpHttpClient {
     client: reqwest::Client,
+    /// The IdP's configured name (metrics).
+    idp: std::sync::Arc<str>,
 }
 
 impl IdpHttpClient {
-    /// A client with the gateway's outbound rules: no redirects, bounded time. `extra_ca`
-    /// (PEM) is trusted besides the system's CAs.
+    /// A client for IdP `idp` with the gateway's outbound rules: no redirects, bounded time.
+    /// `extra_ca` (PEM) is trusted besides the system's CAs.
     pub fn new(
+        idp: &str,
         connect_timeout: Duration,
         total_timeout: Duration,
         extra_ca: Option<&[u8]>,
@@ -56,16 +59,30 @@ impl IdpHttpClient {
         }
         Ok(Self {
             client: builder.build()?,
+            idp: idp.into(),
         })
     }
 
-    /// A plain GET (e.g. SAML metadata): status and body, with the same limits.
-    pub async fn get(&self, url: &str) -> Result<(u16, Vec<u8>), HttpError> {
+    /// A plain GET (e.g. SAML metadata): status and body, with the same limits. `call` names
+    /// it in metrics (discovery, jwks, metadata).
+    pub async fn get(&self, call: &'static str, url: &str) -> Result<(u16, Vec<u8>), HttpError> {
         let request = http::Request::get(url)
             .body(Vec::new())
             .map_err(|e| HttpError::Request(e.to_string()))?;
-        let response = self.send(request).await?;
+        let response = self.call_as(call, request).await?;
         Ok((response.status().as_u16(), response.into_body()))
+    }
+
+    /// Sends `request`, timed in metrics as `call` (e.g. userinfo, introspection).
+    pub async fn call_as(
+        &self,
+        call: &'static str,
+        request: HttpRequest,
+    ) -> Result<HttpResponse, HttpError> {
+        let started = std::time::Instant::now();
+        let answer = self.send(request).await;
+        crate::metrics::idp_call(&self.idp, call, started.elapsed(), answer.is_ok());
+        answer
     }
 
     async fn send(&self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
@@ -94,6 +111,19 @@ impl<'c> AsyncHttpClient<'c> for IdpHttpClient {
     type Future = Pin<Box<dyn Future<Output = Result<HttpResponse, HttpError>> + Send + 'c>>;
 
     fn call(&'c self, request: HttpRequest) -> Self::Future {
-        Box::pin(self.send(request))
+        // The openidconnect crate's own calls: discovery (the document, then the JWKS) and
+        // the token endpoint.
+        let call = if request.method() == http::Method::POST {
+            "token"
+        } else if request
+            .uri()
+            .path()
+            .ends_with("/.well-known/openid-configuration")
+        {
+            "discovery"
+        } else {
+            "jwks"
+        };
+        Box::pin(self.call_as(call, request))
     }
 }

@@ -122,6 +122,22 @@ pub enum LoginError {
     UserInfo(String),
 }
 
+impl LoginError {
+    /// A fixed name for metrics.
+    pub fn code(&self) -> &'static str {
+        match self {
+            LoginError::NotReady => "not_ready",
+            LoginError::Discovery(_) => "discovery",
+            LoginError::RedirectUri(_) => "redirect_uri",
+            LoginError::Exchange(_) => "code_exchange",
+            LoginError::Unreachable(_) => "idp_unreachable",
+            LoginError::NoIdToken => "no_id_token",
+            LoginError::IdToken(_) => "id_token",
+            LoginError::UserInfo(_) => "userinfo",
+        }
+    }
+}
+
 /// What the proxy needs to send the browser to the IdP and to remember meanwhile.
 pub struct LoginStart {
     /// The authorization URL (302 target).
@@ -211,7 +227,7 @@ impl OidcProvider {
             "{}/.well-known/openid-configuration",
             self.config.issuer.trim_end_matches('/')
         );
-        match self.http.get(&url).await {
+        match self.http.get("discovery", &url).await {
             Ok((200, _)) => Ok(()),
             Ok((status, _)) => Err(format!("discovery document answered HTTP {status}")),
             Err(e) => Err(error_chain(&e)),
@@ -633,7 +649,9 @@ impl OidcProvider {
             .header("Accept", "application/json")
             .body(Vec::new())
             .map_err(|e| LoginError::UserInfo(e.to_string()))?;
-        let response = openidconnect::AsyncHttpClient::call(&self.http, request)
+        let response = self
+            .http
+            .call_as("userinfo", request)
             .await
             .map_err(|e| LoginError::UserInfo(e.to_string()))?;
         if !response.status().is_success() {
@@ -773,7 +791,9 @@ impl OidcProvider {
         let request = request
             .body(body.into_bytes())
             .map_err(|e| LoginError::Discovery(e.to_string()))?;
-        let response = openidconnect::AsyncHttpClient::call(&self.http, request)
+        let response = self
+            .http
+            .call_as("introspection", request)
             .await
             .map_err(|e| {
                 let why = format!("introspection: {}", error_chain(&e));

@@ -32,6 +32,8 @@ pub struct RequestCtx {
     pub(crate) outcome: Option<Outcome>,
     pub(crate) rule: Option<String>,
     pub(crate) upstream: Option<usize>,
+    /// When `upstream` was chosen (its response time, in metrics).
+    pub(crate) upstream_chosen: Option<Instant>,
     /// Upstreams this request could not connect to (a retry goes elsewhere).
     pub(crate) tried: Vec<usize>,
     pub(crate) gateway_status: Option<u16>,
@@ -65,6 +67,7 @@ impl RequestCtx {
             outcome: None,
             rule: None,
             upstream: None,
+            upstream_chosen: None,
             tried: Vec::new(),
             gateway_status: None,
             secure: false,

@@ -73,7 +73,13 @@ pub async fn decide(
         ctx.span.record("rule", rule);
         ctx.rule = Some(rule.to_string());
     }
+    crate::metrics::decision(
+        config.id(),
+        decision.rule(),
+        Outcome::of(&decision).as_str(),
+    );
     for hit in &verdict.shadow {
+        crate::metrics::shadow(config.id(), hit.rule, hit.would);
         ctx.span.in_scope(|| {
             info!(
                 rule = hit.rule,
@@ -309,8 +315,12 @@ async fn attach_bearer(
         )),
     };
     let caller = match outcome {
-        Ok(caller) => caller,
+        Ok(caller) => {
+            crate::metrics::bearer(config.id(), "accepted");
+            caller
+        }
         Err(e) => {
+            crate::metrics::bearer(config.id(), e.code());
             ctx.span
                 .in_scope(|| info!(reason = %e, "bearer token refused"));
             audit::bearer_refused(&ctx.audit(config.id()), &e);

@@ -14,6 +14,7 @@ use crate::delivery::vault::ENROLL_PREFIX;
 use crate::gateway::{Gateway, Route};
 use crate::idp::oidc::LoginError;
 use crate::idp::saml::{ACS_PATH, METADATA_PATH, SLO_PATH};
+use crate::metrics::LoginOutcome;
 use crate::pages::Page;
 use crate::routing::normalise_host;
 use crate::session::cookies::request_cookies;
@@ -219,6 +220,21 @@ async fn jwks(
     })
 }
 
+/// Counts a finished sign-in (a step-up counts as one, not as a new session).
+pub(super) fn login_counted(signed_in: &crate::auth::SignedIn, protocol: &str) {
+    let outcome = if signed_in.stepped_up_for.is_some() {
+        LoginOutcome::StepUp
+    } else {
+        LoginOutcome::Success
+    };
+    crate::metrics::login(
+        Some(&signed_in.session.identity.idp),
+        protocol,
+        outcome,
+        "-",
+    );
+}
+
 async fn callback(
     session: &mut Session,
     ctx: &mut RequestCtx,
@@ -239,6 +255,7 @@ async fn callback(
             let app = signed_in.session.app.clone();
             ctx.span.record("app", &*app);
             audit::login_succeeded(&ctx.audit(&app), &signed_in.session.identity);
+            login_counted(&signed_in, "oidc");
             if let Some(rule) = &signed_in.stepped_up_for {
                 audit::stepped_up(&ctx.audit(&app), &signed_in.session.identity, rule);
             }
@@ -252,6 +269,7 @@ async fn callback(
             let app = pending.as_ref().map(|p| p.app.as_str());
             let idp = pending.as_ref().map(|p| p.idp.as_str());
             audit::login_failed(&ctx.audit_maybe(app), idp, &error);
+            crate::metrics::login(idp, "oidc", LoginOutcome::Failure, error.code());
             if let CallbackError::Login(LoginError::Unreachable(_) | LoginError::NotReady) = error {
                 return Err(RequestError::IdpUnreachable(error));
             }
@@ -357,6 +375,7 @@ async fn backchannel_logout(
     };
     match result {
         Ok((idp, ended)) => {
+            crate::metrics::signal("backchannel_logout", true);
             let record = ctx.audit_maybe(None);
             for s in &ended {
                 audit::session_ended(&record, s, audit::SignInEnded::BackchannelLogout);
@@ -369,6 +388,7 @@ async fn backchannel_logout(
             })
         }
         Err(e) => {
+            crate::metrics::signal("backchannel_logout", false);
             audit::signal_refused(&ctx.audit_maybe(None), "backchannel_logout", &e);
             let body = serde_json::json!({ "error": e.code(), "error_description": e.to_string() });
             Ok(Action::Json {
@@ -412,10 +432,12 @@ async fn global_token_revocation(
         };
     match result {
         Ok(effect) => {
+            crate::metrics::signal("universal_logout", true);
             signal_effect(ctx, &effect);
             Ok(Action::Empty { status: 204 })
         }
         Err(e) => {
+            crate::metrics::signal("universal_logout", false);
             audit::signal_refused(&ctx.audit_maybe(None), "universal_logout", &e);
             let status = e.revocation_status();
             let body = serde_json::json!({
@@ -454,12 +476,14 @@ async fn security_events(
     };
     match result {
         Ok(effects) => {
+            crate::metrics::signal("shared_signals", true);
             for effect in &effects {
                 signal_effect(ctx, effect);
             }
             Ok(Action::Empty { status: 202 })
         }
         Err(e) => {
+            crate::metrics::signal("shared_signals", false);
             audit::signal_refused(&ctx.audit_maybe(None), "security_event", &e);
             let status = if matches!(e, crate::signals::events::SignalError::Store(_)) {
                 503

@@ -41,6 +41,7 @@ pub fn within_login_limits(ctx: &RequestCtx, gateway: &Gateway) -> Result<(), Re
         .login_limits
         .check(ctx.client_ip, &ctx.host, now)
         .map_err(|throttled| {
+            crate::metrics::throttled(throttled.limit.as_str(), 1);
             if let Some(refused) = throttled.audit {
                 let app = ctx.app.as_ref().map(|a| a.config.id());
                 crate::audit::login_throttled(

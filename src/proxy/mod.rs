@@ -106,6 +106,7 @@ impl ProxyHttp for Proxy {
             );
         };
         ctx.upstream = Some(index);
+        ctx.upstream_chosen = Some(std::time::Instant::now());
         Ok(Box::new(peer))
     }
 
@@ -135,6 +136,9 @@ impl ProxyHttp for Proxy {
         let upstream = ctx.upstream_url().unwrap_or_default().to_string();
         ctx.span
             .in_scope(|| warn!(%upstream, peer = %peer, error = %e, "upstream connect failed"));
+        if let Some(app) = &ctx.app {
+            crate::metrics::upstream_failed(app.config.id(), &upstream, "connect");
+        }
         if let (Some(app), Some(i)) = (ctx.app.clone(), ctx.upstream) {
             ctx.tried.push(i);
             if let crate::upstream::Standing::Ejected(cooldown) = app.connect_failed(i) {
@@ -200,6 +204,13 @@ impl ProxyHttp for Proxy {
         ctx: &mut Self::CTX,
     ) -> Result<()> {
         response.insert_header("X-Request-Id", ctx.request_id.as_str())?;
+        if let (Some(app), Some(chosen)) = (&ctx.app, ctx.upstream_chosen.take()) {
+            crate::metrics::upstream_answered(
+                app.config.id(),
+                ctx.upstream_url().unwrap_or_default(),
+                chosen.elapsed(),
+            );
+        }
         // A 101 turns the connection into a tunnel the rules never see again: only a genuine
         // answer to this request's own WebSocket handshake may do that.
         if response.status == http::StatusCode::SWITCHING_PROTOCOLS {
@@ -288,6 +299,19 @@ impl ProxyHttp for Proxy {
         };
         let upstream = ctx.upstream_url().unwrap_or_default();
         ctx.span.in_scope(|| warn!(%upstream, error = %e, status = page.map_or(0, Page::status), "request failed"));
+        if let (ErrorSource::Upstream, Some(app)) = (e.esource(), &ctx.app) {
+            let kind = match e.etype() {
+                ErrorType::ReadTimedout | ErrorType::WriteTimedout => "timeout",
+                ErrorType::ConnectTimedout
+                | ErrorType::ConnectRefused
+                | ErrorType::ConnectError => "connect",
+                _ => "other",
+            };
+            // Connect failures were counted per attempt in fail_to_connect.
+            if kind != "connect" {
+                crate::metrics::upstream_failed(app.config.id(), upstream, kind);
+            }
+        }
         let code = match page {
             Some(page) => {
                 if let Err(write_err) = respond::page(session, page, &ctx.request_id, false).await {
@@ -313,6 +337,11 @@ impl ProxyHttp for Proxy {
         let app = ctx.app.as_ref().map_or("-", |a| a.config.id());
         let upstream = ctx.upstream_url().unwrap_or("-");
         let path = ctx.logged_path(req.uri.path());
+        crate::metrics::request_finished(
+            ctx.app.as_ref().map(|a| a.config.id()),
+            status,
+            ctx.started.elapsed(),
+        );
         info!(
             target: "portcullis::access",
             request_id = %ctx.request_id,

@@ -135,6 +135,12 @@ pub async fn acs(
         Ok(form) => form,
         Err(e) => {
             audit::login_failed(&ctx.audit(app.config.id()), Some(provider.name()), &e);
+            crate::metrics::login(
+                Some(provider.name()),
+                "saml",
+                crate::metrics::LoginOutcome::Failure,
+                "unreadable_form",
+            );
             return Err(e);
         }
     };
@@ -154,6 +160,7 @@ pub async fn acs(
             let app_id = signed_in.session.app.clone();
             ctx.span.record("app", &*app_id);
             audit::login_succeeded(&ctx.audit(&app_id), &signed_in.session.identity);
+            super::endpoints::login_counted(&signed_in, "saml");
             if let Some(rule) = &signed_in.stepped_up_for {
                 audit::stepped_up(&ctx.audit(&app_id), &signed_in.session.identity, rule);
             }
@@ -167,6 +174,12 @@ pub async fn acs(
         Err((error, pending)) => {
             let app_id = pending.as_ref().map_or(app.config.id(), |p| p.app.as_str());
             audit::login_failed(&ctx.audit(app_id), Some(provider.name()), &error);
+            crate::metrics::login(
+                Some(provider.name()),
+                "saml",
+                crate::metrics::LoginOutcome::Failure,
+                error.code(),
+            );
             ctx.app = Some(app.clone());
             if let CallbackError::Saml(SamlError::Busy | SamlError::NotReady) = error {
                 return Err(RequestError::SignInUnavailable(provider.name().to_string()));

@@ -109,7 +109,15 @@ impl PendingLogins {
             return Ok(None);
         };
         let age = self.clock.now_ms().saturating_sub(record.started_ms);
-        Ok((age < millis(self.ttl)).then(|| Arc::new(record.login)))
+        if age >= millis(self.ttl) {
+            return Ok(None);
+        }
+        let protocol = match record.login.flow {
+            PendingFlow::Oidc { .. } => "oidc",
+            PendingFlow::Saml { .. } => "saml",
+        };
+        crate::metrics::login_round_trip(&record.login.idp, protocol, Duration::from_millis(age));
+        Ok(Some(Arc::new(record.login)))
     }
 }
 

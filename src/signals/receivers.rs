@@ -35,7 +35,7 @@ impl RemoteJwks {
     async fn verify(&self, raw: &str) -> Result<(Option<String>, Claims), JwtError> {
         match self.keys.load().verify(raw) {
             Err(JwtError::UnknownKey) if self.fetch_allowed() => {
-                match self.http.get(&self.url).await {
+                match self.http.get("jwks", &self.url).await {
                     Ok((200, body)) => match serde_json::from_slice(&body) {
                         Ok(document) => {
                             let keys = JwtKeys::from_jwks(&document);

@@ -16,7 +16,7 @@ pub struct Process {
 }
 
 impl Process {
-    fn spawn(mut command: Command, log: PathBuf) -> Self {
+    pub fn spawn(mut command: Command, log: PathBuf) -> Self {
         let out = std::fs::File::create(&log).unwrap();
         let err = out.try_clone().unwrap();
         let child = command

@@ -16,6 +16,7 @@ pub mod form_app;
 pub mod ha;
 pub mod idp;
 pub mod node;
+pub mod prometheus;
 pub mod saml_idp;
 pub mod ssf;
 

@@ -143,6 +143,33 @@ pub enum SamlError {
     Build(String),
 }
 
+impl SamlError {
+    /// A fixed name for metrics (the message itself may name ids and URLs).
+    pub fn code(&self) -> &'static str {
+        match self {
+            SamlError::NotReady => "not_ready",
+            SamlError::TooLarge(_) => "too_large",
+            SamlError::Encoding(_) => "encoding",
+            SamlError::Guard(_) => "guard",
+            SamlError::AssertionUnsigned => "assertion_unsigned",
+            SamlError::Destination(_) | SamlError::NoDestination => "destination",
+            SamlError::UnsolicitedNotAllowed => "unsolicited",
+            SamlError::StrayInResponseTo | SamlError::WrongInResponseTo => "in_response_to",
+            SamlError::ResponseStatus(_) => "idp_status",
+            SamlError::IssuerMismatch(_) => "issuer",
+            SamlError::IssueInstant => "issue_instant",
+            SamlError::Verify(_) => "signature_or_conditions",
+            SamlError::Assertion(_) => "assertion",
+            SamlError::Replay(_) => "replay",
+            SamlError::Store(_) => "store_unavailable",
+            SamlError::Busy => "busy",
+            SamlError::Redirect(_) => "redirect_binding",
+            SamlError::Logout(_) => "logout",
+            SamlError::Build(_) => "build",
+        }
+    }
+}
+
 /// This SP's URLs on one app origin.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SpEndpoints {
@@ -342,7 +369,7 @@ impl SamlProvider {
                 .map(|m| m.sso_url.clone())
                 .ok_or_else(|| "metadata not loaded".to_string())?,
         };
-        match self.http.get(&url).await {
+        match self.http.get("metadata", &url).await {
             Ok((status, _)) if status < 500 => Ok(()),
             Ok((status, _)) => Err(format!("{url} answered HTTP {status}")),
             Err(e) => Err(crate::idp::error_chain(&e)),
@@ -354,7 +381,7 @@ impl SamlProvider {
         let MetadataSource::Url(url) = &self.config.metadata else {
             return Ok(());
         };
-        let outcome = match self.http.get(url).await {
+        let outcome = match self.http.get("metadata", url).await {
             Ok((200, body)) if body.len() <= metadata::MAX_METADATA_BYTES => {
                 String::from_utf8(body)
                     .map_err(|_| "metadata is not UTF-8".to_string())

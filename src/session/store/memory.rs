@@ -122,6 +122,11 @@ impl MemoryStore {
         }
     }
 
+    /// One-time records held now (sign-ins in progress, SAML logouts awaiting an answer).
+    pub fn one_time_held(&self) -> u64 {
+        self.one_time.entry_count()
+    }
+
     fn expires(&self, ttl: Duration) -> u64 {
         self.clock.now_ms().saturating_add(millis(ttl))
     }

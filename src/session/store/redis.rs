@@ -220,11 +220,19 @@ impl Link {
         F: FnOnce(Conn) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
-        let conn = self.conn().await?;
+        let started = std::time::Instant::now();
+        let conn = match self.conn().await {
+            Ok(conn) => conn,
+            Err(e) => {
+                crate::metrics::store_call("redis", started.elapsed(), false);
+                return Err(e);
+            }
+        };
         let answer = within(self.timeout, async {
             call(conn).await.map_err(unavailable)
         })
         .await;
+        crate::metrics::store_call("redis", started.elapsed(), answer.is_ok());
         match answer {
             Ok(v) => {
                 if !self.reachable.swap(true, Ordering::Relaxed) {
@@ -799,8 +807,10 @@ impl SessionStore for RedisStore {
     async fn get(&self, id: &SessionId) -> Result<Option<Arc<Session>>, StoreError> {
         let (raw, key) = self.session_key(id);
         if let Some(hit) = self.live_l1().and_then(|l1| l1.get(&raw)) {
+            crate::metrics::store_l1(true);
             return Ok(Some(hit.session.clone()));
         }
+        crate::metrics::store_l1(false);
         let generation = self.generation.load(Ordering::Acquire);
         let Some((session, seen)) = self.fetch(&key).await? else {
             return Ok(None);
