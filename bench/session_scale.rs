@@ -97,7 +97,7 @@ fn main() -> anyhow::Result<()> {
                 .join("; ")
         )
     })?;
-    portcullis::logging::init(config.log_format, &config.log_level, None)?;
+    portcullis::logging::init(config.log_format, &config.log_level, None, None)?;
     let policies = portcullis::config::load_policies(&config);
     let Some(app) = policies.apps.iter().find(|a| a.id() == args.app) else {
         bail!("no app {} in the policies", args.app);

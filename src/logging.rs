@@ -4,6 +4,8 @@
 
 use crate::audit::chain::ChainError;
 use crate::audit::sink::AuditFileLayer;
+use crate::audit::syslog::SyslogLayer;
+use crate::config::audit::SyslogSettings;
 use crate::config::{AuditSettings, LogFormat};
 use thiserror::Error;
 use tracing::Level;
@@ -24,6 +26,9 @@ pub enum LoggingError {
     /// The audit file cannot be opened.
     #[error(transparent)]
     Audit(#[from] ChainError),
+    /// The audit syslog sink cannot start.
+    #[error(transparent)]
+    Syslog(#[from] crate::audit::syslog::SyslogError),
 }
 
 /// Installs the global subscriber. `RUST_LOG` overrides the configured level of the log; the
@@ -32,6 +37,7 @@ pub fn init(
     format: LogFormat,
     level: &str,
     audit: Option<&AuditSettings>,
+    syslog: Option<&SyslogSettings>,
 ) -> Result<(), LoggingError> {
     let filter = match std::env::var("RUST_LOG") {
         Ok(env) if !env.is_empty() => {
@@ -57,10 +63,15 @@ pub fn init(
         .map(|a| AuditFileLayer::start(&a.file, a.max_size, a.keep))
         .transpose()?
         .map(|layer| layer.with_filter(Targets::new().with_target("audit", Level::INFO)));
+    let audit_syslog = syslog
+        .map(SyslogLayer::start)
+        .transpose()?
+        .map(|layer| layer.with_filter(Targets::new().with_target("audit", Level::INFO)));
     // `try_init` also installs the `log` → `tracing` bridge for Pingora's records.
     tracing_subscriber::registry()
         .with(log)
         .with(audit_file)
+        .with(audit_syslog)
         .try_init()
         .map_err(|e| LoggingError::AlreadySet(e.to_string()))
 }

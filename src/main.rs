@@ -259,6 +259,7 @@ fn run(path: &Path, upgrade: bool) -> anyhow::Result<ExitCode> {
         gateway.log_format,
         &gateway.log_level,
         gateway.audit.as_ref(),
+        gateway.audit_syslog.as_ref(),
     )
     .context("starting logging")?;
     for w in &warnings {

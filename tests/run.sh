@@ -19,6 +19,8 @@ ensure_packages python3-websockets
 ensure_packages redis-server redis-sentinel haproxy
 # Metrics (tests/metrics.rs): promtool checks the exposition, a real Prometheus scrapes it.
 ensure_packages prometheus
+# Audit to a SIEM (tests/audit_syslog.rs): a real rsyslogd receiving over TCP and TLS.
+ensure_packages rsyslog rsyslog-gnutls
 ensure_browser_tests
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt >/dev/null 2>&1 || true
 

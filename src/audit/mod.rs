@@ -6,7 +6,13 @@
 //! verify` checks. They never hold codes, tokens, cookies or secrets.
 
 pub mod chain;
+pub mod ocsf;
 pub mod sink;
+pub mod syslog;
+
+/// The version of the record schema (`deploy/audit-schema.json`), in every record's `schema`
+/// field: it changes when a field changes meaning or goes away, not when one is added.
+pub const SCHEMA_VERSION: &str = "portcullis.audit/1";
 
 use crate::idp::{loggable, Identity};
 use crate::policy::{Outcome, ShadowHit};

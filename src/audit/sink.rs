@@ -52,7 +52,8 @@ fn write_loop(mut writer: ChainWriter, records: Receiver<Map<String, Value>>) {
     }
 }
 
-struct Fields(Map<String, Value>);
+/// Collects an event's fields into a JSON object (shared by every sink).
+pub(super) struct Fields(pub(super) Map<String, Value>);
 
 impl Visit for Fields {
     fn record_str(&mut self, field: &Field, value: &str) {
@@ -79,20 +80,29 @@ impl Visit for Fields {
     }
 }
 
+/// An audit event as a record: its time, the schema version, then its fields.
+pub(super) fn record_of(event: &Event<'_>) -> Map<String, Value> {
+    let mut fields = Fields(Map::new());
+    fields.0.insert(
+        "time".into(),
+        Value::from(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)),
+    );
+    fields
+        .0
+        .insert("schema".into(), Value::from(super::SCHEMA_VERSION));
+    event.record(&mut fields);
+    fields.0
+}
+
 impl<S: Subscriber> Layer<S> for AuditFileLayer {
     fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
         if event.metadata().target() != "audit" {
             return;
         }
-        let mut fields = Fields(Map::new());
-        fields.0.insert(
-            "time".into(),
-            Value::from(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)),
-        );
-        event.record(&mut fields);
+        let record = record_of(event);
         // A full queue makes this request wait for the disk; a stopped writer drops it.
         crate::metrics::audit_queue("file", 1);
-        if self.queue.send(fields.0).is_err() {
+        if self.queue.send(record).is_err() {
             crate::metrics::audit_queue("file", -1);
             crate::metrics::audit_dropped("file", 1);
         }

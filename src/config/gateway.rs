@@ -3,6 +3,7 @@
 //! Owns the on-disk shape (`File*` structs) and its compilation into [`GatewayConfig`].
 //! Per-app settings live in policy files (see `config::app`), not here.
 
+pub use super::audit::AuditSettings;
 use super::duration::ConfigDuration;
 use super::files::{resolve, secret_file_exposure};
 use super::idp::{compile_idps, FileIdp, IdpConfig};
@@ -59,7 +60,7 @@ struct FileGateway {
     headers: FileHeaders,
     #[serde(default)]
     idp: BTreeMap<String, FileIdp>,
-    audit: Option<FileAudit>,
+    audit: Option<super::audit::FileAudit>,
     jwt: Option<FileJwt>,
     vault: Option<FileVault>,
     login_limits: Option<FileLoginLimits>,
@@ -133,25 +134,6 @@ pub struct JwtSettings {
     pub issuer: String,
     /// Lifetime of an assertion.
     pub ttl: Duration,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileAudit {
-    file: Spanned<String>,
-    max_size_mb: Option<Spanned<u64>>,
-    keep: Option<Spanned<usize>>,
-}
-
-/// The hash-chained audit file (`[audit]`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AuditSettings {
-    /// Where records are appended.
-    pub file: PathBuf,
-    /// Size at which the file rotates, in bytes.
-    pub max_size: u64,
-    /// Rotated files kept (`file.1` … `file.<keep>`).
-    pub keep: usize,
 }
 
 #[derive(Deserialize)]
@@ -315,6 +297,8 @@ pub struct GatewayConfig {
     pub log_level: String,
     /// The hash-chained audit file, if configured.
     pub audit: Option<AuditSettings>,
+    /// Audit records to a SIEM over syslog, if configured.
+    pub audit_syslog: Option<super::audit::SyslogSettings>,
     /// Identity assertion keys, if configured.
     pub jwt: Option<JwtSettings>,
     /// The credential vault, if configured.
@@ -447,34 +431,8 @@ pub fn compile_gateway(
         None => "info".to_string(),
     };
 
-    let audit = file.audit.as_ref().map(|a| {
-        let max_size_mb = match &a.max_size_mb {
-            Some(m) if *m.get_ref() == 0 || *m.get_ref() > 1024 * 1024 => {
-                problems.push(src.error(
-                    Some(m.span()),
-                    "audit.max_size_mb must be between 1 and 1048576",
-                ));
-                100
-            }
-            Some(m) => *m.get_ref(),
-            None => 100,
-        };
-        let keep = match &a.keep {
-            Some(k) if *k.get_ref() == 0 || *k.get_ref() > 10_000 => {
-                problems.push(src.error(Some(k.span()), "audit.keep must be between 1 and 10000"));
-                10
-            }
-            Some(k) => *k.get_ref(),
-            None => 10,
-        };
-        if a.file.get_ref().trim().is_empty() {
-            problems.push(src.error(Some(a.file.span()), "audit.file must name a file"));
-        }
-        AuditSettings {
-            file: resolve(base, a.file.get_ref()),
-            max_size: max_size_mb * 1024 * 1024,
-            keep,
-        }
+    let (audit, audit_syslog) = file.audit.as_ref().map_or((None, None), |a| {
+        super::audit::compile_audit(a, &src, base, &mut problems)
     });
 
     let jwt = file.jwt.as_ref().map(|j| {
@@ -657,6 +615,7 @@ pub fn compile_gateway(
         log_format: file.log.format.unwrap_or_default(),
         log_level,
         audit,
+        audit_syslog,
         jwt,
         vault,
         threads,
@@ -899,6 +858,55 @@ mod tests {
             "[listen]\nhttp = \"nope\"\n[headers]\ntrusted_proxies = [\"10.0.0.0/33\", \"x\"]\n";
         let err = compile(text).err().unwrap_or_default();
         assert_eq!(err.len(), 3, "{err:?}");
+    }
+
+    #[test]
+    fn audit_syslog_settings_and_their_mistakes() {
+        let ok = compile(
+            "[listen]\nhttp = \"127.0.0.1:8080\"\n[audit.syslog]\naddress = \"siem.corp.example:6514\"\n",
+        )
+        .unwrap_or_else(|e| panic!("{}", e.join("; ")));
+        let syslog = ok.audit_syslog.expect("syslog sink");
+        assert!(ok.audit.is_none(), "no file asked for");
+        assert_eq!(syslog.facility, 4, "auth by default");
+        assert_eq!(
+            syslog.tls.map(|t| t.server_name),
+            Some("siem.corp.example".to_string()),
+            "TLS by default, checked against the address's host"
+        );
+        let err =
+            compile("[listen]\nhttp = \"127.0.0.1:8080\"\n[audit.syslog]\naddress = \"siem\"\n")
+                .err()
+                .unwrap_or_default()
+                .join("; ");
+        assert!(err.contains("host:port"), "{err}");
+        let err = compile(
+            "[listen]\nhttp = \"127.0.0.1:8080\"\n[audit.syslog]\naddress = \"s:514\"\n\
+             transport = \"udp\"\nfacility = \"kern\"\nformat = \"cef\"\n",
+        )
+        .err()
+        .unwrap_or_default();
+        assert_eq!(err.len(), 1, "transport stops the rest: {err:?}");
+        assert!(err.join("").contains("transport `udp`"), "{err:?}");
+        let err = compile(
+            "[listen]\nhttp = \"127.0.0.1:8080\"\n[audit.syslog]\naddress = \"s:514\"\n\
+             transport = \"tcp\"\nfacility = \"kern\"\nformat = \"cef\"\nserver_name = \"s\"\n",
+        )
+        .err()
+        .unwrap_or_default()
+        .join("; ");
+        for wanted in [
+            "facility `kern`",
+            "format `cef`",
+            "server_name is for transport",
+        ] {
+            assert!(err.contains(wanted), "{wanted}: {err}");
+        }
+        let err = compile("[listen]\nhttp = \"127.0.0.1:8080\"\n[audit]\nkeep = 3\n")
+            .err()
+            .unwrap_or_default()
+            .join("; ");
+        assert!(err.contains("needs `file`"), "{err}");
     }
 
     fn idp_config(table: &str) -> Result<(GatewayConfig, Vec<String>), Vec<String>> {

@@ -5,6 +5,7 @@
 //! accepts is what `run` serves. It does not decide requests (see `policy`).
 
 pub mod app;
+pub mod audit;
 pub mod duration;
 pub mod files;
 pub mod gateway;

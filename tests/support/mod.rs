@@ -17,6 +17,7 @@ pub mod ha;
 pub mod idp;
 pub mod node;
 pub mod prometheus;
+pub mod rsyslog;
 pub mod saml_idp;
 pub mod ssf;
 
