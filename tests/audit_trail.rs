@@ -158,3 +158,61 @@ async fn every_access_decision_lands_in_a_chain_that_audit_verify_checks() {
         assert_eq!(mode, 0o600, "audit file readable by others");
     }
 }
+
+#[tokio::test]
+async fn records_follow_the_published_schema_which_names_every_event_the_gateway_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("audit.jsonl");
+    let backend = echo_backend("app").await;
+    let gw = GatewaySpec::new()
+        .gateway_toml(&format!("[audit]\nfile = \"{}\"\n", file.display()))
+        .policy("app.toml", policy(&backend.url()))
+        .start()
+        .await;
+    for path in ["/public/a", "/admin/users", "/secret"] {
+        gw.get(APP_HOST, path).await;
+    }
+    let recs = records(&file, 3).await;
+    assert!(recs.iter().all(|r| r["schema"] == "portcullis.audit/1"));
+    let found = support::audit_schema::problems(&recs);
+    assert!(found.is_empty(), "{found:#?}");
+
+    // The validator can fail: a record without its decision, or with an unknown one.
+    let mut broken = recs[0].clone();
+    broken.as_object_mut().unwrap().remove("decision");
+    let mut unknown = recs[1].clone();
+    unknown["decision"] = "maybe".into();
+    assert_eq!(support::audit_schema::problems(&[broken, unknown]).len(), 2);
+
+    // Every `event = "..."` the source writes with target "audit" is described.
+    let described = support::audit_schema::events();
+    let mut written = Vec::new();
+    for file in walk(&repo_root().join("src")) {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for chunk in text.split("target: \"audit\"").skip(1) {
+            if let Some(rest) = chunk.split("event = \"").nth(1) {
+                written.push(rest.split('"').next().unwrap().to_string());
+            }
+        }
+    }
+    assert!(written.len() >= 10, "{written:?}");
+    for event in &written {
+        assert!(
+            described.contains(event),
+            "audit event `{event}` is not in deploy/audit-schema.json"
+        );
+    }
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            files.push(path);
+        }
+    }
+    files
+}

@@ -72,9 +72,12 @@ async fn metrics_count_what_happened_pass_promtool_and_a_real_prometheus_scrapes
     let wiki = echo_backend("wiki").await;
     // Nothing listens here: every attempt is a connect failure.
     let dead = format!("http://{}", free_addr());
+    let audit = tempfile::tempdir().unwrap();
+    let audit_file = audit.path().join("audit.jsonl");
     let gw = GatewaySpec::new()
         .http_addr(http)
         .gateway_toml(&idp.gateway_toml("corp", &client, ""))
+        .gateway_toml(&format!("[audit]\nfile = \"{}\"\n", audit_file.display()))
         .policy("wiki.toml", wiki_policy(&wiki.url()))
         .policy(
             "legacy.toml",
@@ -228,6 +231,21 @@ async fn metrics_count_what_happened_pass_promtool_and_a_real_prometheus_scrapes
     // promtool can fail: a counter without its help text is refused.
     let (bad, _) = promtool_check("# TYPE broken counter\nbroken 1\n");
     assert!(!bad, "promtool accepted a malformed exposition");
+
+    // The same events in the audit file follow the published schema.
+    let records: Vec<serde_json::Value> = std::fs::read_to_string(&audit_file)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for event in ["login_success", "login_failure", "access"] {
+        assert!(
+            records.iter().any(|r| r["event"] == event),
+            "{event}: {records:?}"
+        );
+    }
+    let found = support::audit_schema::problems(&records);
+    assert!(found.is_empty(), "{found:#?}");
 
     // A real Prometheus server scrapes the admin listener and sees the counter move.
     let prometheus = Prometheus::scraping(gw.admin).await;

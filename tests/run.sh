@@ -21,6 +21,8 @@ ensure_packages redis-server redis-sentinel haproxy
 ensure_packages prometheus
 # Audit to a SIEM (tests/audit_syslog.rs): a real rsyslogd receiving over TCP and TLS.
 ensure_packages rsyslog rsyslog-gnutls
+# The audit records' JSON schema (deploy/audit-schema.json) is checked with Debian's validator.
+ensure_packages python3-jsonschema
 ensure_browser_tests
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt >/dev/null 2>&1 || true
 

@@ -11,6 +11,7 @@
     clippy::indexing_slicing
 )]
 
+pub mod audit_schema;
 pub mod browser;
 pub mod form_app;
 pub mod ha;
