@@ -261,3 +261,37 @@ async fn metrics_count_what_happened_pass_promtool_and_a_real_prometheus_scrapes
         .await;
     assert_eq!(up, 1.0);
 }
+
+#[test]
+fn the_readme_alert_rules_pass_promtool_and_name_only_real_metrics() {
+    let readme = support::read_repo_file("README.md");
+    let rules = readme
+        .split("Example alert rules")
+        .nth(1)
+        .and_then(|rest| rest.split("```yaml\n").nth(1))
+        .and_then(|rest| rest.split("```").next())
+        .expect("README has the example alert rules");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("rules.yml");
+    std::fs::write(&file, rules).unwrap();
+    let out = std::process::Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let source = support::read_repo_file("src/metrics.rs");
+    for word in rules.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+        if word.starts_with("portcullis_") {
+            assert!(
+                source.contains(&format!("\"{word}\"")),
+                "the README's rules name {word}, which src/metrics.rs does not define"
+            );
+        }
+    }
+}
