@@ -5,12 +5,12 @@
 //! label sets, and every label value comes from configuration (app, rule, IdP, upstream ids)
 //! or from a fixed list (outcomes, reasons, call kinds) — never a user, path or request id.
 //! State that already lives elsewhere (sessions held, upstream health, policy hashes) is read
-//! when the endpoint is scraped rather than mirrored on every change.
+//! when the endpoint is scraped (the admin listener hands it over as a [`Snapshot`]) rather
+//! than mirrored on every change.
 //!
 //! The exposition is the Prometheus text format 0.0.4, which every Prometheus server and
 //! `promtool check metrics` read.
 
-use crate::gateway::Gateway;
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
     TextEncoder,
@@ -327,53 +327,71 @@ pub fn throttled(limit: &str, count: u64) {
     with(|m| m.throttled.with_label_values(&[limit]).inc_by(count));
 }
 
-/// Reads the state that lives in the gateway into gauges.
-async fn observe(m: &Metrics, gateway: &Gateway) {
+/// State that lives elsewhere, read when `/metrics` is scraped (see `admin`).
+#[derive(Debug, Default)]
+pub struct Snapshot<'a> {
+    /// Serving apps.
+    pub apps: Vec<AppState<'a>>,
+    /// Apps disabled by policy errors.
+    pub unavailable_apps: usize,
+    /// Each IdP: name, protocol, and whether sign-in works now.
+    pub idps: Vec<(&'a str, &'a str, bool)>,
+    /// Sessions this node holds.
+    pub sessions_held: u64,
+    /// One-time records held (embedded store only).
+    pub pending_logins: Option<u64>,
+}
+
+/// One serving app in a [`Snapshot`].
+#[derive(Debug)]
+pub struct AppState<'a> {
+    /// Its id.
+    pub id: &'a str,
+    /// SHA-256 of its policy file.
+    pub policy_sha256: &'a str,
+    /// Each upstream's URL and whether it is in the rotation.
+    pub upstreams: Vec<(&'a str, bool)>,
+}
+
+fn observe(m: &Metrics, now: &Snapshot<'_>) {
+    let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
     m.policy_info.reset();
     m.upstream_up.reset();
-    for app in gateway.apps() {
-        let id = app.config.id();
+    for app in &now.apps {
         m.policy_info
-            .with_label_values(&[id, app.config.policy_sha256()])
+            .with_label_values(&[app.id, app.policy_sha256])
             .set(1);
-        for (upstream, up) in app.upstream_health() {
+        for (upstream, up) in &app.upstreams {
             m.upstream_up
-                .with_label_values(&[id, upstream])
-                .set(i64::from(up));
+                .with_label_values(&[app.id, upstream])
+                .set(i64::from(*up));
         }
     }
     let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
     m.apps
         .with_label_values(&["serving"])
-        .set(count(gateway.apps().len()));
+        .set(count(now.apps.len()));
     m.apps
         .with_label_values(&["unavailable"])
-        .set(count(gateway.broken().len()));
+        .set(count(now.unavailable_apps));
     m.idp_up.reset();
-    for idp in gateway.auth.providers() {
-        let health = idp.health();
-        let up = health.was_loaded() && health.is_reachable();
+    for (name, protocol, up) in &now.idps {
         m.idp_up
-            .with_label_values(&[idp.name(), idp.kind()])
-            .set(i64::from(up));
+            .with_label_values(&[name, protocol])
+            .set(i64::from(*up));
     }
-    // The caches count lazily: settle them first, or a new session would not show yet.
-    gateway.auth.sessions.run_maintenance().await;
-    let held = gateway.auth.sessions.held();
-    m.sessions_held.set(i64::try_from(held).unwrap_or(i64::MAX));
-    if let Some(memory) = &gateway.auth.stores.memory {
-        let pending = memory.one_time_held();
-        m.pending_logins
-            .set(i64::try_from(pending).unwrap_or(i64::MAX));
+    m.sessions_held.set(gauge(now.sessions_held));
+    if let Some(pending) = now.pending_logins {
+        m.pending_logins.set(gauge(pending));
     }
 }
 
-/// The exposition for a scrape: every metric, with the gateway's state read now.
-pub async fn render(gateway: &Gateway) -> String {
+/// The exposition for a scrape: every metric, with `now`'s state.
+pub fn render(now: &Snapshot<'_>) -> String {
     let Some(m) = METRICS.as_ref() else {
         return String::new();
     };
-    observe(m, gateway).await;
+    observe(m, now);
     let mut out = Vec::new();
     if let Err(e) = TextEncoder::new().encode(&m.registry.gather(), &mut out) {
         tracing::warn!(error = %e, "metrics could not be encoded");

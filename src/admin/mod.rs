@@ -161,6 +161,45 @@ fn probe_addr(addr: SocketAddr) -> SocketAddr {
 }
 
 impl AdminApp {
+    /// `/metrics`: the counters, with the gateway's current state.
+    async fn metrics(&self) -> String {
+        let gateway = self.gateway.load_full();
+        // The caches count lazily: settle them first, or a new session would not show yet.
+        gateway.auth.sessions.run_maintenance().await;
+        let snapshot = crate::metrics::Snapshot {
+            apps: gateway
+                .apps()
+                .iter()
+                .map(|app| crate::metrics::AppState {
+                    id: app.config.id(),
+                    policy_sha256: app.config.policy_sha256(),
+                    upstreams: app.upstream_health(),
+                })
+                .collect(),
+            unavailable_apps: gateway.broken().len(),
+            idps: gateway
+                .auth
+                .providers()
+                .map(|idp| {
+                    let health = idp.health();
+                    (
+                        idp.name(),
+                        idp.kind(),
+                        health.was_loaded() && health.is_reachable(),
+                    )
+                })
+                .collect(),
+            sessions_held: gateway.auth.sessions.held(),
+            pending_logins: gateway
+                .auth
+                .stores
+                .memory
+                .as_ref()
+                .map(|m| m.one_time_held()),
+        };
+        crate::metrics::render(&snapshot)
+    }
+
     /// The session API: authorised, then list or revoke.
     async fn session_api(&self, session: &ServerSession) -> sessions::Answer {
         let gateway = self.gateway.load_full();
@@ -216,11 +255,7 @@ impl ServeHttp for AdminApp {
                 let (status, body) = self.readiness().await;
                 (status, body, "text/plain; charset=utf-8")
             }
-            "/metrics" => (
-                200,
-                crate::metrics::render(&self.gateway.load_full()).await,
-                crate::metrics::CONTENT_TYPE,
-            ),
+            "/metrics" => (200, self.metrics().await, crate::metrics::CONTENT_TYPE),
             "/sessions" | "/sessions/revoke" => {
                 let (status, body) = self.session_api(session).await;
                 (status, body, "application/json")

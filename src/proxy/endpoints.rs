@@ -220,21 +220,6 @@ async fn jwks(
     })
 }
 
-/// Counts a finished sign-in (a step-up counts as one, not as a new session).
-pub(super) fn login_counted(signed_in: &crate::auth::SignedIn, protocol: &str) {
-    let outcome = if signed_in.stepped_up_for.is_some() {
-        LoginOutcome::StepUp
-    } else {
-        LoginOutcome::Success
-    };
-    crate::metrics::login(
-        Some(&signed_in.session.identity.idp),
-        protocol,
-        outcome,
-        "-",
-    );
-}
-
 async fn callback(
     session: &mut Session,
     ctx: &mut RequestCtx,
@@ -255,7 +240,7 @@ async fn callback(
             let app = signed_in.session.app.clone();
             ctx.span.record("app", &*app);
             audit::login_succeeded(&ctx.audit(&app), &signed_in.session.identity);
-            login_counted(&signed_in, "oidc");
+            super::login::login_counted(&signed_in, "oidc");
             if let Some(rule) = &signed_in.stepped_up_for {
                 audit::stepped_up(&ctx.audit(&app), &signed_in.session.identity, rule);
             }

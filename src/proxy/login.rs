@@ -96,3 +96,18 @@ pub async fn start_login(
         cookies: vec![redirect.cookie],
     })
 }
+
+/// Counts a finished sign-in (a step-up counts as one, not as a new session).
+pub(super) fn login_counted(signed_in: &crate::auth::SignedIn, protocol: &str) {
+    let outcome = if signed_in.stepped_up_for.is_some() {
+        crate::metrics::LoginOutcome::StepUp
+    } else {
+        crate::metrics::LoginOutcome::Success
+    };
+    crate::metrics::login(
+        Some(&signed_in.session.identity.idp),
+        protocol,
+        outcome,
+        "-",
+    );
+}

@@ -160,7 +160,7 @@ pub async fn acs(
             let app_id = signed_in.session.app.clone();
             ctx.span.record("app", &*app_id);
             audit::login_succeeded(&ctx.audit(&app_id), &signed_in.session.identity);
-            super::endpoints::login_counted(&signed_in, "saml");
+            super::login::login_counted(&signed_in, "saml");
             if let Some(rule) = &signed_in.stepped_up_for {
                 audit::stepped_up(&ctx.audit(&app_id), &signed_in.session.identity, rule);
             }
