@@ -31,6 +31,7 @@ pub mod login_limits;
 pub mod metrics;
 pub mod pages;
 pub mod policy;
+pub mod progress;
 pub mod proxy;
 pub mod refresh;
 pub mod reload;

@@ -295,7 +295,8 @@ fn rotate_vault(path: &Path) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(1));
     };
     let vault = portcullis::delivery::vault::Vault::new(&settings.file, settings.keys)?;
-    let count = vault.rotate()?;
+    let count = vault
+        .rotate_with(|n| portcullis::progress::Progress::new(n, "re-sealing vault entries"))?;
     println!(
         "re-sealed {count} entr{} under the current key",
         if count == 1 { "y" } else { "ies" }

@@ -204,19 +204,25 @@ pub fn diff(
     ids.sort_unstable();
     ids.dedup();
     let mut changes = 0usize;
+    let progress = portcullis::progress::Progress::new(
+        u64::try_from(ids.len()).unwrap_or(u64::MAX),
+        "comparing apps",
+    );
+    let mut report = Vec::new();
     for id in ids {
+        progress.step();
         let (before, after) = match (
             old.iter().find(|a| a.id() == id),
             new.iter().find(|a| a.id() == id),
         ) {
             (Some(b), Some(a)) => (b, a),
             (None, _) => {
-                println!("{id}: new app");
+                report.push(format!("{id}: new app"));
                 changes += 1;
                 continue;
             }
             (_, None) => {
-                println!("{id}: app removed");
+                report.push(format!("{id}: app removed"));
                 changes += 1;
                 continue;
             }
@@ -267,14 +273,16 @@ pub fn diff(
             }
         }
         if lines.is_empty() {
-            println!("{id}: no change for these users and requests");
+            report.push(format!("{id}: no change for these users and requests"));
         } else {
             changes += lines.len();
-            println!("{id}:");
-            for l in lines {
-                println!("{l}");
-            }
+            report.push(format!("{id}:"));
+            report.extend(lines);
         }
+    }
+    progress.finish();
+    for line in report {
+        println!("{line}");
     }
     println!("{changes} change(s) in access");
     // Like `diff`: 1 when something changed, so CI can gate a policy change on review.

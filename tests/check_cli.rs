@@ -754,6 +754,25 @@ fn vault_rotate_reseals_every_entry_under_the_new_key() {
     let run = portcullis(&["vault", "rotate", "-c", config.to_str().unwrap()]);
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
     assert!(run.stdout.contains("re-sealed 2 entries"), "{}", run.stdout);
+    // Not on a terminal: no progress bar in the output.
+    assert!(!run.stderr.contains("re-sealing"), "{}", run.stderr);
+    // On a terminal (a pty from util-linux `script`): the bar, with the count.
+    let on_terminal = Command::new("script")
+        .args(["-qec"])
+        .arg(format!(
+            "{} vault rotate -c {}",
+            env!("CARGO_BIN_EXE_portcullis"),
+            config.display()
+        ))
+        .arg("/dev/null")
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&on_terminal.stdout);
+    assert!(on_terminal.status.success(), "{shown}");
+    assert!(
+        shown.contains("re-sealing vault entries") && shown.contains("2/2"),
+        "{shown}"
+    );
     let new_only =
         Vault::new(&file, vec![("new".into(), SecretBytes::new(vec![2u8; 32]))]).unwrap();
     for user in ["okta:alice", "okta:bob"] {

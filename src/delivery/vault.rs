@@ -215,8 +215,18 @@ impl Vault {
 
     /// Re-seals every entry under the current key; returns how many were re-sealed.
     pub fn rotate(&self) -> Result<usize, VaultError> {
+        self.rotate_with(|_| crate::progress::Progress::hidden())
+    }
+
+    /// [`Vault::rotate`], reporting each entry to the progress `start` makes from the count.
+    pub fn rotate_with(
+        &self,
+        start: impl FnOnce(u64) -> crate::progress::Progress,
+    ) -> Result<usize, VaultError> {
         let _guard = self.lock.lock();
         let mut store = self.read()?;
+        let total: usize = store.entries.values().map(BTreeMap::len).sum();
+        let progress = start(u64::try_from(total).unwrap_or(u64::MAX));
         let current = self
             .keys
             .first()
@@ -230,9 +240,11 @@ impl Vault {
                     *sealed = self.seal(app, user, &credential)?;
                     count += 1;
                 }
+                progress.step();
             }
         }
         self.write(&store)?;
+        progress.finish();
         Ok(count)
     }
 }
