@@ -7,6 +7,7 @@ use portcullis::config::{self, Problem};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+mod policy_report;
 mod policy_tool;
 mod sessions_tool;
 
@@ -106,6 +107,22 @@ enum PolicyCommand {
         #[arg(long)]
         fixtures: PathBuf,
     },
+    /// Write the auditor's report: per app its owner, hosts, IdP, session limits, identity
+    /// delivered, every rule in words, who gets what for the fixture users, the examples run
+    /// now, and the policy file's hash; as printable HTML (`index.html`) and Markdown
+    /// (`report.md`). Exit 1 when an example fails or a policy file has errors.
+    Report {
+        /// Gateway configuration file.
+        #[arg(short, long, default_value = "portcullis.toml")]
+        config: PathBuf,
+        /// Users (`[[user]]`) and requests (`[[request]]`) to show decisions for (as for
+        /// `policy diff`); every literal path the rules name is probed too.
+        #[arg(long)]
+        fixtures: Option<PathBuf>,
+        /// Directory to write the report into.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Show how an app's rules decide one request: the decision, the deciding rule, and each
     /// rule's conditions with whether they hold.
     Explain {
@@ -179,6 +196,14 @@ fn main() -> ExitCode {
                     fixtures,
                 },
         } => policy_tool::diff(&config, &old, &new, &fixtures),
+        Command::Policy {
+            command:
+                PolicyCommand::Report {
+                    config,
+                    fixtures,
+                    out,
+                },
+        } => policy_report::report(&config, fixtures.as_deref(), &out),
         Command::Policy {
             command:
                 PolicyCommand::Explain {

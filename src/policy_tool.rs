@@ -144,20 +144,18 @@ fn as_test_user(caller: &ExampleUser) -> String {
     format!("{{ {} }}", parts.join(", "))
 }
 
-/// Compares two policy versions over fixture users and requests (plus every literal path the
-/// rules of either version name) and prints who gains or loses access to what.
-pub fn diff(
-    config_path: &Path,
-    old_dir: &Path,
-    new_dir: &Path,
-    fixtures: &Path,
-) -> anyhow::Result<ExitCode> {
-    let (Some(old), Some(new)) = (
-        load(config_path, Some(old_dir))?,
-        load(config_path, Some(new_dir))?,
-    ) else {
-        return Ok(ExitCode::from(1));
-    };
+/// Users and requests to try the rules with (`--fixtures`): `[[user]]` tables (a `name` and
+/// the keys of a `[[test]]` user) and `[[request]]` tables (`request = "GET /path"`, optional
+/// `app`). The anonymous user comes first.
+pub struct Fixtures {
+    /// Label and user (`None`: anonymous).
+    pub users: Vec<(String, Option<ExampleUser>)>,
+    /// Optional app, method, path.
+    pub requests: Vec<(Option<String>, String, String)>,
+}
+
+/// Reads `--fixtures`.
+pub fn load_fixtures(fixtures: &Path) -> anyhow::Result<Fixtures> {
     let text = std::fs::read_to_string(fixtures)
         .with_context(|| format!("reading fixtures `{}`", fixtures.display()))?;
     let table: toml::Table =
@@ -188,7 +186,7 @@ pub fn diff(
         let name = label.unwrap_or_else(|| who.identity.display().into_owned());
         users.push((name, Some(who)));
     }
-    let fixture_requests: Vec<(Option<String>, String, String)> = array("request")
+    let requests: Vec<(Option<String>, String, String)> = array("request")
         .iter()
         .filter_map(|r| {
             let line = r.get("request")?.as_str()?;
@@ -200,6 +198,58 @@ pub fn diff(
             Some((app, m.to_string(), p.to_string()))
         })
         .collect();
+    Ok(Fixtures { users, requests })
+}
+
+/// The requests to probe an app's rules with: the fixture requests for it, and every literal
+/// path its rules (in any of `versions`) name.
+pub fn probes(
+    versions: &[&AppConfig],
+    requests: &[(Option<String>, String, String)],
+) -> Vec<(String, String)> {
+    let Some(id) = versions.first().map(|a| a.id()) else {
+        return Vec::new();
+    };
+    let mut probes: Vec<(String, String)> = requests
+        .iter()
+        .filter(|(app, _, _)| app.as_deref().is_none_or(|a| a == id))
+        .map(|(_, m, p)| (m.clone(), p.clone()))
+        .collect();
+    for rule in versions.iter().flat_map(|v| v.rules().rules()) {
+        for pattern in rule.paths() {
+            if let Some(base) = pattern.literal_base() {
+                let path = if base.is_empty() { "/" } else { base };
+                probes.push(("GET".into(), path.to_string()));
+            }
+        }
+    }
+    if probes.is_empty() {
+        probes.push(("GET".into(), "/".into()));
+    }
+    probes.sort();
+    probes.dedup();
+    probes
+}
+
+/// Compares two policy versions over fixture users and requests (plus every literal path the
+/// rules of either version name) and prints who gains or loses access to what.
+pub fn diff(
+    config_path: &Path,
+    old_dir: &Path,
+    new_dir: &Path,
+    fixtures: &Path,
+) -> anyhow::Result<ExitCode> {
+    let (Some(old), Some(new)) = (
+        load(config_path, Some(old_dir))?,
+        load(config_path, Some(new_dir))?,
+    ) else {
+        return Ok(ExitCode::from(1));
+    };
+    let Fixtures {
+        users,
+        requests: fixture_requests,
+    } = load_fixtures(fixtures)?;
+    let now = portcullis::clock::unix_now();
     let mut ids: Vec<&str> = old.iter().chain(&new).map(|a| a.id()).collect();
     ids.sort_unstable();
     ids.dedup();
@@ -227,24 +277,7 @@ pub fn diff(
                 continue;
             }
         };
-        let mut probes: Vec<(String, String)> = fixture_requests
-            .iter()
-            .filter(|(app, _, _)| app.as_deref().is_none_or(|a| a == id))
-            .map(|(_, m, p)| (m.clone(), p.clone()))
-            .collect();
-        for rule in before.rules().rules().chain(after.rules().rules()) {
-            for pattern in rule.paths() {
-                if let Some(base) = pattern.literal_base() {
-                    let path = if base.is_empty() { "/" } else { base };
-                    probes.push(("GET".into(), path.to_string()));
-                }
-            }
-        }
-        if probes.is_empty() {
-            probes.push(("GET".into(), "/".into()));
-        }
-        probes.sort();
-        probes.dedup();
+        let probes = probes(&[before, after], &fixture_requests);
         let mut lines = Vec::new();
         for (method, path) in &probes {
             let (Ok(method_value), Ok(normalised)) =

@@ -89,6 +89,11 @@ pub struct IdentityCookies {
 }
 
 impl IdentityCookies {
+    /// The cookie names, in order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.cookies.iter().map(|(n, _)| n.as_str())
+    }
+
     /// Builds from validated names and sources.
     pub fn new(cookies: Vec<(String, IdentitySource)>) -> Self {
         let keys = cookies

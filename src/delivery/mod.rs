@@ -266,6 +266,32 @@ impl Delivery {
             })
     }
 
+    /// What the backend is given, in words (the auditor's report).
+    pub fn describe(&self) -> Vec<String> {
+        self.steps
+            .iter()
+            .map(|s| match s {
+                Step::Headers(h) => {
+                    let names: Vec<&str> = h.names().collect();
+                    format!("headers {}", names.join(", "))
+                }
+                Step::Cookies(c) => {
+                    let names: Vec<&str> = c.names().collect();
+                    format!("cookies {}", names.join(", "))
+                }
+                Step::Assertion(name) => format!("a signed JWT assertion in {name}"),
+                Step::FormFill(f) => format!(
+                    "form-fill: the gateway signs in at {} with the user's stored password",
+                    f.login_url
+                ),
+                Step::Basic(b) if b.service.is_some() => {
+                    "HTTP Basic with one service account".to_string()
+                }
+                Step::Basic(_) => "HTTP Basic with the user's stored password".to_string(),
+            })
+            .collect()
+    }
+
     /// The form-fill step, if any.
     pub fn form_fill(&self) -> Option<&FormFill> {
         self.steps.iter().find_map(|s| match s {

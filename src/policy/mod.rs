@@ -522,6 +522,42 @@ impl Rule {
     }
 
     /// Each condition of the rule with whether it holds, for explanations.
+    /// The rule's conditions in words, for people reading the policy (the auditor's report).
+    pub fn conditions(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if !self.paths.is_empty() {
+            let paths: Vec<String> = self.paths.iter().map(PathPattern::text).collect();
+            out.push(format!("path one of {paths:?}"));
+        }
+        if !self.methods.is_empty() {
+            let names: Vec<&str> = self.methods.iter().map(Method::as_str).collect();
+            out.push(format!("method one of {names:?}"));
+        }
+        if !self.networks.is_empty() {
+            let nets: Vec<String> = self.networks.iter().map(ToString::to_string).collect();
+            out.push(format!("client network one of {nets:?}"));
+        }
+        if let Some(window) = &self.time {
+            out.push(window.describe());
+        }
+        let nobody = UserFacts::default();
+        out.extend(self.who.checks(&nobody).into_iter().map(|c| c.condition));
+        out.extend(
+            self.strength
+                .checks(&nobody, 0)
+                .into_iter()
+                .map(|c| c.condition),
+        );
+        match self.kind {
+            RuleKind::AllowPublic => out.push("anyone, without signing in".into()),
+            RuleKind::AllowSignedIn if self.who.is_empty() && self.strength.is_empty() => {
+                out.push("any signed-in user".into());
+            }
+            _ => {}
+        }
+        out
+    }
+
     pub fn checks(&self, request: &RequestFacts<'_>, user: Option<&UserFacts<'_>>) -> Vec<Check> {
         let mut out = Vec::new();
         if !self.paths.is_empty() {

@@ -66,6 +66,16 @@ impl PathPattern {
         Ok(PathPattern::Exact(text.to_string()))
     }
 
+    /// The pattern as a policy file writes it.
+    pub fn text(&self) -> String {
+        match self {
+            PathPattern::Exact(p) => p.clone(),
+            PathPattern::Under(dir) => format!("{dir}/**"),
+            PathPattern::Glob(segments) => format!("/{}", segments.join("/")),
+            PathPattern::Regex(re) => format!("~{}", re.as_str()),
+        }
+    }
+
     /// Does the normalised `path` match?
     pub fn matches(&self, path: &str) -> bool {
         match self {

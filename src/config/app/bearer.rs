@@ -40,6 +40,14 @@ impl BearerConfig {
         self.introspect
     }
 
+    /// The paths where tokens are accepted, as the policy writes them (all: `/**`).
+    pub fn path_list(&self) -> Vec<String> {
+        if self.paths.is_empty() {
+            return vec!["/**".into()];
+        }
+        self.paths.iter().map(PathPattern::text).collect()
+    }
+
     /// Is a bearer token read at this (rule-normalised) path?
     pub fn covers(&self, rule_path: &str) -> bool {
         self.paths.is_empty() || self.paths.iter().any(|p| p.matches(rule_path))
