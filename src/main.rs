@@ -7,6 +7,7 @@ use portcullis::config::{self, Problem};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+mod idp_tool;
 mod policy_report;
 mod policy_tool;
 mod sessions_tool;
@@ -59,6 +60,33 @@ enum Command {
     Sessions {
         #[command(subcommand)]
         command: SessionsCommand,
+    },
+    /// Debug an identity provider integration.
+    Idp {
+        #[command(subcommand)]
+        command: IdpCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum IdpCommand {
+    /// Read a pasted SAMLResponse (base64 or XML) or ID token and print what it says and every
+    /// check the gateway would make, with its verdict (InResponseTo and nonce left aside;
+    /// signatures, nonces and token hashes not shown). Exit 0 when it would be accepted.
+    Inspect {
+        /// Gateway configuration file (for the IdP's settings).
+        #[arg(short, long, default_value = "portcullis.toml")]
+        config: PathBuf,
+        /// The IdP's configured name.
+        #[arg(long)]
+        idp: String,
+        /// For SAML: the app origin the response was meant for (`https://hr.corp.example`);
+        /// default: the first app host that signs in with this IdP.
+        #[arg(long)]
+        origin: Option<String>,
+        /// The file holding the message, or `-` for stdin.
+        #[arg(default_value = "-")]
+        input: PathBuf,
     },
 }
 
@@ -178,6 +206,15 @@ fn main() -> ExitCode {
         Command::Vault {
             command: VaultCommand::Rotate { config },
         } => rotate_vault(&config),
+        Command::Idp {
+            command:
+                IdpCommand::Inspect {
+                    config,
+                    idp,
+                    origin,
+                    input,
+                },
+        } => inspect_idp(&config, &idp, origin.as_deref(), &input),
         Command::Sessions {
             command: SessionsCommand::List { config, which },
         } => sessions_tool::list(&config, &which),
@@ -327,6 +364,19 @@ fn rotate_vault(path: &Path) -> anyhow::Result<ExitCode> {
         if count == 1 { "y" } else { "ies" }
     );
     Ok(ExitCode::SUCCESS)
+}
+
+fn inspect_idp(
+    config: &Path,
+    idp: &str,
+    origin: Option<&str>,
+    input: &Path,
+) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting a runtime")?;
+    runtime.block_on(idp_tool::inspect(config, idp, origin, input))
 }
 
 fn verify_audit(files: &[PathBuf]) -> ExitCode {

@@ -6,6 +6,7 @@
 
 pub mod health;
 pub mod http;
+pub mod inspect;
 pub mod jwt;
 pub mod oidc;
 pub mod saml;

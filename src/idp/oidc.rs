@@ -550,6 +550,103 @@ impl OidcProvider {
         self.identity_from(raw)
     }
 
+    /// Every check [`OidcProvider::verify_id_token`] makes, run on a pasted ID token, each
+    /// with its verdict; the nonce is left aside (there is no sign-in of this gateway to
+    /// match), so the gateway's own verifier is run with the token's nonce. For `portcullis
+    /// idp inspect`.
+    pub async fn inspect_id_token(&self, raw: &str) -> super::inspect::Inspection {
+        let mut report = super::inspect::Inspection::new("OpenID Connect ID token");
+        let raw = raw.trim();
+        let (Ok(header), Some(claims)) = (
+            jsonwebtoken::decode_header(raw),
+            super::jwt::payload_of(raw),
+        ) else {
+            report.fail("shape", "not a signed JWT (header.payload.signature)");
+            return report;
+        };
+        report.pass("shape", "a signed JWT");
+        report.said("alg", &format!("{:?}", header.alg));
+        report.said("kid", header.kid.as_deref().unwrap_or("(none)"));
+        report.said("typ", header.typ.as_deref().unwrap_or("(none)"));
+        // Values that bind the token to one sign-in are not shown.
+        const UNSHOWN: &[&str] = &["nonce", "at_hash", "c_hash", "s_hash"];
+        for (name, value) in &claims {
+            let shown = if UNSHOWN.contains(&name.as_str()) {
+                "(redacted)".to_string()
+            } else {
+                match value {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                }
+            };
+            report.said(name, &shown);
+        }
+        if !self.is_ready() {
+            if let Err(e) = self.discover().await {
+                report.fail("discovery", &e.to_string());
+                return report;
+            }
+        }
+        report.pass("discovery", &format!("issuer {}", self.config.issuer));
+        let signature = match self.jwt_keys.load().verify(raw) {
+            Err(JwtError::UnknownKey) if self.jwks_refetch_allowed() => {
+                let _ = self.refetch_jwks().await;
+                self.jwt_keys.load().verify(raw)
+            }
+            other => other,
+        };
+        report.check("signature (the IdP's JWKS)", signature.map(|_| ()));
+        let issuer = text_claim(&claims, "iss").unwrap_or_default();
+        report.check(
+            "iss is the IdP's",
+            if issuer == self.config.issuer {
+                Ok(())
+            } else {
+                Err(JwtError::Issuer(self.config.issuer.clone()))
+            },
+        );
+        let client = &self.config.client_id;
+        let audience_named = match claims.get("aud") {
+            Some(Value::String(aud)) => aud == client,
+            Some(Value::Array(list)) => list.iter().any(|a| a.as_str() == Some(client.as_str())),
+            _ => false,
+        };
+        report.check(
+            "aud names this client",
+            if audience_named {
+                Ok(())
+            } else {
+                Err(JwtError::Audience(client.clone()))
+            },
+        );
+        let times = Expect {
+            issuer,
+            audiences: &[],
+            now: self.clock.now_unix(),
+            skew: self.config.clock_skew.as_secs(),
+            require_exp: true,
+            max_age: None,
+        };
+        report.check(
+            "exp, nbf, iat (with the configured clock skew)",
+            times.check(&claims),
+        );
+        report.note("nonce", "left aside: no sign-in of this gateway to match");
+        let nonce = text_claim(&claims, "nonce").unwrap_or_default();
+        let whole = match CoreIdToken::from_str(raw) {
+            Ok(token) => self
+                .verify_with_current_keys(&token, nonce)
+                .map_err(|e| error_chain(&e)),
+            Err(e) => Err(format!("not a JWT: {e}")),
+        };
+        report.check("the gateway's ID token verification (also azp)", whole);
+        if let Ok(identity) = self.identity_from(raw) {
+            report.said("→ user", &identity.display());
+            report.said("→ groups", &identity.groups.join(", "));
+        }
+        report
+    }
+
     fn verify_with_current_keys(
         &self,
         token: &CoreIdToken,

@@ -15,6 +15,7 @@ pub(crate) mod testing;
 
 use crate::config::{MetadataSource, SamlIdpConfig};
 use crate::idp::http::IdpHttpClient;
+use crate::idp::inspect::Inspection;
 use crate::idp::Identity;
 use crate::session::pending::StepUp;
 use crate::session::store::{OneTimeStore, ReplayCache, StoreError, Stores};
@@ -22,7 +23,7 @@ use arc_swap::ArcSwapOption;
 use assertion::{AssertionError, SamlSubject};
 use base64::Engine;
 use chrono::Utc;
-use guard::{GuardError, Root};
+use guard::{GuardError, GuardFacts, Root};
 use metadata::{IdpMetadata, MetadataError};
 use openssl::pkey::{PKey, Private};
 use redirect::RedirectError;
@@ -33,7 +34,7 @@ use samael::metadata::{
     HTTP_REDIRECT_BINDING,
 };
 use samael::schema::{
-    AuthnContextClassRef, AuthnContextComparison, AuthnRequest, Issuer, LogoutRequest,
+    Assertion, AuthnContextClassRef, AuthnContextComparison, AuthnRequest, Issuer, LogoutRequest,
     LogoutResponse, NameIdPolicy, RequestedAuthnContext, Status, StatusCode,
 };
 use samael::service_provider::ServiceProvider;
@@ -557,64 +558,202 @@ impl SamlProvider {
         sp: &SpEndpoints,
         request_id: Option<&str>,
     ) -> Result<SamlLogin, SamlError> {
+        let md = self.metadata.load_full().ok_or(SamlError::NotReady)?;
+        let xml = self.decode_response(saml_response)?;
+        let facts = guard::check_message(&xml, Root::Response)?;
+        self.signed_as_wanted(&facts)?;
+        destination_is(&facts, sp)?;
+        status_is_success(&facts)?;
+        envelope_issuer_is(&facts, &md)?;
+        in_response_to(&facts, request_id)?;
+        self.issued_in_the_past(&facts)?;
+        let assertion = self.verify_signed(xml, sp, &md, request_id).await?;
+        let ttl = assertion::check(
+            &assertion,
+            &sp.entity_id,
+            self.config.clock_skew,
+            self.now(),
+        )?;
+        assertion_issuer_is(&assertion, &md)?;
+        let key = format!("saml-assertion\u{0}{}\u{0}{}", md.entity_id, assertion.id);
+        if !self.replay.first_use(&key, ttl).await? {
+            return Err(SamlError::Replay(assertion.id.clone()));
+        }
+        let (identity, mut subject) = assertion::identity(&assertion, &self.name, &self.config);
+        // samael drops the NameID's qualifiers; the guard read them from the one (signed)
+        // assertion so a logout can send the NameID back exactly as received.
+        subject.name_qualifier = facts.name_qualifiers.name_qualifier.clone();
+        subject.sp_name_qualifier = facts.name_qualifiers.sp_name_qualifier.clone();
+        let authenticated_ms = assertion
+            .authn_statements
+            .iter()
+            .flatten()
+            .find_map(|s| s.authn_instant)
+            .and_then(|t| u64::try_from(t.timestamp_millis()).ok());
+        Ok(SamlLogin {
+            identity,
+            subject,
+            authenticated_ms,
+        })
+    }
+
+    /// Every check [`SamlProvider::finish_login`] makes, run on a pasted response (base64
+    /// or XML) for `sp`, each with its verdict — except `InResponseTo` (no login to match)
+    /// and replay (nothing is recorded). For `portcullis idp inspect`.
+    pub async fn inspect_response(&self, pasted: &str, sp: &SpEndpoints) -> Inspection {
+        let mut report = Inspection::new("SAML response");
+        let Some(md) = self.metadata.load_full() else {
+            report.fail("IdP metadata", "not loaded");
+            return report;
+        };
+        report.pass("IdP metadata", &format!("loaded for {}", md.entity_id));
+        let trimmed = pasted.trim();
+        let xml = if trimmed.starts_with('<') {
+            guard::prepare(trimmed)
+                .map(str::to_string)
+                .map_err(SamlError::from)
+        } else {
+            self.decode_response(trimmed)
+        };
+        let xml = match xml {
+            Ok(xml) => xml,
+            Err(e) => {
+                report.fail("decoding", &e.to_string());
+                return report;
+            }
+        };
+        let facts = match guard::check_message(&xml, Root::Response) {
+            Ok(facts) => facts,
+            Err(e) => {
+                report.fail(
+                    "structure (signature wrapping, DTDs, one assertion)",
+                    &e.to_string(),
+                );
+                return report;
+            }
+        };
+        report.pass(
+            "structure (signature wrapping, DTDs, one assertion)",
+            "one Response, one Assertion",
+        );
+        let shown = |v: &Option<String>| v.clone().unwrap_or_else(|| "(none)".into());
+        report.said("Response ID", &shown(&facts.root_id));
+        report.said("Issuer (Response)", &shown(&facts.root_issuer));
+        report.said("Issuer (Assertion)", &shown(&facts.assertion_issuer));
+        report.said("Destination", &shown(&facts.destination));
+        report.said("IssueInstant", &shown(&facts.issue_instant));
+        report.said("InResponseTo", &shown(&facts.in_response_to));
+        report.said("Status", &facts.status.join(" / "));
+        report.said(
+            "Signed",
+            &format!(
+                "response: {}, assertion: {}",
+                facts.root_signed, facts.assertion_signed
+            ),
+        );
+        report.check("assertion signed as wanted", self.signed_as_wanted(&facts));
+        report.check("Destination is this ACS", destination_is(&facts, sp));
+        report.check("status is Success", status_is_success(&facts));
+        report.check(
+            "Response Issuer is the IdP's",
+            envelope_issuer_is(&facts, &md),
+        );
+        report.check(
+            "IssueInstant not in the future",
+            self.issued_in_the_past(&facts),
+        );
+        report.note(
+            "InResponseTo",
+            "left aside: no sign-in of this gateway to match",
+        );
+        let assertion = match self.verify_signed(xml, sp, &md, None).await {
+            Ok(a) => {
+                report.pass(
+                    "signature and conditions (xmlsec, via samael)",
+                    "valid under the IdP's metadata certificates",
+                );
+                a
+            }
+            Err(e) => {
+                report.fail(
+                    "signature and conditions (xmlsec, via samael)",
+                    &e.to_string(),
+                );
+                return report;
+            }
+        };
+        report.check(
+            "audience, lifetime, AuthnStatement",
+            assertion::check(
+                &assertion,
+                &sp.entity_id,
+                self.config.clock_skew,
+                self.now(),
+            )
+            .map(|_| ())
+            .map_err(SamlError::from),
+        );
+        report.check(
+            "Assertion Issuer is the IdP's",
+            assertion_issuer_is(&assertion, &md),
+        );
+        let (identity, subject) = assertion::identity(&assertion, &self.name, &self.config);
+        report.said("NameID", &subject.name_id);
+        report.said("NameID format", &subject.format.unwrap_or_default());
+        report.said("email", identity.email.as_deref().unwrap_or("(none)"));
+        report.said("name", identity.name.as_deref().unwrap_or("(none)"));
+        report.said("groups", &identity.groups.join(", "));
+        report.said(
+            "AuthnContextClassRef",
+            identity.acr.as_deref().unwrap_or("(none)"),
+        );
+        report
+    }
+
+    /// The posted value as the XML the guard and libxml2 will read: within the size limit,
+    /// base64, UTF-8, and with no declaration left to switch encodings on.
+    fn decode_response(&self, saml_response: &str) -> Result<String, SamlError> {
         let limit = self.config.max_response_bytes;
         if saml_response.len() > limit {
             return Err(SamlError::TooLarge(limit));
         }
-        let md = self.metadata.load_full().ok_or(SamlError::NotReady)?;
         let bytes =
             redirect::decode_base64(saml_response).map_err(|_| SamlError::Encoding("base64"))?;
         let decoded = String::from_utf8(bytes).map_err(|_| SamlError::Encoding("UTF-8"))?;
-        // From here on, the guard and libxml2 read the same characters: no declaration left
-        // to switch encodings on.
-        let xml = guard::prepare(&decoded)?.to_string();
-        let facts = guard::check_message(&xml, Root::Response)?;
+        Ok(guard::prepare(&decoded)?.to_string())
+    }
+
+    fn signed_as_wanted(&self, facts: &GuardFacts) -> Result<(), SamlError> {
         if self.config.want_assertions_signed && !facts.assertion_signed {
             return Err(SamlError::AssertionUnsigned);
         }
-        match &facts.destination {
-            Some(destination) if *destination != sp.acs_url => {
-                return Err(SamlError::Destination(destination.clone()));
-            }
-            // SAML Profiles §4.1.4.5: a signed Response must say where it is going, or it
-            // could be replayed at any SP that trusts this IdP.
-            None if facts.root_signed => return Err(SamlError::NoDestination),
-            _ => {}
-        }
-        // The outer status is part of what the IdP said, signed or not: a failure status
-        // around a valid assertion (pasted from another response) signs no one in.
-        if facts.status.first().map(String::as_str) != Some(STATUS_SUCCESS) {
-            return Err(SamlError::ResponseStatus(facts.status.join(" / ")));
-        }
-        // The envelope's Issuer, when present, must be the assertion's — and the IdP's.
-        if let Some(outer) = &facts.root_issuer {
-            if facts.assertion_issuer.as_deref() != Some(outer.as_str()) || *outer != md.entity_id {
-                return Err(SamlError::IssuerMismatch(outer.clone()));
-            }
-        }
-        match request_id {
-            Some(id) => {
-                if facts.in_response_to.as_deref().is_some_and(|r| r != id) {
-                    return Err(SamlError::WrongInResponseTo);
-                }
-            }
-            None => {
-                if facts.in_response_to.is_some() || facts.assertion_in_response_to {
-                    return Err(SamlError::StrayInResponseTo);
-                }
-            }
-        }
-        let skew = self.config.clock_skew;
-        let now = self.now();
-        let skew_c = chrono::Duration::from_std(skew).unwrap_or(chrono::Duration::seconds(60));
+        Ok(())
+    }
+
+    fn issued_in_the_past(&self, facts: &GuardFacts) -> Result<(), SamlError> {
+        let skew = chrono::Duration::from_std(self.config.clock_skew)
+            .unwrap_or(chrono::Duration::seconds(60));
         let issued = facts
             .issue_instant
             .as_deref()
             .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
             .ok_or(SamlError::IssueInstant)?;
-        if issued > now + skew_c {
+        if issued > self.now() + skew {
             return Err(SamlError::IssueInstant);
         }
+        Ok(())
+    }
+
+    /// Signature, times and recipient, by samael (xmlsec) in the bounded verification pool.
+    async fn verify_signed(
+        &self,
+        xml: String,
+        sp: &SpEndpoints,
+        md: &IdpMetadata,
+        request_id: Option<&str>,
+    ) -> Result<Assertion, SamlError> {
+        let skew_c = chrono::Duration::from_std(self.config.clock_skew)
+            .unwrap_or(chrono::Duration::seconds(60));
         let verifier = ServiceProvider {
             entity_id: Some(sp.entity_id.clone()),
             acs_url: Some(sp.acs_url.clone()),
@@ -639,40 +778,14 @@ impl SamlProvider {
         })
         .await;
         drop(permit);
-        let assertion = match verified {
-            Ok(Ok(a)) => a,
-            Ok(Err(e)) => return Err(SamlError::Verify(e)),
+        match verified {
+            Ok(Ok(a)) => Ok(a),
+            Ok(Err(e)) => Err(SamlError::Verify(e)),
             Err(join) => {
                 tracing::error!(idp = %self.name, error = %join, "SAML verification task failed");
-                return Err(SamlError::Verify("verifier crashed".into()));
+                Err(SamlError::Verify("verifier crashed".into()))
             }
-        };
-        let ttl = assertion::check(&assertion, &sp.entity_id, skew, now)?;
-        if assertion.issuer.value.as_deref() != Some(md.entity_id.as_str()) {
-            return Err(SamlError::IssuerMismatch(
-                assertion.issuer.value.clone().unwrap_or_default(),
-            ));
         }
-        let key = format!("saml-assertion\u{0}{}\u{0}{}", md.entity_id, assertion.id);
-        if !self.replay.first_use(&key, ttl).await? {
-            return Err(SamlError::Replay(assertion.id.clone()));
-        }
-        let (identity, mut subject) = assertion::identity(&assertion, &self.name, &self.config);
-        // samael drops the NameID's qualifiers; the guard read them from the one (signed)
-        // assertion so a logout can send the NameID back exactly as received.
-        subject.name_qualifier = facts.name_qualifiers.name_qualifier.clone();
-        subject.sp_name_qualifier = facts.name_qualifiers.sp_name_qualifier.clone();
-        let authenticated_ms = assertion
-            .authn_statements
-            .iter()
-            .flatten()
-            .find_map(|s| s.authn_instant)
-            .and_then(|t| u64::try_from(t.timestamp_millis()).ok());
-        Ok(SamlLogin {
-            identity,
-            subject,
-            authenticated_ms,
-        })
     }
 
     /// SP-initiated single logout: the IdP's SLO URL with a LogoutRequest for this subject,
@@ -944,6 +1057,59 @@ impl SamlProvider {
         )
         .ok()
     }
+}
+
+/// A signed Response must say where it is going (SAML Profiles §4.1.4.5), or it could be
+/// replayed at any SP that trusts this IdP; when it says, it must be this ACS.
+fn destination_is(facts: &GuardFacts, sp: &SpEndpoints) -> Result<(), SamlError> {
+    match &facts.destination {
+        Some(destination) if *destination != sp.acs_url => {
+            Err(SamlError::Destination(destination.clone()))
+        }
+        None if facts.root_signed => Err(SamlError::NoDestination),
+        _ => Ok(()),
+    }
+}
+
+/// The outer status is part of what the IdP said, signed or not: a failure status around a
+/// valid assertion (pasted from another response) signs no one in.
+fn status_is_success(facts: &GuardFacts) -> Result<(), SamlError> {
+    if facts.status.first().map(String::as_str) != Some(STATUS_SUCCESS) {
+        return Err(SamlError::ResponseStatus(facts.status.join(" / ")));
+    }
+    Ok(())
+}
+
+/// The envelope's Issuer, when present, must be the assertion's — and the IdP's.
+fn envelope_issuer_is(facts: &GuardFacts, md: &IdpMetadata) -> Result<(), SamlError> {
+    if let Some(outer) = &facts.root_issuer {
+        if facts.assertion_issuer.as_deref() != Some(outer.as_str()) || *outer != md.entity_id {
+            return Err(SamlError::IssuerMismatch(outer.clone()));
+        }
+    }
+    Ok(())
+}
+
+/// A solicited response answers this login's request; an unsolicited one answers none.
+fn in_response_to(facts: &GuardFacts, request_id: Option<&str>) -> Result<(), SamlError> {
+    match request_id {
+        Some(id) if facts.in_response_to.as_deref().is_some_and(|r| r != id) => {
+            Err(SamlError::WrongInResponseTo)
+        }
+        None if facts.in_response_to.is_some() || facts.assertion_in_response_to => {
+            Err(SamlError::StrayInResponseTo)
+        }
+        _ => Ok(()),
+    }
+}
+
+fn assertion_issuer_is(assertion: &Assertion, md: &IdpMetadata) -> Result<(), SamlError> {
+    if assertion.issuer.value.as_deref() != Some(md.entity_id.as_str()) {
+        return Err(SamlError::IssuerMismatch(
+            assertion.issuer.value.clone().unwrap_or_default(),
+        ));
+    }
+    Ok(())
 }
 
 /// A `LogoutRequest` in schema order: Issuer, NameID (exactly as received: format and
