@@ -98,6 +98,7 @@ impl ShutdownSignalWatch for TermWithGrace {
             _ = term.recv() => {}
         }
         self.lifecycle.start_draining();
+        crate::notify::stopping();
         tracing::info!(
             grace_period_ms = u64::try_from(self.grace.as_millis()).unwrap_or(u64::MAX),
             "SIGTERM received: draining (still serving; /readyz answers 503) before the listeners close"

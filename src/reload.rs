@@ -162,7 +162,9 @@ impl BackgroundService for Reloader {
             tokio::select! {
                 _ = hangup.recv() => {
                     info!("SIGHUP received: reloading configuration");
+                    crate::notify::reloading();
                     self.reload_and_log();
+                    crate::notify::ready();
                 }
                 _ = shutdown.changed() => break,
             }

@@ -235,6 +235,10 @@ pub fn assemble(
             crate::discovery::Discovery::new(auth),
         ));
     }
+    server.add_service(pingora::services::background::background_service(
+        "readiness notification",
+        crate::notify::Readiness::new(gateway.clone()),
+    ));
     let reloader = Reloader::new(config_path.to_path_buf(), gateway.clone());
     server.add_service(pingora::services::background::background_service(
         "reload", reloader,

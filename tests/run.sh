@@ -23,6 +23,9 @@ ensure_packages prometheus
 ensure_packages rsyslog rsyslog-gnutls
 # The audit records' JSON schema (deploy/audit-schema.json) is checked with Debian's validator.
 ensure_packages python3-jsonschema
+# The service unit (tests/service_unit.rs): systemd-analyze verify and security; util-linux's
+# `script` gives the progress-bar test a terminal.
+ensure_packages systemd bsdutils
 ensure_browser_tests
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt >/dev/null 2>&1 || true
 

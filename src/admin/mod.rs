@@ -5,12 +5,12 @@
 pub mod sessions;
 
 use crate::lifecycle::Lifecycle;
+use crate::listeners::{listener_probes, probe};
 use crate::reload::SharedGateway;
 use async_trait::async_trait;
 use http::Response;
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,15 +29,6 @@ impl AdminApp {
         Self { gateway, lifecycle }
     }
 
-    /// Traffic listeners, as addresses a local probe can connect to, and whether they speak TLS.
-    fn listener_probes(&self) -> Vec<(SocketAddr, bool)> {
-        let gateway = self.gateway.load();
-        let cfg = &gateway.config;
-        let plain = cfg.http.iter().map(|a| (probe_addr(*a), false));
-        let tls = cfg.https.iter().map(|h| (probe_addr(h.addr), true));
-        plain.chain(tls).collect()
-    }
-
     async fn readiness(&self) -> (u16, String) {
         let mut lines = Vec::new();
         let mut ready = true;
@@ -46,7 +37,7 @@ impl AdminApp {
             ready = false;
             lines.push("draining: shutting down after the grace period".to_string());
         }
-        for (addr, tls) in self.listener_probes() {
+        for (addr, tls) in listener_probes(&self.gateway.load()) {
             let up = matches!(
                 tokio::time::timeout(PROBE_TIMEOUT, probe(addr, tls)).await,
                 Ok(true)
@@ -114,49 +105,6 @@ impl AdminApp {
             if ready { 200 } else { 503 },
             format!("{head}\n{}\n", lines.join("\n")),
         )
-    }
-}
-
-/// Connects to a listener; for TLS, completes a handshake too (a bare TCP connect would be
-/// logged by the listener as a failed handshake on every probe).
-async fn probe(addr: SocketAddr, tls: bool) -> bool {
-    let Ok(stream) = tokio::net::TcpStream::connect(addr).await else {
-        return false;
-    };
-    if !tls {
-        return true;
-    }
-    let Ok(mut connector) = openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls())
-    else {
-        return false;
-    };
-    // Our own listener on loopback: the probe asks "does it handshake", not "whom do I trust".
-    connector.set_verify(openssl::ssl::SslVerifyMode::NONE);
-    let Ok(ssl) = connector
-        .build()
-        .configure()
-        .and_then(|c| c.into_ssl("localhost"))
-    else {
-        return false;
-    };
-    let Ok(mut stream) = tokio_openssl::SslStream::new(ssl, stream) else {
-        return false;
-    };
-    let up = std::pin::Pin::new(&mut stream).connect().await.is_ok();
-    let _ = tokio::io::AsyncWriteExt::shutdown(&mut stream).await;
-    up
-}
-
-/// A wildcard bind address is probed on loopback.
-fn probe_addr(addr: SocketAddr) -> SocketAddr {
-    match addr.ip() {
-        IpAddr::V4(ip) if ip.is_unspecified() => {
-            SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), addr.port())
-        }
-        IpAddr::V6(ip) if ip.is_unspecified() => {
-            SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), addr.port())
-        }
-        _ => addr,
     }
 }
 

@@ -504,6 +504,7 @@ pub struct GatewaySpec {
     server_extra: String,
     idps_may_be_down: bool,
     admin_token: Option<String>,
+    env: Vec<(String, String)>,
 }
 
 impl GatewaySpec {
@@ -560,6 +561,12 @@ impl GatewaySpec {
         self
     }
     /// Extra TOML appended to `portcullis.toml` (whole tables, e.g. `[headers]`).
+    /// An environment variable for the gateway process.
+    pub fn env(mut self, name: &str, value: &str) -> Self {
+        self.env.push((name.to_string(), value.to_string()));
+        self
+    }
+
     pub fn gateway_toml(mut self, extra: &str) -> Self {
         self.gateway_extra.push_str(extra);
         self.gateway_extra.push('\n');
@@ -619,6 +626,7 @@ impl GatewaySpec {
         let child = Command::new(gateway_binary())
             .args(["run", "-c"])
             .arg(&config_path)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env_remove("RUST_LOG")
             .stdout(Stdio::null())
             .stderr(log)
