@@ -124,25 +124,13 @@ async fn a_full_queue_drops_counts_and_reports_and_ocsf_events_go_over_tcp() {
     for i in 0..130 {
         request(&gw, &format!("/flood/{i}")).await;
     }
-    let metrics = support::http_client()
-        .get(format!("http://{}/metrics", gw.admin))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let value = |series: &str| {
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(series)?.trim().parse::<f64>().ok())
-            .unwrap_or(-1.0)
-    };
-    let dropped = value(r#"portcullis_audit_dropped_total{sink="syslog"} "#);
+    let metrics = support::prometheus::scrape(gw.admin).await;
+    let value = |series: &str| support::prometheus::sample(&metrics, series).unwrap_or(-1.0);
+    let dropped = value(r#"portcullis_audit_dropped_total{sink="syslog"}"#);
     // One record held by the writer, a hundred queued, the rest dropped.
     assert!(dropped >= 29.0, "dropped {dropped}:\n{metrics}");
     assert_eq!(
-        value(r#"portcullis_audit_queue_depth{sink="syslog"} "#),
+        value(r#"portcullis_audit_queue_depth{sink="syslog"}"#),
         100.0,
         "{metrics}"
     );

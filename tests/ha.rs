@@ -465,28 +465,18 @@ async fn three_nodes_share_sessions_through_redis_and_survive_failures() {
         "{ready}"
     );
     // The metrics say so too: calls timed, the failures counted, the L1 used before.
-    let metrics = reqwest::get(format!("http://{}/metrics", nodes[0].admin))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let value = |series: &str| {
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(series)?.trim().parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
+    let metrics = support::prometheus::scrape(nodes[0].admin).await;
+    let value = |series: &str| support::prometheus::sample(&metrics, series).unwrap_or(0.0);
     assert!(
-        value(r#"portcullis_session_store_duration_seconds_count{store="redis"} "#) > 0.0,
+        value(r#"portcullis_session_store_duration_seconds_count{store="redis"}"#) > 0.0,
         "{metrics}"
     );
     assert!(
-        value(r#"portcullis_session_store_errors_total{store="redis"} "#) > 0.0,
+        value(r#"portcullis_session_store_errors_total{store="redis"}"#) > 0.0,
         "{metrics}"
     );
     assert!(
-        value(r#"portcullis_session_store_l1_total{result="hit"} "#) > 0.0,
+        value(r#"portcullis_session_store_l1_total{result="hit"}"#) > 0.0,
         "{metrics}"
     );
     let promoted = promoted.restart_as_master().await;

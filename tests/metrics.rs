@@ -13,7 +13,7 @@ mod support;
 
 use support::browser::Browser;
 use support::idp::{IdpClient, TestIdp};
-use support::prometheus::{promtool_check, Prometheus};
+use support::prometheus::{promtool_check, sample, Prometheus};
 use support::{echo_backend, free_addr, GatewaySpec, RunningGateway};
 
 const WIKI: &str = "wiki.localhost";
@@ -37,13 +37,13 @@ groups = ["staff"]
     )
 }
 
+/// The exposition, checked to be the Prometheus text format.
 async fn scrape(gw: &RunningGateway) -> String {
     let response = support::http_client()
         .get(format!("http://{}/metrics", gw.admin))
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), 200);
     let content_type = response.headers()["content-type"]
         .to_str()
         .unwrap()
@@ -52,15 +52,8 @@ async fn scrape(gw: &RunningGateway) -> String {
         content_type.starts_with("text/plain; version=0.0.4"),
         "{content_type}"
     );
+    assert_eq!(response.status(), 200);
     response.text().await.unwrap()
-}
-
-/// The value of the sample named exactly `series` (name and labels as exposed), if present.
-fn sample(exposition: &str, series: &str) -> Option<f64> {
-    exposition.lines().find_map(|line| {
-        let value = line.strip_prefix(series)?.strip_prefix(' ')?;
-        value.trim().parse().ok()
-    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -100,6 +100,25 @@ impl Prometheus {
     }
 }
 
+/// What a gateway's admin listener at `admin` answers on `/metrics` (must be 200).
+pub async fn scrape(admin: SocketAddr) -> String {
+    let response = super::http_client()
+        .get(format!("http://{admin}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.text().await.unwrap()
+}
+
+/// The value of the sample named exactly `series` (name and labels as exposed), if present.
+pub fn sample(exposition: &str, series: &str) -> Option<f64> {
+    exposition.lines().find_map(|line| {
+        let value = line.strip_prefix(series)?.strip_prefix(' ')?;
+        value.trim().parse().ok()
+    })
+}
+
 /// Runs `promtool check metrics` on an exposition: its verdict and what it printed.
 pub fn promtool_check(exposition: &str) -> (bool, String) {
     use std::io::Write;
