@@ -143,6 +143,10 @@ pub struct Gateway {
     routes: RouteTable<Route>,
     apps: Vec<Arc<AppRuntime>>,
     broken: Vec<Arc<BrokenApp>>,
+    /// What loading the policies found (errors and warnings), for the admin console.
+    policy_problems: Vec<crate::config::Problem>,
+    /// When this state was loaded (the start or the last reload), Unix seconds.
+    loaded_unix: u64,
 }
 
 impl Gateway {
@@ -171,6 +175,7 @@ impl Gateway {
         let mut routes = RouteTable::default();
         // Broken files first, so a working app keeps its host even if a broken file claims it
         // too: a bad policy file must not take down a good one.
+        let policy_problems = policies.problems;
         let broken: Vec<Arc<BrokenApp>> = policies.broken.into_iter().map(Arc::new).collect();
         for b in &broken {
             for host in &b.hosts {
@@ -211,6 +216,7 @@ impl Gateway {
                 }
             }
         });
+        let loaded_unix = clock.now_unix();
         Self {
             login_limits: crate::login_limits::LoginLimits::new(config.login_limits),
             config,
@@ -223,7 +229,22 @@ impl Gateway {
             routes,
             apps,
             broken,
+            policy_problems,
+            loaded_unix,
         }
+    }
+
+    /// The problems loading found in one policy file.
+    pub fn problems_in(&self, file: &std::path::Path) -> Vec<&crate::config::Problem> {
+        self.policy_problems
+            .iter()
+            .filter(|p| p.file == file)
+            .collect()
+    }
+
+    /// When this configuration was loaded (start or last reload), Unix seconds.
+    pub fn loaded_unix(&self) -> u64 {
+        self.loaded_unix
     }
 
     /// Does any app (working or not) serve this normalised host?

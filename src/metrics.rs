@@ -15,6 +15,7 @@ use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
     TextEncoder,
 };
+use std::collections::BTreeMap;
 use std::sync::LazyLock;
 use std::time::Duration;
 
@@ -397,6 +398,62 @@ pub fn render(now: &Snapshot<'_>) -> String {
         tracing::warn!(error = %e, "metrics could not be encoded");
     }
     String::from_utf8(out).unwrap_or_default()
+}
+
+/// Totals since this process started, for the admin console's summary.
+#[derive(Debug, Default)]
+pub struct Summary {
+    /// Requests by status class.
+    pub requests: BTreeMap<String, u64>,
+    /// Access decisions by outcome.
+    pub decisions: BTreeMap<String, u64>,
+    /// Finished sign-ins by outcome.
+    pub logins: BTreeMap<String, u64>,
+    /// Failed upstream attempts.
+    pub upstream_errors: u64,
+    /// Failed back-channel calls to IdPs.
+    pub idp_errors: u64,
+    /// Failed session store calls.
+    pub store_errors: u64,
+    /// Audit records a sink could not take.
+    pub audit_dropped: u64,
+}
+
+/// The counters summed over their other labels.
+pub fn summary() -> Summary {
+    let mut out = Summary::default();
+    let Some(m) = METRICS.as_ref() else {
+        return out;
+    };
+    for family in m.registry.gather() {
+        for metric in family.get_metric() {
+            let label = |name: &str| {
+                metric
+                    .get_label()
+                    .iter()
+                    .find(|l| l.name() == name)
+                    .map(|l| l.value().to_string())
+                    .unwrap_or_default()
+            };
+            // Counters hold whole numbers; the cast only drops a fraction that is never there.
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            let value = metric.get_counter().get_value() as u64;
+            let add = |map: &mut BTreeMap<String, u64>, key: String| {
+                *map.entry(key).or_default() += value;
+            };
+            match family.name() {
+                "portcullis_requests_total" => add(&mut out.requests, label("class")),
+                "portcullis_decisions_total" => add(&mut out.decisions, label("outcome")),
+                "portcullis_logins_total" => add(&mut out.logins, label("outcome")),
+                "portcullis_upstream_errors_total" => out.upstream_errors += value,
+                "portcullis_idp_request_errors_total" => out.idp_errors += value,
+                "portcullis_session_store_errors_total" => out.store_errors += value,
+                "portcullis_audit_dropped_total" => out.audit_dropped += value,
+                _ => {}
+            }
+        }
+    }
+    out
 }
 
 /// The content type of [`render`]'s output.

@@ -56,11 +56,7 @@ struct BrokenReport {
 }
 
 fn kind(kind: RuleKind) -> &'static str {
-    match kind {
-        RuleKind::AllowPublic | RuleKind::AllowSignedIn => "allow",
-        RuleKind::Deny => "deny",
-        RuleKind::Require => "require",
-    }
+    kind.table()
 }
 
 fn duration(d: Duration) -> String {

@@ -24,6 +24,9 @@ const WIKI: &str = "wiki.localhost";
 const TIMESHEET: &str = "timesheet.localhost";
 const FORMS: &str = "forms.localhost";
 const HR: &str = "hr.localhost";
+const CONSOLE: &str = "console.localhost";
+/// TEST-ONLY admin token.
+const ADMIN_TOKEN: &str = "console-test-admin-token-0123456789abcdef";
 
 fn oidc_app(app: &str, host: &str, upstream: &str, extra: &str) -> String {
     format!(
@@ -37,10 +40,14 @@ fn oidc_app(app: &str, host: &str, upstream: &str, extra: &str) -> String {
 #[tokio::test]
 async fn people_sign_in_step_up_enrol_get_refused_and_sign_out_in_a_real_browser() {
     let http = free_addr();
-    let origins: Vec<String> = [WIKI, TIMESHEET, FORMS]
+    let admin = free_addr();
+    let console = format!("http://{CONSOLE}:{}", admin.port());
+    let mut origins: Vec<String> = [WIKI, TIMESHEET, FORMS]
         .iter()
         .map(|h| format!("http://{h}:{}", http.port()))
         .collect();
+    // The admin console signs its operators in through the same IdP, at its own address.
+    origins.push(console.clone());
     let client = IdpClient::gateway("portcullis", &origins);
     let idp = TestIdp::start(std::slice::from_ref(&client)).await;
     let saml = TestSamlIdp::start(&[format!(
@@ -61,6 +68,11 @@ async fn people_sign_in_step_up_enrol_get_refused_and_sign_out_in_a_real_browser
     let headers = "[identity.headers]\n\"X-Remote-User\" = \"email\"\n\"X-Acr\" = \"acr\"\n";
     let gw = GatewaySpec::new()
         .http_addr(http)
+        .admin_addr(admin)
+        .admin_token(ADMIN_TOKEN)
+        .gateway_toml(&format!(
+            "[admin.console]\nurl = \"{console}\"\nidp = \"corp\"\ngroups = [\"it-admins\"]\n"
+        ))
         .gateway_toml(&idp.gateway_toml("corp", &client, ""))
         .gateway_toml(&saml.gateway_toml("corp-saml", ""))
         .gateway_toml(&format!(
@@ -155,6 +167,63 @@ async fn people_sign_in_step_up_enrol_get_refused_and_sign_out_in_a_real_browser
             "scenario `{scenario}` did not pass:\n{stdout}"
         );
     }
+
+    // The admin console, in the same browser against the same gateway.
+    let console_config = dir.path().join("console.json");
+    std::fs::write(
+        &console_config,
+        json!({
+            "console": console, "screenshots": screenshots, "token": ADMIN_TOKEN, "idp": idp.issuer,
+            "wiki": format!("http://{WIKI}:{}", http.port()),
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let run = tokio::process::Command::new("node")
+        .arg(repo_root().join("tests/browser/console.mjs"))
+        .arg(&console_config)
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(std::time::Duration::from_secs(180), run)
+        .await
+        .expect("the console run took more than 3 minutes")
+        .expect("node runs the console tests");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}");
+    assert!(
+        out.status.success(),
+        "console scenarios failed:\n{stdout}\n{}\ngateway log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        gw.logs()
+    );
+    for scenario in [
+        "an anonymous visitor is sent to sign in",
+        "a wrong admin token is refused",
+        "a signed-in user outside the admin group is refused",
+        "an operator signs in with SSO and every page renders",
+        "a revoke really ends the session",
+        "a forged revoke is refused",
+        "the admin token opens the console",
+    ] {
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.starts_with("ok ") && l.contains(scenario)),
+            "console scenario `{scenario}` did not pass:\n{stdout}"
+        );
+    }
+    // The revoke is audited with the operator's name; the refused forms are logged.
+    let logs = gw.settled_logs().await;
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("sessions revoked") && l.contains("dave@corp.example (console)")),
+        "no audit record of the console's revoke:\n{logs}"
+    );
+    assert!(logs.contains("console form refused"), "{logs}");
+    assert!(
+        logs.contains("console refused: not in the console's groups"),
+        "{logs}"
+    );
     // The browser's own favicon request met the form-fill app too: no enrolment redirect.
     assert!(!gw.logs().contains("panicked"));
 }

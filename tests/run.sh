@@ -26,6 +26,10 @@ ensure_packages python3-jsonschema
 # The service unit (tests/service_unit.rs): systemd-analyze verify and security; util-linux's
 # `script` gives the progress-bar test a terminal.
 ensure_packages systemd bsdutils
+# Install like a service (tests/install.rs): the Debian package is built with cargo-deb and
+# installed here; the Kubernetes manifests are read with Debian's PyYAML.
+ensure_packages dpkg-dev python3-yaml
+cargo deb --version >/dev/null 2>&1 || cargo install --locked --quiet cargo-deb
 ensure_browser_tests
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt >/dev/null 2>&1 || true
 
@@ -35,6 +39,9 @@ cargo fmt --all -- --check
 
 echo "==> cargo clippy (warnings are errors)"
 cargo clippy --all-targets --locked -- -D warnings
+
+echo "==> cargo build --release (the Debian package in tests/install.rs and the benchmarks)"
+cargo build --release --locked --quiet --bin portcullis
 
 echo "==> cargo test"
 # Integration tests each start gateway processes; two test threads keep a 2-core machine sane.

@@ -1,7 +1,9 @@
 //! The admin listener: `/healthz` (the process answers), `/readyz` (configuration loaded and
 //! every traffic listener accepting connections), `/metrics` (Prometheus, [`crate::metrics`])
-//! and, for callers with the admin token, the session API ([`sessions`]). Kept off the traffic listeners on purpose.
+//! and, for callers with the admin token, the session API ([`sessions`]); the admin console
+//! ([`console`]) under `/console/`. Kept off the traffic listeners on purpose.
 
+pub mod console;
 pub mod sessions;
 
 use crate::lifecycle::Lifecycle;
@@ -197,6 +199,11 @@ impl AdminApp {
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let path = session.req_header().uri.path().to_string();
+        if console::owns(&path) {
+            let gateway = self.gateway.load_full();
+            let answer = console::answer(&gateway, session).await;
+            return console_response(answer);
+        }
         let (status, body, content_type) = match path.as_str() {
             "/healthz" => (200, "ok\n".to_string(), "text/plain; charset=utf-8"),
             "/readyz" => {
@@ -219,4 +226,40 @@ impl ServeHttp for AdminApp {
         // The builder only fails on invalid parts, and these are constants.
         response.unwrap_or_else(|_| Response::new(body.into_bytes()))
     }
+}
+
+/// Headers every console answer carries: no script, no framing, nothing from elsewhere, no
+/// caching, no referrer beyond the console (`same-origin`: with `no-referrer` browsers send
+/// `Origin: null`, and the forms' origin check needs the real one).
+const CONSOLE_HEADERS: [(&str, &str); 6] = [
+    (
+        "Content-Security-Policy",
+        "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    ),
+    ("X-Frame-Options", "DENY"),
+    ("X-Content-Type-Options", "nosniff"),
+    ("Referrer-Policy", "same-origin"),
+    ("Cache-Control", "no-store"),
+    ("Cross-Origin-Opener-Policy", "same-origin"),
+];
+
+fn console_response(answer: console::Answer) -> Response<Vec<u8>> {
+    let mut builder = Response::builder()
+        .status(answer.status)
+        .header("Content-Type", answer.content_type)
+        .header("Content-Length", answer.body.len().to_string());
+    for (name, value) in CONSOLE_HEADERS {
+        builder = builder.header(name, value);
+    }
+    for (name, value) in &answer.headers {
+        builder = builder.header(*name, value.as_str());
+    }
+    let body = answer.body;
+    // Header values are the console's own (locations and cookies it made); a bad one would be
+    // a bug, answered as a plain 500 rather than a panic.
+    builder.body(body).unwrap_or_else(|_| {
+        let mut r = Response::new(b"console error\n".to_vec());
+        *r.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+        r
+    })
 }

@@ -60,12 +60,17 @@ pub fn authorise(gateway: &Gateway, presented: Option<&str>) -> Result<(), Answe
         .and_then(|h| h.strip_prefix("Bearer "))
         .map(str::trim)
         .unwrap_or("");
-    let (a, b) = (token.as_bytes(), expected.expose().as_bytes());
-    if a.len() == b.len() && openssl::memcmp::eq(a, b) {
+    if token_matches(expected, token) {
         Ok(())
     } else {
         Err(error(401, "admin token missing or wrong"))
     }
+}
+
+/// Is `presented` the admin token? Compared in constant time.
+pub fn token_matches(expected: &crate::secret::Secret, presented: &str) -> bool {
+    let (a, b) = (presented.as_bytes(), expected.expose().as_bytes());
+    a.len() == b.len() && openssl::memcmp::eq(a, b)
 }
 
 /// The selector a query names: `user=EMAIL`, `app=APP`, `idp=IDP&subject=SUB` or `all=yes`
@@ -120,22 +125,30 @@ pub async fn revoke(
     client_ip: Option<IpAddr>,
     request_id: &str,
 ) -> Answer {
+    match revoke_selected(gateway, which, operator, client_ip, request_id).await {
+        Ok(ended) => (200, serde_json::json!({ "revoked": ended }).to_string()),
+        Err(e) => error(503, &e.to_string()),
+    }
+}
+
+/// Ends the sessions `which` names on every node, audited as `operator`'s revocation; how many
+/// ended.
+pub async fn revoke_selected(
+    gateway: &Gateway,
+    which: &Selector,
+    operator: &str,
+    client_ip: Option<IpAddr>,
+    request_id: &str,
+) -> Result<usize, crate::session::store::StoreError> {
     let record = AuditContext {
         request_id,
         client_ip,
         app: None,
     };
-    match gateway.auth.sessions.remove_selected(which).await {
-        Ok(ended) => {
-            audit::sessions_revoked(&record, operator, which, ended.len());
-            for s in &ended {
-                audit::session_ended(&record, s, audit::SignInEnded::Revoked);
-            }
-            (
-                200,
-                serde_json::json!({ "revoked": ended.len() }).to_string(),
-            )
-        }
-        Err(e) => error(503, &e.to_string()),
+    let ended = gateway.auth.sessions.remove_selected(which).await?;
+    audit::sessions_revoked(&record, operator, which, ended.len());
+    for s in &ended {
+        audit::session_ended(&record, s, audit::SignInEnded::Revoked);
     }
+    Ok(ended.len())
 }

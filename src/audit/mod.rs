@@ -7,6 +7,7 @@
 
 pub mod chain;
 pub mod ocsf;
+pub mod recent;
 pub mod sink;
 pub mod syslog;
 
@@ -94,6 +95,20 @@ pub fn access_decision(ctx: &AuditContext<'_>, record: &AccessRecord<'_>) {
         request_id = ctx.request_id,
         "access decision"
     );
+    recent::remember(recent::RecentDecision {
+        at_unix: crate::clock::unix_now(),
+        app: app(ctx).to_string(),
+        decision: record.decision.as_str(),
+        rule: record.rule.unwrap_or(NONE).to_string(),
+        user: record
+            .user
+            .map_or(std::borrow::Cow::Borrowed(NONE), Identity::display)
+            .into_owned(),
+        method: record.method.to_string(),
+        path: loggable(record.path).into_owned(),
+        client: client(ctx),
+        request_id: ctx.request_id.to_string(),
+    });
 }
 
 /// A login finished and a session began.

@@ -158,6 +158,7 @@ struct FileHttps {
 struct FileAdmin {
     listen: Spanned<String>,
     token_file: Option<Spanned<String>>,
+    console: Option<super::console::FileConsole>,
 }
 
 #[derive(Deserialize, Default)]
@@ -287,6 +288,9 @@ pub struct GatewayConfig {
     /// The token `portcullis sessions` (and any admin API caller) must present; without one
     /// the admin API answers nobody.
     pub admin_token: Option<Secret>,
+    /// The admin console's address and operators (`[admin.console]`); without it the console
+    /// takes the admin token only.
+    pub console: Option<super::console::ConsoleSettings>,
     /// Session settings (defaults for every app).
     pub sessions: SessionSettings,
     /// Identity providers by name.
@@ -536,6 +540,11 @@ pub fn compile_gateway(
 
     let sessions = compile_sessions(&src, base, &file.sessions, &mut problems);
     let idps = compile_idps(&src, base, &file.idp, &mut problems);
+    let console = file
+        .admin
+        .as_ref()
+        .and_then(|a| a.console.as_ref())
+        .and_then(|c| super::console::compile_console(c, &src, &idps, &mut problems));
 
     let mut header_name = |value: &Spanned<String>, what: &str| -> Option<String> {
         let name = value.get_ref();
@@ -596,6 +605,7 @@ pub fn compile_gateway(
         h2c: listen.h2c,
         admin,
         admin_token,
+        console,
         login_limits: file.login_limits.as_ref().map_or_else(
             crate::login_limits::LoginLimitSettings::default,
             |l| {

@@ -6,6 +6,7 @@
 
 pub mod app;
 pub mod audit;
+pub mod console;
 pub mod duration;
 pub mod files;
 pub mod gateway;

@@ -31,6 +31,17 @@ pub enum RuleKind {
     Require,
 }
 
+impl RuleKind {
+    /// The rule's table name as the policy file writes it: `allow`, `deny` or `require`.
+    pub fn table(self) -> &'static str {
+        match self {
+            RuleKind::AllowPublic | RuleKind::AllowSignedIn => "allow",
+            RuleKind::Deny => "deny",
+            RuleKind::Require => "require",
+        }
+    }
+}
+
 /// Whether a rule is enforced or only reported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Mode {

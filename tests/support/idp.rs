@@ -97,6 +97,13 @@ pub const USERS: &[(&str, &str, &str, &str, &[&str])] = &[
         "Carol Contractor",
         &[],
     ),
+    (
+        "dave",
+        "dave-pw",
+        "dave@corp.example",
+        "Dave Operator",
+        &["staff", "it-admins"],
+    ),
 ];
 
 /// The running IdP.

@@ -500,6 +500,7 @@ pub struct GatewaySpec {
     json_logs: bool,
     gateway_extra: String,
     http_addr: Option<SocketAddr>,
+    admin_addr: Option<SocketAddr>,
     https_addr: Option<SocketAddr>,
     server_extra: String,
     idps_may_be_down: bool,
@@ -529,6 +530,12 @@ impl GatewaySpec {
     /// Listen for plain HTTP on this address (chosen beforehand, e.g. for IdP redirect URIs).
     pub fn http_addr(mut self, addr: SocketAddr) -> Self {
         self.http_addr = Some(addr);
+        self
+    }
+
+    /// The admin listener's address, known in advance (e.g. for the console's redirect URI).
+    pub fn admin_addr(mut self, addr: SocketAddr) -> Self {
+        self.admin_addr = Some(addr);
         self
     }
     /// Also listen for HTTPS, on this address (chosen beforehand, e.g. for redirect URIs).
@@ -582,7 +589,7 @@ impl GatewaySpec {
             std::fs::write(policies.join(file), text).unwrap();
         }
         let http = self.http_addr.unwrap_or_else(free_addr);
-        let admin = free_addr();
+        let admin = self.admin_addr.unwrap_or_else(free_addr);
         let https = self
             .https
             .then(|| self.https_addr.unwrap_or_else(free_addr));

@@ -44,6 +44,17 @@ use std::time::Duration;
 use thiserror::Error;
 use tokio::sync::Semaphore;
 
+/// One signing certificate of an IdP, as the admin console shows it.
+#[derive(Debug, Clone)]
+pub struct SigningCertificate {
+    /// Its subject's names.
+    pub subject: String,
+    /// The end of its validity, as OpenSSL prints it.
+    pub not_after: String,
+    /// Days from now until then (negative once expired).
+    pub days_left: Option<i32>,
+}
+
 /// SP metadata for the admin to paste into the IdP.
 pub const METADATA_PATH: &str = "/.portcullis/saml/metadata";
 /// Assertion consumer service (HTTP-POST).
@@ -340,6 +351,32 @@ impl SamlProvider {
             ready: self.is_ready(),
             last_error: self.last_error.lock().ok().and_then(|e| e.clone()),
         }
+    }
+
+    /// The IdP's signing certificates (from its metadata): subject and the end of validity
+    /// (`notAfter`), with the days left (negative once expired).
+    pub fn signing_certificates(&self) -> Vec<SigningCertificate> {
+        let Some(md) = self.metadata.load_full() else {
+            return Vec::new();
+        };
+        let today = openssl::asn1::Asn1Time::days_from_now(0).ok();
+        md.signing_certs
+            .iter()
+            .filter_map(|der| openssl::x509::X509::from_der(der.der_data()).ok())
+            .map(|cert| SigningCertificate {
+                subject: cert
+                    .subject_name()
+                    .entries()
+                    .filter_map(|e| e.data().to_string().ok())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                not_after: cert.not_after().to_string(),
+                days_left: today
+                    .as_ref()
+                    .and_then(|t| t.diff(cert.not_after()).ok())
+                    .map(|d| d.days),
+            })
+            .collect()
     }
 
     /// The IdP's entity ID, once metadata is loaded.
