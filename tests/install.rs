@@ -131,7 +131,6 @@ async fn the_debian_package_installs_starts_as_its_own_user_and_purges_clean() {
         "./usr/bin/portcullis",
         "./etc/portcullis/portcullis.toml",
         "./etc/portcullis/policies/example.toml",
-        "./lib/systemd/system/portcullis.service",
         "./usr/share/doc/portcullis/README.md",
     ] {
         assert!(
@@ -139,6 +138,12 @@ async fn the_debian_package_installs_starts_as_its_own_user_and_purges_clean() {
             "{path} not in the package:\n{contents}"
         );
     }
+    // cargo-deb puts units under /usr/lib on newer releases and /lib on older ones.
+    assert!(
+        contents.contains("./usr/lib/systemd/system/portcullis.service")
+            || contents.contains("./lib/systemd/system/portcullis.service"),
+        "no systemd unit in the package:\n{contents}"
+    );
     assert!(
         contents.contains("./usr/share/man/man1/portcullis.1"),
         "no man page in the package:\n{contents}"
@@ -176,14 +181,12 @@ async fn the_debian_package_installs_starts_as_its_own_user_and_purges_clean() {
     );
 
     // The installed unit verifies against the installed binary.
-    let verify = ok(
-        "systemd-analyze",
-        &[
-            "verify",
-            "--man=no",
-            "/lib/systemd/system/portcullis.service",
-        ],
-    );
+    let unit = ["/usr/lib/systemd/system", "/lib/systemd/system"]
+        .iter()
+        .map(|dir| format!("{dir}/portcullis.service"))
+        .find(|path| std::path::Path::new(path).exists())
+        .expect("the unit was not installed");
+    let verify = ok("systemd-analyze", &["verify", "--man=no", &unit]);
     assert!(!verify.contains("portcullis.service:"), "{verify}");
     // The man page and --help name the same commands.
     let help = ok("/usr/bin/portcullis", &["--help"]);
