@@ -10,7 +10,7 @@ use crate::config::{AppConfig, BrokenApp, GatewayConfig, PolicySet};
 use crate::delivery::jars::BackendJars;
 use crate::hygiene::HeaderHygiene;
 use crate::routing::RouteTable;
-use crate::upstream::{Standing, UpstreamSet};
+use crate::upstream::{ProbeVerdict, Standing, UpstreamSet};
 use pingora::upstreams::peer::HttpPeer;
 use std::sync::Arc;
 use std::time::Duration;
@@ -75,6 +75,42 @@ impl AppRuntime {
             .collect()
     }
 
+    /// Claims upstream `i`'s active probe if one is due now (see `health_checks`).
+    pub fn claim_probe(&self, i: usize) -> bool {
+        self.config
+            .active_health()
+            .is_some_and(|check| self.upstreams.claim_probe(i, check.interval))
+    }
+
+    /// Records the result of upstream `i`'s probe.
+    pub fn probed(&self, i: usize, healthy: bool) -> ProbeVerdict {
+        match self.config.active_health() {
+            Some(check) => self.upstreams.probed(i, healthy, check),
+            None => ProbeVerdict::Unchanged,
+        }
+    }
+
+    /// The peer for upstream `i` (probes connect exactly as requests do).
+    pub fn peer(&self, i: usize) -> Option<&HttpPeer> {
+        self.peers.get(i)
+    }
+
+    /// The `Host` a probe of upstream `i` sends: what a proxied request would carry (the
+    /// app's first named host when it preserves the client's).
+    pub fn probe_host(&self, i: usize) -> Option<String> {
+        let target = self.config.upstreams().get(i)?;
+        if self.config.preserve_host() {
+            let named = self.config.hosts().iter().find_map(|h| match h {
+                crate::config::HostPattern::Exact(name) => Some(name.clone()),
+                crate::config::HostPattern::Wildcard(_) => None,
+            });
+            if named.is_some() {
+                return named;
+            }
+        }
+        Some(target.host_header.clone())
+    }
+
     /// Number of upstreams (bounds connection retries).
     pub fn upstream_count(&self) -> usize {
         self.peers.len()
@@ -94,6 +130,7 @@ fn peer_for(app: &AppConfig, target: &crate::upstream::UpstreamTarget) -> HttpPe
     if let Some(ca) = &app.upstream_tls().ca {
         opts.ca = Some(Arc::new(ca.clone().into_boxed_slice()));
     }
+    peer.client_cert_key.clone_from(&app.upstream_tls().client);
     peer
 }
 

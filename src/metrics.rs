@@ -122,7 +122,7 @@ impl Metrics {
             idp_call_errors: counter(&r, "portcullis_idp_request_errors_total", "Back-channel calls to an IdP that failed to get an answer, by IdP and call.", &["idp", "call"])?,
             upstream_seconds: histogram(&r, "portcullis_upstream_response_duration_seconds", "Time from choosing an upstream to its response head, by app and upstream.", &["app", "upstream"], REQUEST_BUCKETS)?,
             upstream_errors: counter(&r, "portcullis_upstream_errors_total", "Failed upstream attempts by app, upstream and kind (connect, timeout, other).", &["app", "upstream", "kind"])?,
-            upstream_up: gauge(&r, "portcullis_upstream_up", "1 while an upstream is in the rotation, 0 while passive health has ejected it.", &["app", "upstream"])?,
+            upstream_up: gauge(&r, "portcullis_upstream_up", "1 while an upstream is in the rotation, 0 while passive or active health checks keep it out.", &["app", "upstream"])?,
             sessions_held: single("portcullis_sessions_held", "Sessions held by this node (all of them with the embedded store; the L1 copies with Redis).")?,
             pending_logins: single("portcullis_pending_logins", "Sign-ins in progress and SAML logouts awaiting their answer (embedded store; absent with Redis).")?,
             store_seconds: histogram(&r, "portcullis_session_store_duration_seconds", "Calls to a shared session store, by store.", &["store"], FAST_BUCKETS)?,

@@ -54,6 +54,9 @@ pub enum Page {
     FormExpired,
     /// 429: too many sign-in attempts from this address (or to this app) just now.
     TooManySignIns,
+    /// 500: the user's identity cannot be passed to the app (a value over the size limit, or
+    /// one a header or cookie cannot carry).
+    IdentityUndeliverable,
 }
 
 impl Page {
@@ -67,7 +70,7 @@ impl Page {
             Page::BadGateway => 502,
             Page::Unavailable => 503,
             Page::GatewayTimeout => 504,
-            Page::Internal => 500,
+            Page::Internal | Page::IdentityUndeliverable => 500,
             Page::LoginRequired | Page::CredentialRequired => 401,
             Page::SignInUnavailable => 503,
             Page::SignInFailed | Page::FormExpired => 400,
@@ -101,6 +104,7 @@ impl Page {
             Page::PayloadTooLarge => "Request too large",
             Page::MethodNotAllowed => "Method not allowed",
             Page::TooManySignIns => "Too many sign-in attempts",
+            Page::IdentityUndeliverable => "Your identity cannot be passed to this application",
         }
     }
 
@@ -128,6 +132,7 @@ impl Page {
             Page::SignedOutUnconfirmed => "You are signed out of this application, but the sign-in service did not confirm that it signed you out too. Close your browser to end that session, or sign out at the sign-in service.",
             Page::PayloadTooLarge => "The request carried more data than the gateway accepts here.",
             Page::MethodNotAllowed => "This gateway address does not accept this kind of request.",
+            Page::IdentityUndeliverable => "The gateway could not pass who you are to this application: one of your attributes (a long group list, for instance) is larger than the application's headers may carry, or holds characters they cannot. The IT team can find the details in the gateway log under the request id below.",
         }
     }
 
@@ -181,6 +186,7 @@ impl Page {
             Page::MethodNotAllowed => "method_not_allowed",
             Page::FormExpired => "form_expired",
             Page::TooManySignIns => "too_many_sign_ins",
+            Page::IdentityUndeliverable => "identity_undeliverable",
         }
     }
 
@@ -194,6 +200,28 @@ impl Page {
         })
         .to_string()
     }
+}
+
+/// The "down for maintenance" page of an app in `[maintenance]` (503): the policy's message,
+/// and, where administrators may still get in, a way for them to sign in.
+pub fn maintenance(message: Option<&str>, admin_sign_in: Option<&str>, request_id: &str) -> String {
+    let body = html! {
+        p { "This application is down for maintenance." }
+        @if let Some(message) = message {
+            p.notice { (message) }
+        }
+        p { "Please try again later." }
+        @if let Some(href) = admin_sign_in {
+            p.who { "Administrators: " a href=(href) { "sign in to work on it" } "." }
+        }
+        p.code { "Error 503" }
+    };
+    shell(
+        "503 Down for maintenance",
+        "Down for maintenance",
+        body,
+        request_id,
+    )
 }
 
 /// The credential enrollment form (`/.portcullis/credentials/<app>`).

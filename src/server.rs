@@ -236,6 +236,10 @@ pub fn assemble(
         ));
     }
     server.add_service(pingora::services::background::background_service(
+        "upstream health checks",
+        crate::health_checks::ActiveHealthChecks::new(gateway.clone()),
+    ));
+    server.add_service(pingora::services::background::background_service(
         "readiness notification",
         crate::notify::Readiness::new(gateway.clone()),
     ));

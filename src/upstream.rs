@@ -4,7 +4,9 @@
 //! The schedule is computed once when the policy loads; each pick is one atomic increment,
 //! so choosing a backend never takes a lock on the request path. Passive health: an upstream
 //! that refuses `eject_after` connections in a row is left out for `eject_for`, then tried
-//! again (one more failure ejects it again at once; one success restores it).
+//! again (one more failure ejects it again at once; one success restores it). Active health
+//! (the `health_checks` service probes on a schedule): `unhealthy_after` failed probes in a row
+//! take an upstream out until `healthy_after` good ones in a row bring it back.
 
 use openssl::x509::X509;
 use std::net::SocketAddr;
@@ -37,6 +39,48 @@ pub struct UpstreamTls {
     pub verify: bool,
     /// Trust these CAs instead of the system store.
     pub ca: Option<Vec<X509>>,
+    /// The gateway's client certificate and key, for backends that demand mutual TLS.
+    pub client: Option<std::sync::Arc<pingora::utils::tls::CertKey>>,
+    /// The same as PEM (certificate chain, PKCS#8 key), for form-fill's own HTTP client.
+    pub client_pem: Option<(Vec<u8>, crate::secret::SecretBytes)>,
+    /// The oldest TLS version accepted from the backend (the handshake's result is checked
+    /// before a request is sent).
+    pub min_version: Option<TlsVersion>,
+}
+
+/// A TLS protocol version an app may insist on towards its backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TlsVersion {
+    /// TLS 1.2.
+    V1_2,
+    /// TLS 1.3.
+    V1_3,
+}
+
+impl TlsVersion {
+    /// `"1.2"` or `"1.3"`, as policy files write it.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "1.2" => Some(Self::V1_2),
+            "1.3" => Some(Self::V1_3),
+            _ => None,
+        }
+    }
+
+    /// The version OpenSSL reports for a handshake (`"TLSv1.2"`), if it is one of these;
+    /// anything older is `None`.
+    pub fn negotiated(openssl_name: &str) -> Option<Self> {
+        match openssl_name {
+            "TLSv1.2" => Some(Self::V1_2),
+            "TLSv1.3" => Some(Self::V1_3),
+            _ => None,
+        }
+    }
+
+    /// Whether a handshake that reported `openssl_name` meets this minimum.
+    pub fn admits(self, openssl_name: &str) -> bool {
+        Self::negotiated(openssl_name).is_some_and(|v| v >= self)
+    }
 }
 
 /// Timeouts towards upstreams; each app may override them.
@@ -68,6 +112,34 @@ impl Default for PassiveHealth {
     }
 }
 
+/// Active health checks of one app (`[health] path = …`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActiveHealth {
+    /// Path probed with `GET`.
+    pub path: String,
+    /// Statuses that mean healthy.
+    pub expect_status: Vec<u16>,
+    /// Time between probes of one upstream.
+    pub interval: Duration,
+    /// A probe that takes longer failed.
+    pub timeout: Duration,
+    /// Failed probes in a row that take an upstream out.
+    pub unhealthy_after: u32,
+    /// Good probes in a row that bring it back.
+    pub healthy_after: u32,
+}
+
+/// What a probe did to an upstream's standing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeVerdict {
+    /// No change.
+    Unchanged,
+    /// Just taken out of the rotation.
+    WentDown,
+    /// Just brought back.
+    CameBack,
+}
+
 /// Monotonic milliseconds since the process's first use of this module.
 fn now_ms() -> u64 {
     static START: LazyLock<Instant> = LazyLock::new(Instant::now);
@@ -79,6 +151,13 @@ fn now_ms() -> u64 {
 struct Health {
     failures: AtomicU32,
     ejected_until_ms: AtomicU64,
+    /// Out of the rotation by active checks.
+    probed_down: std::sync::atomic::AtomicBool,
+    /// Probes in a row with the same result as the last (failures when up, successes when
+    /// down).
+    probe_streak: AtomicU32,
+    /// When the next probe is due (monotonic ms).
+    next_probe_ms: AtomicU64,
 }
 
 /// The upstreams of one app: who is next, and who is left out for now.
@@ -109,9 +188,62 @@ impl UpstreamSet {
     }
 
     fn is_ejected(&self, i: usize, now: u64) -> bool {
-        self.health
-            .get(i)
-            .is_some_and(|h| h.ejected_until_ms.load(Ordering::Relaxed) > now)
+        self.health.get(i).is_some_and(|h| {
+            h.ejected_until_ms.load(Ordering::Relaxed) > now
+                || h.probed_down.load(Ordering::Relaxed)
+        })
+    }
+
+    /// Claims upstream `i`'s probe if it is due, scheduling the next one `interval` later
+    /// (so one probe runs at a time per upstream, whoever asks).
+    pub fn claim_probe(&self, i: usize, interval: Duration) -> bool {
+        let Some(h) = self.health.get(i) else {
+            return false;
+        };
+        let now = now_ms();
+        let due = h.next_probe_ms.load(Ordering::Relaxed);
+        if due > now {
+            return false;
+        }
+        let next = now.saturating_add(u64::try_from(interval.as_millis()).unwrap_or(u64::MAX));
+        h.next_probe_ms
+            .compare_exchange(due, next, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    /// Records a probe of upstream `i`.
+    pub fn probed(&self, i: usize, healthy: bool, check: &ActiveHealth) -> ProbeVerdict {
+        let Some(h) = self.health.get(i) else {
+            return ProbeVerdict::Unchanged;
+        };
+        let down = h.probed_down.load(Ordering::Relaxed);
+        // A result that agrees with the standing resets the streak against it.
+        if healthy != down {
+            h.probe_streak.store(0, Ordering::Relaxed);
+            return ProbeVerdict::Unchanged;
+        }
+        let streak = h
+            .probe_streak
+            .fetch_add(1, Ordering::Relaxed)
+            .saturating_add(1);
+        let needed = if down {
+            check.healthy_after
+        } else {
+            check.unhealthy_after
+        };
+        if streak < needed {
+            return ProbeVerdict::Unchanged;
+        }
+        h.probe_streak.store(0, Ordering::Relaxed);
+        h.probed_down.store(!down, Ordering::Relaxed);
+        if down {
+            // Back by probes: the passive record starts clean too.
+            h.failures.store(0, Ordering::Relaxed);
+            h.ejected_until_ms.store(0, Ordering::Relaxed);
+            ProbeVerdict::CameBack
+        } else {
+            ProbeVerdict::WentDown
+        }
     }
 
     /// The next upstream for a request that already tried `tried`: by weight among those in
@@ -161,7 +293,8 @@ impl UpstreamSet {
     /// A connection to upstream `i` succeeded: it is healthy again.
     pub fn connected(&self, i: usize) {
         if let Some(h) = self.health.get(i) {
-            // Most requests land here: write only when there is something to reset.
+            // Most requests land here: write only when there is something to reset. (A
+            // connection alone does not undo an active check's verdict: probes do.)
             if h.failures.load(Ordering::Relaxed) != 0 {
                 h.failures.store(0, Ordering::Relaxed);
                 h.ejected_until_ms.store(0, Ordering::Relaxed);
@@ -271,6 +404,41 @@ mod tests {
         assert!(matches!(set.connect_failed(0), Standing::Ejected(_)));
         set.connected(0);
         assert!((0..4).any(|_| set.pick(&[]) == Some(0)));
+    }
+
+    #[test]
+    fn probes_take_an_upstream_out_and_bring_it_back_after_their_streaks() {
+        let set = UpstreamSet::new(&[1, 1], PassiveHealth::default());
+        let check = ActiveHealth {
+            path: "/health".into(),
+            expect_status: vec![200],
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_millis(500),
+            unhealthy_after: 2,
+            healthy_after: 3,
+        };
+        assert_eq!(set.probed(0, false, &check), ProbeVerdict::Unchanged);
+        // A good probe in between starts the count again.
+        assert_eq!(set.probed(0, true, &check), ProbeVerdict::Unchanged);
+        assert_eq!(set.probed(0, false, &check), ProbeVerdict::Unchanged);
+        assert_eq!(set.probed(0, false, &check), ProbeVerdict::WentDown);
+        assert_eq!(set.in_rotation(), vec![false, true]);
+        assert!((0..10).all(|_| set.pick(&[]) == Some(1)));
+        // A connection that happens to succeed does not overrule the probes.
+        set.connected(0);
+        assert_eq!(set.in_rotation(), vec![false, true]);
+        assert_eq!(set.probed(0, true, &check), ProbeVerdict::Unchanged);
+        assert_eq!(set.probed(0, true, &check), ProbeVerdict::Unchanged);
+        assert_eq!(set.probed(0, true, &check), ProbeVerdict::CameBack);
+        assert_eq!(set.in_rotation(), vec![true, true]);
+    }
+
+    #[test]
+    fn a_probe_is_claimed_once_per_interval() {
+        let set = UpstreamSet::new(&[1], PassiveHealth::default());
+        assert!(set.claim_probe(0, Duration::from_secs(60)));
+        assert!(!set.claim_probe(0, Duration::from_secs(60)));
+        assert!(!set.claim_probe(7, Duration::from_secs(60)));
     }
 
     #[test]

@@ -17,6 +17,7 @@ mod support;
 use serde_json::json;
 use support::form_app::FormApp;
 use support::idp::{IdpClient, TestIdp};
+use support::internal_app::{InternalApp, INTERNAL_ORIGIN};
 use support::saml_idp::TestSamlIdp;
 use support::{echo_backend, free_addr, repo_root, GatewaySpec};
 
@@ -25,6 +26,8 @@ const TIMESHEET: &str = "timesheet.localhost";
 const FORMS: &str = "forms.localhost";
 const HR: &str = "hr.localhost";
 const CONSOLE: &str = "console.localhost";
+const ERP: &str = "erp.localhost";
+const CLOSED: &str = "closed.localhost";
 /// TEST-ONLY admin token.
 const ADMIN_TOKEN: &str = "console-test-admin-token-0123456789abcdef";
 
@@ -63,6 +66,7 @@ async fn people_sign_in_step_up_enrol_get_refused_and_sign_out_in_a_real_browser
     std::fs::write(&users, r#"{"asmith": "Winter2026!"}"#).unwrap();
     let forms_port = free_addr().port();
     let _forms = FormApp::start(forms_port, &users).await;
+    let erp = InternalApp::start(free_addr().port()).await;
     let vault_key = dir.path().join("vault.key");
     std::fs::write(&vault_key, [3u8; 32]).unwrap();
     let headers = "[identity.headers]\n\"X-Remote-User\" = \"email\"\n\"X-Acr\" = \"acr\"\n";
@@ -100,6 +104,24 @@ async fn people_sign_in_step_up_enrol_get_refused_and_sign_out_in_a_real_browser
                 FORMS,
                 &format!("http://127.0.0.1:{forms_port}"),
                 "[form_fill]\nlogin_url = \"/login\"\nusername_field = \"user\"\npassword_field = \"pass\"\ncsrf_field = \"csrf_token\"\n",
+            ),
+        )
+        .policy(
+            "erp.toml",
+            support::open_policy(
+                "erp",
+                &[ERP],
+                &[(&erp.url(), 1)],
+                &format!("[rewrite]\ninternal_origins = [\"{INTERNAL_ORIGIN}\"]\nbody = [\"text/html\", \"text/css\", \"application/javascript\"]\n"),
+            ),
+        )
+        .policy(
+            "closed.toml",
+            support::open_policy(
+                "closed",
+                &[CLOSED],
+                &[(&erp.url(), 1)],
+                "[maintenance]\nenabled = true\nmessage = \"The archive moves to new storage this weekend.\"\n",
             ),
         )
         .policy(
@@ -212,6 +234,47 @@ async fn people_sign_in_step_up_enrol_get_refused_and_sign_out_in_a_real_browser
             "console scenario `{scenario}` did not pass:\n{stdout}"
         );
     }
+    // Legacy apps: the internal-name app and the maintenance page.
+    let legacy_config = dir.path().join("legacy.json");
+    std::fs::write(
+        &legacy_config,
+        json!({
+            "erp": format!("http://{ERP}:{}", http.port()),
+            "closed": format!("http://{CLOSED}:{}", http.port()),
+            "internal": INTERNAL_ORIGIN, "screenshots": screenshots,
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let run = tokio::process::Command::new("node")
+        .arg(repo_root().join("tests/browser/legacy.mjs"))
+        .arg(&legacy_config)
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(std::time::Duration::from_secs(120), run)
+        .await
+        .expect("the legacy-app run took more than 2 minutes")
+        .expect("node runs the legacy-app tests");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}");
+    assert!(
+        out.status.success(),
+        "legacy-app scenarios failed:\n{stdout}\n{}\ngateway log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        gw.logs()
+    );
+    for scenario in [
+        "an app that knows only its internal name stays on the public host",
+        "an app down for maintenance shows its page and message",
+    ] {
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.starts_with("ok ") && l.contains(scenario)),
+            "legacy-app scenario `{scenario}` did not pass:\n{stdout}"
+        );
+    }
+
     // The revoke is audited with the operator's name; the refused forms are logged.
     let logs = gw.settled_logs().await;
     assert!(

@@ -2,7 +2,8 @@
 # TEST-ONLY certificates for the demo and the test suite. NEVER use these in production:
 # the private keys are public (they are committed to the repository).
 #
-# Makes: ca.crt/ca.key (a dev CA), gateway.crt/gateway.key (the gateway's HTTPS listener, for
+# Makes: ca.crt/ca.key (a dev CA), upstream-client.crt/.key (the gateway's client certificate
+# towards mutual-TLS backends), gateway.crt/gateway.key (the gateway's HTTPS listener, for
 # localhost, the demo hosts, *.portcullis.localhost, 127.0.0.1, ::1) and backend.crt/backend.key (a TLS backend used by
 # tests of https upstreams, for localhost and 127.0.0.1).
 set -euo pipefail
@@ -12,17 +13,19 @@ openssl req -x509 -newkey rsa:2048 -nodes -sha256 -days "$days" \
   -keyout ca.key -out ca.crt -subj "/O=Portcullis TEST ONLY/CN=Portcullis Dev CA (TEST ONLY)" \
   -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
 
-issue() { # name, subject CN, subjectAltName
-  local name=$1 cn=$2 san=$3
+issue() { # name, subject CN, subjectAltName[, extended key usage]
+  local name=$1 cn=$2 san=$3 usage=${4:-serverAuth}
   openssl req -newkey rsa:2048 -nodes -sha256 -keyout "$name.key" -out "$name.csr" \
     -subj "/O=Portcullis TEST ONLY/CN=$cn" 2>/dev/null
-  printf 'subjectAltName=%s\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n' "$san" > "$name.ext"
+  printf 'subjectAltName=%s\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=%s\n' "$san" "$usage" > "$name.ext"
   openssl x509 -req -in "$name.csr" -CA ca.crt -CAkey ca.key -CAcreateserial -days "$days" -sha256 \
     -extfile "$name.ext" -out "$name.crt" 2>/dev/null
   rm -f "$name.csr" "$name.ext"
 }
 issue gateway localhost "DNS:localhost,DNS:wiki.localhost,DNS:timesheet.localhost,DNS:*.portcullis.localhost,IP:127.0.0.1,IP:::1"
 issue backend localhost "DNS:localhost,IP:127.0.0.1"
+# The gateway's client certificate towards backends that demand mutual TLS.
+issue upstream-client "portcullis-gateway" "DNS:portcullis-gateway" clientAuth
 rm -f ca.srl
 # SAML signing keys: the gateway as SAML SP (signs AuthnRequests and logout messages) and the
 # demo SAML IdP (signs assertions). Self-signed, as SAML metadata certificates usually are.

@@ -102,6 +102,20 @@ impl AdminApp {
             "sessions held here: {}",
             gateway.auth.sessions.held()
         ));
+        // A dead backend is the app's trouble, not the node's: it does not make it unready.
+        for app in gateway.apps() {
+            for (url, in_rotation) in app.upstream_health() {
+                lines.push(format!(
+                    "upstream {} {url}: {}",
+                    app.config.id(),
+                    if in_rotation {
+                        "in the rotation"
+                    } else {
+                        "out of the rotation"
+                    }
+                ));
+            }
+        }
         let head = if ready { "ready" } else { "not ready" };
         (
             if ready { 200 } else { 503 },

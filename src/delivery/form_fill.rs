@@ -130,6 +130,16 @@ fn backend_client(
             }
             builder = builder.tls_certs_only(certs);
         }
+        if let Some((chain, key)) = &tls.client_pem {
+            let identity = reqwest::Identity::from_pkcs8_pem(chain, key.expose()).map_err(fail)?;
+            builder = builder.identity(identity);
+        }
+        if tls.min_version.is_some() {
+            builder = builder.min_tls_version(match tls.min_version {
+                Some(crate::upstream::TlsVersion::V1_3) => reqwest::tls::Version::TLS_1_3,
+                _ => reqwest::tls::Version::TLS_1_2,
+            });
+        }
     }
     let client = builder.build().map_err(fail)?;
     let scheme = if target.tls { "https" } else { "http" };

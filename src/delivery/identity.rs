@@ -22,26 +22,26 @@ pub enum IdentitySource {
     Email,
     /// Display name.
     Name,
-    /// Group names, joined.
+    /// Group names.
     Groups {
-        /// Separator between groups.
-        join: String,
+        /// How the list becomes one value.
+        pick: Multi,
     },
     /// Name of the IdP the user signed in with.
     Idp,
     /// Authentication context class (`acr`).
     Acr,
-    /// Authentication methods (`amr`), joined.
+    /// Authentication methods (`amr`).
     Amr {
-        /// Separator between methods.
-        join: String,
+        /// How the list becomes one value.
+        pick: Multi,
     },
     /// Another ID token claim kept in the session (listed in the IdP's `claims`).
     Claim {
         /// Claim name.
         name: String,
-        /// Separator when the claim is a list.
-        join: String,
+        /// How a list-valued claim becomes one value.
+        pick: Multi,
     },
     /// A fixed value.
     Static(String),
@@ -50,6 +50,41 @@ pub enum IdentitySource {
     /// The user's current access token from their IdP (kept fresh by refresh), for
     /// backends that call other APIs on the user's behalf.
     AccessToken,
+}
+
+/// How a list (groups, `amr`, a multi-valued claim) becomes one header or cookie value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Multi {
+    /// Every value, in order, joined with this separator (`join = ","`, the default).
+    Join(String),
+    /// Only the value at this position, counting from 0 (`nth = 0`); nothing is sent when
+    /// the list is shorter.
+    Nth(usize),
+    /// How many values there are (`count = true`).
+    Count,
+}
+
+impl Default for Multi {
+    fn default() -> Self {
+        Self::Join(",".to_string())
+    }
+}
+
+impl Multi {
+    /// The one value for `values` (`None`: send nothing).
+    pub fn apply<S: AsRef<str>>(&self, values: &[S]) -> Option<String> {
+        match self {
+            Multi::Join(separator) => Some(
+                values
+                    .iter()
+                    .map(AsRef::as_ref)
+                    .collect::<Vec<&str>>()
+                    .join(separator),
+            ),
+            Multi::Nth(n) => values.get(*n).map(|v| v.as_ref().to_string()),
+            Multi::Count => Some(values.len().to_string()),
+        }
+    }
 }
 
 /// Why a request could not be given its identity headers or cookies.
@@ -196,15 +231,17 @@ pub fn value_of(
         IdentitySource::Subject => Some(user.subject.clone()),
         IdentitySource::Email => user.email.clone(),
         IdentitySource::Name => user.name.clone(),
-        IdentitySource::Groups { join } => Some(user.groups.join(join)),
+        IdentitySource::Groups { pick } => pick.apply(&user.groups),
         IdentitySource::Idp => Some(user.idp.to_string()),
         IdentitySource::Acr => user.acr.as_deref().map(str::to_string),
-        IdentitySource::Amr { join } => (!user.amr.is_empty()).then(|| user.amr.join(join)),
-        IdentitySource::Claim { name, join } => user
+        IdentitySource::Amr { pick } => {
+            (!user.amr.is_empty() || *pick == Multi::Count).then(|| pick.apply(&user.amr))?
+        }
+        IdentitySource::Claim { name, pick } => user
             .claims
             .iter()
             .find(|(n, _)| n == name)
-            .map(|(_, values)| values.join(join)),
+            .and_then(|(_, values)| pick.apply(values)),
         IdentitySource::Static(v) => Some(v.clone()),
         IdentitySource::Secret(s) => Some(s.expose().to_string()),
         IdentitySource::AccessToken => access_token.map(str::to_string),
@@ -233,6 +270,23 @@ pub fn checked_value(name: &HeaderName, text: &str) -> Result<HeaderValue, Injec
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_list_becomes_one_value_joined_picked_or_counted() {
+        let groups = ["staff", "hr", "it-admins"];
+        assert_eq!(
+            Multi::Join(";".into()).apply(&groups).as_deref(),
+            Some("staff;hr;it-admins")
+        );
+        assert_eq!(Multi::Nth(1).apply(&groups).as_deref(), Some("hr"));
+        assert_eq!(
+            Multi::Nth(3).apply(&groups),
+            None,
+            "past the end: nothing sent"
+        );
+        assert_eq!(Multi::Count.apply(&groups).as_deref(), Some("3"));
+        assert_eq!(Multi::Count.apply::<&str>(&[]).as_deref(), Some("0"));
+    }
+
     fn alice() -> Identity {
         Identity {
             subject: "alice".into(),
@@ -256,7 +310,12 @@ mod tests {
     fn values_come_from_the_session_and_absent_ones_are_left_out() {
         let h = headers(&[
             ("X-Remote-User", IdentitySource::Email),
-            ("X-Groups", IdentitySource::Groups { join: ",".into() }),
+            (
+                "X-Groups",
+                IdentitySource::Groups {
+                    pick: Multi::default(),
+                },
+            ),
             ("X-Name", IdentitySource::Name),
             ("X-Acr", IdentitySource::Acr),
         ]);

@@ -526,6 +526,9 @@ mod tests {
                 tls: UpstreamTls {
                     verify: true,
                     ca: None,
+                    client: None,
+                    client_pem: None,
+                    min_version: None,
                 },
                 timeouts: UpstreamTimeouts {
                     connect: Duration::from_secs(1),

@@ -72,6 +72,7 @@ pub fn admit(
         secure: ctx.secure,
         authority: authority.to_ascii_lowercase(),
     };
+    ctx.authority.clone_from(&origin.authority);
     ctx.path = match normalise(req.uri.path()) {
         Ok(p) => p,
         // An encoded slash reaches only an app whose policy opted in to it.

@@ -27,6 +27,8 @@ pub struct RequestCtx {
     pub(crate) path: String,
     /// The normalised host (no port).
     pub(crate) host: String,
+    /// `host[:port]` as the browser sent it (validated): the public origin's authority.
+    pub(crate) authority: String,
     pub(crate) app: Option<Arc<AppRuntime>>,
     /// What the rules decided, and by which rule.
     pub(crate) outcome: Option<Outcome>,
@@ -51,6 +53,8 @@ pub struct RequestCtx {
     /// The protocol switch the request genuinely asked for (a WebSocket handshake), which a
     /// backend's `101` must answer.
     pub(crate) upgrade: Upgrade,
+    /// The body rewriter of an app that writes its internal name into pages (`rewrite`).
+    pub(crate) body_rewrite: Option<Box<crate::rewrite::BodyRewriter>>,
 }
 
 impl RequestCtx {
@@ -63,6 +67,7 @@ impl RequestCtx {
             client_ip: None,
             path: String::new(),
             host: String::new(),
+            authority: String::new(),
             app: None,
             outcome: None,
             rule: None,
@@ -77,6 +82,7 @@ impl RequestCtx {
             delivery: Outgoing::default(),
             clear_stale: None,
             upgrade: Upgrade::None,
+            body_rewrite: None,
         }
     }
 
@@ -154,6 +160,13 @@ pub enum Action {
         body: String,
         /// `Set-Cookie` values.
         cookies: Vec<String>,
+    },
+    /// The app's "down for maintenance" page (503).
+    Maintenance {
+        /// The page.
+        body: String,
+        /// `Retry-After`, seconds.
+        retry_after: Option<u64>,
     },
     /// Answer with a gateway page (e.g. signed out), setting cookies.
     Page {
@@ -313,8 +326,8 @@ impl RequestError {
                 DeliveryError::ServiceAccountRefused
                 | DeliveryError::BackendLogin(_)
                 | DeliveryError::NoUpstream => Page::BadGateway,
-                DeliveryError::Identity(_)
-                | DeliveryError::NoCredentialStore
+                DeliveryError::Identity(_) => Page::IdentityUndeliverable,
+                DeliveryError::NoCredentialStore
                 | DeliveryError::VaultRead(_)
                 | DeliveryError::UnsendableCredential => Page::Internal,
             },

@@ -55,6 +55,15 @@ pub async fn decide(
         (None, None) => None,
     };
     let req = session.req_header();
+    if let Some(maintenance) = config.maintenance() {
+        let admin = ctx
+            .user
+            .as_ref()
+            .is_some_and(|u| maintenance.admits(&u.identity.groups));
+        if !admin {
+            return Ok(maintenance_page(req, ctx, config, maintenance));
+        }
+    }
     let facts = RequestFacts {
         method: &req.method,
         path: &ctx.path,
@@ -176,6 +185,37 @@ pub async fn decide(
             let return_to = here(req, &ctx.path);
             start_login(ctx, gateway, &app, &origin, &return_to, None).await
         }
+    }
+}
+
+/// The app's maintenance page; an anonymous visitor of an app with administrators is offered
+/// the sign-in that lets an administrator through.
+fn maintenance_page(
+    req: &RequestHeader,
+    ctx: &RequestCtx,
+    config: &AppConfig,
+    maintenance: &crate::config::app::Maintenance,
+) -> Action {
+    ctx.span.in_scope(|| {
+        info!(
+            signed_in = ctx.user.is_some(),
+            "app in maintenance: answered with the maintenance page"
+        )
+    });
+    let sign_in =
+        (ctx.user.is_none() && config.idp().is_some() && !maintenance.admin_groups.is_empty())
+            .then(|| {
+                let back: String =
+                    url::form_urlencoded::byte_serialize(here(req, &ctx.path).as_bytes()).collect();
+                format!("{}?return_to={back}", crate::auth::LOGIN_PATH)
+            });
+    Action::Maintenance {
+        body: crate::pages::maintenance(
+            maintenance.message.as_deref(),
+            sign_in.as_deref(),
+            &ctx.request_id,
+        ),
+        retry_after: maintenance.retry_after.map(|d| d.as_secs()),
     }
 }
 

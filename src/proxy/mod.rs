@@ -20,7 +20,7 @@ pub use admit::RESERVED_PREFIX;
 pub use ctx::{Action, Outcome, RequestCtx, RequestError};
 
 use crate::framing;
-use crate::gateway::Gateway;
+use crate::gateway::{AppRuntime, Gateway};
 use crate::lifecycle::Lifecycle;
 use crate::pages::Page;
 use crate::reload::SharedGateway;
@@ -33,6 +33,45 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType};
 use std::sync::Arc;
 use tracing::{info, warn, Instrument};
+
+/// Moves the app's internal origin out of the response header (and plans the body's
+/// rewriting), through Pingora's header API.
+fn rewrite_response(
+    session: &Session,
+    response: &mut ResponseHeader,
+    ctx: &mut RequestCtx,
+    app: &AppRuntime,
+) -> Result<()> {
+    let status = response.status;
+    let bodyless = session.req_header().method == http::Method::HEAD
+        || status.is_informational()
+        || status == http::StatusCode::NO_CONTENT
+        || status == http::StatusCode::NOT_MODIFIED;
+    let public = crate::rewrite::PublicOrigin {
+        secure: ctx.secure,
+        authority: &ctx.authority,
+    };
+    let edits = app
+        .config
+        .rewrite()
+        .response(&public, &response.headers, bodyless);
+    for name in edits.remove {
+        response.remove_header(&name);
+    }
+    for (name, value) in edits.set {
+        response.insert_header(name, value)?;
+    }
+    if let Some(cookies) = edits.set_cookies {
+        response.remove_header("set-cookie");
+        for cookie in cookies {
+            response.append_header("Set-Cookie", cookie)?;
+        }
+    }
+    if let crate::rewrite::BodyPlan::Rewrite(rewriter) = edits.body {
+        ctx.body_rewrite = Some(rewriter);
+    }
+    Ok(())
+}
 
 /// The proxy service.
 pub struct Proxy {
@@ -117,10 +156,27 @@ impl ProxyHttp for Proxy {
         _peer: &HttpPeer,
         #[cfg(unix)] _fd: std::os::unix::io::RawFd,
         #[cfg(windows)] _sock: std::os::windows::io::RawSocket,
-        _digest: Option<&pingora::protocols::Digest>,
+        digest: Option<&pingora::protocols::Digest>,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
         if let (Some(app), Some(i)) = (&ctx.app, ctx.upstream) {
+            // Pingora's connector is shared by every app: an app's minimum TLS version is
+            // held to here, before a byte of the request is sent.
+            if let Some(min) = app.config.upstream_tls().min_version {
+                let tls = app.config.upstreams().get(i).is_some_and(|u| u.tls);
+                let version = digest
+                    .and_then(|d| d.ssl_digest.as_ref())
+                    .map(|d| d.version.to_string());
+                if tls && !version.as_deref().is_some_and(|v| min.admits(v)) {
+                    let upstream = ctx.upstream_url().unwrap_or_default().to_string();
+                    ctx.span.in_scope(|| warn!(%upstream, negotiated = version.as_deref().unwrap_or("-"), minimum = ?min, "upstream TLS version below the app's minimum"));
+                    return Err(Error::explain(
+                        ErrorType::TLSHandshakeFailure,
+                        "upstream TLS version below the app's minimum",
+                    )
+                    .into_up());
+                }
+            }
             app.connected(i);
         }
         Ok(())
@@ -194,12 +250,16 @@ impl ProxyHttp for Proxy {
         for (name, value) in edits.set {
             upstream.insert_header(name, value)?;
         }
+        // Bodies rewritten here are sent on uncompressed anyway: ask for them that way.
+        if app.config.rewrite().rewrites_bodies() {
+            upstream.insert_header("Accept-Encoding", "identity")?;
+        }
         Ok(())
     }
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         response: &mut ResponseHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
@@ -253,6 +313,9 @@ impl ProxyHttp for Proxy {
                 response.insert_header("Location", location)?;
             }
         }
+        if let Some(app) = ctx.app.clone() {
+            rewrite_response(session, response, ctx, &app)?;
+        }
         if let Some(clear) = ctx.clear_stale.take() {
             response.append_header("Set-Cookie", clear)?;
         }
@@ -263,9 +326,21 @@ impl ProxyHttp for Proxy {
         &self,
         _session: &mut Session,
         body: &mut Option<bytes::Bytes>,
-        _end_of_stream: bool,
+        end_of_stream: bool,
         ctx: &mut Self::CTX,
     ) -> Result<Option<std::time::Duration>> {
+        if let Some(rewriter) = ctx.body_rewrite.as_mut() {
+            let chunk = body.as_deref().unwrap_or_default();
+            match rewriter.feed(chunk, end_of_stream) {
+                Ok(rewritten) => *body = Some(rewritten),
+                Err(e) => {
+                    ctx.span
+                        .in_scope(|| warn!(error = %e, "response body could not be rewritten"));
+                    // Cut short rather than sent half-rewritten as if whole.
+                    return Error::e_explain(ErrorType::InternalError, e.to_string());
+                }
+            }
+        }
         if !ctx.delivery.holds_backend_state() {
             return Ok(None);
         }

@@ -41,6 +41,18 @@ pub async fn action(session: &mut Session, ctx: &mut RequestCtx, action: Action)
             let doc = (200, "text/html; charset=utf-8", body);
             document(session, doc, &ctx.request_id, &cookies).await
         }
+        Action::Maintenance { body, retry_after } => {
+            ctx.gateway_status = Some(503);
+            let body = Bytes::from(body);
+            let mut resp = own_response(503, "text/html; charset=utf-8", &body, &ctx.request_id)?;
+            if let Some(seconds) = retry_after {
+                resp.insert_header("Retry-After", seconds.to_string())?;
+            }
+            for cookie in &stale {
+                resp.append_header("Set-Cookie", cookie.as_str())?;
+            }
+            send(session, resp, body).await
+        }
         Action::Xml { body } => {
             ctx.gateway_status = Some(200);
             let doc = (200, "application/samlmetadata+xml", body);

@@ -16,6 +16,7 @@ pub mod browser;
 pub mod form_app;
 pub mod ha;
 pub mod idp;
+pub mod internal_app;
 pub mod node;
 pub mod prometheus;
 pub mod rsyslog;

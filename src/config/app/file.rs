@@ -41,6 +41,31 @@ pub(super) struct FilePolicy {
     #[serde(default)]
     pub(super) identity: FileIdentity,
     pub(super) bearer: Option<Spanned<FileBearer>>,
+    #[serde(default)]
+    pub(super) rewrite: FileRewrite,
+    pub(super) maintenance: Option<Spanned<FileMaintenance>>,
+}
+
+/// `[maintenance]`: the app answers "down for maintenance", except to its administrators.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileMaintenance {
+    pub(super) enabled: Spanned<bool>,
+    pub(super) message: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) admin_groups: Vec<Spanned<String>>,
+    pub(super) retry_after: Option<Spanned<ConfigDuration>>,
+}
+
+/// `[rewrite]`: an app that writes its internal name into redirects, cookies and pages.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileRewrite {
+    pub(super) headers: Option<Spanned<bool>>,
+    #[serde(default)]
+    pub(super) internal_origins: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub(super) body: Vec<Spanned<String>>,
 }
 
 /// `[bearer]`: API callers may present an access token instead of a browser session.
@@ -62,6 +87,14 @@ pub(super) struct FileBearer {
 pub(super) struct FileHealth {
     pub(super) eject_after: Option<Spanned<u32>>,
     pub(super) eject_for: Option<Spanned<ConfigDuration>>,
+    /// Active checks: on when a path is given.
+    pub(super) path: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) expect_status: Vec<Spanned<u16>>,
+    pub(super) interval: Option<Spanned<ConfigDuration>>,
+    pub(super) timeout: Option<Spanned<ConfigDuration>>,
+    pub(super) unhealthy_after: Option<Spanned<u32>>,
+    pub(super) healthy_after: Option<Spanned<u32>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -128,6 +161,9 @@ pub(super) struct FileUpstreamTls {
     pub(super) verify: Option<Spanned<bool>>,
     pub(super) ca_file: Option<Spanned<String>>,
     pub(super) sni: Option<Spanned<String>>,
+    pub(super) client_cert_file: Option<Spanned<String>>,
+    pub(super) client_key_file: Option<Spanned<String>>,
+    pub(super) min_version: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]

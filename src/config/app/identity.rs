@@ -253,20 +253,20 @@ impl Compiler<'_> {
         base: &Path,
         idp: Option<&IdpConfig>,
     ) -> Option<IdentitySource> {
-        let attribute = |attr: &str, join: String| -> Option<IdentitySource> {
+        let attribute = |attr: &str, pick: Multi| -> Option<IdentitySource> {
             Some(match attr {
                 "sub" => IdentitySource::Subject,
                 "email" => IdentitySource::Email,
                 "name" => IdentitySource::Name,
-                "groups" => IdentitySource::Groups { join },
+                "groups" => IdentitySource::Groups { pick },
                 "idp" => IdentitySource::Idp,
                 "acr" => IdentitySource::Acr,
-                "amr" => IdentitySource::Amr { join },
+                "amr" => IdentitySource::Amr { pick },
                 "access_token" => IdentitySource::AccessToken,
                 other if idp.is_some_and(|i| i.extra_claims().iter().any(|c| c == other)) => {
                     IdentitySource::Claim {
                         name: other.to_string(),
-                        join,
+                        pick,
                     }
                 }
                 _ => return None,
@@ -277,7 +277,7 @@ impl Compiler<'_> {
         };
         match value.get_ref() {
             toml::Value::String(attr) => {
-                let found = attribute(attr, ",".to_string());
+                let found = attribute(attr, Multi::default());
                 if found.is_none() {
                     self.error(value, unknown(attr));
                 }
@@ -292,28 +292,56 @@ impl Compiler<'_> {
             }
             toml::Value::Table(t) => {
                 let keys: Vec<&str> = t.keys().map(String::as_str).collect();
-                let allowed: &[&str] = match keys.first() {
-                    Some(&"claim") | Some(&"join") => &["claim", "join"],
-                    _ => &["value", "secret_env", "secret_file"],
+                let shapes = format!("{name}: use one of {{ claim = \"...\" }} (with at most one of join = \",\", nth = 0, count = true), {{ value = \"...\" }}, {{ secret_env = \"...\" }}, {{ secret_file = \"...\" }}");
+                let is_claim = keys.contains(&"claim");
+                let fits = if is_claim {
+                    keys.len() <= 2
+                        && keys
+                            .iter()
+                            .all(|k| ["claim", "join", "nth", "count"].contains(k))
+                } else {
+                    keys.len() == 1
+                        && keys
+                            .iter()
+                            .all(|k| ["value", "secret_env", "secret_file"].contains(k))
                 };
-                if keys.len() != 1
-                    && !(keys.len() == 2 && keys.contains(&"claim") && keys.contains(&"join"))
-                    || keys.iter().any(|k| !allowed.contains(k))
-                {
-                    self.error(value, format!("{name}: use one of {{ claim = \"...\", join = \",\" }}, {{ value = \"...\" }}, {{ secret_env = \"...\" }}, {{ secret_file = \"...\" }}"));
+                if !fits {
+                    self.error(value, shapes);
                     return None;
                 }
                 let text = |key: &str| t.get(key).and_then(toml::Value::as_str).map(str::to_string);
                 if let Some(claim) = text("claim") {
-                    let join = text("join").unwrap_or_else(|| ",".to_string());
-                    if join.chars().any(char::is_control) {
-                        self.error(
-                            value,
-                            format!("{name}: join must not hold control characters"),
-                        );
-                        return None;
-                    }
-                    let found = attribute(&claim, join);
+                    let pick = match (t.get("join"), t.get("nth"), t.get("count")) {
+                        (None, None, None) => Multi::default(),
+                        (Some(toml::Value::String(join)), _, _) => {
+                            if join.chars().any(char::is_control) {
+                                self.error(
+                                    value,
+                                    format!("{name}: join must not hold control characters"),
+                                );
+                                return None;
+                            }
+                            Multi::Join(join.clone())
+                        }
+                        (_, Some(toml::Value::Integer(n)), _) => match usize::try_from(*n) {
+                            Ok(n) => Multi::Nth(n),
+                            Err(_) => {
+                                self.error(value, format!("{name}: nth counts from 0"));
+                                return None;
+                            }
+                        },
+                        (_, _, Some(toml::Value::Boolean(true))) => Multi::Count,
+                        _ => {
+                            self.error(
+                                value,
+                                format!(
+                                    "{name}: join is a string, nth a number from 0, count = true"
+                                ),
+                            );
+                            return None;
+                        }
+                    };
+                    let found = attribute(&claim, pick);
                     if found.is_none() {
                         self.error(value, unknown(&claim));
                     }
@@ -491,6 +519,35 @@ mod tests {
         let names: Vec<&str> = delivery.header_names().collect();
         assert_eq!(names, ["x-remote-user", "x-identity"]);
         assert!(delivery.replays_credentials() && delivery.asks_username());
+    }
+
+    #[test]
+    fn lists_are_joined_picked_or_counted_as_the_policy_says() {
+        let fx = Fixture::new();
+        let (app, _) = fx
+            .compile(&with_idp(
+                "[identity.headers]\n\"X-Groups\" = { claim = \"groups\", join = \";\" }\n\
+                 \"X-Primary-Group\" = { claim = \"groups\", nth = 0 }\n\
+                 \"X-Group-Count\" = { claim = \"groups\", count = true }\n",
+            ))
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        assert!(app
+            .delivery()
+            .header_names()
+            .any(|n| n == "x-primary-group"));
+        for (bad, needle) in [
+            ("{ claim = \"groups\", nth = -1 }", "counts from 0"),
+            (
+                "{ claim = \"groups\", nth = 0, join = \",\" }",
+                "at most one of",
+            ),
+            ("{ claim = \"groups\", count = \"yes\" }", "count = true"),
+        ] {
+            assert_mentions(
+                &fx.errors(&with_idp(&format!("[identity.headers]\n\"X-G\" = {bad}\n"))),
+                needle,
+            );
+        }
     }
 
     #[test]

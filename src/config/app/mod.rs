@@ -8,12 +8,15 @@ mod bearer;
 mod examples;
 mod file;
 mod identity;
+mod maintenance;
+mod rewrite;
 mod rules;
 mod upstreams;
 
 pub use bearer::BearerConfig;
 pub use file::example_user;
 use file::*;
+pub use maintenance::Maintenance;
 
 use super::duration::ConfigDuration;
 use super::files::{load_ca_file, resolve, secret_file_exposure};
@@ -22,7 +25,7 @@ use super::idp::{IdpConfig, IdpRef};
 use super::problem::{Problem, SourceFile};
 use crate::delivery::basic::BasicReplay;
 use crate::delivery::form_fill::FormFill;
-use crate::delivery::identity::{IdentityCookies, IdentityHeaders, IdentitySource};
+use crate::delivery::identity::{IdentityCookies, IdentityHeaders, IdentitySource, Multi};
 use crate::delivery::{Delivery, Step};
 use crate::idp::Identity;
 use crate::policy::examples::{Example, ExampleUser, Expectation};
@@ -124,6 +127,8 @@ pub struct AppConfig {
     case_insensitive_paths: bool,
     /// When an upstream is left out after refusing connections.
     passive_health: crate::upstream::PassiveHealth,
+    /// Probes of the upstreams on a schedule (`[health] path`), when on.
+    active_health: Option<crate::upstream::ActiveHealth>,
     /// SHA-256 (hex) of the policy file as loaded: which version decided, for the audit trail.
     policy_sha256: String,
     /// The file's `[[test]]` examples (run by `portcullis policy test`).
@@ -137,6 +142,10 @@ pub struct AppConfig {
     delivery: Delivery,
     /// Access tokens API callers may present instead of a browser session.
     bearer: Option<BearerConfig>,
+    /// Internal origins in the app's answers, moved to the public one.
+    rewrite: crate::rewrite::Rewrite,
+    /// Down for maintenance (`[maintenance] enabled = true`), except to its administrators.
+    maintenance: Option<Maintenance>,
 }
 
 /// Read-only: an `AppConfig` is made only by [`compile_app`], so one that exists passed every
@@ -233,6 +242,11 @@ impl AppConfig {
         self.passive_health
     }
 
+    /// Probes of the upstreams on a schedule (`[health] path`), when on.
+    pub fn active_health(&self) -> Option<&crate::upstream::ActiveHealth> {
+        self.active_health.as_ref()
+    }
+
     /// SHA-256 (hex) of the policy file as loaded: which version decided, for the audit trail.
     pub fn policy_sha256(&self) -> &str {
         &self.policy_sha256
@@ -262,6 +276,16 @@ impl AppConfig {
     /// Access tokens API callers may present instead of a browser session.
     pub fn bearer(&self) -> Option<&BearerConfig> {
         self.bearer.as_ref()
+    }
+
+    /// Internal origins in the app's answers, moved to the public one.
+    pub fn rewrite(&self) -> &crate::rewrite::Rewrite {
+        &self.rewrite
+    }
+
+    /// Down for maintenance (`[maintenance] enabled = true`), except to its administrators.
+    pub fn maintenance(&self) -> Option<&Maintenance> {
+        self.maintenance.as_ref()
     }
 }
 
@@ -343,6 +367,8 @@ pub fn compile_app(
 
     let upstreams = out.upstreams(&file);
     let upstream_tls = out.upstream_tls(&file.upstream_tls, base);
+    let rewrite = out.rewrite(&file, &upstreams, &path_prefix);
+    let maintenance = out.maintenance(&file);
     let idp_config = out.idp(&file, &gateway.idps);
     let idp = idp_config.map(|i| i.name.as_str());
     // Follow-on checks ask whether an IdP is *named*, so an unknown name is one error, not many.
@@ -403,6 +429,7 @@ pub fn compile_app(
         .as_ref()
         .is_some_and(|f| *f.get_ref());
     let passive_health = out.passive_health(&file.health);
+    let active_health = out.active_health(&file.health);
     let bearer = out.bearer(&file, &gateway.idps, idp_config, case_insensitive_paths);
     let timeouts = upstreams::timeouts(&file.timeouts, gateway.upstream_timeouts);
 
@@ -430,6 +457,7 @@ pub fn compile_app(
         allow_encoded_slash: file.allow_encoded_slash,
         case_insensitive_paths,
         passive_health,
+        active_health,
         examples,
         policy_sha256: openssl::sha::sha256(text.as_bytes())
             .iter()
@@ -439,6 +467,8 @@ pub fn compile_app(
         session_absolute,
         delivery,
         bearer,
+        rewrite,
+        maintenance,
     };
     (Some(app), problems)
 }
