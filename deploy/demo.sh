@@ -61,6 +61,7 @@ start forms forms.log python3 deploy/sample-apps/form_app.py forms 8085 deploy/d
 start intranet intranet.log python3 deploy/sample-apps/legacy_app.py intranet 8086 --trust-cookie REMOTE_USER
 start reports reports.log python3 deploy/sample-apps/legacy_app.py reports 8087 \
   --basic "reports-svc:$(tr -d '\n' < certs/dev/demo-basic-service.secret)"
+start erp erp.log python3 deploy/sample-apps/internal_name_app.py 8088 http://erp-legacy.corp.local:8080
 start wiki wiki.log python3 deploy/sample-apps/legacy_app.py wiki 8081
 start timesheet-a timesheet-a.log python3 deploy/sample-apps/legacy_app.py timesheet-a 8082
 start timesheet-b timesheet-b.log python3 deploy/sample-apps/legacy_app.py timesheet-b 8083
@@ -83,6 +84,7 @@ wait_for() { # url
 for port in 8081 8082 8083 8084; do wait_for "http://127.0.0.1:$port/"; done
 wait_for http://127.0.0.1:8085/login
 wait_for http://127.0.0.1:8086/
+wait_for http://127.0.0.1:8088/health
 wait_for http://127.0.0.1:9400/.well-known/openid-configuration
 wait_for http://127.0.0.1:9500/metadata
 wait_for http://127.0.0.1:9090/readyz
@@ -93,6 +95,7 @@ curl -fsS http://127.0.0.1:9090/readyz
 resolve=(--resolve wiki.localhost:8080:127.0.0.1 --resolve timesheet.localhost:8080:127.0.0.1
          --resolve hr.localhost:8080:127.0.0.1 --resolve forms.localhost:8080:127.0.0.1
          --resolve intranet.localhost:8080:127.0.0.1 --resolve reports.localhost:8080:127.0.0.1
+         --resolve erp.localhost:8080:127.0.0.1
          --resolve wiki.localhost:8443:127.0.0.1 --resolve timesheet.localhost:8443:127.0.0.1)
 expect() { # status, url, extra curl args...
   local want=$1 url=$2 code
@@ -163,6 +166,15 @@ else
   exit 1
 fi
 
+# An app that knows only its internal name: after sign-in, its page links to the public host.
+page=$(oidc_page http://erp.localhost:8080/)
+if grep -q 'href="http://erp.localhost:8080/reports/q3' <<<"$page" && ! grep -q 'erp-legacy.corp.local' <<<"$page"; then
+  echo "    rewriting -> the ERP's links to http://erp-legacy.corp.local:8080 now name erp.localhost"
+else
+  echo "demo smoke test failed: the ERP page still names its internal host; see $run_dir/gateway.log" >&2
+  exit 1
+fi
+
 # An API caller: the reporting job gets its own access token from the IdP (client credentials,
 # audience api://timesheet) and reads the timesheet API with it; a forged token gets 401.
 token=$(curl -s -u "timesheet-reports:$(cat certs/dev/demo-api-client.secret)" \
@@ -200,6 +212,7 @@ Portcullis demo is running.
                    http://forms.localhost:8080/       (expense app with its own login form)
                    http://intranet.localhost:8080/    (trusts a REMOTE_USER cookie)
                    http://reports.localhost:8080/     (HTTP Basic, one shared account)
+                   http://erp.localhost:8080/         (knows only its internal name: rewritten)
   Gateway (HTTPS)  https://wiki.localhost:8443/       (test-only CA: certs/dev/ca.crt)
   Identity provider http://127.0.0.1:9400/            users (password): alice (alice-demo),
                                                       bob (bob-demo), carol (carol-demo)
