@@ -268,6 +268,8 @@ pub struct Auth {
     pub bearer: crate::bearer::BearerVerifier,
     /// Sources of Universal Logout requests and security events.
     pub receivers: crate::signals::receivers::Receivers,
+    /// Directories users are looked up in at sign-in, by the IdP they sign in with.
+    directories: HashMap<String, Arc<crate::directory::Directory>>,
 }
 
 /// Building the shared sign-in state failed.
@@ -355,7 +357,22 @@ impl Auth {
             clock,
             bearer: crate::bearer::BearerVerifier::new(),
             receivers,
+            directories: config
+                .directories
+                .iter()
+                .flat_map(|d| {
+                    let directory = Arc::new(crate::directory::Directory::new(d.clone()));
+                    d.idps
+                        .iter()
+                        .map(move |idp| (idp.clone(), directory.clone()))
+                })
+                .collect(),
         })
+    }
+
+    /// The directory users of IdP `idp` are looked up in, if any.
+    pub fn directory(&self, idp: &str) -> Option<&Arc<crate::directory::Directory>> {
+        self.directories.get(idp)
     }
 
     /// The keys the store seals with (derived from the cookie key).
@@ -609,6 +626,11 @@ impl Auth {
     ) -> Result<(Arc<Session>, SessionId, String), CallbackError> {
         let host =
             crate::routing::normalise_host(&origin.authority).ok_or(CallbackError::WrongHost)?;
+        // Attributes and groups from the directory, read once here and kept in the session.
+        let identity = match self.directories.get(&*identity.idp) {
+            Some(directory) => directory.enrich(identity).await,
+            None => identity,
+        };
         let session = Arc::new(
             Session::new(
                 identity,

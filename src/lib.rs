@@ -19,6 +19,7 @@ pub mod bearer;
 pub mod clock;
 pub mod config;
 pub mod delivery;
+pub mod directory;
 pub mod discovery;
 pub mod framing;
 pub mod gateway;

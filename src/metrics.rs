@@ -57,6 +57,7 @@ struct Metrics {
     signals: IntCounterVec,
     refreshes: IntCounterVec,
     throttled: IntCounterVec,
+    directory_lookups: HistogramVec,
     build_info: IntGaugeVec,
     policy_info: IntGaugeVec,
     apps: IntGaugeVec,
@@ -135,6 +136,7 @@ impl Metrics {
             signals: counter(&r, "portcullis_session_signals_total", "Messages that end sessions (back-channel logout, Universal Logout, Shared Signals), by kind and outcome.", &["kind", "outcome"])?,
             refreshes: counter(&r, "portcullis_refreshes_total", "Token refreshes by IdP and outcome (ok, refused, failed).", &["idp", "outcome"])?,
             throttled: counter(&r, "portcullis_logins_throttled_total", "Sign-in requests refused by a login rate limit, by limit.", &["limit"])?,
+            directory_lookups: histogram(&r, "portcullis_directory_lookup_duration_seconds", "Lookups of a signing-in user in an LDAP / Active Directory server, by directory and outcome (ok, not_found, unavailable).", &["directory", "outcome"], FAST_BUCKETS)?,
             build_info: gauge(&r, "portcullis_build_info", "Always 1; the running version.", &["version"])?,
             policy_info: gauge(&r, "portcullis_policy_info", "Always 1 per serving app; the SHA-256 of the policy file it runs.", &["app", "sha256"])?,
             apps: gauge(&r, "portcullis_apps", "Apps by state: serving, or unavailable (policy errors).", &["state"])?,
@@ -232,6 +234,15 @@ pub fn login_round_trip(idp: &str, protocol: &str, elapsed: Duration) {
     with(|m| {
         m.login_seconds
             .with_label_values(&[idp, protocol])
+            .observe(elapsed.as_secs_f64());
+    });
+}
+
+/// One directory lookup at sign-in and how it ended (`ok`, `not_found`, `unavailable`).
+pub fn directory_lookup(directory: &str, outcome: &str, elapsed: Duration) {
+    with(|m| {
+        m.directory_lookups
+            .with_label_values(&[directory, outcome])
             .observe(elapsed.as_secs_f64());
     });
 }

@@ -57,6 +57,8 @@ pub enum Page {
     /// 500: the user's identity cannot be passed to the app (a value over the size limit, or
     /// one a header or cookie cannot carry).
     IdentityUndeliverable,
+    /// 503: the company directory could not be read at sign-in, and this app needs it.
+    DirectoryUnavailable,
 }
 
 impl Page {
@@ -74,7 +76,10 @@ impl Page {
             Page::LoginRequired | Page::CredentialRequired => 401,
             Page::SignInUnavailable => 503,
             Page::SignInFailed | Page::FormExpired => 400,
-            Page::IdpUnreachable | Page::StoreUnavailable | Page::SignOutIncomplete => 503,
+            Page::IdpUnreachable
+            | Page::StoreUnavailable
+            | Page::SignOutIncomplete
+            | Page::DirectoryUnavailable => 503,
             Page::SignedOut | Page::SignedOutUnconfirmed => 200,
             Page::PayloadTooLarge => 413,
             Page::MethodNotAllowed => 405,
@@ -105,6 +110,7 @@ impl Page {
             Page::MethodNotAllowed => "Method not allowed",
             Page::TooManySignIns => "Too many sign-in attempts",
             Page::IdentityUndeliverable => "Your identity cannot be passed to this application",
+            Page::DirectoryUnavailable => "Your directory details are missing",
         }
     }
 
@@ -132,6 +138,7 @@ impl Page {
             Page::SignedOutUnconfirmed => "You are signed out of this application, but the sign-in service did not confirm that it signed you out too. Close your browser to end that session, or sign out at the sign-in service.",
             Page::PayloadTooLarge => "The request carried more data than the gateway accepts here.",
             Page::MethodNotAllowed => "This gateway address does not accept this kind of request.",
+            Page::DirectoryUnavailable => "When you signed in, your details could not be read from the company directory, and this application needs them. Please sign out and sign in again in a few minutes.",
             Page::IdentityUndeliverable => "The gateway could not pass who you are to this application: one of your attributes (a long group list, for instance) is larger than the application's headers may carry, or holds characters they cannot. The IT team can find the details in the gateway log under the request id below.",
         }
     }
@@ -187,6 +194,7 @@ impl Page {
             Page::FormExpired => "form_expired",
             Page::TooManySignIns => "too_many_sign_ins",
             Page::IdentityUndeliverable => "identity_undeliverable",
+            Page::DirectoryUnavailable => "directory_unavailable",
         }
     }
 

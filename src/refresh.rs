@@ -90,7 +90,12 @@ pub async fn if_due(auth: &Auth, id: &SessionId, session: Arc<Session>) -> Refre
     crate::metrics::refresh(provider.name(), outcome);
     match answer {
         Ok(refreshed) => {
-            let next = Arc::new(current.refreshed(refreshed.identity, refreshed.tokens));
+            // New claims from the IdP mean a fresh look in the directory too.
+            let identity = match (refreshed.identity, auth.directory(provider.name())) {
+                (Some(identity), Some(directory)) => Some(directory.enrich(identity).await),
+                (identity, _) => identity,
+            };
+            let next = Arc::new(current.refreshed(identity, refreshed.tokens));
             let replaced = auth.sessions.replace(id, next.clone()).await;
             release(auth, lock).await;
             match replaced {

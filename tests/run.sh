@@ -29,6 +29,8 @@ ensure_packages systemd bsdutils
 # Install like a service (tests/install.rs): the Debian package is built with cargo-deb and
 # installed here; the Kubernetes manifests are read with Debian's PyYAML.
 ensure_packages dpkg-dev python3-yaml
+# Attributes from LDAP (tests/directory.rs): a real OpenLDAP server, started per test.
+ensure_packages slapd
 cargo deb --version >/dev/null 2>&1 || cargo install --locked --quiet cargo-deb
 ensure_browser_tests
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt >/dev/null 2>&1 || true

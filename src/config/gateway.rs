@@ -60,6 +60,8 @@ struct FileGateway {
     headers: FileHeaders,
     #[serde(default)]
     idp: BTreeMap<String, FileIdp>,
+    #[serde(default)]
+    directory: BTreeMap<String, Spanned<super::directory::FileDirectory>>,
     audit: Option<super::audit::FileAudit>,
     jwt: Option<FileJwt>,
     vault: Option<FileVault>,
@@ -295,6 +297,8 @@ pub struct GatewayConfig {
     pub sessions: SessionSettings,
     /// Identity providers by name.
     pub idps: Vec<IdpConfig>,
+    /// LDAP / Active Directory servers users' attributes and groups are read from.
+    pub directories: Vec<super::directory::DirectoryConfig>,
     /// Log line format.
     pub log_format: LogFormat,
     /// Default log filter (`info`, `portcullis=debug`, ...); `RUST_LOG` overrides it.
@@ -333,6 +337,13 @@ pub struct GatewayConfig {
 }
 
 impl GatewayConfig {
+    /// The directory users of IdP `idp` are looked up in, if any.
+    pub fn directory_for(&self, idp: &str) -> Option<&super::directory::DirectoryConfig> {
+        self.directories
+            .iter()
+            .find(|d| d.idps.iter().any(|i| i == idp))
+    }
+
     /// Directory that relative paths in configuration are resolved against.
     pub fn base_dir(&self) -> &Path {
         self.source.parent().unwrap_or_else(|| Path::new("."))
@@ -545,6 +556,8 @@ pub fn compile_gateway(
         .as_ref()
         .and_then(|a| a.console.as_ref())
         .and_then(|c| super::console::compile_console(c, &src, &idps, &mut problems));
+    let directories =
+        super::directory::compile_directories(&file.directory, &src, base, &idps, &mut problems);
 
     let mut header_name = |value: &Spanned<String>, what: &str| -> Option<String> {
         let name = value.get_ref();
@@ -606,6 +619,7 @@ pub fn compile_gateway(
         admin,
         admin_token,
         console,
+        directories,
         login_limits: file.login_limits.as_ref().map_or_else(
             crate::login_limits::LoginLimitSettings::default,
             |l| {

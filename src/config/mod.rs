@@ -7,6 +7,7 @@
 pub mod app;
 pub mod audit;
 pub mod console;
+pub mod directory;
 pub mod duration;
 pub mod files;
 pub mod gateway;

@@ -283,6 +283,9 @@ pub enum RequestError {
     /// The session store does not answer: nobody's session can be checked or kept.
     #[error("session store unavailable")]
     StoreUnavailable(#[source] crate::session::StoreError),
+    /// The directory could not be read when this session signed in, and the app needs it.
+    #[error("the session has no directory attributes (the lookup failed at sign-in) and this app refuses it without them")]
+    DirectoryUnavailable,
     /// Something the gateway needs itself failed (no random bytes, say).
     #[error("internal: {0}")]
     Internal(&'static str),
@@ -309,6 +312,7 @@ impl RequestError {
             RequestError::FormExpired => Page::FormExpired,
             RequestError::IdpUnreachable(_) => Page::IdpUnreachable,
             RequestError::StoreUnavailable(_) => Page::StoreUnavailable,
+            RequestError::DirectoryUnavailable => Page::DirectoryUnavailable,
             RequestError::SignInUnavailable(_) => Page::SignInUnavailable,
             RequestError::TooManySignIns(_) => Page::TooManySignIns,
             RequestError::Bearer(e) => match e.status() {

@@ -55,6 +55,11 @@ pub async fn decide(
         (None, None) => None,
     };
     let req = session.req_header();
+    if let (Some(mark), Some(user)) = (config.directory_required(), &ctx.user) {
+        if user.identity.claims.iter().any(|(name, _)| name == mark) {
+            return Err(RequestError::DirectoryUnavailable);
+        }
+    }
     if let Some(maintenance) = config.maintenance() {
         let admin = ctx
             .user

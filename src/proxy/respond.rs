@@ -115,7 +115,7 @@ pub async fn refusal(
     }
     // Refusals tell a signed-in user who they are signed in as, so they can see a wrong
     // account and switch.
-    let who = matches!(page, Page::Forbidden)
+    let who = matches!(page, Page::Forbidden | Page::DirectoryUnavailable)
         .then(|| ctx.user.as_ref().map(|u| u.identity.display().into_owned()))
         .flatten();
     page_for(session, page, &ctx.request_id, who.as_deref(), true, &extra).await

@@ -44,6 +44,14 @@ pub(super) struct FilePolicy {
     #[serde(default)]
     pub(super) rewrite: FileRewrite,
     pub(super) maintenance: Option<Spanned<FileMaintenance>>,
+    pub(super) directory: Option<Spanned<FileAppDirectory>>,
+}
+
+/// `[directory]`: what happens when the directory could not be read at sign-in.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileAppDirectory {
+    pub(super) on_failure: Spanned<String>,
 }
 
 /// `[maintenance]`: the app answers "down for maintenance", except to its administrators.

@@ -246,6 +246,38 @@ impl Compiler<'_> {
         IdentityCookies::new(cookies)
     }
 
+    /// How a list becomes one value: `join`, `nth` or `count` in an identity value's table.
+    fn pick(&mut self, name: &str, value: &Spanned<toml::Value>, t: &toml::Table) -> Option<Multi> {
+        Some(match (t.get("join"), t.get("nth"), t.get("count")) {
+            (None, None, None) => Multi::default(),
+            (Some(toml::Value::String(join)), _, _) => {
+                if join.chars().any(char::is_control) {
+                    self.error(
+                        value,
+                        format!("{name}: join must not hold control characters"),
+                    );
+                    return None;
+                }
+                Multi::Join(join.clone())
+            }
+            (_, Some(toml::Value::Integer(n)), _) => match usize::try_from(*n) {
+                Ok(n) => Multi::Nth(n),
+                Err(_) => {
+                    self.error(value, format!("{name}: nth counts from 0"));
+                    return None;
+                }
+            },
+            (_, _, Some(toml::Value::Boolean(true))) => Multi::Count,
+            _ => {
+                self.error(
+                    value,
+                    format!("{name}: join is a string, nth a number from 0, count = true"),
+                );
+                return None;
+            }
+        })
+    }
+
     pub(super) fn identity_source(
         &mut self,
         name: &str,
@@ -292,13 +324,16 @@ impl Compiler<'_> {
             }
             toml::Value::Table(t) => {
                 let keys: Vec<&str> = t.keys().map(String::as_str).collect();
-                let shapes = format!("{name}: use one of {{ claim = \"...\" }} (with at most one of join = \",\", nth = 0, count = true), {{ value = \"...\" }}, {{ secret_env = \"...\" }}, {{ secret_file = \"...\" }}");
-                let is_claim = keys.contains(&"claim");
-                let fits = if is_claim {
-                    keys.len() <= 2
+                let shapes = format!("{name}: use one of {{ claim = \"...\" }} or {{ directory = \"...\", attribute = \"...\" }} (with at most one of join = \",\", nth = 0, count = true), {{ value = \"...\" }}, {{ secret_env = \"...\" }}, {{ secret_file = \"...\" }}");
+                let picks = ["join", "nth", "count"];
+                let fits = if keys.contains(&"claim") {
+                    keys.len() <= 2 && keys.iter().all(|k| *k == "claim" || picks.contains(k))
+                } else if keys.contains(&"directory") {
+                    keys.contains(&"attribute")
+                        && keys.len() <= 3
                         && keys
                             .iter()
-                            .all(|k| ["claim", "join", "nth", "count"].contains(k))
+                            .all(|k| ["directory", "attribute"].contains(k) || picks.contains(k))
                 } else {
                     keys.len() == 1
                         && keys
@@ -310,37 +345,22 @@ impl Compiler<'_> {
                     return None;
                 }
                 let text = |key: &str| t.get(key).and_then(toml::Value::as_str).map(str::to_string);
+                if let (Some(directory), Some(attribute)) = (text("directory"), text("attribute")) {
+                    let pick = self.pick(name, value, t)?;
+                    let configured = self.directory.map(|d| d.name.clone());
+                    if configured.as_deref() != Some(directory.as_str()) {
+                        self.error(value, format!("{name}: directory `{directory}` is not where this app's IdP looks users up ({})", configured.map_or_else(|| "its IdP has no [directory.*] naming it in `idps`".to_string(), |c| format!("that is `{c}`"))));
+                        return None;
+                    }
+                    let claim = format!("{directory}:{attribute}");
+                    if !self.directory_claim(&claim) {
+                        self.error(value, format!("{name}: `{attribute}` is not read from directory `{directory}`: add it to its `attributes` (or set groups_base_dn for `groups`)"));
+                        return None;
+                    }
+                    return Some(IdentitySource::Claim { name: claim, pick });
+                }
                 if let Some(claim) = text("claim") {
-                    let pick = match (t.get("join"), t.get("nth"), t.get("count")) {
-                        (None, None, None) => Multi::default(),
-                        (Some(toml::Value::String(join)), _, _) => {
-                            if join.chars().any(char::is_control) {
-                                self.error(
-                                    value,
-                                    format!("{name}: join must not hold control characters"),
-                                );
-                                return None;
-                            }
-                            Multi::Join(join.clone())
-                        }
-                        (_, Some(toml::Value::Integer(n)), _) => match usize::try_from(*n) {
-                            Ok(n) => Multi::Nth(n),
-                            Err(_) => {
-                                self.error(value, format!("{name}: nth counts from 0"));
-                                return None;
-                            }
-                        },
-                        (_, _, Some(toml::Value::Boolean(true))) => Multi::Count,
-                        _ => {
-                            self.error(
-                                value,
-                                format!(
-                                    "{name}: join is a string, nth a number from 0, count = true"
-                                ),
-                            );
-                            return None;
-                        }
-                    };
+                    let pick = self.pick(name, value, t)?;
                     let found = attribute(&claim, pick);
                     if found.is_none() {
                         self.error(value, unknown(&claim));

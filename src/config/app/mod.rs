@@ -146,6 +146,10 @@ pub struct AppConfig {
     rewrite: crate::rewrite::Rewrite,
     /// Down for maintenance (`[maintenance] enabled = true`), except to its administrators.
     maintenance: Option<Maintenance>,
+    /// Sessions whose directory lookup failed are refused here: the directory's
+    /// "unavailable" claim (`[directory] on_failure = "refuse"`, the default where the app
+    /// reads directory attributes).
+    directory_required: Option<String>,
 }
 
 /// Read-only: an `AppConfig` is made only by [`compile_app`], so one that exists passed every
@@ -287,6 +291,12 @@ impl AppConfig {
     pub fn maintenance(&self) -> Option<&Maintenance> {
         self.maintenance.as_ref()
     }
+
+    /// The claim that, on a session, means its directory lookup failed and this app refuses
+    /// it (`None`: the app serves such sessions, without directory attributes).
+    pub fn directory_required(&self) -> Option<&str> {
+        self.directory_required.as_deref()
+    }
 }
 
 /// What little can be read from a policy file that failed to compile, so its hosts can be
@@ -318,6 +328,11 @@ pub fn compile_app(
     let mut out = Compiler {
         src: &src,
         problems: Vec::new(),
+        directory: file
+            .idp
+            .as_ref()
+            .and_then(|i| gateway.directory_for(i.get_ref())),
+        uses_directory: false,
     };
 
     if *file.schema.get_ref() != SCHEMA_VERSION {
@@ -431,6 +446,7 @@ pub fn compile_app(
     let passive_health = out.passive_health(&file.health);
     let active_health = out.active_health(&file.health);
     let bearer = out.bearer(&file, &gateway.idps, idp_config, case_insensitive_paths);
+    let directory_required = out.directory_failure(&file);
     let timeouts = upstreams::timeouts(&file.timeouts, gateway.upstream_timeouts);
 
     let mut problems = out.problems;
@@ -469,6 +485,7 @@ pub fn compile_app(
         bearer,
         rewrite,
         maintenance,
+        directory_required,
     };
     (Some(app), problems)
 }
@@ -536,9 +553,47 @@ pub fn parse_host_pattern(text: &str) -> Result<HostPattern, String> {
 struct Compiler<'a> {
     src: &'a SourceFile<'a>,
     problems: Vec<Problem>,
+    /// The directory the app's IdP looks users up in, if any.
+    directory: Option<&'a crate::config::directory::DirectoryConfig>,
+    /// Some identity value or rule reads a directory attribute.
+    uses_directory: bool,
 }
 
 impl Compiler<'_> {
+    /// `[directory] on_failure`: refuse (the default when the app reads directory
+    /// attributes) or continue without them.
+    fn directory_failure(&mut self, file: &FilePolicy) -> Option<String> {
+        let refuse = match &file.directory {
+            Some(spec) => {
+                let on_failure = &spec.get_ref().on_failure;
+                if self.directory.is_none() {
+                    self.error(spec, "[directory] needs an IdP whose users are looked up in a directory ([directory.*] idps)");
+                    return None;
+                }
+                match on_failure.get_ref().as_str() {
+                    "refuse" => true,
+                    "continue" => false,
+                    other => {
+                        self.error(on_failure, format!("[directory] on_failure `{other}` must be \"refuse\" or \"continue\""));
+                        return None;
+                    }
+                }
+            }
+            None => self.uses_directory,
+        };
+        let directory = self.directory?;
+        refuse.then(|| directory.unavailable_claim())
+    }
+
+    /// Is `claim` one the app's directory adds (`corp:employeeNumber`)? Noted when it is.
+    fn directory_claim(&mut self, claim: &str) -> bool {
+        let found = self
+            .directory
+            .is_some_and(|d| d.claim_names().iter().any(|n| n == claim));
+        self.uses_directory |= found;
+        found
+    }
+
     fn error<T>(&mut self, at: &Spanned<T>, message: impl Into<String>) {
         self.problems.push(self.src.error(Some(at.span()), message));
     }

@@ -305,7 +305,8 @@ impl Compiler<'_> {
         for (name, value) in &r.claims {
             let standard = ["sub", "email", "name", "idp", "acr", "amr", "groups"];
             let kept = idp.is_some_and(|i| i.extra_claims().iter().any(|c| c == name));
-            if !standard.contains(&name.as_str()) && !kept {
+            let from_directory = self.directory_claim(name);
+            if !standard.contains(&name.as_str()) && !kept && !from_directory {
                 self.error(value, format!("claim `{name}` is not kept in the session: add it to the IdP's `claims` (OIDC) or `attributes` (SAML), or use one of {standard:?}"));
                 continue;
             }
