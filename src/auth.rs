@@ -227,6 +227,9 @@ pub struct UnsolicitedTarget {
     pub idp: String,
     /// Whether the app's policy allows IdP-initiated login.
     pub allowed: bool,
+    /// Where such a login lands (`/`, or a deep link the app's policy lets the RelayState
+    /// name).
+    pub landing: String,
 }
 
 /// What a logout ended and where the browser goes next.
@@ -863,7 +866,7 @@ impl Auth {
                 )
             }
             None => match target {
-                Some(t) if t.allowed => (t.idp, t.app, "/".to_string(), None),
+                Some(t) if t.allowed => (t.idp, t.app, t.landing, None),
                 _ => return Err((SamlError::UnsolicitedNotAllowed.into(), None)),
             },
         };

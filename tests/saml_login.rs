@@ -121,7 +121,7 @@ async fn fixture_full(
                 "legacy",
                 LEGACY,
                 &legacy.url(),
-                "allow_idp_initiated = true",
+                "allow_idp_initiated = true\nidp_initiated_relay_state = true\nidp_initiated_paths = [\"/reports/**\"]",
             ),
         )
         .start()
@@ -281,6 +281,48 @@ async fn solicited_response_must_answer_this_browsers_own_request() {
 }
 
 #[tokio::test]
+async fn idp_initiated_deep_links_land_only_on_the_paths_the_app_lists() {
+    let f = fixture().await;
+    let land = |relay: &'static str| {
+        let f = &f;
+        async move {
+            let browser = f.browser();
+            let tile: String = url::form_urlencoded::Serializer::new(String::new())
+                .append_pair("sp", &f.sp_entity(LEGACY))
+                .append_pair("relay", relay)
+                .finish();
+            let form = browser
+                .follow(&f.idp.url(&format!("/idp-init?{tile}")))
+                .await;
+            let posted = browser.sign_in(&form, "alice", "alice-pw").await;
+            let trip = browser.auto_post(&posted).await;
+            assert_eq!(trip.status, 200, "{relay}: {trip:?}\n{}", f.gw.logs());
+            trip.final_url().to_string()
+        }
+    };
+    // Okta's "Default RelayState": a listed path of the app, query kept.
+    assert_eq!(
+        land("/reports/q3?year=2026").await,
+        f.url(LEGACY, "/reports/q3?year=2026")
+    );
+    // Anything else lands on the start page: other paths, other hosts, tricks.
+    for relay in [
+        "/admin",
+        "/reports/../admin",
+        "https://evil.example/reports/x",
+        "//evil.example/reports/x",
+        "/\\evil.example/reports/x",
+        "reports/q3",
+    ] {
+        assert_eq!(land(relay).await, f.url(LEGACY, "/"), "{relay}");
+    }
+    assert!(f
+        .gw
+        .logs()
+        .contains("IdP-initiated RelayState not honoured"));
+}
+
+#[tokio::test]
 async fn idp_initiated_login_works_only_where_the_app_allows_it() {
     let f = fixture().await;
     // legacy allows it: the IdP's dashboard tile signs alice in, landing on the start page.
@@ -335,6 +377,114 @@ async fn idp_initiated_login_works_only_where_the_app_allows_it() {
         .post_saml_response(&f.acs(LEGACY), &wrong_recipient, None)
         .await;
     assert_refused(&f, &trip, "Recipient");
+}
+
+#[tokio::test]
+async fn certificates_near_expiry_are_named_by_check_at_start_and_on_readyz() {
+    use support::saml_idp::rsa_key_and_cert_for_days;
+    let http = free_addr();
+    let (idp_key, idp_cert) = rsa_key_and_cert_for_days("Expiring IdP", 2048, 10);
+    let idp = TestSamlIdp::start_with(
+        &[format!(
+            "http://{WIKI}:{}/.portcullis/saml/metadata",
+            http.port()
+        )],
+        json!({ "key": idp_key, "cert": idp_cert }),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let (sp_key, sp_cert) = rsa_key_and_cert_for_days("Expiring SP", 2048, 5);
+    let (key_file, cert_file) = (dir.path().join("sp.key"), dir.path().join("sp.crt"));
+    std::fs::write(&key_file, sp_key).unwrap();
+    std::fs::set_permissions(
+        &key_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    std::fs::write(&cert_file, sp_cert).unwrap();
+    let toml = idp
+        .gateway_toml("corp-saml", "")
+        .replace(
+            &support::dev_cert("saml-sp.key").display().to_string(),
+            &key_file.display().to_string(),
+        )
+        .replace(
+            &support::dev_cert("saml-sp.crt").display().to_string(),
+            &cert_file.display().to_string(),
+        );
+    let wiki = echo_backend("wiki").await;
+    let gw = GatewaySpec::new()
+        .http_addr(http)
+        .gateway_toml(&toml)
+        .policy("wiki.toml", policy("wiki", WIKI, &wiki.url(), ""))
+        .start()
+        .await;
+    // `check` names the SP's own certificate, with its file and line.
+    let out = std::process::Command::new(support::gateway_binary())
+        .args(["check", "-c"])
+        .arg(gw.config_path())
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("portcullis.toml:"), "{text}");
+    assert!(text.contains("sp.crt` expires in"), "{text}");
+    // At start, the IdP's signing certificate: in the log and on /readyz.
+    let logs = gw
+        .wait_for_log("the IdP's signing certificate expires soon")
+        .await;
+    assert!(logs.contains("Expiring IdP"), "{logs}");
+    let ready = support::http_client()
+        .get(format!("http://{}/readyz", gw.admin))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        ready
+            .lines()
+            .any(|l| l.starts_with("idp corp-saml signing certificate")
+                && l.contains("Expiring IdP")
+                && l.contains("days left")),
+        "{ready}"
+    );
+    // The everyday certificates of the other tests are a year long: no such line.
+    let f = fixture().await;
+    let ready = support::http_client()
+        .get(format!("http://{}/readyz", f.gw.admin))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!ready.contains("signing certificate"), "{ready}");
+}
+
+#[tokio::test]
+async fn groups_arrive_under_the_names_adfs_and_shibboleth_use() {
+    let f = fixture().await;
+    for name in [
+        "http://schemas.microsoft.com/ws/2008/06/identity/claims/groups",
+        "urn:oid:1.3.6.1.4.1.5923.1.5.1.1",
+    ] {
+        let (_, response) = f
+            .idp
+            .forge(json!({ "sp": f.sp_entity(LEGACY), "user": "alice", "groups_attribute": name }))
+            .await;
+        let trip = f
+            .browser()
+            .post_saml_response(&f.acs(LEGACY), &response, None)
+            .await;
+        assert_eq!(trip.status, 200, "{name}: {trip:?}\n{}", f.gw.logs());
+        assert_eq!(
+            header_values(&trip.json(), "x-groups"),
+            ["staff,finance"],
+            "{name}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -56,7 +56,7 @@ fn provider(url: &str) -> SamlProvider {
         name_id_format: None,
         email_attributes: vec!["email".into()],
         name_attributes: vec!["displayName".into()],
-        groups_attribute: "groups".into(),
+        groups_attributes: vec!["groups".into()],
         extra_attributes: Vec::new(),
         ca_pem: None,
         post_logout_redirect_uri: None,

@@ -82,6 +82,17 @@ impl AdminApp {
                 )
             };
             lines.push(format!("idp {} ({}): {state}", idp.name(), idp.kind()));
+            if let Some(saml) = gateway.auth.saml_provider(idp.name()) {
+                for cert in saml.expiring_certificates() {
+                    lines.push(format!(
+                        "idp {} signing certificate {}: expires {} ({} days left)",
+                        idp.name(),
+                        cert.subject,
+                        cert.not_after,
+                        cert.days_left.unwrap_or_default()
+                    ));
+                }
+            }
         }
         // Like an IdP, a store that stops answering does not make the node unready: every
         // node shares it, and public routes keep serving; sign-in answers 503 meanwhile.

@@ -15,7 +15,7 @@ use std::time::Duration;
 use toml::Spanned;
 
 mod saml;
-pub use saml::{MetadataSource, SamlIdpConfig};
+pub use saml::{days_until, MetadataSource, SamlIdpConfig, EXPIRY_WARNING_DAYS};
 
 /// How often refreshed claims are re-read by default (`refresh = true`).
 pub const DEFAULT_REFRESH_INTERVAL: Duration = Duration::from_secs(300);

@@ -15,6 +15,47 @@ use pingora::proxy::Session;
 use std::sync::Arc;
 use tracing::info;
 
+/// Where an IdP-initiated login lands: the RelayState when it is a same-host relative path of
+/// this very app that its policy lists (`idp_initiated_relay_state`), else `/`. (For an
+/// SP-initiated login the RelayState is our own key, and this is not consulted.)
+fn idp_initiated_landing(
+    gateway: &Gateway,
+    app: &AppRuntime,
+    host: &str,
+    relay: Option<&str>,
+) -> String {
+    let start = || "/".to_string();
+    let Some(relay) = relay.filter(|r| r.starts_with('/')) else {
+        return start();
+    };
+    // No scheme, no `//host`, no backslash, no control characters.
+    if crate::auth::safe_return_to(relay) != relay {
+        return start();
+    }
+    let path_part = relay.split(['?', '#']).next().unwrap_or_default();
+    let Ok(path) = crate::policy::path::normalise(path_part) else {
+        return start();
+    };
+    let rest = relay.get(path_part.len()..).unwrap_or_default();
+    // Still this app, not a neighbour on the same host, and on its list.
+    let same_app = matches!(
+        gateway.route(host, &path),
+        Some(Route::App(a)) if a.config.id() == app.config.id()
+    );
+    if same_app
+        && app
+            .config
+            .idp_initiated_lands_on(&app.config.rules().rule_path(&path))
+    {
+        return format!("{path}{rest}");
+    }
+    info!(
+        app = app.config.id(),
+        "IdP-initiated RelayState not honoured: it is not a path this app lists; landing on /"
+    );
+    start()
+}
+
 /// The app on this host that signs in with a SAML IdP, and that IdP. Tried at the host root
 /// first, then at each app's own path prefix (apps that share a host).
 fn saml_app(
@@ -145,10 +186,15 @@ pub async fn acs(
         }
     };
     let cookies = request_cookies(session.req_header().headers.get_all("cookie").iter());
+    let relay = form
+        .iter()
+        .find(|(k, _)| k == "RelayState")
+        .map(|(_, v)| v.as_str());
     let target = UnsolicitedTarget {
         app: app.config.id().to_string(),
         idp: provider.name().to_string(),
         allowed: app.config.allow_idp_initiated(),
+        landing: idp_initiated_landing(gateway, &app, &ctx.host, relay),
     };
     let limits = |app_id: &str| gateway.session_limits(app_id);
     match gateway

@@ -158,7 +158,7 @@ function responseXml(sp, user, inResponseTo, o = {}) {
     + `<saml:Subject><saml:NameID Format="urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress"${qualifiers}>${nameId}</saml:NameID>`
     + `<saml:SubjectConfirmation Method="urn:oasis:names:tc:SAML:2.0:cm:bearer"><saml:SubjectConfirmationData NotOnOrAfter="${notOnOrAfter}" Recipient="${esc(recipient)}"${irt}/></saml:SubjectConfirmation></saml:Subject>`
     + conditions + authn
-    + `<saml:AttributeStatement>${attr('email', [user.email])}${attr('firstName', [user.first_name ?? user.name.split(' ')[0]])}${attr('displayName', [user.name])}${user.groups.length ? attr('groups', user.groups) : ''}</saml:AttributeStatement>`
+    + `<saml:AttributeStatement>${attr('email', [user.email])}${attr('firstName', [user.first_name ?? user.name.split(' ')[0]])}${attr('displayName', [user.name])}${user.groups.length ? attr(o.groups_attribute ?? 'groups', user.groups) : ''}</saml:AttributeStatement>`
     + '</saml:Assertion></samlp:Response>';
 }
 

@@ -20,9 +20,13 @@ pub fn key_and_cert(cn: &str) -> (String, String) {
     rsa_key_and_cert(cn, 2048)
 }
 
-/// A PEM key and self-signed certificate with an RSA key of `bits` (SHA-256, 30 days): the
-/// one certificate maker of the tests.
+/// A PEM key and self-signed certificate with an RSA key of `bits` (SHA-256, a year).
 pub fn rsa_key_and_cert(cn: &str, bits: u32) -> (String, String) {
+    rsa_key_and_cert_for_days(cn, bits, 365)
+}
+
+/// [`rsa_key_and_cert`] valid for `days` from now: the one certificate maker of the tests.
+pub fn rsa_key_and_cert_for_days(cn: &str, bits: u32, days: u32) -> (String, String) {
     let key = PKey::from_rsa(Rsa::generate(bits).unwrap()).unwrap();
     let mut name = X509NameBuilder::new().unwrap();
     name.append_entry_by_text("CN", cn).unwrap();
@@ -36,7 +40,7 @@ pub fn rsa_key_and_cert(cn: &str, bits: u32) -> (String, String) {
     b.set_pubkey(&key).unwrap();
     b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
         .unwrap();
-    b.set_not_after(&Asn1Time::days_from_now(30).unwrap())
+    b.set_not_after(&Asn1Time::days_from_now(days).unwrap())
         .unwrap();
     b.sign(&key, MessageDigest::sha256()).unwrap();
     (

@@ -306,7 +306,7 @@ pub fn overview(frame: &Frame, o: &Overview<'_>) -> Markup {
                                     (c.subject) ": valid until " (c.not_after) " "
                                     @match c.days_left {
                                         Some(d) if d < 0 => span.bad { "(expired)" },
-                                        Some(d) if d < 30 => span.warn { "(" (d) " days left)" },
+                                        Some(d) if d < crate::config::idp::EXPIRY_WARNING_DAYS => span.warn { "(" (d) " days left)" },
                                         Some(d) => span.ok { "(" (d) " days left)" },
                                         None => "",
                                     }

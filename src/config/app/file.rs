@@ -30,6 +30,9 @@ pub(super) struct FilePolicy {
     pub(super) idp: Option<Spanned<String>>,
     pub(super) logout_path: Option<Spanned<String>>,
     pub(super) allow_idp_initiated: Option<Spanned<bool>>,
+    pub(super) idp_initiated_relay_state: Option<Spanned<bool>>,
+    #[serde(default)]
+    pub(super) idp_initiated_paths: Vec<Spanned<String>>,
     #[serde(default)]
     pub(super) allow_encoded_slash: bool,
     pub(super) case_insensitive_paths: Option<Spanned<bool>>,

@@ -120,6 +120,9 @@ pub struct AppConfig {
     logout_path: Option<String>,
     /// Accept IdP-initiated (unsolicited) SAML responses on this app's host.
     allow_idp_initiated: bool,
+    /// Where an IdP-initiated login may land when its RelayState names a path of this app
+    /// (`idp_initiated_relay_state = true`): these patterns (empty: nowhere but `/`).
+    idp_initiated_deep_links: Vec<PathPattern>,
     /// Pass `%2F` in paths through (kept encoded) instead of refusing it.
     allow_encoded_slash: bool,
     /// Routing and rules compare paths without letter case (IIS and most Windows backends
@@ -228,6 +231,14 @@ impl AppConfig {
     /// Accept IdP-initiated (unsolicited) SAML responses on this app's host.
     pub fn allow_idp_initiated(&self) -> bool {
         self.allow_idp_initiated
+    }
+
+    /// Does an IdP-initiated login whose RelayState is `path` (normalised, in rule form) land
+    /// there? Only on this app's own paths its policy lists.
+    pub fn idp_initiated_lands_on(&self, rule_path: &str) -> bool {
+        self.idp_initiated_deep_links
+            .iter()
+            .any(|p| p.matches(rule_path))
     }
 
     /// Pass `%2F` in paths through (kept encoded) instead of refusing it.
@@ -412,6 +423,31 @@ pub fn compile_app(
         }
         _ => false,
     };
+    let idp_initiated_deep_links = match &file.idp_initiated_relay_state {
+        Some(flag) if *flag.get_ref() => {
+            if !allow_idp_initiated && file.allow_idp_initiated.is_none() {
+                out.error(
+                    flag,
+                    "idp_initiated_relay_state needs allow_idp_initiated = true",
+                );
+            }
+            if file.idp_initiated_paths.is_empty() {
+                // `/**`: any path of the app.
+                vec![PathPattern::Under(String::new())]
+            } else {
+                out.paths(&file.idp_initiated_paths)
+            }
+        }
+        _ => {
+            if let Some(first) = file.idp_initiated_paths.first() {
+                out.error(
+                    first,
+                    "idp_initiated_paths needs idp_initiated_relay_state = true",
+                );
+            }
+            Vec::new()
+        }
+    };
     let session_idle = file
         .session
         .idle
@@ -470,6 +506,14 @@ pub fn compile_app(
         idp: idp_config.map(IdpRef::of),
         logout_path,
         allow_idp_initiated,
+        idp_initiated_deep_links: if case_insensitive_paths {
+            idp_initiated_deep_links
+                .into_iter()
+                .map(PathPattern::case_folded)
+                .collect()
+        } else {
+            idp_initiated_deep_links
+        },
         allow_encoded_slash: file.allow_encoded_slash,
         case_insensitive_paths,
         passive_health,

@@ -58,7 +58,7 @@ pub struct SamlIdpConfig {
     /// Attribute names holding the display name, tried in order.
     pub name_attributes: Vec<String>,
     /// The multi-valued attribute holding group names.
-    pub groups_attribute: String,
+    pub groups_attributes: Vec<String>,
     /// Other attributes kept in the session (for identity headers).
     pub extra_attributes: Vec<String>,
     /// Extra CA certificates (PEM) for fetching metadata over TLS.
@@ -208,10 +208,18 @@ impl IdpCompiler<'_> {
                 "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/name",
             ],
         );
-        let groups_attribute = file
-            .groups_attribute
-            .as_ref()
-            .map_or("groups".to_string(), |g| g.get_ref().clone());
+        // Okta and most IdPs say `groups`; ADFS sends claim URIs, Shibboleth `isMemberOf`.
+        let groups_attributes = attribute(
+            &file.groups_attribute,
+            &[
+                "groups",
+                "memberOf",
+                "isMemberOf",
+                "urn:oid:1.3.6.1.4.1.5923.1.5.1.1",
+                "http://schemas.microsoft.com/ws/2008/06/identity/claims/groups",
+                "http://schemas.microsoft.com/ws/2008/06/identity/claims/role",
+            ],
+        );
         let mut extra_attributes = Vec::new();
         for a in &file.attributes {
             let name = a.get_ref();
@@ -243,7 +251,7 @@ impl IdpCompiler<'_> {
             name_id_format: file.name_id_format.as_ref().map(|f| f.get_ref().clone()),
             email_attributes,
             name_attributes,
-            groups_attribute,
+            groups_attributes,
             extra_attributes,
             ca_pem,
             post_logout_redirect_uri,
@@ -387,10 +395,26 @@ impl IdpCompiler<'_> {
                             self.error(c, "sp_cert_file does not belong to sp_key_file");
                             return (None, None);
                         }
+                        if let Some(days) = days_until(x509.not_after()) {
+                            if days < 0 {
+                                self.error(c, format!("sp_cert_file `{}` expired {} days ago: IdPs refuse what it signs", cert_path.display(), -days));
+                            } else if days < EXPIRY_WARNING_DAYS {
+                                self.warning(c, format!("sp_cert_file `{}` expires in {days} days: publish its successor in the IdP now", cert_path.display()));
+                            }
+                        }
                         (Some(SecretBytes::new(key)), Some(cert))
                     }
                 }
             }
         }
     }
+}
+
+/// A certificate that expires sooner than this is warned about (`check`, start, `/readyz`).
+pub const EXPIRY_WARNING_DAYS: i32 = 30;
+
+/// Whole days from now until `moment` (negative once past).
+pub fn days_until(moment: &openssl::asn1::Asn1TimeRef) -> Option<i32> {
+    let now = openssl::asn1::Asn1Time::days_from_now(0).ok()?;
+    now.diff(moment).ok().map(|d| d.days)
 }

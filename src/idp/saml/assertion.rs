@@ -176,7 +176,15 @@ pub fn identity(
         subject: subject.name_id.clone(),
         email,
         name,
-        groups: crate::intern::intern_all(values(&config.groups_attribute)),
+        // The first of the configured (or usual) attribute names that the assertion carries.
+        groups: crate::intern::intern_all(
+            config
+                .groups_attributes
+                .iter()
+                .map(|n| values(n))
+                .find(|v| !v.is_empty())
+                .unwrap_or_default(),
+        ),
         claims: config
             .extra_attributes
             .iter()

@@ -321,6 +321,7 @@ impl SamlProvider {
         if let Some(xml) = provider.config.file_metadata() {
             let md = IdpMetadata::parse(xml).map_err(|e| SamlError::Build(e.to_string()))?;
             provider.install(md);
+            provider.warn_of_expiring_certificates();
         }
         Ok(provider)
     }
@@ -377,6 +378,24 @@ impl SamlProvider {
                     .map(|d| d.days),
             })
             .collect()
+    }
+
+    /// The IdP's signing certificates that expire within
+    /// [`crate::config::idp::EXPIRY_WARNING_DAYS`] (or have): a key rollover is due.
+    pub fn expiring_certificates(&self) -> Vec<SigningCertificate> {
+        self.signing_certificates()
+            .into_iter()
+            .filter(|c| {
+                c.days_left
+                    .is_some_and(|d| d < crate::config::idp::EXPIRY_WARNING_DAYS)
+            })
+            .collect()
+    }
+
+    fn warn_of_expiring_certificates(&self) {
+        for cert in self.expiring_certificates() {
+            tracing::warn!(idp = %self.name, subject = %cert.subject, not_after = %cert.not_after, days_left = cert.days_left.unwrap_or_default(), "the IdP's signing certificate expires soon: ask for its successor in the metadata");
+        }
     }
 
     /// The IdP's entity ID, once metadata is loaded.
@@ -449,6 +468,7 @@ impl SamlProvider {
             match self.refresh().await {
                 Ok(()) => {
                     tracing::info!(idp = %self.name, %url, "SAML IdP metadata loaded");
+                    self.warn_of_expiring_certificates();
                     delay = self.config.metadata_refresh;
                 }
                 Err(e) if self.is_ready() => {
