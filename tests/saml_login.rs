@@ -464,6 +464,40 @@ async fn certificates_near_expiry_are_named_by_check_at_start_and_on_readyz() {
 }
 
 #[tokio::test]
+async fn the_next_sp_certificate_is_published_beside_the_current_one_and_logins_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, next) = support::saml_idp::key_and_cert("Portcullis SP next key (TEST ONLY)");
+    let next_file = dir.path().join("sp-next.crt");
+    std::fs::write(&next_file, &next).unwrap();
+    let f = fixture_full(
+        json!({}),
+        &format!("sp_next_cert_file = \"{}\"", next_file.display()),
+        "",
+    )
+    .await;
+    let xml = f
+        .browser()
+        .get(&f.sp_entity(WIKI))
+        .await
+        .text()
+        .await
+        .unwrap();
+    let body = |pem: &str| -> String { pem.lines().filter(|l| !l.starts_with("-----")).collect() };
+    let current = std::fs::read_to_string(support::dev_cert("saml-sp.crt")).unwrap();
+    assert!(
+        xml.contains(&body(&current)),
+        "current certificate missing: {xml}"
+    );
+    assert!(
+        xml.contains(&body(&next)),
+        "next certificate missing: {xml}"
+    );
+    assert_eq!(xml.matches("use=\"signing\"").count(), 2, "{xml}");
+    // The IdP reads both and still verifies what the current key signs.
+    f.signed_in("alice").await;
+}
+
+#[tokio::test]
 async fn groups_arrive_under_the_names_adfs_and_shibboleth_use() {
     let f = fixture().await;
     for name in [

@@ -49,6 +49,7 @@ fn provider(url: &str) -> SamlProvider {
         sp_entity_id: None,
         sp_key: None,
         sp_cert_pem: None,
+        sp_next_cert_pem: None,
         sign_requests: false,
         want_assertions_signed: true,
         clock_skew: Duration::from_secs(60),

@@ -77,6 +77,7 @@ pub(super) struct FileIdp {
     sp_entity_id: Option<Spanned<String>>,
     sp_key_file: Option<Spanned<String>>,
     sp_cert_file: Option<Spanned<String>>,
+    sp_next_cert_file: Option<Spanned<String>>,
     sign_requests: Option<Spanned<bool>>,
     want_assertions_signed: Option<Spanned<bool>>,
     max_response_size: Option<Spanned<u64>>,

@@ -61,24 +61,46 @@ function fetchLoopback(target) {
     req.on('error', reject);
   });
 }
+// entity id -> one samlify SP per signing certificate the SP's metadata lists: during a key
+// rollover an SP publishes two, and a message verifies when any of them verifies it (samlify
+// itself reads only one).
 const sps = new Map();
 async function loadSps() {
   for (const url of config.sps) {
     const metadata = await fetchLoopback(url);
-    const sp = samlify.ServiceProvider({
-      metadata,
+    const signing = metadata.match(/<(?:\w+:)?KeyDescriptor use="signing">[\s\S]*?<\/(?:\w+:)?KeyDescriptor>/g) ?? [];
+    const variants = (signing.length > 1
+      ? signing.map((keep) => signing.reduce((m, k) => (k === keep ? m : m.replace(k, '')), metadata))
+      : [metadata]
+    ).map((md) => samlify.ServiceProvider({
+      metadata: md,
       wantMessageSigned: signResponse,
       wantLogoutRequestSigned: true,
       wantLogoutResponseSigned: true,
-    });
-    sps.set(sp.entityMeta.getEntityID(), sp);
+    }));
+    sps.set(variants[0].entityMeta.getEntityID(), variants);
   }
 }
-async function spFor(entityId) {
+async function spVariants(entityId) {
   if (!sps.has(entityId)) await loadSps();
-  const sp = sps.get(entityId);
-  if (!sp) throw new Error(`unknown SP ${entityId}`);
-  return sp;
+  const variants = sps.get(entityId);
+  if (!variants) throw new Error(`unknown SP ${entityId}`);
+  return variants;
+}
+async function spFor(entityId) {
+  return (await spVariants(entityId))[0];
+}
+// Runs `parse` with each of the SP's keys until one verifies: [sp, result].
+async function verifiedBy(entityId, parse) {
+  let failure;
+  for (const sp of await spVariants(entityId)) {
+    try {
+      return [sp, await parse(sp)];
+    } catch (e) {
+      failure = e;
+    }
+  }
+  throw failure;
 }
 
 const esc = (s) => String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
@@ -237,11 +259,10 @@ async function handler(req, res) {
       const issuer = Buffer.from(url.searchParams.get('SAMLRequest') ?? '', 'base64');
       const xml = (await import('node:zlib')).inflateRawSync(issuer).toString();
       const spId = /<(?:\w+:)?Issuer[^>]*>([^<]+)</.exec(xml)?.[1] ?? '';
-      const sp = await spFor(spId.trim());
-      const requestInfo = await idp.parseLoginRequest(sp, 'redirect', {
+      const [sp, requestInfo] = await verifiedBy(spId.trim(), (candidate) => idp.parseLoginRequest(candidate, 'redirect', {
         query: Object.fromEntries(url.searchParams),
         octetString: octetString(rawQuery, 'SAMLRequest'),
-      });
+      }));
       const uid = randomUUID();
       pendingLogins.set(uid, {
         sp,
@@ -298,11 +319,10 @@ async function handler(req, res) {
       const deflated = Buffer.from(url.searchParams.get('SAMLResponse') ?? '', 'base64');
       const xml = (await import('node:zlib')).inflateRawSync(deflated).toString();
       const spId = /<(?:\w+:)?Issuer[^>]*>([^<]+)</.exec(xml)?.[1] ?? '';
-      const sp = await spFor(spId.trim());
-      const info = await idp.parseLogoutResponse(sp, 'redirect', {
+      const [, info] = await verifiedBy(spId.trim(), (candidate) => idp.parseLogoutResponse(candidate, 'redirect', {
         query: Object.fromEntries(url.searchParams),
         octetString: octetString(rawQuery, 'SAMLResponse'),
-      });
+      }));
       logoutResponses.push({ sp: spId.trim(), in_response_to: info.extract.response?.inResponseTo ?? null, status: /StatusCode Value="([^"]+)"/.exec(xml)?.[1] });
       return send(200, page('Signed out', '<p>You are signed out everywhere.</p>'));
     }
@@ -311,11 +331,10 @@ async function handler(req, res) {
       const deflated = Buffer.from(url.searchParams.get('SAMLRequest') ?? '', 'base64');
       const xml = (await import('node:zlib')).inflateRawSync(deflated).toString();
       const spId = /<(?:\w+:)?Issuer[^>]*>([^<]+)</.exec(xml)?.[1] ?? '';
-      const sp = await spFor(spId.trim());
-      const info = await idp.parseLogoutRequest(sp, 'redirect', {
+      const [sp, info] = await verifiedBy(spId.trim(), (candidate) => idp.parseLogoutRequest(candidate, 'redirect', {
         query: Object.fromEntries(url.searchParams),
         octetString: octetString(rawQuery, 'SAMLRequest'),
-      });
+      }));
       logouts.push({ name_id: info.extract.nameID, session_index: info.extract.sessionIndex?.sessionIndex ?? info.extract.sessionIndex, sp: spId.trim(), xml });
       const { context } = idp.createLogoutResponse(sp, info, 'redirect', { relayState: url.searchParams.get('RelayState') ?? '' });
       return send(302, '', 'text/plain', { location: context });

@@ -42,6 +42,9 @@ pub struct SamlIdpConfig {
     pub sp_key: Option<SecretBytes>,
     /// PEM certificate of that key, published in the SP metadata.
     pub sp_cert_pem: Option<Vec<u8>>,
+    /// The certificate of the SP's next key, published beside the current one ahead of a
+    /// switch (so the IdP trusts both while it rolls over).
+    pub sp_next_cert_pem: Option<Vec<u8>>,
     /// Sign AuthnRequests and logout messages (default: when a key is configured).
     pub sign_requests: bool,
     /// Require the assertion itself to be signed, not only the response around it.
@@ -114,13 +117,14 @@ impl IdpCompiler<'_> {
 
     /// SAML keys on an OpenID Connect IdP are a mistake worth naming.
     pub(super) fn refuse_saml_keys(&mut self, file: &FileIdp) {
-        let saml_only: [(&str, Option<&Spanned<String>>); 10] = [
+        let saml_only: [(&str, Option<&Spanned<String>>); 11] = [
             ("metadata_file", file.metadata_file.as_ref()),
             ("metadata_url", file.metadata_url.as_ref()),
             ("okta_metadata_url", file.okta_metadata_url.as_ref()),
             ("sp_entity_id", file.sp_entity_id.as_ref()),
             ("sp_key_file", file.sp_key_file.as_ref()),
             ("sp_cert_file", file.sp_cert_file.as_ref()),
+            ("sp_next_cert_file", file.sp_next_cert_file.as_ref()),
             ("name_id_format", file.name_id_format.as_ref()),
             ("email_attribute", file.email_attribute.as_ref()),
             ("name_attribute", file.name_attribute.as_ref()),
@@ -162,6 +166,7 @@ impl IdpCompiler<'_> {
             }
         });
         let (sp_key, sp_cert_pem) = self.sp_key_pair(file, base);
+        let sp_next_cert_pem = self.sp_next_cert(file, base, sp_cert_pem.is_some());
         let sign_requests = match &file.sign_requests {
             Some(flag) if *flag.get_ref() && sp_key.is_none() => {
                 self.error(
@@ -241,6 +246,7 @@ impl IdpCompiler<'_> {
             sp_entity_id,
             sp_key,
             sp_cert_pem,
+            sp_next_cert_pem,
             sign_requests,
             want_assertions_signed: file
                 .want_assertions_signed
@@ -318,6 +324,51 @@ impl IdpCompiler<'_> {
             }
         }
         Some(MetadataSource::Url(text.to_string()))
+    }
+
+    /// `sp_next_cert_file`: the next SP certificate, published ahead of a key switch.
+    fn sp_next_cert(&mut self, file: &FileIdp, base: &Path, has_current: bool) -> Option<Vec<u8>> {
+        let c = file.sp_next_cert_file.as_ref()?;
+        if !has_current {
+            self.error(
+                c,
+                "sp_next_cert_file needs sp_key_file and sp_cert_file (the key in use now)",
+            );
+            return None;
+        }
+        let path = resolve(base, c.get_ref());
+        let pem = match std::fs::read(&path) {
+            Ok(pem) => pem,
+            Err(e) => {
+                self.error(
+                    c,
+                    format!("cannot read sp_next_cert_file `{}`: {e}", path.display()),
+                );
+                return None;
+            }
+        };
+        match openssl::x509::X509::from_pem(&pem) {
+            Ok(cert) => {
+                if days_until(cert.not_after()).is_some_and(|d| d < 0) {
+                    self.error(
+                        c,
+                        format!("sp_next_cert_file `{}` has expired", path.display()),
+                    );
+                    return None;
+                }
+                Some(pem)
+            }
+            Err(_) => {
+                self.error(
+                    c,
+                    format!(
+                        "sp_next_cert_file `{}` is not a PEM certificate",
+                        path.display()
+                    ),
+                );
+                None
+            }
+        }
     }
 
     fn sp_key_pair(

@@ -276,6 +276,8 @@ pub struct SamlProvider {
     pub health: crate::idp::health::Reachability,
     sp_key: Option<PKey<Private>>,
     sp_cert_der: Option<Vec<u8>>,
+    /// The next SP certificate, published beside it during a key rollover.
+    sp_next_cert_der: Option<Vec<u8>>,
     clock: crate::clock::SharedClock,
 }
 
@@ -305,6 +307,12 @@ impl SamlProvider {
             .map(|c| openssl::x509::X509::from_pem(c).and_then(|x| x.to_der()))
             .transpose()
             .map_err(|e| SamlError::Build(format!("sp certificate: {e}")))?;
+        let sp_next_cert_der = config
+            .sp_next_cert_pem
+            .as_ref()
+            .map(|c| openssl::x509::X509::from_pem(c).and_then(|x| x.to_der()))
+            .transpose()
+            .map_err(|e| SamlError::Build(format!("sp next certificate: {e}")))?;
         let provider = Self {
             name: name.to_string(),
             clock,
@@ -316,6 +324,7 @@ impl SamlProvider {
             health: crate::idp::health::Reachability::default(),
             sp_key,
             sp_cert_der,
+            sp_next_cert_der,
             config,
         };
         if let Some(xml) = provider.config.file_metadata() {
@@ -505,17 +514,23 @@ impl SamlProvider {
 
     /// The SP metadata document for this origin.
     pub fn sp_metadata(&self, sp: &SpEndpoints) -> Result<String, SamlError> {
+        // The key in use, and during a rollover the next one: the IdP trusts both.
         let key_descriptors = self.sp_cert_der.as_ref().map(|der| {
-            vec![KeyDescriptor {
-                key_use: Some("signing".to_string()),
-                key_info: KeyInfo {
-                    id: None,
-                    x509_data: Some(X509Data {
-                        certificates: vec![base64::engine::general_purpose::STANDARD.encode(der)],
-                    }),
-                },
-                encryption_methods: None,
-            }]
+            std::iter::once(der)
+                .chain(self.sp_next_cert_der.as_ref())
+                .map(|der| KeyDescriptor {
+                    key_use: Some("signing".to_string()),
+                    key_info: KeyInfo {
+                        id: None,
+                        x509_data: Some(X509Data {
+                            certificates: vec![
+                                base64::engine::general_purpose::STANDARD.encode(der)
+                            ],
+                        }),
+                    },
+                    encryption_methods: None,
+                })
+                .collect()
         });
         let descriptor = EntityDescriptor {
             entity_id: Some(sp.entity_id.clone()),
