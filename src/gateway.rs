@@ -271,6 +271,31 @@ impl Gateway {
         }
     }
 
+    /// Carries each upstream's standing over from the state this one replaces (same app,
+    /// same upstream URL), so a reload does not put a backend the checks took out back into
+    /// the rotation.
+    pub fn inherit_upstream_health(&self, previous: &Gateway) {
+        for app in &self.apps {
+            let Some(old) = previous
+                .apps
+                .iter()
+                .find(|o| o.config.id() == app.config.id())
+            else {
+                continue;
+            };
+            for (i, target) in app.config.upstreams().iter().enumerate() {
+                let was = old
+                    .config
+                    .upstreams()
+                    .iter()
+                    .position(|u| u.url == target.url);
+                if let Some(j) = was {
+                    app.upstreams.inherit(i, &old.upstreams, j);
+                }
+            }
+        }
+    }
+
     /// The problems loading found in one policy file.
     pub fn problems_in(&self, file: &std::path::Path) -> Vec<&crate::config::Problem> {
         self.policy_problems

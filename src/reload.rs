@@ -69,6 +69,8 @@ impl Reloader {
         let kept_count = kept.len();
         policies.apps.extend(kept);
         let next = Gateway::new(fresh, policies, running.lasting());
+        // What the health checks learnt survives the reload: a dead backend stays out.
+        next.inherit_upstream_health(&running);
         let outcome = ReloadOutcome {
             apps: next.apps().len(),
             unavailable: next.broken().len(),

@@ -211,6 +211,25 @@ impl UpstreamSet {
             .is_ok()
     }
 
+    /// Upstream `i` takes the standing of upstream `j` of `previous` (a reload).
+    pub fn inherit(&self, i: usize, previous: &UpstreamSet, j: usize) {
+        let (Some(h), Some(old)) = (self.health.get(i), previous.health.get(j)) else {
+            return;
+        };
+        for (to, from) in [
+            (&h.failures, &old.failures),
+            (&h.probe_streak, &old.probe_streak),
+        ] {
+            to.store(from.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+        h.ejected_until_ms.store(
+            old.ejected_until_ms.load(Ordering::Relaxed),
+            Ordering::Relaxed,
+        );
+        h.probed_down
+            .store(old.probed_down.load(Ordering::Relaxed), Ordering::Relaxed);
+    }
+
     /// Records a probe of upstream `i`.
     pub fn probed(&self, i: usize, healthy: bool, check: &ActiveHealth) -> ProbeVerdict {
         let Some(h) = self.health.get(i) else {
@@ -431,6 +450,25 @@ mod tests {
         assert_eq!(set.probed(0, true, &check), ProbeVerdict::Unchanged);
         assert_eq!(set.probed(0, true, &check), ProbeVerdict::CameBack);
         assert_eq!(set.in_rotation(), vec![true, true]);
+    }
+
+    #[test]
+    fn a_reload_keeps_what_the_checks_learnt() {
+        let check = ActiveHealth {
+            path: "/health".into(),
+            expect_status: vec![200],
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_millis(500),
+            unhealthy_after: 1,
+            healthy_after: 1,
+        };
+        let old = UpstreamSet::new(&[1, 1], PassiveHealth::default());
+        assert_eq!(old.probed(1, false, &check), ProbeVerdict::WentDown);
+        // The new set lists the dead upstream first now.
+        let new = UpstreamSet::new(&[1, 1], PassiveHealth::default());
+        new.inherit(0, &old, 1);
+        new.inherit(1, &old, 0);
+        assert_eq!(new.in_rotation(), vec![false, true]);
     }
 
     #[test]

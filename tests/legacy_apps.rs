@@ -237,6 +237,23 @@ async fn active_health_checks_take_a_dead_upstream_out_and_bring_it_back() {
         tried_before,
         "a user request was sent to the upstream the checks took out"
     );
+    // A reload (SIGHUP) keeps what the checks learnt: the dead upstream stays out at once.
+    gw.signal("HUP");
+    gw.wait_for_log("configuration reloaded").await;
+    assert!(
+        standing(&gw, &flaky.url())
+            .await
+            .ends_with("out of the rotation"),
+        "the reload put the dead upstream back"
+    );
+    for _ in 0..10 {
+        assert_eq!(answered_by(&gw).await, steady.port);
+    }
+    assert_eq!(
+        gw.logs().matches("upstream connect failed").count(),
+        tried_before,
+        "after the reload, a user request was sent to the dead upstream"
+    );
 
     flaky.restart().await;
     wait_standing(&gw, &flaky.url(), "in the rotation").await;
