@@ -498,6 +498,34 @@ async fn the_next_sp_certificate_is_published_beside_the_current_one_and_logins_
 }
 
 #[tokio::test]
+async fn during_an_idp_key_rollover_either_listed_key_verifies_and_no_other() {
+    let (next_key, next_cert) = support::saml_idp::key_and_cert("IdP next key (TEST ONLY)");
+    let f = fixture_full(json!({ "next_signing_certs": [next_cert] }), "", "").await;
+    let legacy = f.sp_entity(LEGACY);
+    // Signed with the next key, which the metadata already lists: accepted.
+    let (_, response) = f
+        .idp
+        .forge(json!({ "sp": legacy, "user": "alice", "key": next_key, "cert": next_cert }))
+        .await;
+    let trip = f
+        .browser()
+        .post_saml_response(&f.acs(LEGACY), &response, None)
+        .await;
+    assert_eq!(trip.status, 200, "{trip:?}\n{}", f.gw.logs());
+    // Signed with a key the metadata does not list: refused, whatever certificate it carries.
+    let (other_key, other_cert) = support::saml_idp::key_and_cert("attacker");
+    let (_, forged) = f
+        .idp
+        .forge(json!({ "sp": legacy, "user": "bob", "key": other_key, "cert": other_cert }))
+        .await;
+    let trip = f
+        .browser()
+        .post_saml_response(&f.acs(LEGACY), &forged, None)
+        .await;
+    assert_refused(&f, &trip, "verification failed");
+}
+
+#[tokio::test]
 async fn groups_arrive_under_the_names_adfs_and_shibboleth_use() {
     let f = fixture().await;
     for name in [

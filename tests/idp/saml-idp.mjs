@@ -9,7 +9,8 @@
 // Usage: node saml-idp.mjs <config.json>
 //   { "port": 9500, "key": "<PEM>", "cert": "<PEM>" (or key_file / cert_file, relative to the
 //     config), "sps": ["<SP metadata URL>", ...], "users": [ { id, email, password, name,
-//     first_name, groups } ], "sign_response": true, "test_hooks": false }
+//     first_name, groups } ], "sign_response": true, "test_hooks": false,
+//     "next_signing_certs": ["<PEM>", ...] (also published in the metadata) }
 // Prints `READY <entity id>` on stdout once listening.
 
 import http from 'node:http';
@@ -36,7 +37,8 @@ const REDIRECT = 'urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect';
 const idpSettings = {
   entityID,
   privateKey: key,
-  signingCert: cert,
+  // During a key rollover the metadata lists the next certificate too (`next_signing_certs`).
+  signingCert: config.next_signing_certs ? [cert, ...config.next_signing_certs] : cert,
   isAssertionEncrypted: false,
   wantAuthnRequestsSigned: config.want_authn_requests_signed !== false,
   wantLogoutRequestSigned: true,
