@@ -526,6 +526,50 @@ async fn during_an_idp_key_rollover_either_listed_key_verifies_and_no_other() {
 }
 
 #[tokio::test]
+async fn one_sp_entity_serves_every_app_host_with_an_acs_for_each() {
+    let shared = "https://sso.corp.example/saml";
+    let f = fixture_full(json!({}), &format!("sp_entity_id = \"{shared}\""), "").await;
+    // Either host's metadata names the one entity and every host's ACS, its own first.
+    for (host, other) in [(WIKI, LEGACY), (LEGACY, WIKI)] {
+        let xml = f
+            .browser()
+            .get(&f.url(host, "/.portcullis/saml/metadata"))
+            .await
+            .text()
+            .await
+            .unwrap();
+        assert!(xml.contains(&format!("entityID=\"{shared}\"")), "{xml}");
+        let own = xml.find(&format!("Location=\"{}\"", f.acs(host)));
+        let theirs = xml.find(&format!("Location=\"{}\"", f.acs(other)));
+        assert!(own.is_some() && theirs.is_some() && own < theirs, "{xml}");
+        assert_eq!(xml.matches("isDefault=\"true\"").count(), 1, "{xml}");
+    }
+    // One IdP integration: each host signs in on its own ACS, with its own session.
+    let wiki = f.signed_in("alice").await;
+    assert_eq!(wiki.get(&f.url(WIKI, "/")).await.status(), 200);
+    let browser = f.browser();
+    let trip = browser
+        .saml_login(&f.url(LEGACY, "/reports"), "bob", "bob-pw")
+        .await;
+    assert_eq!(trip.status, 200, "{trip:?}\n{}", f.gw.logs());
+    assert_eq!(trip.final_url(), f.url(LEGACY, "/reports"));
+    assert_eq!(
+        header_values(&trip.json(), "x-remote-user"),
+        ["bob@corp.example"]
+    );
+    // A response meant for one host is not taken at the other.
+    let (_, for_wiki) = f
+        .idp
+        .forge(json!({ "sp": shared, "user": "alice", "recipient": f.acs(WIKI), "destination": f.acs(WIKI) }))
+        .await;
+    let trip = f
+        .browser()
+        .post_saml_response(&f.acs(LEGACY), &for_wiki, None)
+        .await;
+    assert_ne!(trip.status, 200, "{trip:?}");
+}
+
+#[tokio::test]
 async fn groups_arrive_under_the_names_adfs_and_shibboleth_use() {
     let f = fixture().await;
     for name in [

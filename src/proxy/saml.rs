@@ -93,10 +93,42 @@ pub async fn metadata(
 ) -> Result<Action, RequestError> {
     let (app, provider) = saml_app(gateway, origin)?;
     ctx.app = Some(app);
+    let other_acs = if provider.shares_entity_id() {
+        shared_acs_urls(gateway, provider.name(), origin)
+    } else {
+        Vec::new()
+    };
     let body = provider
-        .sp_metadata(&provider.endpoints(&origin.base()))
+        .sp_metadata(&provider.endpoints(&origin.base()), &other_acs)
         .map_err(RequestError::Saml)?;
     Ok(Action::Xml { body })
+}
+
+/// One SP for many apps: the ACS URL of every app host that signs in with IdP `idp`, on the
+/// scheme and port this request came in on (wildcard hosts have no one URL to list).
+fn shared_acs_urls(gateway: &Gateway, idp: &str, origin: &Origin) -> Vec<String> {
+    let scheme = if origin.secure { "https" } else { "http" };
+    let port = origin
+        .authority
+        .rsplit_once(':')
+        .filter(|(_, port)| !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()))
+        .map_or(String::new(), |(_, port)| format!(":{port}"));
+    let mut urls: Vec<String> = gateway
+        .apps()
+        .iter()
+        .filter(|a| a.config.idp() == Some(idp))
+        .flat_map(|a| a.config.hosts().iter())
+        .filter_map(|h| match h {
+            crate::config::HostPattern::Exact(host) => Some(format!(
+                "{scheme}://{host}{port}{}",
+                crate::idp::saml::ACS_PATH
+            )),
+            crate::config::HostPattern::Wildcard(_) => None,
+        })
+        .collect();
+    urls.sort();
+    urls.dedup();
+    urls
 }
 
 /// Reads a form body, refusing more than `limit` bytes before reading them all.

@@ -105,6 +105,19 @@ async function verifiedBy(entityId, parse) {
   throw failure;
 }
 
+// Where a response goes: the ACS URL the AuthnRequest asked for when the SP's metadata lists
+// it (one SP entity for several hosts lists one per host), else the SP's default.
+const POST = 'urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST';
+function acsFor(sp, requestInfo) {
+  const listed = [].concat(sp.entityMeta.meta.assertionConsumerService ?? [])
+    .filter((e) => e.binding === POST)
+    .map((e) => e.location);
+  const request = requestInfo?.extract?.request ?? {};
+  const asked = request.assertionConsumerServiceUrl ?? request.assertionConsumerServiceURL;
+  if (asked && listed.includes(asked)) return asked;
+  const fallback = listed.find((_, i) => i === 0);
+  return fallback ?? sp.entityMeta.getAssertionConsumerService('post');
+}
 const esc = (s) => String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 function page(title, body) {
   return `<!doctype html><html><head><meta charset="utf-8"><title>${title}</title></head>
@@ -157,7 +170,7 @@ const logoutResponses = []; // LogoutResponses received from SPs (for tests)
 // The Response document, before signing. `o` carries test overrides.
 function responseXml(sp, user, inResponseTo, o = {}) {
   const now = Date.now() + (o.shift_seconds ?? 0) * 1000;
-  const acs = sp.entityMeta.getAssertionConsumerService('post');
+  const acs = acsFor(sp, o.request_info);
   const audience = o.audience ?? sp.entityMeta.getEntityID();
   const recipient = o.recipient ?? acs;
   const destination = o.destination ?? acs;
@@ -222,7 +235,7 @@ async function loginResponse(sp, user, requestInfo, authnContext) {
   const { context } = await idp.createLoginResponse(sp, requestInfo, 'post', user, {
     customTagReplacement: () => ({
       id: '',
-      context: responseXml(sp, user, requestInfo?.extract?.request?.id, { authn_context: authnContext }),
+      context: responseXml(sp, user, requestInfo?.extract?.request?.id, { authn_context: authnContext, request_info: requestInfo }),
     }),
   });
   return context;
@@ -296,7 +309,7 @@ async function handler(req, res) {
       }
       pendingLogins.delete(login[1]);
       const samlResponse = await loginResponse(pending.sp, user, pending.requestInfo);
-      return send(200, autoPost(pending.sp.entityMeta.getAssertionConsumerService('post'), {
+      return send(200, autoPost(acsFor(pending.sp, pending.requestInfo), {
         SAMLResponse: samlResponse,
         RelayState: pending.relayState,
       }));
@@ -311,7 +324,7 @@ async function handler(req, res) {
       }
       pendingLogins.delete(otp[1]);
       const samlResponse = await loginResponse(pending.sp, pending.user, pending.requestInfo, pending.strongClass);
-      return send(200, autoPost(pending.sp.entityMeta.getAssertionConsumerService('post'), {
+      return send(200, autoPost(acsFor(pending.sp, pending.requestInfo), {
         SAMLResponse: samlResponse,
         RelayState: pending.relayState,
       }));

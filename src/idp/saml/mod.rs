@@ -512,8 +512,16 @@ impl SamlProvider {
         self.sp_key.as_ref().filter(|_| self.config.sign_requests)
     }
 
-    /// The SP metadata document for this origin.
-    pub fn sp_metadata(&self, sp: &SpEndpoints) -> Result<String, SamlError> {
+    /// Do all app hosts share one SP entity ID (`sp_entity_id`), so one IdP integration
+    /// serves them all?
+    pub fn shares_entity_id(&self) -> bool {
+        self.config.sp_entity_id.is_some()
+    }
+
+    /// The SP metadata document for this origin; `other_acs` are the ACS URLs of the other
+    /// app hosts that share its entity ID, listed after this host's own (index 0, the
+    /// default).
+    pub fn sp_metadata(&self, sp: &SpEndpoints, other_acs: &[String]) -> Result<String, SamlError> {
         // The key in use, and during a rollover the next one: the IdP trusts both.
         let key_descriptors = self.sp_cert_der.as_ref().map(|der| {
             std::iter::once(der)
@@ -552,13 +560,17 @@ impl SamlProvider {
                 name_id_formats: self.config.name_id_format.clone().map(|f| vec![f]),
                 authn_requests_signed: Some(self.signing_key().is_some()),
                 want_assertions_signed: Some(self.config.want_assertions_signed),
-                assertion_consumer_services: vec![IndexedEndpoint {
-                    binding: HTTP_POST_BINDING.to_string(),
-                    location: sp.acs_url.clone(),
-                    response_location: None,
-                    index: 0,
-                    is_default: Some(true),
-                }],
+                assertion_consumer_services: std::iter::once(&sp.acs_url)
+                    .chain(other_acs.iter().filter(|a| **a != sp.acs_url))
+                    .enumerate()
+                    .map(|(index, location)| IndexedEndpoint {
+                        binding: HTTP_POST_BINDING.to_string(),
+                        location: location.clone(),
+                        response_location: None,
+                        index,
+                        is_default: Some(index == 0),
+                    })
+                    .collect(),
                 ..SpSsoDescriptor::default()
             }]),
             ..EntityDescriptor::default()
