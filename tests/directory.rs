@@ -241,6 +241,18 @@ async fn a_directory_that_accepts_but_never_answers_costs_one_timeout_not_a_hang
     assert!(logs.contains("deadline has elapsed"), "{logs}");
 }
 
+/// `portcullis check -c config`: whether it passed, and everything it printed.
+fn check(config: &std::path::Path) -> (bool, String) {
+    let out = std::process::Command::new(support::gateway_binary())
+        .args(["check", "-c"])
+        .arg(config)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
 #[tokio::test]
 async fn portcullis_check_names_directory_mistakes() {
     let dir = tempfile::tempdir().unwrap();
@@ -254,14 +266,8 @@ async fn portcullis_check_names_directory_mistakes() {
          [directory.corp]\nurl = \"http://ldap.example\"\nidps = [\"okta\"]\nbase_dn = \"dc=x\"\nuser_filter = \"mail=x\"\n",
     )
     .unwrap();
-    let out = std::process::Command::new(support::gateway_binary())
-        .args(["check", "-c"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{text}");
+    let (passed, text) = check(&config);
+    assert!(!passed, "{text}");
     for needle in [
         "must be ldap://host[:port] or ldaps://host[:port]",
         "corp.url",
@@ -291,14 +297,8 @@ async fn portcullis_check_names_directory_mistakes() {
         ),
     )
     .unwrap();
-    let out = std::process::Command::new(support::gateway_binary())
-        .args(["check", "-c"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{text}");
+    let (passed, text) = check(&config);
+    assert!(!passed, "{text}");
     for needle in [
         "payroll.toml:",
         "`salary` is not read from directory `corp`",

@@ -162,14 +162,7 @@ async fn an_app_that_knows_only_its_internal_name_is_served_under_its_public_one
 
 /// `/readyz` line for one upstream.
 async fn standing(gw: &RunningGateway, upstream: &str) -> String {
-    let text = support::http_client()
-        .get(format!("http://{}/readyz", gw.admin))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = gw.readyz().await;
     text.lines()
         .find(|l| l.starts_with("upstream ") && l.contains(upstream))
         .unwrap_or_else(|| panic!("no line for {upstream}:\n{text}"))

@@ -434,14 +434,7 @@ async fn certificates_near_expiry_are_named_by_check_at_start_and_on_readyz() {
         .wait_for_log("the IdP's signing certificate expires soon")
         .await;
     assert!(logs.contains("Expiring IdP"), "{logs}");
-    let ready = support::http_client()
-        .get(format!("http://{}/readyz", gw.admin))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let ready = gw.readyz().await;
     assert!(
         ready
             .lines()
@@ -452,14 +445,7 @@ async fn certificates_near_expiry_are_named_by_check_at_start_and_on_readyz() {
     );
     // The everyday certificates of the other tests are a year long: no such line.
     let f = fixture().await;
-    let ready = support::http_client()
-        .get(format!("http://{}/readyz", f.gw.admin))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let ready = f.gw.readyz().await;
     assert!(!ready.contains("signing certificate"), "{ready}");
 }
 

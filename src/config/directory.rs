@@ -2,7 +2,7 @@
 //! reads users' attributes and groups from at sign-in, for the IdPs it names.
 
 use super::duration::ConfigDuration;
-use super::files::{load_ca_file, resolve, secret_file_exposure};
+use super::files::{load_ca_file, resolve, secret_from_file_or_env};
 use super::idp::IdpConfig;
 use super::problem::{Problem, SourceFile};
 use crate::secret::Secret;
@@ -248,50 +248,24 @@ pub(super) fn compile_directories(
                 .map_or_else(|| "cn".to_string(), |a| a.get_ref().clone()),
             nesting,
         });
-        let bind_password = match (&file.bind_password_file, &file.bind_password_env) {
-            (Some(f), None) => {
-                let path = resolve(base, f.get_ref());
-                if let Some(warning) = secret_file_exposure(&path) {
-                    problems.push(src.warning(Some(f.span()), warning));
-                }
-                match std::fs::read_to_string(&path) {
-                    Ok(text) if !text.trim().is_empty() => Some(Secret::new(text.trim())),
-                    Ok(_) | Err(_) => {
-                        problems.push(src.error(
-                            Some(f.span()),
-                            format!(
-                                "{prefix}.bind_password_file `{}` cannot be read or is empty",
-                                path.display()
-                            ),
-                        ));
-                        ok = false;
-                        None
-                    }
-                }
-            }
-            (None, Some(var)) => match std::env::var(var.get_ref()) {
-                Ok(v) if !v.is_empty() => Some(Secret::new(v)),
-                _ => {
-                    problems.push(src.error(
-                        Some(var.span()),
-                        format!(
-                            "{prefix}.bind_password_env: `{}` is not set or empty",
-                            var.get_ref()
-                        ),
-                    ));
-                    ok = false;
-                    None
-                }
-            },
-            (Some(f), Some(_)) => {
-                problems.push(src.error(
-                    Some(f.span()),
-                    format!("{prefix}: set one of bind_password_file and bind_password_env"),
-                ));
+        let bind_password = match secret_from_file_or_env(
+            src,
+            base,
+            (
+                file.bind_password_file.as_ref(),
+                file.bind_password_env.as_ref(),
+            ),
+            (
+                &format!("{prefix}.bind_password_file"),
+                &format!("{prefix}.bind_password_env"),
+            ),
+            problems,
+        ) {
+            Ok(password) => password,
+            Err(()) => {
                 ok = false;
                 None
             }
-            (None, None) => None,
         };
         if bind_password.is_some() != file.bind_dn.is_some() {
             problems.push(src.error(

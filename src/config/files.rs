@@ -43,3 +43,56 @@ pub fn secret_file_exposure(path: &Path) -> Option<String> {
         )
     })
 }
+
+/// A password given as `<file key>` (a file, trimmed) or `<env key>` (an environment
+/// variable), at most one of them: the secret, `None` when neither is set, or a problem naming
+/// the key. `keys` are the full names for messages (`sessions.redis.password_file`, …).
+pub(super) fn secret_from_file_or_env(
+    src: &super::problem::SourceFile<'_>,
+    base: &Path,
+    (file, env): (
+        Option<&toml::Spanned<String>>,
+        Option<&toml::Spanned<String>>,
+    ),
+    (file_key, env_key): (&str, &str),
+    problems: &mut Vec<super::problem::Problem>,
+) -> Result<Option<crate::secret::Secret>, ()> {
+    match (file, env) {
+        (Some(f), Some(_)) => {
+            problems.push(src.error(
+                Some(f.span()),
+                format!("set one of {file_key} and {env_key}"),
+            ));
+            Err(())
+        }
+        (Some(f), None) => {
+            let path = resolve(base, f.get_ref());
+            if let Some(warning) = secret_file_exposure(&path) {
+                problems.push(src.warning(Some(f.span()), warning));
+            }
+            let message = match std::fs::read_to_string(&path) {
+                Ok(text) if !text.trim().is_empty() => {
+                    return Ok(Some(crate::secret::Secret::new(text.trim())))
+                }
+                Ok(_) => format!("{file_key} `{}` is empty", path.display()),
+                Err(e) => format!("cannot read {file_key} `{}`: {e}", path.display()),
+            };
+            problems.push(src.error(Some(f.span()), message));
+            Err(())
+        }
+        (None, Some(name)) => match std::env::var(name.get_ref()) {
+            Ok(v) if !v.is_empty() => Ok(Some(crate::secret::Secret::new(v))),
+            _ => {
+                problems.push(src.error(
+                    Some(name.span()),
+                    format!(
+                        "{env_key}: environment variable `{}` is not set or empty",
+                        name.get_ref()
+                    ),
+                ));
+                Err(())
+            }
+        },
+        (None, None) => Ok(None),
+    }
+}

@@ -2,7 +2,7 @@
 //! gateway shares with its other nodes (`[sessions.redis]`).
 
 use super::duration::ConfigDuration;
-use super::files::{load_ca_file, resolve, secret_file_exposure};
+use super::files::{load_ca_file, resolve};
 use super::problem::{Problem, SourceFile};
 use crate::secret::Secret;
 use serde::Deserialize;
@@ -132,52 +132,17 @@ pub(super) fn compile_redis(
             "sessions.redis.master is only for `sentinels`",
         ));
     }
-    let password = match (&file.password_file, &file.password_env) {
-        (Some(_), Some(_)) => {
-            problems.push(src.error(
-                span.clone(),
-                "set one of sessions.redis.password_file and password_env",
-            ));
-            None
-        }
-        (Some(f), None) => {
-            let path = resolve(base, f.get_ref());
-            if let Some(warning) = secret_file_exposure(&path) {
-                problems.push(src.warning(Some(f.span()), warning));
-            }
-            match std::fs::read_to_string(&path) {
-                Ok(text) if !text.trim().is_empty() => Some(Secret::new(text.trim())),
-                Ok(_) => {
-                    problems.push(src.error(
-                        Some(f.span()),
-                        format!("Redis password file `{}` is empty", path.display()),
-                    ));
-                    None
-                }
-                Err(e) => {
-                    problems.push(src.error(
-                        Some(f.span()),
-                        format!("cannot read Redis password file `{}`: {e}", path.display()),
-                    ));
-                    None
-                }
-            }
-        }
-        (None, Some(name)) => match std::env::var(name.get_ref()) {
-            Ok(v) if !v.is_empty() => Some(Secret::new(v)),
-            _ => {
-                problems.push(src.error(
-                    Some(name.span()),
-                    format!(
-                        "environment variable `{}` is not set or empty",
-                        name.get_ref()
-                    ),
-                ));
-                None
-            }
-        },
-        (None, None) => None,
-    };
+    let password = super::files::secret_from_file_or_env(
+        src,
+        base,
+        (file.password_file.as_ref(), file.password_env.as_ref()),
+        (
+            "sessions.redis.password_file",
+            "sessions.redis.password_env",
+        ),
+        problems,
+    )
+    .unwrap_or(None);
     if let (Some(f), RedisTopology::Cluster(_)) = (&file.ca_file, &topology) {
         problems.push(src.error(
             Some(f.span()),

@@ -9,7 +9,7 @@
 // human. Prints `ok <scenario>` per scenario; exits 1 on the first failure (with what the
 // page showed). PORTCULLIS_E2E_ONLY=<text> runs only the scenarios whose names contain it.
 
-import { chromium } from 'playwright-core';
+import { launchChromium } from './launch.mjs';
 import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
@@ -17,19 +17,7 @@ const config = JSON.parse(readFileSync(process.argv[2], 'utf8'));
 mkdirSync(config.screenshots, { recursive: true });
 const url = (host, path) => `http://${host}:${config.port}${path}`;
 
-const browser = await chromium.launch({
-  executablePath: '/usr/bin/chromium',
-  headless: true,
-  args: [
-    '--no-sandbox',
-    '--disable-gpu',
-    '--disable-quic',
-    '--no-first-run',
-    '--disable-background-networking',
-    '--disable-component-update',
-    '--disable-sync',
-  ],
-});
+const browser = await launchChromium();
 
 class Failure extends Error {}
 function expect(condition, what, page) {

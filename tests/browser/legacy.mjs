@@ -7,7 +7,7 @@
 //     "internal": "http://intranet-host:8080", "screenshots": "<dir>" }
 // Prints `ok <scenario>` per scenario; exits 1 on the first failure, with what the page showed.
 
-import { chromium } from 'playwright-core';
+import { launchChromium } from './launch.mjs';
 import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
@@ -15,19 +15,7 @@ const config = JSON.parse(readFileSync(process.argv[2], 'utf8'));
 mkdirSync(config.screenshots, { recursive: true });
 const internalHost = new URL(config.internal).host;
 
-const browser = await chromium.launch({
-  executablePath: '/usr/bin/chromium',
-  headless: true,
-  args: [
-    '--no-sandbox',
-    '--disable-gpu',
-    '--disable-quic',
-    '--no-first-run',
-    '--disable-background-networking',
-    '--disable-component-update',
-    '--disable-sync',
-  ],
-});
+const browser = await launchChromium();
 
 class Failure extends Error {}
 function expect(condition, what, page) {

@@ -1,8 +1,6 @@
 //! The sample form-login app (`deploy/sample-apps/form_app.py`) as a real process, killed
 //! when dropped.
 
-use std::time::Duration;
-
 /// The sample form-login app (`deploy/sample-apps/form_app.py`) as a real process.
 pub struct FormApp {
     pub port: u16,
@@ -49,16 +47,7 @@ impl FormApp {
             .spawn()
             .expect("python3 runs the sample app");
         self.child = Some(child);
-        for _ in 0..200 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
-                .await
-                .is_ok()
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("sample form app did not start");
+        super::wait_for_port(self.port, "sample form app").await;
     }
     fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {

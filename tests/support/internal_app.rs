@@ -2,8 +2,6 @@
 //! as a real process, killed when dropped. Also the mutual-TLS backend of the upstream TLS
 //! tests.
 
-use std::time::Duration;
-
 /// The internal name every instance believes it has.
 pub const INTERNAL_ORIGIN: &str = "http://intranet-host:8080";
 
@@ -60,16 +58,7 @@ impl InternalApp {
             .spawn()
             .expect("python3 runs the sample app");
         self.child = Some(child);
-        for _ in 0..200 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
-                .await
-                .is_ok()
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("sample internal-name app did not start on {}", self.port);
+        super::wait_for_port(self.port, "sample internal-name app").await;
     }
 
     /// `http://127.0.0.1:<port>` (or `https://localhost:<port>` for a TLS instance).

@@ -157,16 +157,7 @@ impl TestLdap {
             .status()
             .expect("slapd runs");
         assert!(status.success(), "slapd did not start");
-        for _ in 0..200 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
-                .await
-                .is_ok()
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("slapd is not listening on {}", self.port);
+        super::wait_for_port(self.port, "slapd").await;
     }
 
     /// `ldap://127.0.0.1:<port>`.

@@ -843,6 +843,18 @@ impl RunningGateway {
         format!("http://{host}:{}{path}", self.http.port())
     }
 
+    /// What `/readyz` answers now (its text, whatever the status).
+    pub async fn readyz(&self) -> String {
+        http_client()
+            .get(format!("http://{}/readyz", self.admin))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// `GET path` on `host` through the plain listener (a fresh HTTP/1.1 client).
     pub async fn get(&self, host: &str, path: &str) -> reqwest::Response {
         self.client(&[host])
@@ -1016,6 +1028,21 @@ pub fn open_policy(app: &str, hosts: &[&str], upstreams: &[(&str, u32)], extra: 
         hosts.join(", "),
         ups.join(", ")
     )
+}
+
+/// Waits until something listens on loopback `port` (a server the test started), or fails
+/// naming `what`.
+pub async fn wait_for_port(port: u16, what: &str) {
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("{what} is not listening on {port}");
 }
 
 /// Reads a file relative to the repository root.
