@@ -946,6 +946,8 @@ async fn an_idp_that_goes_down_later_makes_sign_in_unavailable_until_it_is_back(
         .unwrap()
         .contains("unreachable (sign-in unavailable)"));
     // The IdP returns (same address): sign-in works again by itself.
+    // Users waiting at the sign-in page make the gateway look again (at most once a second),
+    // so this comes back well before the watcher's backoff (up to 30 s) would have.
     let _back = TestIdp::start_on(idp_addr, &[client]).await;
     for _ in 0..200 {
         if anonymous.get(&url("/")).await.status() == 302 {

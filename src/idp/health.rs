@@ -11,9 +11,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 use tokio::sync::Notify;
+use tokio::time::Instant;
 
 /// Longest wait between checks of an unreachable IdP.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Shortest gap between checks that waiting users ask for (see [`Reachability::wanted`]).
+const WANTED_CHECK_GAP: Duration = Duration::from_secs(1);
 
 /// What the gateway last learned about reaching one IdP.
 #[derive(Debug)]
@@ -22,6 +26,7 @@ pub struct Reachability {
     reachable: AtomicBool,
     last_error: Mutex<Option<String>>,
     check_now: Notify,
+    last_wanted: Mutex<Option<Instant>>,
 }
 
 impl Default for Reachability {
@@ -31,6 +36,7 @@ impl Default for Reachability {
             reachable: AtomicBool::new(true),
             last_error: Mutex::new(None),
             check_now: Notify::new(),
+            last_wanted: Mutex::new(None),
         }
     }
 }
@@ -67,6 +73,24 @@ impl Reachability {
             // Ask the watcher to confirm soon and keep checking at the fast pace.
             self.check_now.notify_one();
         }
+    }
+
+    /// A user wants to sign in while the IdP is marked unreachable: check again soon rather
+    /// than at the end of the backoff, so sign-in comes back when the IdP does (at most one
+    /// such check a second, however many users are waiting).
+    pub fn wanted(&self) {
+        if self.is_reachable() {
+            return;
+        }
+        let Ok(mut last) = self.last_wanted.lock() else {
+            return;
+        };
+        let now = Instant::now();
+        if last.is_some_and(|at| now.duration_since(at) < WANTED_CHECK_GAP) {
+            return;
+        }
+        *last = Some(now);
+        self.check_now.notify_one();
     }
 
     /// Waits for the next check: `interval` while the IdP answers; while it does not, a
@@ -114,5 +138,38 @@ mod tests {
             .await
             .expect("watcher not woken")
             .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_user_waiting_to_sign_in_wakes_the_watcher_once_a_second_at_most() {
+        let r = std::sync::Arc::new(Reachability::default());
+        r.reachable(false, None);
+        // The failure's own wake-up is consumed by the check that confirms it.
+        r.until_next_check(Duration::from_secs(3600), 1).await;
+        let wait = |r: std::sync::Arc<Reachability>| {
+            tokio::spawn(async move { r.until_next_check(Duration::from_secs(3600), 6).await })
+        };
+        let first = wait(r.clone());
+        r.wanted();
+        tokio::time::timeout(Duration::from_secs(2), first)
+            .await
+            .expect("a waiting user did not wake the watcher")
+            .unwrap();
+        let second = wait(r.clone());
+        r.wanted();
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), second)
+                .await
+                .is_err(),
+            "a second wake-up within the second"
+        );
+        // While the IdP is reachable, nobody is waiting for it.
+        r.reachable(true, None);
+        let third = wait(r.clone());
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        r.wanted();
+        assert!(tokio::time::timeout(Duration::from_millis(300), third)
+            .await
+            .is_err());
     }
 }

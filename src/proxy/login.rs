@@ -69,7 +69,13 @@ pub async fn start_login(
     let provider = gateway
         .auth
         .provider(idp)
-        .filter(|p| p.is_available())
+        .filter(|p| {
+            let available = p.is_available();
+            if !available {
+                p.health().wanted();
+            }
+            available
+        })
         .ok_or_else(|| RequestError::SignInUnavailable(idp.to_string()))?;
     let redirect = gateway
         .auth
