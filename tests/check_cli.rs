@@ -414,6 +414,49 @@ fn saml_idps_are_checked_down_to_their_metadata_signing_keys() {
 }
 
 #[test]
+fn saml_encryption_and_algorithm_settings_are_checked_at_their_line() {
+    let (_, strong) = support::saml_idp::key_and_cert("idp");
+    let (next_key, _) = support::saml_idp::key_and_cert("next");
+    let (_, unrelated_cert) = support::saml_idp::key_and_cert("unrelated");
+    let app = "schema = 1\napp = \"wiki\"\nowner = \"o@corp.example\"\nsummary = \"s\"\nhosts = [\"wiki.example\"]\nupstreams = [{ url = \"http://127.0.0.1:9\" }]\nidp = \"corp-saml\"\n[[allow]]\nid = \"staff\"\nwhy = \"s\"\ngroups = [\"staff\"]\n";
+    let sp_key = support::dev_cert("saml-sp.key").display().to_string();
+    let sp_cert = support::dev_cert("saml-sp.crt").display().to_string();
+    let gateway = |extra: &str| {
+        format!("[listen]\nhttp = \"127.0.0.1:18080\"\n\n[idp.corp-saml]\nkind = \"saml\"\nmetadata_file = \"idp.xml\"\n{extra}")
+    };
+    let run_with = |extra: &str| {
+        let dir = config_dir(&gateway(extra), &[("wiki.toml", app)]);
+        std::fs::write(dir.path().join("idp.xml"), saml_metadata(&[&strong])).unwrap();
+        std::fs::write(dir.path().join("next.key"), &next_key).unwrap();
+        std::fs::write(dir.path().join("unrelated.crt"), &unrelated_cert).unwrap();
+        let f = dir.path().join("portcullis.toml").display().to_string();
+        (check(&dir.path().join("portcullis.toml")), f)
+    };
+    // Encryption required without a key to decrypt with.
+    let (run, f) = run_with("require_encrypted_assertions = true\n");
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let want =
+        format!("{f}:7:32: idp `corp-saml`: require_encrypted_assertions = true needs sp_key_file");
+    assert!(run.stderr.contains(&want), "missing {want}\n{}", run.stderr);
+    // A next key whose certificate is another key's.
+    let (run, f) = run_with(&format!(
+        "sp_key_file = \"{sp_key}\"\nsp_cert_file = \"{sp_cert}\"\nsp_next_key_file = \"next.key\"\nsp_next_cert_file = \"unrelated.crt\"\n"
+    ));
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let want = format!(
+        "{f}:10:21: idp `corp-saml`: sp_next_cert_file does not belong to sp_next_key_file"
+    );
+    assert!(run.stderr.contains(&want), "missing {want}\n{}", run.stderr);
+    // SHA-1 accepted on request, with a warning at its line.
+    let (run, f) = run_with("allow_sha1 = true\n");
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let want = format!(
+        "{f}:7:14: warning: idp `corp-saml`: allow_sha1: this IdP's SHA-1 signatures are accepted"
+    );
+    assert!(run.stderr.contains(&want), "missing {want}\n{}", run.stderr);
+}
+
+#[test]
 fn new_rule_conditions_are_checked_at_their_line() {
     let policy = "schema = 1\napp = \"wiki\"\nowner = \"o@corp.example\"\nsummary = \"s\"\nhosts = [\"wiki.example\"]\nupstreams = [{ url = \"http://127.0.0.1:9\" }]\nidp = \"corp\"\n\n\
 [[allow]]\nid = \"a\"\nwhy = \"s\"\nmode = \"dry-run\"\npaths = [\"~/api/.*\", \"~^/api/(x$\", \"/a/./b/*\"]\nnetworks = [\"10.0.0.1/8\", \"not-a-net\"]\nclaims = { department = \"x\", sub = { regex = \"00u.*\" }, acr = 5 }\n\n\

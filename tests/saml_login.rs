@@ -1175,6 +1175,263 @@ async fn response_only_signatures_pass_only_when_assertion_signing_is_not_requir
     assert_refused(&f, &trip, "must be signed");
 }
 
+const AES128_CBC: &str = "http://www.w3.org/2001/04/xmlenc#aes128-cbc";
+const AES256_CBC: &str = "http://www.w3.org/2001/04/xmlenc#aes256-cbc";
+const AES128_GCM: &str = "http://www.w3.org/2009/xmlenc11#aes128-gcm";
+const RSA_OAEP_MGF1P: &str = "http://www.w3.org/2001/04/xmlenc#rsa-oaep-mgf1p";
+const RSA_1_5: &str = "http://www.w3.org/2001/04/xmlenc#rsa-1_5";
+
+/// Okta's set-up with encryption on: the IdP encrypts the signed assertion to the SP's
+/// published encryption certificate. Each algorithm IdPs use opens; an assertion encrypted to
+/// another key, a weak cipher and (with `require_encrypted_assertions`) a plain assertion are
+/// refused.
+#[tokio::test]
+async fn encrypted_assertions_sign_in_and_the_ones_this_sp_cannot_open_are_refused() {
+    let f = fixture_with(
+        json!({ "encrypt_assertions": true }),
+        "require_encrypted_assertions = true",
+    )
+    .await;
+    let metadata = f
+        .browser()
+        .get(&f.sp_entity(WIKI))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        metadata.matches("use=\"encryption\"").count(),
+        1,
+        "{metadata}"
+    );
+    assert!(metadata.contains("xmlenc11#aes256-gcm"), "{metadata}");
+    // A whole login, samlify encrypting (AES-256-GCM, RSA-OAEP) and signing.
+    let browser = f.browser();
+    let trip = browser
+        .saml_login(&f.url(WIKI, "/docs"), "alice", "alice-pw")
+        .await;
+    assert_eq!(trip.status, 200, "{trip:?}\n{}", f.gw.logs());
+    assert_eq!(
+        header_values(&trip.json(), "x-remote-user"),
+        ["alice@corp.example"]
+    );
+    assert_eq!(header_values(&trip.json(), "x-groups"), ["staff,finance"]);
+    let legacy = f.sp_entity(LEGACY);
+    for (data, key) in [
+        (AES128_CBC, RSA_1_5),
+        (AES256_CBC, RSA_OAEP_MGF1P),
+        (AES128_GCM, RSA_OAEP_MGF1P),
+    ] {
+        let (xml, response) = f
+            .idp
+            .forge(json!({ "sp": legacy, "user": "bob", "encrypt": { "data": data, "key": key } }))
+            .await;
+        assert!(xml.contains("EncryptedAssertion") && !xml.contains("bob@corp.example"));
+        let trip = f
+            .browser()
+            .post_saml_response(&f.acs(LEGACY), &response, None)
+            .await;
+        assert_eq!(
+            trip.status,
+            200,
+            "{data} + {key}: {trip:?}\n{}",
+            f.gw.logs()
+        );
+        assert_eq!(
+            header_values(&trip.json(), "x-remote-user"),
+            ["bob@corp.example"]
+        );
+    }
+    // Encrypted for somebody else.
+    let (_, other_cert) = support::saml_idp::key_and_cert("another SP (TEST ONLY)");
+    let (_, response) = f
+        .idp
+        .forge(json!({ "sp": legacy, "user": "bob", "encrypt": { "cert": other_cert } }))
+        .await;
+    let trip = f
+        .browser()
+        .post_saml_response(&f.acs(LEGACY), &response, None)
+        .await;
+    assert_refused(&f, &trip, "encrypted under a key this SP does not hold");
+    // Triple-DES.
+    let (_, response) = f
+        .idp
+        .forge(json!({ "sp": legacy, "user": "bob", "encrypt": { "data": "http://www.w3.org/2001/04/xmlenc#tripledes-cbc" } }))
+        .await;
+    let trip = f
+        .browser()
+        .post_saml_response(&f.acs(LEGACY), &response, None)
+        .await;
+    assert_refused(&f, &trip, "content encryption");
+    // A plain (validly signed) assertion where encryption is required.
+    let (_, plain) = f.idp.forge(json!({ "sp": legacy, "user": "bob" })).await;
+    let trip = f
+        .browser()
+        .post_saml_response(&f.acs(LEGACY), &plain, None)
+        .await;
+    assert_refused(&f, &trip, "not encrypted (require_encrypted_assertions");
+    assert_still_serving(&f).await;
+}
+
+/// Signature wrapping around an encrypted assertion: an unsigned assertion encrypted to the
+/// SP's public certificate, a plain assertion beside a genuine encrypted one, a second one
+/// hidden inside the encryption, an encrypted assertion out of place, and ciphertext altered
+/// under a response signature. Each is refused; a response-only signature over an encrypted
+/// assertion (Shibboleth's default) passes only when assertion signing is not required.
+#[tokio::test]
+async fn wrapping_around_an_encrypted_assertion_is_refused() {
+    let f = fixture().await;
+    let legacy = f.sp_entity(LEGACY);
+    let acs = f.acs(LEGACY);
+    let post = |response: String| {
+        let browser = f.browser();
+        let acs = acs.clone();
+        async move { browser.post_saml_response(&acs, &response, None).await }
+    };
+    // Anyone can encrypt to the SP's certificate: an unsigned assertion so encrypted is not
+    // trusted.
+    let (_, unsigned) = f
+        .idp
+        .forge(json!({ "sp": legacy, "user": "bob", "unsigned": true, "encrypt": {} }))
+        .await;
+    assert_refused(&f, &post(unsigned).await, "not signed");
+    let (genuine, _) = f.idp.forge(json!({ "sp": legacy, "user": "alice" })).await;
+    let evil = evil_assertion(&assertion_of(&genuine));
+    for (extra, reason) in [
+        (json!({ "beside": evil }), "exactly one Assertion"),
+        (json!({ "extra_plaintext": evil }), "exactly one Assertion"),
+        (json!({ "misplace": true }), "Assertion outside"),
+    ] {
+        let (_, response) = f
+            .idp
+            .forge(json!({ "sp": legacy, "user": "alice", "encrypt": extra }))
+            .await;
+        assert_refused(&f, &post(response).await, reason);
+    }
+    // The response signature covers the ciphertext: altering it is caught before decryption.
+    let (xml, _) = f
+        .idp
+        .forge(json!({ "sp": legacy, "user": "alice", "sign_assertion": false, "encrypt": {} }))
+        .await;
+    // The content's CipherValue (the last one; the key's comes first), a few characters in.
+    let at = xml.rfind("<xenc:CipherValue>").unwrap() + "<xenc:CipherValue>".len() + 12;
+    let flipped = if &xml[at..=at] == "A" { "B" } else { "A" };
+    let tampered = format!("{}{flipped}{}", &xml[..at], &xml[at + 1..]);
+    assert_refused(&f, &post(b64(&tampered)).await, "verification failed");
+    // Untampered, it still needs want_assertions_signed = false.
+    let (_, response_signed) = f
+        .idp
+        .forge(json!({ "sp": legacy, "user": "alice", "sign_assertion": false, "encrypt": {} }))
+        .await;
+    assert_refused(&f, &post(response_signed).await, "not signed");
+    let lenient = fixture_with(json!({}), "want_assertions_signed = false").await;
+    let (_, response_signed) = lenient
+        .idp
+        .forge(json!({ "sp": lenient.sp_entity(LEGACY), "user": "bob", "sign_assertion": false, "encrypt": {} }))
+        .await;
+    let trip = lenient
+        .browser()
+        .post_saml_response(&lenient.acs(LEGACY), &response_signed, None)
+        .await;
+    assert_eq!(trip.status, 200, "{trip:?}\n{}", lenient.gw.logs());
+    assert_eq!(
+        header_values(&trip.json(), "x-remote-user"),
+        ["bob@corp.example"]
+    );
+    assert_still_serving(&f).await;
+}
+
+/// During an SP key rollover with the next key configured, the metadata offers both
+/// certificates for encryption and an assertion encrypted to either opens.
+#[tokio::test]
+async fn assertions_encrypted_to_the_next_sp_key_open_during_a_rollover() {
+    let dir = tempfile::tempdir().unwrap();
+    let (next_key, next_cert) =
+        support::saml_idp::key_and_cert("Portcullis SP next key (TEST ONLY)");
+    std::fs::write(dir.path().join("sp-next.crt"), &next_cert).unwrap();
+    std::fs::write(dir.path().join("sp-next.key"), &next_key).unwrap();
+    let f = fixture_full(
+        json!({}),
+        &format!(
+            "sp_next_cert_file = \"{0}/sp-next.crt\"\nsp_next_key_file = \"{0}/sp-next.key\"",
+            dir.path().display()
+        ),
+        "",
+    )
+    .await;
+    let metadata = f
+        .browser()
+        .get(&f.sp_entity(WIKI))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        metadata.matches("use=\"encryption\"").count(),
+        2,
+        "{metadata}"
+    );
+    let current = std::fs::read_to_string(support::dev_cert("saml-sp.crt")).unwrap();
+    for (user, cert) in [("alice", &current), ("bob", &next_cert)] {
+        let (_, response) = f
+            .idp
+            .forge(json!({ "sp": f.sp_entity(LEGACY), "user": user, "encrypt": { "cert": cert } }))
+            .await;
+        let trip = f
+            .browser()
+            .post_saml_response(&f.acs(LEGACY), &response, None)
+            .await;
+        assert_eq!(trip.status, 200, "{user}: {trip:?}\n{}", f.gw.logs());
+    }
+}
+
+/// SHA-1 signatures are refused unless the IdP entry opts in with `allow_sha1`, which the
+/// configuration check warns about; even then, only the IdP's own keys verify.
+#[tokio::test]
+async fn sha1_signatures_pass_only_where_the_idp_entry_opts_in() {
+    const RSA_SHA1: &str = "http://www.w3.org/2000/09/xmldsig#rsa-sha1";
+    let strict = fixture().await;
+    let (_, response) = strict
+        .idp
+        .forge(json!({ "sp": strict.sp_entity(LEGACY), "user": "bob", "sig_alg": RSA_SHA1 }))
+        .await;
+    let trip = strict
+        .browser()
+        .post_saml_response(&strict.acs(LEGACY), &response, None)
+        .await;
+    assert_refused(&strict, &trip, "SignatureMethod");
+    let lenient = fixture_with(json!({}), "allow_sha1 = true").await;
+    assert!(
+        lenient
+            .gw
+            .logs()
+            .contains("allow_sha1: this IdP's SHA-1 signatures are accepted"),
+        "{}",
+        lenient.gw.logs()
+    );
+    let legacy = lenient.sp_entity(LEGACY);
+    let (xml, response) = lenient
+        .idp
+        .forge(json!({ "sp": legacy, "user": "bob", "sig_alg": RSA_SHA1 }))
+        .await;
+    assert!(xml.contains("xmldsig#sha1\""), "SHA-1 digests too: {xml}");
+    let trip = lenient
+        .browser()
+        .post_saml_response(&lenient.acs(LEGACY), &response, None)
+        .await;
+    assert_eq!(trip.status, 200, "{trip:?}\n{}", lenient.gw.logs());
+    let (other_key, other_cert) = support::saml_idp::key_and_cert("attacker");
+    let (_, forged) = lenient
+        .idp
+        .forge(json!({ "sp": legacy, "user": "bob", "sig_alg": RSA_SHA1, "key": other_key, "cert": other_cert }))
+        .await;
+    let trip = lenient
+        .browser()
+        .post_saml_response(&lenient.acs(LEGACY), &forged, None)
+        .await;
+    assert_refused(&lenient, &trip, "verification failed");
+}
+
 /// Thirty copies of one valid response at once: exactly one signs in (the replay check is
 /// atomic), and a signed-in user's proxied requests are served meanwhile.
 #[tokio::test]

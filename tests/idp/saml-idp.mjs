@@ -10,7 +10,10 @@
 //   { "port": 9500, "key": "<PEM>", "cert": "<PEM>" (or key_file / cert_file, relative to the
 //     config), "sps": ["<SP metadata URL>", ...], "users": [ { id, email, password, name,
 //     first_name, groups } ], "sign_response": true, "test_hooks": false,
-//     "next_signing_certs": ["<PEM>", ...] (also published in the metadata) }
+//     "next_signing_certs": ["<PEM>", ...] (also published in the metadata),
+//     "encrypt_assertions": false, "data_encryption": "<xmlenc URI>", "key_encryption": "<URI>" }
+//   With encrypt_assertions, logins encrypt the (signed) assertion to the SP's metadata
+//   encryption certificate, then sign the response, as Okta and Shibboleth do.
 // Prints `READY <entity id>` on stdout once listening.
 
 import http from 'node:http';
@@ -18,6 +21,7 @@ import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import samlify from 'samlify';
+import xmlenc from '@authenio/xml-encryption';
 import * as validator from '@authenio/samlify-node-xmllint';
 
 const configPath = process.argv[2];
@@ -39,7 +43,9 @@ const idpSettings = {
   privateKey: key,
   // During a key rollover the metadata lists the next certificate too (`next_signing_certs`).
   signingCert: config.next_signing_certs ? [cert, ...config.next_signing_certs] : cert,
-  isAssertionEncrypted: false,
+  isAssertionEncrypted: config.encrypt_assertions === true,
+  dataEncryptionAlgorithm: config.data_encryption ?? 'http://www.w3.org/2009/xmlenc11#aes256-gcm',
+  keyEncryptionAlgorithm: config.key_encryption ?? 'http://www.w3.org/2001/04/xmlenc#rsa-oaep-mgf1p',
   wantAuthnRequestsSigned: config.want_authn_requests_signed !== false,
   wantLogoutRequestSigned: true,
   wantLogoutResponseSigned: false,
@@ -233,12 +239,41 @@ async function loginResponse(sp, user, requestInfo, authnContext) {
   // samlify builds and signs (it signs the assertion when the SP metadata wants it, and the
   // response when the SP entity is set to want signed messages); we supply the document.
   const { context } = await idp.createLoginResponse(sp, requestInfo, 'post', user, {
+    encryptThenSign: true,
     customTagReplacement: () => ({
       id: '',
       context: responseXml(sp, user, requestInfo?.extract?.request?.id, { authn_context: authnContext, request_info: requestInfo }),
     }),
   });
   return context;
+}
+
+// The assertion of `xml` encrypted (with @authenio/xml-encryption, samlify's own library)
+// to `certPem`, the SP's encryption certificate unless a test names another; `extra` is
+// appended to the plaintext (a wrapping attempt hidden inside the encryption).
+const pemBody = (pem) => pem.replace(/-----[^-]+-----|\s/g, '');
+function spEncryptionCert(sp) {
+  const listed = sp.entityMeta.getX509Certificate('encryption');
+  const first = [].concat(listed ?? []).find(Boolean);
+  if (!first) throw new Error('the SP metadata lists no encryption certificate');
+  return `-----BEGIN CERTIFICATE-----\n${pemBody(first).match(/.{1,64}/g).join('\n')}\n-----END CERTIFICATE-----\n`;
+}
+async function encryptAssertion(sp, xml, e = {}) {
+  const match = /<saml:Assertion[\s\S]*<\/saml:Assertion>/.exec(xml);
+  if (!match) throw new Error('no assertion to encrypt');
+  const certPem = e.cert ?? spEncryptionCert(sp);
+  const { createPublicKey } = await import('node:crypto');
+  const rsaPub = createPublicKey(certPem).export({ type: 'spki', format: 'pem' });
+  const encrypted = await new Promise((ok, fail) => xmlenc.encrypt(match[0] + (e.extra_plaintext ?? ''), {
+    rsa_pub: rsaPub,
+    pem: certPem,
+    encryptionAlgorithm: e.data ?? config.data_encryption ?? 'http://www.w3.org/2009/xmlenc11#aes256-gcm',
+    keyEncryptionAlgorithm: e.key ?? config.key_encryption ?? 'http://www.w3.org/2001/04/xmlenc#rsa-oaep-mgf1p',
+    warnInsecureAlgorithm: false,
+  }, (err, out) => (err ? fail(err) : ok(out))));
+  const element = `<saml:EncryptedAssertion>${encrypted}</saml:EncryptedAssertion>`;
+  const placed = e.misplace ? `<samlp:Extensions>${element}</samlp:Extensions>` : element;
+  return xml.replace(match[0], placed + (e.beside ?? ''));
 }
 
 // samlify does not read RequestedAuthnContext: a class other than password asks for a
@@ -379,7 +414,14 @@ async function handler(req, res) {
       const sp = await spFor(o.sp);
       const user = users.get(o.user ?? 'alice');
       let xml = responseXml(sp, user, o.in_response_to_request, o);
-      if (!o.unsigned) xml = sign(xml, o);
+      if (o.encrypt) {
+        // Sign the assertion, encrypt it, then sign the response around it.
+        if (!o.unsigned) xml = sign(xml, { ...o, sign_response: false });
+        xml = await encryptAssertion(sp, xml, o.encrypt);
+        if (!o.unsigned && (o.sign_response ?? signResponse)) xml = sign(xml, { ...o, sign_assertion: false });
+      } else if (!o.unsigned) {
+        xml = sign(xml, o);
+      }
       return send(200, JSON.stringify({ xml, SAMLResponse: Buffer.from(xml).toString('base64') }), 'application/json');
     }
     return send(404, page('Not found', '<p>Not found.</p>'));

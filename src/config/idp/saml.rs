@@ -45,6 +45,13 @@ pub struct SamlIdpConfig {
     /// The certificate of the SP's next key, published beside the current one ahead of a
     /// switch (so the IdP trusts both while it rolls over).
     pub sp_next_cert_pem: Option<Vec<u8>>,
+    /// The next key itself (`sp_next_key_file`): assertions encrypted to the next
+    /// certificate are decrypted with it while the IdP rolls over.
+    pub sp_next_key: Option<SecretBytes>,
+    /// Refuse assertions that are not encrypted (`require_encrypted_assertions`).
+    pub require_encrypted_assertions: bool,
+    /// Accept RSA-SHA1 signatures and SHA-1 digests from this IdP (`allow_sha1`; warned).
+    pub allow_sha1: bool,
     /// Sign AuthnRequests and logout messages (default: when a key is configured).
     pub sign_requests: bool,
     /// Require the assertion itself to be signed, not only the response around it.
@@ -117,7 +124,7 @@ impl IdpCompiler<'_> {
 
     /// SAML keys on an OpenID Connect IdP are a mistake worth naming.
     pub(super) fn refuse_saml_keys(&mut self, file: &FileIdp) {
-        let saml_only: [(&str, Option<&Spanned<String>>); 11] = [
+        let saml_only: [(&str, Option<&Spanned<String>>); 12] = [
             ("metadata_file", file.metadata_file.as_ref()),
             ("metadata_url", file.metadata_url.as_ref()),
             ("okta_metadata_url", file.okta_metadata_url.as_ref()),
@@ -125,6 +132,7 @@ impl IdpCompiler<'_> {
             ("sp_key_file", file.sp_key_file.as_ref()),
             ("sp_cert_file", file.sp_cert_file.as_ref()),
             ("sp_next_cert_file", file.sp_next_cert_file.as_ref()),
+            ("sp_next_key_file", file.sp_next_key_file.as_ref()),
             ("name_id_format", file.name_id_format.as_ref()),
             ("email_attribute", file.email_attribute.as_ref()),
             ("name_attribute", file.name_attribute.as_ref()),
@@ -143,11 +151,13 @@ impl IdpCompiler<'_> {
         }
         if file.want_assertions_signed.is_some()
             || file.sign_requests.is_some()
+            || file.require_encrypted_assertions.is_some()
+            || file.allow_sha1.is_some()
             || file.max_response_size.is_some()
             || file.metadata_refresh.is_some()
             || file.allow_insecure_metadata_url
         {
-            self.error(&file.kind, "want_assertions_signed, sign_requests, max_response_size, metadata_refresh and allow_insecure_metadata_url are SAML settings; this IdP is `kind = \"oidc\"`");
+            self.error(&file.kind, "want_assertions_signed, sign_requests, require_encrypted_assertions, allow_sha1, max_response_size, metadata_refresh and allow_insecure_metadata_url are SAML settings; this IdP is `kind = \"oidc\"`");
         }
     }
 
@@ -166,7 +176,39 @@ impl IdpCompiler<'_> {
             }
         });
         let (sp_key, sp_cert_pem) = self.sp_key_pair(file, base);
-        let sp_next_cert_pem = self.sp_next_cert(file, base, sp_cert_pem.is_some());
+        let (sp_next_key, sp_next_cert_pem) = match &file.sp_next_key_file {
+            Some(k) if sp_cert_pem.is_none() => {
+                self.error(
+                    k,
+                    "sp_next_key_file needs sp_key_file and sp_cert_file (the key in use now)",
+                );
+                (None, None)
+            }
+            Some(_) => self.key_pair(
+                base,
+                ("sp_next_key_file", file.sp_next_key_file.as_ref()),
+                ("sp_next_cert_file", file.sp_next_cert_file.as_ref()),
+            ),
+            None => (None, self.sp_next_cert(file, base, sp_cert_pem.is_some())),
+        };
+        let allow_sha1 = match &file.allow_sha1 {
+            Some(flag) if *flag.get_ref() => {
+                self.warning(flag, "allow_sha1: this IdP's SHA-1 signatures are accepted; SHA-1 collisions are practical, so switch the IdP to RSA-SHA256 and remove this");
+                true
+            }
+            _ => false,
+        };
+        let require_encrypted_assertions = match &file.require_encrypted_assertions {
+            Some(flag) if *flag.get_ref() && sp_key.is_none() => {
+                self.error(
+                    flag,
+                    "require_encrypted_assertions = true needs sp_key_file and sp_cert_file (the IdP encrypts to that certificate)",
+                );
+                false
+            }
+            Some(flag) => *flag.get_ref(),
+            None => false,
+        };
         let sign_requests = match &file.sign_requests {
             Some(flag) if *flag.get_ref() && sp_key.is_none() => {
                 self.error(
@@ -247,6 +289,9 @@ impl IdpCompiler<'_> {
             sp_key,
             sp_cert_pem,
             sp_next_cert_pem,
+            sp_next_key,
+            require_encrypted_assertions,
+            allow_sha1,
             sign_requests,
             want_assertions_signed: file
                 .want_assertions_signed
@@ -371,22 +416,38 @@ impl IdpCompiler<'_> {
         }
     }
 
+    /// `sp_key_file` + `sp_cert_file`: the SP's key in use.
     fn sp_key_pair(
         &mut self,
         file: &FileIdp,
         base: &Path,
     ) -> (Option<SecretBytes>, Option<Vec<u8>>) {
-        match (&file.sp_key_file, &file.sp_cert_file) {
+        self.key_pair(
+            base,
+            ("sp_key_file", file.sp_key_file.as_ref()),
+            ("sp_cert_file", file.sp_cert_file.as_ref()),
+        )
+    }
+
+    /// A private key and its certificate, each named by its setting: both readable, both PEM,
+    /// belonging together, the certificate not expired (and warned about near its end).
+    fn key_pair(
+        &mut self,
+        base: &Path,
+        (key_setting, key_file): (&str, Option<&Spanned<String>>),
+        (cert_setting, cert_file): (&str, Option<&Spanned<String>>),
+    ) -> (Option<SecretBytes>, Option<Vec<u8>>) {
+        match (key_file, cert_file) {
             (None, None) => (None, None),
             (Some(k), None) => {
                 self.error(
                     k,
-                    "sp_key_file needs sp_cert_file (the certificate published in the SP metadata)",
+                    format!("{key_setting} needs {cert_setting} (the certificate published in the SP metadata)"),
                 );
                 (None, None)
             }
             (None, Some(c)) => {
-                self.error(c, "sp_cert_file needs sp_key_file");
+                self.error(c, format!("{cert_setting} needs {key_setting}"));
                 (None, None)
             }
             (Some(k), Some(c)) => {
@@ -400,7 +461,7 @@ impl IdpCompiler<'_> {
                     Err(e) => {
                         self.error(
                             k,
-                            format!("cannot read sp_key_file `{}`: {e}", key_path.display()),
+                            format!("cannot read {key_setting} `{}`: {e}", key_path.display()),
                         );
                         return (None, None);
                     }
@@ -410,7 +471,7 @@ impl IdpCompiler<'_> {
                     Err(e) => {
                         self.error(
                             c,
-                            format!("cannot read sp_cert_file `{}`: {e}", cert_path.display()),
+                            format!("cannot read {cert_setting} `{}`: {e}", cert_path.display()),
                         );
                         return (None, None);
                     }
@@ -422,7 +483,7 @@ impl IdpCompiler<'_> {
                         self.error(
                             k,
                             format!(
-                                "sp_key_file `{}` is not a PEM private key",
+                                "{key_setting} `{}` is not a PEM private key",
                                 key_path.display()
                             ),
                         );
@@ -432,7 +493,7 @@ impl IdpCompiler<'_> {
                         self.error(
                             c,
                             format!(
-                                "sp_cert_file `{}` is not a PEM certificate",
+                                "{cert_setting} `{}` is not a PEM certificate",
                                 cert_path.display()
                             ),
                         );
@@ -443,14 +504,18 @@ impl IdpCompiler<'_> {
                             .public_key()
                             .is_ok_and(|public| public.public_eq(&pkey));
                         if !matches {
-                            self.error(c, "sp_cert_file does not belong to sp_key_file");
+                            self.error(
+                                c,
+                                format!("{cert_setting} does not belong to {key_setting}"),
+                            );
                             return (None, None);
                         }
                         if let Some(days) = days_until(x509.not_after()) {
                             if days < 0 {
-                                self.error(c, format!("sp_cert_file `{}` expired {} days ago: IdPs refuse what it signs", cert_path.display(), -days));
+                                self.error(c, format!("{cert_setting} `{}` expired {} days ago: IdPs refuse what it signs", cert_path.display(), -days));
+                                return (None, None);
                             } else if days < EXPIRY_WARNING_DAYS {
-                                self.warning(c, format!("sp_cert_file `{}` expires in {days} days: publish its successor in the IdP now", cert_path.display()));
+                                self.warning(c, format!("{cert_setting} `{}` expires in {days} days: publish its successor in the IdP now", cert_path.display()));
                             }
                         }
                         (Some(SecretBytes::new(key)), Some(cert))

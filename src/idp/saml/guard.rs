@@ -4,10 +4,11 @@
 //! xmlsec dereferences `<ds:Reference URI=…>` (http://, file://) and runs XSLT transforms
 //! before the signature is known to be good, and libxml2 honours DOCTYPEs. So this streaming
 //! pass (quick-xml, which resolves nothing) admits only the shape real IdPs send: one root
-//! message, at most one assertion directly under a `Response`, signatures only directly
-//! under the element they sign and pointing at it by ID, the usual transforms and SHA-2
-//! algorithms, and no DOCTYPE, comments, processing instructions, CDATA, custom entities,
-//! encrypted parts or duplicate IDs. That shape alone also defeats the signature-wrapping
+//! message, at most one assertion (plain, or one `EncryptedAssertion` of the usual XML
+//! Encryption shape) directly under a `Response`, signatures only directly under the element
+//! they sign and pointing at it by ID, the usual transforms and SHA-2 algorithms, and no
+//! DOCTYPE, comments, processing instructions, CDATA, custom entities, other encrypted parts
+//! or duplicate IDs. A decrypted assertion passes this again, in its place. That shape alone also defeats the signature-wrapping
 //! family (XSW1-8 all need a second copy of the signed element or a moved signature).
 //!
 //! The pass must read exactly the document libxml2 will read, or it vouches for a different
@@ -28,6 +29,7 @@ const PROTOCOL_NS: &[u8] = b"urn:oasis:names:tc:SAML:2.0:protocol";
 const ASSERTION_NS: &[u8] = b"urn:oasis:names:tc:SAML:2.0:assertion";
 const DSIG_NS: &[u8] = b"http://www.w3.org/2000/09/xmldsig#";
 const XENC_NS: &[u8] = b"http://www.w3.org/2001/04/xmlenc#";
+const XENC11_NS: &[u8] = b"http://www.w3.org/2009/xmlenc11#";
 const XINCLUDE_NS: &[u8] = b"http://www.w3.org/2001/XInclude";
 
 /// Transforms a SAML signature may use: enveloped signature and exclusive c14n.
@@ -54,6 +56,9 @@ pub const ALLOWED_SIGNATURE_METHODS: &[&str] = &[
     "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha384",
     "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha512",
 ];
+/// SHA-1, for an IdP entry that opts in (`allow_sha1`) because its IdP can do nothing else.
+const SHA1_SIGNATURE_METHOD: &str = "http://www.w3.org/2000/09/xmldsig#rsa-sha1";
+const SHA1_DIGEST: &str = "http://www.w3.org/2000/09/xmldsig#sha1";
 /// Digest algorithms: SHA-256 or stronger.
 const ALLOWED_DIGESTS: &[&str] = &[
     "http://www.w3.org/2001/04/xmlenc#sha256",
@@ -103,9 +108,16 @@ pub enum GuardError {
     /// An assertion not directly under the response.
     #[error("Assertion outside its place directly under Response")]
     AssertionMisplaced,
-    /// Encrypted content (this SP does not request or decrypt it).
-    #[error("encrypted SAML content is not supported (turn off assertion encryption at the IdP)")]
+    /// Encrypted content other than one `EncryptedAssertion` (encrypted NameIDs and
+    /// attributes are not decrypted).
+    #[error(
+        "encrypted content is accepted only as one EncryptedAssertion directly under Response"
+    )]
     Encrypted,
+    /// Inside an `EncryptedAssertion`, something XML Encryption as SAML uses it does not
+    /// have (a `CipherReference` to fetch, a signature, foreign elements).
+    #[error("`{0}` is not allowed inside an EncryptedAssertion")]
+    EncryptedShape(String),
     /// A signature not directly under the response or assertion.
     #[error("Signature outside its place directly under the element it signs")]
     SignatureMisplaced,
@@ -184,6 +196,9 @@ pub struct GuardFacts {
     pub root_signed: bool,
     /// The assertion carries a signature over itself.
     pub assertion_signed: bool,
+    /// The assertion came as an `EncryptedAssertion` (its own facts are read after
+    /// decryption).
+    pub assertion_encrypted: bool,
     /// Any `SubjectConfirmationData` carries `InResponseTo`.
     pub assertion_in_response_to: bool,
     /// The top-level status code (and a second-level one, if any), as sent.
@@ -224,6 +239,8 @@ enum Kind {
     SignedInfo,
     Reference,
     Transforms,
+    /// An `EncryptedAssertion` and everything in it.
+    Encrypted,
     Other,
 }
 
@@ -361,6 +378,16 @@ fn is_plain_name(name: &[u8]) -> bool {
 /// Checks a decoded SAML protocol message (as returned by [`prepare`]); see the module docs
 /// for what passes.
 pub fn check_message(xml: &str, expected: Root) -> Result<GuardFacts, GuardError> {
+    check(xml, expected, false)
+}
+
+/// [`check_message`], admitting RSA-SHA1 signatures and SHA-1 digests as well (an IdP entry
+/// with `allow_sha1 = true`).
+pub fn check_message_allowing_sha1(xml: &str, expected: Root) -> Result<GuardFacts, GuardError> {
+    check(xml, expected, true)
+}
+
+fn check(xml: &str, expected: Root, sha1: bool) -> Result<GuardFacts, GuardError> {
     let xml = prepare(xml)?;
     let mut reader = NsReader::from_str(xml);
     let mut stack: Vec<Frame> = Vec::new();
@@ -459,14 +486,23 @@ pub fn check_message(xml: &str, expected: Root) -> Result<GuardFacts, GuardError
             }
         }
         let ns = ns.as_deref();
-        if ns == Some(XENC_NS) || (ns == Some(ASSERTION_NS) && local.starts_with("Encrypted")) {
-            return Err(GuardError::Encrypted);
-        }
         if ns == Some(XINCLUDE_NS) {
             return Err(GuardError::Forbidden(format!("xi:{local}")));
         }
         let parent = stack.last().map(|f| f.kind);
-        let kind = if stack.is_empty() {
+        let encrypted_assertion = ns == Some(ASSERTION_NS) && local == "EncryptedAssertion";
+        if parent == Some(Kind::Encrypted) {
+            encrypted_part(ns, &local, attr("URI").as_deref())?;
+        } else if !encrypted_assertion
+            && (ns == Some(XENC_NS)
+                || ns == Some(XENC11_NS)
+                || (ns == Some(ASSERTION_NS) && local.starts_with("Encrypted")))
+        {
+            return Err(GuardError::Encrypted);
+        }
+        let kind = if parent == Some(Kind::Encrypted) {
+            Kind::Encrypted
+        } else if stack.is_empty() {
             if ns != Some(PROTOCOL_NS) || local != expected.local_name() {
                 return Err(GuardError::WrongRoot {
                     expected: expected.local_name(),
@@ -484,6 +520,13 @@ pub fn check_message(xml: &str, expected: Root) -> Result<GuardFacts, GuardError
             }
             assertions += 1;
             Kind::Assertion
+        } else if encrypted_assertion {
+            if expected != Root::Response || parent != Some(Kind::Root) || stack.len() != 1 {
+                return Err(GuardError::AssertionMisplaced);
+            }
+            assertions += 1;
+            facts.assertion_encrypted = true;
+            Kind::Encrypted
         } else if ns == Some(PROTOCOL_NS) && local == "StatusCode" && stack.len() <= 3 {
             facts.status.extend(attr("Value"));
             Kind::Other
@@ -526,7 +569,8 @@ pub fn check_message(xml: &str, expected: Root) -> Result<GuardFacts, GuardError
                 }
                 "SignatureMethod" if parent == Some(Kind::SignedInfo) => {
                     let alg = attr("Algorithm").unwrap_or_default();
-                    if !ALLOWED_SIGNATURE_METHODS.contains(&alg.as_str()) {
+                    let weak_but_allowed = sha1 && alg == SHA1_SIGNATURE_METHOD;
+                    if !ALLOWED_SIGNATURE_METHODS.contains(&alg.as_str()) && !weak_but_allowed {
                         return Err(GuardError::SignatureAlgorithm(alg));
                     }
                     Kind::Other
@@ -562,7 +606,8 @@ pub fn check_message(xml: &str, expected: Root) -> Result<GuardFacts, GuardError
                 }
                 "DigestMethod" if parent == Some(Kind::Reference) => {
                     let alg = attr("Algorithm").unwrap_or_default();
-                    if !ALLOWED_DIGESTS.contains(&alg.as_str()) {
+                    let weak_but_allowed = sha1 && alg == SHA1_DIGEST;
+                    if !ALLOWED_DIGESTS.contains(&alg.as_str()) && !weak_but_allowed {
                         return Err(GuardError::DigestAlgorithm(alg));
                     }
                     Kind::Other
@@ -638,6 +683,55 @@ pub fn check_message(xml: &str, expected: Root) -> Result<GuardFacts, GuardError
         return Err(GuardError::AssertionCount(assertions));
     }
     Ok(facts)
+}
+
+/// An element inside an `EncryptedAssertion`: XML Encryption's own (the data, its key,
+/// their algorithms and a key's name or certificate), nothing that fetches (`CipherReference`,
+/// a `RetrievalMethod` leaving the document) and nothing else.
+fn encrypted_part(ns: Option<&[u8]>, local: &str, uri: Option<&str>) -> Result<(), GuardError> {
+    let allowed = match ns {
+        Some(XENC_NS) => matches!(
+            local,
+            "EncryptedData"
+                | "EncryptedKey"
+                | "EncryptionMethod"
+                | "CipherData"
+                | "CipherValue"
+                | "KeySize"
+                | "OAEPparams"
+                | "ReferenceList"
+                | "DataReference"
+                | "KeyReference"
+                | "CarriedKeyName"
+        ),
+        Some(XENC11_NS) => local == "MGF",
+        Some(DSIG_NS) => match local {
+            "RetrievalMethod" => uri.is_some_and(|u| u.starts_with('#')),
+            other => matches!(
+                other,
+                "KeyInfo"
+                    | "DigestMethod"
+                    | "KeyName"
+                    | "X509Data"
+                    | "X509Certificate"
+                    | "X509IssuerSerial"
+                    | "X509IssuerName"
+                    | "X509SerialNumber"
+                    | "X509SubjectName"
+                    | "X509SKI"
+                    | "KeyValue"
+                    | "RSAKeyValue"
+                    | "Modulus"
+                    | "Exponent"
+            ),
+        },
+        _ => false,
+    };
+    if allowed {
+        Ok(())
+    } else {
+        Err(GuardError::EncryptedShape(local.to_string()))
+    }
 }
 
 fn store_capture(facts: &mut GuardFacts, what: Capture, text: String) {

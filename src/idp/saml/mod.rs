@@ -7,6 +7,7 @@
 //! pool, the [`assertion`] checks samael skips, and a replay cache of assertion IDs.
 
 pub mod assertion;
+pub mod decrypt;
 pub mod guard;
 pub mod metadata;
 pub mod redirect;
@@ -153,6 +154,12 @@ pub enum SamlError {
     /// Building an outgoing message failed.
     #[error("cannot build SAML message: {0}")]
     Build(String),
+    /// An encrypted assertion that could not be opened.
+    #[error("encrypted assertion refused: {0}")]
+    Decrypt(#[from] decrypt::DecryptError),
+    /// A plain assertion where this IdP entry requires an encrypted one.
+    #[error("assertion is not encrypted (require_encrypted_assertions = true)")]
+    NotEncrypted,
 }
 
 impl SamlError {
@@ -178,6 +185,8 @@ impl SamlError {
             SamlError::Redirect(_) => "redirect_binding",
             SamlError::Logout(_) => "logout",
             SamlError::Build(_) => "build",
+            SamlError::Decrypt(_) => "decrypt",
+            SamlError::NotEncrypted => "not_encrypted",
         }
     }
 }
@@ -278,6 +287,8 @@ pub struct SamlProvider {
     sp_cert_der: Option<Vec<u8>>,
     /// The next SP certificate, published beside it during a key rollover.
     sp_next_cert_der: Option<Vec<u8>>,
+    /// The next SP key, when given: assertions encrypted to either key are opened.
+    sp_next_key: Option<PKey<Private>>,
     clock: crate::clock::SharedClock,
 }
 
@@ -313,6 +324,12 @@ impl SamlProvider {
             .map(|c| openssl::x509::X509::from_pem(c).and_then(|x| x.to_der()))
             .transpose()
             .map_err(|e| SamlError::Build(format!("sp next certificate: {e}")))?;
+        let sp_next_key = config
+            .sp_next_key
+            .as_ref()
+            .map(|k| PKey::private_key_from_pem(k.expose()))
+            .transpose()
+            .map_err(|e| SamlError::Build(format!("sp next key: {e}")))?;
         let provider = Self {
             name: name.to_string(),
             clock,
@@ -325,6 +342,7 @@ impl SamlProvider {
             sp_key,
             sp_cert_der,
             sp_next_cert_der,
+            sp_next_key,
             config,
         };
         if let Some(xml) = provider.config.file_metadata() {
@@ -333,6 +351,22 @@ impl SamlProvider {
             provider.warn_of_expiring_certificates();
         }
         Ok(provider)
+    }
+
+    /// The pass before any XML library ([`guard`]), with SHA-1 admitted where this IdP
+    /// entry opts in.
+    fn guard(&self, xml: &str, expected: Root) -> Result<GuardFacts, GuardError> {
+        if self.config.allow_sha1 {
+            guard::check_message_allowing_sha1(xml, expected)
+        } else {
+            guard::check_message(xml, expected)
+        }
+    }
+
+    /// The signature algorithms samael may verify: SHA-256 and up, or — with `allow_sha1`,
+    /// which samael cannot name — whatever the guard admitted.
+    fn samael_algorithms(&self) -> Option<&'static [AllowedSignatureAlgorithm]> {
+        (!self.config.allow_sha1).then_some(STRONG_ALGORITHMS)
     }
 
     /// The configured name.
@@ -522,23 +556,37 @@ impl SamlProvider {
     /// app hosts that share its entity ID, listed after this host's own (index 0, the
     /// default).
     pub fn sp_metadata(&self, sp: &SpEndpoints, other_acs: &[String]) -> Result<String, SamlError> {
-        // The key in use, and during a rollover the next one: the IdP trusts both.
+        let key_descriptor = |key_use: &str, der: &Vec<u8>| KeyDescriptor {
+            key_use: Some(key_use.to_string()),
+            key_info: KeyInfo {
+                id: None,
+                x509_data: Some(X509Data {
+                    certificates: vec![base64::engine::general_purpose::STANDARD.encode(der)],
+                }),
+            },
+            encryption_methods: (key_use == "encryption").then(|| {
+                decrypt::SUPPORTED_ALGORITHMS
+                    .iter()
+                    .map(|a| samael::metadata::EncryptionMethod {
+                        algorithm: (*a).to_string(),
+                    })
+                    .collect()
+            }),
+        };
+        // The key in use, and during a rollover the next one: the IdP trusts both for
+        // signatures, and may encrypt to either whose private key is here.
         let key_descriptors = self.sp_cert_der.as_ref().map(|der| {
-            std::iter::once(der)
+            let signing = std::iter::once(der)
                 .chain(self.sp_next_cert_der.as_ref())
-                .map(|der| KeyDescriptor {
-                    key_use: Some("signing".to_string()),
-                    key_info: KeyInfo {
-                        id: None,
-                        x509_data: Some(X509Data {
-                            certificates: vec![
-                                base64::engine::general_purpose::STANDARD.encode(der)
-                            ],
-                        }),
-                    },
-                    encryption_methods: None,
-                })
-                .collect()
+                .map(|der| key_descriptor("signing", der));
+            let next_encryption = self
+                .sp_next_cert_der
+                .as_ref()
+                .filter(|_| self.sp_next_key.is_some());
+            let encryption = std::iter::once(der)
+                .chain(next_encryption)
+                .map(|der| key_descriptor("encryption", der));
+            signing.chain(encryption).collect()
         });
         let descriptor = EntityDescriptor {
             entity_id: Some(sp.entity_id.clone()),
@@ -643,15 +691,22 @@ impl SamlProvider {
         request_id: Option<&str>,
     ) -> Result<SamlLogin, SamlError> {
         let md = self.metadata.load_full().ok_or(SamlError::NotReady)?;
-        let xml = self.decode_response(saml_response)?;
-        let facts = guard::check_message(&xml, Root::Response)?;
+        let received = self.decode_response(saml_response)?;
+        let envelope = self.guard(&received, Root::Response)?;
+        let opened = self.open(received, &envelope, &md).await?;
+        let facts = match &opened {
+            Opened::Plain(_) => envelope,
+            Opened::Decrypted { xml, .. } => self.guard(xml, Root::Response)?,
+        };
         self.signed_as_wanted(&facts)?;
         destination_is(&facts, sp)?;
         status_is_success(&facts)?;
         envelope_issuer_is(&facts, &md)?;
         in_response_to(&facts, request_id)?;
         self.issued_in_the_past(&facts)?;
-        let assertion = self.verify_signed(xml, sp, &md, request_id).await?;
+        let assertion = self
+            .verify_signed(opened, &facts, sp, &md, request_id)
+            .await?;
         let ttl = assertion::check(
             &assertion,
             &sp.entity_id,
@@ -706,20 +761,36 @@ impl SamlProvider {
                 return report;
             }
         };
-        let facts = match guard::check_message(&xml, Root::Response) {
+        let structure = "structure (signature wrapping, DTDs, one assertion)";
+        let envelope = match self.guard(&xml, Root::Response) {
             Ok(facts) => facts,
             Err(e) => {
-                report.fail(
-                    "structure (signature wrapping, DTDs, one assertion)",
-                    &e.to_string(),
-                );
+                report.fail(structure, &e.to_string());
                 return report;
             }
         };
-        report.pass(
-            "structure (signature wrapping, DTDs, one assertion)",
-            "one Response, one Assertion",
-        );
+        let encrypted = envelope.assertion_encrypted;
+        let opened = match self.open(xml, &envelope, &md).await {
+            Ok(opened) => opened,
+            Err(e) => {
+                report.fail("encrypted assertion", &e.to_string());
+                return report;
+            }
+        };
+        let facts = match &opened {
+            Opened::Plain(_) => envelope,
+            Opened::Decrypted { xml, .. } => match self.guard(xml, Root::Response) {
+                Ok(facts) => facts,
+                Err(e) => {
+                    report.fail(structure, &format!("after decryption: {e}"));
+                    return report;
+                }
+            },
+        };
+        if encrypted {
+            report.pass("encrypted assertion", "opened with this SP's key");
+        }
+        report.pass(structure, "one Response, one Assertion");
         let shown = |v: &Option<String>| v.clone().unwrap_or_else(|| "(none)".into());
         report.said("Response ID", &shown(&facts.root_id));
         report.said("Issuer (Response)", &shown(&facts.root_issuer));
@@ -750,7 +821,7 @@ impl SamlProvider {
             "InResponseTo",
             "left aside: no sign-in of this gateway to match",
         );
-        let assertion = match self.verify_signed(xml, sp, &md, None).await {
+        let assertion = match self.verify_signed(opened, &facts, sp, &md, None).await {
             Ok(a) => {
                 report.pass(
                     "signature and conditions (xmlsec, via samael)",
@@ -828,48 +899,98 @@ impl SamlProvider {
         Ok(())
     }
 
+    /// The response as the checks read it: as received, or with its encrypted assertion
+    /// opened. A signature over the encrypted response is verified first, on what was
+    /// signed: once decrypted, the document no longer matches it.
+    async fn open(
+        &self,
+        received: String,
+        envelope: &GuardFacts,
+        md: &IdpMetadata,
+    ) -> Result<Opened, SamlError> {
+        if !envelope.assertion_encrypted {
+            if self.config.require_encrypted_assertions {
+                return Err(SamlError::NotEncrypted);
+            }
+            return Ok(Opened::Plain(received));
+        }
+        let envelope_verified = envelope.root_signed;
+        if envelope_verified {
+            self.reduce_to_signed(received.clone(), md.signing_certs.clone())
+                .await?;
+        }
+        let keys: Vec<PKey<Private>> = self
+            .sp_key
+            .iter()
+            .chain(self.sp_next_key.iter())
+            .cloned()
+            .collect();
+        let xml = on_verify_pool(move || {
+            let keys: Vec<&PKey<Private>> = keys.iter().collect();
+            Ok(decrypt::open(&received, &keys, envelope_verified))
+        })
+        .await??;
+        Ok(Opened::Decrypted {
+            xml,
+            envelope_verified,
+        })
+    }
+
     /// Signature, times and recipient, by samael (xmlsec) in the bounded verification pool.
+    /// A decrypted assertion that is not signed itself passes only when the response
+    /// around it was signed and verified before decryption (see [`Self::open`]).
     async fn verify_signed(
         &self,
-        xml: String,
+        opened: Opened,
+        facts: &GuardFacts,
         sp: &SpEndpoints,
         md: &IdpMetadata,
         request_id: Option<&str>,
     ) -> Result<Assertion, SamlError> {
         let skew_c = chrono::Duration::from_std(self.config.clock_skew)
             .unwrap_or(chrono::Duration::seconds(60));
+        let mut idp_metadata = md.descriptor.clone();
+        let xml = match opened {
+            Opened::Plain(xml) => xml,
+            Opened::Decrypted {
+                xml,
+                envelope_verified,
+            } => {
+                if !facts.assertion_signed {
+                    if !envelope_verified {
+                        return Err(SamlError::Verify(
+                            "the decrypted assertion is not signed, and neither is the response"
+                                .into(),
+                        ));
+                    }
+                    // Verified already, over the encrypted form: samael only parses and
+                    // checks the conditions here.
+                    for descriptor in idp_metadata.idp_sso_descriptors.iter_mut().flatten() {
+                        descriptor.key_descriptors.clear();
+                    }
+                }
+                xml
+            }
+        };
         let verifier = ServiceProvider {
             entity_id: Some(sp.entity_id.clone()),
             acs_url: Some(sp.acs_url.clone()),
             slo_url: Some(sp.slo_url.clone()),
-            idp_metadata: md.descriptor.clone(),
+            idp_metadata,
             allow_idp_initiated: request_id.is_none(),
             max_clock_skew: skew_c,
             max_issue_delay: chrono::Duration::seconds(300) + skew_c,
-            allowed_signature_algorithms: Some(STRONG_ALGORITHMS.to_vec()),
+            allowed_signature_algorithms: self.samael_algorithms().map(<[_]>::to_vec),
             ..ServiceProvider::default()
         };
         let ids: Vec<String> = request_id.into_iter().map(str::to_string).collect();
-        let permit = tokio::time::timeout(VERIFY_QUEUE_WAIT, VERIFY_SLOTS.acquire())
-            .await
-            .map_err(|_| SamlError::Busy)?
-            .map_err(|_| SamlError::Busy)?;
-        let verified = tokio::task::spawn_blocking(move || {
+        on_verify_pool(move || {
             let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
             verifier
                 .parse_xml_response(&xml, Some(&ids))
                 .map_err(|e| e.to_string())
         })
-        .await;
-        drop(permit);
-        match verified {
-            Ok(Ok(a)) => Ok(a),
-            Ok(Err(e)) => Err(SamlError::Verify(e)),
-            Err(join) => {
-                tracing::error!(idp = %self.name, error = %join, "SAML verification task failed");
-                Err(SamlError::Verify("verifier crashed".into()))
-            }
-        }
+        .await
     }
 
     /// SP-initiated single logout: the IdP's SLO URL with a LogoutRequest for this subject,
@@ -960,7 +1081,9 @@ impl SamlProvider {
         let xml = guard::prepare(&decoded)
             .map_err(SamlError::from)?
             .to_string();
-        let facts = guard::check_message(&xml, Root::LogoutResponse).map_err(SamlError::from)?;
+        let facts = self
+            .guard(&xml, Root::LogoutResponse)
+            .map_err(SamlError::from)?;
         if !facts.root_signed {
             return Err(SamlError::Logout("LogoutResponse is not signed".into()).into());
         }
@@ -976,7 +1099,9 @@ impl SamlProvider {
         sp: &SpEndpoints,
     ) -> Result<LogoutAnswer, LogoutResponseError> {
         let xml = guard::prepare(xml).map_err(SamlError::from)?;
-        let facts = guard::check_message(xml, Root::LogoutResponse).map_err(SamlError::from)?;
+        let facts = self
+            .guard(xml, Root::LogoutResponse)
+            .map_err(SamlError::from)?;
         let response = xml
             .parse::<LogoutResponse>()
             .map_err(|e| SamlError::Logout(e.to_string()))?;
@@ -1007,27 +1132,18 @@ impl SamlProvider {
         xml: String,
         certs: Vec<samael::crypto::CertificateDer>,
     ) -> Result<String, SamlError> {
-        let permit = tokio::time::timeout(VERIFY_QUEUE_WAIT, VERIFY_SLOTS.acquire())
-            .await
-            .map_err(|_| SamlError::Busy)?
-            .map_err(|_| SamlError::Busy)?;
-        let reduced = tokio::task::spawn_blocking(move || {
+        let algorithms = self.samael_algorithms();
+        on_verify_pool(move || {
             use samael::crypto::{Crypto, CryptoProvider, ReduceMode};
             Crypto::reduce_xml_to_signed_with_allowed_algorithms(
                 &xml,
                 &certs,
                 ReduceMode::ValidateAndMarkNoAncestors,
-                Some(STRONG_ALGORITHMS),
+                algorithms,
             )
             .map_err(|e| e.to_string())
         })
-        .await;
-        drop(permit);
-        match reduced {
-            Ok(Ok(x)) => Ok(x),
-            Ok(Err(e)) => Err(SamlError::Verify(e)),
-            Err(_) => Err(SamlError::Verify("verifier crashed".into())),
-        }
+        .await
     }
 
     /// Verifies an IdP-initiated LogoutRequest sent with the HTTP-POST binding (an enveloped
@@ -1046,7 +1162,7 @@ impl SamlProvider {
             redirect::decode_base64(saml_request).map_err(|_| SamlError::Encoding("base64"))?;
         let decoded = String::from_utf8(bytes).map_err(|_| SamlError::Encoding("UTF-8"))?;
         let xml = guard::prepare(&decoded)?.to_string();
-        let facts = guard::check_message(&xml, Root::LogoutRequest)?;
+        let facts = self.guard(&xml, Root::LogoutRequest)?;
         if !facts.root_signed {
             return Err(SamlError::Logout("LogoutRequest is not signed".into()));
         }
@@ -1064,7 +1180,7 @@ impl SamlProvider {
         let xml = guard::prepare(xml)?;
         // samael reads SessionIndex as an attribute, but SAML sends elements (Core §3.7.1):
         // the guard collects them.
-        let facts = guard::check_message(xml, Root::LogoutRequest)?;
+        let facts = self.guard(xml, Root::LogoutRequest)?;
         let request = xml
             .parse::<LogoutRequest>()
             .map_err(|e| SamlError::Logout(e.to_string()))?;
@@ -1145,6 +1261,39 @@ impl SamlProvider {
 
 /// A signed Response must say where it is going (SAML Profiles §4.1.4.5), or it could be
 /// replayed at any SP that trusts this IdP; when it says, it must be this ACS.
+/// A response ready for verification.
+enum Opened {
+    /// As received (its assertion was not encrypted).
+    Plain(String),
+    /// With its assertion decrypted in place; `envelope_verified` when the response was
+    /// signed and that signature verified over the encrypted form.
+    Decrypted {
+        xml: String,
+        envelope_verified: bool,
+    },
+}
+
+/// Runs CPU-heavy XML work (signatures, decryption) on the blocking pool, at most one task
+/// per core at a time; a queue that stays full answers `Busy` rather than piling up.
+async fn on_verify_pool<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, SamlError> {
+    let permit = tokio::time::timeout(VERIFY_QUEUE_WAIT, VERIFY_SLOTS.acquire())
+        .await
+        .map_err(|_| SamlError::Busy)?
+        .map_err(|_| SamlError::Busy)?;
+    let done = tokio::task::spawn_blocking(work).await;
+    drop(permit);
+    match done {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => Err(SamlError::Verify(e)),
+        Err(join) => {
+            tracing::error!(error = %join, "SAML verification task failed");
+            Err(SamlError::Verify("verifier crashed".into()))
+        }
+    }
+}
+
 fn destination_is(facts: &GuardFacts, sp: &SpEndpoints) -> Result<(), SamlError> {
     match &facts.destination {
         Some(destination) if *destination != sp.acs_url => {
