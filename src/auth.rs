@@ -249,8 +249,8 @@ pub struct LoggedOut {
 
 /// A started login.
 pub struct LoginRedirect {
-    /// Authorization URL.
-    pub location: String,
+    /// Where the browser goes: the authorization URL, or a form posted to the IdP.
+    pub to_idp: crate::idp::ToIdp,
     /// `Set-Cookie` binding this login to the browser.
     pub cookie: String,
 }
@@ -503,7 +503,7 @@ impl Auth {
         return_to: &str,
         step_up: Option<StepUp>,
     ) -> Result<LoginRedirect, CallbackError> {
-        let (state, location, flow) = match provider {
+        let (state, to_idp, flow) = match provider {
             Provider::Oidc(p) => {
                 let redirect_uri = format!("{}{CALLBACK_PATH}", origin.base());
                 let start = p.begin_login(&redirect_uri, step_up.as_ref())?;
@@ -512,7 +512,7 @@ impl Auth {
                     nonce: start.nonce,
                     pkce_verifier: start.pkce_verifier,
                 };
-                (start.state, start.url, flow)
+                (start.state, crate::idp::ToIdp::Redirect(start.url), flow)
             }
             Provider::Saml(p) => {
                 let relay = random_key().ok_or(CallbackError::NoRandom)?;
@@ -521,7 +521,7 @@ impl Auth {
                 let flow = PendingFlow::Saml {
                     request_id: request.request_id,
                 };
-                (relay, request.url, flow)
+                (relay, request.to_idp, flow)
             }
         };
         let name = login_cookie_name(&state, origin.secure);
@@ -554,7 +554,7 @@ impl Auth {
                 },
             )
             .await?;
-        Ok(LoginRedirect { location, cookie })
+        Ok(LoginRedirect { to_idp, cookie })
     }
 
     /// Is this browser holding the login cookie for `state`?

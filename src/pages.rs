@@ -277,6 +277,47 @@ impl CredentialForm<'_> {
     }
 }
 
+/// The script that submits [`PostToIdp`]'s form as soon as the page loads.
+const AUTO_SUBMIT: &str = "document.forms[0].submit()";
+
+/// The page that takes a message to the IdP with SAML's HTTP-POST binding: a form that its
+/// one script submits at once (a button does it where scripts are off). Its
+/// `Content-Security-Policy` allows that script alone and posting only to the IdP's origin.
+pub struct PostToIdp<'a> {
+    /// The IdP endpoint the form posts to.
+    pub action: &'a str,
+    /// The form's fields (`SAMLRequest`, `RelayState`).
+    pub fields: &'a [(&'static str, String)],
+}
+
+impl PostToIdp<'_> {
+    /// The full HTML document.
+    pub fn render(&self, request_id: &str) -> String {
+        let body = html! {
+            form method="post" action=(self.action) {
+                @for (name, value) in self.fields {
+                    input type="hidden" name=(name) value=(value);
+                }
+                noscript { p { "Scripts are off in this browser: continue by hand." } }
+                button type="submit" { "Continue to sign-in" }
+            }
+            script { (PreEscaped(AUTO_SUBMIT)) }
+        };
+        shell("Signing in", "Taking you to sign-in…", body, request_id)
+    }
+
+    /// The policy for this page: nothing loads, the auto-submit script runs (by its hash),
+    /// and the form may post to the IdP's origin only.
+    pub fn content_security_policy(&self) -> String {
+        let digest = openssl::sha::sha256(AUTO_SUBMIT.as_bytes());
+        let hash = openssl::base64::encode_block(&digest);
+        let target = url::Url::parse(self.action)
+            .map(|u| u.origin().ascii_serialization())
+            .unwrap_or_else(|_| "'none'".to_string());
+        format!("default-src 'none'; style-src 'unsafe-inline'; script-src 'sha256-{hash}'; form-action {target}")
+    }
+}
+
 /// The look shared by every gateway page (inline: pages load nothing from anywhere).
 const STYLE: &str = "body{font-family:system-ui,sans-serif;background:#f4f5f7;color:#1d2330;margin:0}\
 main{max-width:36rem;margin:12vh auto;background:#fff;border-radius:10px;padding:2rem 2.5rem;box-shadow:0 2px 12px #0002}\
@@ -314,6 +355,42 @@ pub fn shell(title: &str, heading: &str, body: Markup, request_id: &str) -> Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_post_to_idp_page_carries_its_fields_and_allows_only_its_script_and_target() {
+        let fields = [
+            ("SAMLRequest", "PHg+\"<".to_string()),
+            ("RelayState", "r1".to_string()),
+        ];
+        let page = PostToIdp {
+            action: "https://idp.example:8443/sso/post?x=1",
+            fields: &fields,
+        };
+        let html = page.render("id");
+        assert!(
+            html.contains(r#"<form method="post" action="https://idp.example:8443/sso/post?x=1">"#),
+            "{html}"
+        );
+        assert!(
+            html.contains(r#"name="SAMLRequest" value="PHg+&quot;&lt;""#),
+            "{html}"
+        );
+        assert!(
+            html.contains("<script>document.forms[0].submit()</script>"),
+            "{html}"
+        );
+        let csp = page.content_security_policy();
+        assert!(
+            csp.contains("form-action https://idp.example:8443"),
+            "{csp}"
+        );
+        assert!(csp.contains("script-src 'sha256-"), "{csp}");
+        let script_src = csp
+            .split(';')
+            .find(|d| d.trim().starts_with("script-src"))
+            .unwrap();
+        assert!(!script_src.contains("unsafe"), "{csp}");
+    }
 
     #[test]
     fn page_names_status_and_request_id_and_escapes_it() {

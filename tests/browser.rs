@@ -25,6 +25,7 @@ const WIKI: &str = "wiki.localhost";
 const TIMESHEET: &str = "timesheet.localhost";
 const FORMS: &str = "forms.localhost";
 const HR: &str = "hr.localhost";
+const PAYROLL: &str = "payroll.localhost";
 const CONSOLE: &str = "console.localhost";
 const ERP: &str = "erp.localhost";
 const CLOSED: &str = "closed.localhost";
@@ -58,9 +59,19 @@ async fn people_sign_in_step_up_enrol_get_refused_and_sign_out_in_a_real_browser
         http.port()
     )])
     .await;
+    // An IdP that takes AuthnRequests by HTTP-POST only.
+    let saml_post = TestSamlIdp::start_with(
+        &[format!(
+            "http://{PAYROLL}:{}/.portcullis/saml/metadata",
+            http.port()
+        )],
+        json!({ "sso_bindings": ["post"] }),
+    )
+    .await;
     let wiki = echo_backend("wiki").await;
     let timesheet = echo_backend("timesheet").await;
     let hr = echo_backend("hr").await;
+    let payroll = echo_backend("payroll").await;
     let dir = tempfile::tempdir().unwrap();
     let users = dir.path().join("users.json");
     std::fs::write(&users, r#"{"asmith": "Winter2026!"}"#).unwrap();
@@ -79,6 +90,7 @@ async fn people_sign_in_step_up_enrol_get_refused_and_sign_out_in_a_real_browser
         ))
         .gateway_toml(&idp.gateway_toml("corp", &client, ""))
         .gateway_toml(&saml.gateway_toml("corp-saml", ""))
+        .gateway_toml(&saml_post.gateway_toml("post-saml", ""))
         .gateway_toml(&format!(
             "[vault]\nfile = \"{}\"\nkeys = [{{ id = \"k1\", file = \"{}\" }}]\n",
             dir.path().join("vault.json").display(),
@@ -133,6 +145,15 @@ async fn people_sign_in_step_up_enrol_get_refused_and_sign_out_in_a_real_browser
                 hr.url()
             ),
         )
+        .policy(
+            "payroll.toml",
+            format!(
+                "schema = 1\napp = \"payroll\"\nowner = \"it@corp.example\"\nsummary = \"Payroll behind a POST-only SAML IdP\"\nhosts = [\"{PAYROLL}\"]\n\
+                 upstreams = [{{ url = \"{}\" }}]\nidp = \"post-saml\"\n\n{headers}\n\
+                 [[allow]]\nid = \"staff\"\nwhy = \"Staff\"\ngroups = [\"staff\"]\n",
+                payroll.url()
+            ),
+        )
         .start()
         .await;
 
@@ -145,7 +166,7 @@ async fn people_sign_in_step_up_enrol_get_refused_and_sign_out_in_a_real_browser
         &config,
         json!({
             "port": http.port(), "screenshots": screenshots, "otp": "246810",
-            "wiki": WIKI, "timesheet": TIMESHEET, "hr": HR, "forms": FORMS,
+            "wiki": WIKI, "timesheet": TIMESHEET, "hr": HR, "forms": FORMS, "payroll": PAYROLL,
         })
         .to_string(),
     )

@@ -11,7 +11,7 @@
 mod support;
 
 use serde_json::json;
-use support::browser::{query_param, Browser};
+use support::browser::{form_action, hidden_input, query_param, Browser};
 use support::saml_idp::TestSamlIdp;
 use support::{echo_backend, free_addr, header_values, Backend, GatewaySpec, RunningGateway};
 
@@ -1430,6 +1430,68 @@ async fn sha1_signatures_pass_only_where_the_idp_entry_opts_in() {
         .post_saml_response(&lenient.acs(LEGACY), &forged, None)
         .await;
     assert_refused(&lenient, &trip, "verification failed");
+}
+
+/// An IdP that takes AuthnRequests by HTTP-POST only: the gateway answers with a page whose
+/// one script (allowed by its hash, posting only to the IdP) submits a signed AuthnRequest,
+/// which samlify verifies; the login then ends on the deep link as with the redirect binding.
+#[tokio::test]
+async fn an_idp_that_wants_authn_requests_by_post_gets_a_signed_one_in_an_auto_submitted_form() {
+    let f = fixture_with(json!({ "sso_bindings": ["post"] }), "").await;
+    let browser = f.browser();
+    let page = browser.follow(&f.url(WIKI, "/docs/q3")).await;
+    assert_eq!(page.status, 200, "{page:?}");
+    assert!(page.body.contains("Taking you to sign-in"), "{}", page.body);
+    assert_eq!(form_action(&page.body), f.idp.url("/sso"));
+    let csp = page.headers["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.contains("script-src 'sha256-")
+            && csp.contains(format!("form-action {}", f.idp.url("")).trim_end_matches('/')),
+        "{csp}"
+    );
+    let request = String::from_utf8(
+        base64::Engine::decode(
+            &base64::engine::general_purpose::STANDARD,
+            hidden_input(&page.body, "SAMLRequest"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert!(
+        request.contains("<ds:SignatureValue>") || request.contains("SignatureValue>"),
+        "{request}"
+    );
+    let idp_form = browser.auto_post(&page).await;
+    let posted = browser.sign_in(&idp_form, "alice", "alice-pw").await;
+    let trip = browser.auto_post(&posted).await;
+    assert_eq!(trip.status, 200, "{trip:?}\n{}", f.gw.logs());
+    assert!(
+        trip.final_url().ends_with("/docs/q3"),
+        "{}",
+        trip.final_url()
+    );
+    assert_eq!(
+        header_values(&trip.json(), "x-remote-user"),
+        ["alice@corp.example"]
+    );
+    assert_eq!(f.idp.posted_requests().await[0]["signed"], true);
+    // The IdP does verify: a request altered after signing is refused there.
+    let page = f.browser().follow(&f.url(WIKI, "/")).await;
+    let tampered = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        request.replace("/.portcullis/saml/acs", "/.portcullis/saml/acs-evil"),
+    );
+    let refused = f
+        .browser()
+        .submit(
+            &form_action(&page.body),
+            &[("SAMLRequest", &tampered), ("RelayState", "x")],
+        )
+        .await;
+    assert!(
+        !refused.is_login_form(),
+        "a tampered AuthnRequest was accepted: {refused:?}"
+    );
 }
 
 /// Thirty copies of one valid response at once: exactly one signs in (the replay check is

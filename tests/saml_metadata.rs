@@ -53,6 +53,7 @@ fn provider(url: &str) -> SamlProvider {
         sp_next_key: None,
         require_encrypted_assertions: false,
         allow_sha1: false,
+        authn_request_binding: None,
         sign_requests: false,
         want_assertions_signed: true,
         clock_skew: Duration::from_secs(60),

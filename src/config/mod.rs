@@ -18,7 +18,8 @@ pub mod session_store;
 pub use app::{AppConfig, BearerConfig, BrokenApp, HostPattern};
 pub use gateway::{load_gateway, AuditSettings, GatewayConfig, LogFormat, SessionSettings};
 pub use idp::{
-    IdpConfig, IdpProtocol, MetadataSource, OidcIdpConfig, SamlIdpConfig, SignalSource, TokenAuth,
+    IdpConfig, IdpProtocol, MetadataSource, OidcIdpConfig, SamlIdpConfig, SignalSource, SsoBinding,
+    TokenAuth,
 };
 pub use problem::{Problem, Severity};
 

@@ -15,6 +15,20 @@ use crate::policy::UserFacts;
 use std::borrow::Cow;
 use std::sync::Arc;
 
+/// How the browser is sent to the IdP to sign in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ToIdp {
+    /// A redirect to this URL (OIDC, SAML HTTP-Redirect).
+    Redirect(String),
+    /// A form posted to `action` (SAML HTTP-POST, for IdPs that require it).
+    Post {
+        /// The IdP's endpoint.
+        action: String,
+        /// The form's fields.
+        fields: Vec<(&'static str, String)>,
+    },
+}
+
 /// `text` safe to put in a log line: control characters (a signed SAML NameID may hold a
 /// newline) are shown escaped, so no value can forge a log record.
 pub fn loggable(text: &str) -> Cow<'_, str> {

@@ -137,6 +137,16 @@ pub enum Action {
         /// `Set-Cookie` values.
         cookies: Vec<String>,
     },
+    /// Send the browser to the IdP with an auto-submitted form (SAML HTTP-POST binding),
+    /// setting cookies.
+    PostToIdp {
+        /// The IdP endpoint.
+        action: String,
+        /// The form's fields.
+        fields: Vec<(&'static str, String)>,
+        /// `Set-Cookie` values.
+        cookies: Vec<String>,
+    },
     /// Answer with a small JSON document (no cookies).
     Json {
         /// HTTP status.

@@ -4,6 +4,7 @@
 use super::ctx::{Action, RequestCtx, RequestError};
 use crate::auth::{safe_return_to, CallbackError, Origin};
 use crate::gateway::{AppRuntime, Gateway};
+use crate::idp::ToIdp;
 use crate::session::pending::StepUp;
 use pingora::http::RequestHeader;
 use std::sync::Arc;
@@ -97,9 +98,14 @@ pub async fn start_login(
             .in_scope(|| info!(idp, rule = %s.rule, "step-up sign-in started")),
         None => ctx.span.in_scope(|| info!(idp, "login started")),
     }
-    Ok(Action::Redirect {
-        location: redirect.location,
-        cookies: vec![redirect.cookie],
+    let cookies = vec![redirect.cookie];
+    Ok(match redirect.to_idp {
+        ToIdp::Redirect(location) => Action::Redirect { location, cookies },
+        ToIdp::Post { action, fields } => Action::PostToIdp {
+            action,
+            fields,
+            cookies,
+        },
     })
 }
 

@@ -53,6 +53,24 @@ pub async fn action(session: &mut Session, ctx: &mut RequestCtx, action: Action)
             }
             send(session, resp, body).await
         }
+        Action::PostToIdp {
+            action,
+            fields,
+            cookies,
+        } => {
+            ctx.gateway_status = Some(200);
+            let page = crate::pages::PostToIdp {
+                action: &action,
+                fields: &fields,
+            };
+            let body = Bytes::from(page.render(&ctx.request_id));
+            let mut resp = own_response(200, "text/html; charset=utf-8", &body, &ctx.request_id)?;
+            resp.insert_header("Content-Security-Policy", page.content_security_policy())?;
+            for cookie in &cookies {
+                resp.append_header("Set-Cookie", cookie.as_str())?;
+            }
+            send(session, resp, body).await
+        }
         Action::Xml { body } => {
             ctx.gateway_status = Some(200);
             let doc = (200, "application/samlmetadata+xml", body);

@@ -123,6 +123,23 @@ scenario('SAML login through the IdP\'s auto-post lands on the app', async () =>
   await context.close();
 });
 
+scenario('SAML by HTTP-POST: the gateway\'s auto-submitted AuthnRequest reaches the IdP', async () => {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  const blocked = [];
+  page.on('console', (m) => { if (/Content Security Policy/i.test(m.text())) blocked.push(m.text()); });
+  const target = url(config.payroll, '/runs/2026-11');
+  await page.goto(target);
+  // No click: the page's one script posts the form; the IdP's login form follows.
+  await signInAtIdp(page, 'alice', 'alice-pw');
+  await page.waitForURL(target);
+  const body = await text(page);
+  expect(body.includes('"backend":"payroll"') && body.includes('alice@corp.example'), 'the payroll app did not get alice', page);
+  expect(blocked.length === 0, `the page's policy blocked something: ${blocked.join('; ')}`, page);
+  await shot(page, 'saml-post-binding');
+  await context.close();
+});
+
 scenario('form-fill: enrolment in the browser, then the form app signed in', async () => {
   const context = await browser.newContext();
   const page = await context.newPage();

@@ -11,7 +11,8 @@
 //     config), "sps": ["<SP metadata URL>", ...], "users": [ { id, email, password, name,
 //     first_name, groups } ], "sign_response": true, "test_hooks": false,
 //     "next_signing_certs": ["<PEM>", ...] (also published in the metadata),
-//     "encrypt_assertions": false, "data_encryption": "<xmlenc URI>", "key_encryption": "<URI>" }
+//     "encrypt_assertions": false, "data_encryption": "<xmlenc URI>", "key_encryption": "<URI>",
+//     "sso_bindings": ["redirect"] (or ["post"]: an IdP that takes AuthnRequests by POST only) }
 //   With encrypt_assertions, logins encrypt the (signed) assertion to the SP's metadata
 //   encryption certificate, then sign the response, as Okta and Shibboleth do.
 // Prints `READY <entity id>` on stdout once listening.
@@ -51,7 +52,10 @@ const idpSettings = {
   wantLogoutResponseSigned: false,
   requestSignatureAlgorithm: 'http://www.w3.org/2001/04/xmldsig-more#rsa-sha256',
   nameIDFormat: ['urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress'],
-  singleSignOnService: [{ Binding: REDIRECT, Location: `${base}/sso` }],
+  singleSignOnService: (config.sso_bindings ?? ['redirect']).map((b) => ({
+    Binding: b === 'post' ? 'urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST' : REDIRECT,
+    Location: `${base}/sso`,
+  })),
   singleLogoutService: [{ Binding: REDIRECT, Location: `${base}/slo` }],
 };
 const idp = samlify.IdentityProvider(idpSettings);
@@ -172,6 +176,7 @@ const sessions = new Map(); // user id -> session index of their latest login
 const issued = []; // every login's { user, session_index }, in order (for tests)
 const logouts = []; // LogoutRequests received from SPs (for tests)
 const logoutResponses = []; // LogoutResponses received from SPs (for tests)
+const postedRequests = []; // AuthnRequests received by HTTP-POST (for tests)
 
 // The Response document, before signing. `o` carries test overrides.
 function responseXml(sp, user, inResponseTo, o = {}) {
@@ -322,6 +327,24 @@ async function handler(req, res) {
       });
       return send(200, loginForm(`/login/${uid}`));
     }
+    if (url.pathname === '/sso' && req.method === 'POST' && (config.sso_bindings ?? []).includes('post')) {
+      // HTTP-POST binding: samlify verifies the AuthnRequest's enveloped XML signature.
+      const form = new URLSearchParams(await readBody(req));
+      const xml = Buffer.from(form.get('SAMLRequest') ?? '', 'base64').toString();
+      const spId = /<(?:\w+:)?Issuer[^>]*>([^<]+)</.exec(xml)?.[1] ?? '';
+      const [sp, requestInfo] = await verifiedBy(spId.trim(), (candidate) => idp.parseLoginRequest(candidate, 'post', {
+        body: { SAMLRequest: form.get('SAMLRequest'), RelayState: form.get('RelayState') ?? '' },
+      }));
+      postedRequests.push({ sp: spId.trim(), signed: /<(?:\w+:)?Signature[\s>]/.test(xml) });
+      const uid = randomUUID();
+      pendingLogins.set(uid, {
+        sp,
+        requestInfo,
+        relayState: form.get('RelayState') ?? '',
+        strongClass: requestedStrongClass(xml),
+      });
+      return send(200, loginForm(`/login/${uid}`));
+    }
     if (url.pathname === '/idp-init' && req.method === 'GET') {
       // IdP-initiated: the user picks the app here (Okta's dashboard tile).
       const sp = await spFor(url.searchParams.get('sp') ?? '');
@@ -388,6 +411,9 @@ async function handler(req, res) {
       logouts.push({ name_id: info.extract.nameID, session_index: info.extract.sessionIndex?.sessionIndex ?? info.extract.sessionIndex, sp: spId.trim(), xml });
       const { context } = idp.createLogoutResponse(sp, info, 'redirect', { relayState: url.searchParams.get('RelayState') ?? '' });
       return send(302, '', 'text/plain', { location: context });
+    }
+    if (config.test_hooks && url.pathname === '/test/posted-requests') {
+      return send(200, JSON.stringify(postedRequests), 'application/json');
     }
     if (config.test_hooks && url.pathname === '/test/sessions') {
       return send(200, JSON.stringify(issued), 'application/json');

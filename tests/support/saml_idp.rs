@@ -255,6 +255,19 @@ impl TestSamlIdp {
             .unwrap()
     }
 
+    /// The AuthnRequests the IdP received by HTTP-POST (each verified by samlify), with
+    /// whether each carried an XML signature.
+    pub async fn posted_requests(&self) -> Value {
+        self.http
+            .get(self.url("/test/posted-requests"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     /// What the IdP printed.
     pub fn output(&self) -> String {
         self.service.output()

@@ -511,11 +511,19 @@ async fn start_sign_in(gateway: &Gateway, request: &Request<'_>, origin: &Origin
         .start_login(provider, CONSOLE_APP, origin, &return_to(request), None)
         .await
     {
-        Ok(redirect) => {
-            let mut answer = Answer::redirect(&redirect.location, vec![redirect.cookie]);
-            answer.status = 302;
-            answer
-        }
+        Ok(redirect) => match redirect.to_idp {
+            crate::idp::ToIdp::Redirect(location) => {
+                let mut answer = Answer::redirect(&location, vec![redirect.cookie]);
+                answer.status = 302;
+                answer
+            }
+            // The console's pages run no script and post only to themselves.
+            crate::idp::ToIdp::Post { .. } => Answer::notice(
+                503,
+                "Sign-in not available here",
+                "This identity provider takes sign-in requests by HTTP-POST only, which the console does not send. Use the admin token, or a console IdP with the redirect binding.",
+            ),
+        },
         Err(e) => {
             tracing::warn!(error = %e, "console sign-in not started");
             Answer::notice(

@@ -2,7 +2,7 @@
 //! entity ID and signing key, and how assertion attributes become the session's identity.
 //!
 //! A metadata file is checked here, so `portcullis check` fails on metadata the gateway would
-//! refuse at start (no strong signing certificate, no redirect SSO endpoint, DOCTYPE…).
+//! refuse at start (no strong signing certificate, no SSO endpoint, DOCTYPE…).
 
 use super::{FileIdp, IdpCompiler};
 use crate::config::files::{resolve, secret_file_exposure};
@@ -29,6 +29,15 @@ pub enum MetadataSource {
     Url(String),
 }
 
+/// How AuthnRequests go to the IdP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SsoBinding {
+    /// HTTP-Redirect: the request in the query, signed over the query octets.
+    Redirect,
+    /// HTTP-POST: an auto-submitted form, the request signed as XML.
+    Post,
+}
+
 /// A validated SAML IdP.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SamlIdpConfig {
@@ -52,6 +61,9 @@ pub struct SamlIdpConfig {
     pub require_encrypted_assertions: bool,
     /// Accept RSA-SHA1 signatures and SHA-1 digests from this IdP (`allow_sha1`; warned).
     pub allow_sha1: bool,
+    /// The binding for AuthnRequests (`authn_request_binding`); `None`: HTTP-Redirect when
+    /// the IdP's metadata offers it, else HTTP-POST.
+    pub authn_request_binding: Option<SsoBinding>,
     /// Sign AuthnRequests and logout messages (default: when a key is configured).
     pub sign_requests: bool,
     /// Require the assertion itself to be signed, not only the response around it.
@@ -153,11 +165,12 @@ impl IdpCompiler<'_> {
             || file.sign_requests.is_some()
             || file.require_encrypted_assertions.is_some()
             || file.allow_sha1.is_some()
+            || file.authn_request_binding.is_some()
             || file.max_response_size.is_some()
             || file.metadata_refresh.is_some()
             || file.allow_insecure_metadata_url
         {
-            self.error(&file.kind, "want_assertions_signed, sign_requests, require_encrypted_assertions, allow_sha1, max_response_size, metadata_refresh and allow_insecure_metadata_url are SAML settings; this IdP is `kind = \"oidc\"`");
+            self.error(&file.kind, "want_assertions_signed, sign_requests, require_encrypted_assertions, allow_sha1, authn_request_binding, max_response_size, metadata_refresh and allow_insecure_metadata_url are SAML settings; this IdP is `kind = \"oidc\"`");
         }
     }
 
@@ -198,6 +211,22 @@ impl IdpCompiler<'_> {
             }
             _ => false,
         };
+        let authn_request_binding =
+            file.authn_request_binding
+                .as_ref()
+                .and_then(|b| match b.get_ref().as_str() {
+                    "redirect" => Some(SsoBinding::Redirect),
+                    "post" => Some(SsoBinding::Post),
+                    other => {
+                        self.error(
+                            b,
+                            format!(
+                            "authn_request_binding must be \"redirect\" or \"post\", not `{other}`"
+                        ),
+                        );
+                        None
+                    }
+                });
         let require_encrypted_assertions = match &file.require_encrypted_assertions {
             Some(flag) if *flag.get_ref() && sp_key.is_none() => {
                 self.error(
@@ -292,6 +321,7 @@ impl IdpCompiler<'_> {
             sp_next_key,
             require_encrypted_assertions,
             allow_sha1,
+            authn_request_binding,
             sign_requests,
             want_assertions_signed: file
                 .want_assertions_signed

@@ -11,7 +11,7 @@ use base64::Engine;
 use openssl::pkey::Id;
 use openssl::x509::X509;
 use samael::crypto::CertificateDer;
-use samael::metadata::{EntityDescriptor, HTTP_REDIRECT_BINDING};
+use samael::metadata::{EntityDescriptor, HTTP_POST_BINDING, HTTP_REDIRECT_BINDING};
 use thiserror::Error;
 
 /// Largest metadata document accepted (Okta's are a few KiB; aggregates are refused anyway).
@@ -35,9 +35,9 @@ pub enum MetadataError {
     /// No `IDPSSODescriptor`.
     #[error("metadata has no IDPSSODescriptor (is this an SP's metadata?)")]
     NotAnIdp,
-    /// No HTTP-Redirect `SingleSignOnService`.
-    #[error("metadata has no SingleSignOnService with the HTTP-Redirect binding")]
-    NoRedirectSso,
+    /// No `SingleSignOnService` this SP can send an AuthnRequest to.
+    #[error("metadata has no SingleSignOnService with the HTTP-Redirect or HTTP-POST binding")]
+    NoSso,
     /// No signing certificate strong enough to trust.
     #[error("metadata has no usable signing certificate (need RSA >= 2048 bits or EC P-256 or stronger){0}")]
     NoSigningCert(String),
@@ -51,8 +51,12 @@ pub enum MetadataError {
 pub struct IdpMetadata {
     /// The IdP's entity ID (the `Issuer` of its responses).
     pub entity_id: String,
-    /// Where SP-initiated logins go (HTTP-Redirect binding).
+    /// Where SP-initiated logins go: the HTTP-Redirect endpoint, else the HTTP-POST one.
     pub sso_url: String,
+    /// The HTTP-Redirect `SingleSignOnService`, if the IdP offers one.
+    pub sso_redirect_url: Option<String>,
+    /// The HTTP-POST `SingleSignOnService`, if the IdP offers one.
+    pub sso_post_url: Option<String>,
     /// Where logouts go (HTTP-Redirect binding), when the IdP offers single logout.
     pub slo_url: Option<String>,
     /// Where logout responses go, when it differs from `slo_url`.
@@ -100,17 +104,23 @@ impl IdpMetadata {
             .ok_or(MetadataError::NotAnIdp)?;
         let mut signing_certs = Vec::new();
         let mut ignored_keys = Vec::new();
-        let mut sso_url = None;
+        let mut sso_redirect_url = None;
+        let mut sso_post_url = None;
         let mut slo = None;
         let mut wants_signed_requests = false;
         for idp in idps.iter_mut() {
             wants_signed_requests |= idp.want_authn_requests_signed.unwrap_or(false);
-            if sso_url.is_none() {
-                sso_url = idp
-                    .single_sign_on_services
+            let sso = |binding: &str| {
+                idp.single_sign_on_services
                     .iter()
-                    .find(|s| s.binding == HTTP_REDIRECT_BINDING)
-                    .map(|s| s.location.clone());
+                    .find(|s| s.binding == binding)
+                    .map(|s| s.location.clone())
+            };
+            if sso_redirect_url.is_none() {
+                sso_redirect_url = sso(HTTP_REDIRECT_BINDING);
+            }
+            if sso_post_url.is_none() {
+                sso_post_url = sso(HTTP_POST_BINDING);
             }
             if slo.is_none() {
                 slo = idp
@@ -154,7 +164,10 @@ impl IdpMetadata {
             };
             return Err(MetadataError::NoSigningCert(detail));
         }
-        let sso_url = sso_url.ok_or(MetadataError::NoRedirectSso)?;
+        let sso_url = sso_redirect_url
+            .clone()
+            .or_else(|| sso_post_url.clone())
+            .ok_or(MetadataError::NoSso)?;
         let (slo_url, slo_response_url) = match slo {
             Some((url, response)) => (Some(url), response),
             None => (None, None),
@@ -162,6 +175,8 @@ impl IdpMetadata {
         Ok(Self {
             entity_id,
             sso_url,
+            sso_redirect_url,
+            sso_post_url,
             slo_url,
             slo_response_url,
             signing_certs,
@@ -228,6 +243,28 @@ mod tests {
         assert_eq!(md.sso_url, "https://idp.example/sso");
         assert_eq!(md.slo_url.as_deref(), Some("https://idp.example/slo"));
         assert_eq!(md.signing_certs.len(), 1);
+    }
+
+    #[test]
+    fn a_post_only_sso_endpoint_is_used_and_none_at_all_is_refused() {
+        let (_, cert) = self_signed(2048);
+        let xml = metadata_xml("https://idp.example/x", &[&cert]);
+        let post_only = xml.replace(
+            r#"<md:SingleSignOnService Binding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect""#,
+            r#"<md:SingleSignOnService Binding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST""#,
+        );
+        let md = IdpMetadata::parse(&post_only).unwrap();
+        assert_eq!(md.sso_redirect_url, None);
+        assert_eq!(md.sso_post_url.as_deref(), Some("https://idp.example/sso"));
+        assert_eq!(md.sso_url, "https://idp.example/sso");
+        let none = xml.replace(
+            r#"<md:SingleSignOnService Binding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect""#,
+            r#"<md:SingleSignOnService Binding="urn:oasis:names:tc:SAML:2.0:bindings:SOAP""#,
+        );
+        assert!(matches!(
+            IdpMetadata::parse(&none),
+            Err(MetadataError::NoSso)
+        ));
     }
 
     #[test]

@@ -14,10 +14,10 @@ pub mod redirect;
 #[cfg(test)]
 pub(crate) mod testing;
 
-use crate::config::{MetadataSource, SamlIdpConfig};
+use crate::config::{MetadataSource, SamlIdpConfig, SsoBinding};
 use crate::idp::http::IdpHttpClient;
 use crate::idp::inspect::Inspection;
-use crate::idp::Identity;
+use crate::idp::{Identity, ToIdp};
 use crate::session::pending::StepUp;
 use crate::session::store::{OneTimeStore, ReplayCache, StoreError, Stores};
 use arc_swap::ArcSwapOption;
@@ -204,8 +204,8 @@ pub struct SpEndpoints {
 
 /// A started login.
 pub struct LoginRequest {
-    /// IdP SSO URL with the AuthnRequest.
-    pub url: String,
+    /// Where the browser goes with the AuthnRequest.
+    pub to_idp: ToIdp,
     /// The AuthnRequest's ID, which the response must answer.
     pub request_id: String,
 }
@@ -637,12 +637,13 @@ impl SamlProvider {
         step_up: Option<&StepUp>,
     ) -> Result<LoginRequest, SamlError> {
         let md = self.metadata.load_full().ok_or(SamlError::NotReady)?;
+        let (binding, sso_url) = self.sso_endpoint(&md)?;
         let request_id = random_id().ok_or_else(|| SamlError::Build("no random bytes".into()))?;
         let request = AuthnRequest {
             id: request_id.clone(),
             version: "2.0".to_string(),
             issue_instant: self.now(),
-            destination: Some(md.sso_url.clone()),
+            destination: Some(sso_url.to_string()),
             issuer: Some(issuer(&sp.entity_id)),
             assertion_consumer_service_url: Some(sp.acs_url.clone()),
             protocol_binding: Some(HTTP_POST_BINDING.to_string()),
@@ -669,17 +670,69 @@ impl SamlProvider {
             }),
             ..AuthnRequest::default()
         };
-        let xml = request
-            .to_string()
-            .map_err(|e| SamlError::Build(e.to_string()))?;
-        let url = redirect::encode(
-            &md.sso_url,
-            "SAMLRequest",
-            &xml,
-            Some(relay_state),
-            self.signing_key(),
-        )?;
-        Ok(LoginRequest { url, request_id })
+        let to_idp = match binding {
+            SsoBinding::Redirect => {
+                let xml = request
+                    .to_string()
+                    .map_err(|e| SamlError::Build(e.to_string()))?;
+                ToIdp::Redirect(redirect::encode(
+                    sso_url,
+                    "SAMLRequest",
+                    &xml,
+                    Some(relay_state),
+                    self.signing_key(),
+                )?)
+            }
+            SsoBinding::Post => ToIdp::Post {
+                action: sso_url.to_string(),
+                fields: vec![
+                    ("SAMLRequest", self.posted_request(request)?),
+                    ("RelayState", relay_state.to_string()),
+                ],
+            },
+        };
+        Ok(LoginRequest { to_idp, request_id })
+    }
+
+    /// The binding and endpoint AuthnRequests go to: the configured binding (which the
+    /// metadata must offer), else HTTP-Redirect where offered, else HTTP-POST.
+    fn sso_endpoint<'m>(&self, md: &'m IdpMetadata) -> Result<(SsoBinding, &'m str), SamlError> {
+        let redirect = md
+            .sso_redirect_url
+            .as_deref()
+            .map(|u| (SsoBinding::Redirect, u));
+        let post = md.sso_post_url.as_deref().map(|u| (SsoBinding::Post, u));
+        match self.config.authn_request_binding {
+            Some(SsoBinding::Post) => post.ok_or_else(|| {
+                SamlError::Build("authn_request_binding = \"post\", but the IdP's metadata lists no HTTP-POST SingleSignOnService".into())
+            }),
+            Some(SsoBinding::Redirect) => redirect.ok_or_else(|| {
+                SamlError::Build("authn_request_binding = \"redirect\", but the IdP's metadata lists no HTTP-Redirect SingleSignOnService".into())
+            }),
+            None => redirect.or(post).ok_or_else(|| SamlError::Build("no SingleSignOnService".into())),
+        }
+    }
+
+    /// An AuthnRequest for the HTTP-POST binding, base64: signed as XML (an enveloped
+    /// RSA-SHA256 signature, exclusive c14n) when this SP signs requests.
+    fn posted_request(&self, mut request: AuthnRequest) -> Result<String, SamlError> {
+        let xml = match (self.signing_key(), self.sp_cert_der.as_ref()) {
+            (Some(key), Some(cert)) => {
+                let cert = samael::crypto::CertificateDer::from(cert.clone());
+                request.signature =
+                    Some(samael::signature::Signature::template(&request.id, &cert));
+                let der = key
+                    .private_key_to_der()
+                    .map_err(|e| SamlError::Build(format!("sp key: {e}")))?;
+                request
+                    .to_signed_xml(&der)
+                    .map_err(|e| SamlError::Build(format!("signing the AuthnRequest: {e}")))?
+            }
+            _ => request
+                .to_string()
+                .map_err(|e| SamlError::Build(e.to_string()))?,
+        };
+        Ok(base64::engine::general_purpose::STANDARD.encode(xml))
     }
 
     /// Verifies a posted `SAMLResponse`. `request_id` is the AuthnRequest this answers, or
