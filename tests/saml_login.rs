@@ -1338,6 +1338,17 @@ async fn wrapping_around_an_encrypted_assertion_is_refused() {
         header_values(&trip.json(), "x-remote-user"),
         ["bob@corp.example"]
     );
+    // Decryption takes the response's (verified) signature off; the response still counts as
+    // signed, so it must still name its Destination.
+    let (_, undirected) = lenient
+        .idp
+        .forge(json!({ "sp": lenient.sp_entity(LEGACY), "user": "bob", "sign_assertion": false, "encrypt": {}, "omit_destination": true }))
+        .await;
+    let trip = lenient
+        .browser()
+        .post_saml_response(&lenient.acs(LEGACY), &undirected, None)
+        .await;
+    assert_refused(&lenient, &trip, "has no Destination");
     assert_still_serving(&f).await;
 }
 

@@ -46,6 +46,11 @@ pub const SUPPORTED_ALGORITHMS: &[&str] = &[
     RSA_OAEP_MGF1P,
 ];
 
+/// Most `EncryptedKey`s one assertion may carry (one per recipient key; an IdP mid-rollover
+/// sends two). Each costs an RSA private-key operation per SP key, so a response padded
+/// with thousands would be a cheap way to burn the verification pool.
+const MAX_ENCRYPTED_KEYS: usize = 4;
+
 /// Why an encrypted assertion could not be opened. Safe to log: no key or plaintext.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum DecryptError {
@@ -247,7 +252,12 @@ fn scan(xml: &str) -> Result<Found, DecryptError> {
             (DSIG_NS, "Signature", _) if depth == 1 => {
                 found.root_signature = Some((before, before));
             }
-            (XENC_NS, "EncryptedKey", _) => found.keys.push(EncryptedKey::default()),
+            (XENC_NS, "EncryptedKey", _) => {
+                if found.keys.len() >= MAX_ENCRYPTED_KEYS {
+                    return Err(DecryptError::Shape("more than 4 EncryptedKeys"));
+                }
+                found.keys.push(EncryptedKey::default());
+            }
             (XENC_NS, "EncryptionMethod", Some((XENC_NS, "EncryptedData"))) if !in_key => {
                 found.data_algorithm = algorithm;
             }
@@ -677,6 +687,28 @@ mod tests {
             &gwrapped,
         );
         assert_eq!(open(&xml, &[&k], false), Err(DecryptError::NotForUs));
+    }
+
+    #[test]
+    fn a_response_padded_with_encrypted_keys_is_refused_before_any_rsa_work() {
+        let k = key();
+        let content_key = vec![8u8; 16];
+        let xml = response(
+            "http://www.w3.org/2001/04/xmlenc#aes128-cbc",
+            &cbc(&content_key, ASSERTION.as_bytes()),
+            RSA_OAEP_MGF1P,
+            &wrap(&k, &content_key, Padding::PKCS1_OAEP),
+        );
+        let start = xml.find("<xenc:EncryptedKey>").unwrap();
+        let end = xml.find("</xenc:EncryptedKey>").unwrap() + "</xenc:EncryptedKey>".len();
+        let one = &xml[start..end];
+        let padded = xml.replacen(one, &one.repeat(5), 1);
+        assert_eq!(
+            open(&padded, &[&k], false),
+            Err(DecryptError::Shape("more than 4 EncryptedKeys"))
+        );
+        let four = xml.replacen(one, &one.repeat(4), 1);
+        assert!(open(&four, &[&k], false).is_ok());
     }
 
     #[test]

@@ -749,7 +749,12 @@ impl SamlProvider {
         let opened = self.open(received, &envelope, &md).await?;
         let facts = match &opened {
             Opened::Plain(_) => envelope,
-            Opened::Decrypted { xml, .. } => self.guard(xml, Root::Response)?,
+            // The response's signature was verified and then taken off with the ciphertext
+            // it covered: the response still counts as signed (it must name a Destination).
+            Opened::Decrypted { xml, .. } => GuardFacts {
+                root_signed: envelope.root_signed,
+                ..self.guard(xml, Root::Response)?
+            },
         };
         self.signed_as_wanted(&facts)?;
         destination_is(&facts, sp)?;
@@ -833,7 +838,10 @@ impl SamlProvider {
         let facts = match &opened {
             Opened::Plain(_) => envelope,
             Opened::Decrypted { xml, .. } => match self.guard(xml, Root::Response) {
-                Ok(facts) => facts,
+                Ok(facts) => GuardFacts {
+                    root_signed: envelope.root_signed,
+                    ..facts
+                },
                 Err(e) => {
                     report.fail(structure, &format!("after decryption: {e}"));
                     return report;
