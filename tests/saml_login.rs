@@ -47,6 +47,12 @@ impl Fixture {
         assert_eq!(trip.status, 200, "{user} could not sign in: {trip:?}");
         browser
     }
+    /// Posts a SAML response (base64) to `host`'s ACS from a fresh browser.
+    async fn post(&self, host: &str, saml_response: &str) -> support::browser::Trip {
+        self.browser()
+            .post_saml_response(&self.acs(host), saml_response, None)
+            .await
+    }
     /// A response for alice forged (and signed) by the IdP's test hook, aimed at the wiki.
     async fn forge(&self, overrides: serde_json::Value) -> (String, String) {
         let mut o = json!({ "sp": self.sp_entity(WIKI), "user": "alice" });
@@ -360,22 +366,13 @@ async fn idp_initiated_login_works_only_where_the_app_allows_it() {
     };
     let (_, stray) =
         forge(json!({ "in_response_to": "_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" })).await;
-    let trip = f
-        .browser()
-        .post_saml_response(&f.acs(LEGACY), &stray, None)
-        .await;
+    let trip = f.post(LEGACY, &stray).await;
     assert_refused(&f, &trip, "unsolicited response carries InResponseTo");
     let (_, wrong_audience) = forge(json!({ "audience": f.sp_entity(WIKI) })).await;
-    let trip = f
-        .browser()
-        .post_saml_response(&f.acs(LEGACY), &wrong_audience, None)
-        .await;
+    let trip = f.post(LEGACY, &wrong_audience).await;
     assert_refused(&f, &trip, "Audience");
     let (_, wrong_recipient) = forge(json!({ "recipient": f.acs(WIKI) })).await;
-    let trip = f
-        .browser()
-        .post_saml_response(&f.acs(LEGACY), &wrong_recipient, None)
-        .await;
+    let trip = f.post(LEGACY, &wrong_recipient).await;
     assert_refused(&f, &trip, "Recipient");
 }
 
@@ -493,10 +490,7 @@ async fn during_an_idp_key_rollover_either_listed_key_verifies_and_no_other() {
         .idp
         .forge(json!({ "sp": legacy, "user": "alice", "key": next_key, "cert": next_cert }))
         .await;
-    let trip = f
-        .browser()
-        .post_saml_response(&f.acs(LEGACY), &response, None)
-        .await;
+    let trip = f.post(LEGACY, &response).await;
     assert_eq!(trip.status, 200, "{trip:?}\n{}", f.gw.logs());
     // Signed with a key the metadata does not list: refused, whatever certificate it carries.
     let (other_key, other_cert) = support::saml_idp::key_and_cert("attacker");
@@ -504,10 +498,7 @@ async fn during_an_idp_key_rollover_either_listed_key_verifies_and_no_other() {
         .idp
         .forge(json!({ "sp": legacy, "user": "bob", "key": other_key, "cert": other_cert }))
         .await;
-    let trip = f
-        .browser()
-        .post_saml_response(&f.acs(LEGACY), &forged, None)
-        .await;
+    let trip = f.post(LEGACY, &forged).await;
     assert_refused(&f, &trip, "verification failed");
 }
 
@@ -548,10 +539,7 @@ async fn one_sp_entity_serves_every_app_host_with_an_acs_for_each() {
         .idp
         .forge(json!({ "sp": shared, "user": "alice", "recipient": f.acs(WIKI), "destination": f.acs(WIKI) }))
         .await;
-    let trip = f
-        .browser()
-        .post_saml_response(&f.acs(LEGACY), &for_wiki, None)
-        .await;
+    let trip = f.post(LEGACY, &for_wiki).await;
     assert_ne!(trip.status, 200, "{trip:?}");
 }
 
@@ -566,10 +554,7 @@ async fn groups_arrive_under_the_names_adfs_and_shibboleth_use() {
             .idp
             .forge(json!({ "sp": f.sp_entity(LEGACY), "user": "alice", "groups_attribute": name }))
             .await;
-        let trip = f
-            .browser()
-            .post_saml_response(&f.acs(LEGACY), &response, None)
-            .await;
+        let trip = f.post(LEGACY, &response).await;
         assert_eq!(trip.status, 200, "{name}: {trip:?}\n{}", f.gw.logs());
         assert_eq!(
             header_values(&trip.json(), "x-groups"),
@@ -586,15 +571,9 @@ async fn a_response_is_accepted_once_and_replay_is_refused() {
         .idp
         .forge(json!({ "sp": f.sp_entity(LEGACY), "user": "alice" }))
         .await;
-    let first = f
-        .browser()
-        .post_saml_response(&f.acs(LEGACY), &response, None)
-        .await;
+    let first = f.post(LEGACY, &response).await;
     assert_eq!(first.status, 200, "{first:?}\n{}", f.gw.logs());
-    let again = f
-        .browser()
-        .post_saml_response(&f.acs(LEGACY), &response, None)
-        .await;
+    let again = f.post(LEGACY, &response).await;
     assert_refused(&f, &again, "already used (replay)");
     // Line-wrapped base64 (as some IdPs send it) is the same response: still a replay, so
     // wrapping is decoded rather than refused.
@@ -603,10 +582,7 @@ async fn a_response_is_accepted_once_and_replay_is_refused() {
         .chunks(76)
         .map(|c| format!("{}\r\n", std::str::from_utf8(c).unwrap()))
         .collect();
-    let trip = f
-        .browser()
-        .post_saml_response(&f.acs(LEGACY), &wrapped, None)
-        .await;
+    let trip = f.post(LEGACY, &wrapped).await;
     assert_refused(&f, &trip, "already used (replay)");
     let (_, fresh) = f
         .idp
@@ -617,10 +593,7 @@ async fn a_response_is_accepted_once_and_replay_is_refused() {
         .chunks(64)
         .map(|c| format!("{}\n", std::str::from_utf8(c).unwrap()))
         .collect();
-    let trip = f
-        .browser()
-        .post_saml_response(&f.acs(LEGACY), &wrapped, None)
-        .await;
+    let trip = f.post(LEGACY, &wrapped).await;
     assert_eq!(
         trip.status, 200,
         "line-wrapped base64 must be accepted: {trip:?}"
@@ -667,10 +640,7 @@ async fn responses_missing_what_this_sp_requires_are_refused() {
         o["sp"] = json!(legacy);
         o["user"] = json!("alice");
         let (_, response) = f.idp.forge(o).await;
-        let trip = f
-            .browser()
-            .post_saml_response(&f.acs(LEGACY), &response, None)
-            .await;
+        let trip = f.post(LEGACY, &response).await;
         assert_eq!(trip.status, 400, "{overrides} was accepted: {trip:?}");
         assert_refused(&f, &trip, reason);
     }
@@ -1154,10 +1124,7 @@ async fn response_only_signatures_pass_only_when_assertion_signing_is_not_requir
         .idp
         .forge(json!({ "sp": legacy, "user": "bob", "sign_assertion": false }))
         .await;
-    let trip = f
-        .browser()
-        .post_saml_response(&f.acs(LEGACY), &response_signed, None)
-        .await;
+    let trip = f.post(LEGACY, &response_signed).await;
     assert_eq!(trip.status, 200, "{trip:?}\n{}", f.gw.logs());
     assert_eq!(
         header_values(&trip.json(), "x-remote-user"),
@@ -1168,10 +1135,7 @@ async fn response_only_signatures_pass_only_when_assertion_signing_is_not_requir
         .idp
         .forge(json!({ "sp": legacy, "user": "bob", "unsigned": true }))
         .await;
-    let trip = f
-        .browser()
-        .post_saml_response(&f.acs(LEGACY), &unsigned, None)
-        .await;
+    let trip = f.post(LEGACY, &unsigned).await;
     assert_refused(&f, &trip, "must be signed");
 }
 
@@ -1227,10 +1191,7 @@ async fn encrypted_assertions_sign_in_and_the_ones_this_sp_cannot_open_are_refus
             .forge(json!({ "sp": legacy, "user": "bob", "encrypt": { "data": data, "key": key } }))
             .await;
         assert!(xml.contains("EncryptedAssertion") && !xml.contains("bob@corp.example"));
-        let trip = f
-            .browser()
-            .post_saml_response(&f.acs(LEGACY), &response, None)
-            .await;
+        let trip = f.post(LEGACY, &response).await;
         assert_eq!(
             trip.status,
             200,
@@ -1248,27 +1209,18 @@ async fn encrypted_assertions_sign_in_and_the_ones_this_sp_cannot_open_are_refus
         .idp
         .forge(json!({ "sp": legacy, "user": "bob", "encrypt": { "cert": other_cert } }))
         .await;
-    let trip = f
-        .browser()
-        .post_saml_response(&f.acs(LEGACY), &response, None)
-        .await;
+    let trip = f.post(LEGACY, &response).await;
     assert_refused(&f, &trip, "encrypted under a key this SP does not hold");
     // Triple-DES.
     let (_, response) = f
         .idp
         .forge(json!({ "sp": legacy, "user": "bob", "encrypt": { "data": "http://www.w3.org/2001/04/xmlenc#tripledes-cbc" } }))
         .await;
-    let trip = f
-        .browser()
-        .post_saml_response(&f.acs(LEGACY), &response, None)
-        .await;
+    let trip = f.post(LEGACY, &response).await;
     assert_refused(&f, &trip, "content encryption");
     // A plain (validly signed) assertion where encryption is required.
     let (_, plain) = f.idp.forge(json!({ "sp": legacy, "user": "bob" })).await;
-    let trip = f
-        .browser()
-        .post_saml_response(&f.acs(LEGACY), &plain, None)
-        .await;
+    let trip = f.post(LEGACY, &plain).await;
     assert_refused(&f, &trip, "not encrypted (require_encrypted_assertions");
     assert_still_serving(&f).await;
 }
@@ -1282,19 +1234,13 @@ async fn encrypted_assertions_sign_in_and_the_ones_this_sp_cannot_open_are_refus
 async fn wrapping_around_an_encrypted_assertion_is_refused() {
     let f = fixture().await;
     let legacy = f.sp_entity(LEGACY);
-    let acs = f.acs(LEGACY);
-    let post = |response: String| {
-        let browser = f.browser();
-        let acs = acs.clone();
-        async move { browser.post_saml_response(&acs, &response, None).await }
-    };
     // Anyone can encrypt to the SP's certificate: an unsigned assertion so encrypted is not
     // trusted.
     let (_, unsigned) = f
         .idp
         .forge(json!({ "sp": legacy, "user": "bob", "unsigned": true, "encrypt": {} }))
         .await;
-    assert_refused(&f, &post(unsigned).await, "not signed");
+    assert_refused(&f, &f.post(LEGACY, &unsigned).await, "not signed");
     let (genuine, _) = f.idp.forge(json!({ "sp": legacy, "user": "alice" })).await;
     let evil = evil_assertion(&assertion_of(&genuine));
     for (extra, reason) in [
@@ -1306,7 +1252,7 @@ async fn wrapping_around_an_encrypted_assertion_is_refused() {
             .idp
             .forge(json!({ "sp": legacy, "user": "alice", "encrypt": extra }))
             .await;
-        assert_refused(&f, &post(response).await, reason);
+        assert_refused(&f, &f.post(LEGACY, &response).await, reason);
     }
     // The response signature covers the ciphertext: altering it is caught before decryption.
     let (xml, _) = f
@@ -1317,22 +1263,23 @@ async fn wrapping_around_an_encrypted_assertion_is_refused() {
     let at = xml.rfind("<xenc:CipherValue>").unwrap() + "<xenc:CipherValue>".len() + 12;
     let flipped = if &xml[at..=at] == "A" { "B" } else { "A" };
     let tampered = format!("{}{flipped}{}", &xml[..at], &xml[at + 1..]);
-    assert_refused(&f, &post(b64(&tampered)).await, "verification failed");
+    assert_refused(
+        &f,
+        &f.post(LEGACY, &b64(&tampered)).await,
+        "verification failed",
+    );
     // Untampered, it still needs want_assertions_signed = false.
     let (_, response_signed) = f
         .idp
         .forge(json!({ "sp": legacy, "user": "alice", "sign_assertion": false, "encrypt": {} }))
         .await;
-    assert_refused(&f, &post(response_signed).await, "not signed");
+    assert_refused(&f, &f.post(LEGACY, &response_signed).await, "not signed");
     let lenient = fixture_with(json!({}), "want_assertions_signed = false").await;
     let (_, response_signed) = lenient
         .idp
         .forge(json!({ "sp": lenient.sp_entity(LEGACY), "user": "bob", "sign_assertion": false, "encrypt": {} }))
         .await;
-    let trip = lenient
-        .browser()
-        .post_saml_response(&lenient.acs(LEGACY), &response_signed, None)
-        .await;
+    let trip = lenient.post(LEGACY, &response_signed).await;
     assert_eq!(trip.status, 200, "{trip:?}\n{}", lenient.gw.logs());
     assert_eq!(
         header_values(&trip.json(), "x-remote-user"),
@@ -1344,10 +1291,7 @@ async fn wrapping_around_an_encrypted_assertion_is_refused() {
         .idp
         .forge(json!({ "sp": lenient.sp_entity(LEGACY), "user": "bob", "sign_assertion": false, "encrypt": {}, "omit_destination": true }))
         .await;
-    let trip = lenient
-        .browser()
-        .post_saml_response(&lenient.acs(LEGACY), &undirected, None)
-        .await;
+    let trip = lenient.post(LEGACY, &undirected).await;
     assert_refused(&lenient, &trip, "has no Destination");
     assert_still_serving(&f).await;
 }
@@ -1388,10 +1332,7 @@ async fn assertions_encrypted_to_the_next_sp_key_open_during_a_rollover() {
             .idp
             .forge(json!({ "sp": f.sp_entity(LEGACY), "user": user, "encrypt": { "cert": cert } }))
             .await;
-        let trip = f
-            .browser()
-            .post_saml_response(&f.acs(LEGACY), &response, None)
-            .await;
+        let trip = f.post(LEGACY, &response).await;
         assert_eq!(trip.status, 200, "{user}: {trip:?}\n{}", f.gw.logs());
     }
 }
@@ -1406,10 +1347,7 @@ async fn sha1_signatures_pass_only_where_the_idp_entry_opts_in() {
         .idp
         .forge(json!({ "sp": strict.sp_entity(LEGACY), "user": "bob", "sig_alg": RSA_SHA1 }))
         .await;
-    let trip = strict
-        .browser()
-        .post_saml_response(&strict.acs(LEGACY), &response, None)
-        .await;
+    let trip = strict.post(LEGACY, &response).await;
     assert_refused(&strict, &trip, "SignatureMethod");
     let lenient = fixture_with(json!({}), "allow_sha1 = true").await;
     assert!(
@@ -1426,20 +1364,14 @@ async fn sha1_signatures_pass_only_where_the_idp_entry_opts_in() {
         .forge(json!({ "sp": legacy, "user": "bob", "sig_alg": RSA_SHA1 }))
         .await;
     assert!(xml.contains("xmldsig#sha1\""), "SHA-1 digests too: {xml}");
-    let trip = lenient
-        .browser()
-        .post_saml_response(&lenient.acs(LEGACY), &response, None)
-        .await;
+    let trip = lenient.post(LEGACY, &response).await;
     assert_eq!(trip.status, 200, "{trip:?}\n{}", lenient.gw.logs());
     let (other_key, other_cert) = support::saml_idp::key_and_cert("attacker");
     let (_, forged) = lenient
         .idp
         .forge(json!({ "sp": legacy, "user": "bob", "sig_alg": RSA_SHA1, "key": other_key, "cert": other_cert }))
         .await;
-    let trip = lenient
-        .browser()
-        .post_saml_response(&lenient.acs(LEGACY), &forged, None)
-        .await;
+    let trip = lenient.post(LEGACY, &forged).await;
     assert_refused(&lenient, &trip, "verification failed");
 }
 
@@ -1599,19 +1531,13 @@ async fn an_assertion_only_signature_is_accepted_and_the_envelope_still_checked(
         .forge(json!({ "sp": legacy, "user": "alice", "sign_response": false }))
         .await;
     assert_eq!(xml.matches("<ds:Signature xmlns").count(), 1, "{xml}");
-    let trip = f
-        .browser()
-        .post_saml_response(&f.acs(LEGACY), &response, None)
-        .await;
+    let trip = f.post(LEGACY, &response).await;
     assert_eq!(trip.status, 200, "{trip:?}\n{}", f.gw.logs());
     let (_, elsewhere) = f
         .idp
         .forge(json!({ "sp": legacy, "user": "alice", "sign_response": false, "destination": f.acs(WIKI) }))
         .await;
-    let trip = f
-        .browser()
-        .post_saml_response(&f.acs(LEGACY), &elsewhere, None)
-        .await;
+    let trip = f.post(LEGACY, &elsewhere).await;
     assert_refused(&f, &trip, "Destination");
 }
 
@@ -1755,10 +1681,7 @@ async fn messages_in_another_encoding_are_refused_and_their_hidden_references_ne
         ("a NUL character", b64(&nul), "U+0000"),
     ];
     for (name, message, reason) in attacks {
-        let trip = f
-            .browser()
-            .post_saml_response(&f.acs(LEGACY), &message, None)
-            .await;
+        let trip = f.post(LEGACY, &message).await;
         assert_eq!(trip.status, 400, "{name} was not refused: {trip:?}");
         assert_refused(&f, &trip, reason);
     }
@@ -1804,18 +1727,12 @@ async fn the_response_around_a_valid_assertion_must_say_where_it_goes_success_an
         let mut o = overrides.clone();
         o["sp"] = json!(f.sp_entity(LEGACY));
         let (_, response) = f.idp.forge(o).await;
-        let trip = f
-            .browser()
-            .post_saml_response(&f.acs(LEGACY), &response, None)
-            .await;
+        let trip = f.post(LEGACY, &response).await;
         assert_refused(&f, &trip, reason);
     }
     assert_eq!(f.legacy.hits(), 0);
     let (_, good) = f.idp.forge(json!({ "sp": f.sp_entity(LEGACY) })).await;
-    let trip = f
-        .browser()
-        .post_saml_response(&f.acs(LEGACY), &good, None)
-        .await;
+    let trip = f.post(LEGACY, &good).await;
     assert_eq!(trip.status, 200, "{trip:?}");
 }
 

@@ -233,33 +233,24 @@ impl TestSamlIdp {
 
     /// Every login the IdP answered: `{ user, session_index }`, in order.
     pub async fn sessions(&self) -> Value {
-        self.http
-            .get(self.url("/test/sessions"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        self.test_hook("/test/sessions").await
     }
 
     /// LogoutRequests the IdP received from SPs.
     pub async fn logouts(&self) -> Value {
-        self.http
-            .get(self.url("/test/logouts"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        self.test_hook("/test/logouts").await
     }
 
     /// The AuthnRequests the IdP received by HTTP-POST (each verified by samlify), with
     /// whether each carried an XML signature.
     pub async fn posted_requests(&self) -> Value {
+        self.test_hook("/test/posted-requests").await
+    }
+
+    /// What one of the IdP's test hooks reports (JSON).
+    async fn test_hook(&self, path: &str) -> Value {
         self.http
-            .get(self.url("/test/posted-requests"))
+            .get(self.url(path))
             .send()
             .await
             .unwrap()

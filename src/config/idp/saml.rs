@@ -227,28 +227,20 @@ impl IdpCompiler<'_> {
                         None
                     }
                 });
-        let require_encrypted_assertions = match &file.require_encrypted_assertions {
-            Some(flag) if *flag.get_ref() && sp_key.is_none() => {
-                self.error(
-                    flag,
-                    "require_encrypted_assertions = true needs sp_key_file and sp_cert_file (the IdP encrypts to that certificate)",
-                );
-                false
-            }
-            Some(flag) => *flag.get_ref(),
-            None => false,
-        };
-        let sign_requests = match &file.sign_requests {
-            Some(flag) if *flag.get_ref() && sp_key.is_none() => {
-                self.error(
-                    flag,
-                    "sign_requests = true needs sp_key_file and sp_cert_file",
-                );
-                false
-            }
-            Some(flag) => *flag.get_ref(),
-            None => sp_key.is_some(),
-        };
+        let has_key = sp_key.is_some();
+        let require_encrypted_assertions = self.needs_sp_key(
+            file.require_encrypted_assertions.as_ref(),
+            has_key,
+            "require_encrypted_assertions = true needs sp_key_file and sp_cert_file (the IdP encrypts to that certificate)",
+        )
+        .unwrap_or(false);
+        let sign_requests = self
+            .needs_sp_key(
+                file.sign_requests.as_ref(),
+                has_key,
+                "sign_requests = true needs sp_key_file and sp_cert_file",
+            )
+            .unwrap_or(has_key);
         let max_response_bytes = match &file.max_response_size {
             Some(n) if *n.get_ref() < 4096 || *n.get_ref() > 16 * 1024 * 1024 => {
                 self.error(
@@ -399,6 +391,22 @@ impl IdpCompiler<'_> {
             }
         }
         Some(MetadataSource::Url(text.to_string()))
+    }
+
+    /// A yes/no setting that, when yes, needs the SP's key: its value (`false`, with `error`
+    /// named at its line, when the key is missing), or `None` when not set.
+    fn needs_sp_key(
+        &mut self,
+        flag: Option<&Spanned<bool>>,
+        has_key: bool,
+        error: &str,
+    ) -> Option<bool> {
+        let flag = flag?;
+        if *flag.get_ref() && !has_key {
+            self.error(flag, error);
+            return Some(false);
+        }
+        Some(*flag.get_ref())
     }
 
     /// `sp_next_cert_file`: the next SP certificate, published ahead of a key switch.

@@ -306,30 +306,20 @@ impl SamlProvider {
         clock: crate::clock::SharedClock,
         stores: &Stores,
     ) -> Result<Self, SamlError> {
-        let sp_key = config
-            .sp_key
-            .as_ref()
-            .map(|k| PKey::private_key_from_pem(k.expose()))
-            .transpose()
-            .map_err(|e| SamlError::Build(format!("sp key: {e}")))?;
-        let sp_cert_der = config
-            .sp_cert_pem
-            .as_ref()
-            .map(|c| openssl::x509::X509::from_pem(c).and_then(|x| x.to_der()))
-            .transpose()
-            .map_err(|e| SamlError::Build(format!("sp certificate: {e}")))?;
-        let sp_next_cert_der = config
-            .sp_next_cert_pem
-            .as_ref()
-            .map(|c| openssl::x509::X509::from_pem(c).and_then(|x| x.to_der()))
-            .transpose()
-            .map_err(|e| SamlError::Build(format!("sp next certificate: {e}")))?;
-        let sp_next_key = config
-            .sp_next_key
-            .as_ref()
-            .map(|k| PKey::private_key_from_pem(k.expose()))
-            .transpose()
-            .map_err(|e| SamlError::Build(format!("sp next key: {e}")))?;
+        let key = |pem: Option<&crate::secret::SecretBytes>, what: &str| {
+            pem.map(|k| PKey::private_key_from_pem(k.expose()))
+                .transpose()
+                .map_err(|e| SamlError::Build(format!("{what}: {e}")))
+        };
+        let cert_der = |pem: Option<&Vec<u8>>, what: &str| {
+            pem.map(|c| openssl::x509::X509::from_pem(c).and_then(|x| x.to_der()))
+                .transpose()
+                .map_err(|e| SamlError::Build(format!("{what}: {e}")))
+        };
+        let sp_key = key(config.sp_key.as_ref(), "sp key")?;
+        let sp_cert_der = cert_der(config.sp_cert_pem.as_ref(), "sp certificate")?;
+        let sp_next_cert_der = cert_der(config.sp_next_cert_pem.as_ref(), "sp next certificate")?;
+        let sp_next_key = key(config.sp_next_key.as_ref(), "sp next key")?;
         let provider = Self {
             name: name.to_string(),
             clock,
@@ -747,15 +737,7 @@ impl SamlProvider {
         let received = self.decode_response(saml_response)?;
         let envelope = self.guard(&received, Root::Response)?;
         let opened = self.open(received, &envelope, &md).await?;
-        let facts = match &opened {
-            Opened::Plain(_) => envelope,
-            // The response's signature was verified and then taken off with the ciphertext
-            // it covered: the response still counts as signed (it must name a Destination).
-            Opened::Decrypted { xml, .. } => GuardFacts {
-                root_signed: envelope.root_signed,
-                ..self.guard(xml, Root::Response)?
-            },
-        };
+        let facts = self.facts_of(&opened, envelope)?;
         self.signed_as_wanted(&facts)?;
         destination_is(&facts, sp)?;
         status_is_success(&facts)?;
@@ -835,18 +817,12 @@ impl SamlProvider {
                 return report;
             }
         };
-        let facts = match &opened {
-            Opened::Plain(_) => envelope,
-            Opened::Decrypted { xml, .. } => match self.guard(xml, Root::Response) {
-                Ok(facts) => GuardFacts {
-                    root_signed: envelope.root_signed,
-                    ..facts
-                },
-                Err(e) => {
-                    report.fail(structure, &format!("after decryption: {e}"));
-                    return report;
-                }
-            },
+        let facts = match self.facts_of(&opened, envelope) {
+            Ok(facts) => facts,
+            Err(e) => {
+                report.fail(structure, &format!("after decryption: {e}"));
+                return report;
+            }
         };
         if encrypted {
             report.pass("encrypted assertion", "opened with this SP's key");
@@ -995,6 +971,20 @@ impl SamlProvider {
             xml,
             envelope_verified,
         })
+    }
+
+    /// What the checks read of an opened response: the envelope's facts for a plain one; for a
+    /// decrypted one, the guard's pass over the plaintext in place — the response still
+    /// counting as signed when it was (its verified signature went with the ciphertext, and a
+    /// signed response must name its Destination).
+    fn facts_of(&self, opened: &Opened, envelope: GuardFacts) -> Result<GuardFacts, GuardError> {
+        match opened {
+            Opened::Plain(_) => Ok(envelope),
+            Opened::Decrypted { xml, .. } => Ok(GuardFacts {
+                root_signed: envelope.root_signed,
+                ..self.guard(xml, Root::Response)?
+            }),
+        }
     }
 
     /// Signature, times and recipient, by samael (xmlsec) in the bounded verification pool.
