@@ -289,6 +289,21 @@ pub enum AuthError {
     Store(#[from] StoreError),
 }
 
+/// The back-channel client for one IdP, with its CA and its `timeout` (connecting gets at
+/// most 5 s of it).
+fn idp_http_client(idp: &IdpConfig) -> Result<IdpHttpClient, HttpError> {
+    let ca = match &idp.protocol {
+        IdpProtocol::Oidc(o) => o.ca_pem.as_deref(),
+        IdpProtocol::Saml(s) => s.ca_pem.as_deref(),
+    };
+    IdpHttpClient::new(
+        &idp.name,
+        idp.timeout.min(Duration::from_secs(5)),
+        idp.timeout,
+        ca,
+    )
+}
+
 impl Auth {
     /// Sign-in state for this configuration (providers start undiscovered), keeping time by
     /// `clock`.
@@ -297,16 +312,7 @@ impl Auth {
         let stores = Stores::for_settings(&config.sessions, &cookies, clock.clone())?;
         let mut providers = HashMap::new();
         for idp in &config.idps {
-            let ca = match &idp.protocol {
-                IdpProtocol::Oidc(o) => o.ca_pem.as_deref(),
-                IdpProtocol::Saml(s) => s.ca_pem.as_deref(),
-            };
-            let http = IdpHttpClient::new(
-                &idp.name,
-                Duration::from_secs(5),
-                Duration::from_secs(15),
-                ca,
-            )?;
+            let http = idp_http_client(idp)?;
             let provider = match &idp.protocol {
                 IdpProtocol::Oidc(o) => Provider::Oidc(Arc::new(OidcProvider::new(
                     &idp.name,
@@ -331,19 +337,7 @@ impl Auth {
                 Some(Provider::Saml(s)) => s.idp_entity_id(),
                 _ => None,
             },
-            |idp| {
-                let ca = match &idp.protocol {
-                    IdpProtocol::Oidc(o) => o.ca_pem.as_deref(),
-                    IdpProtocol::Saml(s) => s.ca_pem.as_deref(),
-                };
-                IdpHttpClient::new(
-                    &idp.name,
-                    Duration::from_secs(5),
-                    Duration::from_secs(15),
-                    ca,
-                )
-                .ok()
-            },
+            |idp| idp_http_client(idp).ok(),
         );
         Ok(Self {
             sessions: stores.sessions.clone(),

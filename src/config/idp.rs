@@ -67,6 +67,7 @@ pub(super) struct FileIdp {
     post_logout_redirect_uri: Option<Spanned<String>>,
     ca_file: Option<Spanned<String>>,
     health_check_interval: Option<Spanned<ConfigDuration>>,
+    timeout: Option<Spanned<ConfigDuration>>,
     // SAML (kind = "saml"); see `saml.rs`.
     metadata_file: Option<Spanned<String>>,
     metadata_url: Option<Spanned<String>>,
@@ -172,6 +173,9 @@ pub struct IdpConfig {
     /// How often the IdP's reachability is checked while it answers (faster, with backoff,
     /// while it does not).
     pub health_check_interval: Duration,
+    /// The longest one back-channel call to the IdP may take (token, JWKS, discovery,
+    /// metadata, userinfo): an IdP that hangs costs the waiting user this long, then a page.
+    pub timeout: Duration,
     /// Okta Universal Logout (Global Token Revocation requests), when configured.
     pub universal_logout: Option<SignalSource>,
     /// A Shared Signals Framework transmitter pushing CAEP events, when configured.
@@ -184,6 +188,9 @@ impl IdpConfig {
         matches!(&self.protocol, IdpProtocol::Oidc(o) if o.refresh_interval.is_some())
     }
 }
+
+/// Default [`IdpConfig::timeout`].
+pub const DEFAULT_IDP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Default [`IdpConfig::health_check_interval`]: one small GET per IdP every half minute.
 pub const DEFAULT_HEALTH_CHECK_INTERVAL: Duration = Duration::from_secs(30);
@@ -297,6 +304,17 @@ pub(super) fn compile_idps(
             Some(d) => d.get_ref().0,
             None => DEFAULT_HEALTH_CHECK_INTERVAL,
         };
+        let timeout = match &file.timeout {
+            Some(d)
+                if d.get_ref().0 < Duration::from_secs(1)
+                    || d.get_ref().0 > Duration::from_secs(60) =>
+            {
+                c.error(d, "timeout must be between 1s and 60s");
+                DEFAULT_IDP_TIMEOUT
+            }
+            Some(d) => d.get_ref().0,
+            None => DEFAULT_IDP_TIMEOUT,
+        };
         let default_issuer = match &compiled {
             Some(IdpProtocol::Oidc(o)) => Some(o.issuer.clone()),
             _ => None,
@@ -316,6 +334,7 @@ pub(super) fn compile_idps(
                 name: name.clone(),
                 protocol,
                 health_check_interval,
+                timeout,
                 universal_logout,
                 shared_signals,
             });

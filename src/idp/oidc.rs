@@ -111,6 +111,10 @@ pub enum LoginError {
     /// The token endpoint could not be reached (connection refused, timeout, TLS).
     #[error("token endpoint unreachable: {0}")]
     Unreachable(String),
+    /// The token endpoint's answer is not a token response (not JSON, or an ID token that
+    /// is not a JWT or lacks a required claim).
+    #[error("token response unreadable: {0}")]
+    TokenResponse(String),
     /// The token response had no ID token.
     #[error("token response has no id_token")]
     NoIdToken,
@@ -131,6 +135,7 @@ impl LoginError {
             LoginError::RedirectUri(_) => "redirect_uri",
             LoginError::Exchange(_) => "code_exchange",
             LoginError::Unreachable(_) => "idp_unreachable",
+            LoginError::TokenResponse(_) => "token_response",
             LoginError::NoIdToken => "no_id_token",
             LoginError::IdToken(_) => "id_token",
             LoginError::UserInfo(_) => "userinfo",
@@ -376,6 +381,11 @@ impl OidcProvider {
                     let why = error_chain(&e);
                     self.health.reachable(false, Some(why.clone()));
                     LoginError::Unreachable(why)
+                }
+                // Not an answer a provider gives: a malformed ID token (no `exp`, no `sub`,
+                // not a JWT) fails here, before any signature check.
+                openidconnect::RequestTokenError::Parse(..) => {
+                    LoginError::TokenResponse(error_chain(&e))
                 }
                 _ => LoginError::Exchange(error_chain(&e)),
             })?;
