@@ -2,7 +2,10 @@
 //! where a proxy and a backend that read the same bytes differently let requests through
 //! unseen.
 //!
-//! Owns two rules. **One Content-Length** (RFC 9112 §6.3): repeated identical values are sent
+//! Owns three rules. **One request line**: the bytes sent on as the target are the path the
+//! rules judged (origin-form, visible ASCII), so no lenient parse upstream can make a
+//! different path of them, and the method is in capitals (methods are case-sensitive; a rule
+//! for `DELETE` must not miss a `delete` that a backend reads as one). **One Content-Length** (RFC 9112 §6.3): repeated identical values are sent
 //! on as one value (Pingora already refuses differing ones), so no backend can pick another
 //! copy. **Genuine WebSockets only**: a client's `Upgrade` is kept only for a well-formed
 //! WebSocket handshake (RFC 6455 §4.1), and the backend's `101` must prove it read that
@@ -23,6 +26,31 @@ pub enum FramingError {
     /// `Content-Length` values that disagree or are not numbers.
     #[error("ambiguous Content-Length")]
     AmbiguousLength,
+    /// A request target that is not plain origin-form (`/path?query` in visible ASCII), or
+    /// that reads as another path than the one the rules see.
+    #[error("request target is not a plain path")]
+    RequestTarget,
+    /// A method with lower-case letters.
+    #[error("method is not in capitals")]
+    Method,
+}
+
+/// Refuses a request whose target, as it would be sent on, differs from the path and query
+/// the gateway routes and judges by (e.g. `GET  /a` read leniently as `/a` but forwarded as
+/// `%20/a`), or is not origin-form in visible ASCII (RFC 9112 §3.2), or whose method has
+/// lower-case letters.
+pub fn plain_request_line(req: &RequestHeader) -> Result<(), FramingError> {
+    if req.method.as_str().bytes().any(|b| b.is_ascii_lowercase()) {
+        return Err(FramingError::Method);
+    }
+    let raw = req.raw_path();
+    let visible = raw.iter().all(|b| (0x21..=0x7e).contains(b));
+    let judged = req.uri.path_and_query().map(|p| p.as_str().as_bytes());
+    if raw.first() == Some(&b'/') && visible && judged == Some(raw) {
+        Ok(())
+    } else {
+        Err(FramingError::RequestTarget)
+    }
 }
 
 /// Why a backend's protocol switch was refused.
@@ -194,6 +222,26 @@ mod tests {
             ("Sec-WebSocket-Version", "13"),
             ("Sec-WebSocket-Key", KEY),
         ]
+    }
+
+    #[test]
+    fn only_plain_origin_form_targets_and_capital_methods_pass() {
+        for good in [&b"/a/b?x=1&y=%20"[..], b"/"] {
+            let req = RequestHeader::build("GET", good, None).unwrap();
+            assert_eq!(plain_request_line(&req), Ok(()), "{good:?}");
+        }
+        let lower = RequestHeader::build("delete", b"/a", None).unwrap();
+        assert_eq!(plain_request_line(&lower), Err(FramingError::Method));
+        for bad in [&b"http://other.example/a"[..], b"*", b"/caf\xc3\xa9"] {
+            let Ok(req) = RequestHeader::build("GET", bad, None) else {
+                continue;
+            };
+            assert_eq!(
+                plain_request_line(&req),
+                Err(FramingError::RequestTarget),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

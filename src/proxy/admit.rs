@@ -48,6 +48,7 @@ pub fn admit(
         session.set_keepalive(None);
     }
     let req = session.req_header_mut();
+    framing::plain_request_line(req)?;
     framing::single_content_length(req)?;
     ctx.upgrade = framing::screen_upgrade(req);
     ctx.request_id = forwarding.request_id;
@@ -65,6 +66,16 @@ pub fn admit(
     }
     if req.headers.get_all("host").iter().count() > 1 {
         return Err(RequestError::DuplicateHost);
+    }
+    // HTTP/2's `:authority` and a `host` header that name different hosts (RFC 9113 §8.3.1):
+    // the app is chosen by one, and a backend may read the other.
+    if let (Some(authority), Some(host)) = (req.uri.authority(), req.headers.get("host")) {
+        if !host
+            .as_bytes()
+            .eq_ignore_ascii_case(authority.as_str().as_bytes())
+        {
+            return Err(RequestError::DuplicateHost);
+        }
     }
     let authority = request_authority(req).ok_or(RequestError::BadHost)?;
     ctx.host = normalise_host(&authority).ok_or(RequestError::BadHost)?;

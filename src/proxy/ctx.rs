@@ -203,8 +203,9 @@ pub enum RequestError {
     /// No usable Host header or authority.
     #[error("missing or invalid host")]
     BadHost,
-    /// Several Host headers: different servers would pick different ones.
-    #[error("several Host headers")]
+    /// Several Host headers, or an HTTP/2 `:authority` and `host` that disagree: different
+    /// servers would pick different ones.
+    #[error("several Host headers, or a host that disagrees with :authority")]
     DuplicateHost,
     /// Headers larger than the limit.
     #[error("request headers too large")]
