@@ -52,6 +52,9 @@ cargo test --all-targets --locked -- --test-threads="${TEST_THREADS:-2}"
 echo "==> policy examples (the shipped policies' [[test]] entries)"
 cargo run --locked --quiet -- policy test -c deploy/portcullis.toml
 
+echo "==> fuzz smoke run (fuzz/run.sh --smoke: every target builds and runs for seconds)"
+./fuzz/run.sh --smoke
+
 echo "==> benchmark smoke run (bench/run.sh --smoke: every system answers authenticated 200s)"
 ./bench/run.sh --smoke
 

@@ -172,18 +172,24 @@ pub fn verify(
     }
     let deflated =
         decode_base64(&unescape(message)).map_err(|_| RedirectError::Encoding("base64"))?;
+    Ok(Received {
+        xml: inflate(&deflated)?,
+        relay_state: relay.map(unescape),
+    })
+}
+
+/// Inflates a redirect-binding message (raw DEFLATE) into UTF-8 XML, reading at most
+/// `MAX_INFLATED` bytes: a small message that inflates to gigabytes stops there.
+pub fn inflate(deflated: &[u8]) -> Result<String, RedirectError> {
     let mut xml = String::new();
-    DeflateDecoder::new(deflated.as_slice())
+    DeflateDecoder::new(deflated)
         .take(MAX_INFLATED + 1)
         .read_to_string(&mut xml)
         .map_err(|_| RedirectError::Encoding("deflate"))?;
     if xml.len() as u64 > MAX_INFLATED {
         return Err(RedirectError::Encoding("message too large"));
     }
-    Ok(Received {
-        xml,
-        relay_state: relay.map(unescape),
-    })
+    Ok(xml)
 }
 
 /// Base64 with the line breaks and spaces some IdPs add stripped first.
