@@ -69,7 +69,14 @@ impl HostileOp {
     /// How often each endpoint was called.
     async fn calls(&self) -> Value {
         let url = format!("{}/test/calls", self.issuer());
-        http_client().get(url).send().await.unwrap().json().await.unwrap()
+        http_client()
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
     }
 
     fn gateway_toml(&self, extra: &str) -> String {
@@ -167,7 +174,6 @@ async fn assert_refused(f: &Fixture, cases: &[(&str, u16, &str)]) {
             started.elapsed()
         );
         let line = nth_failure(&f.gw, seen + 1).await;
-        eprintln!("{scenario}: {line}");
         assert!(
             line.to_lowercase().contains(&reason.to_lowercase()),
             "{scenario}: the audit reason should name {reason:?}:\n{line}"

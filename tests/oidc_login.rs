@@ -1061,6 +1061,20 @@ async fn sessions_survive_a_configuration_reload() {
 }
 
 #[tokio::test]
+async fn a_login_in_flight_finishes_across_a_configuration_reload() {
+    let f = fixture("").await;
+    let browser = f.browser();
+    let form = browser.follow(&f.url(WIKI, "/in-flight")).await;
+    assert!(form.is_login_form(), "{form:?}");
+    // The gateway reloads while the user types their password.
+    f.gw.signal("HUP");
+    f.gw.wait_for_log("configuration reloaded").await;
+    let trip = browser.sign_in(&form, "alice", "alice-pw").await;
+    assert_eq!(trip.status, 200, "{trip:?}");
+    assert_eq!(trip.final_url(), f.url(WIKI, "/in-flight"));
+}
+
+#[tokio::test]
 async fn only_a_trusted_proxy_can_say_the_browser_used_https() {
     let forwarded_https = [("accept", "text/html"), ("x-forwarded-proto", "https")];
     // From an untrusted peer the header is ignored: plain http, plain cookie.
