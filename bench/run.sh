@@ -644,14 +644,6 @@ if phase soak; then
   keep=$(( soak_sessions * 8 / 10 ))
   head -n "$keep" "$work/soak-cookies.txt" > "$work/soak-wrk-cookies.txt"
   tail -n +"$(( keep + 1 ))" "$work/soak-cookies.txt" > "$work/soak-logout-cookies.txt"
-  cat "$work/check.lua" > "$work/soak.lua"
-  cat >> "$work/soak.lua" <<'LUA'
-local cookies = {}
-for line in io.lines(os.getenv("BENCH_COOKIES")) do cookies[#cookies + 1] = line end
-function request()
-  return wrk.format("GET", "/", { ["Host"] = "bench.localhost", ["Cookie"] = cookies[math.random(#cookies)] })
-end
-LUA
   : > "$work/soak.tsv"
   sample() { # seconds since start, RSS KiB, open fds
     printf '%s\t%s\t%s\n' "$(( $(date +%s) - soak_start ))" \
@@ -659,7 +651,7 @@ LUA
   }
   soak_start=$(date +%s)
   BENCH_COOKIES="$work/soak-wrk-cookies.txt" "${pin_load[@]}" wrk -t1 -c16 -d"${soak_seconds}s" \
-    -s "$work/soak.lua" "http://127.0.0.1:$port/" > "$work/soak-wrk.txt" & pids+=($!)
+    -s "$work/scale.lua" "http://127.0.0.1:$port/" > "$work/soak-wrk.txt" & pids+=($!)
   wrk_pid=$!
   logout_line=1 batches=0
   while kill -0 "$wrk_pid" 2>/dev/null; do

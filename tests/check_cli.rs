@@ -140,6 +140,30 @@ upstreams = [{ url = \"ftp://x\", weight = 500 }]\n\
 }
 
 #[test]
+fn idp_durations_out_of_range_are_named_at_their_lines() {
+    let gateway = format!(
+        "{GATEWAY}[idp.a]\nkind = \"oidc\"\nissuer = \"https://idp.example\"\nclient_id = \"x\"\n\
+         client_secret = \"y\"\ntimeout = \"0s\"\nhealth_check_interval = \"2h\"\n"
+    );
+    let dir = config_dir(&gateway, &[("good.toml", GOOD)]);
+    let run = check(&dir.path().join("portcullis.toml"));
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("portcullis.toml:8:11: idp `a`: timeout must be between 1s and 60s"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains(
+            "portcullis.toml:9:25: idp `a`: health_check_interval must be between 1s and 1h"
+        ),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
 fn toml_syntax_error_names_file_line_and_column() {
     let dir = config_dir(
         GATEWAY,

@@ -293,28 +293,18 @@ pub(super) fn compile_idps(
             problems: Vec::new(),
         };
         let compiled = c.compile(file, base);
-        let health_check_interval = match &file.health_check_interval {
-            Some(d)
-                if d.get_ref().0 < Duration::from_secs(1)
-                    || d.get_ref().0 > Duration::from_secs(3600) =>
-            {
-                c.error(d, "health_check_interval must be between 1s and 1h");
-                DEFAULT_HEALTH_CHECK_INTERVAL
-            }
-            Some(d) => d.get_ref().0,
-            None => DEFAULT_HEALTH_CHECK_INTERVAL,
-        };
-        let timeout = match &file.timeout {
-            Some(d)
-                if d.get_ref().0 < Duration::from_secs(1)
-                    || d.get_ref().0 > Duration::from_secs(60) =>
-            {
-                c.error(d, "timeout must be between 1s and 60s");
-                DEFAULT_IDP_TIMEOUT
-            }
-            Some(d) => d.get_ref().0,
-            None => DEFAULT_IDP_TIMEOUT,
-        };
+        let health_check_interval = c.duration_within(
+            file.health_check_interval.as_ref(),
+            (Duration::from_secs(1), Duration::from_secs(3600)),
+            DEFAULT_HEALTH_CHECK_INTERVAL,
+            "health_check_interval must be between 1s and 1h",
+        );
+        let timeout = c.duration_within(
+            file.timeout.as_ref(),
+            (Duration::from_secs(1), Duration::from_secs(60)),
+            DEFAULT_IDP_TIMEOUT,
+            "timeout must be between 1s and 60s",
+        );
         let default_issuer = match &compiled {
             Some(IdpProtocol::Oidc(o)) => Some(o.issuer.clone()),
             _ => None,
@@ -350,6 +340,25 @@ struct IdpCompiler<'a> {
 }
 
 impl IdpCompiler<'_> {
+    /// A duration setting within `(min, max)`, or `default` when absent; out of range is an
+    /// error at its line (and `default` meanwhile).
+    fn duration_within(
+        &mut self,
+        value: Option<&Spanned<ConfigDuration>>,
+        (min, max): (Duration, Duration),
+        default: Duration,
+        message: &str,
+    ) -> Duration {
+        match value {
+            Some(d) if d.get_ref().0 < min || d.get_ref().0 > max => {
+                self.error(d, message);
+                default
+            }
+            Some(d) => d.get_ref().0,
+            None => default,
+        }
+    }
+
     fn error<T>(&mut self, at: &Spanned<T>, message: impl Into<String>) {
         let message = format!("idp `{}`: {}", self.name, message.into());
         self.problems.push(self.src.error(Some(at.span()), message));
