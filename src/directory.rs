@@ -148,6 +148,15 @@ impl Directory {
         result
     }
 
+    /// An exchange that failed: ldap3's own per-operation timer and the whole lookup's
+    /// timer have the same limit, so whichever fires first is reported the same way.
+    fn broken_off(&self, error: ldap3::LdapError) -> DirectoryError {
+        match error {
+            ldap3::LdapError::Timeout { .. } => DirectoryError::Timeout(self.config.timeout),
+            other => DirectoryError::Unreachable(other.to_string()),
+        }
+    }
+
     async fn connect(&self) -> Result<Ldap, DirectoryError> {
         let mut settings = LdapConnSettings::new().set_conn_timeout(self.config.timeout);
         if let Some(pem) = &self.config.ca_pem {
@@ -172,7 +181,7 @@ impl Directory {
         }
         let (conn, mut ldap) = LdapConnAsync::with_settings(settings, &self.config.url)
             .await
-            .map_err(|e| DirectoryError::Unreachable(e.to_string()))?;
+            .map_err(|e| self.broken_off(e))?;
         let name = self.config.name.clone();
         tokio::spawn(async move {
             if let Err(e) = conn.drive().await {
@@ -183,7 +192,7 @@ impl Directory {
             ldap.with_timeout(self.config.timeout)
                 .simple_bind(dn, password.expose())
                 .await
-                .map_err(|e| DirectoryError::Unreachable(e.to_string()))?
+                .map_err(|e| self.broken_off(e))?
                 .success()
                 .map_err(|e| DirectoryError::Bind(e.to_string()))?;
         }
@@ -201,7 +210,7 @@ impl Directory {
             .with_timeout(self.config.timeout)
             .search(base, Scope::Subtree, filter, attributes)
             .await
-            .map_err(|e| DirectoryError::Unreachable(e.to_string()))?
+            .map_err(|e| self.broken_off(e))?
             .success()
             .map_err(|e| DirectoryError::Search(e.to_string()))?;
         Ok(entries.into_iter().map(SearchEntry::construct).collect())

@@ -238,7 +238,8 @@ async fn a_directory_that_accepts_but_never_answers_costs_one_timeout_not_a_hang
         started.elapsed()
     );
     let logs = fx.gw.wait_for_log("directory lookup failed").await;
-    assert!(logs.contains("deadline has elapsed"), "{logs}");
+    // One message whichever timer fires first (ldap3's per-operation one or the lookup's).
+    assert!(logs.contains("error=no answer within 1s"), "{logs}");
 }
 
 /// `portcullis check -c config`: whether it passed, and everything it printed.
