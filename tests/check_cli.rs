@@ -478,6 +478,15 @@ fn saml_encryption_and_algorithm_settings_are_checked_at_their_line() {
         "{f}:7:14: warning: idp `corp-saml`: allow_sha1: this IdP's SHA-1 signatures are accepted"
     );
     assert!(run.stderr.contains(&want), "missing {want}\n{}", run.stderr);
+    // What the SP signs: SHA-256 and up, SHA-1 never (not even with allow_sha1).
+    for bad in ["sha1", "SHA-256", "md5"] {
+        let (run, f) = run_with(&format!("allow_sha1 = true\nsignature_hash = \"{bad}\"\n"));
+        assert_eq!(run.code, 1, "{bad}: {}", run.stderr);
+        let want = format!("{f}:8:18: idp `corp-saml`: signature_hash must be \"sha256\", \"sha384\" or \"sha512\", not `{bad}`");
+        assert!(run.stderr.contains(&want), "missing {want}\n{}", run.stderr);
+    }
+    let (run, _) = run_with("signature_hash = \"sha384\"\n");
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
 }
 
 #[test]

@@ -1437,6 +1437,50 @@ async fn an_idp_that_wants_authn_requests_by_post_gets_a_signed_one_in_an_auto_s
     );
 }
 
+/// What this SP signs uses `signature_hash` for the signature and the digest, by either
+/// binding, and samlify verifies each; by default SHA-256 throughout — never a SHA-1 digest
+/// (samael's signature template has one, which the gateway replaces).
+#[tokio::test]
+async fn what_this_sp_signs_uses_the_configured_hash_and_never_sha1() {
+    const RSA_SHA256: &str = "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256";
+    const RSA_SHA512: &str = "http://www.w3.org/2001/04/xmldsig-more#rsa-sha512";
+    const SHA256: &str = "http://www.w3.org/2001/04/xmlenc#sha256";
+    const SHA512: &str = "http://www.w3.org/2001/04/xmlenc#sha512";
+    for (extra, signature, digest) in [
+        ("", RSA_SHA256, SHA256),
+        ("signature_hash = \"sha512\"\n", RSA_SHA512, SHA512),
+    ] {
+        // HTTP-POST: an XML signature.
+        let f = fixture_with(json!({ "sso_bindings": ["post"] }), extra).await;
+        let browser = f.browser();
+        let page = browser.follow(&f.url(WIKI, "/docs")).await;
+        let idp_form = browser.auto_post(&page).await;
+        let posted = browser.sign_in(&idp_form, "alice", "alice-pw").await;
+        let trip = browser.auto_post(&posted).await;
+        assert_eq!(trip.status, 200, "{extra}: {trip:?}\n{}", f.gw.logs());
+        let seen = &f.idp.posted_requests().await[0];
+        assert_eq!(seen["signed"], true, "{seen}");
+        assert_eq!(seen["signature_method"], signature, "{seen}");
+        assert_eq!(seen["digest_methods"], json!([digest]), "{seen}");
+        drop(f);
+
+        // HTTP-Redirect: SigAlg over the query.
+        let f = fixture_with(json!({}), extra).await;
+        let browser = f.browser();
+        let first = browser.get(&f.url(WIKI, "/docs")).await;
+        let to_idp = first.headers()["location"].to_str().unwrap().to_string();
+        assert_eq!(
+            query_param(&to_idp, "SigAlg").as_deref(),
+            Some(signature),
+            "{to_idp}"
+        );
+        let trip = browser
+            .saml_login(&f.url(WIKI, "/docs"), "alice", "alice-pw")
+            .await;
+        assert_eq!(trip.status, 200, "{extra}: {trip:?}\n{}", f.gw.logs());
+    }
+}
+
 /// Thirty copies of one valid response at once: exactly one signs in (the replay check is
 /// atomic), and a signed-in user's proxied requests are served meanwhile.
 #[tokio::test]

@@ -54,6 +54,7 @@ fn provider(url: &str) -> SamlProvider {
         require_encrypted_assertions: false,
         allow_sha1: false,
         authn_request_binding: None,
+        signature_hash: Default::default(),
         sign_requests: false,
         want_assertions_signed: true,
         clock_skew: Duration::from_secs(60),

@@ -15,7 +15,9 @@ use std::time::Duration;
 use toml::Spanned;
 
 mod saml;
-pub use saml::{days_until, MetadataSource, SamlIdpConfig, SsoBinding, EXPIRY_WARNING_DAYS};
+pub use saml::{
+    days_until, MetadataSource, SamlIdpConfig, SignatureHash, SsoBinding, EXPIRY_WARNING_DAYS,
+};
 
 /// How often refreshed claims are re-read by default (`refresh = true`).
 pub const DEFAULT_REFRESH_INTERVAL: Duration = Duration::from_secs(300);
@@ -83,6 +85,7 @@ pub(super) struct FileIdp {
     require_encrypted_assertions: Option<Spanned<bool>>,
     allow_sha1: Option<Spanned<bool>>,
     authn_request_binding: Option<Spanned<String>>,
+    signature_hash: Option<Spanned<String>>,
     sign_requests: Option<Spanned<bool>>,
     want_assertions_signed: Option<Spanned<bool>>,
     max_response_size: Option<Spanned<u64>>,

@@ -335,7 +335,12 @@ async function handler(req, res) {
       const [sp, requestInfo] = await verifiedBy(spId.trim(), (candidate) => idp.parseLoginRequest(candidate, 'post', {
         body: { SAMLRequest: form.get('SAMLRequest'), RelayState: form.get('RelayState') ?? '' },
       }));
-      postedRequests.push({ sp: spId.trim(), signed: /<(?:\w+:)?Signature[\s>]/.test(xml) });
+      postedRequests.push({
+        sp: spId.trim(),
+        signed: /<(?:\w+:)?Signature[\s>]/.test(xml),
+        signature_method: /<(?:\w+:)?SignatureMethod[^>]*Algorithm="([^"]+)"/.exec(xml)?.[1] ?? null,
+        digest_methods: [...xml.matchAll(/<(?:\w+:)?DigestMethod[^>]*Algorithm="([^"]+)"/g)].map((m) => m[1]),
+      });
       const uid = randomUUID();
       pendingLogins.set(uid, {
         sp,

@@ -38,6 +38,19 @@ pub enum SsoBinding {
     Post,
 }
 
+/// The hash of the signatures this SP makes (AuthnRequests, logout messages), and of the
+/// digest inside an XML signature. SHA-256 is the floor; no SHA-1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SignatureHash {
+    /// RSA-SHA256 / ECDSA-SHA256 (what every IdP accepts).
+    #[default]
+    Sha256,
+    /// RSA-SHA384 / ECDSA-SHA384.
+    Sha384,
+    /// RSA-SHA512 / ECDSA-SHA512.
+    Sha512,
+}
+
 /// A validated SAML IdP.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SamlIdpConfig {
@@ -64,6 +77,8 @@ pub struct SamlIdpConfig {
     /// The binding for AuthnRequests (`authn_request_binding`); `None`: HTTP-Redirect when
     /// the IdP's metadata offers it, else HTTP-POST.
     pub authn_request_binding: Option<SsoBinding>,
+    /// The hash of what this SP signs (`signature_hash`).
+    pub signature_hash: SignatureHash,
     /// Sign AuthnRequests and logout messages (default: when a key is configured).
     pub sign_requests: bool,
     /// Require the assertion itself to be signed, not only the response around it.
@@ -136,7 +151,7 @@ impl IdpCompiler<'_> {
 
     /// SAML keys on an OpenID Connect IdP are a mistake worth naming.
     pub(super) fn refuse_saml_keys(&mut self, file: &FileIdp) {
-        let saml_only: [(&str, Option<&Spanned<String>>); 12] = [
+        let saml_only: [(&str, Option<&Spanned<String>>); 13] = [
             ("metadata_file", file.metadata_file.as_ref()),
             ("metadata_url", file.metadata_url.as_ref()),
             ("okta_metadata_url", file.okta_metadata_url.as_ref()),
@@ -149,6 +164,7 @@ impl IdpCompiler<'_> {
             ("email_attribute", file.email_attribute.as_ref()),
             ("name_attribute", file.name_attribute.as_ref()),
             ("groups_attribute", file.groups_attribute.as_ref()),
+            ("signature_hash", file.signature_hash.as_ref()),
         ];
         for (key, value) in saml_only {
             if let Some(v) = value {
@@ -227,6 +243,22 @@ impl IdpCompiler<'_> {
                         None
                     }
                 });
+        let signature_hash = file
+            .signature_hash
+            .as_ref()
+            .and_then(|h| match h.get_ref().as_str() {
+                "sha256" => Some(SignatureHash::Sha256),
+                "sha384" => Some(SignatureHash::Sha384),
+                "sha512" => Some(SignatureHash::Sha512),
+                other => {
+                    self.error(
+                        h,
+                        format!("signature_hash must be \"sha256\", \"sha384\" or \"sha512\", not `{other}` (SHA-1 is never used to sign)"),
+                    );
+                    None
+                }
+            })
+            .unwrap_or_default();
         let has_key = sp_key.is_some();
         let require_encrypted_assertions = self.needs_sp_key(
             file.require_encrypted_assertions.as_ref(),
@@ -314,6 +346,7 @@ impl IdpCompiler<'_> {
             require_encrypted_assertions,
             allow_sha1,
             authn_request_binding,
+            signature_hash,
             sign_requests,
             want_assertions_signed: file
                 .want_assertions_signed

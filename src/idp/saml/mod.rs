@@ -532,8 +532,13 @@ impl SamlProvider {
         }
     }
 
-    fn signing_key(&self) -> Option<&PKey<Private>> {
-        self.sp_key.as_ref().filter(|_| self.config.sign_requests)
+    /// The SP's key and hash for what it signs, when it signs.
+    fn signer(&self) -> Option<redirect::MessageSigner<'_>> {
+        let key = self.sp_key.as_ref().filter(|_| self.config.sign_requests)?;
+        Some(redirect::MessageSigner {
+            key,
+            hash: self.config.signature_hash,
+        })
     }
 
     /// Do all app hosts share one SP entity ID (`sp_entity_id`), so one IdP integration
@@ -596,7 +601,7 @@ impl SamlProvider {
                     },
                 ]),
                 name_id_formats: self.config.name_id_format.clone().map(|f| vec![f]),
-                authn_requests_signed: Some(self.signing_key().is_some()),
+                authn_requests_signed: Some(self.signer().is_some()),
                 want_assertions_signed: Some(self.config.want_assertions_signed),
                 assertion_consumer_services: std::iter::once(&sp.acs_url)
                     .chain(other_acs.iter().filter(|a| **a != sp.acs_url))
@@ -670,7 +675,7 @@ impl SamlProvider {
                     "SAMLRequest",
                     &xml,
                     Some(relay_state),
-                    self.signing_key(),
+                    self.signer(),
                 )?)
             }
             SsoBinding::Post => ToIdp::Post {
@@ -704,14 +709,24 @@ impl SamlProvider {
     }
 
     /// An AuthnRequest for the HTTP-POST binding, base64: signed as XML (an enveloped
-    /// RSA-SHA256 signature, exclusive c14n) when this SP signs requests.
+    /// signature, exclusive c14n, `signature_hash` for both the signature and the digest)
+    /// when this SP signs requests.
     fn posted_request(&self, mut request: AuthnRequest) -> Result<String, SamlError> {
-        let xml = match (self.signing_key(), self.sp_cert_der.as_ref()) {
-            (Some(key), Some(cert)) => {
+        let xml = match (self.signer(), self.sp_cert_der.as_ref()) {
+            (Some(signer), Some(cert)) => {
+                use samael::signature::{DigestAlgorithm, Signature, SignatureAlgorithm};
                 let cert = samael::crypto::CertificateDer::from(cert.clone());
-                request.signature =
-                    Some(samael::signature::Signature::template(&request.id, &cert));
-                let der = key
+                let mut signature = Signature::template(&request.id, &cert);
+                // samael's template says RSA-SHA256 over a SHA-1 digest; neither is ours to keep.
+                signature.signed_info.signature_method.algorithm =
+                    SignatureAlgorithm::Unsupported(signer.algorithm_uri().to_string());
+                for reference in &mut signature.signed_info.reference {
+                    reference.digest_method.algorithm =
+                        DigestAlgorithm::Unsupported(signer.digest_uri().to_string());
+                }
+                request.signature = Some(signature);
+                let der = signer
+                    .key
                     .private_key_to_der()
                     .map_err(|e| SamlError::Build(format!("sp key: {e}")))?;
                 request
@@ -1053,7 +1068,7 @@ impl SamlProvider {
         // strict IdPs) refuse.
         let id = random_id()?;
         let xml = logout_request_xml(&id, &slo, &sp.entity_id, subject, self.now());
-        match redirect::encode(&slo, "SAMLRequest", &xml, None, self.signing_key()) {
+        match redirect::encode(&slo, "SAMLRequest", &xml, None, self.signer()) {
             Ok(url) => {
                 let ttl = MESSAGE_MAX_AGE * 2;
                 if let Err(e) = self
@@ -1185,11 +1200,11 @@ impl SamlProvider {
     ) -> Result<String, SamlError> {
         let algorithms = self.samael_algorithms();
         on_verify_pool(move || {
-            use samael::crypto::{Crypto, CryptoProvider, ReduceMode};
+            use samael::crypto::{Crypto, CryptoProvider};
             Crypto::reduce_xml_to_signed_with_allowed_algorithms(
                 &xml,
                 &certs,
-                ReduceMode::ValidateAndMarkNoAncestors,
+                samael::crypto::ReduceMode::ValidateAndMarkNoAncestors,
                 algorithms,
             )
             .map_err(|e| e.to_string())
@@ -1304,7 +1319,7 @@ impl SamlProvider {
             "SAMLResponse",
             &xml,
             logout.relay_state.as_deref(),
-            self.signing_key(),
+            self.signer(),
         )
         .ok()
     }

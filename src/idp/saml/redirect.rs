@@ -5,6 +5,7 @@
 //! which panics when `SigAlg` or `Signature` is missing or `SigAlg` is rsa-sha1, and
 //! re-encodes the values before checking (the spec signs the octets as sent).
 
+use crate::config::idp::SignatureHash;
 use base64::Engine;
 use flate2::read::DeflateDecoder;
 use flate2::write::DeflateEncoder;
@@ -22,8 +23,46 @@ const MAX_INFLATED: u64 = 256 * 1024;
 /// Largest query accepted.
 const MAX_QUERY: usize = 64 * 1024;
 
-const RSA_SHA256: &str = "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256";
-const ECDSA_SHA256: &str = "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha256";
+/// The key and hash this SP signs a message with.
+#[derive(Clone, Copy)]
+pub struct MessageSigner<'k> {
+    /// The SP's private key (RSA or EC).
+    pub key: &'k PKey<Private>,
+    /// The configured hash (`signature_hash`).
+    pub hash: SignatureHash,
+}
+
+impl MessageSigner<'_> {
+    /// The XML-DSig URI of the signature algorithm (also the redirect binding's `SigAlg`).
+    pub fn algorithm_uri(&self) -> &'static str {
+        let ec = self.key.id() == Id::EC;
+        match (ec, self.hash) {
+            (false, SignatureHash::Sha256) => "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256",
+            (false, SignatureHash::Sha384) => "http://www.w3.org/2001/04/xmldsig-more#rsa-sha384",
+            (false, SignatureHash::Sha512) => "http://www.w3.org/2001/04/xmldsig-more#rsa-sha512",
+            (true, SignatureHash::Sha256) => "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha256",
+            (true, SignatureHash::Sha384) => "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha384",
+            (true, SignatureHash::Sha512) => "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha512",
+        }
+    }
+
+    /// The XML-DSig URI of the reference digest in an XML signature.
+    pub fn digest_uri(&self) -> &'static str {
+        match self.hash {
+            SignatureHash::Sha256 => "http://www.w3.org/2001/04/xmlenc#sha256",
+            SignatureHash::Sha384 => "http://www.w3.org/2001/04/xmldsig-more#sha384",
+            SignatureHash::Sha512 => "http://www.w3.org/2001/04/xmlenc#sha512",
+        }
+    }
+
+    fn digest(&self) -> MessageDigest {
+        match self.hash {
+            SignatureHash::Sha256 => MessageDigest::sha256(),
+            SignatureHash::Sha384 => MessageDigest::sha384(),
+            SignatureHash::Sha512 => MessageDigest::sha512(),
+        }
+    }
+}
 
 /// Why a redirect-binding message was refused.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -61,7 +100,7 @@ pub fn encode(
     param: &str,
     xml: &str,
     relay_state: Option<&str>,
-    key: Option<&PKey<Private>>,
+    signer: Option<MessageSigner<'_>>,
 ) -> Result<String, RedirectError> {
     let mut deflater = DeflateEncoder::new(Vec::new(), Compression::default());
     deflater
@@ -75,14 +114,10 @@ pub fn encode(
     if let Some(relay) = relay_state {
         query.push_str(&format!("&RelayState={}", escape(relay)));
     }
-    if let Some(key) = key {
-        let (alg, digest) = match key.id() {
-            Id::EC => (ECDSA_SHA256, MessageDigest::sha256()),
-            _ => (RSA_SHA256, MessageDigest::sha256()),
-        };
-        query.push_str(&format!("&SigAlg={}", escape(alg)));
+    if let Some(with) = signer {
+        query.push_str(&format!("&SigAlg={}", escape(with.algorithm_uri())));
         let mut signer =
-            Signer::new(digest, key).map_err(|e| RedirectError::Sign(e.to_string()))?;
+            Signer::new(with.digest(), with.key).map_err(|e| RedirectError::Sign(e.to_string()))?;
         signer
             .update(query.as_bytes())
             .map_err(|e| RedirectError::Sign(e.to_string()))?;
@@ -220,15 +255,47 @@ mod tests {
     use crate::idp::saml::testing::self_signed;
 
     fn signed_query(key: &PKey<Private>) -> String {
+        signed_with(key, SignatureHash::Sha256)
+    }
+
+    fn signed_with(key: &PKey<Private>, hash: SignatureHash) -> String {
         let url = encode(
             "https://idp/slo",
             "SAMLRequest",
             "<x/>",
             Some("r s"),
-            Some(key),
+            Some(MessageSigner { key, hash }),
         )
         .unwrap();
         url.split_once('?').unwrap().1.to_string()
+    }
+
+    #[test]
+    fn every_signature_hash_is_named_in_sig_alg_and_verifies() {
+        let (key, cert) = self_signed(2048);
+        let der = [CertificateDer::from(cert.to_der().unwrap())];
+        for (hash, name) in [
+            (SignatureHash::Sha256, "rsa-sha256"),
+            (SignatureHash::Sha384, "rsa-sha384"),
+            (SignatureHash::Sha512, "rsa-sha512"),
+        ] {
+            let q = signed_with(&key, hash);
+            assert!(
+                q.contains(&format!(
+                    "SigAlg=http%3A%2F%2Fwww.w3.org%2F2001%2F04%2Fxmldsig-more%23{name}&"
+                )),
+                "{q}"
+            );
+            assert_eq!(verify(&q, "SAMLRequest", &der).unwrap().xml, "<x/>");
+            // The algorithm is part of what is signed: naming a weaker one breaks it.
+            let other = q.replace(name, "rsa-sha256").replace("rsa-sha256-", "x");
+            if name != "rsa-sha256" {
+                assert_eq!(
+                    verify(&other, "SAMLRequest", &der).unwrap_err(),
+                    RedirectError::BadSignature
+                );
+            }
+        }
     }
 
     #[test]
