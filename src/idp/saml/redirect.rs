@@ -229,10 +229,11 @@ pub fn inflate(deflated: &[u8]) -> Result<String, RedirectError> {
 
 /// Base64 with the line breaks and spaces some IdPs add stripped first.
 pub fn decode_base64(text: &str) -> Result<Vec<u8>, base64::DecodeError> {
-    let compact: String = text
-        .chars()
-        .filter(|c| !matches!(c, '\r' | '\n' | ' ' | '\t'))
-        .collect();
+    let folding = |b: &u8| matches!(b, b'\r' | b'\n' | b' ' | b'\t');
+    if !text.as_bytes().iter().any(folding) {
+        return base64::engine::general_purpose::STANDARD.decode(text);
+    }
+    let compact: Vec<u8> = text.bytes().filter(|b| !folding(b)).collect();
     base64::engine::general_purpose::STANDARD.decode(compact)
 }
 
@@ -296,6 +297,16 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn folded_base64_decodes_like_unfolded_and_other_bytes_are_refused() {
+        let plain = base64::engine::general_purpose::STANDARD.encode(b"<samlp:Response/>");
+        let folded = format!("{}\r\n {}\t{}\n", &plain[..4], &plain[4..9], &plain[9..]);
+        assert_eq!(decode_base64(&plain).unwrap(), b"<samlp:Response/>");
+        assert_eq!(decode_base64(&folded).unwrap(), b"<samlp:Response/>");
+        assert!(decode_base64(&format!("{plain}\u{0}")).is_err());
+        assert!(decode_base64(&format!("{plain}\u{a0}")).is_err());
     }
 
     #[test]
