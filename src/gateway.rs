@@ -175,6 +175,8 @@ pub struct Gateway {
     pub assertions: Option<Arc<crate::delivery::assertion::AssertionSigner>>,
     /// The credential vault (`[vault]`), when configured.
     pub vault: Option<Arc<crate::delivery::vault::Vault>>,
+    /// The Kerberos client (constrained delegation), when `[kerberos]` is configured.
+    pub kerberos: Option<Arc<crate::kerberos::KerberosClient>>,
     /// Sign-in rate limits (per node; they start over on reload).
     pub login_limits: crate::login_limits::LoginLimits,
     routes: RouteTable<Route>,
@@ -253,6 +255,10 @@ impl Gateway {
                 }
             }
         });
+        let kerberos = config
+            .kerberos
+            .clone()
+            .map(|k| Arc::new(crate::kerberos::KerberosClient::new(k)));
         let loaded_unix = clock.now_unix();
         Self {
             login_limits: crate::login_limits::LoginLimits::new(config.login_limits),
@@ -263,6 +269,7 @@ impl Gateway {
             clock,
             assertions,
             vault,
+            kerberos,
             routes,
             apps,
             broken,
@@ -343,6 +350,7 @@ impl Gateway {
             assertions: self.assertions.as_deref(),
             jars: &self.jars,
             now_unix: self.clock.now_unix(),
+            kerberos: self.kerberos.as_ref(),
         }
     }
 

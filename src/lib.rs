@@ -27,6 +27,7 @@ pub mod health_checks;
 pub mod hygiene;
 pub mod idp;
 pub mod intern;
+pub mod kerberos;
 pub mod lifecycle;
 pub mod listeners;
 pub mod logging;

@@ -317,6 +317,17 @@ fn run(path: &Path, upgrade: bool) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
+    // Before any thread starts: the Kerberos library reads its settings from the environment.
+    if let Some(kerberos) = &gateway.kerberos {
+        let dir = std::env::var_os("RUNTIME_DIRECTORY")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                std::env::temp_dir().join(format!("portcullis-{}", std::process::id()))
+            });
+        std::fs::create_dir_all(&dir).context("creating the runtime directory for krb5.conf")?;
+        portcullis::kerberos::configure_process(kerberos, &dir)
+            .context("writing the Kerberos configuration")?;
+    }
     portcullis::logging::init(
         gateway.log_format,
         &gateway.log_level,

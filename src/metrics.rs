@@ -58,6 +58,7 @@ struct Metrics {
     refreshes: IntCounterVec,
     throttled: IntCounterVec,
     directory_lookups: HistogramVec,
+    kerberos_tickets: HistogramVec,
     build_info: IntGaugeVec,
     policy_info: IntGaugeVec,
     apps: IntGaugeVec,
@@ -137,6 +138,7 @@ impl Metrics {
             refreshes: counter(&r, "portcullis_refreshes_total", "Token refreshes by IdP and outcome (ok, refused, failed).", &["idp", "outcome"])?,
             throttled: counter(&r, "portcullis_logins_throttled_total", "Sign-in requests refused by a login rate limit, by limit.", &["limit"])?,
             directory_lookups: histogram(&r, "portcullis_directory_lookup_duration_seconds", "Lookups of a signing-in user in an LDAP / Active Directory server, by directory and outcome (ok, not_found, unavailable).", &["directory", "outcome"], FAST_BUCKETS)?,
+            kerberos_tickets: histogram(&r, "portcullis_kerberos_ticket_duration_seconds", "Kerberos tickets obtained for signed-in users by constrained delegation, by app and outcome (ok, no_principal, unknown_user, delegation_refused, kdc_unavailable, ...).", &["app", "outcome"], FAST_BUCKETS)?,
             build_info: gauge(&r, "portcullis_build_info", "Always 1; the running version.", &["version"])?,
             policy_info: gauge(&r, "portcullis_policy_info", "Always 1 per serving app; the SHA-256 of the policy file it runs.", &["app", "sha256"])?,
             apps: gauge(&r, "portcullis_apps", "Apps by state: serving, or unavailable (policy errors).", &["state"])?,
@@ -243,6 +245,15 @@ pub fn directory_lookup(directory: &str, outcome: &str, elapsed: Duration) {
     with(|m| {
         m.directory_lookups
             .with_label_values(&[directory, outcome])
+            .observe(elapsed.as_secs_f64());
+    });
+}
+
+/// One Kerberos ticket asked for on a user's behalf.
+pub fn kerberos_ticket(app: &str, outcome: &str, elapsed: Duration) {
+    with(|m| {
+        m.kerberos_tickets
+            .with_label_values(&[app, outcome])
             .observe(elapsed.as_secs_f64());
     });
 }

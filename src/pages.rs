@@ -59,6 +59,10 @@ pub enum Page {
     IdentityUndeliverable,
     /// 503: the company directory could not be read at sign-in, and this app needs it.
     DirectoryUnavailable,
+    /// 403: the app signs users in with Kerberos, and this user has no usable principal.
+    KerberosNoAccount,
+    /// 503: no Kerberos ticket for the app (KDC down or slow, delegation refused).
+    KerberosUnavailable,
 }
 
 impl Page {
@@ -79,7 +83,9 @@ impl Page {
             Page::IdpUnreachable
             | Page::StoreUnavailable
             | Page::SignOutIncomplete
-            | Page::DirectoryUnavailable => 503,
+            | Page::DirectoryUnavailable
+            | Page::KerberosUnavailable => 503,
+            Page::KerberosNoAccount => 403,
             Page::SignedOut | Page::SignedOutUnconfirmed => 200,
             Page::PayloadTooLarge => 413,
             Page::MethodNotAllowed => 405,
@@ -111,6 +117,8 @@ impl Page {
             Page::TooManySignIns => "Too many sign-in attempts",
             Page::IdentityUndeliverable => "Your identity cannot be passed to this application",
             Page::DirectoryUnavailable => "Your directory details are missing",
+            Page::KerberosNoAccount => "No Windows account for you on this application",
+            Page::KerberosUnavailable => "Windows sign-in to this application is unavailable",
         }
     }
 
@@ -139,6 +147,8 @@ impl Page {
             Page::PayloadTooLarge => "The request carried more data than the gateway accepts here.",
             Page::MethodNotAllowed => "This gateway address does not accept this kind of request.",
             Page::DirectoryUnavailable => "When you signed in, your details could not be read from the company directory, and this application needs them. Please sign out and sign in again in a few minutes.",
+            Page::KerberosNoAccount => "This application signs you in with your Windows (Kerberos) account, and none was found for you. Ask the IT team to link your account; the request id below helps them find the details.",
+            Page::KerberosUnavailable => "This application signs you in with your Windows (Kerberos) account, and the gateway could not get a ticket for it just now. Try again in a few minutes; if it keeps happening, give the IT team the request id below.",
             Page::IdentityUndeliverable => "The gateway could not pass who you are to this application: one of your attributes (a long group list, for instance) is larger than the application's headers may carry, or holds characters they cannot. The IT team can find the details in the gateway log under the request id below.",
         }
     }
@@ -195,6 +205,8 @@ impl Page {
             Page::TooManySignIns => "too_many_sign_ins",
             Page::IdentityUndeliverable => "identity_undeliverable",
             Page::DirectoryUnavailable => "directory_unavailable",
+            Page::KerberosNoAccount => "kerberos_no_account",
+            Page::KerberosUnavailable => "kerberos_unavailable",
         }
     }
 

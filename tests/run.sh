@@ -31,6 +31,9 @@ ensure_packages systemd bsdutils
 ensure_packages dpkg-dev python3-yaml
 # Attributes from LDAP (tests/directory.rs): a real OpenLDAP server, started per test.
 ensure_packages slapd
+# Kerberos constrained delegation (tests/kerberos.rs): an MIT KDC on its LDAP back end (the
+# DB2 one cannot hold krbAllowedToDelegateTo) and Apache with mod_auth_gssapi as the backend.
+ensure_packages krb5-kdc krb5-kdc-ldap krb5-admin-server apache2 libapache2-mod-auth-gssapi
 cargo deb --version >/dev/null 2>&1 || cargo install --locked --quiet cargo-deb
 ensure_browser_tests
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt >/dev/null 2>&1 || true

@@ -62,6 +62,7 @@ struct FileGateway {
     idp: BTreeMap<String, FileIdp>,
     #[serde(default)]
     directory: BTreeMap<String, Spanned<super::directory::FileDirectory>>,
+    kerberos: Option<super::kerberos::FileKerberos>,
     audit: Option<super::audit::FileAudit>,
     jwt: Option<FileJwt>,
     vault: Option<FileVault>,
@@ -299,6 +300,8 @@ pub struct GatewayConfig {
     pub idps: Vec<IdpConfig>,
     /// LDAP / Active Directory servers users' attributes and groups are read from.
     pub directories: Vec<super::directory::DirectoryConfig>,
+    /// The gateway's Kerberos service principal, for apps that take `Negotiate` only.
+    pub kerberos: Option<super::kerberos::KerberosSettings>,
     /// Log line format.
     pub log_format: LogFormat,
     /// Default log filter (`info`, `portcullis=debug`, ...); `RUST_LOG` overrides it.
@@ -558,6 +561,10 @@ pub fn compile_gateway(
         .and_then(|c| super::console::compile_console(c, &src, &idps, &mut problems));
     let directories =
         super::directory::compile_directories(&file.directory, &src, base, &idps, &mut problems);
+    let kerberos = file
+        .kerberos
+        .as_ref()
+        .and_then(|k| super::kerberos::compile_kerberos(k, &src, base, &mut problems));
 
     let mut header_name = |value: &Spanned<String>, what: &str| -> Option<String> {
         let name = value.get_ref();
@@ -620,6 +627,7 @@ pub fn compile_gateway(
         admin_token,
         console,
         directories,
+        kerberos,
         login_limits: file.login_limits.as_ref().map_or_else(
             crate::login_limits::LoginLimitSettings::default,
             |l| {

@@ -12,6 +12,7 @@ pub mod duration;
 pub mod files;
 pub mod gateway;
 pub mod idp;
+pub mod kerberos;
 pub mod problem;
 pub mod session_store;
 

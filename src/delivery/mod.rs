@@ -20,6 +20,7 @@ pub mod basic;
 pub mod form_fill;
 pub mod identity;
 pub mod jars;
+pub mod kerberos;
 pub mod vault;
 
 use crate::idp::Identity;
@@ -31,6 +32,7 @@ use form_fill::{FormFill, FormFillError};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use identity::{IdentityCookies, IdentityHeaders, InjectError};
 use jars::{BackendJars, SharedJar};
+use kerberos::KerberosDelivery;
 use thiserror::Error;
 use tracing::warn;
 use vault::{enrollment_path, user_key, Credential, Vault, VaultError};
@@ -48,6 +50,8 @@ pub enum Step {
     FormFill(FormFill),
     /// `[identity.basic]`: HTTP Basic credentials replayed.
     Basic(BasicReplay),
+    /// `[identity.kerberos]`: a Kerberos ticket for the user (constrained delegation).
+    Kerberos(KerberosDelivery),
 }
 
 impl Step {
@@ -87,6 +91,8 @@ pub struct Services<'a> {
     pub jars: &'a BackendJars,
     /// Now, in Unix seconds (assertion times).
     pub now_unix: u64,
+    /// The gateway's Kerberos client, when `[kerberos]` is configured.
+    pub kerberos: Option<&'a std::sync::Arc<crate::kerberos::KerberosClient>>,
 }
 
 /// The app's backend, as the proxy reaches it.
@@ -160,6 +166,12 @@ pub enum DeliveryError {
     /// favicon, an XHR): it gets no enrollment redirect.
     #[error("the app's password is not stored yet (not a page navigation, so no redirect)")]
     CredentialRequired,
+    /// An app delivers Kerberos tickets, but the gateway has no `[kerberos]`.
+    #[error("no [kerberos] service principal configured")]
+    NoKerberos,
+    /// No ticket for this user at the app's SPN.
+    #[error(transparent)]
+    Kerberos(crate::kerberos::KerberosError),
     /// The backend refused the app's service account.
     #[error("the backend refused the service account")]
     ServiceAccountRefused,
@@ -239,7 +251,9 @@ impl Delivery {
             })
             .flatten()
             .collect();
-        let replaces_authorization = steps.iter().any(|s| matches!(s, Step::Basic(_)));
+        let replaces_authorization = steps
+            .iter()
+            .any(|s| matches!(s, Step::Basic(_) | Step::Kerberos(_)));
         Self {
             steps,
             identity_cookie_keys,
@@ -288,6 +302,10 @@ impl Delivery {
                     "HTTP Basic with one service account".to_string()
                 }
                 Step::Basic(_) => "HTTP Basic with the user's stored password".to_string(),
+                Step::Kerberos(k) => format!(
+                    "Kerberos (Negotiate) tickets for {} by constrained delegation, as the user's principal from {}",
+                    k.spn, k.principal_from
+                ),
             })
             .collect()
     }
@@ -330,7 +348,9 @@ impl Delivery {
         out: &mut Outgoing,
     ) -> Result<Prepared, DeliveryError> {
         for step in &self.steps {
-            if reach == Reach::IdentityOnly && step.carries_credentials() {
+            if reach == Reach::IdentityOnly
+                && (step.carries_credentials() || matches!(step, Step::Kerberos(_)))
+            {
                 continue;
             }
             let prepared = match step {
@@ -354,6 +374,7 @@ impl Delivery {
                     form_fill::prepare(form, backend, who, services, out).await?
                 }
                 Step::Basic(b) => basic::prepare(b, backend.app, who, services, out).await?,
+                Step::Kerberos(k) => kerberos::prepare(k, backend.app, who, services, out).await?,
             };
             if prepared != Prepared::Send {
                 return Ok(prepared);
@@ -410,7 +431,7 @@ impl Delivery {
                     form_fill::upstream_response(form, out, status, headers, &mut edits).await;
                 }
                 Step::Basic(b) => basic::upstream_response(b, app, out, status, &mut edits).await,
-                Step::Headers(_) | Step::Cookies(_) | Step::Assertion(_) => {}
+                Step::Headers(_) | Step::Cookies(_) | Step::Assertion(_) | Step::Kerberos(_) => {}
             }
         }
         edits
@@ -579,6 +600,7 @@ mod tests {
                 assertions: None,
                 jars: &self.jars,
                 now_unix: 1_800_000_000,
+                kerberos: None,
             };
             let mut out = Outgoing::for_request(navigation);
             let prepared = delivery

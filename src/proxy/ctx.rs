@@ -342,6 +342,8 @@ impl RequestError {
                 | DeliveryError::BackendLogin(_)
                 | DeliveryError::NoUpstream => Page::BadGateway,
                 DeliveryError::Identity(_) => Page::IdentityUndeliverable,
+                DeliveryError::Kerberos(k) if k.is_the_users() => Page::KerberosNoAccount,
+                DeliveryError::Kerberos(_) | DeliveryError::NoKerberos => Page::KerberosUnavailable,
                 DeliveryError::NoCredentialStore
                 | DeliveryError::VaultRead(_)
                 | DeliveryError::UnsendableCredential => Page::Internal,

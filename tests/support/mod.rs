@@ -17,6 +17,7 @@ pub mod form_app;
 pub mod ha;
 pub mod idp;
 pub mod internal_app;
+pub mod kerberos;
 pub mod ldap;
 pub mod node;
 pub mod prometheus;

@@ -124,6 +124,15 @@ pub(super) struct FileIdentity {
     pub(super) cookies: BTreeMap<String, Spanned<toml::Value>>,
     pub(super) jwt_header: Option<Spanned<String>>,
     pub(super) basic: Option<Spanned<FileBasic>>,
+    pub(super) kerberos: Option<Spanned<FileKerberosIdentity>>,
+}
+
+/// `[identity.kerberos]`: Kerberos tickets for the user by constrained delegation.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileKerberosIdentity {
+    pub(super) spn: Spanned<String>,
+    pub(super) principal: Option<Spanned<String>>,
 }
 
 /// `[form_fill]`: log in to the backend's own form with the user's stored password.

@@ -3,6 +3,7 @@
 
 #[allow(clippy::wildcard_imports)]
 use super::*;
+use crate::delivery::kerberos::KerberosDelivery;
 
 impl Compiler<'_> {
     /// The app's delivery steps, in the order they run: headers, cookies, the signed
@@ -76,6 +77,51 @@ impl Compiler<'_> {
                 }
             };
             Some(BasicReplay { username, service: None })
+        });
+        let kerberos = file.identity.kerberos.as_ref().and_then(|k| {
+            let fk = k.get_ref();
+            if file.idp.is_none() {
+                self.error(k, "[identity.kerberos] needs `idp`: tickets are for signed-in users");
+                return None;
+            }
+            if gateway.kerberos.is_none() {
+                self.error(k, "[identity.kerberos] needs the gateway's service principal: add [kerberos] (principal, keytab_file) to the gateway config");
+                return None;
+            }
+            if file.identity.basic.is_some() || file.form_fill.is_some() {
+                self.error(k, "[identity.kerberos] and [identity.basic] / [form_fill] each sign the user in to the backend: choose one");
+                return None;
+            }
+            let spn = fk.spn.get_ref().trim();
+            let valid = spn.split_once('/').is_some_and(|(service, host)| {
+                !service.is_empty()
+                    && !host.is_empty()
+                    && service.chars().all(|c| c.is_ascii_alphanumeric())
+                    && host
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-'))
+            });
+            if !valid {
+                self.error(&fk.spn, format!("spn `{spn}` must be service/host, e.g. `HTTP/sharepoint.corp.example` (the realm comes from [kerberos])"));
+                return None;
+            }
+            let from = fk
+                .principal
+                .as_ref()
+                .map_or("email", |p| p.get_ref().as_str())
+                .to_string();
+            let at = fk.principal.as_ref().map_or(k.span(), Spanned::span);
+            let principal = self.identity_source(
+                "[identity.kerberos] principal",
+                &Spanned::new(at, toml::Value::String(from.clone())),
+                base,
+                idp_config,
+            )?;
+            Some(KerberosDelivery {
+                spn: spn.to_string(),
+                principal,
+                principal_from: from,
+            })
         });
         let form_fill = file.form_fill.as_ref().and_then(|f| {
             let ff = f.get_ref();
@@ -152,6 +198,7 @@ impl Compiler<'_> {
                 jwt_header.map(Step::Assertion),
                 form_fill.map(Step::FormFill),
                 basic.map(Step::Basic),
+                kerberos.map(Step::Kerberos),
             ]
             .into_iter()
             .flatten()
@@ -518,6 +565,7 @@ mod tests {
                 Step::Assertion(_) => "assertion",
                 Step::FormFill(_) => "form-fill",
                 Step::Basic(_) => "basic",
+                Step::Kerberos(_) => "kerberos",
             })
             .collect()
     }
