@@ -22,7 +22,8 @@ use thiserror::Error;
 
 /// How long a user's delegated credential is reused (less when its tickets end sooner).
 const USER_CRED_TTL: Duration = Duration::from_secs(30 * 60);
-/// Credentials closer than this to their end are fetched again.
+/// Credentials closer than this to their end are fetched again (or a quarter of their life,
+/// for a realm with short tickets).
 const RENEW_MARGIN: Duration = Duration::from_secs(5 * 60);
 
 // MIT krb5 error codes (com_err table), as GSSAPI minor statuses.
@@ -123,6 +124,15 @@ pub fn configure_process(settings: &KerberosSettings, runtime_dir: &Path) -> std
     Ok(())
 }
 
+/// A ticket for the backend.
+#[derive(Debug)]
+pub struct Negotiated {
+    /// The `Authorization` header's value.
+    pub authorization: String,
+    /// The user's delegated credential came from the KDC for this request (an audit record).
+    pub fresh: bool,
+}
+
 struct Held {
     cred: Cred,
     until: Instant,
@@ -171,7 +181,7 @@ impl KerberosClient {
         self: &Arc<Self>,
         user: &str,
         spn: &str,
-    ) -> Result<String, KerberosError> {
+    ) -> Result<Negotiated, KerberosError> {
         let this = self.clone();
         let (user, spn) = (user.to_string(), spn.to_string());
         let limit = self.settings.timeout;
@@ -183,8 +193,8 @@ impl KerberosClient {
         }
     }
 
-    fn negotiate_blocking(&self, user: &str, spn: &str) -> Result<String, KerberosError> {
-        let delegated = self.delegated(user)?;
+    fn negotiate_blocking(&self, user: &str, spn: &str) -> Result<Negotiated, KerberosError> {
+        let (delegated, fresh) = self.delegated(user)?;
         // GSSAPI names a host-based service `service@host`; an SPN is `service/host`.
         let service = spn.replacen('/', "@", 1);
         let target = Name::new(service.as_bytes(), Some(GSS_NT_HOSTBASED_SERVICE))
@@ -199,17 +209,21 @@ impl KerberosClient {
             .step(None, None)
             .map_err(|e| classify(&e, user, spn))?
             .ok_or_else(|| KerberosError::Other("no initial token".into()))?;
-        Ok(format!(
-            "Negotiate {}",
-            base64::engine::general_purpose::STANDARD.encode(&*token)
-        ))
+        Ok(Negotiated {
+            authorization: format!(
+                "Negotiate {}",
+                base64::engine::general_purpose::STANDARD.encode(&*token)
+            ),
+            fresh,
+        })
     }
 
-    /// The user's delegated credential (S4U2Self), reused until near its end.
-    fn delegated(&self, user: &str) -> Result<Arc<Held>, KerberosError> {
+    /// The user's delegated credential (S4U2Self), reused until near its end; `true` when it
+    /// was fetched from the KDC just now.
+    fn delegated(&self, user: &str) -> Result<(Arc<Held>, bool), KerberosError> {
         if let Some(held) = self.users.get(user) {
             if held.until > Instant::now() {
-                return Ok(held);
+                return Ok((held, false));
             }
         }
         let own = self.own_cred()?;
@@ -223,7 +237,7 @@ impl KerberosClient {
             cred,
         });
         self.users.insert(user.to_string(), held.clone());
-        Ok(held)
+        Ok((held, true))
     }
 
     /// The gateway's own initiator credential (from its keytab), fetched again near its end.
@@ -266,7 +280,8 @@ fn krb5_only() -> Result<OidSet, KerberosError> {
 /// How long a credential may be used before it is fetched again.
 fn usable_for(cred: &Cred) -> Duration {
     let left = cred.lifetime().unwrap_or(Duration::ZERO);
-    left.saturating_sub(RENEW_MARGIN).min(USER_CRED_TTL)
+    left.saturating_sub(RENEW_MARGIN.min(left / 4))
+        .min(USER_CRED_TTL)
 }
 
 fn classify(error: &libgssapi::error::Error, user: &str, spn: &str) -> KerberosError {
@@ -282,5 +297,44 @@ fn classify(error: &libgssapi::error::Error, user: &str, spn: &str) -> KerberosE
         BADOPTION | POLICY if !spn.is_empty() => KerberosError::DelegationRefused(spn.to_string()),
         SKEW => KerberosError::ClockSkew,
         _ => KerberosError::Other(error.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn client() -> KerberosClient {
+        KerberosClient::new(KerberosSettings {
+            principal: "HTTP/gw.corp.example@CORP.EXAMPLE".into(),
+            keytab: PathBuf::from("/nonexistent"),
+            realm: RealmSource::System,
+            timeout: Duration::from_secs(1),
+        })
+    }
+
+    #[test]
+    fn user_names_become_principals_in_upper_case_realms() {
+        let c = client();
+        assert_eq!(c.principal_for("alice@corp.example"), "alice@CORP.EXAMPLE");
+        assert_eq!(c.principal_for("alice"), "alice@CORP.EXAMPLE");
+        // Only the realm part changes case; the last `@` separates it.
+        assert_eq!(
+            c.principal_for("Al.Ice@Sub.Corp.Example"),
+            "Al.Ice@SUB.CORP.EXAMPLE"
+        );
+    }
+
+    #[test]
+    fn the_users_own_problems_are_told_apart_from_the_services() {
+        assert!(KerberosError::UnknownUser("a".into()).is_the_users());
+        assert!(KerberosError::NoPrincipal("email".into()).is_the_users());
+        assert!(!KerberosError::DelegationRefused("HTTP/x".into()).is_the_users());
+        assert!(!KerberosError::Timeout(Duration::from_secs(1)).is_the_users());
+        assert_eq!(
+            KerberosError::Unreachable("x".into()).outcome(),
+            KerberosError::Timeout(Duration::from_secs(1)).outcome()
+        );
     }
 }

@@ -73,6 +73,13 @@ async fn signed_in_users_reach_a_negotiate_only_app_as_their_own_principal_and_n
     assert_eq!(trip.status, 200, "{trip:?}\n{}", gw.logs());
     assert_eq!(trip.headers["x-remote-user"], "alice@CORP.EXAMPLE");
     assert!(trip.body.contains("kerberos backend"), "{}", trip.body);
+    let audit = gw
+        .wait_for_log("event=\"kerberos_ticket\" outcome=\"ok\"")
+        .await;
+    assert!(
+        audit.contains("principal=alice@CORP.EXAMPLE spn=HTTP/intranet.corp.example"),
+        "{audit}"
+    );
     // A Negotiate header of the client's own is never what the backend sees.
     let forged = alice
         .get_with(
@@ -116,6 +123,8 @@ async fn signed_in_users_reach_a_negotiate_only_app_as_their_own_principal_and_n
     );
     gw.wait_for_log("the KDC knows no principal `bob@CORP.EXAMPLE`")
         .await;
+    gw.wait_for_log("event=\"kerberos_ticket\" outcome=\"unknown_user\"")
+        .await;
 
     // The KDC goes down: a user with no cached ticket gets a clear page within the timeout.
     realm.stop_kdc();
@@ -148,6 +157,23 @@ async fn signed_in_users_reach_a_negotiate_only_app_as_their_own_principal_and_n
     assert_eq!(trip.status, 200, "{trip:?}\n{}", gw.logs());
     assert_eq!(trip.headers["x-remote-user"], "dave@CORP.EXAMPLE");
     assert!(realm.kdc_log().contains("CONSTRAINED-DELEGATION"));
+
+    // Renewal: dave's credential is reused while it lasts, then fetched again before it ends
+    // (his tickets last 8 s; the gateway renews with a quarter of the life left).
+    let fetched = || {
+        gw.logs()
+            .matches("outcome=\"ok\" app=\"intranet\" user=dave@corp.example")
+            .count()
+    };
+    assert_eq!(fetched(), 1, "{}", gw.logs());
+    let again = dave.follow(&gw.app_url(INTRANET, "/")).await;
+    assert_eq!(again.status, 200);
+    assert_eq!(fetched(), 1, "reused while it lasts");
+    tokio::time::sleep(Duration::from_millis(6_500)).await;
+    let renewed = dave.follow(&gw.app_url(INTRANET, "/")).await;
+    assert_eq!(renewed.status, 200, "{renewed:?}\n{}", gw.logs());
+    assert_eq!(renewed.headers["x-remote-user"], "dave@CORP.EXAMPLE");
+    assert_eq!(fetched(), 2, "fetched again near its end\n{}", gw.logs());
 }
 
 /// `portcullis check` names Kerberos mistakes at their lines: a keytab that is not there, a

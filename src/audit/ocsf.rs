@@ -18,6 +18,11 @@ fn classify(event: &str, record: &Map<String, Value>) -> (u64, u64, bool) {
         "logout" | "session_end" => (AUTHENTICATION, 2, true),
         "logout_failure" | "signal_refused" => (AUTHENTICATION, 2, false),
         "bearer_refused" => (AUTHENTICATION, OTHER, false),
+        "kerberos_ticket" => (
+            AUTHENTICATION,
+            1,
+            record.get("outcome").and_then(Value::as_str) == Some("ok"),
+        ),
         "access" => {
             let admitted = matches!(
                 record.get("decision").and_then(Value::as_str),

@@ -4,7 +4,10 @@
 
 use super::identity::{value_of, IdentitySource};
 use super::{DeliveryError, Outgoing, Prepared, Recipient, Services};
+use crate::idp::loggable;
+use crate::kerberos::KerberosError;
 use http::HeaderValue;
+use tracing::{info, warn};
 
 /// How one app gets Kerberos tickets.
 #[derive(Debug, Clone, PartialEq)]
@@ -28,23 +31,32 @@ pub async fn prepare(
 ) -> Result<Prepared, DeliveryError> {
     let client = services.kerberos.ok_or(DeliveryError::NoKerberos)?;
     let started = std::time::Instant::now();
-    let result = match value_of(&kerberos.principal, who.identity, who.access_token)
+    let principal = value_of(&kerberos.principal, who.identity, who.access_token)
         .filter(|v| !v.is_empty())
-    {
-        None => Err(crate::kerberos::KerberosError::NoPrincipal(
-            kerberos.principal_from.clone(),
-        )),
-        Some(user) => {
-            let principal = client.principal_for(&user);
-            client.negotiate(&principal, &kerberos.spn).await
-        }
+        .map(|user| client.principal_for(&user));
+    let result = match &principal {
+        None => Err(KerberosError::NoPrincipal(kerberos.principal_from.clone())),
+        Some(principal) => client.negotiate(principal, &kerberos.spn).await,
     };
-    let outcome = result.as_ref().map_or_else(|e| e.outcome(), |_| "ok");
+    let outcome = result
+        .as_ref()
+        .map_or_else(KerberosError::outcome, |_| "ok");
     crate::metrics::kerberos_ticket(app, outcome, started.elapsed());
-    let token = result.map_err(DeliveryError::Kerberos)?;
-    let mut value =
-        HeaderValue::try_from(token).map_err(|_| DeliveryError::UnsendableCredential)?;
-    value.set_sensitive(true);
-    out.headers.push((http::header::AUTHORIZATION, value));
-    Ok(Prepared::Send)
+    let principal = principal.as_deref().map_or("-", |p| p);
+    match result {
+        Ok(ticket) => {
+            if ticket.fresh {
+                info!(target: "audit", event = "kerberos_ticket", outcome, app, user = %who.identity.display(), principal = %loggable(principal), spn = %kerberos.spn, request_id = %who.request_id, "Kerberos credential obtained for the user by constrained delegation");
+            }
+            let mut value = HeaderValue::try_from(ticket.authorization)
+                .map_err(|_| DeliveryError::UnsendableCredential)?;
+            value.set_sensitive(true);
+            out.headers.push((http::header::AUTHORIZATION, value));
+            Ok(Prepared::Send)
+        }
+        Err(e) => {
+            warn!(target: "audit", event = "kerberos_ticket", outcome, reason = %e, app, user = %who.identity.display(), principal = %loggable(principal), spn = %kerberos.spn, request_id = %who.request_id, "no Kerberos ticket for the user");
+            Err(DeliveryError::Kerberos(e))
+        }
+    }
 }

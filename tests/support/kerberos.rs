@@ -4,7 +4,7 @@
 //! and an Apache backend with `mod_auth_gssapi` that accepts only `Negotiate` and shows the
 //! principal it authenticated (`X-Remote-User`).
 //!
-//! Realm `CORP.EXAMPLE`: users `alice` and `dave` (not `bob`); the gateway's service
+//! Realm `CORP.EXAMPLE`: users `alice` and `dave` (tickets of 8 s; not `bob`); the gateway's service
 //! principal `HTTP/gateway.corp.example` may delegate to `HTTP/intranet.corp.example` only;
 //! `HTTP/other.corp.example` exists but is not allowed. Everything lives in one temporary
 //! directory; dropping the realm stops its processes.
@@ -168,7 +168,8 @@ impl TestRealm {
         );
         let kadmin = |query: &str| run(&d, "kadmin.local", &["-q", query], None);
         kadmin("addprinc -pw TEST-ONLY-alice alice");
-        kadmin("addprinc -pw TEST-ONLY-dave dave");
+        // Dave's tickets last 8 s, so the renewal is seen in a test.
+        kadmin("addprinc -maxlife \"8 seconds\" -pw TEST-ONLY-dave dave");
         kadmin("addprinc -randkey +ok_to_auth_as_delegate HTTP/gateway.corp.example");
         kadmin(&format!("addprinc -randkey {ALLOWED_SPN}"));
         kadmin(&format!("addprinc -randkey {OTHER_SPN}"));
