@@ -128,31 +128,20 @@ impl TestRealm {
             ),
         )
         .unwrap();
+        // kdb5_ldap_util, bound as the directory's administrator.
+        let ldap_util = |args: &[&str], stdin: Option<&str>| {
+            let mut all = vec!["-D", ADMIN_DN, "-w", ADMIN_PW];
+            all.extend_from_slice(args);
+            run(&d, "kdb5_ldap_util", &all, stdin);
+        };
         let ldap_stash = d.join("ldap.stash").display().to_string();
-        run(
-            &d,
-            "kdb5_ldap_util",
-            &[
-                "-D",
-                ADMIN_DN,
-                "-w",
-                ADMIN_PW,
-                "stashsrvpw",
-                "-f",
-                &ldap_stash,
-                ADMIN_DN,
-            ],
+        ldap_util(
+            &["stashsrvpw", "-f", &ldap_stash, ADMIN_DN],
             Some(&format!("{ADMIN_PW}\n{ADMIN_PW}\n")),
         );
         let ldap_url = format!("ldap://127.0.0.1:{ldap_port}");
-        run(
-            &d,
-            "kdb5_ldap_util",
+        ldap_util(
             &[
-                "-D",
-                ADMIN_DN,
-                "-w",
-                ADMIN_PW,
                 "-H",
                 &ldap_url,
                 "create",
